@@ -1,0 +1,134 @@
+//! The Spin entry point: reads the request, routes, and answers. It holds no
+//! logic of its own; each route delegates to the core.
+
+use futures::StreamExt;
+use http::{Response, StatusCode};
+use serde_json::json;
+use spin_sdk::http::{IncomingRequest, Method};
+
+use crate::api::{json_response, ApiError};
+use crate::config::Config;
+use crate::ingest::{self, Plan};
+use crate::log;
+use crate::outbound;
+use crate::time::UnixTime;
+
+#[spin_sdk::http_component]
+async fn handle(req: IncomingRequest) -> Response<Vec<u8>> {
+    let method = req.method();
+    let path = req.path_with_query().unwrap_or_default();
+    let path = path.split('?').next().unwrap_or_default().to_owned();
+    let result = match (&method, path.as_str()) {
+        (Method::Get, "/healthz") => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
+        (Method::Post, "/events") => post_events(req).await,
+        (_, "/healthz" | "/events") => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!("{method} is not allowed on {path}"),
+        )),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("no route for {path}"),
+        )),
+    };
+    result.unwrap_or_else(|e| {
+        log::emit(
+            if e.status.is_server_error() {
+                "error"
+            } else {
+                "warn"
+            },
+            "request_failed",
+            &[
+                ("method", json!(method.to_string())),
+                ("path", json!(path)),
+                ("status", json!(e.status.as_u16())),
+                ("code", json!(e.code)),
+                ("message", json!(e.message)),
+            ],
+        );
+        e.to_response()
+    })
+}
+
+fn load_config() -> Result<Config, ApiError> {
+    Config::load(|name| match spin_sdk::variables::get(name) {
+        Ok(v) => Ok(Some(v)),
+        Err(spin_sdk::variables::Error::Undefined(_)) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    })
+    .map_err(ApiError::from)
+}
+
+fn header(req: &IncomingRequest, name: &str) -> Option<String> {
+    req.headers()
+        .get(&name.to_owned())
+        .into_iter()
+        .next()
+        .and_then(|v| String::from_utf8(v).ok())
+}
+
+/// Reads the body, refusing more than `limit` bytes before buffering them.
+async fn read_body(req: IncomingRequest, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "BodyTooLarge",
+            format!("request body exceeds {limit} bytes"),
+        )
+    };
+    if let Some(len) = header(&req, "content-length").and_then(|v| v.trim().parse::<usize>().ok()) {
+        if len > limit {
+            return Err(too_large());
+        }
+    }
+    let mut body = Vec::new();
+    let mut stream = req.into_body_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "BodyUnreadable",
+                format!("could not read the body: {e}"),
+            )
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+async fn post_events(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError> {
+    let config = load_config()?;
+    let content_type = header(&req, "content-type");
+    let body = read_body(req, config.ingest.max_body_bytes).await?;
+    let writes = match ingest::plan(content_type.as_deref(), &body, &config, UnixTime::now())? {
+        Plan::Respond(r) => {
+            log::emit("info", "subscription_validated", &[]);
+            return Ok(r);
+        }
+        Plan::Write(w) => w,
+    };
+    let (docs, reqs): (Vec<_>, Vec<_>) = writes.into_iter().unzip();
+    let results = outbound::send_all_cosmos(reqs).await;
+    let (response, outcomes) = ingest::summarize(&docs, results);
+    for (doc, outcome) in docs.iter().zip(&outcomes) {
+        let mut fields = vec![("id", json!(doc.id))];
+        match outcome {
+            Ok(o) => {
+                fields.push(("status", json!(o.status)));
+                fields.push(("request_charge", json!(o.metrics.request_charge)));
+                fields.push(("activity_id", json!(o.metrics.activity_id)));
+                log::emit("info", "document_written", &fields);
+            }
+            Err(e) => {
+                fields.push(("error", json!(e.to_string())));
+                log::emit("warn", "document_write_failed", &fields);
+            }
+        }
+    }
+    Ok(response)
+}

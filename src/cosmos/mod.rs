@@ -1,0 +1,23 @@
+//! Azure Cosmos DB (NoSQL API) over REST, as pure functions.
+//!
+//! Cosmos DB does not take a plain bearer header: every request carries an
+//! `authorization` value computed from the verb, the resource type, the
+//! resource link and the request date (master-key HMAC), or wraps an Entra ID
+//! token as `type=aad&ver=1.0&sig=<token>`. See Microsoft's "Access control in
+//! the Azure Cosmos DB SQL API" REST reference.
+//!
+//! This module builds signed [`http::Request`]s and parses [`http::Response`]s;
+//! it performs no I/O and reads no clock (time is an argument), so every part
+//! is tested natively. The component's `outbound` module sends what it builds.
+
+mod auth;
+mod link;
+mod request;
+mod response;
+
+pub use auth::{encode_header_value, master_key_signature, Credential, MasterKey, MasterKeyError};
+pub use link::{ContainerLink, ResourceType, Target};
+pub use request::{
+    partition_key_header, CosmosRequest, Endpoint, EndpointError, API_VERSION, MAX_DOCUMENT_BYTES,
+};
+pub use response::{parse_write, service_error, CosmosError, Metrics, ServiceError, WriteOutcome};

@@ -1,0 +1,303 @@
+//! Parsing responses and classifying failures.
+
+use http::Response;
+use serde::Deserialize;
+
+/// What the service said about one request, for logs and callers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metrics {
+    /// `x-ms-request-charge`: request units consumed.
+    pub request_charge: f64,
+    /// `x-ms-activity-id`: the service's id for the request, for support.
+    pub activity_id: Option<String>,
+}
+
+impl Metrics {
+    /// Reads the metric headers of a response.
+    pub fn from_response<B>(resp: &Response<B>) -> Self {
+        let h = resp.headers();
+        Self {
+            request_charge: h
+                .get("x-ms-request-charge")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0),
+            activity_id: h
+                .get("x-ms-activity-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        }
+    }
+}
+
+/// A successful document write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteOutcome {
+    /// 201 (created) or 200 (replaced by an upsert).
+    pub status: u16,
+    /// The stored document's `_etag`.
+    pub etag: Option<String>,
+    /// Charge and activity id.
+    pub metrics: Metrics,
+}
+
+/// The service's own account of a failed request. Never holds a key or token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceError {
+    /// HTTP status.
+    pub status: u16,
+    /// `x-ms-substatus`, when sent.
+    pub sub_status: Option<u32>,
+    /// The body's `code`, e.g. `Unauthorized`.
+    pub code: String,
+    /// The body's `message`, shortened.
+    pub message: String,
+    /// `x-ms-activity-id`.
+    pub activity_id: Option<String>,
+    /// `x-ms-retry-after-ms`, when the service asked for a pause.
+    pub retry_after_ms: Option<u64>,
+}
+
+impl std::fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.code, self.message)?;
+        if let Some(id) = &self.activity_id {
+            write!(f, " (activity {id})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything that can go wrong talking to Cosmos DB.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum CosmosError {
+    /// Refused before sending: the service takes at most 2 MB per document.
+    #[error("document is {size} bytes; Cosmos DB accepts at most {limit}")]
+    DocumentTooLarge {
+        /// Serialized size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// 401/403: the key, token or role assignment was not accepted.
+    #[error("Cosmos DB refused the credentials: {0}")]
+    Unauthorized(ServiceError),
+    /// 404: the database, container or document does not exist.
+    #[error("Cosmos DB resource not found: {0}")]
+    NotFound(ServiceError),
+    /// 409: a document with this id already exists in the partition.
+    #[error("document already exists: {0}")]
+    Conflict(ServiceError),
+    /// 412: the `If-Match` etag no longer matches.
+    #[error("document changed since it was read: {0}")]
+    PreconditionFailed(ServiceError),
+    /// 408, 429, 449, 5xx: worth retrying later.
+    #[error("Cosmos DB is temporarily unavailable: {0}")]
+    Transient(ServiceError),
+    /// Any other refusal: retrying the same request will not help.
+    #[error("Cosmos DB rejected the request: {0}")]
+    Rejected(ServiceError),
+    /// The request did not reach the service or no full answer came back.
+    #[error("could not reach Cosmos DB: {0}")]
+    Transport(String),
+    /// A 2xx answer that is not what the API promises.
+    #[error("unexpected answer from Cosmos DB: {0}")]
+    InvalidResponse(String),
+}
+
+impl CosmosError {
+    /// Whether the same request may succeed later.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, CosmosError::Transient(_) | CosmosError::Transport(_))
+    }
+
+    /// The service's pause request, if any.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            CosmosError::Transient(e) => e.retry_after_ms,
+            _ => None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+const MAX_MESSAGE_CHARS: usize = 400;
+
+/// Classifies a non-2xx answer.
+pub fn service_error(resp: &Response<Vec<u8>>) -> CosmosError {
+    let status = resp.status().as_u16();
+    let h = resp.headers();
+    let header = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+    let body: Option<ErrorBody> = serde_json::from_slice(resp.body()).ok();
+    let (code, message) = match body {
+        Some(b) => (b.code, b.message),
+        None => (
+            String::new(),
+            String::from_utf8_lossy(resp.body()).into_owned(),
+        ),
+    };
+    let code = if code.is_empty() {
+        resp.status()
+            .canonical_reason()
+            .unwrap_or("Error")
+            .replace(' ', "")
+    } else {
+        code
+    };
+    let message: String = message.chars().take(MAX_MESSAGE_CHARS).collect();
+    let e = ServiceError {
+        status,
+        sub_status: header("x-ms-substatus").and_then(|v| v.parse().ok()),
+        code,
+        message,
+        activity_id: header("x-ms-activity-id").map(str::to_owned),
+        retry_after_ms: header("x-ms-retry-after-ms")
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|v| v.max(0.0) as u64),
+    };
+    match status {
+        401 | 403 => CosmosError::Unauthorized(e),
+        404 => CosmosError::NotFound(e),
+        409 => CosmosError::Conflict(e),
+        412 => CosmosError::PreconditionFailed(e),
+        408 | 429 | 449 | 500..=599 => CosmosError::Transient(e),
+        _ => CosmosError::Rejected(e),
+    }
+}
+
+/// Parses the answer to a create or upsert.
+pub fn parse_write(resp: &Response<Vec<u8>>) -> Result<WriteOutcome, CosmosError> {
+    let status = resp.status().as_u16();
+    if !matches!(status, 200 | 201) {
+        return if resp.status().is_success() {
+            Err(CosmosError::InvalidResponse(format!(
+                "status {status} to a document write"
+            )))
+        } else {
+            Err(service_error(resp))
+        };
+    }
+    let etag = resp
+        .headers()
+        .get(http::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Ok(WriteOutcome {
+        status,
+        etag,
+        metrics: Metrics::from_response(resp),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resp(status: u16, headers: &[(&str, &str)], body: &str) -> Response<Vec<u8>> {
+        let mut b = Response::builder().status(status);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(body.as_bytes().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn created_and_replaced_are_success_with_metrics() {
+        let r = resp(
+            201,
+            &[
+                ("x-ms-request-charge", "6.29"),
+                ("x-ms-activity-id", "a-1"),
+                ("etag", "\"0001\""),
+            ],
+            "{}",
+        );
+        let o = parse_write(&r).unwrap();
+        assert_eq!(o.status, 201);
+        assert_eq!(o.etag.as_deref(), Some("\"0001\""));
+        assert_eq!(o.metrics.request_charge, 6.29);
+        assert_eq!(o.metrics.activity_id.as_deref(), Some("a-1"));
+        assert_eq!(parse_write(&resp(200, &[], "{}")).unwrap().status, 200);
+    }
+
+    #[test]
+    fn unauthorized_carries_code_message_and_activity() {
+        let r = resp(
+            401,
+            &[("x-ms-activity-id", "act-9")],
+            r#"{"code":"Unauthorized","message":"The input authorization token can't serve the request."}"#,
+        );
+        match parse_write(&r).unwrap_err() {
+            CosmosError::Unauthorized(e) => {
+                assert_eq!(e.code, "Unauthorized");
+                assert!(e.message.starts_with("The input authorization token"));
+                assert_eq!(e.activity_id.as_deref(), Some("act-9"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn throttling_is_transient_with_retry_after() {
+        let r = resp(
+            429,
+            &[("x-ms-retry-after-ms", "250"), ("x-ms-substatus", "3200")],
+            r#"{"code":"TooManyRequests","message":"Request rate is large"}"#,
+        );
+        let e = parse_write(&r).unwrap_err();
+        assert!(e.is_transient());
+        assert_eq!(e.retry_after_ms(), Some(250));
+        for s in [408, 449, 500, 503] {
+            assert!(
+                parse_write(&resp(s, &[], "")).unwrap_err().is_transient(),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_statuses_are_classified() {
+        assert!(matches!(
+            parse_write(&resp(404, &[], "")).unwrap_err(),
+            CosmosError::NotFound(_)
+        ));
+        assert!(matches!(
+            parse_write(&resp(409, &[], "")).unwrap_err(),
+            CosmosError::Conflict(_)
+        ));
+        assert!(matches!(
+            parse_write(&resp(412, &[], "")).unwrap_err(),
+            CosmosError::PreconditionFailed(_)
+        ));
+        match parse_write(&resp(400, &[], "not json")).unwrap_err() {
+            CosmosError::Rejected(e) => {
+                assert_eq!(e.code, "BadRequest");
+                assert_eq!(e.message, "not json");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse_write(&resp(204, &[], "")).unwrap_err(),
+            CosmosError::InvalidResponse(_)
+        ));
+    }
+
+    #[test]
+    fn long_messages_are_shortened() {
+        let body = format!(
+            r#"{{"code":"BadRequest","message":"{}"}}"#,
+            "x".repeat(5000)
+        );
+        match parse_write(&resp(400, &[], &body)).unwrap_err() {
+            CosmosError::Rejected(e) => assert_eq!(e.message.len(), MAX_MESSAGE_CHARS),
+            other => panic!("{other:?}"),
+        }
+    }
+}

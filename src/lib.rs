@@ -1,0 +1,24 @@
+//! cmk-ingest lands events in Azure Cosmos DB through requests it signs
+//! itself, as a Spin WebAssembly component.
+//!
+//! The crate is a functional core with I/O at the edge: [`events`] decodes
+//! deliveries, [`document`] maps events to documents, [`cosmos`] builds signed
+//! requests and parses answers, [`ingest`] plans a delivery and summarizes its
+//! writes, [`api`] holds the HTTP contract, [`config`] validates settings. All
+//! of these are pure and tested natively with `cargo test`. Only `outbound`
+//! (sending) and `app` (the Spin entry point, which only routes) touch the host.
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod config;
+pub mod cosmos;
+pub mod document;
+pub mod events;
+pub mod ingest;
+pub mod log;
+pub mod time;
+
+#[cfg(target_arch = "wasm32")]
+mod app;
+#[cfg(target_arch = "wasm32")]
+mod outbound;

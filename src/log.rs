@@ -1,0 +1,18 @@
+//! Structured logs: one JSON object per line on stderr, which Spin, SpinKube
+//! and Fermyon Cloud collect as the component's log.
+//!
+//! Callers pass only values that are safe to record: never a key, token,
+//! secret or protected field value.
+
+use serde_json::{Map, Value};
+
+/// Writes one log line with an event name and fields.
+pub fn emit(level: &str, event: &str, fields: &[(&str, Value)]) {
+    let mut m = Map::new();
+    m.insert("level".into(), Value::from(level));
+    m.insert("event".into(), Value::from(event));
+    for (k, v) in fields {
+        m.insert((*k).into(), v.clone());
+    }
+    eprintln!("{}", Value::Object(m));
+}
