@@ -63,7 +63,7 @@ fn load_config() -> Result<Config, ApiError> {
 
 fn header(req: &IncomingRequest, name: &str) -> Option<String> {
     req.headers()
-        .get(&name.to_owned())
+        .get(name)
         .into_iter()
         .next()
         .and_then(|v| String::from_utf8(v).ok())
@@ -113,10 +113,16 @@ async fn post_events(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError
         Plan::Write(w) => w,
     };
     let (docs, reqs): (Vec<_>, Vec<_>) = writes.into_iter().unzip();
-    let results = outbound::send_all_cosmos(reqs).await;
-    let (response, outcomes) = ingest::summarize(&docs, results);
-    for (doc, outcome) in docs.iter().zip(&outcomes) {
-        let mut fields = vec![("id", json!(doc.id))];
+    let sent = outbound::send_all_cosmos(reqs, config.cosmos.retry).await;
+    let stats: Vec<(u32, u64)> = sent.iter().map(|s| (s.attempts, s.duration_ms)).collect();
+    let (response, outcomes) =
+        ingest::summarize(&docs, sent.into_iter().map(|s| s.result).collect());
+    for ((doc, outcome), (attempts, duration_ms)) in docs.iter().zip(&outcomes).zip(stats) {
+        let mut fields = vec![
+            ("id", json!(doc.id)),
+            ("attempts", json!(attempts)),
+            ("duration_ms", json!(duration_ms)),
+        ];
         match outcome {
             Ok(o) => {
                 fields.push(("status", json!(o.status)));

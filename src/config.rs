@@ -5,6 +5,7 @@
 //! variable and the problem, never a secret's value.
 
 use crate::cosmos::{ContainerLink, Credential, Endpoint, MasterKey};
+use crate::retry::RetryPolicy;
 
 /// Every variable the component reads, with whether it is secret. `spin.toml`
 /// must declare each (a test checks it).
@@ -17,6 +18,7 @@ pub const VARIABLES: &[(&str, bool)] = &[
     ("partition_key", false),
     ("max_body_bytes", false),
     ("max_events_per_request", false),
+    ("cosmos_retry_budget_ms", false),
 ];
 
 /// The validated configuration.
@@ -37,6 +39,8 @@ pub struct CosmosConfig {
     pub container: ContainerLink,
     /// How requests are authorized.
     pub credential: Credential,
+    /// Retries of transient failures.
+    pub retry: RetryPolicy,
 }
 
 /// Inbound event settings.
@@ -152,6 +156,14 @@ impl Config {
                 endpoint,
                 container: ContainerLink::new(database, container),
                 credential,
+                retry: RetryPolicy {
+                    budget_ms: number(
+                        "cosmos_retry_budget_ms",
+                        RetryPolicy::default().budget_ms as usize,
+                        25_000,
+                    )? as u64,
+                    ..RetryPolicy::default()
+                },
             },
             ingest: IngestConfig {
                 partition_key,
@@ -192,6 +204,16 @@ mod tests {
         assert_eq!(c.ingest.partition_key, "/source");
         assert_eq!(c.ingest.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
         assert_eq!(c.ingest.max_events, DEFAULT_MAX_EVENTS);
+        assert_eq!(c.cosmos.retry, RetryPolicy::default());
+        assert_eq!(
+            load(&[("cosmos_retry_budget_ms", "2500")])
+                .unwrap()
+                .cosmos
+                .retry
+                .budget_ms,
+            2500
+        );
+        assert!(load(&[("cosmos_retry_budget_ms", "60000")]).is_err());
     }
 
     #[test]

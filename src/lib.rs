@@ -16,6 +16,7 @@ pub mod document;
 pub mod events;
 pub mod ingest;
 pub mod log;
+pub mod retry;
 pub mod time;
 
 #[cfg(target_arch = "wasm32")]

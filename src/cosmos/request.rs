@@ -148,7 +148,10 @@ impl<'a> CosmosRequest<'a> {
         if upsert {
             builder = builder.header("x-ms-documentdb-is-upsert", "True");
         }
-        Ok(builder.body(body).expect("headers built from valid values"))
+        Ok(builder
+            .header(header::CONTENT_LENGTH, body.len())
+            .body(body)
+            .expect("headers built from valid values"))
     }
 
     fn builder(&self, method: Method, target: &Target) -> http::request::Builder {
@@ -217,6 +220,7 @@ mod tests {
         assert_eq!(h["x-ms-version"], API_VERSION);
         assert_eq!(h["x-ms-documentdb-partitionkey"], "[\"p1\"]");
         assert_eq!(h["x-ms-documentdb-is-upsert"], "True");
+        assert_eq!(h["content-length"], "10");
         assert_eq!(
             h["authorization"],
             master_key_signature(

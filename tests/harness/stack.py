@@ -1,0 +1,300 @@
+"""The local stack: real local peers on free loopback ports, and the built
+component served by a real Wasm runtime.
+
+- Cosmos DB: npm `@vercel/cosmosdb-server` (HTTP), behind `sigcheck.py`, which
+  recomputes every master-key signature with the official Python SDK and
+  answers 401 as the service does (the server itself accepts any signature).
+- Storage queues: npm `azurite` (checks Shared Key signatures).
+- The component: `spin up` when the Spin CLI is on PATH; otherwise Wasmtime
+  (`wasmtime serve`, the engine Spin embeds) running a copy of the app with
+  the test-only Spin stub plugged in (variables from SPIN_VARIABLE_*,
+  key-value in a directory). Variables are resolved from spin.toml's defaults,
+  then local/profile.env, then the caller's overrides, as Spin would.
+
+Paths to tools come from the CMK_* variables that scripts/bootstrap exports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+EMULATOR_KEY = None  # read from local/profile.env
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+QUEUE_NAME = "events"
+
+
+def env(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        sys.exit(f"{name} is not set: run through scripts/test or scripts/local (they source scripts/bootstrap)")
+    return value
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on {port} within {timeout}s")
+
+
+def read_profile(path: Path = ROOT / "local" / "profile.env") -> dict[str, str]:
+    """SPIN_VARIABLE_* assignments of the checked-in local profile."""
+    out = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            k, v = line.split("=", 1)
+            out[k] = v
+    return out
+
+
+def spin_variables(overrides: dict[str, str]) -> dict[str, str]:
+    """Resolves the app's variables like Spin: manifest defaults, then the local
+    profile, then overrides (as SPIN_VARIABLE_* env). Fails, like `spin up`,
+    when a required variable has no value."""
+    manifest = tomllib.loads((ROOT / "spin.toml").read_text())
+    values = {}
+    for name, decl in manifest["variables"].items():
+        if "default" in decl:
+            values[f"SPIN_VARIABLE_{name.upper()}"] = decl["default"]
+    values.update(read_profile())
+    values.update(overrides)
+    for name, decl in manifest["variables"].items():
+        if decl.get("required") and f"SPIN_VARIABLE_{name.upper()}" not in values:
+            raise RuntimeError(f"required variable `{name}` has no value")
+    return values
+
+
+@dataclass
+class Process:
+    name: str
+    proc: subprocess.Popen
+    log: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def start(name: str, argv: list[str], workdir: Path, env_extra: dict[str, str] | None = None) -> Process:
+    log = workdir / f"{name}.log"
+    child_env = dict(os.environ)
+    child_env.update(env_extra or {})
+    proc = subprocess.Popen(
+        argv,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=child_env,
+        cwd=workdir,
+        start_new_session=True,
+    )
+    return Process(name, proc, log)
+
+
+@dataclass
+class App:
+    """One served instance of the component."""
+
+    url: str
+    variables: dict[str, str]
+    process: Process
+    runtime: str
+
+    def logs(self) -> str:
+        return self.process.log.read_text(errors="replace")
+
+
+@dataclass
+class Stack:
+    workdir: Path
+    processes: list[Process] = field(default_factory=list)
+    cosmos_url: str = ""  # through the signature check
+    cosmos_raw_url: str = ""  # the server itself, unauthenticated
+    queue_url: str = ""
+    sigcheck_url: str = ""
+
+    @property
+    def cosmos_key(self) -> str:
+        return read_profile()["SPIN_VARIABLE_COSMOS_KEY"]
+
+    @property
+    def database(self) -> str:
+        return read_profile()["SPIN_VARIABLE_COSMOS_DATABASE"]
+
+    @property
+    def container(self) -> str:
+        return read_profile()["SPIN_VARIABLE_COSMOS_CONTAINER"]
+
+    @property
+    def queue_connection_string(self) -> str:
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+            f"QueueEndpoint={self.queue_url}/{AZURITE_ACCOUNT};"
+        )
+
+    # -- peers -------------------------------------------------------------
+
+    def start_peers(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        node_modules = Path(env("CMK_NODE_MODULES"))
+        python = env("CMK_PYTHON")
+
+        raw_port = free_port()
+        cosmos = start(
+            "cosmosdb-server",
+            ["node", str(node_modules / "@vercel/cosmosdb-server/lib/cli.js"), "-p", str(raw_port), "--no-ssl"],
+            self.workdir,
+        )
+        self.processes.append(cosmos)
+        wait_for_port(raw_port, cosmos.proc, "cosmosdb-server")
+        self.cosmos_raw_url = f"http://127.0.0.1:{raw_port}"
+
+        sig_port = free_port()
+        sig = start(
+            "sigcheck",
+            [python, str(ROOT / "tests/harness/sigcheck.py"), "--listen", f"127.0.0.1:{sig_port}",
+             "--upstream", self.cosmos_raw_url, "--key", self.cosmos_key],
+            self.workdir,
+        )
+        self.processes.append(sig)
+        wait_for_port(sig_port, sig.proc, "sigcheck")
+        self.cosmos_url = self.sigcheck_url = f"http://127.0.0.1:{sig_port}"
+
+        queue_port = free_port()
+        azurite = start(
+            "azurite-queue",
+            [str(node_modules / ".bin/azurite-queue"), "--queueHost", "127.0.0.1", "--queuePort", str(queue_port),
+             "--inMemoryPersistence", "--silent", "--disableTelemetry",
+             # azure-storage-queue 12.18 speaks a newer API version than azurite 3.35 knows.
+             "--skipApiVersionCheck"],
+            self.workdir,
+        )
+        self.processes.append(azurite)
+        wait_for_port(queue_port, azurite.proc, "azurite-queue")
+        self.queue_url = f"http://127.0.0.1:{queue_port}"
+
+        self.provision()
+
+    def cosmos_client(self, key: str | None = None):
+        from azure.cosmos import CosmosClient
+
+        return CosmosClient(self.cosmos_url, credential=key or self.cosmos_key, enable_endpoint_discovery=False)
+
+    def container_client(self):
+        return self.cosmos_client().get_database_client(self.database).get_container_client(self.container)
+
+    def provision(self) -> None:
+        """What infra/ provisions in Azure: the database and container (partition
+        key /pk), the queue and its poison queue. Done with the official SDKs,
+        through the signature check."""
+        from azure.cosmos import PartitionKey
+        from azure.storage.queue import QueueServiceClient
+
+        db = self.cosmos_client().create_database_if_not_exists(self.database)
+        db.create_container_if_not_exists(self.container, partition_key=PartitionKey(path="/pk"))
+        qs = QueueServiceClient.from_connection_string(self.queue_connection_string)
+        for name in (QUEUE_NAME, f"{QUEUE_NAME}-poison"):
+            try:
+                qs.create_queue(name)
+            except Exception as e:  # already exists
+                if "QueueAlreadyExists" not in str(e):
+                    raise
+
+    def sigcheck_stats(self) -> dict:
+        with urllib.request.urlopen(f"{self.sigcheck_url}/_sigcheck/stats") as r:
+            return json.load(r)
+
+    # -- the component -----------------------------------------------------
+
+    def serve_app(self, name: str = "app", overrides: dict[str, str] | None = None, port: int | None = None) -> App:
+        variables = spin_variables({"SPIN_VARIABLE_COSMOS_ENDPOINT": self.cosmos_url, **(overrides or {})})
+        port = port or free_port()
+        spin = shutil.which("spin")
+        if spin and not os.environ.get("CMK_FORCE_WASMTIME"):
+            runtime = "spin"
+            argv = [spin, "up", "--from", str(ROOT / "spin.toml"), "--listen", f"127.0.0.1:{port}",
+                    "--state-dir", str(self.workdir / f"{name}-spin-state")]
+            proc = start(name, argv, self.workdir, variables)
+        else:
+            runtime = "wasmtime"
+            kv = self.workdir / f"{name}-kv"
+            kv.mkdir(exist_ok=True)
+            argv = [env("CMK_WASMTIME"), "serve", "--addr", f"127.0.0.1:{port}", "-S", "cli",
+                    "--dir", f"{kv}::/kv"]
+            for k, v in variables.items():
+                argv += ["--env", f"{k}={v}"]
+            argv.append(env("CMK_TEST_WASM"))
+            proc = start(name, argv, self.workdir)
+        self.processes.append(proc)
+        wait_for_port(port, proc.proc, f"{runtime} serving {name}", timeout=120)
+        return App(f"http://127.0.0.1:{port}", variables, proc, runtime)
+
+    def stop(self) -> None:
+        for p in reversed(self.processes):
+            p.stop()
+        self.processes.clear()
+
+
+def main() -> None:
+    """`python -m harness.stack DIR`: start everything, write DIR/stack.json, and
+    serve until interrupted (used by scripts/local)."""
+    workdir = Path(sys.argv[1]).resolve()
+    port = int(os.environ.get("CMK_PORT", "3000"))
+    stack = Stack(workdir)
+    try:
+        stack.start_peers()
+        app = stack.serve_app(port=port)
+        info = {
+            "app": app.url,
+            "runtime": app.runtime,
+            "cosmos": stack.cosmos_url,
+            "cosmos_raw": stack.cosmos_raw_url,
+            "database": stack.database,
+            "container": stack.container,
+            "queue": stack.queue_url,
+            "logs": str(workdir),
+        }
+        (workdir / "stack.json").write_text(json.dumps(info, indent=2))
+        print(json.dumps(info), flush=True)
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    main()
