@@ -100,7 +100,14 @@ impl From<&CosmosError> for ApiError {
             CosmosError::DocumentTooLarge { .. } => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "DocumentTooLarge", msg)
             }
-            CosmosError::Transient(_) | CosmosError::Transport(_) => {
+            CosmosError::BatchTooLarge { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "BatchTooLarge", msg)
+            }
+            CosmosError::Transient(_)
+            | CosmosError::Transport(_)
+            | CosmosError::BatchOperationFailed {
+                transient: true, ..
+            } => {
                 let secs = e
                     .retry_after_ms()
                     .map(|ms| ms.div_ceil(1000).max(1) as u32)
@@ -114,7 +121,8 @@ impl From<&CosmosError> for ApiError {
             CosmosError::NotFound(_) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "StoreNotFound", msg)
             }
-            CosmosError::Conflict(_)
+            CosmosError::BatchOperationFailed { .. }
+            | CosmosError::Conflict(_)
             | CosmosError::PreconditionFailed(_)
             | CosmosError::Rejected(_)
             | CosmosError::InvalidResponse(_) => {

@@ -101,6 +101,14 @@ async fn read_body(req: IncomingRequest, limit: usize) -> Result<Vec<u8>, ApiErr
     Ok(body)
 }
 
+fn clone_request(req: &http::Request<Vec<u8>>) -> http::Request<Vec<u8>> {
+    let mut r = http::Request::new(req.body().clone());
+    *r.method_mut() = req.method().clone();
+    *r.uri_mut() = req.uri().clone();
+    *r.headers_mut() = req.headers().clone();
+    r
+}
+
 async fn post_events(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError> {
     let config = load_config()?;
     let content_type = header(&req, "content-type");
@@ -112,27 +120,31 @@ async fn post_events(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError
         }
         Plan::Write(w) => w,
     };
-    let (docs, reqs): (Vec<_>, Vec<_>) = writes.into_iter().unzip();
-    let sent = outbound::send_all_cosmos(reqs, config.cosmos.retry).await;
+    let requests = writes
+        .units
+        .iter()
+        .map(|u| clone_request(&u.request))
+        .collect();
+    let sent = outbound::send_all_cosmos(requests, config.cosmos.retry).await;
     let stats: Vec<(u32, u64)> = sent.iter().map(|s| (s.attempts, s.duration_ms)).collect();
     let (response, outcomes) =
-        ingest::summarize(&docs, sent.into_iter().map(|s| s.result).collect());
-    for ((doc, outcome), (attempts, duration_ms)) in docs.iter().zip(&outcomes).zip(stats) {
+        ingest::summarize(&writes, sent.into_iter().map(|s| s.result).collect());
+    for (outcome, (attempts, duration_ms)) in outcomes.iter().zip(stats) {
         let mut fields = vec![
-            ("id", json!(doc.id)),
+            ("documents", json!(outcome.documents)),
+            ("batch", json!(outcome.batch)),
             ("attempts", json!(attempts)),
             ("duration_ms", json!(duration_ms)),
         ];
-        match outcome {
-            Ok(o) => {
-                fields.push(("status", json!(o.status)));
-                fields.push(("request_charge", json!(o.metrics.request_charge)));
-                fields.push(("activity_id", json!(o.metrics.activity_id)));
-                log::emit("info", "document_written", &fields);
+        match &outcome.result {
+            Ok(m) => {
+                fields.push(("request_charge", json!(m.request_charge)));
+                fields.push(("activity_id", json!(m.activity_id)));
+                log::emit("info", "documents_written", &fields);
             }
             Err(e) => {
                 fields.push(("error", json!(e.to_string())));
-                log::emit("warn", "document_write_failed", &fields);
+                log::emit("warn", "documents_write_failed", &fields);
             }
         }
     }

@@ -13,6 +13,12 @@ pub const API_VERSION: &str = "2020-07-15";
 /// The service's limit on one document's size.
 pub const MAX_DOCUMENT_BYTES: usize = 2 * 1024 * 1024;
 
+/// Most operations in one transactional batch.
+pub const MAX_BATCH_OPERATIONS: usize = 100;
+
+/// Largest transactional batch request body.
+pub const MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
+
 /// The account endpoint, e.g. `https://acct.documents.azure.com:443`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -122,6 +128,46 @@ impl<'a> CosmosRequest<'a> {
         body: Vec<u8>,
     ) -> Result<Request<Vec<u8>>, CosmosError> {
         self.write_document(container, partition_key, body, false)
+    }
+
+    /// A transactional batch of upserts that share one partition key: all are
+    /// written or none (`x-ms-cosmos-batch-atomic: True`). Each operation also
+    /// names its partition key, as the JavaScript SDK's batch operations do.
+    pub fn batch_upsert(
+        &self,
+        container: &ContainerLink,
+        partition_key: &str,
+        documents: &[&serde_json::Value],
+    ) -> Result<Request<Vec<u8>>, CosmosError> {
+        if documents.is_empty() || documents.len() > MAX_BATCH_OPERATIONS {
+            return Err(CosmosError::BatchTooLarge {
+                operations: documents.len(),
+                bytes: 0,
+            });
+        }
+        let pk = partition_key_header(partition_key);
+        let ops: Vec<serde_json::Value> = documents
+            .iter()
+            .map(|d| serde_json::json!({"operationType": "Upsert", "partitionKey": pk, "resourceBody": d}))
+            .collect();
+        let body = serde_json::to_vec(&ops).expect("JSON values serialize");
+        if body.len() > MAX_BATCH_BYTES {
+            return Err(CosmosError::BatchTooLarge {
+                operations: documents.len(),
+                bytes: body.len(),
+            });
+        }
+        let target = container.documents();
+        Ok(self
+            .builder(Method::POST, &target)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("x-ms-documentdb-partitionkey", pk)
+            .header("x-ms-cosmos-is-batch-request", "True")
+            .header("x-ms-cosmos-batch-atomic", "True")
+            .header("x-ms-cosmos-batch-continue-on-error", "False")
+            .header(header::CONTENT_LENGTH, body.len())
+            .body(body)
+            .expect("headers built from valid values"))
     }
 
     fn write_document(
@@ -261,6 +307,58 @@ mod tests {
             )
             .unwrap_err();
         assert!(matches!(err, CosmosError::DocumentTooLarge { .. }));
+    }
+
+    #[test]
+    fn batch_is_atomic_and_names_each_partition_key() {
+        let endpoint = Endpoint::parse("http://127.0.0.1:8081").unwrap();
+        let cred = Credential::MasterKey(key());
+        let docs = [
+            serde_json::json!({"id": "a", "pk": "p"}),
+            serde_json::json!({"id": "b", "pk": "p"}),
+        ];
+        let refs: Vec<&serde_json::Value> = docs.iter().collect();
+        let req = CosmosRequest::new(&endpoint, &cred, UnixTime(1_795_480_119))
+            .batch_upsert(&ContainerLink::new("wiredb", "items"), "p", &refs)
+            .unwrap();
+        let h = req.headers();
+        assert_eq!(h["x-ms-cosmos-is-batch-request"], "True");
+        assert_eq!(h["x-ms-cosmos-batch-atomic"], "True");
+        assert_eq!(h["x-ms-documentdb-partitionkey"], "[\"p\"]");
+        // Signed like any document write to the container.
+        assert!(h["authorization"]
+            .to_str()
+            .unwrap()
+            .ends_with("tHeGybDBswPVyKtqaEbkC%2BZIWtIrYZU8b1f7FzZWl58%3D"));
+        let body: serde_json::Value = serde_json::from_slice(req.body()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!([
+                {"operationType": "Upsert", "partitionKey": "[\"p\"]", "resourceBody": {"id": "a", "pk": "p"}},
+                {"operationType": "Upsert", "partitionKey": "[\"p\"]", "resourceBody": {"id": "b", "pk": "p"}}
+            ])
+        );
+    }
+
+    #[test]
+    fn batch_limits() {
+        let endpoint = Endpoint::parse("http://127.0.0.1:8081").unwrap();
+        let cred = Credential::MasterKey(key());
+        let b = CosmosRequest::new(&endpoint, &cred, UnixTime(0));
+        let c = ContainerLink::new("d", "c");
+        let doc = serde_json::json!({"id": "x"});
+        assert!(b.batch_upsert(&c, "p", &[]).is_err());
+        assert!(b
+            .batch_upsert(&c, "p", &vec![&doc; MAX_BATCH_OPERATIONS])
+            .is_ok());
+        assert!(b
+            .batch_upsert(&c, "p", &vec![&doc; MAX_BATCH_OPERATIONS + 1])
+            .is_err());
+        let big = serde_json::json!({"id": "x", "blob": "x".repeat(30_000)});
+        assert!(matches!(
+            b.batch_upsert(&c, "p", &vec![&big; 80]),
+            Err(CosmosError::BatchTooLarge { operations: 80, .. })
+        ));
     }
 
     #[test]

@@ -79,6 +79,28 @@ pub enum CosmosError {
         /// The limit.
         limit: usize,
     },
+    /// Refused before sending: more than 100 operations or 2 MB in one batch.
+    #[error("a transactional batch takes at most 100 operations and 2 MB; this one has {operations} operations and {bytes} bytes")]
+    BatchTooLarge {
+        /// Operations in the batch.
+        operations: usize,
+        /// Serialized size (0 when refused on the count).
+        bytes: usize,
+    },
+    /// One operation of a transactional batch failed, so none was applied.
+    #[error("batch operation {index} failed with {status}; no operation of the batch was applied")]
+    BatchOperationFailed {
+        /// Index of the failing operation.
+        index: usize,
+        /// Its status.
+        status: u16,
+        /// The service's activity id for the batch.
+        activity_id: Option<String>,
+        /// Whether the failure may pass.
+        transient: bool,
+        /// The service's requested pause, if any.
+        retry_after_ms: Option<u64>,
+    },
     /// 401/403: the key, token or role assignment was not accepted.
     #[error("Cosmos DB refused the credentials: {0}")]
     Unauthorized(ServiceError),
@@ -108,13 +130,22 @@ pub enum CosmosError {
 impl CosmosError {
     /// Whether the same request may succeed later.
     pub fn is_transient(&self) -> bool {
-        matches!(self, CosmosError::Transient(_) | CosmosError::Transport(_))
+        matches!(
+            self,
+            CosmosError::Transient(_)
+                | CosmosError::Transport(_)
+                | CosmosError::BatchOperationFailed {
+                    transient: true,
+                    ..
+                }
+        )
     }
 
     /// The service's pause request, if any.
     pub fn retry_after_ms(&self) -> Option<u64> {
         match self {
             CosmosError::Transient(e) => e.retry_after_ms,
+            CosmosError::BatchOperationFailed { retry_after_ms, .. } => *retry_after_ms,
             _ => None,
         }
     }
@@ -167,9 +198,100 @@ pub fn service_error(resp: &Response<Vec<u8>>) -> CosmosError {
         404 => CosmosError::NotFound(e),
         409 => CosmosError::Conflict(e),
         412 => CosmosError::PreconditionFailed(e),
-        408 | 429 | 449 | 500..=599 => CosmosError::Transient(e),
+        s if is_transient_status(s) => CosmosError::Transient(e),
         _ => CosmosError::Rejected(e),
     }
+}
+
+/// One operation's result inside a successful transactional batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperationResult {
+    /// 201 created, 200 replaced.
+    pub status: u16,
+    /// The document's new `_etag`.
+    pub etag: Option<String>,
+    /// Request units of this operation.
+    pub request_charge: f64,
+}
+
+/// A transactional batch that was applied in full.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchOutcome {
+    /// One result per operation, in order.
+    pub results: Vec<OperationResult>,
+    /// Charge and activity id of the whole batch.
+    pub metrics: Metrics,
+}
+
+#[derive(Deserialize)]
+struct RawOperationResult {
+    #[serde(rename = "statusCode")]
+    status_code: u16,
+    #[serde(rename = "requestCharge", default)]
+    request_charge: f64,
+    #[serde(rename = "eTag", default)]
+    etag: Option<String>,
+    #[serde(rename = "retryAfterMilliseconds", default)]
+    retry_after_ms: Option<u64>,
+}
+
+fn is_transient_status(status: u16) -> bool {
+    matches!(status, 408 | 429 | 449 | 500..=599)
+}
+
+/// Parses the answer to a transactional batch of `expected` operations: 200
+/// with every operation 2xx, or 207 naming the operation that failed (the
+/// others answer 424 and were not applied).
+pub fn parse_batch(resp: &Response<Vec<u8>>, expected: usize) -> Result<BatchOutcome, CosmosError> {
+    let status = resp.status().as_u16();
+    if status != 200 && status != 207 {
+        return Err(if resp.status().is_success() {
+            CosmosError::InvalidResponse(format!("status {status} to a batch"))
+        } else {
+            service_error(resp)
+        });
+    }
+    let raw: Vec<RawOperationResult> = serde_json::from_slice(resp.body()).map_err(|e| {
+        CosmosError::InvalidResponse(format!(
+            "batch results are not a JSON array of results: {e}"
+        ))
+    })?;
+    if raw.len() != expected {
+        return Err(CosmosError::InvalidResponse(format!(
+            "batch of {expected} operations answered with {} results",
+            raw.len()
+        )));
+    }
+    let metrics = Metrics::from_response(resp);
+    if let Some((index, op)) = raw
+        .iter()
+        .enumerate()
+        .find(|(_, r)| !(200..300).contains(&r.status_code) && r.status_code != 424)
+        .or_else(|| {
+            raw.iter()
+                .enumerate()
+                .find(|(_, r)| !(200..300).contains(&r.status_code))
+        })
+    {
+        return Err(CosmosError::BatchOperationFailed {
+            index,
+            status: op.status_code,
+            activity_id: metrics.activity_id,
+            transient: is_transient_status(op.status_code),
+            retry_after_ms: op.retry_after_ms,
+        });
+    }
+    Ok(BatchOutcome {
+        results: raw
+            .into_iter()
+            .map(|r| OperationResult {
+                status: r.status_code,
+                etag: r.etag,
+                request_charge: r.request_charge,
+            })
+            .collect(),
+        metrics,
+    })
 }
 
 /// Parses the answer to a create or upsert.
@@ -287,6 +409,56 @@ mod tests {
             parse_write(&resp(204, &[], "")).unwrap_err(),
             CosmosError::InvalidResponse(_)
         ));
+    }
+
+    #[test]
+    fn batch_success_yields_every_operation() {
+        let body = r#"[{"statusCode":201,"requestCharge":5.7,"eTag":"\"1\""},{"statusCode":200,"requestCharge":10.1,"eTag":"\"2\""}]"#;
+        let o = parse_batch(&resp(200, &[("x-ms-request-charge", "15.8")], body), 2).unwrap();
+        assert_eq!(o.results.len(), 2);
+        assert_eq!(o.results[0].status, 201);
+        assert_eq!(o.results[1].etag.as_deref(), Some("\"2\""));
+        assert_eq!(o.metrics.request_charge, 15.8);
+    }
+
+    #[test]
+    fn batch_failure_names_the_operation() {
+        let body =
+            r#"[{"statusCode":424},{"statusCode":409,"requestCharge":1.2},{"statusCode":424}]"#;
+        let e = parse_batch(&resp(207, &[("x-ms-activity-id", "b-1")], body), 3).unwrap_err();
+        assert_eq!(
+            e,
+            CosmosError::BatchOperationFailed {
+                index: 1,
+                status: 409,
+                activity_id: Some("b-1".into()),
+                transient: false,
+                retry_after_ms: None
+            }
+        );
+        let body = r#"[{"statusCode":429,"retryAfterMilliseconds":40},{"statusCode":424}]"#;
+        let e = parse_batch(&resp(207, &[], body), 2).unwrap_err();
+        assert!(e.is_transient());
+        assert_eq!(e.retry_after_ms(), Some(40));
+    }
+
+    #[test]
+    fn batch_answers_that_do_not_fit_are_refused() {
+        assert!(matches!(
+            parse_batch(&resp(200, &[], "[]"), 1),
+            Err(CosmosError::InvalidResponse(_))
+        ));
+        assert!(matches!(
+            parse_batch(&resp(200, &[], "{}"), 1),
+            Err(CosmosError::InvalidResponse(_))
+        ));
+        assert!(matches!(
+            parse_batch(&resp(413, &[], ""), 1),
+            Err(CosmosError::Rejected(_))
+        ));
+        assert!(parse_batch(&resp(429, &[], ""), 1)
+            .unwrap_err()
+            .is_transient());
     }
 
     #[test]

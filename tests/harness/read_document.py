@@ -34,11 +34,14 @@ def main() -> None:
     profile = read_profile()
     client = CosmosClient(info["cosmos"], credential=profile["SPIN_VARIABLE_COSMOS_KEY"], enable_endpoint_discovery=False)
     container = client.get_database_client(info["database"]).get_container_client(info["container"])
-    items = list(container.query_items(
-        "SELECT * FROM c WHERE c.id = @id", parameters=[{"name": "@id", "value": doc_id}], partition_key=a.pk))
-    if not items:
-        sys.exit(f"no document {doc_id} in partition {a.pk}")
-    print(json.dumps(items[0], indent=2, ensure_ascii=False))
+    from azure.cosmos.exceptions import CosmosHttpResponseError
+
+    try:
+        doc = container.read_item(doc_id, partition_key=a.pk)
+    except CosmosHttpResponseError as e:
+        # The local server answers 500 (not 404) for a missing document.
+        sys.exit(f"could not read document {doc_id} in partition {a.pk}: {e.status_code} {e.message[:200]}")
+    print(json.dumps(doc, indent=2, ensure_ascii=False))
 
 
 if __name__ == "__main__":

@@ -82,15 +82,32 @@ def test_batch_lands_exactly_once_across_replays(app, stack):
     topic = f"/subscriptions/s/resourceGroups/rg/providers/Microsoft.EventGrid/topics/batch-{uuid.uuid4()}"
     events = [custom_event(topic, n=i, note="ünïcode ✓") for i in range(40)]
     for attempt in range(3):
+        before = stack.sigcheck_stats()["forwarded"]
         status, _, body = post(f"{app.url}/events", events)
         assert status == 200, body
         assert body["accepted"] == 40
+        # One partition key: one transactional batch, one Cosmos request.
+        assert body["requests"] == 1
+        assert stack.sigcheck_stats()["forwarded"] == before + 1
+        assert {d["status"] for d in body["documents"]} == ({201} if attempt == 0 else {200})
     ids = {document_id(topic, e["id"]) for e in events}
     assert {d["id"] for d in body["documents"]} == ids
     assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 40
     assert count_ids(stack, ids) == 40
     doc = stack.container_client().read_item(document_id(topic, events[7]["id"]), partition_key=topic)
     assert doc["event"]["data"] == {"n": 7, "note": "ünïcode ✓"}
+
+
+def test_mixed_partitions_batch_per_group(app, stack):
+    topics = [f"/topics/mixed-{uuid.uuid4()}" for _ in range(3)]
+    events = [custom_event(topics[i % 3], n=i) for i in range(30)] + [custom_event(f"/topics/solo-{uuid.uuid4()}")]
+    before = stack.sigcheck_stats()["forwarded"]
+    status, _, body = post(f"{app.url}/events", events)
+    assert status == 200, body
+    assert body["requests"] == 4
+    assert stack.sigcheck_stats()["forwarded"] == before + 4
+    for t in topics:
+        assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": t}]) == 10
 
 
 def test_wrong_master_key_gets_the_documented_error_and_writes_nothing(stack):
@@ -110,7 +127,7 @@ def test_wrong_master_key_gets_the_documented_error_and_writes_nothing(stack):
     assert after["forwarded"] == before["forwarded"]
     assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 0
     logs = wrong.logs()
-    assert "document_write_failed" in logs
+    assert "documents_write_failed" in logs
     assert wrong.variables["SPIN_VARIABLE_COSMOS_KEY"] not in logs
 
 
@@ -156,11 +173,11 @@ def test_unknown_routes_and_methods(app):
 def test_logs_hold_no_secret(app, stack):
     post(f"{app.url}/events", [custom_event("/topics/log-scan")])
     logs = app.logs()
-    assert "document_written" in logs
     assert stack.cosmos_key not in logs
-    # Logs are JSON lines with event names.
-    lines = [l.split(":: ", 1)[-1] for l in logs.splitlines() if "{" in l]
-    assert any(json.loads(l[l.index("{"):]).get("event") == "document_written" for l in lines)
+    # Logs are JSON lines with event names and request metrics.
+    lines = [json.loads(l[l.index("{"):]) for l in logs.splitlines() if "{" in l]
+    written = [l for l in lines if l.get("event") == "documents_written"]
+    assert written and all({"request_charge", "attempts", "duration_ms", "documents"} <= set(l) for l in written)
 
 
 def wit_interfaces(wasm: Path) -> tuple[set[str], set[str]]:
