@@ -78,6 +78,17 @@ pub enum ConfigError {
     },
 }
 
+/// The retry policy for a total budget: at least two attempts fit when an
+/// answer never comes.
+fn retry_policy(budget_ms: u64) -> RetryPolicy {
+    let d = RetryPolicy::default();
+    RetryPolicy {
+        budget_ms,
+        attempt_timeout_ms: d.attempt_timeout_ms.min(budget_ms / 2).max(1),
+        ..d
+    }
+}
+
 /// Default partition key: the event's source (Event Grid topic).
 pub const DEFAULT_PARTITION_KEY: &str = "/source";
 /// Default body limit: Event Grid's 1 MB delivery limit.
@@ -156,14 +167,11 @@ impl Config {
                 endpoint,
                 container: ContainerLink::new(database, container),
                 credential,
-                retry: RetryPolicy {
-                    budget_ms: number(
-                        "cosmos_retry_budget_ms",
-                        RetryPolicy::default().budget_ms as usize,
-                        25_000,
-                    )? as u64,
-                    ..RetryPolicy::default()
-                },
+                retry: retry_policy(number(
+                    "cosmos_retry_budget_ms",
+                    RetryPolicy::default().budget_ms as usize,
+                    25_000,
+                )? as u64),
             },
             ingest: IngestConfig {
                 partition_key,
@@ -205,14 +213,11 @@ mod tests {
         assert_eq!(c.ingest.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
         assert_eq!(c.ingest.max_events, DEFAULT_MAX_EVENTS);
         assert_eq!(c.cosmos.retry, RetryPolicy::default());
-        assert_eq!(
-            load(&[("cosmos_retry_budget_ms", "2500")])
-                .unwrap()
-                .cosmos
-                .retry
-                .budget_ms,
-            2500
-        );
+        let short = load(&[("cosmos_retry_budget_ms", "2500")])
+            .unwrap()
+            .cosmos
+            .retry;
+        assert_eq!((short.budget_ms, short.attempt_timeout_ms), (2500, 1250));
         assert!(load(&[("cosmos_retry_budget_ms", "60000")]).is_err());
     }
 

@@ -95,8 +95,7 @@ pub async fn send_cosmos(req: Request<Vec<u8>>, policy: RetryPolicy) -> Sent {
     let start = now_ms();
     let mut attempt = 1;
     loop {
-        let elapsed = now_ms() - start;
-        let timeout = policy.remaining_ms(elapsed).max(1);
+        let timeout = policy.attempt_timeout(now_ms() - start);
         let result = match send_once(copy(&req), timeout).await {
             Ok(resp) if resp.status().is_success() => Ok(resp),
             Ok(resp) => match service_error(&resp) {

@@ -18,6 +18,8 @@ pub struct RetryPolicy {
     pub cap_ms: u64,
     /// Most attempts, the first included.
     pub max_attempts: u32,
+    /// Longest wait for one attempt's answer, in milliseconds.
+    pub attempt_timeout_ms: u64,
 }
 
 impl Default for RetryPolicy {
@@ -28,6 +30,7 @@ impl Default for RetryPolicy {
             base_ms: 100,
             cap_ms: 2_000,
             max_attempts: 8,
+            attempt_timeout_ms: 4_000,
         }
     }
 }
@@ -75,9 +78,12 @@ impl RetryPolicy {
         }
     }
 
-    /// Time left for one more attempt, for its timeout.
-    pub fn remaining_ms(&self, elapsed_ms: u64) -> u64 {
-        self.budget_ms.saturating_sub(elapsed_ms)
+    /// Timeout for the next attempt: the per-attempt limit, or what is left
+    /// of the budget if that is less.
+    pub fn attempt_timeout(&self, elapsed_ms: u64) -> u64 {
+        self.attempt_timeout_ms
+            .min(self.budget_ms.saturating_sub(elapsed_ms))
+            .max(1)
     }
 }
 
@@ -90,7 +96,15 @@ mod tests {
         base_ms: 100,
         cap_ms: 2_000,
         max_attempts: 8,
+        attempt_timeout_ms: 4_000,
     };
+
+    #[test]
+    fn attempt_timeouts_fit_in_the_budget() {
+        assert_eq!(P.attempt_timeout(0), 4_000);
+        assert_eq!(P.attempt_timeout(8_000), 2_000);
+        assert_eq!(P.attempt_timeout(20_000), 1);
+    }
 
     #[test]
     fn permanent_failures_are_not_retried() {

@@ -17,8 +17,17 @@ the real service does before serving a request:
   more than 15 minutes from now (the service's clock-skew window).
 
 Requests that pass are forwarded unchanged and the answer is relayed. Counters
-(`forwarded`, `rejected`, `total`) are served at `GET /_sigcheck/stats` and
-reset by `POST /_sigcheck/reset`. The key is never logged.
+(`forwarded`, `rejected`, `faulted`, `total`) are served at
+`GET /_sigcheck/stats` and reset by `POST /_sigcheck/reset`. The key is never
+logged.
+
+Fault injection, for retry tests: `POST /_sigcheck/faults` with a JSON list
+queues faults that the next correctly signed requests get instead of being
+forwarded (so, as with the service's throttling, nothing is applied):
+`{"status": 429, "retry_after_ms": 200}` (Cosmos-shaped 429 with
+`x-ms-retry-after-ms`), `{"status": 503}` (or any status), `{"hang_ms": N}`
+(answer nothing for N ms, then close), `{"reset": true}` (close the
+connection without an answer). `"count": K` repeats a fault K times.
 
     sigcheck.py --listen 127.0.0.1:PORT --upstream http://127.0.0.1:PORT --key BASE64KEY
 """
@@ -29,6 +38,7 @@ import argparse
 import email.utils
 import http.client
 import json
+import socket
 import sys
 import threading
 import time
@@ -87,13 +97,20 @@ def verify(method: str, path: str, headers: dict[str, str], key: str, now: float
 class Stats:
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        self.faults: list[dict] = []
         self.reset()
 
     def reset(self) -> None:
-        self.total = self.forwarded = self.rejected = 0
+        self.total = self.forwarded = self.rejected = self.faulted = 0
+        self.faults = []
 
     def as_dict(self) -> dict:
-        return {"total": self.total, "forwarded": self.forwarded, "rejected": self.rejected}
+        return {"total": self.total, "forwarded": self.forwarded, "rejected": self.rejected,
+                "faulted": self.faulted, "pending_faults": len(self.faults)}
+
+    def take_fault(self) -> dict | None:
+        with self.lock:
+            return self.faults.pop(0) if self.faults else None
 
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
@@ -136,18 +153,18 @@ def make_handler(upstream: urllib.parse.SplitResult, key: str, stats: Stats, log
         def _handle(self) -> None:
             body = self._read_body()
             if self.path.startswith("/_sigcheck/"):
-                if self.path == "/_sigcheck/reset" and self.command == "POST":
-                    with stats.lock:
-                        stats.reset()
                 with stats.lock:
+                    if self.path == "/_sigcheck/reset" and self.command == "POST":
+                        stats.reset()
+                    elif self.path == "/_sigcheck/faults" and self.command == "POST":
+                        for f in json.loads(body or b"[]"):
+                            stats.faults.extend([f] * int(f.get("count", 1)))
                     return self._json(200, stats.as_dict())
             headers = {k.lower(): v for k, v in self.headers.items()}
             ok, reason = verify(self.command, self.path, headers, key)
             with stats.lock:
                 stats.total += 1
-                if ok:
-                    stats.forwarded += 1
-                else:
+                if not ok:
                     stats.rejected += 1
             if not ok:
                 log(f"rejected {self.command} {self.path}: {reason}")
@@ -156,6 +173,13 @@ def make_handler(upstream: urllib.parse.SplitResult, key: str, stats: Stats, log
                     "message": "The input authorization token can't serve the request. The wrong key is being used "
                                f"or the expected payload is not built as per the protocol. {reason}",
                 })
+            fault = stats.take_fault()
+            if fault is not None:
+                with stats.lock:
+                    stats.faulted += 1
+                return self._inject(fault)
+            with stats.lock:
+                stats.forwarded += 1
             conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=60)
             try:
                 fwd = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP and k.lower() != "host"}
@@ -166,6 +190,27 @@ def make_handler(upstream: urllib.parse.SplitResult, key: str, stats: Stats, log
                 self._reply(resp.status, data, resp.getheaders())
             finally:
                 conn.close()
+
+        def _inject(self, fault: dict) -> None:
+            log(f"fault {fault} for {self.command} {self.path}")
+            if fault.get("reset") or "hang_ms" in fault:
+                if "hang_ms" in fault:
+                    time.sleep(fault["hang_ms"] / 1000)
+                self.close_connection = True
+                try:
+                    # Linger 0: the peer sees a reset, not an orderly close.
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                return
+            status = int(fault.get("status", 503))
+            headers = [("Content-Type", "application/json"), ("x-ms-activity-id", str(uuid.uuid4()))]
+            if "retry_after_ms" in fault:
+                headers.append(("x-ms-retry-after-ms", str(fault["retry_after_ms"])))
+            codes = {429: "TooManyRequests", 503: "ServiceUnavailable", 500: "InternalServerError", 408: "RequestTimeout"}
+            body = json.dumps({"code": codes.get(status, "Error"), "message": f"injected fault {status}"}).encode()
+            self._reply(status, body, headers)
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
 

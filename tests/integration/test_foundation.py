@@ -22,9 +22,9 @@ def post(url, body, content_type="application/json", headers=None):
                                  headers={"content-type": content_type, **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, dict(r.headers), json.loads(r.read() or b"null")
+            return r.status, r.headers, json.loads(r.read() or b"null")
     except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), json.loads(e.read() or b"null")
+        return e.code, e.headers, json.loads(e.read() or b"null")
 
 
 def count(stack, where: str, params: list) -> int:
