@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::ingest::{self, Plan};
 use crate::log;
 use crate::outbound;
+use crate::records;
 use crate::time::UnixTime;
 
 #[spin_sdk::http_component]
@@ -21,6 +22,7 @@ async fn handle(req: IncomingRequest) -> Response<Vec<u8>> {
     let result = match (&method, path.as_str()) {
         (Method::Get, "/healthz") => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
         (Method::Post, "/events") => post_events(req).await,
+        (Method::Get, p) if p.starts_with("/records/") => get_records(req).await,
         (_, "/healthz" | "/events") => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
@@ -99,6 +101,46 @@ async fn read_body(req: IncomingRequest, limit: usize) -> Result<Vec<u8>, ApiErr
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+async fn get_records(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError> {
+    let config = load_config()?;
+    let path = req.path_with_query().unwrap_or_default();
+    let read = records::parse(
+        &path,
+        header(&req, records::READ_KEY_HEADER).as_deref(),
+        &config,
+    )?;
+    let sent = outbound::send_cosmos(
+        records::request(&read, &config, UnixTime::now())?,
+        config.cosmos.retry,
+    )
+    .await;
+    let answer = records::respond(&read, sent.result);
+    log::emit(
+        "info",
+        "records_read",
+        &[
+            (
+                "kind",
+                json!(if matches!(read, records::ReadRequest::One { .. }) {
+                    "one"
+                } else {
+                    "page"
+                }),
+            ),
+            (
+                "status",
+                json!(answer
+                    .as_ref()
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or_else(|e| e.status.as_u16())),
+            ),
+            ("attempts", json!(sent.attempts)),
+            ("duration_ms", json!(sent.duration_ms)),
+        ],
+    );
+    answer
 }
 
 fn clone_request(req: &http::Request<Vec<u8>>) -> http::Request<Vec<u8>> {

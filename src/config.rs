@@ -4,6 +4,7 @@
 //! the Spin edge only supplies `spin_sdk::variables::get`. Errors name the
 //! variable and the problem, never a secret's value.
 
+use crate::access::Keys;
 use crate::cosmos::{ContainerLink, Credential, Endpoint, MasterKey};
 use crate::retry::RetryPolicy;
 
@@ -19,6 +20,7 @@ pub const VARIABLES: &[(&str, bool)] = &[
     ("max_body_bytes", false),
     ("max_events_per_request", false),
     ("cosmos_retry_budget_ms", false),
+    ("read_keys", true),
 ];
 
 /// The validated configuration.
@@ -28,6 +30,15 @@ pub struct Config {
     pub cosmos: CosmosConfig,
     /// Limits and mapping for inbound events.
     pub ingest: IngestConfig,
+    /// Who may read records back.
+    pub read: ReadConfig,
+}
+
+/// Read access.
+#[derive(Debug, Clone)]
+pub struct ReadConfig {
+    /// Accepted read keys; `None` disables `GET /records`.
+    pub keys: Option<Keys>,
 }
 
 /// Cosmos DB settings.
@@ -162,7 +173,12 @@ impl Config {
                     },
                 }
             };
+        let read_keys = match get("read_keys")? {
+            None => None,
+            Some(v) => Some(Keys::parse(&v).map_err(|e| invalid("read_keys", &e))?),
+        };
         Ok(Config {
+            read: ReadConfig { keys: read_keys },
             cosmos: CosmosConfig {
                 endpoint,
                 container: ContainerLink::new(database, container),
@@ -282,6 +298,25 @@ mod tests {
             }
         ));
         assert!(!err.to_string().contains("sekrit"));
+    }
+
+    #[test]
+    fn read_keys_are_optional_and_checked() {
+        assert!(load(&[]).unwrap().read.keys.is_none());
+        assert!(load(&[("read_keys", "reader-key-0123456789")])
+            .unwrap()
+            .read
+            .keys
+            .is_some());
+        let err = load(&[("read_keys", "weak")]).unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::Invalid {
+                name: "read_keys",
+                ..
+            }
+        ));
+        assert!(!err.to_string().contains("weak"));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! (sending) and `app` (the Spin entry point, which only routes) touch the host.
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod api;
 pub mod config;
 pub mod cosmos;
@@ -16,6 +17,7 @@ pub mod document;
 pub mod events;
 pub mod ingest;
 pub mod log;
+pub mod records;
 pub mod retry;
 pub mod time;
 

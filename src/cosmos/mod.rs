@@ -18,10 +18,11 @@ mod response;
 pub use auth::{encode_header_value, master_key_signature, Credential, MasterKey, MasterKeyError};
 pub use link::{ContainerLink, ResourceType, Target};
 pub use request::{
-    partition_key_header, CosmosRequest, Endpoint, EndpointError, API_VERSION, MAX_BATCH_BYTES,
-    MAX_BATCH_OPERATIONS, MAX_DOCUMENT_BYTES,
+    partition_key_header, CosmosRequest, Endpoint, EndpointError, Query, API_VERSION,
+    MAX_BATCH_BYTES, MAX_BATCH_OPERATIONS, MAX_DOCUMENT_BYTES,
 };
 pub use response::{
-    parse_batch, parse_write, service_error, BatchOutcome, CosmosError, Metrics, OperationResult,
-    ServiceError, WriteOutcome,
+    parse_batch, parse_delete, parse_query, parse_read, parse_write, same_content, service_error,
+    BatchOutcome, CosmosError, Metrics, OperationResult, QueryPage, ServiceError, StoredDocument,
+    WriteOutcome, SYSTEM_PROPERTIES,
 };

@@ -294,6 +294,124 @@ pub fn parse_batch(resp: &Response<Vec<u8>>, expected: usize) -> Result<BatchOut
     })
 }
 
+/// A document as stored, with its etag.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredDocument {
+    /// The document, system properties (`_rid`, `_ts`, …) included.
+    pub body: serde_json::Value,
+    /// `_etag` (from the `etag` header, else the body).
+    pub etag: Option<String>,
+    /// Charge and activity id.
+    pub metrics: Metrics,
+}
+
+/// Parses a point read: 200 with the document; 404 is [`CosmosError::NotFound`].
+pub fn parse_read(resp: &Response<Vec<u8>>) -> Result<StoredDocument, CosmosError> {
+    if resp.status().as_u16() != 200 {
+        return Err(if resp.status().is_success() {
+            CosmosError::InvalidResponse(format!("status {} to a read", resp.status().as_u16()))
+        } else {
+            service_error(resp)
+        });
+    }
+    let body: serde_json::Value = serde_json::from_slice(resp.body())
+        .map_err(|e| CosmosError::InvalidResponse(format!("document is not JSON: {e}")))?;
+    if !body.is_object() {
+        return Err(CosmosError::InvalidResponse(
+            "document is not a JSON object".into(),
+        ));
+    }
+    let etag = resp
+        .headers()
+        .get(http::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| {
+            body.get("_etag")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        });
+    Ok(StoredDocument {
+        body,
+        etag,
+        metrics: Metrics::from_response(resp),
+    })
+}
+
+/// Parses a delete: 204.
+pub fn parse_delete(resp: &Response<Vec<u8>>) -> Result<Metrics, CosmosError> {
+    match resp.status().as_u16() {
+        204 | 200 => Ok(Metrics::from_response(resp)),
+        s if (200..300).contains(&s) => Err(CosmosError::InvalidResponse(format!(
+            "status {s} to a delete"
+        ))),
+        _ => Err(service_error(resp)),
+    }
+}
+
+/// One page of query results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryPage {
+    /// The page's documents (or values, for `SELECT VALUE`).
+    pub items: Vec<serde_json::Value>,
+    /// `x-ms-continuation`: pass it back for the next page; `None` at the end.
+    pub continuation: Option<String>,
+    /// Charge and activity id.
+    pub metrics: Metrics,
+}
+
+#[derive(Deserialize)]
+struct RawQueryPage {
+    #[serde(rename = "Documents")]
+    documents: Vec<serde_json::Value>,
+}
+
+/// Parses one page of a query.
+pub fn parse_query(resp: &Response<Vec<u8>>) -> Result<QueryPage, CosmosError> {
+    if resp.status().as_u16() != 200 {
+        return Err(if resp.status().is_success() {
+            CosmosError::InvalidResponse(format!("status {} to a query", resp.status().as_u16()))
+        } else {
+            service_error(resp)
+        });
+    }
+    let raw: RawQueryPage = serde_json::from_slice(resp.body()).map_err(|e| {
+        CosmosError::InvalidResponse(format!("query page without a Documents array: {e}"))
+    })?;
+    let continuation = resp
+        .headers()
+        .get("x-ms-continuation")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned);
+    Ok(QueryPage {
+        items: raw.documents,
+        continuation,
+        metrics: Metrics::from_response(resp),
+    })
+}
+
+/// System properties the service adds to every stored document.
+pub const SYSTEM_PROPERTIES: &[&str] = &["_rid", "_self", "_etag", "_attachments", "_ts", "_lsn"];
+
+/// Whether a stored document holds exactly `ours`, ignoring the system
+/// properties the service adds: how a create-only write that met 409 tells
+/// "already written" from a real conflict.
+pub fn same_content(stored: &serde_json::Value, ours: &serde_json::Value) -> bool {
+    match (stored.as_object(), ours.as_object()) {
+        (Some(s), Some(o)) => {
+            let user = |m: &serde_json::Map<String, serde_json::Value>| -> serde_json::Map<String, serde_json::Value> {
+                m.iter()
+                    .filter(|(k, _)| !SYSTEM_PROPERTIES.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            };
+            user(s) == user(o)
+        }
+        _ => false,
+    }
+}
+
 /// Parses the answer to a create or upsert.
 pub fn parse_write(resp: &Response<Vec<u8>>) -> Result<WriteOutcome, CosmosError> {
     let status = resp.status().as_u16();
@@ -459,6 +577,51 @@ mod tests {
         assert!(parse_batch(&resp(429, &[], ""), 1)
             .unwrap_err()
             .is_transient());
+    }
+
+    #[test]
+    fn reads_deletes_and_queries() {
+        let doc = r#"{"id":"a","pk":"p","_etag":"\"e1\"","_ts":1}"#;
+        let r = parse_read(&resp(200, &[("x-ms-request-charge", "1")], doc)).unwrap();
+        assert_eq!(r.body["id"], "a");
+        assert_eq!(r.etag.as_deref(), Some("\"e1\""));
+        assert!(matches!(
+            parse_read(&resp(404, &[], r#"{"code":"NotFound","message":"x"}"#)),
+            Err(CosmosError::NotFound(_))
+        ));
+        assert!(matches!(
+            parse_read(&resp(200, &[], "[1]")),
+            Err(CosmosError::InvalidResponse(_))
+        ));
+        assert!(parse_delete(&resp(204, &[], "")).is_ok());
+        assert!(matches!(
+            parse_delete(&resp(404, &[], "")),
+            Err(CosmosError::NotFound(_))
+        ));
+        let page = r#"{"_rid":"x","Documents":[{"id":"a"},{"id":"b"}],"_count":2}"#;
+        let q = parse_query(&resp(200, &[("x-ms-continuation", "tok")], page)).unwrap();
+        assert_eq!(q.items.len(), 2);
+        assert_eq!(q.continuation.as_deref(), Some("tok"));
+        assert_eq!(
+            parse_query(&resp(200, &[], page)).unwrap().continuation,
+            None
+        );
+        assert!(matches!(
+            parse_query(&resp(200, &[], "{}")),
+            Err(CosmosError::InvalidResponse(_))
+        ));
+        assert!(parse_query(&resp(429, &[], "")).unwrap_err().is_transient());
+    }
+
+    #[test]
+    fn same_content_ignores_system_properties_only() {
+        let ours = serde_json::json!({"id": "a", "pk": "p", "event": {"n": 1}});
+        let stored = serde_json::json!({"id": "a", "pk": "p", "event": {"n": 1}, "_rid": "r", "_etag": "e", "_ts": 5, "_self": "s", "_attachments": "at"});
+        assert!(same_content(&stored, &ours));
+        let changed = serde_json::json!({"id": "a", "pk": "p", "event": {"n": 2}, "_ts": 5});
+        assert!(!same_content(&changed, &ours));
+        let extra = serde_json::json!({"id": "a", "pk": "p", "event": {"n": 1}, "x": 1});
+        assert!(!same_content(&extra, &ours));
     }
 
     #[test]

@@ -187,7 +187,14 @@ def make_handler(upstream: urllib.parse.SplitResult, key: str, stats: Stats, log
                 conn.request(self.command, self.path, body=body, headers=fwd)
                 resp = conn.getresponse()
                 data = resp.read()
-                self._reply(resp.status, data, resp.getheaders())
+                status, headers = resp.status, resp.getheaders()
+                if (status == 500 and self.command == "GET" and resource_of(self.path)[0] == "docs"
+                        and len(self.path.split("?")[0].strip("/").split("/")) == 6):
+                    # The local server answers 500 for a missing document; the
+                    # service answers 404 NotFound.
+                    status, data = 404, json.dumps({"code": "NotFound", "message": "Entity with the specified id does not exist in the system."}).encode()
+                    headers = [("Content-Type", "application/json"), ("x-ms-activity-id", str(uuid.uuid4()))]
+                self._reply(status, data, headers)
             finally:
                 conn.close()
 

@@ -1,0 +1,76 @@
+//! Inbound credentials: shared keys compared in constant time, with room for
+//! two active values so a key can be rotated without downtime.
+
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// One to two accepted secret values. `Debug` never shows them.
+#[derive(Clone)]
+pub struct Keys(Vec<[u8; 32]>);
+
+impl Keys {
+    /// Parses a comma-separated list of one or two values, each at least
+    /// 16 characters.
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let values: Vec<&str> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect();
+        if values.is_empty() || values.len() > 2 {
+            return Err("give one key, or two separated by a comma while rotating".into());
+        }
+        if values.iter().any(|v| v.len() < 16) {
+            return Err("each key needs at least 16 characters".into());
+        }
+        Ok(Self(
+            values
+                .iter()
+                .map(|v| Sha256::digest(v.as_bytes()).into())
+                .collect(),
+        ))
+    }
+
+    /// Whether `presented` is one of the keys. Compares SHA-256 digests in
+    /// constant time, so neither content nor length leaks through timing.
+    pub fn accepts(&self, presented: &str) -> bool {
+        let p: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut any = 0u8;
+        for k in &self.0 {
+            let diff = k
+                .iter()
+                .zip(p.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            any |= u8::from(diff == 0);
+        }
+        any == 1
+    }
+}
+
+impl fmt::Debug for Keys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Keys({} value(s), redacted)", self.0.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_either_active_key_only() {
+        let k = Keys::parse("first-key-0123456789, second-key-0123456789").unwrap();
+        assert!(k.accepts("first-key-0123456789"));
+        assert!(k.accepts("second-key-0123456789"));
+        assert!(!k.accepts("first-key-012345678"));
+        assert!(!k.accepts(""));
+        assert!(!format!("{k:?}").contains("first"));
+    }
+
+    #[test]
+    fn refuses_weak_or_too_many_keys() {
+        assert!(Keys::parse("").is_err());
+        assert!(Keys::parse("short").is_err());
+        assert!(Keys::parse("aaaaaaaaaaaaaaaa,bbbbbbbbbbbbbbbb,cccccccccccccccc").is_err());
+    }
+}

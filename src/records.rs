@@ -1,0 +1,331 @@
+//! `GET /records/...`: reading stored documents back, for callers holding the
+//! read key (`x-cmk-read-key`), separate from anything used to ingest.
+//!
+//! - `GET /records/{partitionKey}/{id}`: one document.
+//! - `GET /records/{partitionKey}?type=T&limit=N&continuation=C`: a page of
+//!   the partition's documents (optionally of one event type), newest
+//!   continuation token in the answer.
+//!
+//! Path segments are percent-decoded (a partition key such as `/topics/a` is
+//! sent as `%2Ftopics%2Fa`). Answers omit the service's system properties
+//! except `_etag` and `_ts`.
+
+use http::{header, Request, Response, StatusCode};
+use serde_json::{json, Map, Value};
+
+use crate::api::{json_response, ApiError};
+use crate::config::Config;
+use crate::cosmos::{parse_query, parse_read, CosmosError, CosmosRequest, Query};
+use crate::time::UnixTime;
+
+/// Header that carries the read key.
+pub const READ_KEY_HEADER: &str = "x-cmk-read-key";
+/// Largest page.
+pub const MAX_PAGE: u32 = 100;
+
+/// A parsed read request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadRequest {
+    /// One document.
+    One {
+        /// Partition key value.
+        partition_key: String,
+        /// Document id.
+        id: String,
+    },
+    /// A page of a partition.
+    Page {
+        /// Partition key value.
+        partition_key: String,
+        /// Only this event type, if given.
+        event_type: Option<String>,
+        /// Page size.
+        limit: u32,
+        /// Where the previous page ended.
+        continuation: Option<String>,
+    },
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "InvalidRequest", msg)
+}
+
+/// Decodes `%XX` escapes; `None` for malformed escapes or non-UTF-8.
+pub fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Checks the caller and parses the path and query (`path` without
+/// `/records`'s prefix handled here: it is the full request path).
+pub fn parse(
+    path_and_query: &str,
+    read_key: Option<&str>,
+    config: &Config,
+) -> Result<ReadRequest, ApiError> {
+    let Some(keys) = &config.read.keys else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "ReadDisabled",
+            "reading records is not enabled (no read_keys configured)",
+        ));
+    };
+    match read_key {
+        None => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "Unauthenticated",
+                format!("send the read key in {READ_KEY_HEADER}"),
+            ))
+        }
+        Some(k) if !keys.accepts(k) => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "the read key is not accepted",
+            ))
+        }
+        Some(_) => {}
+    }
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    let rest = path
+        .strip_prefix("/records/")
+        .ok_or_else(|| bad("expected /records/{partitionKey}[/{id}]"))?;
+    let segments: Vec<&str> = rest.split('/').collect();
+    let decode = |s: &str, what: &str| -> Result<String, ApiError> {
+        let v = percent_decode(s)
+            .ok_or_else(|| bad(format!("{what} is not valid percent-encoded UTF-8")))?;
+        if v.is_empty() {
+            return Err(bad(format!("{what} is empty")));
+        }
+        Ok(v)
+    };
+    match segments.as_slice() {
+        [pk, id] => {
+            if !query.is_empty() {
+                return Err(bad("a single record takes no query parameters"));
+            }
+            Ok(ReadRequest::One { partition_key: decode(pk, "partition key")?, id: decode(id, "id")? })
+        }
+        [pk] => {
+            let mut event_type = None;
+            let mut limit = 20;
+            let mut continuation = None;
+            for pair in query.split('&').filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                let v = percent_decode(v).ok_or_else(|| bad(format!("`{k}` is not valid percent-encoded UTF-8")))?;
+                match k {
+                    "type" => event_type = Some(v),
+                    "limit" => {
+                        limit = v.parse().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| bad(format!("limit must be 1 to {MAX_PAGE}")))?
+                    }
+                    "continuation" => continuation = Some(v),
+                    other => return Err(bad(format!("unknown query parameter `{other}`"))),
+                }
+            }
+            Ok(ReadRequest::Page { partition_key: decode(pk, "partition key")?, event_type, limit, continuation })
+        }
+        _ => Err(bad("expected /records/{partitionKey}[/{id}], with a partition key containing `/` sent as %2F")),
+    }
+}
+
+/// The signed Cosmos DB request for a read.
+pub fn request(
+    read: &ReadRequest,
+    config: &Config,
+    now: UnixTime,
+) -> Result<Request<Vec<u8>>, ApiError> {
+    let b = CosmosRequest::new(&config.cosmos.endpoint, &config.cosmos.credential, now);
+    let c = &config.cosmos.container;
+    match read {
+        ReadRequest::One { partition_key, id } => Ok(b.read_document(c, id, partition_key)),
+        ReadRequest::Page {
+            partition_key,
+            event_type,
+            limit,
+            continuation,
+        } => {
+            let mut q =
+                Query::new("SELECT * FROM c WHERE c.pk = @pk").param("@pk", partition_key.as_str());
+            if let Some(t) = event_type {
+                q = Query::new(format!("{} AND c.event.type = @type", q.text))
+                    .param("@pk", partition_key.as_str())
+                    .param("@type", t.as_str());
+            }
+            b.query_documents(c, &q, Some(partition_key), *limit, continuation.as_deref())
+                .map_err(|e| bad(e.to_string()))
+        }
+    }
+}
+
+fn public(mut doc: Value) -> Value {
+    if let Some(m) = doc.as_object_mut() {
+        m.retain(|k, _| !k.starts_with('_') || k == "_etag" || k == "_ts");
+    }
+    doc
+}
+
+/// The caller's answer for the service's answer.
+pub fn respond(
+    read: &ReadRequest,
+    resp: Result<Response<Vec<u8>>, CosmosError>,
+) -> Result<Response<Vec<u8>>, ApiError> {
+    let resp = resp.map_err(|e| ApiError::from(&e))?;
+    match read {
+        ReadRequest::One { .. } => match parse_read(&resp) {
+            Ok(doc) => {
+                let mut r = json_response(StatusCode::OK, &public(doc.body));
+                if let Some(etag) = doc.etag.and_then(|e| http::HeaderValue::from_str(&e).ok()) {
+                    r.headers_mut().insert(header::ETAG, etag);
+                }
+                Ok(r)
+            }
+            Err(CosmosError::NotFound(_)) => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "RecordNotFound",
+                "no record with that partition key and id",
+            )),
+            Err(e) => Err(ApiError::from(&e)),
+        },
+        ReadRequest::Page { .. } => {
+            let page = parse_query(&resp).map_err(|e| match e {
+                CosmosError::Rejected(ref s) if s.status == 400 => {
+                    bad(format!("the continuation token was refused: {}", s.message))
+                }
+                e => ApiError::from(&e),
+            })?;
+            let mut body = Map::new();
+            body.insert(
+                "records".into(),
+                Value::Array(page.items.into_iter().map(public).collect()),
+            );
+            body.insert("continuation".into(), json!(page.continuation));
+            Ok(json_response(StatusCode::OK, &Value::Object(body)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(read_keys: Option<&str>) -> Config {
+        Config::load(|name| {
+            Ok(match name {
+                "cosmos_endpoint" => Some("http://127.0.0.1:8081".into()),
+                "cosmos_database" => Some("db".into()),
+                "cosmos_container" => Some("events".into()),
+                "cosmos_key" => Some("c2VjcmV0".into()),
+                "read_keys" => read_keys.map(str::to_owned),
+                _ => None,
+            })
+        })
+        .unwrap()
+    }
+
+    const KEY: &str = "reader-key-0123456789";
+
+    #[test]
+    fn callers_need_the_read_key() {
+        let c = config(Some(KEY));
+        assert_eq!(parse("/records/p/a", None, &c).unwrap_err().status, 401);
+        assert_eq!(
+            parse("/records/p/a", Some("wrong-key-0123456789"), &c)
+                .unwrap_err()
+                .status,
+            403
+        );
+        assert!(parse("/records/p/a", Some(KEY), &c).is_ok());
+        let off = config(None);
+        assert_eq!(
+            parse("/records/p/a", Some(KEY), &off).unwrap_err().code,
+            "ReadDisabled"
+        );
+    }
+
+    #[test]
+    fn paths_and_parameters() {
+        let c = config(Some(KEY));
+        assert_eq!(
+            parse("/records/%2Ftopics%2Fa/abc", Some(KEY), &c).unwrap(),
+            ReadRequest::One {
+                partition_key: "/topics/a".into(),
+                id: "abc".into()
+            }
+        );
+        assert_eq!(
+            parse(
+                "/records/%2Ft?type=A.B&limit=5&continuation=%2BRID%3Ax",
+                Some(KEY),
+                &c
+            )
+            .unwrap(),
+            ReadRequest::Page {
+                partition_key: "/t".into(),
+                event_type: Some("A.B".into()),
+                limit: 5,
+                continuation: Some("+RID:x".into())
+            }
+        );
+        for bad in [
+            "/records/",
+            "/records/a/b/c",
+            "/records/%zz",
+            "/records/p?limit=0",
+            "/records/p?limit=101",
+            "/records/p?x=1",
+            "/records/p/a?type=x",
+        ] {
+            assert_eq!(parse(bad, Some(KEY), &c).unwrap_err().status, 400, "{bad}");
+        }
+    }
+
+    #[test]
+    fn page_queries_are_parameterized() {
+        let c = config(Some(KEY));
+        let r = parse("/records/p%27%20OR%201%3D1?type=T", Some(KEY), &c).unwrap();
+        let req = request(&r, &c, UnixTime(0)).unwrap();
+        let body: Value = serde_json::from_slice(req.body()).unwrap();
+        assert_eq!(
+            body["query"],
+            "SELECT * FROM c WHERE c.pk = @pk AND c.event.type = @type"
+        );
+        assert_eq!(body["parameters"][0]["value"], "p' OR 1=1");
+    }
+
+    #[test]
+    fn answers_hide_system_properties_and_map_not_found() {
+        let read = ReadRequest::One {
+            partition_key: "p".into(),
+            id: "a".into(),
+        };
+        let ok = Response::builder()
+            .status(200)
+            .header("etag", "\"e\"")
+            .body(br#"{"id":"a","_rid":"r","_self":"s","_etag":"\"e\"","_ts":1}"#.to_vec())
+            .unwrap();
+        let r = respond(&read, Ok(ok)).unwrap();
+        assert_eq!(r.headers()["etag"], "\"e\"");
+        let v: Value = serde_json::from_slice(r.body()).unwrap();
+        assert_eq!(v, json!({"id": "a", "_etag": "\"e\"", "_ts": 1}));
+        let missing = Response::builder()
+            .status(404)
+            .body(br#"{"code":"NotFound","message":"gone"}"#.to_vec())
+            .unwrap();
+        assert_eq!(respond(&read, Ok(missing)).unwrap_err().status, 404);
+    }
+}
