@@ -1,0 +1,627 @@
+//! Microsoft Entra ID access tokens, obtained by the component itself.
+//!
+//! Three sources, as the Azure Identity libraries name them:
+//! - **workload identity** (AKS/SpinKube): a client-credentials grant whose
+//!   client assertion is the federated service-account token;
+//! - **managed identity**: IMDS (`169.254.169.254`, `Metadata: true`) or the
+//!   App Service / Container Apps endpoint (`IDENTITY_ENDPOINT` with
+//!   `X-IDENTITY-HEADER`);
+//! - **client secret**: a client-credentials grant with the app's secret.
+//!
+//! This module builds the token requests, parses the answers, and decides
+//! when a cached token must be refreshed; it performs no I/O and reads no
+//! clock. Tokens and secrets never reach `Debug` output or error messages.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use http::{header, Method, Request, Response};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+use crate::time::UnixTime;
+
+/// Scope for Azure Key Vault Managed HSM.
+pub const MANAGED_HSM_SCOPE: &str = "https://managedhsm.azure.net/.default";
+/// Default authority host.
+pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
+/// Default IMDS endpoint.
+pub const IMDS_ENDPOINT: &str = "http://169.254.169.254/metadata/identity/oauth2/token";
+/// IMDS api-version.
+pub const IMDS_API_VERSION: &str = "2018-02-01";
+/// App Service / Container Apps identity api-version.
+pub const APP_SERVICE_API_VERSION: &str = "2019-08-01";
+const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// A secret string whose `Debug`/`Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(v: impl Into<String>) -> Self {
+        Self(v.into())
+    }
+    /// The value, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Where tokens come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Provider {
+    /// Client-credentials grant with a federated assertion (workload identity).
+    WorkloadIdentity {
+        /// Authority host, e.g. `https://login.microsoftonline.com`.
+        authority: String,
+        /// Tenant id.
+        tenant: String,
+        /// The app (or user-assigned identity) client id.
+        client_id: String,
+    },
+    /// Managed identity through IMDS.
+    Imds {
+        /// Token endpoint (IMDS default, or a stand-in).
+        endpoint: String,
+        /// User-assigned identity's client id; `None` for system-assigned.
+        client_id: Option<String>,
+    },
+    /// Managed identity through App Service / Container Apps.
+    AppService {
+        /// `IDENTITY_ENDPOINT`.
+        endpoint: String,
+        /// `IDENTITY_HEADER`.
+        header: Secret,
+        /// User-assigned identity's client id.
+        client_id: Option<String>,
+    },
+    /// Client-credentials grant with a client secret.
+    ClientSecret {
+        /// Authority host.
+        authority: String,
+        /// Tenant id.
+        tenant: String,
+        /// The app's client id.
+        client_id: String,
+        /// The app's secret.
+        secret: Secret,
+    },
+}
+
+impl Provider {
+    /// Short name for logs and cache keys.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Provider::WorkloadIdentity { .. } => "workload-identity",
+            Provider::Imds { .. } => "managed-identity-imds",
+            Provider::AppService { .. } => "managed-identity-app-service",
+            Provider::ClientSecret { .. } => "client-secret",
+        }
+    }
+
+    /// Whether the request needs a client assertion (the federated token).
+    pub fn needs_assertion(&self) -> bool {
+        matches!(self, Provider::WorkloadIdentity { .. })
+    }
+
+    fn identity(&self) -> String {
+        match self {
+            Provider::WorkloadIdentity {
+                authority,
+                tenant,
+                client_id,
+            }
+            | Provider::ClientSecret {
+                authority,
+                tenant,
+                client_id,
+                ..
+            } => {
+                format!("{authority}|{tenant}|{client_id}")
+            }
+            Provider::Imds {
+                endpoint,
+                client_id,
+            }
+            | Provider::AppService {
+                endpoint,
+                client_id,
+                ..
+            } => {
+                format!("{endpoint}|{}", client_id.as_deref().unwrap_or("system"))
+            }
+        }
+    }
+}
+
+/// An access token and when it stops being valid.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessToken {
+    /// The bearer token.
+    pub token: String,
+    /// Expiry, seconds since the epoch.
+    pub expires_on: u64,
+}
+
+impl fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AccessToken(<redacted>, expires_on {})", self.expires_on)
+    }
+}
+
+/// Everything that can go wrong getting a token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntraError {
+    /// The endpoint refused: Entra's `error` and `error_description`.
+    #[error("token endpoint refused ({status} {error}): {description}{}", correlation.as_ref().map(|c| format!(" (correlation {c})")).unwrap_or_default())]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// `error`, e.g. `invalid_client`.
+        error: String,
+        /// `error_description`.
+        description: String,
+        /// `correlation_id`, when sent.
+        correlation: Option<String>,
+        /// Whether trying again later may help (429, 5xx).
+        transient: bool,
+    },
+    /// A 2xx answer without a usable token.
+    #[error("token endpoint answered without a usable token: {0}")]
+    InvalidResponse(String),
+    /// The request could not be built.
+    #[error("cannot request a token: {0}")]
+    Request(String),
+}
+
+impl EntraError {
+    /// Whether a later attempt may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            EntraError::Refused {
+                transient: true,
+                ..
+            }
+        )
+    }
+}
+
+fn form(pairs: &[(&str, &str)]) -> Vec<u8> {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                crate::cosmos::encode_header_value(k),
+                crate::cosmos::encode_header_value(v)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+        .into_bytes()
+}
+
+fn resource_of(scope: &str) -> &str {
+    scope.strip_suffix("/.default").unwrap_or(scope)
+}
+
+/// The token request for `scope` (e.g. [`MANAGED_HSM_SCOPE`]). Workload
+/// identity needs the federated token as `assertion`.
+pub fn token_request(
+    provider: &Provider,
+    scope: &str,
+    assertion: Option<&str>,
+) -> Result<Request<Vec<u8>>, EntraError> {
+    let bad = |e: http::Error| EntraError::Request(e.to_string());
+    match provider {
+        Provider::WorkloadIdentity {
+            authority,
+            tenant,
+            client_id,
+        }
+        | Provider::ClientSecret {
+            authority,
+            tenant,
+            client_id,
+            ..
+        } => {
+            let mut pairs = vec![
+                ("grant_type", "client_credentials"),
+                ("client_id", client_id.as_str()),
+                ("scope", scope),
+            ];
+            match provider {
+                Provider::ClientSecret { secret, .. } => {
+                    pairs.push(("client_secret", secret.expose()))
+                }
+                _ => {
+                    let a = assertion.filter(|a| !a.trim().is_empty()).ok_or_else(|| {
+                        EntraError::Request(
+                            "workload identity needs the federated token (client assertion)".into(),
+                        )
+                    })?;
+                    pairs.push(("client_assertion_type", ASSERTION_TYPE));
+                    pairs.push(("client_assertion", a.trim()));
+                }
+            }
+            let body = form(&pairs);
+            Request::builder()
+                .method(Method::POST)
+                .uri(format!(
+                    "{}/{}/oauth2/v2.0/token",
+                    authority.trim_end_matches('/'),
+                    tenant
+                ))
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(header::ACCEPT, "application/json")
+                .header(header::CONTENT_LENGTH, body.len())
+                .body(body)
+                .map_err(bad)
+        }
+        Provider::Imds {
+            endpoint,
+            client_id,
+        } => {
+            let mut q = vec![
+                ("api-version", IMDS_API_VERSION),
+                ("resource", resource_of(scope)),
+            ];
+            if let Some(c) = client_id {
+                q.push(("client_id", c));
+            }
+            Request::builder()
+                .method(Method::GET)
+                .uri(format!(
+                    "{endpoint}?{}",
+                    String::from_utf8(form(&q)).expect("ASCII")
+                ))
+                .header("Metadata", "true")
+                .body(Vec::new())
+                .map_err(bad)
+        }
+        Provider::AppService {
+            endpoint,
+            header: h,
+            client_id,
+        } => {
+            let mut q = vec![
+                ("api-version", APP_SERVICE_API_VERSION),
+                ("resource", resource_of(scope)),
+            ];
+            if let Some(c) = client_id {
+                q.push(("client_id", c));
+            }
+            Request::builder()
+                .method(Method::GET)
+                .uri(format!(
+                    "{endpoint}?{}",
+                    String::from_utf8(form(&q)).expect("ASCII")
+                ))
+                .header("X-IDENTITY-HEADER", h.expose())
+                .body(Vec::new())
+                .map_err(bad)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RawToken {
+    access_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<serde_json::Value>,
+    #[serde(default)]
+    expires_on: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawError {
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    error_description: String,
+    #[serde(default)]
+    correlation_id: Option<String>,
+}
+
+fn number(v: &serde_json::Value) -> Option<u64> {
+    match v {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+const MAX_DESCRIPTION: usize = 400;
+
+/// Parses a token endpoint's answer (all three shapes: `expires_in` as a
+/// number or string, or `expires_on` as epoch seconds).
+pub fn parse_token_response(
+    resp: &Response<Vec<u8>>,
+    now: UnixTime,
+) -> Result<AccessToken, EntraError> {
+    let status = resp.status().as_u16();
+    if !resp.status().is_success() {
+        let raw: RawError = serde_json::from_slice(resp.body()).unwrap_or_default();
+        let description: String = if raw.error_description.is_empty() {
+            String::from_utf8_lossy(resp.body())
+                .chars()
+                .take(MAX_DESCRIPTION)
+                .collect()
+        } else {
+            raw.error_description
+                .chars()
+                .take(MAX_DESCRIPTION)
+                .collect()
+        };
+        return Err(EntraError::Refused {
+            status,
+            error: if raw.error.is_empty() {
+                format!("http_{status}")
+            } else {
+                raw.error
+            },
+            description,
+            correlation: raw.correlation_id.or_else(|| {
+                resp.headers()
+                    .get("client-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            }),
+            transient: status == 429 || status >= 500,
+        });
+    }
+    let raw: RawToken = serde_json::from_slice(resp.body())
+        .map_err(|e| EntraError::InvalidResponse(format!("not JSON: {e}")))?;
+    let token = raw
+        .access_token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| EntraError::InvalidResponse("no access_token".into()))?;
+    let expires_on = match (
+        raw.expires_on.as_ref().and_then(number),
+        raw.expires_in.as_ref().and_then(number),
+    ) {
+        (Some(on), _) => on,
+        (None, Some(secs)) => now.0 + secs,
+        (None, None) => {
+            return Err(EntraError::InvalidResponse(
+                "neither expires_in nor expires_on".into(),
+            ))
+        }
+    };
+    if expires_on <= now.0 {
+        return Err(EntraError::InvalidResponse(
+            "the token is already expired".into(),
+        ));
+    }
+    Ok(AccessToken { token, expires_on })
+}
+
+/// Whether a cached token can be used or must be refreshed first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// Use it.
+    Use,
+    /// Get a new one (it expires within the skew, or is gone).
+    Refresh,
+}
+
+/// Decides on a cached token: refresh `skew_secs` before expiry, so no request
+/// carries a token that expires in flight.
+pub fn freshness(cached: Option<&AccessToken>, now: UnixTime, skew_secs: u64) -> Freshness {
+    match cached {
+        Some(t) if t.expires_on > now.0.saturating_add(skew_secs) => Freshness::Use,
+        _ => Freshness::Refresh,
+    }
+}
+
+/// Key under which a (provider, scope) token is cached in the key-value
+/// store: a digest, so neither ids nor scopes appear in key listings.
+pub fn cache_key(provider: &Provider, scope: &str) -> String {
+    let d =
+        Sha256::digest(format!("{}|{}|{scope}", provider.kind(), provider.identity()).as_bytes());
+    format!("entra-token/v1/{}", URL_SAFE_NO_PAD.encode(&d[..18]))
+}
+
+/// Serializes a token for the cache.
+pub fn encode_cached(t: &AccessToken) -> Vec<u8> {
+    serde_json::to_vec(t).expect("token serializes")
+}
+
+/// Reads a cached token; anything unreadable counts as absent.
+pub fn decode_cached(bytes: &[u8]) -> Option<AccessToken> {
+    serde_json::from_slice(bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret_app() -> Provider {
+        Provider::ClientSecret {
+            authority: "https://login.microsoftonline.com/".into(),
+            tenant: "t1".into(),
+            client_id: "c1".into(),
+            secret: Secret::new("s3cr3t+/="),
+        }
+    }
+
+    fn body(r: &Request<Vec<u8>>) -> String {
+        String::from_utf8(r.body().clone()).unwrap()
+    }
+
+    #[test]
+    fn client_secret_grant() {
+        let r = token_request(&secret_app(), MANAGED_HSM_SCOPE, None).unwrap();
+        assert_eq!(r.method(), Method::POST);
+        assert_eq!(
+            r.uri().to_string(),
+            "https://login.microsoftonline.com/t1/oauth2/v2.0/token"
+        );
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/x-www-form-urlencoded"
+        );
+        assert_eq!(
+            body(&r),
+            "grant_type=client_credentials&client_id=c1&scope=https%3A%2F%2Fmanagedhsm.azure.net%2F.default&client_secret=s3cr3t%2B%2F%3D"
+        );
+    }
+
+    #[test]
+    fn workload_identity_grant_sends_the_assertion() {
+        let p = Provider::WorkloadIdentity {
+            authority: DEFAULT_AUTHORITY.into(),
+            tenant: "t1".into(),
+            client_id: "c1".into(),
+        };
+        assert!(p.needs_assertion());
+        assert!(token_request(&p, MANAGED_HSM_SCOPE, None).is_err());
+        assert!(token_request(&p, MANAGED_HSM_SCOPE, Some("  ")).is_err());
+        let r = token_request(&p, MANAGED_HSM_SCOPE, Some("eyJ.a.b\n")).unwrap();
+        assert!(body(&r).ends_with(
+            "&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion=eyJ.a.b"
+        ));
+    }
+
+    #[test]
+    fn managed_identity_requests() {
+        let imds = Provider::Imds {
+            endpoint: IMDS_ENDPOINT.into(),
+            client_id: Some("u1".into()),
+        };
+        let r = token_request(&imds, MANAGED_HSM_SCOPE, None).unwrap();
+        assert_eq!(r.method(), Method::GET);
+        assert_eq!(
+            r.uri().to_string(),
+            "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fmanagedhsm.azure.net&client_id=u1"
+        );
+        assert_eq!(r.headers()["metadata"], "true");
+        let app = Provider::AppService {
+            endpoint: "http://127.0.0.1:41/msi/token".into(),
+            header: Secret::new("hdr"),
+            client_id: None,
+        };
+        let r = token_request(&app, "https://acct.documents.azure.com/.default", None).unwrap();
+        assert_eq!(
+            r.uri().query(),
+            Some("api-version=2019-08-01&resource=https%3A%2F%2Facct.documents.azure.com")
+        );
+        assert_eq!(r.headers()["x-identity-header"], "hdr");
+    }
+
+    fn resp(status: u16, body: &str) -> Response<Vec<u8>> {
+        Response::builder()
+            .status(status)
+            .body(body.as_bytes().to_vec())
+            .unwrap()
+    }
+
+    #[test]
+    fn token_answers_in_every_shape() {
+        let now = UnixTime(1_000);
+        let t = parse_token_response(
+            &resp(
+                200,
+                r#"{"token_type":"Bearer","expires_in":3599,"access_token":"tok"}"#,
+            ),
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            t,
+            AccessToken {
+                token: "tok".into(),
+                expires_on: 4_599
+            }
+        );
+        let imds = r#"{"access_token":"tok","expires_in":"3599","expires_on":"5000","resource":"r","token_type":"Bearer"}"#;
+        assert_eq!(
+            parse_token_response(&resp(200, imds), now)
+                .unwrap()
+                .expires_on,
+            5_000
+        );
+        for bad in [
+            r#"{"expires_in":5}"#,
+            r#"{"access_token":"t"}"#,
+            "nope",
+            r#"{"access_token":"t","expires_on":"999"}"#,
+        ] {
+            assert!(
+                matches!(
+                    parse_token_response(&resp(200, bad), now),
+                    Err(EntraError::InvalidResponse(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn refusals_carry_entras_words_but_no_secret() {
+        let body = r#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.","error_codes":[7000215],"correlation_id":"corr-1"}"#;
+        let e = parse_token_response(&resp(401, body), UnixTime(0)).unwrap_err();
+        assert!(!e.is_transient());
+        let msg = e.to_string();
+        assert!(
+            msg.contains("invalid_client")
+                && msg.contains("AADSTS7000215")
+                && msg.contains("corr-1"),
+            "{msg}"
+        );
+        assert!(parse_token_response(&resp(503, ""), UnixTime(0))
+            .unwrap_err()
+            .is_transient());
+        assert!(parse_token_response(&resp(429, "{}"), UnixTime(0))
+            .unwrap_err()
+            .is_transient());
+    }
+
+    #[test]
+    fn refresh_ahead_of_expiry() {
+        let t = AccessToken {
+            token: "x".into(),
+            expires_on: 1_000,
+        };
+        assert_eq!(freshness(Some(&t), UnixTime(600), 300), Freshness::Use);
+        assert_eq!(freshness(Some(&t), UnixTime(700), 300), Freshness::Refresh);
+        assert_eq!(freshness(None, UnixTime(0), 300), Freshness::Refresh);
+    }
+
+    #[test]
+    fn cache_entries() {
+        let t = AccessToken {
+            token: "x".into(),
+            expires_on: 9,
+        };
+        assert_eq!(decode_cached(&encode_cached(&t)), Some(t));
+        assert_eq!(decode_cached(b"garbage"), None);
+        let a = cache_key(&secret_app(), MANAGED_HSM_SCOPE);
+        assert_ne!(
+            a,
+            cache_key(&secret_app(), "https://acct.documents.azure.com/.default")
+        );
+        assert!(a.starts_with("entra-token/v1/") && !a.contains("c1"));
+    }
+
+    #[test]
+    fn nothing_secret_in_debug() {
+        let dbg = format!(
+            "{:?} {:?}",
+            secret_app(),
+            AccessToken {
+                token: "tok-123".into(),
+                expires_on: 1
+            }
+        );
+        assert!(!dbg.contains("s3cr3t") && !dbg.contains("tok-123"), "{dbg}");
+    }
+}

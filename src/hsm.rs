@@ -1,0 +1,743 @@
+//! Azure Key Vault Managed HSM keys over REST: read a key's state, wrap and
+//! unwrap data keys with RSA-OAEP-256. Pure request builders and response
+//! parsers; the caller sends them with a bearer token for
+//! `https://managedhsm.azure.net/.default`.
+//!
+//! Fail closed: a disabled, expired, not-yet-valid, deleted or forbidden key,
+//! and revoked access, are permanent [`HsmError::KeyUnavailable`] errors that
+//! stop writes and reads. The service still performs `wrapKey` with a
+//! disabled key (a public-key operation), so writers must check the key's
+//! state themselves ([`check_usable`]) rather than rely on `wrapkey` failing.
+
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use http::{header, Method, Request, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::cosmos::Endpoint;
+use crate::time::UnixTime;
+
+/// Keys REST API version used for every call (the official SDK's default).
+pub const API_VERSION: &str = "2025-07-01";
+/// The only wrapping algorithm used.
+pub const ALGORITHM: &str = "RSA-OAEP-256";
+
+/// A key name and, once known, its version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRef {
+    /// Key name.
+    pub name: String,
+    /// Version; `None` means the latest.
+    pub version: Option<String>,
+}
+
+impl KeyRef {
+    /// Parses a key id `https://{hsm}/keys/{name}[/{version}]`, checking that it
+    /// belongs to `vault`, so a stored key id can never send a token elsewhere.
+    pub fn from_kid(kid: &str, vault: &Endpoint) -> Result<Self, HsmError> {
+        let rest = kid
+            .strip_prefix(&vault.origin())
+            .or_else(|| {
+                // The service may name its default port implicitly.
+                let o = vault.origin();
+                o.strip_suffix(":443")
+                    .and_then(|base| kid.strip_prefix(base))
+            })
+            .ok_or_else(|| {
+                HsmError::InvalidKeyId(format!("`{kid}` is not a key of {}", vault.origin()))
+            })?;
+        let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+        match parts.as_slice() {
+            ["", "keys", name] if valid_segment(name) => Ok(Self {
+                name: (*name).into(),
+                version: None,
+            }),
+            ["", "keys", name, version] if valid_segment(name) && valid_segment(version) => {
+                Ok(Self {
+                    name: (*name).into(),
+                    version: Some((*version).into()),
+                })
+            }
+            _ => Err(HsmError::InvalidKeyId(format!(
+                "`{kid}` is not /keys/{{name}}[/{{version}}]"
+            ))),
+        }
+    }
+
+    fn path(&self) -> String {
+        match &self.version {
+            Some(v) => format!("/keys/{}/{}", self.name, v),
+            None => format!("/keys/{}/", self.name),
+        }
+    }
+}
+
+fn valid_segment(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 127 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// A key operation this crate needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOp {
+    /// `wrapKey`
+    Wrap,
+    /// `unwrapKey`
+    Unwrap,
+}
+
+impl KeyOp {
+    fn as_str(self) -> &'static str {
+        match self {
+            KeyOp::Wrap => "wrapKey",
+            KeyOp::Unwrap => "unwrapKey",
+        }
+    }
+}
+
+/// A key version's public part and state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// Full key id, with version.
+    pub kid: String,
+    /// `kty`, e.g. `RSA-HSM`.
+    pub kty: String,
+    /// Permitted operations.
+    pub key_ops: Vec<String>,
+    /// RSA modulus (big-endian).
+    pub n: Vec<u8>,
+    /// RSA public exponent (big-endian).
+    pub e: Vec<u8>,
+    /// `attributes.enabled`.
+    pub enabled: bool,
+    /// `attributes.nbf` (epoch seconds).
+    pub not_before: Option<u64>,
+    /// `attributes.exp` (epoch seconds).
+    pub expires: Option<u64>,
+    /// `attributes.recoveryLevel`.
+    pub recovery_level: Option<String>,
+}
+
+/// Why a key cannot be used. Each is permanent until an operator acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// The key version is disabled.
+    Disabled,
+    /// Past `exp`.
+    Expired,
+    /// Before `nbf`.
+    NotYetValid,
+    /// The key or version does not exist (deleted or never created).
+    NotFound,
+    /// The caller's access was refused (role removed or never granted).
+    AccessDenied,
+    /// The key does not permit the operation (`key_ops`).
+    OperationNotPermitted,
+    /// Not an RSA-HSM key.
+    WrongKeyType,
+}
+
+impl Unavailable {
+    /// Stable code for logs and error bodies.
+    pub fn code(self) -> &'static str {
+        match self {
+            Unavailable::Disabled => "KeyDisabled",
+            Unavailable::Expired => "KeyExpired",
+            Unavailable::NotYetValid => "KeyNotYetValid",
+            Unavailable::NotFound => "KeyNotFound",
+            Unavailable::AccessDenied => "KeyAccessDenied",
+            Unavailable::OperationNotPermitted => "KeyOperationForbidden",
+            Unavailable::WrongKeyType => "KeyTypeNotSupported",
+        }
+    }
+}
+
+/// Everything that can go wrong with the HSM.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HsmError {
+    /// The key cannot be used: nothing is written or decrypted.
+    #[error("the key-encryption key is unavailable ({}): {message}", reason.code())]
+    KeyUnavailable {
+        /// Why.
+        reason: Unavailable,
+        /// The service's or this crate's explanation.
+        message: String,
+    },
+    /// 401: the token was not accepted (expired, wrong audience); get a new one.
+    #[error("the HSM did not accept the access token: {0}")]
+    Unauthorized(String),
+    /// 429 or 5xx: try again later.
+    #[error("the HSM is temporarily unavailable ({status}): {message}")]
+    Transient {
+        /// HTTP status.
+        status: u16,
+        /// The service's message.
+        message: String,
+        /// `Retry-After`, in seconds.
+        retry_after_secs: Option<u64>,
+    },
+    /// Any other refusal (e.g. 400 BadParameter).
+    #[error("the HSM rejected the request ({status} {code}): {message}")]
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// The error code.
+        code: String,
+        /// The message.
+        message: String,
+    },
+    /// A key id that is malformed or names another vault.
+    #[error("invalid key id: {0}")]
+    InvalidKeyId(String),
+    /// A 2xx answer that is not what the API promises.
+    #[error("unexpected answer from the HSM: {0}")]
+    InvalidResponse(String),
+}
+
+impl HsmError {
+    /// Whether a later attempt may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, HsmError::Transient { .. })
+    }
+}
+
+fn request(
+    vault: &Endpoint,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Option<Vec<u8>>,
+) -> Request<Vec<u8>> {
+    let body = body.unwrap_or_default();
+    let mut b = Request::builder()
+        .method(method)
+        .uri(format!(
+            "{}{path}?api-version={API_VERSION}",
+            vault.origin()
+        ))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::ACCEPT, "application/json")
+        .header(header::CONTENT_LENGTH, body.len());
+    if !body.is_empty() {
+        b = b.header(header::CONTENT_TYPE, "application/json");
+    }
+    b.body(body).expect("valid request parts")
+}
+
+/// `GET /keys/{name}/{version}` (or the latest version).
+pub fn get_key_request(vault: &Endpoint, key: &KeyRef, token: &str) -> Request<Vec<u8>> {
+    request(vault, Method::GET, &key.path(), token, None)
+}
+
+fn crypt_request(
+    vault: &Endpoint,
+    key: &KeyRef,
+    op: &str,
+    value: &[u8],
+    token: &str,
+) -> Result<Request<Vec<u8>>, HsmError> {
+    if key.version.is_none() {
+        return Err(HsmError::InvalidKeyId(format!(
+            "{op} needs an exact key version"
+        )));
+    }
+    let body =
+        serde_json::to_vec(&json!({"alg": ALGORITHM, "value": URL_SAFE_NO_PAD.encode(value)}))
+            .expect("JSON");
+    Ok(request(
+        vault,
+        Method::POST,
+        &format!("{}/{op}", key.path()),
+        token,
+        Some(body),
+    ))
+}
+
+/// `POST /keys/{name}/{version}/wrapkey` with RSA-OAEP-256.
+pub fn wrap_request(
+    vault: &Endpoint,
+    key: &KeyRef,
+    dek: &[u8],
+    token: &str,
+) -> Result<Request<Vec<u8>>, HsmError> {
+    crypt_request(vault, key, "wrapkey", dek, token)
+}
+
+/// `POST /keys/{name}/{version}/unwrapkey` with RSA-OAEP-256.
+pub fn unwrap_request(
+    vault: &Endpoint,
+    key: &KeyRef,
+    wrapped: &[u8],
+    token: &str,
+) -> Result<Request<Vec<u8>>, HsmError> {
+    crypt_request(vault, key, "unwrapkey", wrapped, token)
+}
+
+/// Decodes base64url with or without padding; standard base64 is accepted too
+/// (one REST example shows it).
+pub fn decode_b64url(s: &str) -> Option<Vec<u8>> {
+    let t = s.trim().trim_end_matches('=');
+    URL_SAFE_NO_PAD
+        .decode(t)
+        .ok()
+        .or_else(|| STANDARD_NO_PAD.decode(t).ok())
+}
+
+#[derive(Deserialize, Default)]
+struct RawErrorBody {
+    #[serde(default)]
+    error: RawError,
+}
+
+#[derive(Deserialize, Default)]
+struct RawError {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    innererror: Option<Box<RawError>>,
+}
+
+/// Classifies a non-2xx answer.
+pub fn error_from(resp: &Response<Vec<u8>>) -> HsmError {
+    let status = resp.status().as_u16();
+    let raw = serde_json::from_slice::<RawErrorBody>(resp.body())
+        .unwrap_or_default()
+        .error;
+    let inner = raw
+        .innererror
+        .as_ref()
+        .map(|i| i.code.as_str())
+        .unwrap_or("");
+    let message: String = if raw.message.is_empty() {
+        resp.status()
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_owned()
+    } else {
+        raw.message.chars().take(400).collect()
+    };
+    let unavailable = |reason| HsmError::KeyUnavailable {
+        reason,
+        message: message.clone(),
+    };
+    match status {
+        401 => HsmError::Unauthorized(message),
+        403 => match inner {
+            "KeyDisabled" => unavailable(Unavailable::Disabled),
+            "KeyExpired" => unavailable(Unavailable::Expired),
+            "KeyNotYetValid" => unavailable(Unavailable::NotYetValid),
+            "KeyOperationForbidden" => unavailable(Unavailable::OperationNotPermitted),
+            _ if message.contains("disabled") => unavailable(Unavailable::Disabled),
+            _ if message.contains("expired") => unavailable(Unavailable::Expired),
+            _ => unavailable(Unavailable::AccessDenied),
+        },
+        404 => unavailable(Unavailable::NotFound),
+        429 | 500..=599 => HsmError::Transient {
+            status,
+            message,
+            retry_after_secs: resp
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok()),
+        },
+        _ => HsmError::Rejected {
+            status,
+            code: if raw.code.is_empty() {
+                format!("http_{status}")
+            } else {
+                raw.code
+            },
+            message,
+        },
+    }
+}
+
+#[derive(Deserialize)]
+struct RawKeyBundle {
+    key: RawJwk,
+    #[serde(default)]
+    attributes: RawAttributes,
+}
+
+#[derive(Deserialize)]
+struct RawJwk {
+    kid: String,
+    kty: String,
+    #[serde(default)]
+    key_ops: Vec<String>,
+    #[serde(default)]
+    n: Option<String>,
+    #[serde(default)]
+    e: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawAttributes {
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    nbf: Option<u64>,
+    #[serde(default)]
+    exp: Option<u64>,
+    #[serde(default, rename = "recoveryLevel")]
+    recovery_level: Option<String>,
+}
+
+/// Parses a key bundle (`GET /keys/...`).
+pub fn parse_key(resp: &Response<Vec<u8>>) -> Result<KeyInfo, HsmError> {
+    if resp.status().as_u16() != 200 {
+        return Err(error_from(resp));
+    }
+    let raw: RawKeyBundle = serde_json::from_slice(resp.body())
+        .map_err(|e| HsmError::InvalidResponse(format!("key bundle: {e}")))?;
+    let n = raw
+        .key
+        .n
+        .as_deref()
+        .and_then(decode_b64url)
+        .unwrap_or_default();
+    let e = raw
+        .key
+        .e
+        .as_deref()
+        .and_then(decode_b64url)
+        .unwrap_or_default();
+    Ok(KeyInfo {
+        kid: raw.key.kid,
+        kty: raw.key.kty,
+        key_ops: raw.key.key_ops,
+        n,
+        e,
+        enabled: raw.attributes.enabled.unwrap_or(false),
+        not_before: raw.attributes.nbf,
+        expires: raw.attributes.exp,
+        recovery_level: raw.attributes.recovery_level,
+    })
+}
+
+/// Refuses a key the component must not use for `op` at `now`.
+pub fn check_usable(key: &KeyInfo, op: KeyOp, now: UnixTime) -> Result<(), HsmError> {
+    let refuse = |reason, message: String| Err(HsmError::KeyUnavailable { reason, message });
+    if key.kty != "RSA-HSM" && key.kty != "RSA" {
+        return refuse(
+            Unavailable::WrongKeyType,
+            format!("key type {} is not RSA-HSM", key.kty),
+        );
+    }
+    if key.kty == "RSA" {
+        return refuse(
+            Unavailable::WrongKeyType,
+            "software-protected RSA keys are not accepted; use RSA-HSM".into(),
+        );
+    }
+    if key.n.len() < 256 || key.e.is_empty() {
+        return refuse(
+            Unavailable::WrongKeyType,
+            format!(
+                "RSA modulus of {} bits; at least 2048 are required",
+                key.n.len() * 8
+            ),
+        );
+    }
+    if !key.enabled {
+        return refuse(
+            Unavailable::Disabled,
+            format!("key {} is disabled", key.kid),
+        );
+    }
+    if let Some(nbf) = key.not_before.filter(|nbf| now.0 < *nbf) {
+        return refuse(
+            Unavailable::NotYetValid,
+            format!("key {} is not valid before {}", key.kid, UnixTime(nbf)),
+        );
+    }
+    if let Some(exp) = key.expires.filter(|exp| now.0 >= *exp) {
+        return refuse(
+            Unavailable::Expired,
+            format!("key {} expired at {}", key.kid, UnixTime(exp)),
+        );
+    }
+    if !key.key_ops.iter().any(|o| o == op.as_str()) {
+        return refuse(
+            Unavailable::OperationNotPermitted,
+            format!(
+                "key {} does not permit {} (allowed: {})",
+                key.kid,
+                op.as_str(),
+                key.key_ops.join(", ")
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// A wrap or unwrap result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CryptResult {
+    /// The exact key version that did the work.
+    pub kid: String,
+    /// Wrapped or unwrapped bytes.
+    pub value: Vec<u8>,
+}
+
+/// Parses a `wrapkey`/`unwrapkey` answer.
+pub fn parse_crypt(resp: &Response<Vec<u8>>) -> Result<CryptResult, HsmError> {
+    if resp.status().as_u16() != 200 {
+        return Err(error_from(resp));
+    }
+    #[derive(Deserialize)]
+    struct Raw {
+        kid: String,
+        value: String,
+    }
+    let raw: Raw = serde_json::from_slice(resp.body())
+        .map_err(|e| HsmError::InvalidResponse(format!("key operation result: {e}")))?;
+    let value = decode_b64url(&raw.value)
+        .ok_or_else(|| HsmError::InvalidResponse("value is not base64url".into()))?;
+    Ok(CryptResult {
+        kid: raw.kid,
+        value,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vault() -> Endpoint {
+        Endpoint::parse("https://contoso.managedhsm.azure.net").unwrap()
+    }
+
+    fn resp(status: u16, body: &str) -> Response<Vec<u8>> {
+        Response::builder()
+            .status(status)
+            .body(body.as_bytes().to_vec())
+            .unwrap()
+    }
+
+    #[test]
+    fn key_ids_must_name_this_vault() {
+        let v = vault();
+        assert_eq!(
+            KeyRef::from_kid("https://contoso.managedhsm.azure.net/keys/kek/0123abcd", &v).unwrap(),
+            KeyRef {
+                name: "kek".into(),
+                version: Some("0123abcd".into())
+            }
+        );
+        assert_eq!(
+            KeyRef::from_kid("https://contoso.managedhsm.azure.net/keys/kek", &v)
+                .unwrap()
+                .version,
+            None
+        );
+        let with_port = Endpoint::parse("https://contoso.managedhsm.azure.net:443").unwrap();
+        assert!(KeyRef::from_kid(
+            "https://contoso.managedhsm.azure.net/keys/kek/1",
+            &with_port
+        )
+        .is_ok());
+        for bad in [
+            "https://evil.example/keys/kek/1",
+            "https://contoso.managedhsm.azure.net.evil.example/keys/kek/1",
+            "https://contoso.managedhsm.azure.net/secrets/kek/1",
+            "https://contoso.managedhsm.azure.net/keys/../x/1",
+            "https://contoso.managedhsm.azure.net/keys/kek/1/wrapkey",
+        ] {
+            assert!(KeyRef::from_kid(bad, &v).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn requests_carry_the_pinned_api_version_and_token() {
+        let k = KeyRef {
+            name: "kek".into(),
+            version: Some("v1".into()),
+        };
+        let r = get_key_request(
+            &vault(),
+            &KeyRef {
+                name: "kek".into(),
+                version: None,
+            },
+            "tok",
+        );
+        assert_eq!(
+            r.uri().to_string(),
+            "https://contoso.managedhsm.azure.net/keys/kek/?api-version=2025-07-01"
+        );
+        assert_eq!(r.headers()["authorization"], "Bearer tok");
+        let w = wrap_request(&vault(), &k, &[0xfb, 0xff, 0x01], "tok").unwrap();
+        assert_eq!(w.uri().path(), "/keys/kek/v1/wrapkey");
+        let body: serde_json::Value = serde_json::from_slice(w.body()).unwrap();
+        assert_eq!(body, json!({"alg": "RSA-OAEP-256", "value": "-_8B"}));
+        assert_eq!(
+            unwrap_request(&vault(), &k, b"x", "t")
+                .unwrap()
+                .uri()
+                .path(),
+            "/keys/kek/v1/unwrapkey"
+        );
+        assert!(wrap_request(
+            &vault(),
+            &KeyRef {
+                name: "kek".into(),
+                version: None
+            },
+            b"x",
+            "t"
+        )
+        .is_err());
+    }
+
+    fn bundle(enabled: bool, ops: &str, kty: &str, nbf: Option<u64>, exp: Option<u64>) -> String {
+        let n = URL_SAFE_NO_PAD.encode([0xc5u8; 256]);
+        let mut attrs = json!({"enabled": enabled, "created": 1, "updated": 1, "recoveryLevel": "Recoverable+Purgeable"});
+        if let Some(v) = nbf {
+            attrs["nbf"] = json!(v);
+        }
+        if let Some(v) = exp {
+            attrs["exp"] = json!(v);
+        }
+        json!({"key": {"kid": "https://contoso.managedhsm.azure.net/keys/kek/v1", "kty": kty,
+                       "key_ops": ops.split(',').collect::<Vec<_>>(), "n": n, "e": "AQAB"},
+               "attributes": attrs})
+        .to_string()
+    }
+
+    #[test]
+    fn key_state_decides_usability() {
+        let now = UnixTime(1_000);
+        let ok = parse_key(&resp(
+            200,
+            &bundle(true, "wrapKey,unwrapKey", "RSA-HSM", Some(10), Some(2_000)),
+        ))
+        .unwrap();
+        assert_eq!(ok.e, vec![1, 0, 1]);
+        assert_eq!(ok.recovery_level.as_deref(), Some("Recoverable+Purgeable"));
+        assert!(check_usable(&ok, KeyOp::Wrap, now).is_ok());
+        assert!(check_usable(&ok, KeyOp::Unwrap, now).is_ok());
+        let reason = |b: &str, op| match check_usable(&parse_key(&resp(200, b)).unwrap(), op, now) {
+            Err(HsmError::KeyUnavailable { reason, .. }) => Some(reason),
+            _ => None,
+        };
+        assert_eq!(
+            reason(
+                &bundle(false, "wrapKey,unwrapKey", "RSA-HSM", None, None),
+                KeyOp::Wrap
+            ),
+            Some(Unavailable::Disabled)
+        );
+        assert_eq!(
+            reason(
+                &bundle(true, "wrapKey", "RSA-HSM", None, None),
+                KeyOp::Unwrap
+            ),
+            Some(Unavailable::OperationNotPermitted)
+        );
+        assert_eq!(
+            reason(
+                &bundle(true, "wrapKey,unwrapKey", "RSA-HSM", Some(5_000), None),
+                KeyOp::Wrap
+            ),
+            Some(Unavailable::NotYetValid)
+        );
+        assert_eq!(
+            reason(
+                &bundle(true, "wrapKey,unwrapKey", "RSA-HSM", None, Some(1_000)),
+                KeyOp::Wrap
+            ),
+            Some(Unavailable::Expired)
+        );
+        assert_eq!(
+            reason(
+                &bundle(true, "wrapKey,unwrapKey", "RSA", None, None),
+                KeyOp::Wrap
+            ),
+            Some(Unavailable::WrongKeyType)
+        );
+        assert_eq!(
+            reason(
+                &bundle(true, "wrapKey,unwrapKey", "EC-HSM", None, None),
+                KeyOp::Wrap
+            ),
+            Some(Unavailable::WrongKeyType)
+        );
+    }
+
+    #[test]
+    fn service_errors_fail_closed() {
+        let disabled = r#"{"error":{"code":"Forbidden","message":"Operation unwrapKey is not allowed on a disabled key.","innererror":{"code":"KeyDisabled"}}}"#;
+        assert!(matches!(
+            parse_crypt(&resp(403, disabled)),
+            Err(HsmError::KeyUnavailable {
+                reason: Unavailable::Disabled,
+                ..
+            })
+        ));
+        let denied = r#"{"error":{"code":"Forbidden","message":"Caller is not authorized to perform action on resource.","innererror":{"code":"AccessDenied"}}}"#;
+        assert!(matches!(
+            parse_crypt(&resp(403, denied)),
+            Err(HsmError::KeyUnavailable {
+                reason: Unavailable::AccessDenied,
+                ..
+            })
+        ));
+        let ops = r#"{"error":{"code":"Forbidden","message":"Operation decrypt is not permitted on this key.","innererror":{"code":"KeyOperationForbidden"}}}"#;
+        assert!(matches!(
+            parse_crypt(&resp(403, ops)),
+            Err(HsmError::KeyUnavailable {
+                reason: Unavailable::OperationNotPermitted,
+                ..
+            })
+        ));
+        let missing = r#"{"error":{"code":"KeyNotFound","message":"A key with (name/id) kek was not found in this key vault."}}"#;
+        assert!(matches!(
+            parse_key(&resp(404, missing)),
+            Err(HsmError::KeyUnavailable {
+                reason: Unavailable::NotFound,
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse_key(&resp(401, "")),
+            Err(HsmError::Unauthorized(_))
+        ));
+        let throttled = Response::builder()
+            .status(429)
+            .header("retry-after", "3")
+            .body(b"{}".to_vec())
+            .unwrap();
+        assert_eq!(
+            parse_key(&throttled).unwrap_err(),
+            HsmError::Transient {
+                status: 429,
+                message: "Too Many Requests".into(),
+                retry_after_secs: Some(3)
+            }
+        );
+        assert!(parse_crypt(&resp(503, "")).unwrap_err().is_transient());
+        assert!(matches!(
+            parse_crypt(&resp(
+                400,
+                r#"{"error":{"code":"BadParameter","message":"x"}}"#
+            )),
+            Err(HsmError::Rejected { .. })
+        ));
+    }
+
+    #[test]
+    fn crypt_results_accept_every_base64_form() {
+        for v in ["-_8B", "-_8B=", "+/8B"] {
+            let r = parse_crypt(&resp(200, &format!(r#"{{"kid":"k","value":"{v}"}}"#))).unwrap();
+            assert_eq!(r.value, vec![0xfb, 0xff, 0x01], "{v}");
+        }
+        assert!(matches!(
+            parse_crypt(&resp(200, r#"{"kid":"k","value":"*"}"#)),
+            Err(HsmError::InvalidResponse(_))
+        ));
+    }
+}
