@@ -78,58 +78,57 @@ pub async fn send_once(
     }
 }
 
+/// How an answer should be treated by the retry loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Hand the answer to the caller (success, or a failure retrying won't fix).
+    Done,
+    /// Transient: try again, after the service's pause (ms) if it asked for one.
+    Retry(Option<u64>),
+}
+
 /// What happened to one logical request.
 #[derive(Debug)]
 pub struct Sent {
-    /// The final answer (2xx or a failure that was not retried further).
-    pub result: Result<Response<Vec<u8>>, CosmosError>,
+    /// The last answer, or the last transport failure.
+    pub result: Result<Response<Vec<u8>>, String>,
     /// Attempts made.
     pub attempts: u32,
     /// Wall time spent, in milliseconds.
     pub duration_ms: u64,
 }
 
-/// Sends a Cosmos DB request, retrying transient failures inside the policy's
-/// time budget.
-pub async fn send_cosmos(req: Request<Vec<u8>>, policy: RetryPolicy) -> Sent {
+/// Sends a request, retrying transport failures and answers that `verdict`
+/// calls transient, inside the policy's budget. The last answer is returned
+/// as it is, for the caller's own parser to classify.
+pub async fn send_retrying(
+    req: Request<Vec<u8>>,
+    policy: RetryPolicy,
+    verdict: impl Fn(&Response<Vec<u8>>) -> Verdict,
+) -> Sent {
     let start = now_ms();
     let mut attempt = 1;
     loop {
-        let timeout = policy.attempt_timeout(now_ms() - start);
-        let result = match send_once(copy(&req), timeout).await {
-            Ok(resp) if resp.status().is_success() => Ok(resp),
-            Ok(resp) => match service_error(&resp) {
-                // Pass non-transient answers up unparsed-as-error so callers
-                // can read 404/409/412 bodies themselves.
-                e if e.is_transient() => Err(e),
-                _ => Ok(resp),
+        let result = send_once(copy(&req), policy.attempt_timeout(now_ms() - start)).await;
+        let asked = match &result {
+            Ok(resp) => match verdict(resp) {
+                Verdict::Done => None,
+                Verdict::Retry(ms) => Some(ms),
             },
-            Err(e) => Err(CosmosError::Transport(e)),
+            Err(_) => Some(None),
         };
-        let err = match result {
-            Ok(resp) => {
-                return Sent {
-                    result: Ok(resp),
-                    attempts: attempt,
-                    duration_ms: now_ms() - start,
-                };
-            }
-            Err(e) => e,
+        let decision = match asked {
+            None => Decision::GiveUp,
+            Some(ms) => policy.decide(attempt, true, ms, now_ms() - start, jitter()),
         };
-        match policy.decide(
-            attempt,
-            err.is_transient(),
-            err.retry_after_ms(),
-            now_ms() - start,
-            jitter(),
-        ) {
+        match decision {
             Decision::RetryAfter(ms) => {
                 sleep(ms).await;
                 attempt += 1;
             }
             Decision::GiveUp => {
                 return Sent {
-                    result: Err(err),
+                    result,
                     attempts: attempt,
                     duration_ms: now_ms() - start,
                 };
@@ -138,7 +137,42 @@ pub async fn send_cosmos(req: Request<Vec<u8>>, policy: RetryPolicy) -> Sent {
     }
 }
 
+/// The retry verdict for a Cosmos DB answer.
+pub fn cosmos_verdict(resp: &Response<Vec<u8>>) -> Verdict {
+    if resp.status().is_success() {
+        return Verdict::Done;
+    }
+    let e = service_error(resp);
+    if e.is_transient() {
+        Verdict::Retry(e.retry_after_ms())
+    } else {
+        Verdict::Done
+    }
+}
+
+/// A Cosmos DB request with retries; transport failures become
+/// [`CosmosError::Transport`].
+pub async fn send_cosmos(req: Request<Vec<u8>>, policy: RetryPolicy) -> CosmosSent {
+    let sent = send_retrying(req, policy, cosmos_verdict).await;
+    CosmosSent {
+        result: sent.result.map_err(CosmosError::Transport),
+        attempts: sent.attempts,
+        duration_ms: sent.duration_ms,
+    }
+}
+
+/// [`Sent`] with Cosmos DB's error type.
+#[derive(Debug)]
+pub struct CosmosSent {
+    /// The final answer, or why there is none.
+    pub result: Result<Response<Vec<u8>>, CosmosError>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Wall time spent, in milliseconds.
+    pub duration_ms: u64,
+}
+
 /// Sends Cosmos DB requests concurrently, answers in request order.
-pub async fn send_all_cosmos(reqs: Vec<Request<Vec<u8>>>, policy: RetryPolicy) -> Vec<Sent> {
+pub async fn send_all_cosmos(reqs: Vec<Request<Vec<u8>>>, policy: RetryPolicy) -> Vec<CosmosSent> {
     future::join_all(reqs.into_iter().map(|r| send_cosmos(r, policy))).await
 }
