@@ -6,6 +6,7 @@
 
 use crate::access::Keys;
 use crate::cosmos::{ContainerLink, Credential, Endpoint, MasterKey};
+use crate::entra::{Provider, Secret, DEFAULT_AUTHORITY};
 use crate::retry::RetryPolicy;
 
 /// Every variable the component reads, with whether it is secret. `spin.toml`
@@ -21,6 +22,18 @@ pub const VARIABLES: &[(&str, bool)] = &[
     ("max_events_per_request", false),
     ("cosmos_retry_budget_ms", false),
     ("read_keys", true),
+    ("hsm_endpoint", false),
+    ("hsm_key_name", false),
+    ("hsm_key_check_secs", false),
+    ("identity", false),
+    ("azure_tenant_id", false),
+    ("azure_client_id", false),
+    ("azure_authority_host", false),
+    ("azure_client_secret", true),
+    ("azure_federated_token", true),
+    ("managed_identity_endpoint", false),
+    ("identity_header", true),
+    ("token_refresh_skew_secs", false),
 ];
 
 /// The validated configuration.
@@ -32,6 +45,33 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// Who may read records back.
     pub read: ReadConfig,
+    /// The key-encryption key in Managed HSM; `None` in the first stage
+    /// (Microsoft-managed keys only, no field encryption).
+    pub kek: Option<KekConfig>,
+}
+
+/// The key-encryption key and how the component reaches it.
+#[derive(Debug, Clone)]
+pub struct KekConfig {
+    /// Managed HSM endpoint, e.g. `https://contoso.managedhsm.azure.net`.
+    pub endpoint: Endpoint,
+    /// Key name.
+    pub key_name: String,
+    /// How long a checked key state is trusted before it is read again.
+    pub check_secs: u64,
+    /// Where Entra ID tokens come from.
+    pub identity: IdentityConfig,
+}
+
+/// Token source and cache policy.
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    /// The token source.
+    pub provider: Provider,
+    /// For workload identity: the federated token, when given as a variable.
+    pub federated_token: Option<Secret>,
+    /// Refresh a cached token this long before it expires.
+    pub refresh_skew_secs: u64,
 }
 
 /// Read access.
@@ -87,6 +127,113 @@ pub enum ConfigError {
         /// The host's error.
         reason: String,
     },
+}
+
+type Getter<'a> = dyn Fn(&'static str) -> Result<Option<String>, ConfigError> + 'a;
+type Invalid<'a> = dyn Fn(&'static str, &dyn std::fmt::Display) -> ConfigError + 'a;
+type Number<'a> = dyn Fn(&'static str, usize, usize) -> Result<usize, ConfigError> + 'a;
+
+/// Picks the token source. `identity` names one, or `auto` (the default)
+/// takes the first that is configured, in this order: workload identity
+/// (tenant, client id and a federated token), client secret (tenant, client
+/// id, secret), App Service / Container Apps managed identity (an
+/// `identity_header`), IMDS managed identity.
+fn identity(
+    get: &Getter,
+    invalid: &Invalid,
+    number: &Number,
+) -> Result<IdentityConfig, ConfigError> {
+    let tenant = get("azure_tenant_id")?;
+    let client_id = get("azure_client_id")?;
+    let authority = get("azure_authority_host")?.unwrap_or_else(|| DEFAULT_AUTHORITY.into());
+    Endpoint::parse(&authority).map_err(|e| invalid("azure_authority_host", &e))?;
+    let secret = get("azure_client_secret")?.map(Secret::new);
+    let federated = get("azure_federated_token")?.map(Secret::new);
+    let header = get("identity_header")?.map(Secret::new);
+    let mi_endpoint = get("managed_identity_endpoint")?;
+    let choice = get("identity")?.unwrap_or_else(|| "auto".into());
+    let need = |v: &Option<String>, name: &'static str, why: &str| -> Result<String, ConfigError> {
+        v.clone()
+            .ok_or_else(|| invalid(name, &format!("is required for {why}")))
+    };
+    let workload = || -> Result<Provider, ConfigError> {
+        Ok(Provider::WorkloadIdentity {
+            authority: authority.clone(),
+            tenant: need(&tenant, "azure_tenant_id", "workload identity")?,
+            client_id: need(&client_id, "azure_client_id", "workload identity")?,
+        })
+    };
+    let client_secret = || -> Result<Provider, ConfigError> {
+        Ok(Provider::ClientSecret {
+            authority: authority.clone(),
+            tenant: need(&tenant, "azure_tenant_id", "a client secret")?,
+            client_id: need(&client_id, "azure_client_id", "a client secret")?,
+            secret: secret.clone().ok_or_else(|| {
+                invalid(
+                    "azure_client_secret",
+                    &"is required for identity = client-secret",
+                )
+            })?,
+        })
+    };
+    let managed = || -> Result<Provider, ConfigError> {
+        let endpoint = mi_endpoint
+            .clone()
+            .unwrap_or_else(|| crate::entra::IMDS_ENDPOINT.into());
+        let parsed: http::Uri = endpoint
+            .parse()
+            .map_err(|_| invalid("managed_identity_endpoint", &"is not a URL"))?;
+        if parsed.scheme().is_none() || parsed.host().is_none() {
+            return Err(invalid(
+                "managed_identity_endpoint",
+                &"must be an absolute http(s) URL",
+            ));
+        }
+        Ok(match &header {
+            Some(h) => Provider::AppService {
+                endpoint,
+                header: h.clone(),
+                client_id: client_id.clone(),
+            },
+            None => Provider::Imds {
+                endpoint,
+                client_id: client_id.clone(),
+            },
+        })
+    };
+    let provider = match choice.as_str() {
+        "workload-identity" => workload()?,
+        "client-secret" => client_secret()?,
+        "managed-identity" => managed()?,
+        "auto" => {
+            if tenant.is_some() && client_id.is_some() && federated.is_some() {
+                workload()?
+            } else if tenant.is_some() && client_id.is_some() && secret.is_some() {
+                client_secret()?
+            } else {
+                managed()?
+            }
+        }
+        other => {
+            return Err(invalid(
+                "identity",
+                &format!(
+                "`{other}` is not one of auto, workload-identity, managed-identity, client-secret"
+            ),
+            ))
+        }
+    };
+    if provider.needs_assertion() && federated.is_none() {
+        return Err(invalid(
+            "azure_federated_token",
+            &"is required for workload identity",
+        ));
+    }
+    Ok(IdentityConfig {
+        provider,
+        federated_token: federated,
+        refresh_skew_secs: number("token_refresh_skew_secs", 300, 3000)? as u64,
+    })
 }
 
 /// The retry policy for a total budget: at least two attempts fit when an
@@ -177,7 +324,31 @@ impl Config {
             None => None,
             Some(v) => Some(Keys::parse(&v).map_err(|e| invalid("read_keys", &e))?),
         };
+        let kek = match get("hsm_key_name")? {
+            None => None,
+            Some(key_name) => {
+                if !key_name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    || key_name.len() > 127
+                {
+                    return Err(invalid(
+                        "hsm_key_name",
+                        &"key names use letters, digits and hyphens",
+                    ));
+                }
+                let endpoint = Endpoint::parse(&required("hsm_endpoint")?)
+                    .map_err(|e| invalid("hsm_endpoint", &e))?;
+                Some(KekConfig {
+                    endpoint,
+                    key_name,
+                    check_secs: number("hsm_key_check_secs", 30, 3600)? as u64,
+                    identity: identity(&get, &invalid, &number)?,
+                })
+            }
+        };
         Ok(Config {
+            kek,
             read: ReadConfig { keys: read_keys },
             cosmos: CosmosConfig {
                 endpoint,
@@ -317,6 +488,61 @@ mod tests {
             }
         ));
         assert!(!err.to_string().contains("weak"));
+    }
+
+    #[test]
+    fn no_hsm_key_means_the_first_stage() {
+        assert!(load(&[]).unwrap().kek.is_none());
+    }
+
+    #[test]
+    fn identity_is_picked_in_the_documented_order() {
+        let hsm = [
+            ("hsm_key_name", "app-kek"),
+            ("hsm_endpoint", "https://contoso.managedhsm.azure.net"),
+        ];
+        let kind = |extra: &[(&str, &str)]| {
+            let mut all = hsm.to_vec();
+            all.extend_from_slice(extra);
+            load(&all).map(|c| c.kek.unwrap().identity.provider.kind())
+        };
+        let ids = [("azure_tenant_id", "t"), ("azure_client_id", "c")];
+        assert_eq!(kind(&[]).unwrap(), "managed-identity-imds");
+        assert_eq!(
+            kind(&[("identity_header", "h")]).unwrap(),
+            "managed-identity-app-service"
+        );
+        assert_eq!(
+            kind(&[ids[0], ids[1], ("azure_client_secret", "s")]).unwrap(),
+            "client-secret"
+        );
+        assert_eq!(
+            kind(&[
+                ids[0],
+                ids[1],
+                ("azure_client_secret", "s"),
+                ("azure_federated_token", "eyJ")
+            ])
+            .unwrap(),
+            "workload-identity"
+        );
+        assert!(kind(&[("identity", "client-secret"), ids[0], ids[1]]).is_err());
+        assert!(kind(&[("identity", "workload-identity"), ids[0], ids[1]]).is_err());
+        assert!(kind(&[("identity", "magic")]).is_err());
+        let c = load(&hsm).unwrap().kek.unwrap();
+        assert_eq!(
+            (
+                c.key_name.as_str(),
+                c.check_secs,
+                c.identity.refresh_skew_secs
+            ),
+            ("app-kek", 30, 300)
+        );
+        assert!(
+            load(&[("hsm_key_name", "app-kek")]).is_err(),
+            "endpoint required"
+        );
+        assert!(load(&[("hsm_key_name", "bad/name"), hsm[1]]).is_err());
     }
 
     #[test]

@@ -37,17 +37,24 @@ fn resolve(template: &str, vars: &BTreeMap<String, String>) -> Result<String, St
     Ok(out)
 }
 
+/// Names a template refers to.
+fn referenced(template: &str) -> Vec<String> {
+    template
+        .split("{{")
+        .skip(1)
+        .filter_map(|part| {
+            part.split_once("}}")
+                .map(|(name, _)| name.trim().to_owned())
+        })
+        .collect()
+}
+
 #[test]
 fn every_variable_the_component_reads_is_declared_and_mapped() {
     let m = manifest();
     let app_vars = m["variables"].as_table().unwrap();
     let comp_vars = component(&m)["variables"].as_table().unwrap();
-    for (name, secret) in VARIABLES {
-        let decl = app_vars
-            .get(*name)
-            .unwrap_or_else(|| panic!("`{name}` not in [variables]"));
-        let marked = decl.get("secret").and_then(Value::as_bool).unwrap_or(false);
-        assert_eq!(marked, *secret, "`{name}` secret flag");
+    for (name, decl) in app_vars {
         let has_default = decl.get("default").is_some();
         let required = decl
             .get("required")
@@ -57,17 +64,45 @@ fn every_variable_the_component_reads_is_declared_and_mapped() {
             has_default ^ required,
             "`{name}` needs exactly one of default / required"
         );
-        assert_eq!(
-            comp_vars.get(*name).and_then(Value::as_str),
-            Some(format!("{{{{ {name} }}}}").as_str()),
-            "component maps `{name}`"
-        );
+    }
+    for (name, secret) in VARIABLES {
+        let template = comp_vars
+            .get(*name)
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("the component does not map `{name}`"));
+        let refs = referenced(template);
+        assert!(!refs.is_empty(), "`{name}` is not a template");
+        for r in &refs {
+            let decl = app_vars
+                .get(r)
+                .unwrap_or_else(|| panic!("`{r}` (for `{name}`) not in [variables]"));
+            let marked = decl.get("secret").and_then(Value::as_bool).unwrap_or(false);
+            if refs.len() == 1 {
+                assert_eq!(marked, *secret, "`{name}` secret flag");
+            } else {
+                assert!(!marked && !secret, "`{name}` composes a secret");
+            }
+        }
     }
     for name in comp_vars.keys() {
         assert!(
             VARIABLES.iter().any(|(n, _)| n == name),
             "`{name}` is mapped but never read"
         );
+    }
+    // Every app-level variable feeds the component or its outbound hosts.
+    let hosts: Vec<String> = component(&m)["allowed_outbound_hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|h| referenced(h.as_str().unwrap()))
+        .collect();
+    for name in app_vars.keys() {
+        let used = comp_vars
+            .values()
+            .any(|t| referenced(t.as_str().unwrap()).contains(name))
+            || hosts.contains(name);
+        assert!(used, "`{name}` is declared but unused");
     }
 }
 
@@ -86,8 +121,7 @@ fn outbound_hosts_come_only_from_variables() {
     }
 }
 
-#[test]
-fn resolved_outbound_origin_is_the_one_the_component_calls() {
+fn resolved(extra: &[(&str, &str)]) -> (Vec<String>, Config) {
     let m = manifest();
     let mut vars: BTreeMap<String, String> = m["variables"]
         .as_table()
@@ -111,24 +145,79 @@ fn resolved_outbound_origin_is_the_one_the_component_calls() {
             v.to_owned(),
         );
     }
-    for endpoint in [
-        "http://127.0.0.1:8081",
-        "https://acct.documents.azure.com:443",
+    for (k, v) in extra {
+        vars.insert((*k).into(), (*v).into());
+    }
+    let comp = component(&m);
+    let allowed: Vec<String> = comp["allowed_outbound_hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| resolve(h.as_str().unwrap(), &vars).unwrap())
+        .collect();
+    let config = Config::load(|name| {
+        Ok(Some(
+            resolve(comp["variables"][name].as_str().unwrap(), &vars).map_err(|e| e.to_string())?,
+        ))
+    })
+    .unwrap();
+    (allowed, config)
+}
+
+fn origin(url: &str) -> String {
+    let uri: http::Uri = url.parse().unwrap();
+    format!(
+        "{}://{}",
+        uri.scheme_str().unwrap(),
+        uri.authority().unwrap()
+    )
+}
+
+#[test]
+fn resolved_outbound_hosts_are_exactly_the_origins_the_component_calls() {
+    use cmk_ingest::entra::Provider;
+    for (cosmos, extra) in [
+        ("http://127.0.0.1:8081", vec![]),
+        (
+            "https://acct.documents.azure.com:443",
+            vec![
+                ("hsm_key_name", "app-kek"),
+                ("hsm_endpoint", "https://contoso.managedhsm.azure.net"),
+                ("azure_tenant_id", "t"),
+                ("azure_client_id", "c"),
+                ("azure_client_secret", "s"),
+            ],
+        ),
+        (
+            "https://acct.documents.azure.com:443",
+            vec![
+                ("hsm_key_name", "app-kek"),
+                ("hsm_endpoint", "https://contoso.managedhsm.azure.net"),
+                ("managed_identity_origin", "http://localhost:42356"),
+                ("managed_identity_path", "/msi/token"),
+                ("identity_header", "h"),
+            ],
+        ),
     ] {
-        vars.insert("cosmos_endpoint".into(), endpoint.into());
-        let comp = component(&m);
-        let allowed: Vec<String> = comp["allowed_outbound_hosts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| resolve(h.as_str().unwrap(), &vars).unwrap())
-            .collect();
-        let config = Config::load(|name| {
-            let template = comp["variables"][name].as_str().unwrap();
-            Ok(Some(resolve(template, &vars).map_err(|e| e.to_string())?))
-        })
-        .unwrap();
-        assert_eq!(allowed, vec![config.cosmos.endpoint.origin()]);
+        let mut extra = extra.clone();
+        extra.push(("cosmos_endpoint", cosmos));
+        let (allowed, config) = resolved(&extra);
+        assert!(
+            allowed.iter().all(|h| h == &origin(h)),
+            "an allowed host has a path: {allowed:?}"
+        );
+        assert!(allowed.contains(&config.cosmos.endpoint.origin()));
+        if let Some(kek) = &config.kek {
+            assert!(allowed.contains(&kek.endpoint.origin()));
+            let called = match &kek.identity.provider {
+                Provider::WorkloadIdentity { authority, .. }
+                | Provider::ClientSecret { authority, .. } => origin(authority),
+                Provider::Imds { endpoint, .. } | Provider::AppService { endpoint, .. } => {
+                    origin(endpoint)
+                }
+            };
+            assert!(allowed.contains(&called), "{called} not in {allowed:?}");
+        }
     }
 }
 
