@@ -12,7 +12,9 @@ use serde_json::{json, Value};
 use crate::config::ConfigError;
 use crate::cosmos::CosmosError;
 use crate::document::DocumentError;
+use crate::entra::EntraError;
 use crate::events::EventError;
+use crate::hsm::HsmError;
 
 /// A failure as the caller sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +95,54 @@ impl From<ConfigError> for ApiError {
     }
 }
 
+/// Pause asked of senders while the key-encryption key is unusable: an
+/// operator has to act, so retries need not be eager.
+pub const KEY_RETRY_AFTER_SECS: u32 = 60;
+
+impl From<&HsmError> for ApiError {
+    fn from(e: &HsmError) -> Self {
+        let msg = e.to_string();
+        match e {
+            HsmError::KeyUnavailable { reason, .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, reason.code(), msg)
+                    .retry_after(KEY_RETRY_AFTER_SECS)
+            }
+            HsmError::Transient {
+                retry_after_secs, ..
+            } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "KeyServiceUnavailable",
+                msg,
+            )
+            .retry_after(
+                retry_after_secs
+                    .map(|s| s.clamp(1, 3600) as u32)
+                    .unwrap_or(DEFAULT_RETRY_AFTER_SECS),
+            ),
+            HsmError::Unauthorized(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "KeyAccessDenied", msg)
+                    .retry_after(KEY_RETRY_AFTER_SECS)
+            }
+            HsmError::InvalidKeyId(_)
+            | HsmError::Rejected { .. }
+            | HsmError::InvalidResponse(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "KeyRejected", msg)
+            }
+        }
+    }
+}
+
+impl From<&EntraError> for ApiError {
+    fn from(e: &EntraError) -> Self {
+        let (code, secs) = if e.is_transient() {
+            ("IdentityUnavailable", DEFAULT_RETRY_AFTER_SECS)
+        } else {
+            ("IdentityFailed", KEY_RETRY_AFTER_SECS)
+        };
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, e.to_string()).retry_after(secs)
+    }
+}
+
 impl From<&CosmosError> for ApiError {
     fn from(e: &CosmosError) -> Self {
         let msg = e.to_string();
@@ -158,6 +208,42 @@ mod tests {
         assert_eq!(r.headers()["content-type"], "application/json");
         let v: Value = serde_json::from_slice(r.body()).unwrap();
         assert_eq!(v, json!({"error": {"code": "X", "message": "m"}}));
+    }
+
+    #[test]
+    fn key_failures_fail_closed_but_keep_events_for_redelivery() {
+        use crate::hsm::Unavailable;
+        let disabled = ApiError::from(&HsmError::KeyUnavailable {
+            reason: Unavailable::Disabled,
+            message: "m".into(),
+        });
+        assert_eq!(
+            (
+                disabled.status.as_u16(),
+                disabled.code,
+                disabled.retry_after
+            ),
+            (503, "KeyDisabled", Some(60))
+        );
+        let denied = ApiError::from(&HsmError::KeyUnavailable {
+            reason: Unavailable::AccessDenied,
+            message: "m".into(),
+        });
+        assert_eq!(denied.code, "KeyAccessDenied");
+        let busy = ApiError::from(&HsmError::Transient {
+            status: 429,
+            message: "m".into(),
+            retry_after_secs: Some(2),
+        });
+        assert_eq!((busy.status.as_u16(), busy.retry_after), (503, Some(2)));
+        let refused = EntraError::Refused {
+            status: 401,
+            error: "invalid_client".into(),
+            description: "d".into(),
+            correlation: None,
+            transient: false,
+        };
+        assert_eq!(ApiError::from(&refused).code, "IdentityFailed");
     }
 
     #[test]

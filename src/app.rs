@@ -8,7 +8,9 @@ use spin_sdk::http::{IncomingRequest, Method};
 
 use crate::api::{json_response, ApiError};
 use crate::config::Config;
+use crate::hsm;
 use crate::ingest::{self, Plan};
+use crate::kek;
 use crate::log;
 use crate::outbound;
 use crate::records;
@@ -21,9 +23,11 @@ async fn handle(req: IncomingRequest) -> Response<Vec<u8>> {
     let path = path.split('?').next().unwrap_or_default().to_owned();
     let result = match (&method, path.as_str()) {
         (Method::Get, "/healthz") => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
+        (Method::Get, "/readyz") => readyz(&req, false).await,
+        (Method::Post, "/readyz/roundtrip") => readyz(&req, true).await,
         (Method::Post, "/events") => post_events(req).await,
         (Method::Get, p) if p.starts_with("/records/") => get_records(req).await,
-        (_, "/healthz" | "/events") => Err(ApiError::new(
+        (_, "/healthz" | "/events" | "/readyz" | "/readyz/roundtrip") => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
             format!("{method} is not allowed on {path}"),
@@ -101,6 +105,81 @@ async fn read_body(req: IncomingRequest, limit: usize) -> Result<Vec<u8>, ApiErr
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// `GET /readyz`: whether the key-encryption key can be used, from its cached
+/// state (no key material). `POST /readyz/roundtrip` (read key required):
+/// wraps and unwraps a random 32-byte value through the HSM, end to end.
+async fn readyz(req: &IncomingRequest, roundtrip: bool) -> Result<Response<Vec<u8>>, ApiError> {
+    let config = load_config()?;
+    let Some(kek_cfg) = &config.kek else {
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({"status": "ready", "kek": {"configured": false, "stage": "microsoft-managed keys"}}),
+        ));
+    };
+    if roundtrip {
+        let keys = config.read.keys.as_ref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "ReadDisabled",
+                "the round-trip probe needs read_keys",
+            )
+        })?;
+        if !header(req, records::READ_KEY_HEADER).is_some_and(|k| keys.accepts(&k)) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "the round-trip probe needs the read key",
+            ));
+        }
+    }
+    let kek = kek::Kek::new(kek_cfg, config.cosmos.retry);
+    let (key, checked) = kek.key(roundtrip).await.map_err(|e| ApiError::from(&e))?;
+    let now = UnixTime::now();
+    let usable = |op| hsm::check_usable(&key, op, now);
+    let mut body = json!({
+        "kek": {
+            "configured": true,
+            "kid": key.kid,
+            "enabled": key.enabled,
+            "keyOps": key.key_ops,
+            "notBefore": key.not_before.map(|t| UnixTime(t).to_string()),
+            "expires": key.expires.map(|t| UnixTime(t).to_string()),
+            "keySizeBits": key.n.len() * 8,
+            "checkedAt": checked.to_string(),
+        }
+    });
+    if let Err(e) = usable(hsm::KeyOp::Wrap).and(usable(hsm::KeyOp::Unwrap)) {
+        let api = ApiError::from(&e);
+        body["status"] = json!("not-ready");
+        body["kek"]["reason"] = json!({"code": api.code, "message": api.message});
+        let mut r = json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
+        r.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            crate::api::KEY_RETRY_AFTER_SECS.into(),
+        );
+        log::emit("warn", "kek_not_ready", &[("code", json!(api.code))]);
+        return Ok(r);
+    }
+    body["status"] = json!("ready");
+    if roundtrip {
+        let probe = wasi::random::random::get_random_bytes(32);
+        let wrapped = kek.wrap(&probe).await.map_err(|e| ApiError::from(&e))?;
+        let back = kek
+            .unwrap(&wrapped.kid, &wrapped.value)
+            .await
+            .map_err(|e| ApiError::from(&e))?;
+        if back != probe {
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "KeyRoundTripMismatch",
+                "unwrap did not return what wrap was given",
+            ));
+        }
+        body["roundtrip"] = json!({"ok": true, "kid": wrapped.kid});
+    }
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 async fn get_records(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError> {

@@ -96,7 +96,7 @@ impl KeyOp {
 }
 
 /// A key version's public part and state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct KeyInfo {
     /// Full key id, with version.
     pub kid: String,

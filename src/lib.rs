@@ -26,4 +26,6 @@ pub mod time;
 #[cfg(target_arch = "wasm32")]
 mod app;
 #[cfg(target_arch = "wasm32")]
+mod kek;
+#[cfg(target_arch = "wasm32")]
 mod outbound;

@@ -1,0 +1,273 @@
+//! The key-encryption key at the edge: Entra ID tokens (cached per provider
+//! and scope in the Spin key-value store until shortly before they expire),
+//! the key's state (cached for `hsm_key_check_secs`), and wrap/unwrap calls
+//! to Managed HSM, all through [`crate::outbound`].
+//!
+//! Fail closed: a key that is disabled, expired, not yet valid, deleted, or
+//! whose access was revoked stops every wrap and unwrap with
+//! [`HsmError::KeyUnavailable`]; nothing falls back to unprotected data.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use spin_sdk::key_value::Store;
+
+use crate::config::KekConfig;
+use crate::entra::{self, AccessToken, EntraError, Freshness, MANAGED_HSM_SCOPE};
+use crate::hsm::{self, CryptResult, HsmError, KeyInfo, KeyOp, KeyRef};
+use crate::log;
+use crate::outbound::{self, Verdict};
+use crate::retry::RetryPolicy;
+use crate::time::UnixTime;
+
+/// Why the key could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KekError {
+    /// No token could be obtained.
+    #[error(transparent)]
+    Identity(#[from] EntraError),
+    /// The HSM refused or is unavailable.
+    #[error(transparent)]
+    Hsm(#[from] HsmError),
+    /// The HSM or token endpoint could not be reached.
+    #[error("could not reach {what}: {detail}")]
+    Transport {
+        /// Which dependency.
+        what: &'static str,
+        /// The failure, without secrets.
+        detail: String,
+    },
+}
+
+impl KekError {
+    /// Whether a later attempt may succeed without an operator.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            KekError::Identity(e) => e.is_transient(),
+            KekError::Hsm(e) => e.is_transient(),
+            KekError::Transport { .. } => true,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct CachedState {
+    checked_at: u64,
+    key: KeyInfo,
+}
+
+fn verdict(resp: &http::Response<Vec<u8>>) -> Verdict {
+    let s = resp.status().as_u16();
+    if s == 429 || s >= 500 {
+        let secs = resp
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        Verdict::Retry(secs.map(|s| s * 1000))
+    } else {
+        Verdict::Done
+    }
+}
+
+impl From<&KekError> for crate::api::ApiError {
+    fn from(e: &KekError) -> Self {
+        match e {
+            KekError::Identity(e) => e.into(),
+            KekError::Hsm(e) => e.into(),
+            KekError::Transport { .. } => crate::api::ApiError::new(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "KeyServiceUnavailable",
+                e.to_string(),
+            )
+            .retry_after(crate::api::DEFAULT_RETRY_AFTER_SECS),
+        }
+    }
+}
+
+/// Access to the configured key for one request.
+pub struct Kek<'a> {
+    cfg: &'a KekConfig,
+    retry: RetryPolicy,
+    store: Option<Store>,
+}
+
+impl<'a> Kek<'a> {
+    /// Opens the `default` key-value store for the caches (without it, every
+    /// request fetches its own token and key state, and says so in the log).
+    pub fn new(cfg: &'a KekConfig, retry: RetryPolicy) -> Self {
+        let store = match Store::open_default() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::emit(
+                    "warn",
+                    "kv_store_unavailable",
+                    &[("error", json!(e.to_string()))],
+                );
+                None
+            }
+        };
+        Self { cfg, retry, store }
+    }
+
+    fn cache_get(&self, key: &str) -> Option<Vec<u8>> {
+        self.store.as_ref().and_then(|s| s.get(key).ok().flatten())
+    }
+
+    fn cache_set(&self, key: &str, value: &[u8]) {
+        if let Some(s) = &self.store {
+            if let Err(e) = s.set(key, value) {
+                log::emit(
+                    "warn",
+                    "kv_store_write_failed",
+                    &[("error", json!(e.to_string()))],
+                );
+            }
+        }
+    }
+
+    fn cache_delete(&self, key: &str) {
+        if let Some(s) = &self.store {
+            let _ = s.delete(key);
+        }
+    }
+
+    fn token_key(&self) -> String {
+        entra::cache_key(&self.cfg.identity.provider, MANAGED_HSM_SCOPE)
+    }
+
+    fn state_key(&self) -> String {
+        format!("kek-state/v1/{}", self.cfg.key_name)
+    }
+
+    /// A token for Managed HSM: from the cache while it is fresh, else from
+    /// the configured source.
+    pub async fn token(&self) -> Result<AccessToken, KekError> {
+        let now = UnixTime::now();
+        let cached = self
+            .cache_get(&self.token_key())
+            .and_then(|b| entra::decode_cached(&b));
+        if let (Freshness::Use, Some(t)) = (
+            entra::freshness(cached.as_ref(), now, self.cfg.identity.refresh_skew_secs),
+            cached.clone(),
+        ) {
+            return Ok(t);
+        }
+        let provider = &self.cfg.identity.provider;
+        let assertion = self
+            .cfg
+            .identity
+            .federated_token
+            .as_ref()
+            .map(|s| s.expose());
+        let req = entra::token_request(provider, MANAGED_HSM_SCOPE, assertion)?;
+        let sent = outbound::send_retrying(req, self.retry, verdict).await;
+        let resp = sent.result.map_err(|detail| KekError::Transport {
+            what: "the token endpoint",
+            detail,
+        })?;
+        let token = entra::parse_token_response(&resp, UnixTime::now())?;
+        self.cache_set(&self.token_key(), &entra::encode_cached(&token));
+        log::emit(
+            "info",
+            "token_acquired",
+            &[
+                ("provider", json!(provider.kind())),
+                ("expires_on", json!(token.expires_on)),
+                ("attempts", json!(sent.attempts)),
+                ("duration_ms", json!(sent.duration_ms)),
+            ],
+        );
+        Ok(token)
+    }
+
+    /// Sends an HSM request built with a token; on 401 drops the cached token
+    /// and tries once more with a fresh one.
+    async fn call(
+        &self,
+        build: impl Fn(&str) -> Result<http::Request<Vec<u8>>, HsmError>,
+    ) -> Result<http::Response<Vec<u8>>, KekError> {
+        for round in 0..2 {
+            let token = self.token().await?;
+            let sent = outbound::send_retrying(build(&token.token)?, self.retry, verdict).await;
+            let resp = sent.result.map_err(|detail| KekError::Transport {
+                what: "Managed HSM",
+                detail,
+            })?;
+            if resp.status().as_u16() == 401 && round == 0 {
+                self.cache_delete(&self.token_key());
+                continue;
+            }
+            return Ok(resp);
+        }
+        unreachable!("the loop returns in its second round")
+    }
+
+    /// The latest key version's state; cached for `hsm_key_check_secs` unless
+    /// `fresh` is asked for.
+    pub async fn key(&self, fresh: bool) -> Result<(KeyInfo, UnixTime), KekError> {
+        let now = UnixTime::now();
+        if !fresh && self.cfg.check_secs > 0 {
+            if let Some(c) = self
+                .cache_get(&self.state_key())
+                .and_then(|b| serde_json::from_slice::<CachedState>(&b).ok())
+            {
+                if now.0 < c.checked_at.saturating_add(self.cfg.check_secs) {
+                    return Ok((c.key, UnixTime(c.checked_at)));
+                }
+            }
+        }
+        let latest = KeyRef {
+            name: self.cfg.key_name.clone(),
+            version: None,
+        };
+        let resp = self
+            .call(|t| Ok(hsm::get_key_request(&self.cfg.endpoint, &latest, t)))
+            .await?;
+        let key = match hsm::parse_key(&resp) {
+            Ok(k) => k,
+            Err(e) => {
+                self.cache_delete(&self.state_key());
+                return Err(e.into());
+            }
+        };
+        let state = CachedState {
+            checked_at: now.0,
+            key: key.clone(),
+        };
+        self.cache_set(
+            &self.state_key(),
+            &serde_json::to_vec(&state).expect("state serializes"),
+        );
+        Ok((key, now))
+    }
+
+    /// Wraps a data key with the latest key version, after checking that the
+    /// version is usable (the service itself still wraps with a disabled key).
+    pub async fn wrap(&self, dek: &[u8]) -> Result<CryptResult, KekError> {
+        let (key, _) = self.key(false).await?;
+        hsm::check_usable(&key, KeyOp::Wrap, UnixTime::now())?;
+        let kref = KeyRef::from_kid(&key.kid, &self.cfg.endpoint)?;
+        if kref.version.is_none() {
+            return Err(HsmError::InvalidResponse("the key id has no version".into()).into());
+        }
+        let resp = self
+            .call(|t| hsm::wrap_request(&self.cfg.endpoint, &kref, dek, t))
+            .await?;
+        hsm::parse_crypt(&resp).map_err(|e| {
+            if matches!(e, HsmError::KeyUnavailable { .. }) {
+                self.cache_delete(&self.state_key());
+            }
+            e.into()
+        })
+    }
+
+    /// Unwraps a data key with the exact key version named by `kid`, which
+    /// must belong to the configured HSM.
+    pub async fn unwrap(&self, kid: &str, wrapped: &[u8]) -> Result<Vec<u8>, KekError> {
+        let kref = KeyRef::from_kid(kid, &self.cfg.endpoint)?;
+        let resp = self
+            .call(|t| hsm::unwrap_request(&self.cfg.endpoint, &kref, wrapped, t))
+            .await?;
+        Ok(hsm::parse_crypt(&resp)?.value)
+    }
+}
