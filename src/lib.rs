@@ -15,6 +15,7 @@ pub mod config;
 pub mod cosmos;
 pub mod document;
 pub mod entra;
+pub mod envelope;
 pub mod events;
 pub mod hsm;
 pub mod ingest;
