@@ -26,6 +26,7 @@ async fn handle(req: IncomingRequest) -> Response<Vec<u8>> {
         (Method::Get, "/readyz") => readyz(&req, false).await,
         (Method::Post, "/readyz/roundtrip") => readyz(&req, true).await,
         (Method::Post, "/events") => post_events(req).await,
+        (Method::Options, "/events") => options_events(&req),
         (Method::Get, p) if p.starts_with("/records/") => get_records(req).await,
         (_, "/healthz" | "/events" | "/readyz" | "/readyz/roundtrip") => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -230,11 +231,45 @@ fn clone_request(req: &http::Request<Vec<u8>>) -> http::Request<Vec<u8>> {
     r
 }
 
+fn query_of(req: &IncomingRequest) -> String {
+    req.path_with_query()
+        .and_then(|p| p.split_once('?').map(|(_, q)| q.to_owned()))
+        .unwrap_or_default()
+}
+
+fn options_events(req: &IncomingRequest) -> Result<Response<Vec<u8>>, ApiError> {
+    let config = load_config()?;
+    ingest::authorize(
+        &config,
+        header(req, ingest::INGEST_KEY_HEADER).as_deref(),
+        &query_of(req),
+    )?;
+    ingest::webhook_handshake(header(req, "webhook-request-origin").as_deref())
+}
+
 async fn post_events(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError> {
     let config = load_config()?;
+    ingest::authorize(
+        &config,
+        header(&req, ingest::INGEST_KEY_HEADER).as_deref(),
+        &query_of(&req),
+    )?;
     let content_type = header(&req, "content-type");
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .entries()
+        .into_iter()
+        .filter(|(k, _)| k.to_ascii_lowercase().starts_with("ce-"))
+        .filter_map(|(k, v)| String::from_utf8(v).ok().map(|v| (k, v)))
+        .collect();
     let body = read_body(req, config.ingest.max_body_bytes).await?;
-    let writes = match ingest::plan(content_type.as_deref(), &body, &config, UnixTime::now())? {
+    let writes = match ingest::plan(
+        content_type.as_deref(),
+        &headers,
+        &body,
+        &config,
+        UnixTime::now(),
+    )? {
         Plan::Respond(r) => {
             log::emit("info", "subscription_validated", &[]);
             return Ok(r);

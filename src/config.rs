@@ -22,6 +22,7 @@ pub const VARIABLES: &[(&str, bool)] = &[
     ("max_events_per_request", false),
     ("cosmos_retry_budget_ms", false),
     ("read_keys", true),
+    ("ingest_keys", true),
     ("hsm_endpoint", false),
     ("hsm_key_name", false),
     ("hsm_key_check_secs", false),
@@ -97,6 +98,9 @@ pub struct CosmosConfig {
 /// Inbound event settings.
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
+    /// Keys a sender must present; `None` refuses every delivery (503: the
+    /// deployment is incomplete, so senders keep their events).
+    pub keys: Option<Keys>,
     /// JSON Pointer into the CloudEvents form of an event giving the partition key.
     pub partition_key: String,
     /// Largest request body accepted, in bytes.
@@ -361,6 +365,10 @@ impl Config {
                 )? as u64),
             },
             ingest: IngestConfig {
+                keys: match get("ingest_keys")? {
+                    None => None,
+                    Some(v) => Some(Keys::parse(&v).map_err(|e| invalid("ingest_keys", &e))?),
+                },
                 partition_key,
                 max_body_bytes: number("max_body_bytes", DEFAULT_MAX_BODY_BYTES, 64 * 1024 * 1024)?,
                 max_events: number("max_events_per_request", DEFAULT_MAX_EVENTS, 5000)?,

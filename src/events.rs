@@ -16,6 +16,10 @@ pub const VALIDATION_EVENT_TYPE: &str = "Microsoft.EventGrid.SubscriptionValidat
 pub enum Encoding {
     /// Event Grid's own schema (a JSON array).
     EventGrid,
+    /// CloudEvents 1.0, structured or batch mode (JSON).
+    CloudEventsStructured,
+    /// CloudEvents 1.0, binary mode (`ce-*` headers, body is the data).
+    CloudEventsBinary,
 }
 
 impl Encoding {
@@ -23,6 +27,8 @@ impl Encoding {
     pub fn as_str(self) -> &'static str {
         match self {
             Encoding::EventGrid => "eventgrid",
+            Encoding::CloudEventsStructured => "cloudevents",
+            Encoding::CloudEventsBinary => "cloudevents-binary",
         }
     }
 }
@@ -243,6 +249,276 @@ fn event_grid_event(index: usize, item: Value) -> Result<Event, EventError> {
     })
 }
 
+const CE_REQUIRED: [&str; 4] = ["id", "source", "specversion", "type"];
+const CE_KNOWN: [&str; 10] = [
+    "id",
+    "source",
+    "specversion",
+    "type",
+    "subject",
+    "time",
+    "datacontenttype",
+    "dataschema",
+    "data",
+    "data_base64",
+];
+
+fn valid_extension_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 20
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// RFC 3339 date-time, as CloudEvents `time` requires (syntax only).
+fn is_rfc3339(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| r.clone().all(|i| b.get(i).is_some_and(u8::is_ascii_digit));
+    if b.len() < 20
+        || !digits(0..4)
+        || b[4] != b'-'
+        || !digits(5..7)
+        || b[7] != b'-'
+        || !digits(8..10)
+    {
+        return false;
+    }
+    if !matches!(b[10], b'T' | b't' | b' ')
+        || !digits(11..13)
+        || b[13] != b':'
+        || !digits(14..16)
+        || b[16] != b':'
+        || !digits(17..19)
+    {
+        return false;
+    }
+    let mut i = 19;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+    }
+    match &b[i..] {
+        [b'Z' | b'z'] => true,
+        [b'+' | b'-', h1, h2, b':', m1, m2] => [h1, h2, m1, m2].iter().all(|c| c.is_ascii_digit()),
+        _ => false,
+    }
+}
+
+/// One CloudEvents 1.0 event from its JSON form (structured mode).
+fn cloud_event(index: usize, item: Value, encoding: Encoding) -> Result<Event, EventError> {
+    let Value::Object(mut obj) = item else {
+        return Err(EventError::NotObject { index });
+    };
+    for field in CE_REQUIRED {
+        match obj.get(field) {
+            None | Some(Value::Null) => return Err(EventError::Missing { index, field }),
+            Some(Value::String(s)) if s.is_empty() => {
+                return Err(EventError::Missing { index, field })
+            }
+            Some(Value::String(_)) => {}
+            Some(_) => {
+                return Err(EventError::WrongType {
+                    index,
+                    field: field.into(),
+                    expected: "string",
+                })
+            }
+        }
+    }
+    if obj["specversion"] != "1.0" {
+        return Err(EventError::WrongType {
+            index,
+            field: "specversion".into(),
+            expected: "\"1.0\"",
+        });
+    }
+    let mut opt = |field: &'static str| -> Result<Option<String>, EventError> {
+        match obj.remove(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(EventError::WrongType {
+                index,
+                field: field.into(),
+                expected: "string",
+            }),
+        }
+    };
+    let subject = opt("subject")?;
+    let time = opt("time")?;
+    if time.as_deref().is_some_and(|t| !is_rfc3339(t)) {
+        return Err(EventError::WrongType {
+            index,
+            field: "time".into(),
+            expected: "RFC 3339 timestamp",
+        });
+    }
+    let data_content_type = opt("datacontenttype")?;
+    let data_schema = opt("dataschema")?;
+    let data_base64 = opt("data_base64")?;
+    let data = obj.remove("data");
+    if let Some(b64) = data_base64 {
+        if data.is_some() {
+            return Err(EventError::WrongType {
+                index,
+                field: "data_base64".into(),
+                expected: "absent when `data` is present",
+            });
+        }
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(b64.as_bytes())
+            .map_err(|_| EventError::WrongType {
+                index,
+                field: "data_base64".into(),
+                expected: "base64 string",
+            })?;
+        // Kept as sent; the stored event says which member it came in.
+        obj.insert("data_base64".into(), Value::String(b64));
+    }
+    let take = |obj: &mut Map<String, Value>, k: &str| match obj.remove(k) {
+        Some(Value::String(s)) => s,
+        _ => unreachable!("checked above"),
+    };
+    let id = take(&mut obj, "id");
+    let source = take(&mut obj, "source");
+    let ty = take(&mut obj, "type");
+    obj.remove("specversion");
+    let mut extensions = Map::new();
+    for (k, v) in obj {
+        if !CE_KNOWN.contains(&k.as_str()) && !valid_extension_name(&k) && k != "data_base64" {
+            return Err(EventError::WrongType {
+                index,
+                field: k,
+                expected: "extension name of 1-20 lowercase letters or digits",
+            });
+        }
+        if matches!(v, Value::Object(_) | Value::Array(_)) && k != "data_base64" {
+            return Err(EventError::WrongType {
+                index,
+                field: k,
+                expected: "scalar extension value",
+            });
+        }
+        extensions.insert(k, v);
+    }
+    Ok(Event {
+        id,
+        source,
+        ty,
+        subject,
+        time,
+        data_content_type,
+        data_schema,
+        data,
+        extensions,
+        encoding,
+    })
+}
+
+/// Decodes a CloudEvents structured-mode body (one JSON object).
+pub fn decode_cloudevent(body: &[u8]) -> Result<Vec<Event>, EventError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| EventError::NotJson(e.to_string()))?;
+    if !value.is_object() {
+        return Err(EventError::NotObject { index: 0 });
+    }
+    Ok(vec![cloud_event(
+        0,
+        value,
+        Encoding::CloudEventsStructured,
+    )?])
+}
+
+/// Decodes a CloudEvents batch-mode body (a JSON array of events).
+pub fn decode_cloudevents_batch(body: &[u8]) -> Result<Vec<Event>, EventError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| EventError::NotJson(e.to_string()))?;
+    let Value::Array(items) = value else {
+        return Err(EventError::NotArray);
+    };
+    if items.is_empty() {
+        return Err(EventError::Empty);
+    }
+    let events = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| cloud_event(i, v, Encoding::CloudEventsStructured))
+        .collect::<Result<Vec<_>, _>>()?;
+    check_unique(&events)?;
+    Ok(events)
+}
+
+/// Decodes a CloudEvents binary-mode request: attributes from `ce-*` headers
+/// (names lower-cased, values percent-decoded), `content-type` as
+/// `datacontenttype`, the body as data (JSON when the type is JSON, else kept
+/// as `data_base64`).
+pub fn decode_cloudevent_binary(
+    headers: &[(String, String)],
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Vec<Event>, EventError> {
+    let mut obj = Map::new();
+    for (name, value) in headers {
+        if let Some(attr) = name.to_ascii_lowercase().strip_prefix("ce-") {
+            let decoded = percent_decode_lossless(value).ok_or_else(|| EventError::WrongType {
+                index: 0,
+                field: attr.to_owned(),
+                expected: "percent-encoded UTF-8",
+            })?;
+            obj.insert(attr.to_owned(), Value::String(decoded));
+        }
+    }
+    if let Some(ct) = content_type {
+        obj.insert("datacontenttype".into(), Value::String(ct.to_owned()));
+    }
+    if !body.is_empty() {
+        let media = content_type
+            .and_then(|c| c.split(';').next())
+            .map(|m| m.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        if media == "application/json" || media.ends_with("+json") {
+            let data: Value =
+                serde_json::from_slice(body).map_err(|e| EventError::NotJson(e.to_string()))?;
+            obj.insert("data".into(), data);
+        } else {
+            use base64::Engine;
+            obj.insert(
+                "data_base64".into(),
+                Value::String(base64::engine::general_purpose::STANDARD.encode(body)),
+            );
+        }
+    }
+    Ok(vec![cloud_event(
+        0,
+        Value::Object(obj),
+        Encoding::CloudEventsBinary,
+    )?])
+}
+
+fn percent_decode_lossless(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            out.push(u8::from_str_radix(s.get(i + 1..i + 3)?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 fn check_unique(events: &[Event]) -> Result<(), EventError> {
     let mut seen = std::collections::HashMap::with_capacity(events.len());
     for (i, e) in events.iter().enumerate() {
@@ -340,6 +616,100 @@ mod tests {
         };
         assert_eq!(e[0].extensions["x-extra"], json!({"a":1}));
         assert_eq!(e[0].source, "");
+    }
+
+    // The CloudEvents 1.0 specification's JSON example.
+    const CE: &str = r#"{
+        "specversion" : "1.0",
+        "type" : "com.example.someevent",
+        "source" : "/mycontext",
+        "subject": null,
+        "id" : "C234-1234-1234",
+        "time" : "2018-04-05T17:31:00Z",
+        "comexampleextension1" : "value",
+        "comexampleothervalue" : 5,
+        "datacontenttype" : "application/json",
+        "data" : {"appinfoA" : "abc", "appinfoB" : 123, "appinfoC" : true}
+    }"#;
+
+    #[test]
+    fn cloudevents_structured_and_batch() {
+        let e = &decode_cloudevent(CE.as_bytes()).unwrap()[0];
+        assert_eq!(
+            (e.id.as_str(), e.source.as_str(), e.ty.as_str()),
+            ("C234-1234-1234", "/mycontext", "com.example.someevent")
+        );
+        assert_eq!(e.subject, None);
+        assert_eq!(e.extensions["comexampleothervalue"], 5);
+        let ce = e.to_cloudevent_json();
+        assert_eq!(ce["data"]["appinfoB"], 123);
+        assert_eq!(ce["comexampleextension1"], "value");
+        let batch = format!("[{CE}, {}]", CE.replace("C234", "C999"));
+        assert_eq!(decode_cloudevents_batch(batch.as_bytes()).unwrap().len(), 2);
+        let dup = format!("[{CE}, {CE}]");
+        assert!(matches!(
+            decode_cloudevents_batch(dup.as_bytes()),
+            Err(EventError::Duplicate { .. })
+        ));
+    }
+
+    #[test]
+    fn cloudevents_validation() {
+        let base: Value = serde_json::from_str(CE).unwrap();
+        let with = |k: &str, v: Value| {
+            let mut o = base.clone();
+            o[k] = v;
+            decode_cloudevent(o.to_string().as_bytes())
+        };
+        let without = |k: &str| {
+            let mut o = base.clone();
+            o.as_object_mut().unwrap().remove(k);
+            decode_cloudevent(o.to_string().as_bytes())
+        };
+        for f in ["id", "source", "specversion", "type"] {
+            assert_eq!(
+                without(f),
+                Err(EventError::Missing { index: 0, field: f }),
+                "{f}"
+            );
+        }
+        assert!(with("specversion", json!("0.3")).is_err());
+        assert!(with("time", json!("yesterday")).is_err());
+        assert!(with("time", json!("2018-04-05T17:31:00.123+02:00")).is_ok());
+        assert!(with("Bad-Name", json!("x")).is_err());
+        assert!(with("averyveryverylongextensionname", json!("x")).is_err());
+        assert!(with("ext", json!({"nested": 1})).is_err());
+        assert!(
+            with("data_base64", json!("AAEC")).is_err(),
+            "both data and data_base64"
+        );
+        assert!(decode_cloudevent(b"[]").is_err());
+    }
+
+    #[test]
+    fn cloudevents_binary_mode() {
+        let h = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        let headers = vec![
+            h("ce-specversion", "1.0"),
+            h("ce-type", "com.example.someevent"),
+            h("ce-source", "/mycontext/subcontext"),
+            h("ce-id", "1234-1234-1234"),
+            h("ce-time", "2018-04-05T03:56:24Z"),
+            h("ce-subject", "caf%C3%A9"),
+            h(
+                "ce-traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
+        ];
+        let e = &decode_cloudevent_binary(&headers, Some("application/json"), br#"{"a":1}"#)
+            .unwrap()[0];
+        assert_eq!(e.encoding, Encoding::CloudEventsBinary);
+        assert_eq!(e.subject.as_deref(), Some("café"));
+        assert_eq!(e.data, Some(json!({"a": 1})));
+        assert!(e.extensions.contains_key("traceparent"));
+        let text = &decode_cloudevent_binary(&headers, Some("text/plain"), b"hello").unwrap()[0];
+        assert_eq!(text.extensions["data_base64"], "aGVsbG8=");
+        assert!(decode_cloudevent_binary(&headers[1..], Some("application/json"), b"{}").is_err());
     }
 
     #[test]

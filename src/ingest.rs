@@ -20,8 +20,71 @@ use crate::cosmos::{
     MAX_BATCH_OPERATIONS,
 };
 use crate::document::{to_document, Document};
-use crate::events::{decode_event_grid, Delivery};
+use crate::events::{
+    decode_cloudevent, decode_cloudevent_binary, decode_cloudevents_batch, decode_event_grid,
+    Delivery,
+};
 use crate::time::UnixTime;
+
+/// Header a sender puts its ingest key in (or `?code=` in the URL).
+pub const INGEST_KEY_HEADER: &str = "x-cmk-ingest-key";
+
+/// Checks the sender's key (header, else the `code` query parameter).
+pub fn authorize(config: &Config, header_key: Option<&str>, query: &str) -> Result<(), ApiError> {
+    let Some(keys) = &config.ingest.keys else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ConfigurationError",
+            "ingest_keys is not configured; deliveries are refused until it is",
+        )
+        .retry_after(crate::api::KEY_RETRY_AFTER_SECS));
+    };
+    let code = query
+        .split('&')
+        .find_map(|p| p.strip_prefix("code="))
+        .and_then(crate::records::percent_decode);
+    match header_key.map(str::to_owned).or(code) {
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthenticated",
+            format!("send the ingest key in {INGEST_KEY_HEADER} or as ?code= in the URL"),
+        )),
+        Some(k) if keys.accepts(&k) => Ok(()),
+        Some(_) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "the ingest key is not accepted",
+        )),
+    }
+}
+
+/// The CloudEvents webhook abuse-protection handshake (`OPTIONS` with
+/// `WebHook-Request-Origin`): allow that origin, at any rate.
+pub fn webhook_handshake(request_origin: Option<&str>) -> Result<Response<Vec<u8>>, ApiError> {
+    let origin = request_origin
+        .filter(|o| !o.trim().is_empty())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequest",
+                "OPTIONS needs a WebHook-Request-Origin header",
+            )
+        })?;
+    let value = http::HeaderValue::from_str(origin.trim()).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            "WebHook-Request-Origin is not a valid header value",
+        )
+    })?;
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header("WebHook-Allowed-Origin", value)
+        .header("WebHook-Allowed-Rate", "*")
+        .header(http::header::ALLOW, "POST, OPTIONS")
+        .body(Vec::new())
+        .expect("valid headers"))
+}
 
 /// What to do with a delivery.
 #[derive(Debug)]
@@ -56,8 +119,16 @@ pub struct WriteUnit {
 const OPERATION_OVERHEAD: usize = 128;
 
 /// Checks the content type, decodes, maps to documents and signs every write.
+///
+/// | content type | encoding |
+/// |---|---|
+/// | `application/json` | Event Grid schema (array), or CloudEvents binary mode when `ce-specversion` is present |
+/// | `application/cloudevents+json` | CloudEvents structured mode (one event) |
+/// | `application/cloudevents-batch+json` | CloudEvents batch mode (array) |
+/// | anything else with `ce-specversion` | CloudEvents binary mode |
 pub fn plan(
     content_type: Option<&str>,
+    headers: &[(String, String)],
     body: &[u8],
     config: &Config,
     now: UnixTime,
@@ -65,21 +136,27 @@ pub fn plan(
     let media = content_type
         .and_then(|c| c.split(';').next())
         .map(|c| c.trim().to_ascii_lowercase());
-    if media.as_deref() != Some("application/json") {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UnsupportedMediaType",
-            "send Event Grid events as application/json",
-        ));
-    }
-    let events = match decode_event_grid(body)? {
-        Delivery::Validation { code, .. } => {
-            return Ok(Plan::Respond(json_response(
-                StatusCode::OK,
-                &json!({ "validationResponse": code }),
-            )));
+    let binary = headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("ce-specversion"));
+    let events = match (media.as_deref(), binary) {
+        (Some("application/cloudevents+json"), _) => decode_cloudevent(body)?,
+        (Some("application/cloudevents-batch+json"), _) => decode_cloudevents_batch(body)?,
+        (_, true) => decode_cloudevent_binary(headers, content_type, body)?,
+        (Some("application/json"), false) => match decode_event_grid(body)? {
+            Delivery::Validation { code, .. } => {
+                return Ok(Plan::Respond(json_response(StatusCode::OK, &json!({ "validationResponse": code }))));
+            }
+            Delivery::Events(events) => events,
+        },
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                "send Event Grid events as application/json, or CloudEvents as application/cloudevents+json, \
+                 application/cloudevents-batch+json or in binary mode (ce-* headers)",
+            ))
         }
-        Delivery::Events(events) => events,
     };
     if events.len() > config.ingest.max_events {
         return Err(ApiError::new(
@@ -273,6 +350,7 @@ mod tests {
     fn writes(events: Vec<Value>) -> Writes {
         match plan(
             Some("application/json"),
+            &[],
             &body(Value::Array(events)),
             &config(),
             UnixTime(0),
@@ -286,9 +364,9 @@ mod tests {
 
     #[test]
     fn wrong_content_type_is_415() {
-        let e = plan(Some("text/plain"), b"[]", &config(), UnixTime(0)).unwrap_err();
+        let e = plan(Some("text/plain"), &[], b"[]", &config(), UnixTime(0)).unwrap_err();
         assert_eq!(e.status, 415);
-        assert!(plan(None, b"[]", &config(), UnixTime(0)).is_err());
+        assert!(plan(None, &[], b"[]", &config(), UnixTime(0)).is_err());
     }
 
     #[test]
@@ -298,6 +376,7 @@ mod tests {
             "eventTime": "2024-01-01T00:00:00Z", "data": {"validationCode": "abc"}}]);
         let Plan::Respond(r) = plan(
             Some("application/json; charset=utf-8"),
+            &[],
             &body(v),
             &config(),
             UnixTime(0),
@@ -310,6 +389,80 @@ mod tests {
             serde_json::from_slice::<Value>(r.body()).unwrap(),
             json!({"validationResponse": "abc"})
         );
+    }
+
+    #[test]
+    fn senders_need_an_ingest_key() {
+        let mut c = config();
+        assert_eq!(authorize(&c, Some("x"), "").unwrap_err().status, 503);
+        c.ingest.keys = Some(crate::access::Keys::parse("ingest-key-0123456789").unwrap());
+        assert!(authorize(&c, Some("ingest-key-0123456789"), "").is_ok());
+        assert!(authorize(&c, None, "a=1&code=ingest-key-0123456789").is_ok());
+        assert_eq!(authorize(&c, None, "").unwrap_err().status, 401);
+        assert_eq!(
+            authorize(&c, Some("wrong-key-0123456789"), "")
+                .unwrap_err()
+                .status,
+            403
+        );
+        assert_eq!(authorize(&c, None, "code=wrong").unwrap_err().status, 403);
+    }
+
+    #[test]
+    fn webhook_handshake_echoes_the_origin() {
+        let r = webhook_handshake(Some("eventgrid.azure.net")).unwrap();
+        assert_eq!(r.headers()["webhook-allowed-origin"], "eventgrid.azure.net");
+        assert_eq!(r.headers()["webhook-allowed-rate"], "*");
+        assert_eq!(webhook_handshake(None).unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn cloudevents_in_every_mode_become_documents() {
+        let ce =
+            json!({"specversion": "1.0", "id": "a", "source": "/s", "type": "T", "data": {"x": 1}});
+        let structured = plan(
+            Some("application/cloudevents+json"),
+            &[],
+            &body(ce.clone()),
+            &config(),
+            UnixTime(0),
+        )
+        .unwrap();
+        let Plan::Write(w) = structured else { panic!() };
+        assert_eq!(w.documents[0].body["encoding"], "cloudevents");
+        assert_eq!(w.documents[0].id, crate::document::document_id("/s", "a"));
+        let batch = plan(
+            Some("application/cloudevents-batch+json"),
+            &[],
+            &body(
+                json!([ce.clone(), {"specversion": "1.0", "id": "b", "source": "/s", "type": "T"}]),
+            ),
+            &config(),
+            UnixTime(0),
+        )
+        .unwrap();
+        let Plan::Write(w) = batch else { panic!() };
+        assert_eq!(w.documents.len(), 2);
+        let h = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        let headers = [
+            h("ce-specversion", "1.0"),
+            h("ce-id", "a"),
+            h("ce-source", "/s"),
+            h("ce-type", "T"),
+        ];
+        let Plan::Write(w) = plan(
+            Some("application/json"),
+            &headers,
+            br#"{"x":1}"#,
+            &config(),
+            UnixTime(0),
+        )
+        .unwrap() else {
+            panic!()
+        };
+        // The same event in any mode is the same document.
+        assert_eq!(w.documents[0].id, crate::document::document_id("/s", "a"));
+        assert_eq!(w.documents[0].body["event"]["data"], json!({"x": 1}));
     }
 
     #[test]
@@ -371,15 +524,22 @@ mod tests {
             (0..301).map(|i| event(&i.to_string())).collect(),
         ));
         assert_eq!(
-            plan(Some("application/json"), &too_many, &config(), UnixTime(0))
-                .unwrap_err()
-                .status,
+            plan(
+                Some("application/json"),
+                &[],
+                &too_many,
+                &config(),
+                UnixTime(0)
+            )
+            .unwrap_err()
+            .status,
             413
         );
         let mut bad = event("2");
         bad.as_object_mut().unwrap().remove("eventType");
         let e = plan(
             Some("application/json"),
+            &[],
             &body(json!([event("1"), bad])),
             &config(),
             UnixTime(0),

@@ -12,14 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from harness.stack import ROOT, env
+from harness.stack import ROOT, env, read_profile
 from integration.eventgrid import STORAGE_EVENT, VALIDATION, custom_event, document_id
 
 
-def post(url, body, content_type="application/json", headers=None):
+INGEST_KEY = read_profile()["SPIN_VARIABLE_INGEST_KEYS"]
+
+
+def post(url, body, content_type="application/json", headers=None, key=INGEST_KEY):
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    auth = {"x-cmk-ingest-key": key} if key else {}
     req = urllib.request.Request(url, data=data, method="POST",
-                                 headers={"content-type": content_type, **(headers or {})})
+                                 headers={"content-type": content_type, **auth, **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
             return r.status, r.headers, json.loads(r.read() or b"null")
@@ -174,6 +178,7 @@ def test_logs_hold_no_secret(app, stack):
     post(f"{app.url}/events", [custom_event("/topics/log-scan")])
     logs = app.logs()
     assert stack.cosmos_key not in logs
+    assert INGEST_KEY not in logs
     # Logs are JSON lines with event names and request metrics.
     lines = [json.loads(l[l.index("{"):]) for l in logs.splitlines() if "{" in l]
     written = [l for l in lines if l.get("event") == "documents_written"]
