@@ -8,6 +8,7 @@ use spin_sdk::http::{IncomingRequest, Method};
 
 use crate::api::{json_response, ApiError};
 use crate::config::Config;
+use crate::envelope::{self, Dek};
 use crate::hsm;
 use crate::ingest::{self, Plan};
 use crate::kek;
@@ -196,7 +197,12 @@ async fn get_records(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError
         config.cosmos.retry,
     )
     .await;
-    let answer = records::respond(&read, sent.result);
+    let answer = match records::parse_answer(&read, sent.result) {
+        Ok(mut a) => open_protected(&config, &mut a)
+            .await
+            .map(|()| records::render(a)),
+        Err(e) => Err(e),
+    };
     log::emit(
         "info",
         "records_read",
@@ -223,12 +229,108 @@ async fn get_records(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError
     answer
 }
 
+/// Opens sealed documents in place: one unwrap per distinct wrapped data key
+/// (a delivery's documents share one). Any failure fails the whole answer,
+/// so a caller never gets part of a record's plaintext.
+async fn open_protected(config: &Config, answer: &mut records::Answer) -> Result<(), ApiError> {
+    let mut keys: Vec<(String, Vec<u8>, Dek)> = Vec::new();
+    for doc in answer.documents_mut() {
+        let Some(h) = envelope::header(doc).map_err(envelope_error)? else {
+            continue;
+        };
+        let kek_cfg = config.kek.as_ref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "KeyNotConfigured",
+                "the record is sealed and no key-encryption key is configured",
+            )
+            .retry_after(crate::api::KEY_RETRY_AFTER_SECS)
+        })?;
+        let idx = match keys
+            .iter()
+            .position(|(kid, w, _)| *kid == h.kid && *w == h.wrapped_dek)
+        {
+            Some(i) => i,
+            None => {
+                let kek = kek::Kek::new(kek_cfg, config.cosmos.retry);
+                let raw = zeroize::Zeroizing::new(
+                    kek.unwrap(&h.kid, &h.wrapped_dek)
+                        .await
+                        .map_err(|e| ApiError::from(&e))?,
+                );
+                keys.push((
+                    h.kid.clone(),
+                    h.wrapped_dek.clone(),
+                    Dek::from_bytes(&raw).map_err(envelope_error)?,
+                ));
+                keys.len() - 1
+            }
+        };
+        *doc = envelope::open(doc, &keys[idx].2, None).map_err(envelope_error)?;
+    }
+    Ok(())
+}
+
+fn envelope_error(e: envelope::EnvelopeError) -> ApiError {
+    let code = match e {
+        envelope::EnvelopeError::Tampered(_) => "RecordTampered",
+        envelope::EnvelopeError::Unsupported(_) => "RecordUnsupported",
+        envelope::EnvelopeError::Malformed(_) => "RecordMalformed",
+    };
+    // The stored record is at fault, not the caller: 422 with the reason.
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
+}
+
 fn clone_request(req: &http::Request<Vec<u8>>) -> http::Request<Vec<u8>> {
     let mut r = http::Request::new(req.body().clone());
     *r.method_mut() = req.method().clone();
     *r.uri_mut() = req.uri().clone();
     *r.headers_mut() = req.headers().clone();
     r
+}
+
+/// Stage two: one fresh data key for the whole delivery from the host's
+/// secure random source, wrapped once (after the key-state check), then every
+/// document's protected fields sealed before the writes are signed. If
+/// wrapping fails for any reason, nothing is written.
+async fn seal_delivery(
+    writes: ingest::Writes,
+    kek_cfg: &crate::config::KekConfig,
+    config: &Config,
+) -> Result<ingest::Writes, ApiError> {
+    let kek = kek::Kek::new(kek_cfg, config.cosmos.retry);
+    let dek = Dek::from_bytes(&zeroize::Zeroizing::new(
+        wasi::random::random::get_random_bytes(32),
+    ))
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SealFailed",
+            e.to_string(),
+        )
+    })?;
+    let wrapped = kek
+        .wrap(dek.bytes())
+        .await
+        .map_err(|e| ApiError::from(&e))?;
+    let mut nonce = || -> [u8; 12] {
+        wasi::random::random::get_random_bytes(12)
+            .try_into()
+            .expect("12 bytes asked for")
+    };
+    let key = ingest::DeliveryKey {
+        dek: &dek,
+        kid: &wrapped.kid,
+        wrapped_dek: &wrapped.value,
+    };
+    ingest::seal(
+        writes,
+        &kek_cfg.protected,
+        &key,
+        &mut nonce,
+        config,
+        UnixTime::now(),
+    )
 }
 
 fn query_of(req: &IncomingRequest) -> String {
@@ -275,6 +377,10 @@ async fn post_events(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError
             return Ok(r);
         }
         Plan::Write(w) => w,
+    };
+    let writes = match &config.kek {
+        None => writes,
+        Some(kek_cfg) => seal_delivery(writes, kek_cfg, &config).await?,
     };
     let requests = writes
         .units

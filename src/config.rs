@@ -23,6 +23,7 @@ pub const VARIABLES: &[(&str, bool)] = &[
     ("cosmos_retry_budget_ms", false),
     ("read_keys", true),
     ("ingest_keys", true),
+    ("protected_fields", false),
     ("hsm_endpoint", false),
     ("hsm_key_name", false),
     ("hsm_key_check_secs", false),
@@ -51,9 +52,69 @@ pub struct Config {
     pub kek: Option<KekConfig>,
 }
 
+/// Which fields of an event are sealed, by event type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtectedFields {
+    by_type: Vec<(String, Vec<String>)>,
+    default: Vec<String>,
+}
+
+impl ProtectedFields {
+    /// Parses `{"<event type>": ["/data/ssn", …], "*": ["/data"]}`: JSON
+    /// Pointers into the event's CloudEvents form. `*` applies to types not
+    /// listed (default: the whole `data`).
+    pub fn parse(json_text: &str, partition_key: &str) -> Result<Self, String> {
+        let v: serde_json::Value =
+            serde_json::from_str(json_text).map_err(|e| format!("not JSON: {e}"))?;
+        let obj = v
+            .as_object()
+            .ok_or("expected an object of event type -> list of JSON Pointers")?;
+        let mut by_type = Vec::new();
+        let mut default = vec!["/data".to_owned()];
+        for (ty, list) in obj {
+            let pointers: Vec<String> = list
+                .as_array()
+                .and_then(|a| a.iter().map(|p| p.as_str().map(str::to_owned)).collect())
+                .ok_or_else(|| format!("`{ty}`: expected a list of JSON Pointers"))?;
+            for p in &pointers {
+                if !p.starts_with('/') || p.len() < 2 {
+                    return Err(format!("`{p}` is not a JSON Pointer to a field"));
+                }
+                let top = p[1..].split('/').next().unwrap_or("");
+                if matches!(top, "id" | "source" | "specversion" | "type") {
+                    return Err(format!("`{p}`: the event's id, source, specversion and type stay readable (they identify the record)"));
+                }
+                let overlaps = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
+                if overlaps(partition_key, p) || overlaps(p, partition_key) {
+                    return Err(format!(
+                        "`{p}` overlaps the partition key `{partition_key}`; Cosmos DB does not encrypt partition key values with the customer-managed key"
+                    ));
+                }
+            }
+            if ty == "*" {
+                default = pointers;
+            } else {
+                by_type.push((ty.clone(), pointers));
+            }
+        }
+        Ok(Self { by_type, default })
+    }
+
+    /// The pointers (into the CloudEvents form) to seal for an event type.
+    pub fn for_type(&self, ty: &str) -> &[String] {
+        self.by_type
+            .iter()
+            .find(|(t, _)| t == ty)
+            .map(|(_, p)| &p[..])
+            .unwrap_or(&self.default)
+    }
+}
+
 /// The key-encryption key and how the component reaches it.
 #[derive(Debug, Clone)]
 pub struct KekConfig {
+    /// Fields sealed under it.
+    pub protected: ProtectedFields,
     /// Managed HSM endpoint, e.g. `https://contoso.managedhsm.azure.net`.
     pub endpoint: Endpoint,
     /// Key name.
@@ -343,10 +404,31 @@ impl Config {
                 }
                 let endpoint = Endpoint::parse(&required("hsm_endpoint")?)
                     .map_err(|e| invalid("hsm_endpoint", &e))?;
+                let partition_key =
+                    get("partition_key")?.unwrap_or_else(|| DEFAULT_PARTITION_KEY.into());
+                let protected = ProtectedFields::parse(
+                    &get("protected_fields")?.unwrap_or_else(|| r#"{"*": ["/data"]}"#.into()),
+                    &partition_key,
+                )
+                .map_err(|e| invalid("protected_fields", &e))?;
                 Some(KekConfig {
+                    protected,
                     endpoint,
                     key_name,
-                    check_secs: number("hsm_key_check_secs", 30, 3600)? as u64,
+                    check_secs: match get("hsm_key_check_secs")? {
+                        None => 30,
+                        Some(v) => v
+                            .trim()
+                            .parse::<u64>()
+                            .ok()
+                            .filter(|n| *n <= 3600)
+                            .ok_or_else(|| {
+                                invalid(
+                                    "hsm_key_check_secs",
+                                    &"must be a whole number from 0 (every batch) to 3600",
+                                )
+                            })?,
+                    },
                     identity: identity(&get, &invalid, &number)?,
                 })
             }
@@ -551,6 +633,50 @@ mod tests {
             "endpoint required"
         );
         assert!(load(&[("hsm_key_name", "bad/name"), hsm[1]]).is_err());
+    }
+
+    #[test]
+    fn protected_fields_by_type_with_a_default() {
+        let p = ProtectedFields::parse(
+            r#"{"Records.Updated": ["/data/ssn", "/subject"], "*": ["/data"]}"#,
+            "/source",
+        )
+        .unwrap();
+        assert_eq!(p.for_type("Records.Updated"), ["/data/ssn", "/subject"]);
+        assert_eq!(p.for_type("Other"), ["/data"]);
+        assert_eq!(
+            ProtectedFields::parse("{}", "/source")
+                .unwrap()
+                .for_type("x"),
+            ["/data"]
+        );
+    }
+
+    #[test]
+    fn protecting_the_partition_key_or_identity_is_refused_at_start() {
+        assert!(ProtectedFields::parse(r#"{"*": ["/data"]}"#, "/data/tenant").is_err());
+        assert!(ProtectedFields::parse(r#"{"*": ["/data/tenant/name"]}"#, "/data/tenant").is_err());
+        assert!(ProtectedFields::parse(r#"{"*": ["/subject"]}"#, "/subject").is_err());
+        assert!(ProtectedFields::parse(r#"{"*": ["/data/tenantx"]}"#, "/data/tenant").is_ok());
+        assert!(ProtectedFields::parse(r#"{"*": ["/id"]}"#, "/source").is_err());
+        assert!(ProtectedFields::parse(r#"{"*": ["data"]}"#, "/source").is_err());
+        assert!(ProtectedFields::parse(r#"["/data"]"#, "/source").is_err());
+        let hsm = [
+            ("hsm_key_name", "k"),
+            ("hsm_endpoint", "https://h.managedhsm.azure.net"),
+            ("partition_key", "/data/tenant"),
+        ];
+        let err = load(&hsm).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    name: "protected_fields",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]

@@ -237,6 +237,58 @@ fn write_units(
     Ok(units)
 }
 
+/// A delivery's data key, and the same key wrapped by a KEK version.
+#[derive(Debug, Clone, Copy)]
+pub struct DeliveryKey<'a> {
+    /// The data key.
+    pub dek: &'a crate::envelope::Dek,
+    /// The exact KEK version that wrapped it.
+    pub kid: &'a str,
+    /// The wrapped data key.
+    pub wrapped_dek: &'a [u8],
+}
+
+/// Stage two: seals each document's protected fields with the delivery's one
+/// data key (wrapped once, as `wrapped_dek` by `kid`), then rebuilds the
+/// signed writes. `nonce` yields a fresh random nonce per sealed value.
+pub fn seal(
+    writes: Writes,
+    protected: &crate::config::ProtectedFields,
+    key: &DeliveryKey<'_>,
+    nonce: &mut dyn FnMut() -> [u8; 12],
+    config: &Config,
+    now: UnixTime,
+) -> Result<Writes, ApiError> {
+    let DeliveryKey {
+        dek,
+        kid,
+        wrapped_dek,
+    } = *key;
+    let mut documents = writes.documents;
+    for d in &mut documents {
+        let ty = d.body["event"]["type"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let pointers: Vec<String> = protected
+            .for_type(&ty)
+            .iter()
+            .map(|p| format!("/event{p}"))
+            .collect();
+        crate::envelope::seal(&mut d.body, &pointers, dek, kid, wrapped_dek, &mut *nonce).map_err(
+            |e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "SealFailed",
+                    e.to_string(),
+                )
+            },
+        )?;
+    }
+    let units = write_units(&documents, config, now).map_err(|e| ApiError::from(&e))?;
+    Ok(Writes { documents, units })
+}
+
 /// The outcome of one unit's request, as sent back by the I/O layer.
 pub type WriteResult = Result<Response<Vec<u8>>, CosmosError>;
 
@@ -389,6 +441,45 @@ mod tests {
             serde_json::from_slice::<Value>(r.body()).unwrap(),
             json!({"validationResponse": "abc"})
         );
+    }
+
+    #[test]
+    fn sealing_rewrites_every_request_without_plaintext() {
+        let w = writes(vec![
+            event_in("1", "/a"),
+            event_in("2", "/a"),
+            event_in("3", "/b"),
+        ]);
+        let protected =
+            crate::config::ProtectedFields::parse(r#"{"*": ["/data", "/subject"]}"#, "/source")
+                .unwrap();
+        let dek = crate::envelope::Dek::from_bytes(&[7u8; 32]).unwrap();
+        let mut n = 0u8;
+        let mut nonce = || {
+            n += 1;
+            [n; 12]
+        };
+        let kid = "https://h.managedhsm.azure.net/keys/k/v1";
+        let key = DeliveryKey {
+            dek: &dek,
+            kid,
+            wrapped_dek: b"wrapped",
+        };
+        let sealed = seal(w, &protected, &key, &mut nonce, &config(), UnixTime(0)).unwrap();
+        assert_eq!(sealed.units.len(), 2);
+        for u in &sealed.units {
+            let body = String::from_utf8(u.request.body().clone()).unwrap();
+            assert!(
+                !body.contains("\"a\":1") && !body.contains("\"s\""),
+                "plaintext in {body}"
+            );
+            assert!(body.contains(kid));
+        }
+        let d = &sealed.documents[0].body;
+        assert_eq!(d["cmk"]["fields"], json!(["/event/data", "/event/subject"]));
+        let opened = crate::envelope::open(d, &dek, None).unwrap();
+        assert_eq!(opened["event"]["data"], json!({"a": 1}));
+        assert_eq!(n, 6, "one nonce per sealed value");
     }
 
     #[test]

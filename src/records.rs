@@ -179,21 +179,34 @@ fn public(mut doc: Value) -> Value {
     doc
 }
 
-/// The caller's answer for the service's answer.
-pub fn respond(
+/// What the store answered, before protected fields are opened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// One document and its etag.
+    One(Value, Option<String>),
+    /// A page of documents and where the next page starts.
+    Page(Vec<Value>, Option<String>),
+}
+
+impl Answer {
+    /// The documents, for opening in place.
+    pub fn documents_mut(&mut self) -> Vec<&mut Value> {
+        match self {
+            Answer::One(d, _) => vec![d],
+            Answer::Page(ds, _) => ds.iter_mut().collect(),
+        }
+    }
+}
+
+/// Parses the service's answer.
+pub fn parse_answer(
     read: &ReadRequest,
     resp: Result<Response<Vec<u8>>, CosmosError>,
-) -> Result<Response<Vec<u8>>, ApiError> {
+) -> Result<Answer, ApiError> {
     let resp = resp.map_err(|e| ApiError::from(&e))?;
     match read {
         ReadRequest::One { .. } => match parse_read(&resp) {
-            Ok(doc) => {
-                let mut r = json_response(StatusCode::OK, &public(doc.body));
-                if let Some(etag) = doc.etag.and_then(|e| http::HeaderValue::from_str(&e).ok()) {
-                    r.headers_mut().insert(header::ETAG, etag);
-                }
-                Ok(r)
-            }
+            Ok(doc) => Ok(Answer::One(doc.body, doc.etag)),
             Err(CosmosError::NotFound(_)) => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "RecordNotFound",
@@ -208,13 +221,29 @@ pub fn respond(
                 }
                 e => ApiError::from(&e),
             })?;
+            Ok(Answer::Page(page.items, page.continuation))
+        }
+    }
+}
+
+/// The caller's response.
+pub fn render(answer: Answer) -> Response<Vec<u8>> {
+    match answer {
+        Answer::One(doc, etag) => {
+            let mut r = json_response(StatusCode::OK, &public(doc));
+            if let Some(etag) = etag.and_then(|e| http::HeaderValue::from_str(&e).ok()) {
+                r.headers_mut().insert(header::ETAG, etag);
+            }
+            r
+        }
+        Answer::Page(docs, continuation) => {
             let mut body = Map::new();
             body.insert(
                 "records".into(),
-                Value::Array(page.items.into_iter().map(public).collect()),
+                Value::Array(docs.into_iter().map(public).collect()),
             );
-            body.insert("continuation".into(), json!(page.continuation));
-            Ok(json_response(StatusCode::OK, &Value::Object(body)))
+            body.insert("continuation".into(), json!(continuation));
+            json_response(StatusCode::OK, &Value::Object(body))
         }
     }
 }
@@ -318,7 +347,7 @@ mod tests {
             .header("etag", "\"e\"")
             .body(br#"{"id":"a","_rid":"r","_self":"s","_etag":"\"e\"","_ts":1}"#.to_vec())
             .unwrap();
-        let r = respond(&read, Ok(ok)).unwrap();
+        let r = parse_answer(&read, Ok(ok)).map(render).unwrap();
         assert_eq!(r.headers()["etag"], "\"e\"");
         let v: Value = serde_json::from_slice(r.body()).unwrap();
         assert_eq!(v, json!({"id": "a", "_etag": "\"e\"", "_ts": 1}));
@@ -326,6 +355,12 @@ mod tests {
             .status(404)
             .body(br#"{"code":"NotFound","message":"gone"}"#.to_vec())
             .unwrap();
-        assert_eq!(respond(&read, Ok(missing)).unwrap_err().status, 404);
+        assert_eq!(
+            parse_answer(&read, Ok(missing))
+                .map(render)
+                .unwrap_err()
+                .status,
+            404
+        );
     }
 }
