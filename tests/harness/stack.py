@@ -34,6 +34,23 @@ EMULATOR_KEY = None  # read from local/profile.env
 AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 QUEUE_NAME = "events"
+TENANT = "cmk-tenant"
+KEK_NAME = "app-kek"
+# Principals known to the Entra stand-in; none of these are real secrets.
+PRINCIPALS = {
+    "tenant": TENANT,
+    "apps": [
+        {"client_id": "app-secret-client", "object_id": "oid-app-secret", "secret": "local-client-secret-0123"},
+        {"client_id": "app-workload-client", "object_id": "oid-app-workload"},
+        {"client_id": "other-client", "object_id": "oid-other", "secret": "other-client-secret-0123"},
+    ],
+    "managed": [
+        {"client_id": "system", "object_id": "oid-app-system-mi"},
+        {"client_id": "app-user-mi", "object_id": "oid-app-user-mi"},
+    ],
+    "identity_header": "local-identity-header-0123",
+}
+APP_PRINCIPALS = ["oid-app-secret", "oid-app-workload", "oid-app-system-mi", "oid-app-user-mi"]
 
 
 def env(name: str) -> str:
@@ -88,6 +105,24 @@ def spin_variables(overrides: dict[str, str]) -> dict[str, str]:
         if decl.get("required") and f"SPIN_VARIABLE_{name.upper()}" not in values:
             raise RuntimeError(f"required variable `{name}` has no value")
     return values
+
+
+def component_variables(app_values: dict[str, str]) -> dict[str, str]:
+    """What Spin hands the component: each `[component.*.variables]` template
+    resolved against the app variables, as SPIN_VARIABLE_<NAME> for the stub."""
+    manifest = tomllib.loads((ROOT / "spin.toml").read_text())
+    (component,) = manifest["component"].values()
+    app = {k[len("SPIN_VARIABLE_"):].lower(): v for k, v in app_values.items()}
+
+    def resolve(template: str) -> str:
+        out, rest = "", template
+        while "{{" in rest:
+            before, _, after = rest.partition("{{")
+            name, _, rest = after.partition("}}")
+            out += before + app[name.strip()]
+        return out + rest
+
+    return {f"SPIN_VARIABLE_{k.upper()}": resolve(t) for k, t in component.get("variables", {}).items()}
 
 
 @dataclass
@@ -146,6 +181,10 @@ class Stack:
     cosmos_raw_url: str = ""  # the server itself, unauthenticated
     queue_url: str = ""
     sigcheck_url: str = ""
+    entra_url: str = ""
+    hsm_url: str = ""  # plain HTTP, for the component and test controls
+    hsm_tls_url: str = ""  # HTTPS, for the official SDK
+    hsm_cert: str = ""
 
     @property
     def cosmos_key(self) -> str:
@@ -207,7 +246,73 @@ class Stack:
         wait_for_port(queue_port, azurite.proc, "azurite-queue")
         self.queue_url = f"http://127.0.0.1:{queue_port}"
 
+        self.start_key_services()
         self.provision()
+
+    def start_key_services(self) -> None:
+        """The Entra ID and Managed HSM stand-ins, with the app's key-encryption
+        key (RSA-HSM 2048, wrapKey/unwrapKey only) granted to the app's principals."""
+        python = env("CMK_PYTHON")
+        principals = self.workdir / "principals.json"
+        principals.write_text(json.dumps(PRINCIPALS))
+        entra_port = free_port()
+        entra = start("entra", [python, str(ROOT / "tests/harness/entra_standin.py"), "--listen",
+                                f"127.0.0.1:{entra_port}", "--principals", str(principals)], self.workdir)
+        self.processes.append(entra)
+        wait_for_port(entra_port, entra.proc, "entra stand-in")
+        self.entra_url = f"http://127.0.0.1:{entra_port}"
+        hsm_port, tls_port = free_port(), free_port()
+        hsm = start("hsm", [python, str(ROOT / "tests/harness/hsm_standin.py"), "--listen", f"127.0.0.1:{hsm_port}",
+                            "--listen-tls", f"127.0.0.1:{tls_port}", "--state-dir", str(self.workdir),
+                            "--tenant", TENANT, "--jwks", f"{self.entra_url}/{TENANT}/discovery/v2.0/keys",
+                            "--issuer", f"https://login.microsoftonline.com/{TENANT}/v2.0"], self.workdir)
+        self.processes.append(hsm)
+        wait_for_port(hsm_port, hsm.proc, "hsm stand-in")
+        wait_for_port(tls_port, hsm.proc, "hsm stand-in (TLS)")
+        self.hsm_url, self.hsm_tls_url = f"http://127.0.0.1:{hsm_port}", f"https://127.0.0.1:{tls_port}"
+        self.hsm_cert = str(self.workdir / "hsm-cert.pem")
+        self.hsm_admin("POST", "keys", {"name": KEK_NAME, "size": 2048, "ops": ["wrapKey", "unwrapKey"]})
+        for oid in APP_PRINCIPALS:
+            self.hsm_admin("POST", "grants", {"key": KEK_NAME, "object_id": oid, "ops": ["get", "wrapKey", "unwrapKey"]})
+
+    def hsm_admin(self, method: str, path: str, body=None) -> dict:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"{self.hsm_url}/_admin/{path}", data=data, method=method)
+        with urllib.request.urlopen(req) as r:
+            return json.load(r)
+
+    def entra_admin(self, method: str, path: str, body=None) -> dict:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"{self.entra_url}/_entra/{path}", data=data, method=method)
+        with urllib.request.urlopen(req) as r:
+            return json.load(r)
+
+    def stage_two(self, identity: str = "client-secret", **extra: str) -> dict[str, str]:
+        """Spin variables for an app that seals with the stand-in HSM's key,
+        getting tokens by `identity`."""
+        v = {
+            "SPIN_VARIABLE_HSM_ENDPOINT": self.hsm_url,
+            "SPIN_VARIABLE_HSM_KEY_NAME": KEK_NAME,
+            "SPIN_VARIABLE_AZURE_AUTHORITY_HOST": self.entra_url,
+            "SPIN_VARIABLE_AZURE_TENANT_ID": TENANT,
+            "SPIN_VARIABLE_MANAGED_IDENTITY_ORIGIN": self.entra_url,
+        }
+        if identity == "client-secret":
+            v.update(SPIN_VARIABLE_IDENTITY="client-secret", SPIN_VARIABLE_AZURE_CLIENT_ID="app-secret-client",
+                     SPIN_VARIABLE_AZURE_CLIENT_SECRET="local-client-secret-0123")
+        elif identity == "workload-identity":
+            token = self.entra_admin("POST", "federated-token", {"client_id": "app-workload-client"})["token"]
+            v.update(SPIN_VARIABLE_IDENTITY="workload-identity", SPIN_VARIABLE_AZURE_CLIENT_ID="app-workload-client",
+                     SPIN_VARIABLE_AZURE_FEDERATED_TOKEN=token)
+        elif identity == "imds":
+            v.update(SPIN_VARIABLE_IDENTITY="managed-identity",
+                     SPIN_VARIABLE_MANAGED_IDENTITY_PATH="/metadata/identity/oauth2/token")
+        elif identity == "app-service":
+            v.update(SPIN_VARIABLE_IDENTITY="managed-identity", SPIN_VARIABLE_AZURE_CLIENT_ID="app-user-mi",
+                     SPIN_VARIABLE_MANAGED_IDENTITY_PATH="/msi/token",
+                     SPIN_VARIABLE_IDENTITY_HEADER=PRINCIPALS["identity_header"])
+        v.update({f"SPIN_VARIABLE_{k.upper()}": val for k, val in extra.items()})
+        return v
 
     def cosmos_client(self, key: str | None = None):
         from azure.cosmos import CosmosClient
@@ -255,7 +360,7 @@ class Stack:
             kv.mkdir(exist_ok=True)
             argv = [env("CMK_WASMTIME"), "serve", "--addr", f"127.0.0.1:{port}", "-S", "cli",
                     "--dir", f"{kv}::/kv"]
-            for k, v in variables.items():
+            for k, v in component_variables(variables).items():
                 argv += ["--env", f"{k}={v}"]
             argv.append(env("CMK_TEST_WASM"))
             proc = start(name, argv, self.workdir)

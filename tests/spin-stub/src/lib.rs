@@ -92,7 +92,12 @@ impl GuestStore for FileStore {
 
     fn set(&self, key: String, value: Vec<u8>) -> Result<(), KvError> {
         let path = self.path(&key);
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        // A unique temporary name (WASI has no process id), then an atomic rename.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let tmp = path.with_extension(format!("tmp{nanos}"));
         std::fs::write(&tmp, value).map_err(other)?;
         std::fs::rename(&tmp, &path).map_err(other)
     }

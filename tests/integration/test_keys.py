@@ -1,0 +1,162 @@
+"""The component with a customer-managed key, in the real runtime: Entra ID
+tokens by every grant type (cached: one token call for many requests),
+sealing on write through the Managed HSM stand-in (one wrap per delivery),
+opening on read, an independent decryptor, and failing closed when the key
+is disabled, access is revoked or the key version is deleted."""
+
+import json
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+
+from harness.stack import KEK_NAME
+from integration.decrypt_record import decrypt
+from integration.eventgrid import custom_event, document_id
+from integration.test_foundation import count, post
+from integration.test_records import READ_KEY, enc, get
+
+
+def call(app, method, path, key=READ_KEY):
+    req = urllib.request.Request(f"{app.url}{path}", method=method, headers={"x-cmk-read-key": key} if key else {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.headers, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, json.loads(e.read() or b"null")
+
+
+@pytest.mark.parametrize("identity, grant", [
+    ("client-secret", "client_secret"),
+    ("workload-identity", "workload_identity"),
+    ("imds", "imds"),
+    ("app-service", "app_service"),
+])
+def test_every_token_source_reaches_the_key_and_tokens_are_cached(stack, identity, grant):
+    app = stack.serve_app(name=f"app-{identity}", overrides=stack.stage_two(identity))
+    before = stack.entra_admin("GET", "stats")[grant]
+    status, _, body = call(app, "GET", "/readyz", key=None)
+    assert status == 200, body
+    assert body["kek"]["kid"].startswith(f"{stack.hsm_url}/keys/{KEK_NAME}/")
+    assert body["kek"]["enabled"] is True and body["kek"]["keySizeBits"] == 2048
+    assert not {"n", "e", "d", "key", "value"} & set(body["kek"])  # no key material
+    for _ in range(5):
+        status, _, body = call(app, "POST", "/readyz/roundtrip")
+        assert status == 200 and body["roundtrip"]["ok"] is True, body
+    # One token for all of it: the cache in the key-value store holds it.
+    assert stack.entra_admin("GET", "stats")[grant] - before == 1
+    assert "local-client-secret-0123" not in app.logs()
+
+
+@pytest.fixture(scope="module")
+def sealed_app(stack):
+    return stack.serve_app(name="app-sealed", overrides=stack.stage_two(
+        "client-secret", hsm_key_check_secs="0",
+        protected_fields='{"Contoso.Records.Updated": ["/data/patient", "/data/diagnosis", "/subject"], "*": ["/data"]}'))
+
+
+def stored(stack, doc_id, pk):
+    return stack.container_client().read_item(doc_id, partition_key=pk)
+
+
+def private_pem(stack, kid):
+    version = kid.rsplit("/", 1)[1]
+    return stack.hsm_admin("GET", f"keys/{KEK_NAME}/{version}/private-pem")["pem"]
+
+
+def test_protected_fields_are_sealed_at_rest_and_open_for_readers(sealed_app, stack):
+    topic = f"/topics/sealed-{uuid.uuid4()}"
+    secrets = [f"Patient {uuid.uuid4()}" for _ in range(6)]
+    events = [custom_event(topic, patient=s, diagnosis={"code": "J45", "note": f"note {s}"}, ward=i) for i, s in enumerate(secrets)]
+    before = stack.hsm_admin("GET", "stats")
+    status, _, body = post(f"{sealed_app.url}/events", events)
+    assert status == 200, body
+    assert stack.hsm_admin("GET", "stats")["wrapkey"] - before["wrapkey"] == 1  # one data key per delivery
+    # Every stored byte, read straight from the Cosmos server: no plaintext.
+    raw = json.dumps(list(stack.container_client().query_items(
+        "SELECT * FROM c WHERE c.pk = @pk", parameters=[{"name": "@pk", "value": topic}], enable_cross_partition_query=True)))
+    for s in secrets + ["patients/records", "J45"]:
+        assert s not in raw, f"{s!r} stored in plaintext"
+    doc_id = document_id(topic, events[2]["id"])
+    doc = stored(stack, doc_id, topic)
+    assert doc["event"]["data"]["ward"] == 2  # unprotected fields stay queryable
+    assert doc["cmk"]["fields"] == ["/event/data/patient", "/event/data/diagnosis", "/event/subject"]
+    # The independent decryptor reads it with the KEK's private key.
+    clear = decrypt(doc, private_pem(stack, doc["cmk"]["kid"]))
+    assert clear["event"]["data"]["patient"] == secrets[2] and clear["event"]["subject"] == "patients/records"
+    # A reader through the component gets the same, with one unwrap per answer.
+    before = stack.hsm_admin("GET", "stats")
+    status, _, body = get(sealed_app, f"/records/{enc(topic)}?limit=100")
+    assert status == 200, body
+    assert sorted(r["event"]["data"]["patient"] for r in body["records"]) == sorted(secrets)
+    assert stack.hsm_admin("GET", "stats")["unwrapkey"] - before["unwrapkey"] == 1
+    assert not any(s in sealed_app.logs() for s in secrets)
+
+
+def test_tampered_records_are_refused(sealed_app, stack):
+    topic = f"/topics/tamper-{uuid.uuid4()}"
+    events = [custom_event(topic, patient="A"), custom_event(topic, patient="B")]
+    assert post(f"{sealed_app.url}/events", events)[0] == 200
+    a, b = (stored(stack, document_id(topic, e["id"]), topic) for e in events)
+    a["event"]["data"]["patient"] = b["event"]["data"]["patient"]  # move ciphertext between records
+    stack.container_client().upsert_item(a)
+    status, _, body = get(sealed_app, f"/records/{enc(topic)}/{a['id']}")
+    assert status == 422 and body["error"]["code"] == "RecordTampered"
+    assert "B" not in json.dumps(body)
+
+
+def test_the_key_failing_closed_and_recovering(sealed_app, stack):
+    topic = f"/topics/drill-{uuid.uuid4()}"
+    first = custom_event(topic, patient="before the drill")
+    assert post(f"{sealed_app.url}/events", [first])[0] == 200
+    first_id = document_id(topic, first["id"])
+
+    def attempt(code):
+        e = custom_event(topic, patient="during the drill")
+        status, headers, body = post(f"{sealed_app.url}/events", [e])
+        assert (status, body["error"]["code"]) == (503, code), body
+        assert int(headers["Retry-After"]) > 0
+        status, _, body = get(sealed_app, f"/records/{enc(topic)}/{first_id}")
+        assert status == 503 and body["error"]["code"] in (code, "KeyAccessDenied"), body
+        status, _, body = call(sealed_app, "GET", "/readyz", key=None)
+        assert status in (503,), body
+
+    # Disabled: the service would still wrap; the component refuses to write.
+    stack.hsm_admin("POST", f"keys/{KEK_NAME}/state", {"enabled": False})
+    try:
+        attempt("KeyDisabled")
+    finally:
+        stack.hsm_admin("POST", f"keys/{KEK_NAME}/state", {"enabled": True})
+    # Access revoked for the app.
+    stack.hsm_admin("POST", "grants", {"key": KEK_NAME, "object_id": "oid-app-secret", "ops": []})
+    try:
+        attempt("KeyAccessDenied")
+    finally:
+        stack.hsm_admin("POST", "grants", {"key": KEK_NAME, "object_id": "oid-app-secret", "ops": ["get", "wrapKey", "unwrapKey"]})
+    # Nothing of the failed deliveries was written; everything works again.
+    assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 1
+    assert post(f"{sealed_app.url}/events", [custom_event(topic, patient="after")])[0] == 200
+    status, _, body = get(sealed_app, f"/records/{enc(topic)}/{first_id}")
+    assert status == 200 and body["event"]["data"]["patient"] == "before the drill"
+
+
+def test_a_deleted_key_version_stops_reads_of_its_records(stack):
+    app = stack.serve_app(name="app-rotate", overrides=stack.stage_two("client-secret", hsm_key_check_secs="0"))
+    topic = f"/topics/rotate-{uuid.uuid4()}"
+    e = custom_event(topic, patient="old version")
+    assert post(f"{app.url}/events", [e])[0] == 200
+    doc = stored(stack, document_id(topic, e["id"]), topic)
+    old_version = doc["cmk"]["kid"].rsplit("/", 1)[1]
+    new = stack.hsm_admin("POST", f"keys/{KEK_NAME}/rotate")
+    try:
+        e2 = custom_event(topic, patient="new version")
+        assert post(f"{app.url}/events", [e2])[0] == 200
+        assert stored(stack, document_id(topic, e2["id"]), topic)["cmk"]["kid"] == new["key"]["kid"]
+        stack.hsm_admin("DELETE", f"keys/{KEK_NAME}/{old_version}")
+        status, _, body = get(app, f"/records/{enc(topic)}/{doc['id']}")
+        assert status == 503 and body["error"]["code"] == "KeyNotFound", body
+        status, _, body = get(app, f"/records/{enc(topic)}/{document_id(topic, e2['id'])}")
+        assert status == 200 and body["event"]["data"]["patient"] == "new version"
+    finally:
+        pass
