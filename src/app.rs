@@ -281,14 +281,6 @@ fn envelope_error(e: envelope::EnvelopeError) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
 }
 
-fn clone_request(req: &http::Request<Vec<u8>>) -> http::Request<Vec<u8>> {
-    let mut r = http::Request::new(req.body().clone());
-    *r.method_mut() = req.method().clone();
-    *r.uri_mut() = req.uri().clone();
-    *r.headers_mut() = req.headers().clone();
-    r
-}
-
 /// Stage two: one fresh data key for the whole delivery from the host's
 /// secure random source, wrapped once (after the key-state check), then every
 /// document's protected fields sealed before the writes are signed. If
@@ -385,7 +377,7 @@ async fn post_events(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError
     let requests = writes
         .units
         .iter()
-        .map(|u| clone_request(&u.request))
+        .map(|u| outbound::copy(&u.request))
         .collect();
     let sent = outbound::send_all_cosmos(requests, config.cosmos.retry).await;
     let stats: Vec<(u32, u64)> = sent.iter().map(|s| (s.attempts, s.duration_ms)).collect();

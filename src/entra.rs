@@ -269,47 +269,52 @@ pub fn token_request(
         Provider::Imds {
             endpoint,
             client_id,
-        } => {
-            let mut q = vec![
-                ("api-version", IMDS_API_VERSION),
-                ("resource", resource_of(scope)),
-            ];
-            if let Some(c) = client_id {
-                q.push(("client_id", c));
-            }
-            Request::builder()
-                .method(Method::GET)
-                .uri(format!(
-                    "{endpoint}?{}",
-                    String::from_utf8(form(&q)).expect("ASCII")
-                ))
-                .header("Metadata", "true")
-                .body(Vec::new())
-                .map_err(bad)
-        }
+        } => managed_identity_request(
+            endpoint,
+            IMDS_API_VERSION,
+            scope,
+            client_id.as_deref(),
+            ("Metadata", "true"),
+        ),
         Provider::AppService {
             endpoint,
             header: h,
             client_id,
-        } => {
-            let mut q = vec![
-                ("api-version", APP_SERVICE_API_VERSION),
-                ("resource", resource_of(scope)),
-            ];
-            if let Some(c) = client_id {
-                q.push(("client_id", c));
-            }
-            Request::builder()
-                .method(Method::GET)
-                .uri(format!(
-                    "{endpoint}?{}",
-                    String::from_utf8(form(&q)).expect("ASCII")
-                ))
-                .header("X-IDENTITY-HEADER", h.expose())
-                .body(Vec::new())
-                .map_err(bad)
-        }
+        } => managed_identity_request(
+            endpoint,
+            APP_SERVICE_API_VERSION,
+            scope,
+            client_id.as_deref(),
+            ("X-IDENTITY-HEADER", h.expose()),
+        ),
     }
+}
+
+/// A managed-identity token request: `GET endpoint?api-version&resource[&client_id]`
+/// with the endpoint's proof header.
+fn managed_identity_request(
+    endpoint: &str,
+    api_version: &str,
+    scope: &str,
+    client_id: Option<&str>,
+    proof: (&str, &str),
+) -> Result<Request<Vec<u8>>, EntraError> {
+    let mut q = vec![
+        ("api-version", api_version),
+        ("resource", resource_of(scope)),
+    ];
+    if let Some(c) = client_id {
+        q.push(("client_id", c));
+    }
+    Request::builder()
+        .method(Method::GET)
+        .uri(format!(
+            "{endpoint}?{}",
+            String::from_utf8(form(&q)).expect("ASCII")
+        ))
+        .header(proof.0, proof.1)
+        .body(Vec::new())
+        .map_err(|e| EntraError::Request(e.to_string()))
 }
 
 #[derive(Deserialize)]

@@ -468,11 +468,12 @@ pub fn decode_cloudevent_binary(
     let mut obj = Map::new();
     for (name, value) in headers {
         if let Some(attr) = name.to_ascii_lowercase().strip_prefix("ce-") {
-            let decoded = percent_decode_lossless(value).ok_or_else(|| EventError::WrongType {
-                index: 0,
-                field: attr.to_owned(),
-                expected: "percent-encoded UTF-8",
-            })?;
+            let decoded =
+                crate::records::percent_decode(value).ok_or_else(|| EventError::WrongType {
+                    index: 0,
+                    field: attr.to_owned(),
+                    expected: "percent-encoded UTF-8",
+                })?;
             obj.insert(attr.to_owned(), Value::String(decoded));
         }
     }
@@ -501,22 +502,6 @@ pub fn decode_cloudevent_binary(
         Value::Object(obj),
         Encoding::CloudEventsBinary,
     )?])
-}
-
-fn percent_decode_lossless(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            out.push(u8::from_str_radix(s.get(i + 1..i + 3)?, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 fn check_unique(events: &[Event]) -> Result<(), EventError> {

@@ -55,7 +55,8 @@ fn jitter() -> f64 {
     (wasi::random::random::get_random_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
-fn copy(req: &Request<Vec<u8>>) -> Request<Vec<u8>> {
+/// A copy of a request (http::Request is not Clone), for resending.
+pub fn copy(req: &Request<Vec<u8>>) -> Request<Vec<u8>> {
     let mut r = Request::new(req.body().clone());
     *r.method_mut() = req.method().clone();
     *r.uri_mut() = req.uri().clone();
