@@ -1,25 +1,56 @@
-"""Cosmos DB master-key signature check, as a reverse proxy in front of a local
-Cosmos REST server.
+"""Cosmos DB master-key authorization, enforced by a reverse proxy in front of
+a local Cosmos REST server.
 
-`@vercel/cosmosdb-server` accepts any `authorization` header, so on its own it
-cannot tell a correctly signed request from a wrong one. This proxy does what
-the real service does before serving a request:
+Why: `@vercel/cosmosdb-server` accepts any `authorization` header (or none),
+so on its own a wrongly signed request would pass every local test and fail
+only against the real service. This proxy refuses what the service refuses
+and forwards the rest unchanged.
 
-- derives the resource type and resource link from the method and path, the
-  way the service signs them (feed paths: type = last segment, link = the
-  parent; item paths: type = the second-to-last segment, link = the whole
-  path; ids percent-decoded, as written);
-- recomputes the expected signature with the official Python SDK's own helper
-  (`azure.cosmos.auth.__get_authorization_token_using_master_key`), an oracle
-  independent of the component's Rust code;
-- answers 401 `Unauthorized` with a Cosmos-shaped body when the header is
-  missing or the signature differs, and 401 when `x-ms-date` is missing or
-  more than 15 minutes from now (the service's clock-skew window).
+What it checks, for every request (`verify()`, callable from tests):
 
-Requests that pass are forwarded unchanged and the answer is relayed. Counters
-(`forwarded`, `rejected`, `faulted`, `total`) are served at
-`GET /_sigcheck/stats` and reset by `POST /_sigcheck/reset`. The key is never
-logged.
+- `authorization` is present; it is URL-decoded (`%3d` and `%3D` alike) and
+  parsed as `type=…&ver=…&sig=…`. `type=master` is checked as below;
+  `type=aad` is accepted only when `--aad-token` is given and the token equals
+  it (JWT validation is not done here); other types are refused.
+- `x-ms-date` is present, an RFC 1123 date, and within 15 minutes of now.
+- the signature. The resource type and resource link are derived from the
+  method and path as the service derives them:
+      segments = the path's non-empty segments, each percent-decoded
+      none                 -> type "",               link ""
+      odd count  (a feed)  -> type = last segment,   link = all but the last
+      even count (an item) -> type = second-to-last, link = the whole path
+  so POST /dbs/d/colls/c/docs -> (docs, dbs/d/colls/c), GET …/docs/id ->
+  (docs, dbs/d/colls/c/docs/id), POST /dbs -> (dbs, ""), GET / -> ("", ""),
+  GET …/colls/c/pkranges -> (pkranges, dbs/d/colls/c). Links keep the ids as
+  written. When the database segment is a resource id (8 characters of base64
+  for 4 bytes, as the SDKs test it), the link is instead the addressed
+  resource's rid, lower-cased.
+  The expected `type=master&ver=1.0&sig=…` is then recomputed by the official
+  Python SDK's own helper, `azure.cosmos.auth.__get_authorization_token_using_master_key`
+  (azure-cosmos 4.17.1): an oracle independent of the component's Rust code,
+  so both cannot share one mistake. The HMAC is not re-implemented here.
+
+Answers, shaped like the service's (`{"code","message"}` JSON and an
+`x-ms-activity-id` header):
+- 401 `Unauthorized`: missing or malformed `authorization`, missing or
+  unparsable `x-ms-date`, a refused token type, a signature mismatch (the
+  message quotes the payload the proxy signed, as the service does; never the
+  key).
+- 403 `Forbidden` "The authorization token is not valid at the current
+  time…": `x-ms-date` more than 15 minutes from now. The service answers
+  clock skew with 403, not 401 (SDK and tool reports show "Forbidden (403)"
+  with this message, quoting token start, expiry and server time).
+
+Everything else is forwarded (method, path and query, headers, body) and the
+upstream's status, headers and body are relayed, with one exception: a point
+read of a missing document, which the local server answers with 500, is
+answered 404 `NotFound` as the service does. The local server closes every
+connection after one answer; the proxy keeps the client's HTTP/1.1
+connection alive and opens one upstream connection per request.
+
+Counters (`total`, `rejected`, `forwarded`, `faulted`, `pending_faults`) are at
+`GET /_sigcheck/stats`; `POST /_sigcheck/reset` zeroes them and drops pending
+faults. These paths are never forwarded and not counted.
 
 Fault injection, for retry tests: `POST /_sigcheck/faults` with a JSON list
 queues faults that the next correctly signed requests get instead of being
@@ -29,13 +60,19 @@ forwarded (so, as with the service's throttling, nothing is applied):
 (answer nothing for N ms, then close), `{"reset": true}` (close the
 connection without an answer). `"count": K` repeats a fault K times.
 
-    sigcheck.py --listen 127.0.0.1:PORT --upstream http://127.0.0.1:PORT --key BASE64KEY
+The key and tokens are never logged.
+
+    python sigcheck.py --listen 127.0.0.1:PORT --upstream http://127.0.0.1:PORT \\
+        --key BASE64KEY [--aad-token TOKEN] [--log FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import email.utils
+import hmac
 import http.client
 import json
 import socket
@@ -44,54 +81,164 @@ import threading
 import time
 import urllib.parse
 import uuid
+from dataclasses import dataclass
+from datetime import timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Mapping
 
-from azure.cosmos import auth as sdk_auth
+from azure.cosmos import auth as _sdk_auth
+
+# A module-level function: its double underscore is not name-mangled, but it is
+# private, so look it up by name and fail clearly if a future SDK renames it.
+_SDK_HELPER_NAMES = ("__get_authorization_token_using_master_key", "_get_authorization_token_using_master_key")
+_sdk_sign = next((getattr(_sdk_auth, n) for n in _SDK_HELPER_NAMES if hasattr(_sdk_auth, n)), None)
+if _sdk_sign is None:
+    raise ImportError(f"azure.cosmos.auth has none of {_SDK_HELPER_NAMES}: pin azure-cosmos==4.17.1")
 
 SKEW_SECONDS = 15 * 60
-_sdk_sign = getattr(sdk_auth, "__get_authorization_token_using_master_key")
+CONTROL_PREFIX = "/_sigcheck/"  # the proxy's own endpoints
+
+
+# -- the check ----------------------------------------------------------------
+
+
+def _is_rid(segment: str) -> bool:
+    """A database resource id: 8 characters of base64 ('-' for '/') for 4 bytes."""
+    if len(segment) != 8:
+        return False
+    try:
+        return len(base64.b64decode(segment.replace("-", "/"), validate=True)) == 4
+    except (binascii.Error, ValueError):
+        return False
 
 
 def resource_of(path: str) -> tuple[str, str]:
-    """(resourceType, resourceLink) for a request path, as the service signs it."""
-    segments = [urllib.parse.unquote(s) for s in path.split("?", 1)[0].strip("/").split("/") if s]
+    """(resourceType, resourceLink) of a request path (a query is ignored)."""
+    raw = urllib.parse.urlsplit(path).path if "://" in path else path.split("?", 1)[0]
+    segments = [urllib.parse.unquote(s) for s in raw.split("/") if s]
     if not segments:
         return "", ""
-    if len(segments) % 2 == 1:  # a feed: dbs, dbs/{db}/colls, …/docs
-        return segments[-1], "/".join(segments[:-1])
-    return segments[-2], "/".join(segments)
+    feed = len(segments) % 2 == 1
+    resource_type = segments[-1] if feed else segments[-2]
+    if len(segments) >= 2 and segments[0].lower() == "dbs" and _is_rid(segments[1]):
+        # Resource-id addressing: the link is the rid of the addressed
+        # resource (a feed's parent), lower-cased.
+        return resource_type, (segments[-2] if feed else segments[-1]).lower()
+    return resource_type, "/".join(segments[:-1] if feed else segments)
 
 
-def expected_authorization(method: str, path: str, headers: dict[str, str], key: str) -> str:
+def string_to_sign(method: str, path: str, date: str) -> str:
+    """The payload the service signs (for messages; the signing is the SDK's)."""
     resource_type, link = resource_of(path)
-    sdk_headers = {"x-ms-date": headers.get("x-ms-date", "")}
-    if "date" in headers:
-        sdk_headers["date"] = headers["date"]
+    return f"{method.lower()}\n{resource_type.lower()}\n{link}\n{date.lower()}\n\n"
+
+
+def expected_authorization(method: str, path: str, headers: Mapping[str, str], key: str) -> str:
+    """`type=master&ver=1.0&sig=…` (not URL-encoded) as the SDK computes it."""
+    resource_type, link = resource_of(path)
+    h = {k.lower(): v for k, v in headers.items()}
+    sdk_headers = {"x-ms-date": h.get("x-ms-date", "")}
+    if "date" in h:
+        sdk_headers["date"] = h["date"]
     return _sdk_sign(method, link, resource_type, sdk_headers, key)
 
 
-def verify(method: str, path: str, headers: dict[str, str], key: str, now: float | None = None) -> tuple[bool, str]:
-    """Checks one request's `authorization` and `x-ms-date` (header names lower-case)."""
+def parse_authorization(value: str) -> dict[str, str]:
+    """`type=…&ver=…&sig=…` after percent-decoding; values may contain '='."""
+    fields = {}
+    for part in urllib.parse.unquote(value).split("&"):
+        name, sep, v = part.partition("=")
+        if sep:
+            fields[name.strip().lower()] = v
+    return fields
+
+
+@dataclass
+class Verdict:
+    status: int  # 0 when accepted
+    code: str
+    message: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+
+ACCEPTED = Verdict(0, "", "ok")
+
+
+def _unauthorized(message: str) -> Verdict:
+    return Verdict(401, "Unauthorized", message)
+
+
+def _http_date(ts: float) -> str:
+    return email.utils.formatdate(ts, usegmt=True)
+
+
+def check(method: str, path: str, headers: Mapping[str, str], key: str,
+          now: float | None = None, aad_token: str | None = None) -> Verdict:
+    """The full decision for one request, with the status and body to answer."""
     now = time.time() if now is None else now
-    date = headers.get("x-ms-date")
+    h = {k.lower(): v for k, v in headers.items()}
+
+    auth = h.get("authorization", "")
+    if not auth:
+        return _unauthorized("Required Header authorization is missing. Ensure a valid Authorization token is passed.")
+
+    date = h.get("x-ms-date", "")
     if not date:
-        return False, "x-ms-date is missing"
+        return _unauthorized("Authorization token mandates Date header. Please pass in RFC 1123 style date format.")
     try:
-        sent = email.utils.parsedate_to_datetime(date).timestamp()
+        sent_at = email.utils.parsedate_to_datetime(date)
     except (TypeError, ValueError):
-        return False, f"x-ms-date {date!r} is not an RFC 1123 date"
+        sent_at = None
+    if sent_at is None:
+        return _unauthorized(f"The input date header {date!r} is invalid format. "
+                             "Please pass in RFC 1123 style date format.")
+    if sent_at.tzinfo is None:
+        sent_at = sent_at.replace(tzinfo=timezone.utc)
+    sent = sent_at.timestamp()
     if abs(sent - now) > SKEW_SECONDS:
-        return False, f"x-ms-date {date!r} is outside the 15-minute window"
-    got = urllib.parse.unquote(headers.get("authorization", ""))
-    if not got:
-        return False, "authorization is missing"
-    if not got.startswith("type=master&"):
-        return False, "only master-key authorization is accepted here"
-    want = expected_authorization(method, path, headers, key)
-    if got != want:
-        resource_type, link = resource_of(path)
-        return False, f"signature mismatch for {method.lower()}\\n{resource_type}\\n{link}\\n{date.lower()}"
-    return True, "ok"
+        return Verdict(403, "Forbidden",
+                       "The authorization token is not valid at the current time. Please create another token and "
+                       f"retry (token start time: {_http_date(sent)}, token expiry time: "
+                       f"{_http_date(sent + SKEW_SECONDS)}, current server time: {_http_date(now)}).")
+
+    fields = parse_authorization(auth)
+    kind, version, sig = fields.get("type", "").lower(), fields.get("ver", ""), fields.get("sig", "")
+    if not kind or not version or not sig:
+        return _unauthorized("The input authorization token can't serve the request. "
+                             "Expected type=…&ver=…&sig=… (URL-encoded).")
+    if version != "1.0":
+        return _unauthorized(f"The input authorization token can't serve the request. Version {version!r} "
+                             "is not supported; use ver=1.0.")
+    if kind == "aad":
+        if aad_token and hmac.compare_digest(sig.encode(), aad_token.encode()):
+            return ACCEPTED
+        return _unauthorized("The input authorization token can't serve the request. "
+                             + ("The AAD token does not match the configured one." if aad_token
+                                else "AAD tokens are not accepted by this check (no --aad-token configured)."))
+    if kind != "master":
+        return _unauthorized(f"The input authorization token can't serve the request. Token type {kind!r} "
+                             "is not accepted here (master or aad only).")
+
+    want = parse_authorization(expected_authorization(method, path, h, key))["sig"]
+    if not hmac.compare_digest(sig.encode(), want.encode()):
+        payload = string_to_sign(method, path, date).replace("\n", "\\n")
+        return _unauthorized("The input authorization token can't serve the request. The wrong key is being used "
+                             "or the expected payload is not built as per the protocol. "
+                             f"Server used the following payload to sign: '{payload}'")
+    return ACCEPTED
+
+
+def verify(method: str, path: str, headers: Mapping[str, str], key: str,
+           now: float | None = None, aad_token: str | None = None) -> tuple[bool, str]:
+    """(ok, reason) for one request; header names in any case; `now` is Unix time."""
+    v = check(method, path, headers, key, now, aad_token)
+    return v.ok, v.message
+
+
+# -- the proxy ----------------------------------------------------------------
 
 
 class Stats:
@@ -113,28 +260,49 @@ class Stats:
             return self.faults.pop(0) if self.faults else None
 
 
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection",
+              "proxy-authenticate", "proxy-authorization"}
+FAULT_CODES = {429: "TooManyRequests", 503: "ServiceUnavailable", 500: "InternalServerError",
+               408: "RequestTimeout", 449: "RetryWith", 410: "Gone"}
 
 
-def make_handler(upstream: urllib.parse.SplitResult, key: str, stats: Stats, log):
+def _is_point_read(method: str, path: str) -> bool:
+    segments = [s for s in path.split("?", 1)[0].split("/") if s]
+    return method == "GET" and len(segments) == 6 and segments[4] == "docs"
+
+
+def make_handler(upstream: urllib.parse.SplitResult, key: str, stats: Stats, log: Callable[[str], None],
+                 aad_token: str | None = None):
     class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+        protocol_version = "HTTP/1.1"  # keep-alive; every answer carries Content-Length
 
-        def log_message(self, fmt, *args):  # one line per request, no headers
-            log(f"{self.command} {self.path} -> {fmt % args}")
+        def log_message(self, fmt, *args):  # one line per request; no headers, so no credentials
+            log(f"{self.address_string()} {fmt % args}")
 
-        def _reply(self, status: int, body: bytes, headers: list[tuple[str, str]]) -> None:
-            self.send_response(status)
+        def _reply(self, status: int, body: bytes, headers: list[tuple[str, str]], *,
+                   own: bool = False, reason: str | None = None) -> None:
+            self.send_response_only(status, reason)
+            self.log_request(status, len(body))
+            if own:
+                self.send_header("Date", self.date_time_string())
+            length = None
             for k, v in headers:
-                if k.lower() not in HOP_BY_HOP and k.lower() != "content-length":
+                lk = k.lower()
+                if lk == "content-length":
+                    length = v
+                elif lk not in HOP_BY_HOP:
                     self.send_header(k, v)
+            if self.command == "HEAD":  # relay the upstream's length, send no body
+                self.send_header("Content-Length", length if length is not None else str(len(body)))
+                self.end_headers()
+                return
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 
-        def _json(self, status: int, obj: dict) -> None:
-            self._reply(status, json.dumps(obj).encode(), [
-                ("Content-Type", "application/json"), ("x-ms-activity-id", str(uuid.uuid4()))])
+        def _json(self, status: int, obj: dict, extra: list[tuple[str, str]] = ()) -> None:
+            headers = [("Content-Type", "application/json"), ("x-ms-activity-id", str(uuid.uuid4())), *extra]
+            self._reply(status, json.dumps(obj).encode(), headers, own=True)
 
         def _read_body(self) -> bytes:
             if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -150,29 +318,33 @@ def make_handler(upstream: urllib.parse.SplitResult, key: str, stats: Stats, log
             length = int(self.headers.get("Content-Length") or 0)
             return self.rfile.read(length) if length else b""
 
+        def _control(self, body: bytes) -> None:
+            path = self.path.split("?", 1)[0]
+            with stats.lock:
+                if path == "/_sigcheck/stats" and self.command == "GET":
+                    pass
+                elif path == "/_sigcheck/reset" and self.command == "POST":
+                    stats.reset()
+                elif path == "/_sigcheck/faults" and self.command == "POST":
+                    for f in json.loads(body or b"[]"):
+                        stats.faults.extend([f] * int(f.get("count", 1)))
+                else:
+                    return self._json(404, {"code": "NotFound", "message": f"no {self.command} {path} here"})
+                snapshot = stats.as_dict()
+            self._json(200, snapshot)
+
         def _handle(self) -> None:
             body = self._read_body()
-            if self.path.startswith("/_sigcheck/"):
-                with stats.lock:
-                    if self.path == "/_sigcheck/reset" and self.command == "POST":
-                        stats.reset()
-                    elif self.path == "/_sigcheck/faults" and self.command == "POST":
-                        for f in json.loads(body or b"[]"):
-                            stats.faults.extend([f] * int(f.get("count", 1)))
-                    return self._json(200, stats.as_dict())
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            ok, reason = verify(self.command, self.path, headers, key)
+            if self.path.startswith(CONTROL_PREFIX):
+                return self._control(body)
+            verdict = check(self.command, self.path, dict(self.headers.items()), key, aad_token=aad_token)
             with stats.lock:
                 stats.total += 1
-                if not ok:
+                if not verdict.ok:
                     stats.rejected += 1
-            if not ok:
-                log(f"rejected {self.command} {self.path}: {reason}")
-                return self._json(401, {
-                    "code": "Unauthorized",
-                    "message": "The input authorization token can't serve the request. The wrong key is being used "
-                               f"or the expected payload is not built as per the protocol. {reason}",
-                })
+            if not verdict.ok:
+                log(f"rejected {self.command} {self.path}: {verdict.status} {verdict.message}")
+                return self._json(verdict.status, {"code": verdict.code, "message": verdict.message})
             fault = stats.take_fault()
             if fault is not None:
                 with stats.lock:
@@ -180,21 +352,32 @@ def make_handler(upstream: urllib.parse.SplitResult, key: str, stats: Stats, log
                 return self._inject(fault)
             with stats.lock:
                 stats.forwarded += 1
+            self._forward(body)
+
+        def _forward(self, body: bytes) -> None:
             conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=60)
             try:
-                fwd = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP and k.lower() != "host"}
-                fwd["Host"] = upstream.netloc
-                conn.request(self.command, self.path, body=body, headers=fwd)
+                # Names as the client wrote them, repeats kept; the length is
+                # re-stated (a chunked body was de-chunked above).
+                headers = [(k, v) for k, v in self.headers.items()
+                           if k.lower() not in HOP_BY_HOP and k.lower() not in ("host", "content-length")]
+                headers.append(("Host", upstream.netloc))
+                if body or "Content-Length" in self.headers or "Transfer-Encoding" in self.headers:
+                    headers.append(("Content-Length", str(len(body))))
+                conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+                for k, v in headers:
+                    conn.putheader(k, v)
+                conn.endheaders(body or None)
                 resp = conn.getresponse()
                 data = resp.read()
-                status, headers = resp.status, resp.getheaders()
-                if (status == 500 and self.command == "GET" and resource_of(self.path)[0] == "docs"
-                        and len(self.path.split("?")[0].strip("/").split("/")) == 6):
-                    # The local server answers 500 for a missing document; the
-                    # service answers 404 NotFound.
-                    status, data = 404, json.dumps({"code": "NotFound", "message": "Entity with the specified id does not exist in the system."}).encode()
-                    headers = [("Content-Type", "application/json"), ("x-ms-activity-id", str(uuid.uuid4()))]
-                self._reply(status, data, headers)
+                if resp.status == 500 and _is_point_read(self.command, self.path):
+                    # The local server answers 500 for a missing document; the service answers 404.
+                    return self._json(404, {"code": "NotFound",
+                                            "message": "Entity with the specified id does not exist in the system."})
+                self._reply(resp.status, data, resp.getheaders(), reason=resp.reason)
+            except OSError as e:
+                log(f"upstream error for {self.command} {self.path}: {e!r}")
+                self._json(502, {"code": "BadGateway", "message": f"sigcheck could not reach the upstream: {e}"})
             finally:
                 conn.close()
 
@@ -212,34 +395,57 @@ def make_handler(upstream: urllib.parse.SplitResult, key: str, stats: Stats, log
                     pass
                 return
             status = int(fault.get("status", 503))
-            headers = [("Content-Type", "application/json"), ("x-ms-activity-id", str(uuid.uuid4()))]
+            extra = []
             if "retry_after_ms" in fault:
-                headers.append(("x-ms-retry-after-ms", str(fault["retry_after_ms"])))
-            codes = {429: "TooManyRequests", 503: "ServiceUnavailable", 500: "InternalServerError", 408: "RequestTimeout"}
-            body = json.dumps({"code": codes.get(status, "Error"), "message": f"injected fault {status}"}).encode()
-            self._reply(status, body, headers)
+                extra.append(("x-ms-retry-after-ms", str(fault["retry_after_ms"])))
+            self._json(status, {"code": FAULT_CODES.get(status, "Error"), "message": f"injected fault {status}"}, extra)
 
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
 
     return Handler
 
 
+def serve(listen: str, upstream: str, key: str, aad_token: str | None = None,
+          log: Callable[[str], None] | None = None) -> ThreadingHTTPServer:
+    """A bound server (call `serve_forever()`); port 0 picks a free port."""
+    host, port = listen.rsplit(":", 1)
+    stats = Stats()
+    handler = make_handler(urllib.parse.urlsplit(upstream), key, stats, log or (lambda line: None), aad_token)
+    server = ThreadingHTTPServer((host, int(port)), handler)
+    server.daemon_threads = True
+    server.stats = stats
+    return server
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--listen", required=True, help="HOST:PORT")
+    p.add_argument("--listen", required=True, help="HOST:PORT to listen on (PORT 0: any free port)")
     p.add_argument("--upstream", required=True, help="http://HOST:PORT of the Cosmos REST server")
-    p.add_argument("--key", required=True, help="the account key (base64)")
+    p.add_argument("--key", required=True, help="the account's master key (base64); never logged")
+    p.add_argument("--aad-token", help="accept `type=aad` with exactly this token (no JWT validation yet)")
+    p.add_argument("--log", help="append the log here instead of standard error")
     a = p.parse_args()
-    host, port = a.listen.rsplit(":", 1)
-    stats = Stats()
+    try:
+        base64.b64decode(a.key, validate=True)
+    except binascii.Error:
+        p.error("--key is not base64")
+
+    out = open(a.log, "a", buffering=1, encoding="utf-8") if a.log else sys.stderr
+    lock = threading.Lock()
 
     def log(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
+        with lock:
+            print(f"{time.strftime('%H:%M:%S')} {line}", file=out, flush=True)
 
-    server = ThreadingHTTPServer((host, int(port)), make_handler(urllib.parse.urlsplit(a.upstream), a.key, stats, log))
-    server.daemon_threads = True
+    server = serve(a.listen, a.upstream, a.key, a.aad_token, log)
+    host = server.server_address[0]
     print(f"sigcheck listening on http://{host}:{server.server_port}", flush=True)
-    server.serve_forever()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 if __name__ == "__main__":

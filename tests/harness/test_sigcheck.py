@@ -1,51 +1,415 @@
-"""The signature check itself: the SDK oracle reproduces the published vectors,
-resource links are derived as the service derives them, and stale dates or
-wrong keys are refused."""
+"""The signature check (`sigcheck.py`) on its own, and in front of a real local
+Cosmos REST server driven by the official Python SDK.
 
+- Its oracle, the SDK's own master-key helper, reproduces the published
+  known-answer vectors, and so does a plain HMAC written here as a cross-check.
+- `verify()` accepts those vectors when given the path and date they were
+  made for, and refuses a wrong verb, link, key, token type, a missing or
+  unparsable date and a date outside the 15-minute window.
+- End to end: `CosmosClient` with the right key creates a database, a
+  container (`/pk`), upserts and reads a document through the proxy; with a
+  wrong key it gets 401 and nothing reaches the server; a request dated 20
+  minutes ago gets the service's clock-skew answer (403 Forbidden); the
+  proxy keeps HTTP/1.1 connections alive and counts what it did.
+
+The server comes from COSMOS_SERVER_JS (path to
+`@vercel/cosmosdb-server/lib/cli.js`), or from CMK_NODE_MODULES as exported by
+scripts/bootstrap. Without either the end-to-end tests fail, never skip.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
 import time
 import urllib.parse
+import uuid
+from pathlib import Path
 
-from harness.sigcheck import expected_authorization, resource_of, verify
+import pytest
 
+from harness.sigcheck import _sdk_sign, check, expected_authorization, resource_of, verify
+
+SIGCHECK = Path(__file__).with_name("sigcheck.py")
 EMULATOR_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw=="
+WRONG_KEY = base64.b64encode(b"not the account key, 32 bytes...").decode()
+
+# (verb, resource type, resource link, x-ms-date, key, signature, request path or None)
+DOCS_KEY = "dsZQi3KtZmCv1ljt3VNWNm7sQUF1y5rJfC6kv5JiwvW0EndXdDku/dkKBp8/ufDToSxLzR4y+O/0H/t4bQtVNw=="
+RUST_KEY = "8F8xXXOptJxkblM1DBXW7a6NMI5oE8NnwPGYBmwxLCKfejOK7B7yhcCHMGvN3PBrlMLIOeol1Hv9RCdzAZR5sg=="
+WIRE_DATE = "Tue, 24 Nov 2026 00:28:39 GMT"
+VECTORS = [
+    ("GET", "dbs", "dbs/ToDoList", "Thu, 27 Apr 2017 00:51:12 GMT", DOCS_KEY,
+     "c09PEVJrgp2uQRkr934kFbTqhByc7TVr3OHyqlu+c+c=", "/dbs/ToDoList"),
+    # The Rust SDK's test signs a collection link with type `dbs`: no request path derives that pair.
+    ("GET", "dbs", "dbs/MyDatabase/colls/MyCollection", "Mon, 01 Jan 1900 01:00:00 GMT", RUST_KEY,
+     "Qkz/r+1N2+PEnNijxGbGB/ADvLsLBQmZ7uBBMuIwf4I=", None),
+    ("POST", "docs", "dbs/wiredb/colls/items", WIRE_DATE, EMULATOR_KEY,
+     "tHeGybDBswPVyKtqaEbkC+ZIWtIrYZU8b1f7FzZWl58=", "/dbs/wiredb/colls/items/docs"),
+    ("GET", "docs", "dbs/wiredb/colls/items/docs/a", WIRE_DATE, EMULATOR_KEY,
+     "+k66SR9KVHzN3PLAOT5FRhM4OJmbP+phzjmlFdwvoXM=", "/dbs/wiredb/colls/items/docs/a"),
+    ("POST", "colls", "dbs/wiredb", WIRE_DATE, EMULATOR_KEY,
+     "tHKoiDQ8Swr6loR5S9YGap29wHZ+8SPLuElXDrYhqVI=", "/dbs/wiredb/colls"),
+    ("GET", "", "", WIRE_DATE, EMULATOR_KEY,
+     "QXeN3ZfHbRcaC3w6pYIRh8Aqt7bdWOnAcUOpwXE0vZI=", "/"),
+]
 
 
-def sig(auth: str) -> str:
-    return auth.split("sig=", 1)[1]
+def plain_hmac(verb: str, resource_type: str, link: str, date: str, key: str) -> str:
+    """Cross-check only: the documented recipe, independent of the SDK."""
+    text = f"{verb.lower()}\n{resource_type.lower()}\n{link}\n{date.lower()}\n\n"
+    return base64.b64encode(hmac.new(base64.b64decode(key), text.encode(), hashlib.sha256).digest()).decode()
 
 
-def test_resource_links():
-    assert resource_of("/") == ("", "")
-    assert resource_of("/dbs") == ("dbs", "")
-    assert resource_of("/dbs/db") == ("dbs", "dbs/db")
-    assert resource_of("/dbs/db/colls") == ("colls", "dbs/db")
-    assert resource_of("/dbs/db/colls/c/docs") == ("docs", "dbs/db/colls/c")
-    assert resource_of("/dbs/db/colls/c/docs/a%20b?x=1") == ("docs", "dbs/db/colls/c/docs/a b")
-    assert resource_of("/dbs/db/colls/c/pkranges") == ("pkranges", "dbs/db/colls/c")
+def encoded(sig: str, lower_escapes: bool = False) -> str:
+    """The header as a client sends it: URL-encoded, `%3D` or (as some official code does) `%3d`."""
+    value = urllib.parse.quote(f"type=master&ver=1.0&sig={sig}", safe="-_.!~*'()")
+    if lower_escapes:
+        value = value.replace("%3D", "%3d").replace("%2B", "%2b").replace("%2F", "%2f")
+    return value
 
 
-def test_sdk_oracle_reproduces_published_vectors():
-    docs_key = "dsZQi3KtZmCv1ljt3VNWNm7sQUF1y5rJfC6kv5JiwvW0EndXdDku/dkKBp8/ufDToSxLzR4y+O/0H/t4bQtVNw=="
-    got = expected_authorization("GET", "/dbs/ToDoList", {"x-ms-date": "Thu, 27 Apr 2017 00:51:12 GMT"}, docs_key)
-    assert sig(got) == "c09PEVJrgp2uQRkr934kFbTqhByc7TVr3OHyqlu+c+c="
-    date = {"x-ms-date": "Tue, 24 Nov 2026 00:28:39 GMT"}
-    assert sig(expected_authorization("POST", "/dbs/wiredb/colls/items/docs", date, EMULATOR_KEY)) == \
-        "tHeGybDBswPVyKtqaEbkC+ZIWtIrYZU8b1f7FzZWl58="
-    assert sig(expected_authorization("GET", "/", date, EMULATOR_KEY)) == "QXeN3ZfHbRcaC3w6pYIRh8Aqt7bdWOnAcUOpwXE0vZI="
+def at(date: str) -> float:
+    return email.utils.parsedate_to_datetime(date).timestamp()
 
 
-def test_verify_accepts_a_good_signature_and_refuses_the_rest():
-    now = time.time()
-    date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))
-    path = "/dbs/db/colls/c/docs"
-    good = urllib.parse.quote(expected_authorization("POST", path, {"x-ms-date": date}, EMULATOR_KEY), safe="")
-    assert verify("POST", path, {"x-ms-date": date, "authorization": good}, EMULATOR_KEY, now) == (True, "ok")
-    # Wrong verb, wrong link, wrong key, stale date, nothing at all.
-    assert not verify("GET", path, {"x-ms-date": date, "authorization": good}, EMULATOR_KEY, now)[0]
-    assert not verify("POST", path + "/x", {"x-ms-date": date, "authorization": good}, EMULATOR_KEY, now)[0]
-    other = "b3RoZXIta2V5"
-    assert not verify("POST", path, {"x-ms-date": date, "authorization": good}, other, now)[0]
-    ok, reason = verify("POST", path, {"x-ms-date": date, "authorization": good}, EMULATOR_KEY, now + 16 * 60)
-    assert not ok and "15-minute" in reason
-    assert not verify("POST", path, {"authorization": good}, EMULATOR_KEY, now)[0]
-    assert not verify("POST", path, {"x-ms-date": date}, EMULATOR_KEY, now)[0]
+def rfc1123(ts: float) -> str:
+    return email.utils.formatdate(ts, usegmt=True)
+
+
+def signed_headers(method: str, path: str, key: str, ts: float | None = None) -> dict[str, str]:
+    date = rfc1123(time.time() if ts is None else ts)
+    auth = expected_authorization(method, path, {"x-ms-date": date}, key)
+    return {"x-ms-date": date, "authorization": urllib.parse.quote(auth, safe="-_.!~*'()"),
+            "x-ms-version": "2020-07-15"}
+
+
+# -- the check, without a server -----------------------------------------------
+
+
+@pytest.mark.parametrize("path, want", [
+    ("/", ("", "")),
+    ("", ("", "")),
+    ("/dbs", ("dbs", "")),
+    ("/dbs/db", ("dbs", "dbs/db")),
+    ("/dbs/db/colls", ("colls", "dbs/db")),
+    ("/dbs/db/colls/c", ("colls", "dbs/db/colls/c")),
+    ("/dbs/db/colls/c/docs", ("docs", "dbs/db/colls/c")),
+    ("/dbs/db/colls/c/docs/", ("docs", "dbs/db/colls/c")),
+    ("/dbs/db/colls/c/docs/id", ("docs", "dbs/db/colls/c/docs/id")),
+    ("/dbs/db/colls/c/pkranges", ("pkranges", "dbs/db/colls/c")),
+    ("/dbs/db/colls/c/docs/a%20b%2Bc%C3%A4?x=1", ("docs", "dbs/db/colls/c/docs/a b+cä")),
+    ("/dbs/my%20db/colls/c%26d/docs", ("docs", "dbs/my db/colls/c&d")),
+    ("/offers", ("offers", "")),
+    # Resource-id addressing: the link is the addressed resource's rid, lower-cased.
+    ("/dbs/AbCdEA==/colls/AbCdEFGHIJ0=/docs", ("docs", "abcdefghij0=")),
+    ("/dbs/AbCdEA==/colls/AbCdEFGHIJ0=/docs/AbCdEFGHIJ0BAAAAAAAAAA==", ("docs", "abcdefghij0baaaaaaaaaa==")),
+    ("/dbs/AbCdEA==", ("dbs", "abcdea==")),
+])
+def test_resource_type_and_link_from_the_path(path, want):
+    assert resource_of(path) == want
+
+
+@pytest.mark.parametrize("verb, rtype, link, date, key, sig, path", VECTORS)
+def test_the_sdk_oracle_and_a_plain_hmac_reproduce_the_known_answers(verb, rtype, link, date, key, sig, path):
+    assert _sdk_sign(verb, link, rtype, {"x-ms-date": date}, key) == f"type=master&ver=1.0&sig={sig}"
+    assert plain_hmac(verb, rtype, link, date, key) == sig
+
+
+@pytest.mark.parametrize("verb, rtype, link, date, key, sig, path", [v for v in VECTORS if v[6] is not None])
+def test_verify_accepts_the_known_answers_at_their_own_date(verb, rtype, link, date, key, sig, path):
+    assert resource_of(path) == (rtype, link)
+    for lower in (False, True):
+        headers = {"x-ms-date": date, "authorization": encoded(sig, lower)}
+        assert verify(verb, path, headers, key, at(date)) == (True, "ok")
+    # Header names in any case, as they arrive.
+    assert verify(verb, path, {"X-MS-Date": date, "Authorization": encoded(sig)}, key, at(date))[0]
+    # One character off, or the other key: refused; a minute later: still accepted.
+    flipped = ("A" if sig[0] != "A" else "B") + sig[1:]
+    assert not verify(verb, path, {"x-ms-date": date, "authorization": encoded(flipped)}, key, at(date))[0]
+    other = EMULATOR_KEY if key != EMULATOR_KEY else DOCS_KEY
+    assert not verify(verb, path, {"x-ms-date": date, "authorization": encoded(sig)}, other, at(date))[0]
+    assert verify(verb, path, {"x-ms-date": date, "authorization": encoded(sig)}, key, at(date) + 60)[0]
+
+
+def test_verify_refuses_what_the_service_refuses():
+    now = at(WIRE_DATE)
+    path = "/dbs/wiredb/colls/items/docs"
+    good = encoded("tHeGybDBswPVyKtqaEbkC+ZIWtIrYZU8b1f7FzZWl58=")
+    h = {"x-ms-date": WIRE_DATE, "authorization": good}
+    assert verify("POST", path, h, EMULATOR_KEY, now) == (True, "ok")
+
+    def status(method=None, p=None, headers=None, key=EMULATOR_KEY, when=now, aad=None):
+        v = check(method or "POST", p or path, h if headers is None else headers, key, when, aad)
+        return v.status, v.code
+
+    assert status(method="GET") == (401, "Unauthorized")  # wrong verb
+    assert status(p=path + "/x") == (401, "Unauthorized")  # wrong link
+    assert status(p="/dbs/wiredb/colls/Items/docs") == (401, "Unauthorized")  # links are case-sensitive
+    assert status(key=WRONG_KEY) == (401, "Unauthorized")
+    assert status(headers={"x-ms-date": WIRE_DATE}) == (401, "Unauthorized")  # no authorization
+    assert status(headers={"authorization": good}) == (401, "Unauthorized")  # no x-ms-date
+    assert status(headers={"x-ms-date": "yesterday", "authorization": good}) == (401, "Unauthorized")
+    assert status(headers={"x-ms-date": WIRE_DATE, "authorization": "garbage"}) == (401, "Unauthorized")
+    assert status(headers={"x-ms-date": WIRE_DATE, "authorization": good.replace("1.0", "2.0")}) == (401, "Unauthorized")
+    resource = urllib.parse.quote("type=resource&ver=1.0&sig=abc", safe="")
+    assert status(headers={"x-ms-date": WIRE_DATE, "authorization": resource}) == (401, "Unauthorized")
+    # Clock skew: 15 minutes either way is accepted, more is refused as the service does (403).
+    assert status(when=now + 15 * 60) == (0, "")
+    assert status(when=now - 15 * 60) == (0, "")
+    assert status(when=now + 20 * 60) == (403, "Forbidden")
+    assert status(when=now - 16 * 60) == (403, "Forbidden")
+    v = check("POST", path, h, EMULATOR_KEY, now + 20 * 60)
+    assert "not valid at the current time" in v.message and "token expiry time: Tue, 24 Nov 2026 00:43:39 GMT" in v.message
+    # A mismatch names the payload the proxy signed (as the service does), never the key.
+    v = check("POST", path, h, WRONG_KEY, now)
+    assert "post\\ndocs\\ndbs/wiredb/colls/items\\ntue, 24 nov 2026 00:28:39 gmt\\n\\n" in v.message
+    assert WRONG_KEY not in v.message and EMULATOR_KEY not in v.message
+    # Entra ID tokens: refused unless one is configured, then only that one (sent encoded or not).
+    aad = {"x-ms-date": WIRE_DATE, "authorization": "type=aad&ver=1.0&sig=eyJ0eXAi.eyJhdWQi.c2ln"}
+    assert status(headers=aad) == (401, "Unauthorized")
+    assert status(headers=aad, aad="eyJ0eXAi.eyJhdWQi.c2ln") == (0, "")
+    assert status(headers=aad, aad="another.token.here") == (401, "Unauthorized")
+    aad_encoded = {**aad, "authorization": urllib.parse.quote(aad["authorization"], safe="")}
+    assert status(headers=aad_encoded, aad="eyJ0eXAi.eyJhdWQi.c2ln") == (0, "")
+
+
+# -- in front of the real local server -------------------------------------------
+
+
+def server_js() -> Path:
+    path = os.environ.get("COSMOS_SERVER_JS")
+    if not path and os.environ.get("CMK_NODE_MODULES"):
+        path = str(Path(os.environ["CMK_NODE_MODULES"]) / "@vercel/cosmosdb-server/lib/cli.js")
+    if not path:
+        pytest.fail("COSMOS_SERVER_JS is not set: point it at @vercel/cosmosdb-server/lib/cli.js "
+                    "(npm install @vercel/cosmosdb-server@1.0.1), or run through scripts/test", pytrace=False)
+    if not Path(path).is_file():
+        pytest.fail(f"COSMOS_SERVER_JS={path} is not a file", pytrace=False)
+    return Path(path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory):
+    js = server_js()
+    port = free_port()
+    log = tmp_path_factory.mktemp("cosmosdb-server") / "server.log"
+    proc = subprocess.Popen(["node", str(js), "-p", str(port), "--no-ssl"], stdout=log.open("wb"),
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"cosmosdb-server exited with {proc.returncode}: {log.read_text()}", pytrace=False)
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"cosmosdb-server did not listen on {port}", pytrace=False)
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)
+
+
+class Proxy:
+    """sigcheck.py run as its CLI, on a port of its own choosing."""
+
+    def __init__(self, upstream: str, log: Path, *extra: str):
+        self.log = log
+        self.proc = subprocess.Popen(
+            [sys.executable, str(SIGCHECK), "--listen", "127.0.0.1:0", "--upstream", upstream,
+             "--key", EMULATOR_KEY, "--log", str(log), *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        # The CLI announces itself with exactly one line once it is listening.
+        ready, _, _ = select.select([self.proc.stdout], [], [], 30)
+        line = self.proc.stdout.readline().decode() if ready else ""
+        if not line.startswith("sigcheck listening on http://127.0.0.1:"):
+            stop(self.proc)
+            raise RuntimeError(f"sigcheck did not start: {line!r} {self.proc.stdout.read().decode()!r}")
+        self.url = line.split()[-1]
+        self.port = urllib.parse.urlsplit(self.url).port
+
+    def conn(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+
+    def stats(self) -> dict:
+        c = self.conn()
+        c.request("GET", "/_sigcheck/stats")
+        r = c.getresponse()
+        assert r.status == 200
+        return json.loads(r.read())
+
+
+@pytest.fixture(scope="module")
+def proxy(upstream, tmp_path_factory):
+    p = Proxy(upstream, tmp_path_factory.mktemp("sigcheck") / "sigcheck.log")
+    yield p
+    stop(p.proc)
+
+
+def cosmos_client(url: str, key: str):
+    from azure.cosmos import CosmosClient
+
+    return CosmosClient(url, credential=key, enable_endpoint_discovery=False)
+
+
+def test_the_sdk_works_through_the_proxy_with_the_right_key(proxy):
+    from azure.cosmos import PartitionKey
+
+    before = proxy.stats()
+    client = cosmos_client(proxy.url, EMULATOR_KEY)
+    db = client.create_database_if_not_exists("sigdb")
+    container = db.create_container_if_not_exists("items", partition_key=PartitionKey(path="/pk"))
+    doc = {"id": "a b+ä", "pk": "p1", "n": 1}
+    container.upsert_item(doc)
+    container.upsert_item({**doc, "n": 2})
+    got = container.read_item("a b+ä", partition_key="p1")
+    assert (got["id"], got["pk"], got["n"]) == ("a b+ä", "p1", 2)
+    assert [d["n"] for d in container.query_items("SELECT * FROM c WHERE c.pk = 'p1'", partition_key="p1")] == [2]
+    after = proxy.stats()
+    assert after["rejected"] == before["rejected"], proxy.log.read_text()
+    assert after["forwarded"] - before["forwarded"] >= 5
+    assert after["total"] - before["total"] == after["forwarded"] - before["forwarded"]
+
+
+def test_a_wrong_key_gets_401_and_reaches_nothing(proxy, upstream):
+    from azure.cosmos.exceptions import CosmosHttpResponseError
+
+    before = proxy.stats()
+    with pytest.raises(CosmosHttpResponseError) as e:
+        # The client's constructor already reads the account (GET /), so this may fail there.
+        cosmos_client(proxy.url, WRONG_KEY).create_database("must-not-exist")
+    assert e.value.status_code == 401
+    assert "can't serve the request" in e.value.message
+    after = proxy.stats()
+    assert after["rejected"] > before["rejected"] and after["forwarded"] == before["forwarded"]
+    # The server never saw it (read directly, around the proxy).
+    u = urllib.parse.urlsplit(upstream)
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    c.request("GET", "/dbs", headers=signed_headers("GET", "/dbs", EMULATOR_KEY))
+    assert "must-not-exist" not in [d["id"] for d in json.loads(c.getresponse().read())["Databases"]]
+    assert WRONG_KEY not in proxy.log.read_text() and EMULATOR_KEY not in proxy.log.read_text()
+
+
+def test_a_request_dated_20_minutes_ago_is_refused(proxy):
+    before = proxy.stats()
+    c = proxy.conn()
+    c.request("GET", "/dbs", headers=signed_headers("GET", "/dbs", EMULATOR_KEY, time.time() - 20 * 60))
+    r = c.getresponse()
+    body = json.loads(r.read())
+    assert r.status == 403 and body["code"] == "Forbidden", body
+    assert "not valid at the current time" in body["message"]
+    uuid.UUID(r.getheader("x-ms-activity-id"))
+    assert proxy.stats()["rejected"] == before["rejected"] + 1
+
+
+def test_keep_alive_and_answers_of_its_own(proxy):
+    c = proxy.conn()
+    c.request("GET", "/", headers=signed_headers("GET", "/", EMULATOR_KEY))
+    r = c.getresponse()
+    assert r.status == 200 and json.loads(r.read())
+    sock = c.sock
+    # A refused request on the same connection: Cosmos-shaped, with a length, and the connection stays.
+    c.request("POST", "/dbs", body=b'{"id":"x"}', headers={"x-ms-date": rfc1123(time.time()),
+                                                          "Content-Type": "application/json"})
+    r = c.getresponse()
+    body = json.loads(r.read())
+    assert (r.status, body["code"]) == (401, "Unauthorized")
+    assert r.getheader("Content-Length") and r.getheader("x-ms-activity-id")
+    c.request("GET", "/dbs/sigdb/colls/items/docs/nothing-here",
+              headers={**signed_headers("GET", "/dbs/sigdb/colls/items/docs/nothing-here", EMULATOR_KEY),
+                       "x-ms-documentdb-partitionkey": '["p1"]'})
+    r = c.getresponse()
+    assert (r.status, json.loads(r.read())["code"]) == (404, "NotFound")  # the server itself says 500
+    assert c.sock is sock, "the proxy closed a keep-alive connection"
+
+
+def test_bodies_are_forwarded_whatever_the_framing(proxy):
+    """Lower-case header names (as Wasmtime's client sends them) and chunked
+    bodies reach the server once, with one Content-Length."""
+    path = "/dbs/sigdb/colls/items/docs"
+    for i, chunked in enumerate((False, True)):
+        body = json.dumps({"id": f"framing-{i}", "pk": "p2"}).encode()
+        headers = {**signed_headers("POST", path, EMULATOR_KEY), "x-ms-documentdb-partitionkey": '["p2"]',
+                   "x-ms-documentdb-is-upsert": "True", "content-type": "application/json"}
+        c = proxy.conn()
+        c.putrequest("POST", path, skip_accept_encoding=True)
+        for k, v in headers.items():
+            c.putheader(k, v)
+        if chunked:
+            c.putheader("transfer-encoding", "chunked")
+            c.endheaders()
+            for piece in (body[:5], body[5:]):
+                c.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+            c.send(b"0\r\n\r\n")
+        else:
+            c.putheader("content-length", str(len(body)))
+            c.endheaders(body)
+        r = c.getresponse()
+        got = r.read()
+        assert r.status in (200, 201), (chunked, r.status, got)
+        assert json.loads(got)["id"] == f"framing-{i}"
+
+
+def test_counters_and_reset(proxy):
+    c = proxy.conn()
+    c.request("POST", "/_sigcheck/reset")
+    r = c.getresponse()
+    assert r.status == 200 and json.loads(r.read())["total"] == 0
+    c.request("GET", "/", headers=signed_headers("GET", "/", EMULATOR_KEY))
+    c.getresponse().read()
+    c.request("GET", "/", headers={"x-ms-date": rfc1123(time.time()), "authorization": encoded("x")})
+    c.getresponse().read()
+    stats = proxy.stats()
+    assert {k: stats[k] for k in ("total", "forwarded", "rejected")} == {"total": 2, "forwarded": 1, "rejected": 1}
+
+
+def test_aad_tokens_only_when_configured(upstream, proxy, tmp_path):
+    token = "eyJhbGciOiJub25lIn0.eyJhdWQiOiJodHRwczovL2Nvc21vcy5henVyZS5jb20ifQ.c2ln"
+    headers = {"x-ms-date": rfc1123(time.time()), "authorization": f"type=aad&ver=1.0&sig={token}"}
+    c = proxy.conn()
+    c.request("GET", "/", headers=headers)
+    r = c.getresponse()
+    assert (r.status, json.loads(r.read())["code"]) == (401, "Unauthorized")
+    with_aad = Proxy(upstream, tmp_path / "aad.log", "--aad-token", token)
+    try:
+        c = with_aad.conn()
+        c.request("GET", "/", headers=headers)
+        r = c.getresponse()
+        assert r.status == 200, r.read()
+        r.read()
+        c.request("GET", "/", headers={**headers, "authorization": "type=aad&ver=1.0&sig=other"})
+        r = c.getresponse()
+        assert r.status == 401
+        r.read()
+        assert token not in (tmp_path / "aad.log").read_text()
+    finally:
+        stop(with_aad.proc)
