@@ -256,13 +256,13 @@ class Stack:
         principals = self.workdir / "principals.json"
         principals.write_text(json.dumps(PRINCIPALS))
         entra_port = free_port()
-        entra = start("entra", [python, str(ROOT / "tests/harness/entra_standin.py"), "--listen",
-                                f"127.0.0.1:{entra_port}", "--principals", str(principals)], self.workdir)
+        entra = start("entra", [python, str(ROOT / "tests/harness/entra.py"), "--listen",
+                                f"127.0.0.1:{entra_port}", "--principals", str(principals), "--state-dir", str(self.workdir)], self.workdir)
         self.processes.append(entra)
         wait_for_port(entra_port, entra.proc, "entra stand-in")
         self.entra_url = f"http://127.0.0.1:{entra_port}"
         hsm_port, tls_port = free_port(), free_port()
-        hsm = start("hsm", [python, str(ROOT / "tests/harness/hsm_standin.py"), "--listen", f"127.0.0.1:{hsm_port}",
+        hsm = start("hsm", [python, str(ROOT / "tests/harness/hsm.py"), "--listen", f"127.0.0.1:{hsm_port}",
                             "--listen-tls", f"127.0.0.1:{tls_port}", "--state-dir", str(self.workdir),
                             "--tenant", TENANT, "--jwks", f"{self.entra_url}/{TENANT}/discovery/v2.0/keys",
                             "--issuer", f"https://login.microsoftonline.com/{TENANT}/v2.0"], self.workdir)
