@@ -15,6 +15,7 @@ use crate::kek;
 use crate::log;
 use crate::outbound;
 use crate::records;
+use crate::rewrap;
 use crate::time::UnixTime;
 
 #[spin_sdk::http_component]
@@ -29,11 +30,14 @@ async fn handle(req: IncomingRequest) -> Response<Vec<u8>> {
         (Method::Post, "/events") => post_events(req).await,
         (Method::Options, "/events") => options_events(&req),
         (Method::Get, p) if p.starts_with("/records/") => get_records(req).await,
-        (_, "/healthz" | "/events" | "/readyz" | "/readyz/roundtrip") => Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            format!("{method} is not allowed on {path}"),
-        )),
+        (Method::Post, "/admin/rewrap") => post_rewrap(req).await,
+        (_, "/healthz" | "/events" | "/readyz" | "/readyz/roundtrip" | "/admin/rewrap") => {
+            Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                format!("{method} is not allowed on {path}"),
+            ))
+        }
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "NotFound",
@@ -192,13 +196,14 @@ async fn get_records(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError
         header(&req, records::READ_KEY_HEADER).as_deref(),
         &config,
     )?;
+    let only = records::fields(&path)?;
     let sent = outbound::send_cosmos(
         records::request(&read, &config, UnixTime::now())?,
         config.cosmos.retry,
     )
     .await;
     let answer = match records::parse_answer(&read, sent.result) {
-        Ok(mut a) => open_protected(&config, &mut a)
+        Ok(mut a) => open_protected(&config, &mut a, only.as_deref())
             .await
             .map(|()| records::render(a)),
         Err(e) => Err(e),
@@ -230,14 +235,23 @@ async fn get_records(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError
 }
 
 /// Opens sealed documents in place: one unwrap per distinct wrapped data key
-/// (a delivery's documents share one). Any failure fails the whole answer,
-/// so a caller never gets part of a record's plaintext.
-async fn open_protected(config: &Config, answer: &mut records::Answer) -> Result<(), ApiError> {
+/// (a delivery's documents share one), none when `only` asks for no sealed
+/// field. Any failure fails the whole answer, so a caller never gets part of
+/// a record's plaintext.
+async fn open_protected(
+    config: &Config,
+    answer: &mut records::Answer,
+    only: Option<&[String]>,
+) -> Result<(), ApiError> {
     let mut keys: Vec<(String, Vec<u8>, Dek)> = Vec::new();
     for doc in answer.documents_mut() {
         let Some(h) = envelope::header(doc).map_err(envelope_error)? else {
             continue;
         };
+        if !envelope::needs_key(&h, only) {
+            *doc = envelope::open_with(doc, None, only).map_err(envelope_error)?;
+            continue;
+        }
         let kek_cfg = config.kek.as_ref().ok_or_else(|| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -266,9 +280,110 @@ async fn open_protected(config: &Config, answer: &mut records::Answer) -> Result
                 keys.len() - 1
             }
         };
-        *doc = envelope::open(doc, &keys[idx].2, None).map_err(envelope_error)?;
+        *doc = envelope::open(doc, &keys[idx].2, only).map_err(envelope_error)?;
     }
     Ok(())
+}
+
+/// `POST /admin/rewrap`: one bounded step of moving stored data keys onto
+/// the latest key version (see `rewrap`). Key trouble stops the call and
+/// fails closed, as on every other path.
+async fn post_rewrap(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError> {
+    let config = load_config()?;
+    let call = rewrap::parse(
+        &query_of(&req),
+        header(&req, rewrap::ADMIN_KEY_HEADER).as_deref(),
+        &config,
+    )?;
+    let kek_cfg = config.kek.as_ref().expect("rewrap::parse checks it");
+    let kek = kek::Kek::new(kek_cfg, config.cosmos.retry);
+    let (latest, _) = kek.key(true).await.map_err(|e| ApiError::from(&e))?;
+    hsm::check_usable(&latest, hsm::KeyOp::Wrap, UnixTime::now())
+        .map_err(|e| ApiError::from(&e))?;
+    let sent = outbound::send_cosmos(
+        rewrap::query_request(&call, &latest.kid, &config, UnixTime::now())?,
+        config.cosmos.retry,
+    )
+    .await;
+    let page = rewrap::parse_page(sent.result)?;
+    let mut report = rewrap::Report::default();
+    // (old kid, old wrapped DEK) → the DEK wrapped under the latest version.
+    let mut moved: Vec<(String, Vec<u8>, hsm::CryptResult)> = Vec::new();
+    for doc in &page.items {
+        let id = doc.get("id").and_then(|v| v.as_str()).map(str::to_owned);
+        let refuse = |reason: String| rewrap::Outcome::Refused {
+            id: id.clone(),
+            reason,
+        };
+        let (h, at) = match (envelope::header(doc), rewrap::locate(doc)) {
+            (Ok(Some(h)), Some(at)) => (h, at),
+            (Err(e), _) => {
+                report.add(refuse(e.to_string()));
+                continue;
+            }
+            _ => {
+                report.add(refuse("not a sealed document with id, pk and _etag".into()));
+                continue;
+            }
+        };
+        let idx = match moved
+            .iter()
+            .position(|(kid, w, _)| *kid == h.kid && *w == h.wrapped_dek)
+        {
+            Some(i) => i,
+            None => {
+                let dek = match kek.unwrap(&h.kid, &h.wrapped_dek).await {
+                    Ok(raw) => zeroize::Zeroizing::new(raw),
+                    // A stored key id from elsewhere, or a data key the HSM
+                    // rejects, concerns this record only.
+                    Err(e) if !e.is_transient() && is_record_fault(&e) => {
+                        report.add(refuse(ApiError::from(&e).message));
+                        continue;
+                    }
+                    Err(e) => return Err(ApiError::from(&e)),
+                };
+                if dek.len() != 32 {
+                    report.add(refuse("the unwrapped data key is not 32 bytes".into()));
+                    continue;
+                }
+                let wrapped = kek.wrap(&dek).await.map_err(|e| ApiError::from(&e))?;
+                moved.push((h.kid.clone(), h.wrapped_dek.clone(), wrapped));
+                report.data_keys += 1;
+                moved.len() - 1
+            }
+        };
+        let new = &moved[idx].2;
+        let doc2 = envelope::rewrapped(doc, &new.kid, &new.value).map_err(envelope_error)?;
+        let req = rewrap::replace_request(&at, &doc2, &config, UnixTime::now())
+            .map_err(|e| ApiError::from(&e))?;
+        let sent = outbound::send_cosmos(req, config.cosmos.retry).await;
+        report.add(rewrap::replace_outcome(sent.result)?);
+    }
+    log::emit(
+        "info",
+        "rewrap_step",
+        &[
+            ("kid", json!(latest.kid)),
+            ("scanned", json!(report.scanned)),
+            ("rewrapped", json!(report.rewrapped)),
+            ("conflicts", json!(report.conflicts)),
+            ("refused", json!(report.refused.len())),
+            ("data_keys", json!(report.data_keys)),
+            ("more", json!(page.continuation.is_some())),
+        ],
+    );
+    Ok(report.render(&latest.kid, page.continuation))
+}
+
+/// Whether an unwrap failure is about the record (its key id or wrapped
+/// value) rather than the key's state or the service.
+fn is_record_fault(e: &kek::KekError) -> bool {
+    matches!(
+        e,
+        kek::KekError::Hsm(
+            hsm::HsmError::InvalidKeyId(_) | hsm::HsmError::Rejected { status: 400, .. }
+        )
+    )
 }
 
 fn envelope_error(e: envelope::EnvelopeError) -> ApiError {

@@ -22,6 +22,7 @@ pub const VARIABLES: &[(&str, bool)] = &[
     ("max_events_per_request", false),
     ("cosmos_retry_budget_ms", false),
     ("read_keys", true),
+    ("admin_keys", true),
     ("ingest_keys", true),
     ("protected_fields", false),
     ("hsm_endpoint", false),
@@ -47,6 +48,8 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// Who may read records back.
     pub read: ReadConfig,
+    /// Who may run maintenance (`POST /admin/rewrap`).
+    pub admin: AdminConfig,
     /// The key-encryption key in Managed HSM; `None` in the first stage
     /// (Microsoft-managed keys only, no field encryption).
     pub kek: Option<KekConfig>,
@@ -140,6 +143,13 @@ pub struct IdentityConfig {
 #[derive(Debug, Clone)]
 pub struct ReadConfig {
     /// Accepted read keys; `None` disables `GET /records`.
+    pub keys: Option<Keys>,
+}
+
+/// Maintenance access.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Accepted admin keys; `None` disables `/admin/*`.
     pub keys: Option<Keys>,
 }
 
@@ -389,6 +399,10 @@ impl Config {
             None => None,
             Some(v) => Some(Keys::parse(&v).map_err(|e| invalid("read_keys", &e))?),
         };
+        let admin_keys = match get("admin_keys")? {
+            None => None,
+            Some(v) => Some(Keys::parse(&v).map_err(|e| invalid("admin_keys", &e))?),
+        };
         let kek = match get("hsm_key_name")? {
             None => None,
             Some(key_name) => {
@@ -436,6 +450,7 @@ impl Config {
         Ok(Config {
             kek,
             read: ReadConfig { keys: read_keys },
+            admin: AdminConfig { keys: admin_keys },
             cosmos: CosmosConfig {
                 endpoint,
                 container: ContainerLink::new(database, container),

@@ -26,6 +26,9 @@ pub const CIPHER: &str = "A256GCM";
 pub const WRAP_ALGORITHM: &str = "RSA-OAEP-256";
 /// Name of the document member holding the envelope header.
 pub const HEADER: &str = "cmk";
+/// Header member naming the KEK version bound into the fields' associated
+/// data, present once a record has been rewrapped.
+pub const SEALED_KID: &str = "sealedKid";
 const AAD_DOMAIN: &[u8] = b"cmk-ingest/field/v1\0";
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
@@ -77,8 +80,12 @@ pub enum EnvelopeError {
 /// The envelope header of a sealed document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    /// The exact KEK version that wrapped the DEK.
+    /// The exact KEK version that wrapped the DEK (what unwraps it).
     pub kid: String,
+    /// The KEK version bound into every field's associated data: the one
+    /// that wrapped the DEK when the fields were sealed. It differs from
+    /// `kid` only after a rewrap (`cmk.sealedKid`).
+    pub sealed_kid: String,
     /// The wrapped DEK.
     pub wrapped_dek: Vec<u8>,
     /// Document-level JSON Pointers of the sealed fields, in sealing order.
@@ -200,6 +207,12 @@ pub fn header(doc: &Value) -> Result<Option<Header>, EnvelopeError> {
         .as_str()
         .filter(|s| !s.is_empty())
         .ok_or_else(|| EnvelopeError::Malformed("`cmk.kid` is not a string".into()))?;
+    let sealed_kid = match h.get(SEALED_KID) {
+        None => kid,
+        Some(v) => v.as_str().filter(|s| !s.is_empty()).ok_or_else(|| {
+            EnvelopeError::Malformed(format!("`cmk.{SEALED_KID}` is not a string"))
+        })?,
+    };
     let wrapped_dek = field("dek")?
         .as_str()
         .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
@@ -224,6 +237,7 @@ pub fn header(doc: &Value) -> Result<Option<Header>, EnvelopeError> {
     }
     Ok(Some(Header {
         kid: kid.to_owned(),
+        sealed_kid: sealed_kid.to_owned(),
         wrapped_dek,
         fields,
     }))
@@ -233,11 +247,37 @@ pub fn header(doc: &Value) -> Result<Option<Header>, EnvelopeError> {
 /// are decrypted (the others stay sealed); every listed field is checked to
 /// be a well-formed sealed value. Returns the document without the header.
 pub fn open(doc: &Value, dek: &Dek, only: Option<&[String]>) -> Result<Value, EnvelopeError> {
+    open_with(doc, Some(dek), only)
+}
+
+/// Whether opening `h` with `only` decrypts anything (and so needs the DEK).
+pub fn needs_key(h: &Header, only: Option<&[String]>) -> bool {
+    match only {
+        None => !h.fields.is_empty(),
+        Some(o) => h.fields.iter().any(|f| o.contains(f)),
+    }
+}
+
+/// [`open`], where the DEK may be absent when no requested field needs it
+/// (see [`needs_key`]): the record is still checked and the header removed.
+pub fn open_with(
+    doc: &Value,
+    dek: Option<&Dek>,
+    only: Option<&[String]>,
+) -> Result<Value, EnvelopeError> {
     let h = header(doc)?
         .ok_or_else(|| EnvelopeError::Malformed("the document is not sealed".into()))?;
     let id = str_member(doc, "id")?;
     let pk = str_member(doc, "pk")?;
-    let cipher = dek.cipher();
+    let cipher = match dek {
+        Some(d) => Some(d.cipher()),
+        None if needs_key(&h, only) => {
+            return Err(EnvelopeError::Malformed(
+                "opening these fields needs the data key".into(),
+            ))
+        }
+        None => None,
+    };
     let mut out = doc.clone();
     for pointer in &h.fields {
         let sealed = doc.pointer(pointer).ok_or_else(|| {
@@ -263,7 +303,8 @@ pub fn open(doc: &Value, dek: &Dek, only: Option<&[String]>) -> Result<Value, En
         if only.is_some_and(|o| !o.iter().any(|p| p == pointer)) {
             continue;
         }
-        let aad = associated_data(id, pk, pointer, &h.kid);
+        let cipher = cipher.as_ref().expect("needs_key checked above");
+        let aad = associated_data(id, pk, pointer, &h.sealed_kid);
         let plaintext = Zeroizing::new(
             cipher
                 .decrypt(
@@ -282,6 +323,31 @@ pub fn open(doc: &Value, dek: &Dek, only: Option<&[String]>) -> Result<Value, En
     out.as_object_mut()
         .expect("documents are objects")
         .remove(HEADER);
+    Ok(out)
+}
+
+/// The document with its data key rewrapped: `kid` and `dek` replaced by
+/// the new KEK version and the DEK wrapped under it; `sealedKid` keeps the
+/// version bound into the fields' associated data, so no field is
+/// re-encrypted and every ciphertext stays byte for byte the same. The
+/// header must already be valid (see [`header`]).
+pub fn rewrapped(doc: &Value, kid: &str, wrapped_dek: &[u8]) -> Result<Value, EnvelopeError> {
+    let h = header(doc)?
+        .ok_or_else(|| EnvelopeError::Malformed("the document is not sealed".into()))?;
+    if kid.is_empty() || wrapped_dek.is_empty() {
+        return Err(EnvelopeError::Malformed(
+            "a rewrap needs a key id and a wrapped data key".into(),
+        ));
+    }
+    let mut out = doc.clone();
+    let m = out[HEADER].as_object_mut().expect("checked by header()");
+    m.insert("kid".into(), json!(kid));
+    m.insert("dek".into(), json!(URL_SAFE_NO_PAD.encode(wrapped_dek)));
+    if h.sealed_kid == kid {
+        m.remove(SEALED_KID);
+    } else {
+        m.insert(SEALED_KID.into(), json!(h.sealed_kid));
+    }
     Ok(out)
 }
 
@@ -369,6 +435,16 @@ mod tests {
         let partial = open(&d, &dek(), Some(&only)).unwrap();
         assert_eq!(partial["event"]["data"]["ssn"], "078-05-1120");
         assert_eq!(partial["event"]["data"]["name"]["cmk"], 1);
+        let h = header(&d).unwrap().unwrap();
+        assert!(needs_key(&h, None));
+        assert!(needs_key(&h, Some(&only)));
+        let none: Vec<String> = vec!["/event/data/public".into()];
+        assert!(!needs_key(&h, Some(&none)));
+        let keyless = open_with(&d, None, Some(&none)).unwrap();
+        assert_eq!(keyless["event"]["data"]["name"], d["event"]["data"]["name"]);
+        assert!(keyless.get("cmk").is_none());
+        assert!(open_with(&d, None, Some(&only)).is_err());
+        assert!(open_with(&d, None, None).is_err());
     }
 
     #[test]
@@ -481,6 +557,40 @@ mod tests {
         let mut twice = base.clone();
         assert!(seal(&mut twice, &fields(), &dek(), KID, b"w", counter_nonces()).is_err());
         assert!(Dek::from_bytes(&[0u8; 31]).is_err());
+    }
+
+    #[test]
+    fn rewrap_changes_only_the_header_and_still_opens() {
+        let base = sealed();
+        let new_kid = KID.replace("0123456789abcdef0123", "fedcba9876543210fedc");
+        let r = rewrapped(&base, &new_kid, b"rewrapped-dek").unwrap();
+        assert_eq!(r["cmk"]["kid"], json!(new_kid));
+        assert_eq!(r["cmk"]["sealedKid"], KID);
+        assert_eq!(r["event"], base["event"], "ciphertext is unchanged");
+        let h = header(&r).unwrap().unwrap();
+        assert_eq!(h.wrapped_dek, b"rewrapped-dek");
+        assert_eq!(open(&r, &dek(), None).unwrap(), doc());
+        // A second rotation keeps the original sealing version.
+        let again = rewrapped(&r, &KID.replace("0123", "4444"), b"third").unwrap();
+        assert_eq!(again["cmk"]["sealedKid"], KID);
+        assert_eq!(open(&again, &dek(), None).unwrap(), doc());
+        // Rewrapping back to the sealing version drops the member.
+        let back = rewrapped(&again, KID, b"fourth").unwrap();
+        assert!(back["cmk"].get("sealedKid").is_none());
+        assert_eq!(open(&back, &dek(), None).unwrap(), doc());
+        // The sealing version is authenticated: editing it fails to open.
+        let mut edited = r.clone();
+        edited["cmk"]["sealedKid"] = json!(new_kid);
+        assert!(matches!(
+            open(&edited, &dek(), None),
+            Err(EnvelopeError::Tampered(_))
+        ));
+        edited["cmk"]["sealedKid"] = json!("");
+        assert!(matches!(
+            open(&edited, &dek(), None),
+            Err(EnvelopeError::Malformed(_))
+        ));
+        assert!(rewrapped(&doc(), &new_kid, b"x").is_err());
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod ingest;
 pub mod log;
 pub mod records;
 pub mod retry;
+pub mod rewrap;
 pub mod time;
 
 #[cfg(target_arch = "wasm32")]

@@ -116,8 +116,15 @@ pub fn parse(
     };
     match segments.as_slice() {
         [pk, id] => {
-            if !query.is_empty() {
-                return Err(bad("a single record takes no query parameters"));
+            if let Some(other) = query
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| p.split_once('=').map_or(p, |(k, _)| k))
+                .find(|k| *k != "fields")
+            {
+                return Err(bad(format!(
+                    "a single record takes only `fields`, not `{other}`"
+                )));
             }
             Ok(ReadRequest::One { partition_key: decode(pk, "partition key")?, id: decode(id, "id")? })
         }
@@ -134,6 +141,7 @@ pub fn parse(
                         limit = v.parse().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| bad(format!("limit must be 1 to {MAX_PAGE}")))?
                     }
                     "continuation" => continuation = Some(v),
+                    "fields" => {}
                     other => return Err(bad(format!("unknown query parameter `{other}`"))),
                 }
             }
@@ -141,6 +149,32 @@ pub fn parse(
         }
         _ => Err(bad("expected /records/{partitionKey}[/{id}], with a partition key containing `/` sent as %2F")),
     }
+}
+
+/// The `fields` parameters of a read: document-level JSON Pointers (as in
+/// the returned document, e.g. `/event/data/ssn`), comma-separated and/or
+/// repeated, each percent-decoded after splitting (so `%2C` is a literal
+/// comma). `None` when absent: open every protected field. An empty value
+/// opens none, and then the key-encryption key is not called at all.
+pub fn fields(path_and_query: &str) -> Result<Option<Vec<String>>, ApiError> {
+    let query = path_and_query.split_once('?').map_or("", |(_, q)| q);
+    let mut out: Option<Vec<String>> = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k != "fields" {
+            continue;
+        }
+        let list = out.get_or_insert_with(Vec::new);
+        for raw in v.split(',').filter(|p| !p.is_empty()) {
+            let p = percent_decode(raw)
+                .filter(|p| p.starts_with('/'))
+                .ok_or_else(|| bad("each of `fields` is a JSON Pointer such as /event/data/ssn"))?;
+            if !list.contains(&p) {
+                list.push(p);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The signed Cosmos DB request for a read.
@@ -318,8 +352,36 @@ mod tests {
             "/records/p?limit=101",
             "/records/p?x=1",
             "/records/p/a?type=x",
+            "/records/p/a?fields=/x&limit=2",
         ] {
             assert_eq!(parse(bad, Some(KEY), &c).unwrap_err().status, 400, "{bad}");
+        }
+    }
+
+    #[test]
+    fn fields_select_what_is_opened() {
+        let c = config(Some(KEY));
+        assert!(parse("/records/p/a?fields=/event/data/ssn", Some(KEY), &c).is_ok());
+        assert!(parse("/records/p?fields=&limit=3", Some(KEY), &c).is_ok());
+        assert_eq!(fields("/records/p/a").unwrap(), None);
+        assert_eq!(fields("/records/p/a?fields=").unwrap(), Some(vec![]));
+        assert_eq!(
+            fields(
+                "/records/p?fields=/event/data/a,%2Fevent%2Fdata%2Fb&fields=/x%2Cy&fields=/x%2Cy"
+            )
+            .unwrap(),
+            Some(vec![
+                "/event/data/a".into(),
+                "/event/data/b".into(),
+                "/x,y".into()
+            ])
+        );
+        for q in ["?fields=event", "?fields=%zz"] {
+            assert_eq!(
+                fields(&format!("/records/p{q}")).unwrap_err().status,
+                400,
+                "{q}"
+            );
         }
     }
 

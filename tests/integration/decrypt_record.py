@@ -1,7 +1,8 @@
 """An independent decryptor for record format v1, written from
 docs/record-format.md with Python's `cryptography`: unwrap the data key with
 the KEK's private key (RSA-OAEP-256), then open each sealed field with
-AES-256-GCM and the documented associated data."""
+AES-256-GCM and the documented associated data (bound to `sealedKid` after
+a rewrap, else `kid`)."""
 
 import base64
 import json
@@ -42,7 +43,8 @@ def decrypt(doc: dict, private_key_pem: str) -> dict:
         parent, name = resolve(out, pointer)
         sealed = parent[name]
         assert sealed["cmk"] == 1
-        plaintext = AESGCM(dek).decrypt(b64u(sealed["iv"]), b64u(sealed["ct"]), aad(doc["id"], doc["pk"], pointer, header["kid"]))
+        sealing_kid = header.get("sealedKid", header["kid"])
+        plaintext = AESGCM(dek).decrypt(b64u(sealed["iv"]), b64u(sealed["ct"]), aad(doc["id"], doc["pk"], pointer, sealing_kid))
         parent[name] = json.loads(plaintext)
     del out["cmk"]
     return out
