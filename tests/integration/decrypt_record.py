@@ -33,18 +33,45 @@ def resolve(doc, pointer):
     return parent, (int(parts[-1]) if isinstance(parent, list) else parts[-1])
 
 
+def refuse(why: str):
+    raise ValueError(f"refused: {why}")
+
+
 def decrypt(doc: dict, private_key_pem: str) -> dict:
+    """Opens every sealed field, or raises ValueError (and cryptography's
+    InvalidTag for a failed authentication), following the reader's steps
+    in docs/record-format.md."""
     header = doc["cmk"]
-    assert header["v"] == 1 and header["alg"] == "A256GCM" and header["wrap"] == "RSA-OAEP-256"
+    # Step 1: the header.
+    if header.get("v") != 1 or header.get("alg") != "A256GCM" or header.get("wrap") != "RSA-OAEP-256":
+        refuse("unsupported version, cipher or wrapping")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        refuse("kid is not a non-empty string")
+    sealing_kid = header.get("sealedKid", kid)
+    if not isinstance(sealing_kid, str) or not sealing_kid:
+        refuse("sealedKid is not a non-empty string")
+    fields = header.get("fields")
+    if (not isinstance(fields, list) or not all(isinstance(f, str) and f.startswith("/") for f in fields)
+            or len(set(fields)) != len(fields)):
+        refuse("fields is not a list of distinct JSON Pointers")
+    # Step 3: the data key.
     key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
     dek = key.decrypt(b64u(header["dek"]), padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None))
+    if len(dek) != 32:
+        refuse("the data key is not 32 bytes")
+    # Step 4: each field.
     out = json.loads(json.dumps(doc))
-    for pointer in header["fields"]:
+    for pointer in fields:
         parent, name = resolve(out, pointer)
         sealed = parent[name]
-        assert sealed["cmk"] == 1
-        sealing_kid = header.get("sealedKid", header["kid"])
-        plaintext = AESGCM(dek).decrypt(b64u(sealed["iv"]), b64u(sealed["ct"]), aad(doc["id"], doc["pk"], pointer, sealing_kid))
+        if not isinstance(sealed, dict) or set(sealed) != {"cmk", "iv", "ct"} or sealed["cmk"] != 1:
+            refuse(f"{pointer} is not a sealed value")
+        iv, ct = b64u(sealed["iv"]), b64u(sealed["ct"])
+        if len(iv) != 12 or len(ct) < 16:
+            refuse(f"{pointer} has a bad nonce or ciphertext length")
+        plaintext = AESGCM(dek).decrypt(iv, ct, aad(doc["id"], doc["pk"], pointer, sealing_kid))
         parent[name] = json.loads(plaintext)
+    # Step 5.
     del out["cmk"]
     return out
