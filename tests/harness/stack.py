@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 import urllib.request
@@ -377,6 +378,12 @@ class Stack:
 def main() -> None:
     """`python -m harness.stack DIR`: start everything, write DIR/stack.json, and
     serve until interrupted (used by scripts/local)."""
+    # Handlers, not a blocked mask: children inherit a blocked mask and
+    # would then ignore the SIGTERM that stops them. Set explicitly, since a
+    # background job of a shell starts with SIGINT ignored.
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
     workdir = Path(sys.argv[1]).resolve()
     port = int(os.environ.get("CMK_PORT", "3000"))
     stack = Stack(workdir)
@@ -395,11 +402,11 @@ def main() -> None:
         }
         (workdir / "stack.json").write_text(json.dumps(info, indent=2))
         print(json.dumps(info), flush=True)
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        while not stopping.wait(0.5):
+            pass
     finally:
         stack.stop()
 
 
 if __name__ == "__main__":
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     main()
