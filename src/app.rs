@@ -10,6 +10,7 @@ use crate::api::{json_response, ApiError};
 use crate::config::Config;
 use crate::envelope::{self, Dek};
 use crate::hsm;
+use crate::inbound;
 use crate::ingest::{self, Plan};
 use crate::kek;
 use crate::log;
@@ -28,7 +29,7 @@ async fn handle(req: IncomingRequest) -> Response<Vec<u8>> {
         (Method::Get, "/readyz") => readyz(&req, false).await,
         (Method::Post, "/readyz/roundtrip") => readyz(&req, true).await,
         (Method::Post, "/events") => post_events(req).await,
-        (Method::Options, "/events") => options_events(&req),
+        (Method::Options, "/events") => options_events(&req).await,
         (Method::Get, p) if p.starts_with("/records/") => get_records(req).await,
         (Method::Post, "/admin/rewrap") => post_rewrap(req).await,
         (_, "/healthz" | "/events" | "/readyz" | "/readyz/roundtrip" | "/admin/rewrap") => {
@@ -446,23 +447,26 @@ fn query_of(req: &IncomingRequest) -> String {
         .unwrap_or_default()
 }
 
-fn options_events(req: &IncomingRequest) -> Result<Response<Vec<u8>>, ApiError> {
-    let config = load_config()?;
-    ingest::authorize(
-        &config,
+/// Checks the sender: an ingest key, or an Entra ID bearer token.
+async fn authorize_sender(req: &IncomingRequest, config: &Config) -> Result<(), ApiError> {
+    inbound::authorize(
+        config,
+        header(req, "authorization").as_deref(),
         header(req, ingest::INGEST_KEY_HEADER).as_deref(),
         &query_of(req),
-    )?;
+    )
+    .await
+}
+
+async fn options_events(req: &IncomingRequest) -> Result<Response<Vec<u8>>, ApiError> {
+    let config = load_config()?;
+    authorize_sender(req, &config).await?;
     ingest::webhook_handshake(header(req, "webhook-request-origin").as_deref())
 }
 
 async fn post_events(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError> {
     let config = load_config()?;
-    ingest::authorize(
-        &config,
-        header(&req, ingest::INGEST_KEY_HEADER).as_deref(),
-        &query_of(&req),
-    )?;
+    authorize_sender(&req, &config).await?;
     let content_type = header(&req, "content-type");
     let headers: Vec<(String, String)> = req
         .headers()

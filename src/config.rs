@@ -24,6 +24,10 @@ pub const VARIABLES: &[(&str, bool)] = &[
     ("read_keys", true),
     ("admin_keys", true),
     ("ingest_keys", true),
+    ("ingest_entra_audiences", false),
+    ("ingest_entra_tenant_id", false),
+    ("ingest_entra_issuers", false),
+    ("ingest_entra_roles", false),
     ("protected_fields", false),
     ("hsm_endpoint", false),
     ("hsm_key_name", false),
@@ -172,12 +176,24 @@ pub struct IngestConfig {
     /// Keys a sender must present; `None` refuses every delivery (503: the
     /// deployment is incomplete, so senders keep their events).
     pub keys: Option<Keys>,
+    /// Entra ID protected delivery: senders' bearer tokens accepted instead
+    /// of a key; `None` when `ingest_entra_audiences` is empty.
+    pub entra: Option<SenderTokens>,
     /// JSON Pointer into the CloudEvents form of an event giving the partition key.
     pub partition_key: String,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     /// Most events accepted in one request.
     pub max_events: usize,
+}
+
+/// How senders' Entra ID bearer tokens are checked (see [`crate::jwt`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SenderTokens {
+    /// Audiences, issuers, tenant and roles a token must match.
+    pub policy: crate::jwt::Policy,
+    /// Where the tenant's signing keys are fetched from.
+    pub jwks_url: String,
 }
 
 /// Why the configuration was refused.
@@ -207,6 +223,68 @@ pub enum ConfigError {
 type Getter<'a> = dyn Fn(&'static str) -> Result<Option<String>, ConfigError> + 'a;
 type Invalid<'a> = dyn Fn(&'static str, &dyn std::fmt::Display) -> ConfigError + 'a;
 type Number<'a> = dyn Fn(&'static str, usize, usize) -> Result<usize, ConfigError> + 'a;
+
+fn list(v: Option<String>) -> Vec<String> {
+    v.unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Entra ID protected delivery: on when `ingest_entra_audiences` lists at
+/// least one audience. The tenant defaults to `azure_tenant_id`, the issuers
+/// to the tenant's v1.0 and v2.0 issuers, the roles to Event Grid's
+/// conventional `AzureEventGridSecureWebhookSubscriber` (`-` for none).
+fn sender_tokens(get: &Getter, invalid: &Invalid) -> Result<Option<SenderTokens>, ConfigError> {
+    let audiences = list(get("ingest_entra_audiences")?);
+    if audiences.is_empty() {
+        return Ok(None);
+    }
+    let tenant = match get("ingest_entra_tenant_id")? {
+        Some(t) => t,
+        None => get("azure_tenant_id")?.ok_or_else(|| {
+            invalid(
+                "ingest_entra_tenant_id",
+                &"is required (or azure_tenant_id) when ingest_entra_audiences is set",
+            )
+        })?,
+    };
+    if !tenant
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
+        return Err(invalid(
+            "ingest_entra_tenant_id",
+            &"is not a tenant id or domain",
+        ));
+    }
+    let issuers = match list(get("ingest_entra_issuers")?) {
+        l if l.is_empty() => crate::jwt::Policy::default_issuers(&tenant),
+        l => l,
+    };
+    let roles = match get("ingest_entra_roles")?.as_deref().map(str::trim) {
+        None => vec![DEFAULT_SENDER_ROLE.to_owned()],
+        Some("-") => Vec::new(),
+        Some(r) => list(Some(r.to_owned())),
+    };
+    let authority = get("azure_authority_host")?.unwrap_or_else(|| DEFAULT_AUTHORITY.into());
+    Endpoint::parse(&authority).map_err(|e| invalid("azure_authority_host", &e))?;
+    Ok(Some(SenderTokens {
+        jwks_url: crate::jwt::jwks_url(&authority, &tenant),
+        policy: crate::jwt::Policy {
+            audiences,
+            issuers,
+            tenant,
+            roles,
+        },
+    }))
+}
+
+/// The app role Event Grid's documentation assigns to its service principal
+/// for Microsoft Entra protected webhook delivery.
+pub const DEFAULT_SENDER_ROLE: &str = "AzureEventGridSecureWebhookSubscriber";
 
 /// Picks the token source. `identity` names one, or `auto` (the default)
 /// takes the first that is configured, in this order: workload identity
@@ -466,6 +544,7 @@ impl Config {
                     None => None,
                     Some(v) => Some(Keys::parse(&v).map_err(|e| invalid("ingest_keys", &e))?),
                 },
+                entra: sender_tokens(&get, &invalid)?,
                 partition_key,
                 max_body_bytes: number("max_body_bytes", DEFAULT_MAX_BODY_BYTES, 64 * 1024 * 1024)?,
                 max_events: number("max_events_per_request", DEFAULT_MAX_EVENTS, 5000)?,
@@ -574,6 +653,63 @@ mod tests {
             }
         ));
         assert!(!err.to_string().contains("sekrit"));
+    }
+
+    #[test]
+    fn entra_delivery_is_off_until_an_audience_is_given_and_defaults_to_the_tenant() {
+        assert!(load(&[]).unwrap().ingest.entra.is_none());
+        let c = load(&[
+            ("ingest_entra_audiences", "api://a, b "),
+            ("azure_tenant_id", "t1"),
+        ])
+        .unwrap();
+        let e = c.ingest.entra.unwrap();
+        assert_eq!(e.policy.audiences, ["api://a", "b"]);
+        assert_eq!(e.policy.tenant, "t1");
+        assert_eq!(e.policy.issuers, crate::jwt::Policy::default_issuers("t1"));
+        assert_eq!(e.policy.roles, [DEFAULT_SENDER_ROLE]);
+        assert_eq!(
+            e.jwks_url,
+            "https://login.microsoftonline.com/t1/discovery/v2.0/keys"
+        );
+        let c = load(&[
+            ("ingest_entra_audiences", "api://a"),
+            ("azure_tenant_id", "t1"),
+            ("ingest_entra_tenant_id", "t2"),
+            (
+                "ingest_entra_issuers",
+                "https://login.microsoftonline.us/t2/v2.0",
+            ),
+            ("ingest_entra_roles", "-"),
+            ("azure_authority_host", "https://login.microsoftonline.us"),
+        ])
+        .unwrap();
+        let e = c.ingest.entra.unwrap();
+        assert_eq!(e.policy.tenant, "t2");
+        assert_eq!(
+            e.policy.issuers,
+            ["https://login.microsoftonline.us/t2/v2.0"]
+        );
+        assert!(e.policy.roles.is_empty());
+        assert_eq!(
+            e.jwks_url,
+            "https://login.microsoftonline.us/t2/discovery/v2.0/keys"
+        );
+        for bad in [
+            vec![("ingest_entra_audiences", "api://a")],
+            vec![
+                ("ingest_entra_audiences", "api://a"),
+                ("ingest_entra_tenant_id", "t/../x"),
+            ],
+        ] {
+            assert!(matches!(
+                load(&bad).unwrap_err(),
+                ConfigError::Invalid {
+                    name: "ingest_entra_tenant_id",
+                    ..
+                }
+            ));
+        }
     }
 
     #[test]

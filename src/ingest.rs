@@ -29,32 +29,88 @@ use crate::time::UnixTime;
 /// Header a sender puts its ingest key in (or `?code=` in the URL).
 pub const INGEST_KEY_HEADER: &str = "x-cmk-ingest-key";
 
-/// Checks the sender's key (header, else the `code` query parameter).
-pub fn authorize(config: &Config, header_key: Option<&str>, query: &str) -> Result<(), ApiError> {
-    let Some(keys) = &config.ingest.keys else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ConfigurationError",
-            "ingest_keys is not configured; deliveries are refused until it is",
-        )
-        .retry_after(crate::api::KEY_RETRY_AFTER_SECS));
-    };
+/// What the sender presented, once checked as far as the core can.
+#[derive(Debug)]
+pub enum Credential {
+    /// A configured ingest key: accepted.
+    Key,
+    /// An Entra ID bearer token, to verify against the tenant's signing keys
+    /// (see [`crate::jwt::verify`] and [`token_error`]).
+    Token(crate::jwt::Token),
+}
+
+/// Checks the sender's credential: an Entra ID bearer token in
+/// `Authorization` when Entra protected delivery is configured, else an
+/// ingest key (header, else the `code` query parameter).
+pub fn authorize(
+    config: &Config,
+    authorization: Option<&str>,
+    header_key: Option<&str>,
+    query: &str,
+) -> Result<Credential, ApiError> {
+    let entra = config.ingest.entra.is_some();
+    if entra {
+        if let Some(t) = authorization.and_then(crate::jwt::bearer) {
+            return crate::jwt::Token::parse(t)
+                .map(Credential::Token)
+                .map_err(|e| token_error(&e));
+        }
+    }
     let code = query
         .split('&')
         .find_map(|p| p.strip_prefix("code="))
         .and_then(crate::records::percent_decode);
-    match header_key.map(str::to_owned).or(code) {
+    let presented = header_key.map(str::to_owned).or(code);
+    let Some(keys) = &config.ingest.keys else {
+        if entra {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "Unauthenticated",
+                "send an Entra ID bearer token in Authorization",
+            ));
+        }
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ConfigurationError",
+            "neither ingest_keys nor ingest_entra_audiences is configured; deliveries are refused until one is",
+        )
+        .retry_after(crate::api::KEY_RETRY_AFTER_SECS));
+    };
+    match presented {
         None => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "Unauthenticated",
-            format!("send the ingest key in {INGEST_KEY_HEADER} or as ?code= in the URL"),
+            if entra {
+                format!("send an Entra ID bearer token in Authorization, or the ingest key in {INGEST_KEY_HEADER} or as ?code=")
+            } else {
+                format!("send the ingest key in {INGEST_KEY_HEADER} or as ?code= in the URL")
+            },
         )),
-        Some(k) if keys.accepts(&k) => Ok(()),
+        Some(k) if keys.accepts(&k) => Ok(Credential::Key),
         Some(_) => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "Forbidden",
             "the ingest key is not accepted",
         )),
+    }
+}
+
+/// The answer to a refused bearer token: 403 for a valid token without the
+/// required app role, 401 otherwise (a sender cannot fix either by retrying,
+/// and Event Grid does not retry them).
+pub fn token_error(e: &crate::jwt::JwtError) -> ApiError {
+    use crate::jwt::JwtError;
+    match e {
+        JwtError::Claim { claim: "roles", .. } => {
+            ApiError::new(StatusCode::FORBIDDEN, "Forbidden", e.to_string())
+        }
+        JwtError::Jwks(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SigningKeysUnavailable",
+            e.to_string(),
+        )
+        .retry_after(crate::api::KEY_RETRY_AFTER_SECS),
+        _ => ApiError::new(StatusCode::UNAUTHORIZED, "InvalidToken", e.to_string()),
     }
 }
 
@@ -485,18 +541,68 @@ mod tests {
     #[test]
     fn senders_need_an_ingest_key() {
         let mut c = config();
-        assert_eq!(authorize(&c, Some("x"), "").unwrap_err().status, 503);
+        assert_eq!(authorize(&c, None, Some("x"), "").unwrap_err().status, 503);
         c.ingest.keys = Some(crate::access::Keys::parse("ingest-key-0123456789").unwrap());
-        assert!(authorize(&c, Some("ingest-key-0123456789"), "").is_ok());
-        assert!(authorize(&c, None, "a=1&code=ingest-key-0123456789").is_ok());
-        assert_eq!(authorize(&c, None, "").unwrap_err().status, 401);
+        assert!(authorize(&c, None, Some("ingest-key-0123456789"), "").is_ok());
+        assert!(authorize(&c, None, None, "a=1&code=ingest-key-0123456789").is_ok());
+        assert_eq!(authorize(&c, None, None, "").unwrap_err().status, 401);
         assert_eq!(
-            authorize(&c, Some("wrong-key-0123456789"), "")
+            authorize(&c, None, Some("wrong-key-0123456789"), "")
                 .unwrap_err()
                 .status,
             403
         );
-        assert_eq!(authorize(&c, None, "code=wrong").unwrap_err().status, 403);
+        assert_eq!(
+            authorize(&c, None, None, "code=wrong").unwrap_err().status,
+            403
+        );
+        // Without Entra delivery configured, an Authorization header is not a credential.
+        assert_eq!(
+            authorize(&c, Some("Bearer a.b.c"), None, "")
+                .unwrap_err()
+                .status,
+            401
+        );
+    }
+
+    #[test]
+    fn with_entra_delivery_a_bearer_token_is_taken_for_verification() {
+        let mut c = config();
+        c.ingest.entra = Some(crate::config::SenderTokens {
+            policy: crate::jwt::Policy {
+                audiences: vec!["api://cmk".into()],
+                issuers: crate::jwt::Policy::default_issuers("t"),
+                tenant: "t".into(),
+                roles: vec![],
+            },
+            jwks_url: "https://login.microsoftonline.com/t/discovery/v2.0/keys".into(),
+        });
+        let token = "eyJhbGciOiJSUzI1NiJ9.e30.AAAA";
+        assert!(matches!(
+            authorize(&c, Some(&format!("Bearer {token}")), None, ""),
+            Ok(Credential::Token(_))
+        ));
+        // A malformed token is refused before any signing key is fetched.
+        let e = authorize(&c, Some("Bearer not-a-jwt"), None, "").unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code), (401, "InvalidToken"));
+        // No keys configured: only tokens are accepted, and a key is not one.
+        let e = authorize(&c, None, Some("ingest-key-0123456789"), "").unwrap_err();
+        assert_eq!(e.status, 401);
+        assert!(e.message.contains("bearer token"));
+        // Both configured: either credential.
+        c.ingest.keys = Some(crate::access::Keys::parse("ingest-key-0123456789").unwrap());
+        assert!(matches!(
+            authorize(&c, None, Some("ingest-key-0123456789"), ""),
+            Ok(Credential::Key)
+        ));
+        let role = crate::jwt::JwtError::Claim {
+            claim: "roles",
+            why: "x".into(),
+        };
+        assert_eq!(token_error(&role).status, 403);
+        let keys = crate::jwt::JwtError::Jwks("down".into());
+        assert_eq!(token_error(&keys).status, 503);
+        assert_eq!(token_error(&crate::jwt::JwtError::Signature).status, 401);
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod envelope;
 pub mod events;
 pub mod hsm;
 pub mod ingest;
+pub mod jwt;
 pub mod log;
 pub mod records;
 pub mod retry;
@@ -27,6 +28,8 @@ pub mod time;
 
 #[cfg(target_arch = "wasm32")]
 mod app;
+#[cfg(target_arch = "wasm32")]
+mod inbound;
 #[cfg(target_arch = "wasm32")]
 mod kek;
 #[cfg(target_arch = "wasm32")]

@@ -73,7 +73,10 @@ flags:
                "federated"?: [{"issuer"?, "subject"?, "audience"?}]}],
      "workload": [{"client_id", "object_id", "issuer"?, "subject"?}],
      "managed": [{"client_id", "object_id", "system_assigned"?: true}],
-     "identity_header": "..."}
+     "identity_header": "...",
+     "app_roles": {"<resource>": {"<client_id>": ["<role>", ...]}}}
+App roles assigned to a client on a resource appear as the `roles` claim of
+that client's tokens for that resource, as Entra issues them.
 A federated credential's issuer defaults to the cluster issuer
 (`--cluster-issuer`, default https://oidc.cluster.local/), its subject to
 `system:serviceaccount:cmk:{client_id}`, its audience to
@@ -84,6 +87,7 @@ client id is "system" is the system-assigned identity too.
 Test controls under `/_entra/` (both listeners; plain JSON):
 - `GET /_entra/stats`: `{"requests","issued","refused", "client_secret",
   "workload_identity","imds","app_service" (tokens issued per grant),
+  "jwks" (signing-key documents served),
   "refused_by_grant":{…}, "by_client":{client:n},
   "by_client_resource":{client:{resource:n}}}`.
 - `POST /_entra/reset`: zero the counters, drop faults, restore the lifetime.
@@ -414,6 +418,9 @@ class Entra:
         self.system_mi = next((m for m in self.managed.values()
                                if m.get("system_assigned") or m["client_id"] == "system"), None)
         self.identity_header: str = principals.get("identity_header", "")
+        # App roles assigned to a client on a resource (the app registration
+        # that exposes them): {resource: {client_id: [role, ...]}}.
+        self.app_roles: dict[str, dict[str, list[str]]] = principals.get("app_roles", {})
         self.signing = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.kid = key_thumbprint(self.signing.public_key())
         self.cluster = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -430,7 +437,7 @@ class Entra:
 
     def reset(self):
         self.stats = {"requests": 0, "issued": 0, "refused": 0, "client_secret": 0, "workload_identity": 0,
-                      "imds": 0, "app_service": 0, "refused_by_grant": {}, "by_client": {}, "by_client_resource": {}}
+                      "imds": 0, "app_service": 0, "jwks": 0, "refused_by_grant": {}, "by_client": {}, "by_client_resource": {}}
         self.faults = []
         self.lifetime = self.default_lifetime
 
@@ -465,6 +472,9 @@ class Entra:
         claims = {"aud": resource, "iss": self.issuer, "iat": now - ISSUE_BACKDATE, "nbf": now - ISSUE_BACKDATE,
                   "exp": now + lifetime, "azp": client_id, "appid": client_id, "idtyp": "app", "oid": object_id,
                   "sub": object_id, "tid": self.tenant, "jti": token_id, "uti": token_id, "ver": "2.0"}
+        roles = self.app_roles.get(resource, {}).get(client_id)
+        if roles:
+            claims["roles"] = list(roles)
         return jwt_sign(claims, self.signing, self.kid), lifetime, now
 
     def federated_token(self, subject: str, issuer: str, audience: str, lifetime: int) -> tuple[str, int]:
@@ -507,6 +517,8 @@ def make_handler(entra: Entra) -> type[JsonHandler]:
             if len(parts) == 4 and parts[1:] == ["discovery", "v2.0", "keys"] and self.command == "GET":
                 if parts[0] != entra.tenant:
                     return self.send_json(*self.unknown_tenant(parts[0], "invalid_tenant"))
+                with entra.lock:
+                    entra.stats["jwks"] += 1
                 return self.send_json(200, {"keys": [jwk_of(entra.signing.public_key(), entra.kid,
                                                              issuer=entra.issuer)]})
             if len(parts) == 4 and parts[1:] == ["v2.0", ".well-known", "openid-configuration"] \

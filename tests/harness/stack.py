@@ -44,7 +44,10 @@ PRINCIPALS = {
         {"client_id": "app-secret-client", "object_id": "oid-app-secret", "secret": "local-client-secret-0123"},
         {"client_id": "app-workload-client", "object_id": "oid-app-workload"},
         {"client_id": "other-client", "object_id": "oid-other", "secret": "other-client-secret-0123"},
+        # Stands for Event Grid's service principal in Entra protected delivery.
+        {"client_id": "eventgrid-sender", "object_id": "oid-eventgrid", "secret": "eventgrid-secret-0123"},
     ],
+    "app_roles": {"api://cmk-ingest": {"eventgrid-sender": ["AzureEventGridSecureWebhookSubscriber"]}},
     "managed": [
         {"client_id": "system", "object_id": "oid-app-system-mi"},
         {"client_id": "app-user-mi", "object_id": "oid-app-user-mi"},

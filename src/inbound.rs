@@ -1,0 +1,116 @@
+//! Senders' credentials at the edge: an ingest key is checked by the core
+//! ([`crate::ingest::authorize`]); an Entra ID bearer token is verified
+//! against the tenant's signing keys, which are fetched through
+//! [`crate::outbound`] and kept in the Spin key-value store so steady-state
+//! deliveries make no outbound call for them (see [`crate::jwt::jwks_cache`]).
+
+use serde_json::json;
+use spin_sdk::key_value::Store;
+
+use crate::api::ApiError;
+use crate::config::{Config, SenderTokens};
+use crate::ingest::{self, Credential};
+use crate::jwt::{self, Jwks, JwksCache, JwtError, Token};
+use crate::log;
+use crate::outbound::{self, Verdict};
+use crate::retry::RetryPolicy;
+use crate::time::UnixTime;
+
+/// Total time for fetching the signing keys (they are cached for a day).
+const FETCH_BUDGET_MS: u64 = 5_000;
+
+/// Accepts the delivery's sender or says why not.
+pub async fn authorize(
+    config: &Config,
+    authorization: Option<&str>,
+    header_key: Option<&str>,
+    query: &str,
+) -> Result<(), ApiError> {
+    match ingest::authorize(config, authorization, header_key, query)? {
+        Credential::Key => Ok(()),
+        Credential::Token(token) => {
+            let cfg = config
+                .ingest
+                .entra
+                .as_ref()
+                .expect("a token is only taken when Entra delivery is configured");
+            verify(cfg, &token)
+                .await
+                .map_err(|e| ingest::token_error(&e))
+        }
+    }
+}
+
+fn cache_key(cfg: &SenderTokens) -> String {
+    format!("jwks/v1/{}", cfg.jwks_url)
+}
+
+async fn verify(cfg: &SenderTokens, token: &Token) -> Result<(), JwtError> {
+    let now = UnixTime::now();
+    let store = Store::open_default().ok();
+    let cached = store
+        .as_ref()
+        .and_then(|s| s.get(&cache_key(cfg)).ok().flatten())
+        .and_then(|b| jwt::decode_cached(&b));
+    let decision = jwt::jwks_cache(cached.as_ref().map(|(j, at)| (j, *at)), token.kid(), now);
+    let jwks: Jwks = match decision {
+        JwksCache::Use => cached.expect("Use implies a cached copy").0,
+        JwksCache::Refresh | JwksCache::Fetch => match fetch(cfg).await {
+            Ok((jwks, body)) => {
+                if let Some(s) = &store {
+                    let _ = s.set(&cache_key(cfg), &jwt::encode_cached(now, &body));
+                }
+                jwks
+            }
+            Err(e) => match cached {
+                Some((old, _)) if decision == JwksCache::Refresh => {
+                    log::emit(
+                        "warn",
+                        "signing_keys_refresh_failed",
+                        &[("error", json!(e.to_string()))],
+                    );
+                    old
+                }
+                _ => return Err(e),
+            },
+        },
+    };
+    let sender = jwt::verify(token, &jwks, &cfg.policy, now)?;
+    log::emit(
+        "info",
+        "sender_authenticated",
+        &[
+            ("app_id", json!(sender.app_id)),
+            ("object_id", json!(sender.object_id)),
+        ],
+    );
+    Ok(())
+}
+
+async fn fetch(cfg: &SenderTokens) -> Result<(Jwks, Vec<u8>), JwtError> {
+    let policy = RetryPolicy {
+        budget_ms: FETCH_BUDGET_MS,
+        ..RetryPolicy::default()
+    };
+    let sent = outbound::send_retrying(jwt::jwks_request(&cfg.jwks_url)?, policy, |r| {
+        if r.status().as_u16() == 429 || r.status().is_server_error() {
+            Verdict::Retry(None)
+        } else {
+            Verdict::Done
+        }
+    })
+    .await;
+    let resp = sent
+        .result
+        .map_err(|e| JwtError::Jwks(format!("could not reach the authority: {e}")))?;
+    let jwks = jwt::parse_jwks_response(&resp)?;
+    log::emit(
+        "info",
+        "signing_keys_fetched",
+        &[
+            ("attempts", json!(sent.attempts)),
+            ("duration_ms", json!(sent.duration_ms)),
+        ],
+    );
+    Ok((jwks, resp.into_body()))
+}

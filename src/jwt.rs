@@ -1,0 +1,672 @@
+//! Entra ID bearer tokens presented by senders (Event Grid's Microsoft Entra
+//! protected webhook delivery): parsing, RS256 signature check against the
+//! tenant's signing keys (JWKS), and the claims a delivery must carry.
+//!
+//! Pure: the JWKS arrives as bytes, time as an argument. The component
+//! fetches the JWKS from `{authority}/{tenant}/discovery/v2.0/keys` and
+//! caches it (see `inbound`); [`JwksCache`] decides when to fetch again.
+//!
+//! What a token must satisfy ([`Policy`]): header `alg` RS256 with a `kid`
+//! found in the JWKS; a valid RSASSA-PKCS1-v1_5 SHA-256 signature; `aud`
+//! one of the configured audiences (the app registration's client id or
+//! application ID URI); `iss` one of the tenant's issuers (v1.0
+//! `https://sts.windows.net/{tenant}/` or v2.0
+//! `https://login.microsoftonline.com/{tenant}/v2.0` by default); `tid` the
+//! tenant when present; `exp` in the future and `nbf` in the past, with
+//! [`LEEWAY_SECS`] of clock skew; and, when roles are configured, a `roles`
+//! claim holding one of them (Event Grid's service principal is assigned an
+//! app role, conventionally `AzureEventGridSecureWebhookSubscriber`).
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rsa::pkcs1v15::{Signature, VerifyingKey};
+use rsa::signature::Verifier;
+use rsa::{BigUint, RsaPublicKey};
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::Sha256;
+
+use crate::time::UnixTime;
+
+/// Clock skew allowed on `exp` and `nbf`, in seconds.
+pub const LEEWAY_SECS: u64 = 300;
+/// Longest token accepted, in bytes (Entra access tokens are a few KB).
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// How long a fetched JWKS is trusted before it is fetched again.
+pub const JWKS_MAX_AGE_SECS: u64 = 24 * 3600;
+/// A token naming a key the cached JWKS lacks triggers a new fetch only if
+/// the cached copy is at least this old, so forged key ids cannot make the
+/// component hammer the authority.
+pub const JWKS_MIN_REFETCH_SECS: u64 = 300;
+
+/// Why a presented token was refused. Messages name the failed check, never
+/// the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwtError {
+    /// Not a JWS compact token, or its parts do not decode.
+    #[error("the bearer token is malformed: {0}")]
+    Malformed(String),
+    /// Another algorithm than RS256.
+    #[error("the bearer token's algorithm {0:?} is not accepted (RS256 only)")]
+    Algorithm(String),
+    /// The header's `kid` is not among the tenant's signing keys.
+    #[error("the bearer token is signed by an unknown key")]
+    UnknownKey,
+    /// The signature does not verify.
+    #[error("the bearer token's signature is not valid")]
+    Signature,
+    /// A claim failed its check.
+    #[error("the bearer token's {claim} is not accepted: {why}")]
+    Claim {
+        /// Which claim.
+        claim: &'static str,
+        /// Why, without the token.
+        why: String,
+    },
+    /// The JWKS document is not usable.
+    #[error("the signing keys document is not usable: {0}")]
+    Jwks(String),
+}
+
+/// The checks a token must pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Accepted `aud` values.
+    pub audiences: Vec<String>,
+    /// Accepted `iss` values.
+    pub issuers: Vec<String>,
+    /// The tenant (`tid` must equal it when present).
+    pub tenant: String,
+    /// App roles of which the token must hold one; empty: none required.
+    pub roles: Vec<String>,
+}
+
+impl Policy {
+    /// The default issuers of a tenant: Entra's v1.0 and v2.0 token issuers.
+    pub fn default_issuers(tenant: &str) -> Vec<String> {
+        vec![
+            format!("https://sts.windows.net/{tenant}/"),
+            format!("https://login.microsoftonline.com/{tenant}/v2.0"),
+        ]
+    }
+}
+
+/// A token split into its parts; nothing is trusted yet.
+#[derive(Debug, Clone)]
+pub struct Token {
+    alg: String,
+    kid: Option<String>,
+    claims: Value,
+    signing_input: Vec<u8>,
+    signature: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+}
+
+fn b64(part: &str, what: &str) -> Result<Vec<u8>, JwtError> {
+    URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| JwtError::Malformed(format!("the {what} is not base64url")))
+}
+
+/// The bearer token of an `Authorization` header value, if it is one.
+pub fn bearer(authorization: &str) -> Option<&str> {
+    let (scheme, rest) = authorization.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim())
+        .filter(|t| !t.is_empty())
+}
+
+impl Token {
+    /// Splits and decodes a compact JWS.
+    pub fn parse(token: &str) -> Result<Self, JwtError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(JwtError::Malformed(format!(
+                "longer than {MAX_TOKEN_BYTES} bytes"
+            )));
+        }
+        let parts: Vec<&str> = token.split('.').collect();
+        let [h, c, s] = parts.as_slice() else {
+            return Err(JwtError::Malformed("not three dot-separated parts".into()));
+        };
+        let header: Header = serde_json::from_slice(&b64(h, "header")?)
+            .map_err(|_| JwtError::Malformed("the header is not a JSON object".into()))?;
+        let claims: Value = serde_json::from_slice(&b64(c, "payload")?)
+            .map_err(|_| JwtError::Malformed("the payload is not JSON".into()))?;
+        if !claims.is_object() {
+            return Err(JwtError::Malformed(
+                "the payload is not a JSON object".into(),
+            ));
+        }
+        Ok(Self {
+            alg: header.alg,
+            kid: header.kid,
+            claims,
+            signing_input: format!("{h}.{c}").into_bytes(),
+            signature: b64(s, "signature")?,
+        })
+    }
+
+    /// The header's key id.
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+}
+
+/// RSA signing keys by key id.
+#[derive(Debug, Clone, Default)]
+pub struct Jwks {
+    keys: Vec<(String, RsaPublicKey)>,
+}
+
+#[derive(Deserialize)]
+struct RawJwks {
+    keys: Vec<RawJwk>,
+}
+
+#[derive(Deserialize)]
+struct RawJwk {
+    #[serde(default)]
+    kty: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default, rename = "use")]
+    use_: Option<String>,
+    #[serde(default)]
+    n: Option<String>,
+    #[serde(default)]
+    e: Option<String>,
+}
+
+impl Jwks {
+    /// Parses a JWKS document, keeping RSA signing keys with a `kid`
+    /// (others are skipped). Refuses a document with none.
+    pub fn parse(body: &[u8]) -> Result<Self, JwtError> {
+        let raw: RawJwks = serde_json::from_slice(body)
+            .map_err(|e| JwtError::Jwks(format!("not a JWKS document: {e}")))?;
+        let mut keys = Vec::new();
+        for k in raw.keys {
+            if k.kty != "RSA" || k.use_.as_deref().is_some_and(|u| u != "sig") {
+                continue;
+            }
+            let (Some(kid), Some(n), Some(e)) = (k.kid, k.n, k.e) else {
+                continue;
+            };
+            let (Ok(n), Ok(e)) = (URL_SAFE_NO_PAD.decode(&n), URL_SAFE_NO_PAD.decode(&e)) else {
+                continue;
+            };
+            let Ok(key) = RsaPublicKey::new(BigUint::from_bytes_be(&n), BigUint::from_bytes_be(&e))
+            else {
+                continue;
+            };
+            if n.len() * 8 < 2048 {
+                continue;
+            }
+            keys.push((kid, key));
+        }
+        if keys.is_empty() {
+            return Err(JwtError::Jwks(
+                "no RSA signing key of 2048 bits or more".into(),
+            ));
+        }
+        Ok(Self { keys })
+    }
+
+    /// Whether the set holds `kid`.
+    pub fn has(&self, kid: &str) -> bool {
+        self.keys.iter().any(|(k, _)| k == kid)
+    }
+
+    fn get(&self, kid: &str) -> Option<&RsaPublicKey> {
+        self.keys.iter().find(|(k, _)| k == kid).map(|(_, v)| v)
+    }
+}
+
+/// What a verified token says about its sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sender {
+    /// The caller's application (client) id (`appid` or `azp`), if present.
+    pub app_id: Option<String>,
+    /// The caller's object id (`oid`), if present.
+    pub object_id: Option<String>,
+}
+
+fn claim_str<'a>(claims: &'a Value, name: &str) -> Option<&'a str> {
+    claims.get(name).and_then(Value::as_str)
+}
+
+fn claim_time(claims: &Value, name: &'static str) -> Result<Option<u64>, JwtError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+            .map(Some)
+            .ok_or(JwtError::Claim {
+                claim: name,
+                why: "not a number of seconds".into(),
+            }),
+    }
+}
+
+/// Verifies `token` against `jwks` and `policy` at `now`.
+pub fn verify(
+    token: &Token,
+    jwks: &Jwks,
+    policy: &Policy,
+    now: UnixTime,
+) -> Result<Sender, JwtError> {
+    if token.alg != "RS256" {
+        return Err(JwtError::Algorithm(token.alg.clone()));
+    }
+    let kid = token.kid.as_deref().ok_or(JwtError::UnknownKey)?;
+    let key = jwks.get(kid).ok_or(JwtError::UnknownKey)?;
+    let signature =
+        Signature::try_from(token.signature.as_slice()).map_err(|_| JwtError::Signature)?;
+    VerifyingKey::<Sha256>::new(key.clone())
+        .verify(&token.signing_input, &signature)
+        .map_err(|_| JwtError::Signature)?;
+
+    let c = &token.claims;
+    let exp = claim_time(c, "exp")?.ok_or(JwtError::Claim {
+        claim: "exp",
+        why: "missing".into(),
+    })?;
+    if now.0 > exp.saturating_add(LEEWAY_SECS) {
+        return Err(JwtError::Claim {
+            claim: "exp",
+            why: format!("expired {} s ago", now.0 - exp),
+        });
+    }
+    if let Some(nbf) = claim_time(c, "nbf")? {
+        if nbf > now.0.saturating_add(LEEWAY_SECS) {
+            return Err(JwtError::Claim {
+                claim: "nbf",
+                why: format!("not valid for another {} s", nbf - now.0),
+            });
+        }
+    }
+    let aud_ok = match c.get("aud") {
+        Some(Value::String(a)) => policy.audiences.iter().any(|x| x == a),
+        Some(Value::Array(list)) => list
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|a| policy.audiences.iter().any(|x| x == a)),
+        _ => false,
+    };
+    if !aud_ok {
+        return Err(JwtError::Claim {
+            claim: "aud",
+            why: "not an audience this app accepts".into(),
+        });
+    }
+    match claim_str(c, "iss") {
+        Some(iss) if policy.issuers.iter().any(|x| x == iss) => {}
+        Some(_) => {
+            return Err(JwtError::Claim {
+                claim: "iss",
+                why: "not an issuer of the configured tenant".into(),
+            })
+        }
+        None => {
+            return Err(JwtError::Claim {
+                claim: "iss",
+                why: "missing".into(),
+            })
+        }
+    }
+    if let Some(tid) = claim_str(c, "tid") {
+        if tid != policy.tenant {
+            return Err(JwtError::Claim {
+                claim: "tid",
+                why: "another tenant".into(),
+            });
+        }
+    }
+    if !policy.roles.is_empty() {
+        let held: Vec<&str> = c
+            .get("roles")
+            .and_then(Value::as_array)
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if !policy.roles.iter().any(|r| held.contains(&r.as_str())) {
+            return Err(JwtError::Claim {
+                claim: "roles",
+                why: format!(
+                    "none of the required app roles ({})",
+                    policy.roles.join(", ")
+                ),
+            });
+        }
+    }
+    Ok(Sender {
+        app_id: claim_str(c, "appid")
+            .or_else(|| claim_str(c, "azp"))
+            .map(str::to_owned),
+        object_id: claim_str(c, "oid").map(str::to_owned),
+    })
+}
+
+/// When to fetch the JWKS again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwksCache {
+    /// Use the cached copy.
+    Use,
+    /// Fetch; if that fails, the cached copy may still be used.
+    Refresh,
+    /// Nothing usable is cached: fetch, and fail if that fails.
+    Fetch,
+}
+
+/// Decides whether a cached JWKS (fetched at `fetched_at`) serves a token
+/// naming `kid` at `now`.
+pub fn jwks_cache(
+    cached: Option<(&Jwks, UnixTime)>,
+    kid: Option<&str>,
+    now: UnixTime,
+) -> JwksCache {
+    let Some((jwks, at)) = cached else {
+        return JwksCache::Fetch;
+    };
+    let age = now.0.saturating_sub(at.0);
+    if age >= JWKS_MAX_AGE_SECS {
+        return JwksCache::Refresh;
+    }
+    match kid {
+        Some(k) if !jwks.has(k) && age >= JWKS_MIN_REFETCH_SECS => JwksCache::Refresh,
+        _ => JwksCache::Use,
+    }
+}
+
+/// The signing keys document of a tenant.
+pub fn jwks_url(authority_host: &str, tenant: &str) -> String {
+    format!(
+        "{}/{tenant}/discovery/v2.0/keys",
+        authority_host.trim_end_matches('/')
+    )
+}
+
+/// The request for a tenant's signing keys.
+pub fn jwks_request(url: &str) -> Result<http::Request<Vec<u8>>, JwtError> {
+    http::Request::get(url)
+        .header(http::header::ACCEPT, "application/json")
+        .body(Vec::new())
+        .map_err(|e| JwtError::Jwks(format!("bad signing keys URL: {e}")))
+}
+
+/// Parses the answer to [`jwks_request`].
+pub fn parse_jwks_response(resp: &http::Response<Vec<u8>>) -> Result<Jwks, JwtError> {
+    if !resp.status().is_success() {
+        return Err(JwtError::Jwks(format!(
+            "the authority answered {}",
+            resp.status().as_u16()
+        )));
+    }
+    Jwks::parse(resp.body())
+}
+
+/// A JWKS document as kept in the key-value store: when it was fetched and
+/// its bytes.
+pub fn encode_cached(fetched_at: UnixTime, body: &[u8]) -> Vec<u8> {
+    let mut out = format!("{}\n", fetched_at.0).into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// Reads what [`encode_cached`] wrote; `None` if unusable.
+pub fn decode_cached(bytes: &[u8]) -> Option<(Jwks, UnixTime)> {
+    let nl = bytes.iter().position(|b| *b == b'\n')?;
+    let at = std::str::from_utf8(&bytes[..nl]).ok()?.parse().ok()?;
+    Some((Jwks::parse(&bytes[nl + 1..]).ok()?, UnixTime(at)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rsa::pkcs1v15::SigningKey;
+    use rsa::pkcs8::DecodePrivateKey;
+    use rsa::signature::{SignatureEncoding, Signer};
+    use rsa::traits::PublicKeyParts;
+    use rsa::RsaPrivateKey;
+    use serde_json::json;
+    use std::sync::OnceLock;
+
+    const TENANT: &str = "cmk-tenant";
+    const NOW: UnixTime = UnixTime(1_800_000_000);
+
+    fn key() -> &'static RsaPrivateKey {
+        static K: OnceLock<RsaPrivateKey> = OnceLock::new();
+        // The record-format vectors' test key (test material only).
+        K.get_or_init(|| {
+            RsaPrivateKey::from_pkcs8_pem(include_str!("../tests/data/record-v1/test-kek.pem"))
+                .unwrap()
+        })
+    }
+
+    fn jwks_json(kid: &str) -> Vec<u8> {
+        let k = key().to_public_key();
+        serde_json::to_vec(&json!({"keys": [
+            {"kty": "EC", "kid": "ec", "crv": "P-256"},
+            {"kty": "RSA", "use": "sig", "kid": kid,
+             "n": URL_SAFE_NO_PAD.encode(k.n().to_bytes_be()),
+             "e": URL_SAFE_NO_PAD.encode(k.e().to_bytes_be())}
+        ]}))
+        .unwrap()
+    }
+
+    fn sign(header: Value, claims: Value) -> String {
+        let h = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap());
+        let c = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
+        let input = format!("{h}.{c}");
+        let sig = SigningKey::<Sha256>::new(key().clone()).sign(input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()))
+    }
+
+    fn claims() -> Value {
+        json!({"aud": "api://cmk-ingest", "iss": format!("https://login.microsoftonline.com/{TENANT}/v2.0"),
+               "tid": TENANT, "oid": "oid-eventgrid", "azp": "eventgrid-app", "roles": ["AzureEventGridSecureWebhookSubscriber"],
+               "iat": NOW.0 - 300, "nbf": NOW.0 - 300, "exp": NOW.0 + 3600})
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            audiences: vec![
+                "api://cmk-ingest".into(),
+                "00000000-1111-2222-3333-444444444444".into(),
+            ],
+            issuers: Policy::default_issuers(TENANT),
+            tenant: TENANT.into(),
+            roles: vec!["AzureEventGridSecureWebhookSubscriber".into()],
+        }
+    }
+
+    fn check(header: Value, claims: Value) -> Result<Sender, JwtError> {
+        let jwks = Jwks::parse(&jwks_json("k1")).unwrap();
+        verify(&Token::parse(&sign(header, claims))?, &jwks, &policy(), NOW)
+    }
+
+    fn rs256() -> Value {
+        json!({"typ": "JWT", "alg": "RS256", "kid": "k1"})
+    }
+
+    #[test]
+    fn a_valid_token_names_its_sender() {
+        let s = check(rs256(), claims()).unwrap();
+        assert_eq!(s.app_id.as_deref(), Some("eventgrid-app"));
+        assert_eq!(s.object_id.as_deref(), Some("oid-eventgrid"));
+        // v1.0 tokens: another issuer, `appid`, audience in a list.
+        let mut v1 = claims();
+        v1["iss"] = json!(format!("https://sts.windows.net/{TENANT}/"));
+        v1["aud"] = json!(["00000000-1111-2222-3333-444444444444"]);
+        v1["appid"] = json!("v1-app");
+        assert_eq!(
+            check(rs256(), v1).unwrap().app_id.as_deref(),
+            Some("v1-app")
+        );
+    }
+
+    #[test]
+    fn each_check_refuses_on_its_own() {
+        let with = |k: &str, v: Value| {
+            let mut c = claims();
+            c[k] = v;
+            check(rs256(), c).unwrap_err()
+        };
+        let claim = |e: JwtError| match e {
+            JwtError::Claim { claim, .. } => claim,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(claim(with("aud", json!("api://other"))), "aud");
+        assert_eq!(
+            claim(with("iss", json!("https://sts.windows.net/other/"))),
+            "iss"
+        );
+        assert_eq!(claim(with("tid", json!("other"))), "tid");
+        assert_eq!(claim(with("exp", json!(NOW.0 - LEEWAY_SECS - 1))), "exp");
+        assert!(check(rs256(), {
+            let mut c = claims();
+            c["exp"] = json!(NOW.0 - LEEWAY_SECS + 1);
+            c
+        })
+        .is_ok());
+        assert_eq!(claim(with("nbf", json!(NOW.0 + LEEWAY_SECS + 1))), "nbf");
+        assert_eq!(claim(with("roles", json!(["Other"]))), "roles");
+        assert_eq!(claim(with("exp", json!("soon"))), "exp");
+        let mut no_exp = claims();
+        no_exp.as_object_mut().unwrap().remove("exp");
+        assert_eq!(claim(check(rs256(), no_exp).unwrap_err()), "exp");
+        let mut no_roles = claims();
+        no_roles.as_object_mut().unwrap().remove("roles");
+        assert_eq!(
+            claim(check(rs256(), no_roles.clone()).unwrap_err()),
+            "roles"
+        );
+        // Without required roles, a token without any passes.
+        let jwks = Jwks::parse(&jwks_json("k1")).unwrap();
+        let mut p = policy();
+        p.roles.clear();
+        assert!(verify(
+            &Token::parse(&sign(rs256(), no_roles)).unwrap(),
+            &jwks,
+            &p,
+            NOW
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn signatures_keys_and_algorithms() {
+        assert_eq!(
+            check(json!({"alg": "RS256", "kid": "k2"}), claims()).unwrap_err(),
+            JwtError::UnknownKey
+        );
+        assert_eq!(
+            check(json!({"alg": "RS256"}), claims()).unwrap_err(),
+            JwtError::UnknownKey
+        );
+        assert_eq!(
+            check(json!({"alg": "none", "kid": "k1"}), claims()).unwrap_err(),
+            JwtError::Algorithm("none".into())
+        );
+        assert_eq!(
+            check(json!({"alg": "HS256", "kid": "k1"}), claims()).unwrap_err(),
+            JwtError::Algorithm("HS256".into())
+        );
+        // A payload changed after signing.
+        let token = sign(rs256(), claims());
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        let mut c = claims();
+        c["roles"] = json!(["Admin", "AzureEventGridSecureWebhookSubscriber"]);
+        parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).unwrap());
+        let jwks = Jwks::parse(&jwks_json("k1")).unwrap();
+        let forged = Token::parse(&parts.join(".")).unwrap();
+        assert_eq!(
+            verify(&forged, &jwks, &policy(), NOW).unwrap_err(),
+            JwtError::Signature
+        );
+        parts[2] = "AAAA".into();
+        let short = Token::parse(&parts.join(".")).unwrap();
+        assert_eq!(
+            verify(&short, &jwks, &policy(), NOW).unwrap_err(),
+            JwtError::Signature
+        );
+    }
+
+    #[test]
+    fn malformed_tokens_and_documents() {
+        for t in [
+            "",
+            "a.b",
+            "a.b.c.d",
+            "!!.e30.AA",
+            "e30.!!.AA",
+            "e30.e30.!!",
+            "bm90IGpzb24.e30.AA",
+        ] {
+            assert!(
+                matches!(Token::parse(t), Err(JwtError::Malformed(_))),
+                "{t}"
+            );
+        }
+        assert!(Token::parse(&"a".repeat(MAX_TOKEN_BYTES + 1)).is_err());
+        assert!(Jwks::parse(b"{}").is_err());
+        assert!(Jwks::parse(br#"{"keys": [{"kty": "EC", "kid": "x"}]}"#).is_err());
+        assert!(Jwks::parse(
+            br#"{"keys": [{"kty": "RSA", "kid": "x", "n": "AQAB", "e": "AQAB"}]}"#
+        )
+        .is_err());
+        assert_eq!(bearer("Bearer abc.def.ghi"), Some("abc.def.ghi"));
+        assert_eq!(bearer("bearer  t "), Some("t"));
+        assert_eq!(bearer("Basic dXNlcg=="), None);
+        assert_eq!(bearer("Bearer "), None);
+    }
+
+    #[test]
+    fn cached_documents_round_trip() {
+        let body = jwks_json("k1");
+        let (jwks, at) = decode_cached(&encode_cached(UnixTime(42), &body)).unwrap();
+        assert!(jwks.has("k1") && at == UnixTime(42));
+        assert!(decode_cached(b"x\n{}").is_none());
+        assert!(decode_cached(b"42").is_none());
+        let ok = http::Response::builder().status(200).body(body).unwrap();
+        assert!(parse_jwks_response(&ok).unwrap().has("k1"));
+        let down = http::Response::builder()
+            .status(503)
+            .body(Vec::new())
+            .unwrap();
+        assert!(matches!(parse_jwks_response(&down), Err(JwtError::Jwks(_))));
+        assert_eq!(
+            jwks_request("https://login.microsoftonline.com/t/discovery/v2.0/keys")
+                .unwrap()
+                .method(),
+            "GET"
+        );
+    }
+
+    #[test]
+    fn the_jwks_cache_refreshes_daily_and_on_unknown_keys_at_most_every_five_minutes() {
+        let jwks = Jwks::parse(&jwks_json("k1")).unwrap();
+        let at = |age: u64| Some((&jwks, UnixTime(NOW.0 - age)));
+        assert_eq!(jwks_cache(None, Some("k1"), NOW), JwksCache::Fetch);
+        assert_eq!(jwks_cache(at(10), Some("k1"), NOW), JwksCache::Use);
+        assert_eq!(
+            jwks_cache(at(JWKS_MAX_AGE_SECS), Some("k1"), NOW),
+            JwksCache::Refresh
+        );
+        assert_eq!(jwks_cache(at(10), Some("k9"), NOW), JwksCache::Use);
+        assert_eq!(
+            jwks_cache(at(JWKS_MIN_REFETCH_SECS), Some("k9"), NOW),
+            JwksCache::Refresh
+        );
+        assert_eq!(
+            jwks_url("https://login.microsoftonline.com/", "t"),
+            "https://login.microsoftonline.com/t/discovery/v2.0/keys"
+        );
+    }
+}

@@ -1,0 +1,117 @@
+"""Microsoft Entra protected delivery, in the real runtime: Event Grid
+presents an Entra ID bearer token instead of a key. The component checks its
+RS256 signature against the tenant's signing keys (fetched from the Entra
+stand-in once and cached in the key-value store), its audience, issuer,
+tenant, validity window and app role, and refuses anything else with the
+documented status before reading the body."""
+
+import base64
+import json
+import urllib.parse
+import urllib.request
+import uuid
+
+import pytest
+
+from harness.stack import PRINCIPALS, TENANT
+from integration.eventgrid import VALIDATION, custom_event, document_id
+from integration.test_foundation import count, post
+
+AUDIENCE = "api://cmk-ingest"
+
+
+def token(stack, client_id, secret, scope=f"{AUDIENCE}/.default"):
+    form = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": client_id,
+                                   "client_secret": secret, "scope": scope}).encode()
+    with urllib.request.urlopen(f"{stack.entra_url}/{TENANT}/oauth2/v2.0/token", data=form) as r:
+        return json.load(r)["access_token"]
+
+
+def secret_of(client_id):
+    return next(a["secret"] for a in PRINCIPALS["apps"] if a["client_id"] == client_id)
+
+
+@pytest.fixture(scope="module")
+def entra_app(stack):
+    return stack.serve_app(name="app-entra-delivery", overrides={
+        "SPIN_VARIABLE_INGEST_KEYS": "",
+        "SPIN_VARIABLE_INGEST_ENTRA_AUDIENCES": f"{AUDIENCE},00000000-0000-0000-0000-00000000c0de",
+        "SPIN_VARIABLE_INGEST_ENTRA_TENANT_ID": TENANT,
+        "SPIN_VARIABLE_AZURE_AUTHORITY_HOST": stack.entra_url,
+    })
+
+
+def deliver(app, events, bearer, **headers):
+    return post(f"{app.url}/events", events, key=None,
+                headers={**({"authorization": f"Bearer {bearer}"} if bearer else {}), **headers})
+
+
+def test_event_grid_tokens_are_accepted_and_the_signing_keys_fetched_once(entra_app, stack):
+    t = token(stack, "eventgrid-sender", secret_of("eventgrid-sender"))
+    before = stack.entra_admin("GET", "stats")["jwks"]
+    status, _, body = deliver(entra_app, VALIDATION, t, **{"aeg-event-type": "SubscriptionValidation"})
+    assert status == 200 and body == {"validationResponse": VALIDATION[0]["data"]["validationCode"]}
+    topic = f"/topics/entra-{uuid.uuid4()}"
+    events = [custom_event(topic, n=i) for i in range(3)]
+    for _ in range(4):
+        status, _, body = deliver(entra_app, events, t)
+        assert status == 200, body
+    assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 3
+    assert stack.container_client().read_item(document_id(topic, events[0]["id"]), partition_key=topic)
+    # Five deliveries, one fetch of the tenant's signing keys (then cached).
+    assert stack.entra_admin("GET", "stats")["jwks"] - before == 1
+    assert t not in entra_app.logs()
+    assert "oid-eventgrid" in entra_app.logs()  # who sent it is logged
+
+
+def tampered(t):
+    h, c, s = t.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(c + "=" * (-len(c) % 4)))
+    claims["roles"] = ["AzureEventGridSecureWebhookSubscriber", "Admin"]
+    c2 = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"{h}.{c2}.{s}"
+
+
+def test_tokens_that_fail_a_check_are_refused_and_write_nothing(entra_app, stack):
+    topic = f"/topics/entra-refused-{uuid.uuid4()}"
+    events = [custom_event(topic)]
+    good = token(stack, "eventgrid-sender", secret_of("eventgrid-sender"))
+    no_role = token(stack, "other-client", secret_of("other-client"))
+    wrong_audience = token(stack, "eventgrid-sender", secret_of("eventgrid-sender"),
+                           scope="https://managedhsm.azure.net/.default")
+    stack.entra_admin("POST", "config", {"lifetime": -1000})
+    try:
+        expired = token(stack, "eventgrid-sender", secret_of("eventgrid-sender"))
+    finally:
+        stack.entra_admin("POST", "config", {"lifetime": 3600})
+    cases = [
+        (no_role, 403, "Forbidden", "roles"),
+        (wrong_audience, 401, "InvalidToken", "aud"),
+        (expired, 401, "InvalidToken", "exp"),
+        (tampered(good), 401, "InvalidToken", "signature"),
+        ("not.a.token", 401, "InvalidToken", "malformed"),
+        (None, 401, "Unauthenticated", "bearer token"),
+    ]
+    for bearer, status, code, reason in cases:
+        got, _, body = deliver(entra_app, events, bearer)
+        assert (got, body["error"]["code"]) == (status, code), (reason, body)
+        assert reason in body["error"]["message"], (reason, body)
+    # With no ingest keys configured, a key is not a way in.
+    got, _, body = post(f"{entra_app.url}/events", events)
+    assert got == 401, body
+    assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 0
+    for t in (good, no_role, expired):
+        assert t not in entra_app.logs()
+
+
+def test_keys_and_tokens_can_both_be_accepted_while_moving_to_entra(stack):
+    app = stack.serve_app(name="app-entra-and-keys", overrides={
+        "SPIN_VARIABLE_INGEST_ENTRA_AUDIENCES": AUDIENCE,
+        "SPIN_VARIABLE_INGEST_ENTRA_TENANT_ID": TENANT,
+        "SPIN_VARIABLE_AZURE_AUTHORITY_HOST": stack.entra_url,
+    })
+    topic = f"/topics/entra-both-{uuid.uuid4()}"
+    assert post(f"{app.url}/events", [custom_event(topic)])[0] == 200  # the profile's ingest key
+    t = token(stack, "eventgrid-sender", secret_of("eventgrid-sender"))
+    assert deliver(app, [custom_event(topic)], t)[0] == 200
+    assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 2
