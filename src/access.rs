@@ -47,6 +47,13 @@ impl Keys {
     }
 }
 
+impl Keys {
+    /// Whether the two sets have a value in common (compared as digests).
+    pub fn shares_with(&self, other: &Keys) -> bool {
+        self.0.iter().any(|k| other.0.contains(k))
+    }
+}
+
 impl fmt::Debug for Keys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Keys({} value(s), redacted)", self.0.len())
@@ -65,6 +72,15 @@ mod tests {
         assert!(!k.accepts("first-key-012345678"));
         assert!(!k.accepts(""));
         assert!(!format!("{k:?}").contains("first"));
+    }
+
+    #[test]
+    fn shared_values_are_found() {
+        let a = Keys::parse("first-key-0123456789, second-key-0123456789").unwrap();
+        let b = Keys::parse("second-key-0123456789").unwrap();
+        let c = Keys::parse("third-key-0123456789").unwrap();
+        assert!(a.shares_with(&b) && b.shares_with(&a));
+        assert!(!a.shares_with(&c));
     }
 
     #[test]

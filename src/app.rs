@@ -247,6 +247,7 @@ async fn open_protected(
     let mut keys: Vec<(String, Vec<u8>, Dek)> = Vec::new();
     for doc in answer.documents_mut() {
         let Some(h) = envelope::header(doc).map_err(envelope_error)? else {
+            check_unsealed(config, doc)?;
             continue;
         };
         if !envelope::needs_key(&h, only) {
@@ -282,6 +283,23 @@ async fn open_protected(
             }
         };
         *doc = envelope::open(doc, &keys[idx].2, only).map_err(envelope_error)?;
+    }
+    Ok(())
+}
+
+/// A stored document without an envelope header: refused if it holds
+/// sealed values (its header was removed), and in the second stage unless
+/// `read_accept_unsealed` allows records written before it.
+fn check_unsealed(config: &Config, doc: &serde_json::Value) -> Result<(), ApiError> {
+    if let Some(p) = envelope::sealed_pointers(doc).into_iter().next() {
+        return Err(envelope_error(envelope::EnvelopeError::Tampered(p)));
+    }
+    if config.kek.is_some() && !config.read.accept_unsealed {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "RecordUnsealed",
+            "the record carries no envelope header; records written before field encryption are read only with read_accept_unsealed = true",
+        ));
     }
     Ok(())
 }
@@ -376,13 +394,18 @@ async fn post_rewrap(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError
     Ok(report.render(&latest.kid, page.continuation))
 }
 
-/// Whether an unwrap failure is about the record (its key id or wrapped
-/// value) rather than the key's state or the service.
+/// Whether an unwrap failure concerns this record only — its key id or
+/// wrapped value, or the old key version it names (deleted, disabled, not
+/// allowed to unwrap) — rather than the service or the caller's identity.
+/// Such a record is reported and passed over, so one bad record cannot stop
+/// the rest from moving; the latest version was checked usable up front.
 fn is_record_fault(e: &kek::KekError) -> bool {
     matches!(
         e,
         kek::KekError::Hsm(
-            hsm::HsmError::InvalidKeyId(_) | hsm::HsmError::Rejected { status: 400, .. }
+            hsm::HsmError::InvalidKeyId(_)
+                | hsm::HsmError::KeyUnavailable { .. }
+                | hsm::HsmError::Rejected { .. }
         )
     )
 }

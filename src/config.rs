@@ -22,6 +22,7 @@ pub const VARIABLES: &[(&str, bool)] = &[
     ("max_events_per_request", false),
     ("cosmos_retry_budget_ms", false),
     ("read_keys", true),
+    ("read_accept_unsealed", false),
     ("admin_keys", true),
     ("ingest_keys", true),
     ("ingest_entra_audiences", false),
@@ -77,13 +78,14 @@ impl ProtectedFields {
             .as_object()
             .ok_or("expected an object of event type -> list of JSON Pointers")?;
         let mut by_type = Vec::new();
-        let mut default = vec!["/data".to_owned()];
+        let mut default = with_binary_data(vec!["/data".to_owned()]);
         for (ty, list) in obj {
             let pointers: Vec<String> = list
                 .as_array()
                 .and_then(|a| a.iter().map(|p| p.as_str().map(str::to_owned)).collect())
                 .ok_or_else(|| format!("`{ty}`: expected a list of JSON Pointers"))?;
-            for p in &pointers {
+            let overlaps = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
+            for (i, p) in pointers.iter().enumerate() {
                 if !p.starts_with('/') || p.len() < 2 {
                     return Err(format!("`{p}` is not a JSON Pointer to a field"));
                 }
@@ -91,13 +93,21 @@ impl ProtectedFields {
                 if matches!(top, "id" | "source" | "specversion" | "type") {
                     return Err(format!("`{p}`: the event's id, source, specversion and type stay readable (they identify the record)"));
                 }
-                let overlaps = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
                 if overlaps(partition_key, p) || overlaps(p, partition_key) {
                     return Err(format!(
                         "`{p}` overlaps the partition key `{partition_key}`; Cosmos DB does not encrypt partition key values with the customer-managed key"
                     ));
                 }
+                if let Some(q) = pointers[..i]
+                    .iter()
+                    .find(|q| overlaps(p, q) || overlaps(q, p))
+                {
+                    return Err(format!(
+                        "`{ty}`: `{p}` and `{q}` overlap; list each field once, and not inside another listed one"
+                    ));
+                }
             }
+            let pointers = with_binary_data(pointers);
             if ty == "*" {
                 default = pointers;
             } else {
@@ -115,6 +125,21 @@ impl ProtectedFields {
             .map(|(_, p)| &p[..])
             .unwrap_or(&self.default)
     }
+}
+
+/// A CloudEvent's payload is `data`, or `data_base64` when it is binary
+/// (binary-mode deliveries with a non-JSON content type, or structured ones
+/// that carry `data_base64`). Binary data cannot be protected field by field,
+/// so protecting `data` or anything inside it also protects `data_base64`
+/// whole.
+fn with_binary_data(mut pointers: Vec<String>) -> Vec<String> {
+    let covers_data = pointers
+        .iter()
+        .any(|p| p == "/data" || p.starts_with("/data/"));
+    if covers_data && !pointers.iter().any(|p| p == "/data_base64") {
+        pointers.push("/data_base64".to_owned());
+    }
+    pointers
 }
 
 /// The key-encryption key and how the component reaches it.
@@ -148,6 +173,9 @@ pub struct IdentityConfig {
 pub struct ReadConfig {
     /// Accepted read keys; `None` disables `GET /records`.
     pub keys: Option<Keys>,
+    /// In the second stage, whether records without an envelope header
+    /// (written in the first stage) may be returned.
+    pub accept_unsealed: bool,
 }
 
 /// Maintenance access.
@@ -525,9 +553,37 @@ impl Config {
                 })
             }
         };
+        // Each role has its own credential: a leaked ingest key must not
+        // read records, nor a read key run maintenance.
+        let ingest_keys = match get("ingest_keys")? {
+            None => None,
+            Some(v) => Some(Keys::parse(&v).map_err(|e| invalid("ingest_keys", &e))?),
+        };
+        let distinct = |a: &Option<Keys>, b: &Option<Keys>| match (a, b) {
+            (Some(a), Some(b)) => !a.shares_with(b),
+            _ => true,
+        };
+        if !distinct(&read_keys, &ingest_keys) {
+            return Err(invalid("read_keys", &"must differ from every ingest key"));
+        }
+        if !distinct(&admin_keys, &ingest_keys) || !distinct(&admin_keys, &read_keys) {
+            return Err(invalid(
+                "admin_keys",
+                &"must differ from every ingest and read key",
+            ));
+        }
         Ok(Config {
             kek,
-            read: ReadConfig { keys: read_keys },
+            read: ReadConfig {
+                keys: read_keys,
+                accept_unsealed: match get("read_accept_unsealed")?.as_deref() {
+                    None | Some("false") => false,
+                    Some("true") => true,
+                    Some(_) => {
+                        return Err(invalid("read_accept_unsealed", &"must be true or false"))
+                    }
+                },
+            },
             admin: AdminConfig { keys: admin_keys },
             cosmos: CosmosConfig {
                 endpoint,
@@ -540,10 +596,7 @@ impl Config {
                 )? as u64),
             },
             ingest: IngestConfig {
-                keys: match get("ingest_keys")? {
-                    None => None,
-                    Some(v) => Some(Keys::parse(&v).map_err(|e| invalid("ingest_keys", &e))?),
-                },
+                keys: ingest_keys,
                 entra: sender_tokens(&get, &invalid)?,
                 partition_key,
                 max_body_bytes: number("max_body_bytes", DEFAULT_MAX_BODY_BYTES, 64 * 1024 * 1024)?,
@@ -713,6 +766,38 @@ mod tests {
     }
 
     #[test]
+    fn each_role_needs_its_own_key() {
+        let k = "shared-key-0123456789";
+        for pair in [
+            [("read_keys", k), ("ingest_keys", k)],
+            [("admin_keys", k), ("ingest_keys", k)],
+            [("admin_keys", k), ("read_keys", k)],
+        ] {
+            assert!(matches!(
+                load(&pair).unwrap_err(),
+                ConfigError::Invalid {
+                    name: "read_keys" | "admin_keys",
+                    ..
+                }
+            ));
+        }
+        assert!(load(&[("read_keys", "reader-key-0123456789"), ("ingest_keys", k)]).is_ok());
+        assert!(matches!(
+            load(&[("read_accept_unsealed", "yes")]).unwrap_err(),
+            ConfigError::Invalid {
+                name: "read_accept_unsealed",
+                ..
+            }
+        ));
+        assert!(
+            load(&[("read_accept_unsealed", "true")])
+                .unwrap()
+                .read
+                .accept_unsealed
+        );
+    }
+
+    #[test]
     fn read_keys_are_optional_and_checked() {
         assert!(load(&[]).unwrap().read.keys.is_none());
         assert!(load(&[("read_keys", "reader-key-0123456789")])
@@ -793,14 +878,36 @@ mod tests {
             "/source",
         )
         .unwrap();
-        assert_eq!(p.for_type("Records.Updated"), ["/data/ssn", "/subject"]);
-        assert_eq!(p.for_type("Other"), ["/data"]);
+        // Binary payloads (data_base64) are protected whole wherever data is.
+        assert_eq!(
+            p.for_type("Records.Updated"),
+            ["/data/ssn", "/subject", "/data_base64"]
+        );
+        assert_eq!(p.for_type("Other"), ["/data", "/data_base64"]);
         assert_eq!(
             ProtectedFields::parse("{}", "/source")
                 .unwrap()
                 .for_type("x"),
-            ["/data"]
+            ["/data", "/data_base64"]
         );
+        let only_subject = ProtectedFields::parse(r#"{"*": ["/subject"]}"#, "/source").unwrap();
+        assert_eq!(only_subject.for_type("x"), ["/subject"]);
+    }
+
+    #[test]
+    fn repeated_or_nested_pointers_are_refused() {
+        // Either would seal a value twice or inside another sealed value,
+        // and the record could not be opened again.
+        for list in [
+            r#"["/data/ssn", "/data/ssn"]"#,
+            r#"["/data/ssn", "/data"]"#,
+            r#"["/data", "/data/ssn"]"#,
+            r#"["/data/a/b", "/subject", "/data/a"]"#,
+        ] {
+            let e = ProtectedFields::parse(&format!(r#"{{"T": {list}}}"#), "/source").unwrap_err();
+            assert!(e.contains("overlap"), "{list}: {e}");
+        }
+        assert!(ProtectedFields::parse(r#"{"T": ["/data/a", "/data/ab"]}"#, "/source").is_ok());
     }
 
     #[test]

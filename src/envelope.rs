@@ -13,10 +13,18 @@
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
+use base64::alphabet::URL_SAFE;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
+
+/// base64url for reading: with or without padding, as the format allows.
+const B64_READ: GeneralPurpose = GeneralPurpose::new(
+    &URL_SAFE,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
 
 /// Record format version.
 pub const FORMAT_VERSION: u64 = 1;
@@ -215,7 +223,7 @@ pub fn header(doc: &Value) -> Result<Option<Header>, EnvelopeError> {
     };
     let wrapped_dek = field("dek")?
         .as_str()
-        .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
+        .and_then(|s| B64_READ.decode(s).ok())
         .filter(|d| !d.is_empty())
         .ok_or_else(|| EnvelopeError::Malformed("`cmk.dek` is not base64url".into()))?;
     let fields = field("fields")?
@@ -278,6 +286,14 @@ pub fn open_with(
         }
         None => None,
     };
+    if let Some(p) = sealed_pointers(doc)
+        .into_iter()
+        .find(|p| !h.fields.contains(p))
+    {
+        // A sealed value the header does not list: the header was edited to
+        // hide it (or another record's value was pasted in).
+        return Err(EnvelopeError::Tampered(p));
+    }
     let mut out = doc.clone();
     for pointer in &h.fields {
         let sealed = doc.pointer(pointer).ok_or_else(|| {
@@ -292,7 +308,7 @@ pub fn open_with(
         let decode = |k: &str| {
             obj.get(k)
                 .and_then(Value::as_str)
-                .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
+                .and_then(|s| B64_READ.decode(s).ok())
         };
         let iv = decode("iv")
             .filter(|v| v.len() == NONCE_LEN)
@@ -324,6 +340,48 @@ pub fn open_with(
         .expect("documents are objects")
         .remove(HEADER);
     Ok(out)
+}
+
+/// JSON Pointers of every value in `doc` shaped like a sealed value (an
+/// object whose members are exactly `cmk`, `iv` and `ct`), outside the
+/// `cmk` header. A reader uses it to refuse records whose header was
+/// removed or edited to unlist a field.
+pub fn sealed_pointers(doc: &Value) -> Vec<String> {
+    fn escape(k: &str) -> String {
+        k.replace('~', "~0").replace('/', "~1")
+    }
+    fn walk(v: &Value, at: &mut String, out: &mut Vec<String>, root: bool) {
+        match v {
+            Value::Object(m) => {
+                if !root && m.len() == 3 && ["cmk", "iv", "ct"].iter().all(|k| m.contains_key(*k)) {
+                    out.push(at.clone());
+                    return;
+                }
+                for (k, child) in m {
+                    if root && k == HEADER {
+                        continue;
+                    }
+                    let len = at.len();
+                    at.push('/');
+                    at.push_str(&escape(k));
+                    walk(child, at, out, false);
+                    at.truncate(len);
+                }
+            }
+            Value::Array(a) => {
+                for (i, child) in a.iter().enumerate() {
+                    let len = at.len();
+                    at.push_str(&format!("/{i}"));
+                    walk(child, at, out, false);
+                    at.truncate(len);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(doc, &mut String::new(), &mut out, true);
+    out
 }
 
 /// The document with its data key rewrapped: `kid` and `dek` replaced by
@@ -591,6 +649,39 @@ mod tests {
             Err(EnvelopeError::Malformed(_))
         ));
         assert!(rewrapped(&doc(), &new_kid, b"x").is_err());
+    }
+
+    #[test]
+    fn unlisted_sealed_values_and_padding() {
+        let d = sealed();
+        assert_eq!(
+            sealed_pointers(&d),
+            ["/event/data/name", "/event/data/ssn", "/event/data/visit"]
+        );
+        // The header edited to unlist a field: refused, nothing returned.
+        let mut unlisted = d.clone();
+        unlisted["cmk"]["fields"] = json!(["/event/data/name", "/event/data/ssn"]);
+        assert!(matches!(
+            open(&unlisted, &dek(), None),
+            Err(EnvelopeError::Tampered(p)) if p == "/event/data/visit"
+        ));
+        // Padded base64url is read as well.
+        let mut padded = d.clone();
+        let ct = padded["event"]["data"]["ssn"]["ct"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let pad = "=".repeat((4 - ct.len() % 4) % 4);
+        assert!(
+            !pad.is_empty(),
+            "the vector's ct needs padding to test this"
+        );
+        padded["event"]["data"]["ssn"]["ct"] = json!(format!("{ct}{pad}"));
+        assert_eq!(open(&padded, &dek(), None).unwrap(), doc());
+        // Escaped names and array elements get proper pointers.
+        let odd = json!({"id": "x", "a/b": {"cmk": 1, "iv": "", "ct": ""},
+                         "l": [0, {"cmk": 1, "iv": "", "ct": ""}], "cmk": {"cmk": 1, "iv": "", "ct": ""}});
+        assert_eq!(sealed_pointers(&odd), ["/a~1b", "/l/1"]);
     }
 
     #[test]

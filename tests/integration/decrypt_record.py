@@ -8,6 +8,7 @@ import base64
 import json
 import struct
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -33,17 +34,41 @@ def resolve(doc, pointer):
     return parent, (int(parts[-1]) if isinstance(parent, list) else parts[-1])
 
 
+def sealed_pointers(doc) -> list[str]:
+    """Pointers of values shaped as sealed values (exactly cmk, iv, ct),
+    outside the root `cmk` header."""
+    out = []
+
+    def walk(v, at, root=False):
+        if isinstance(v, dict):
+            if not root and set(v) == {"cmk", "iv", "ct"}:
+                out.append(at)
+                return
+            for k, child in v.items():
+                if root and k == "cmk":
+                    continue
+                walk(child, f"{at}/{k.replace('~', '~0').replace('/', '~1')}")
+        elif isinstance(v, list):
+            for i, child in enumerate(v):
+                walk(child, f"{at}/{i}")
+
+    walk(doc, "", root=True)
+    return out
+
+
 def refuse(why: str):
     raise ValueError(f"refused: {why}")
 
 
-def decrypt(doc: dict, private_key_pem: str) -> dict:
+def decrypt(doc: dict, private_key_pem: str | None = None, unwrap=None) -> dict:
     """Opens every sealed field, or raises ValueError (and cryptography's
     InvalidTag for a failed authentication), following the reader's steps
-    in docs/record-format.md."""
+    in docs/record-format.md. The data key is unwrapped with the KEK's
+    private key, or by `unwrap(kid, wrapped) -> bytes` (e.g. the official
+    Key Vault SDK calling the HSM)."""
     header = doc["cmk"]
     # Step 1: the header.
-    if header.get("v") != 1 or header.get("alg") != "A256GCM" or header.get("wrap") != "RSA-OAEP-256":
+    if type(header.get("v")) is not int or header.get("v") != 1 or header.get("alg") != "A256GCM" or header.get("wrap") != "RSA-OAEP-256":
         refuse("unsupported version, cipher or wrapping")
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid:
@@ -55,9 +80,16 @@ def decrypt(doc: dict, private_key_pem: str) -> dict:
     if (not isinstance(fields, list) or not all(isinstance(f, str) and f.startswith("/") for f in fields)
             or len(set(fields)) != len(fields)):
         refuse("fields is not a list of distinct JSON Pointers")
+    # Step 2 (of what this reader can check): no sealed value outside `fields`.
+    unlisted = [p for p in sealed_pointers(doc) if p not in fields]
+    if unlisted:
+        raise InvalidTag(f"sealed value at {unlisted[0]} is not listed in the header")
     # Step 3: the data key.
-    key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
-    dek = key.decrypt(b64u(header["dek"]), padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None))
+    if unwrap is not None:
+        dek = unwrap(kid, b64u(header["dek"]))
+    else:
+        key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
+        dek = key.decrypt(b64u(header["dek"]), padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None))
     if len(dek) != 32:
         refuse("the data key is not 32 bytes")
     # Step 4: each field.
@@ -65,7 +97,8 @@ def decrypt(doc: dict, private_key_pem: str) -> dict:
     for pointer in fields:
         parent, name = resolve(out, pointer)
         sealed = parent[name]
-        if not isinstance(sealed, dict) or set(sealed) != {"cmk", "iv", "ct"} or sealed["cmk"] != 1:
+        if not isinstance(sealed, dict) or set(sealed) != {"cmk", "iv", "ct"} or type(sealed["cmk"]) is not int \
+                or sealed["cmk"] != 1:
             refuse(f"{pointer} is not a sealed value")
         iv, ct = b64u(sealed["iv"]), b64u(sealed["ct"])
         if len(iv) != 12 or len(ct) < 16:

@@ -173,3 +173,21 @@ def test_rewrap_is_off_without_admin_keys_and_refuses_bad_parameters(stack, rota
     status, _, body = rewrap(plain)
     assert status == 403 and body["error"]["code"] == "AdminDisabled", body
     assert ADMIN_KEY not in app.logs()
+
+
+def test_one_unreadable_record_is_reported_and_does_not_hold_up_the_rest(rotation, stack):
+    app, client = rotation
+    events = [custom_event("/topics/rot-mixed", patient=f"P{i}") for i in range(3)]
+    assert post(f"{app.url}/events", events)[0] == 200
+    docs = [d for d in all_docs(client) if d["pk"] == "/topics/rot-mixed"]
+    bad = dict(docs[0])
+    bad["cmk"] = {**bad["cmk"], "kid": bad["cmk"]["kid"].rsplit("/", 1)[0] + "/0000000000000000000000000000dead"}
+    client.upsert_item(bad)
+    latest = stack.hsm_admin("POST", f"keys/{KEY}/rotate")["key"]["kid"]
+    status, _, body = rewrap(app, "?limit=100")
+    assert status == 200, body
+    assert body["refused"] == 1 and body["refusedDocuments"][0]["id"] == bad["id"], body
+    assert "KeyNotFound" in body["refusedDocuments"][0]["reason"] or "not found" in body["refusedDocuments"][0]["reason"].lower()
+    after = {d["id"]: d for d in all_docs(client) if d["pk"] == "/topics/rot-mixed"}
+    assert all(after[d["id"]]["cmk"]["kid"] == latest for d in docs[1:])
+    assert after[bad["id"]]["cmk"]["kid"] == bad["cmk"]["kid"], "the refused record is left as it was"

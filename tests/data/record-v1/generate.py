@@ -63,7 +63,8 @@ def slot(doc, pointer):
 
 
 def compact(value) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    # docs/record-format.md: compact, members sorted by key, non-ASCII as is.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode()
 
 
 def seal(doc, pointers, dek, kid, wrapped, nonces):
@@ -96,7 +97,8 @@ def main() -> None:
     basic_in = {
         "id": "c0114e694b0dbc4eff002a3fa6e240759991be2505d38676b32d86010c21c31e", "pk": "/topics/a", "v": 1,
         "event": {"specversion": "1.0", "id": "1", "source": "/topics/a", "type": "Contoso.Records.Updated",
-                  "data": {"name": "Ada Lovelace", "ssn": "078-05-1120", "visit": {"ward": 7}, "public": "ok"}},
+                  "data": {"name": "Ada Lovelace", "ssn": "078-05-1120",
+                           "visit": {"ward": 7, "bed": "12a", "at": {"z": 1, "a": [True, None]}}, "public": "ok"}},
     }
     pointers = ["/event/data/name", "/event/data/ssn", "/event/data/visit", "/event/data/absent"]
     nonces = ["01" * 12, "02" * 12, "03" * 12]
@@ -158,6 +160,8 @@ def main() -> None:
         broken("duplicate field", "Malformed", lambda r: r["cmk"].update(fields=["/event/data/name"] * 2)),
         broken("empty kid", "Malformed", lambda r: r["cmk"].update(kid="")),
         broken("empty sealedKid", "Malformed", lambda r: r["cmk"].update(sealedKid="")),
+        broken("header edited to unlist a sealed field", "Tampered",
+               lambda r: r["cmk"].update(fields=["/event/data/name", "/event/data/ssn"])),
         broken("format version 2", "Unsupported", lambda r: r["cmk"].update(v=2)),
         broken("another cipher", "Unsupported", lambda r: r["cmk"].update(alg="A128GCM")),
         broken("another wrapping", "Unsupported", lambda r: r["cmk"].update(wrap="RSA1_5")),
