@@ -1,0 +1,202 @@
+# ---------------------------------------------------------------------------
+# Disks under the customer key: a Disk Encryption Set whose key is the HSM's
+# "disks-kek" (wrap/unwrap only), used through its own identity with the
+# key-scoped Crypto Service Encryption User role. The cluster's node OS disks
+# use it (set at cluster creation only), and so do persistent volumes through
+# the managed-csi-cmk StorageClass (infra/deploy/spinkube/storageclass.yaml).
+# ---------------------------------------------------------------------------
+resource "azurerm_disk_encryption_set" "disks" {
+  name                      = "des-${local.base}"
+  location                  = azurerm_resource_group.main.location
+  resource_group_name       = azurerm_resource_group.main.name
+  managed_hsm_key_id        = azurerm_key_vault_managed_hardware_security_module_key.key["disks"].id
+  auto_key_rotation_enabled = true
+  encryption_type           = "EncryptionAtRestWithCustomerKey"
+  identity {
+    type         = "UserAssigned"
+    identity_ids = [azurerm_user_assigned_identity.consumer["disks"].id]
+  }
+  tags       = local.tags
+  depends_on = [azurerm_key_vault_managed_hardware_security_module_role_assignment.consumer]
+}
+
+# The cluster identity creates disks with the set (node OS disks and volumes).
+resource "azurerm_role_assignment" "aks_des" {
+  scope                = azurerm_disk_encryption_set.disks.id
+  role_definition_name = "Reader"
+  principal_id         = azurerm_user_assigned_identity.aks.principal_id
+}
+
+resource "azurerm_kubernetes_cluster" "aks" {
+  #checkov:skip=CKV_AZURE_226:OS disks are managed disks under the HSM key (Disk Encryption Set); ephemeral OS disks would need every pool scaled to zero to take a rotated key
+  name                = "aks-${local.base}"
+  location            = azurerm_resource_group.main.location
+  resource_group_name = azurerm_resource_group.main.name
+  dns_prefix          = "aks-${local.base}"
+  kubernetes_version  = var.kubernetes_version
+  sku_tier            = "Standard"
+  node_resource_group = "rg-${var.name}-nodes"
+
+  automatic_upgrade_channel = "patch"
+  node_os_upgrade_channel   = "NodeImage"
+
+  # Workload identity: pods exchange projected service-account tokens for
+  # Entra tokens of the identities federated in identities.tf.
+  oidc_issuer_enabled       = true
+  workload_identity_enabled = true
+
+  # Entra ID sign-in and Azure RBAC for Kubernetes; no local accounts.
+  local_account_disabled            = true
+  role_based_access_control_enabled = true
+  azure_active_directory_role_based_access_control {
+    tenant_id              = var.tenant_id
+    azure_rbac_enabled     = true
+    admin_group_object_ids = [var.key_admin_group_object_id]
+  }
+
+  # Private API server unless authorized ranges are given.
+  private_cluster_enabled = length(var.aks_authorized_ip_ranges) == 0
+  api_server_access_profile {
+    authorized_ip_ranges                = var.aks_authorized_ip_ranges
+    virtual_network_integration_enabled = true
+    subnet_id                           = azurerm_subnet.apiserver.id
+  }
+
+  # Node OS disks under the HSM key in the customer-managed stage.
+  disk_encryption_set_id = var.encryption == "customer-managed" ? azurerm_disk_encryption_set.disks.id : null
+
+  # etcd secrets under the Key Vault key (see hsm.tf for why Key Vault).
+  dynamic "key_management_service" {
+    for_each = var.encryption == "customer-managed" ? [1] : []
+    content {
+      key_vault_key_id         = azurerm_key_vault_key.etcd_kms.id
+      key_vault_network_access = "Private"
+    }
+  }
+
+  identity {
+    type         = "UserAssigned"
+    identity_ids = [azurerm_user_assigned_identity.aks.id]
+  }
+  kubelet_identity {
+    user_assigned_identity_id = azurerm_user_assigned_identity.kubelet.id
+    client_id                 = azurerm_user_assigned_identity.kubelet.client_id
+    object_id                 = azurerm_user_assigned_identity.kubelet.principal_id
+  }
+
+  # System pool: cluster add-ons only.
+  default_node_pool {
+    name                         = "system"
+    vm_size                      = var.system_vm_size
+    vnet_subnet_id               = azurerm_subnet.nodes.id
+    only_critical_addons_enabled = true
+    host_encryption_enabled      = true
+    os_disk_type                 = "Managed"
+    os_sku                       = "AzureLinux"
+    auto_scaling_enabled         = true
+    min_count                    = 2
+    max_count                    = 4
+    max_pods                     = 110
+    zones                        = ["1", "2", "3"]
+    temporary_name_for_rotation  = "systemtmp"
+    upgrade_settings {
+      max_surge = "33%"
+    }
+  }
+
+  # Azure CNI overlay with Cilium network policy.
+  network_profile {
+    network_plugin      = "azure"
+    network_plugin_mode = "overlay"
+    network_data_plane  = "cilium"
+    network_policy      = "cilium"
+    pod_cidr            = "192.168.0.0/16"
+    service_cidr        = "172.16.0.0/16"
+    dns_service_ip      = "172.16.0.10"
+    outbound_type       = "loadBalancer"
+    load_balancer_sku   = "standard"
+  }
+
+  # KEDA add-on: scales the bridge on queue length.
+  workload_autoscaler_profile {
+    keda_enabled = true
+  }
+
+  # Container Insights into the shared workspace, with managed identity.
+  oms_agent {
+    log_analytics_workspace_id      = azurerm_log_analytics_workspace.main.id
+    msi_auth_for_monitoring_enabled = true
+  }
+
+  microsoft_defender {
+    log_analytics_workspace_id = azurerm_log_analytics_workspace.main.id
+  }
+
+  azure_policy_enabled = true
+
+  key_vault_secrets_provider {
+    secret_rotation_enabled = true
+  }
+
+  storage_profile {
+    disk_driver_enabled = true
+    file_driver_enabled = false
+    blob_driver_enabled = false
+  }
+
+  tags = local.tags
+
+  depends_on = [
+    azurerm_role_assignment.aks_network,
+    azurerm_role_assignment.aks_kubelet_operator,
+    azurerm_role_assignment.aks_des,
+    azurerm_role_assignment.etcd_kms_key,
+  ]
+}
+
+# Wasm pool: runs the Spin apps and the bridge (containerd-shim-spin is
+# installed on these nodes by the runtime class manager's Shim, which selects
+# the label spin=true). The system pool takes critical add-ons only, so
+# workloads land here without taints (SpinApp has no tolerations field).
+resource "azurerm_kubernetes_cluster_node_pool" "wasm" {
+  name                  = "wasm"
+  kubernetes_cluster_id = azurerm_kubernetes_cluster.aks.id
+  mode                  = "User"
+  vm_size               = var.wasm_vm_size
+  vnet_subnet_id        = azurerm_subnet.nodes.id
+  host_encryption_enabled = true
+  os_disk_type          = "Managed"
+  os_sku                = "AzureLinux"
+  auto_scaling_enabled  = true
+  min_count             = 2
+  max_count             = 10
+  max_pods              = 110
+  zones                 = ["1", "2", "3"]
+  node_labels = {
+    "spin"     = "true"
+    "workload" = "wasm"
+  }
+  upgrade_settings {
+    max_surge = "33%"
+  }
+  tags = local.tags
+}
+
+resource "azurerm_monitor_diagnostic_setting" "aks" {
+  name                       = "aks-to-log-analytics"
+  target_resource_id         = azurerm_kubernetes_cluster.aks.id
+  log_analytics_workspace_id = azurerm_log_analytics_workspace.main.id
+  enabled_log {
+    category = "kube-audit-admin"
+  }
+  enabled_log {
+    category = "guard"
+  }
+}
+
+# The operators (key admin group) administer the cluster through Azure RBAC.
+resource "azurerm_role_assignment" "aks_admins" {
+  scope                = azurerm_kubernetes_cluster.aks.id
+  role_definition_name = "Azure Kubernetes Service RBAC Cluster Admin"
+  principal_id         = var.key_admin_group_object_id
+}

@@ -1,0 +1,92 @@
+# Producers publish CloudEvents to this topic with Entra ID (local auth off).
+# One subscription delivers every event to the storage queue, which the bridge
+# drains into the app; a second, optional one delivers straight to the app.
+resource "azurerm_user_assigned_identity" "eventgrid" {
+  name                = "id-${var.name}-eventgrid"
+  location            = azurerm_resource_group.main.location
+  resource_group_name = azurerm_resource_group.main.name
+  tags                = local.tags
+}
+
+resource "azurerm_eventgrid_topic" "events" {
+  #checkov:skip=CKV_AZURE_193:producers outside the virtual network publish here; local auth is off, so every publish needs an Entra ID token with EventGrid Data Sender on this topic
+  name                          = "evgt-${local.base}"
+  location                      = azurerm_resource_group.main.location
+  resource_group_name           = azurerm_resource_group.main.name
+  input_schema                  = "CloudEventSchemaV1_0"
+  local_auth_enabled            = false
+  public_network_access_enabled = true
+  inbound_ip_rule               = []
+  identity {
+    type         = "UserAssigned"
+    identity_ids = [azurerm_user_assigned_identity.eventgrid.id]
+  }
+  tags = local.tags
+}
+
+resource "azurerm_role_assignment" "eventgrid_queue" {
+  scope                = "${azurerm_storage_account.events.id}/queueServices/default/queues/${azurerm_storage_queue.events.name}"
+  role_definition_name = "Storage Queue Data Message Sender"
+  principal_id         = azurerm_user_assigned_identity.eventgrid.principal_id
+}
+
+resource "azurerm_role_assignment" "eventgrid_dead_letters" {
+  scope                = azurerm_storage_container.dead_letters.resource_manager_id
+  role_definition_name = "Storage Blob Data Contributor"
+  principal_id         = azurerm_user_assigned_identity.eventgrid.principal_id
+}
+
+resource "azurerm_eventgrid_event_subscription" "queue" {
+  name                  = "to-queue"
+  scope                 = azurerm_eventgrid_topic.events.id
+  event_delivery_schema = "CloudEventSchemaV1_0"
+  delivery_identity {
+    type                   = "UserAssigned"
+    user_assigned_identity = azurerm_user_assigned_identity.eventgrid.id
+  }
+  storage_queue_endpoint {
+    storage_account_id                    = azurerm_storage_account.events.id
+    queue_name                            = azurerm_storage_queue.events.name
+    queue_message_time_to_live_in_seconds = 604800
+  }
+  dead_letter_identity {
+    type                   = "UserAssigned"
+    user_assigned_identity = azurerm_user_assigned_identity.eventgrid.id
+  }
+  storage_blob_dead_letter_destination {
+    storage_account_id          = azurerm_storage_account.events.id
+    storage_blob_container_name = azurerm_storage_container.dead_letters.name
+  }
+  retry_policy {
+    max_delivery_attempts = 30
+    event_time_to_live    = 1440
+  }
+  depends_on = [azurerm_role_assignment.eventgrid_queue, azurerm_role_assignment.eventgrid_dead_letters]
+}
+
+# Optional: deliver straight to the app's POST /events (CloudEvents; the app
+# answers the webhook OPTIONS handshake). Keep max_events_per_batch at or below
+# the app's max_events_per_request.
+resource "azurerm_eventgrid_event_subscription" "webhook" {
+  count                 = var.app_webhook_url == "" ? 0 : 1
+  name                  = "to-app"
+  scope                 = azurerm_eventgrid_topic.events.id
+  event_delivery_schema = "CloudEventSchemaV1_0"
+  webhook_endpoint {
+    url                               = var.app_webhook_url
+    max_events_per_batch              = 100
+    preferred_batch_size_in_kilobytes = 512
+  }
+  dead_letter_identity {
+    type                   = "UserAssigned"
+    user_assigned_identity = azurerm_user_assigned_identity.eventgrid.id
+  }
+  storage_blob_dead_letter_destination {
+    storage_account_id          = azurerm_storage_account.events.id
+    storage_blob_container_name = azurerm_storage_container.dead_letters.name
+  }
+  retry_policy {
+    max_delivery_attempts = 30
+    event_time_to_live    = 1440
+  }
+}

@@ -1,0 +1,280 @@
+data "azurerm_client_config" "current" {}
+
+# ---------------------------------------------------------------------------
+# Key Vault Premium. Managed HSM holds every key that a service accepts from
+# it; this vault holds the rest, under the same rules (purge protection,
+# RSA-HSM keys, key-scoped roles, private endpoint only):
+#   - the AKS KMS (etcd secrets) key: AKS KMS takes an Azure Key Vault key id,
+#     not a Managed HSM key;
+#   - the key of the storage account that keeps the HSM's own full backups: a
+#     backup encrypted by the HSM it backs up could not be read after losing
+#     that HSM;
+#   - the security domain certificates used to activate the HSM.
+# ---------------------------------------------------------------------------
+resource "azurerm_key_vault" "kv" {
+  name                          = "kv-${local.base}"
+  location                      = azurerm_resource_group.main.location
+  resource_group_name           = azurerm_resource_group.main.name
+  tenant_id                     = var.tenant_id
+  sku_name                      = "premium"
+  purge_protection_enabled      = true
+  soft_delete_retention_days    = 90
+  rbac_authorization_enabled    = true
+  public_network_access_enabled = length(var.bootstrap_admin_ip_ranges) > 0 ? true : false
+  network_acls {
+    default_action = "Deny"
+    bypass         = "AzureServices"
+    ip_rules       = var.bootstrap_admin_ip_ranges
+  }
+  tags = local.tags
+}
+
+resource "azurerm_key_vault_certificate" "security_domain" {
+  count        = var.security_domain_certificate_count
+  name         = "hsm-security-domain-${count.index}"
+  key_vault_id = azurerm_key_vault.kv.id
+  certificate_policy {
+    issuer_parameters {
+      name = "Self"
+    }
+    key_properties {
+      exportable = true
+      key_type   = "RSA-HSM"
+      key_size   = 3072
+      reuse_key  = false
+    }
+    secret_properties {
+      content_type = "application/x-pkcs12"
+    }
+    x509_certificate_properties {
+      subject            = "CN=${local.base} security domain custodian ${count.index}"
+      key_usage          = ["keyEncipherment", "digitalSignature"]
+      validity_in_months = 120
+    }
+  }
+  tags = local.tags
+}
+
+# ---------------------------------------------------------------------------
+# Managed HSM: FIPS 140-3 level 3, single tenant; the customer holds the
+# security domain.
+# ---------------------------------------------------------------------------
+resource "azurerm_key_vault_managed_hardware_security_module" "hsm" {
+  name                       = "hsm-${local.base}"
+  location                   = azurerm_resource_group.main.location
+  resource_group_name        = azurerm_resource_group.main.name
+  tenant_id                  = var.tenant_id
+  sku_name                   = "Standard_B1"
+  admin_object_ids           = var.hsm_admin_object_ids
+  purge_protection_enabled   = true
+  soft_delete_retention_days = 90
+  # Private endpoint only, except while bootstrapping from the operators'
+  # ranges (the provider has no IP rules for Managed HSM: add them with
+  # `az keyvault update-hsm`, see infra/README.md).
+  public_network_access_enabled = length(var.bootstrap_admin_ip_ranges) > 0 ? true : false
+  network_acls {
+    default_action = "Deny"
+    bypass         = "AzureServices"
+  }
+  # Activation: the provider downloads the security domain wrapped to these
+  # certificates; any `security_domain_quorum` of their private keys restores it.
+  security_domain_key_vault_certificate_ids = azurerm_key_vault_certificate.security_domain[*].id
+  security_domain_quorum                    = var.security_domain_quorum
+  tags                                      = local.tags
+
+  lifecycle {
+    prevent_destroy = true
+    precondition {
+      condition     = var.security_domain_quorum <= var.security_domain_certificate_count
+      error_message = "security_domain_quorum cannot exceed security_domain_certificate_count."
+    }
+  }
+}
+
+resource "azurerm_monitor_diagnostic_setting" "hsm" {
+  name                       = "audit-to-log-analytics"
+  target_resource_id         = azurerm_key_vault_managed_hardware_security_module.hsm.id
+  log_analytics_workspace_id = azurerm_log_analytics_workspace.main.id
+  enabled_log {
+    category = "AuditEvent"
+  }
+  enabled_metric {
+    category = "AllMetrics"
+  }
+}
+
+resource "azurerm_monitor_diagnostic_setting" "kv" {
+  name                       = "audit-to-log-analytics"
+  target_resource_id         = azurerm_key_vault.kv.id
+  log_analytics_workspace_id = azurerm_log_analytics_workspace.main.id
+  enabled_log {
+    category = "AuditEvent"
+  }
+  enabled_metric {
+    category = "AllMetrics"
+  }
+}
+
+resource "azurerm_private_endpoint" "hsm" {
+  name                = "pe-hsm-${local.base}"
+  location            = azurerm_resource_group.main.location
+  resource_group_name = azurerm_resource_group.main.name
+  subnet_id           = azurerm_subnet.endpoints.id
+  private_service_connection {
+    name                           = "hsm"
+    private_connection_resource_id = azurerm_key_vault_managed_hardware_security_module.hsm.id
+    subresource_names              = ["managedhsm"]
+    is_manual_connection           = false
+  }
+  private_dns_zone_group {
+    name                 = "hsm"
+    private_dns_zone_ids = [azurerm_private_dns_zone.zone["hsm"].id]
+  }
+  tags = local.tags
+}
+
+resource "azurerm_private_endpoint" "kv" {
+  name                = "pe-kv-${local.base}"
+  location            = azurerm_resource_group.main.location
+  resource_group_name = azurerm_resource_group.main.name
+  subnet_id           = azurerm_subnet.endpoints.id
+  private_service_connection {
+    name                           = "vault"
+    private_connection_resource_id = azurerm_key_vault.kv.id
+    subresource_names              = ["vault"]
+    is_manual_connection           = false
+  }
+  private_dns_zone_group {
+    name                 = "vault"
+    private_dns_zone_ids = [azurerm_private_dns_zone.zone["vault"].id]
+  }
+  tags = local.tags
+}
+
+# ---------------------------------------------------------------------------
+# HSM keys: one per consumer, RSA-HSM, wrapKey/unwrapKey only. They exist in
+# both stages (the HSM comes first); the switch decides who uses them.
+# ---------------------------------------------------------------------------
+locals {
+  hsm_keys = {
+    cosmos  = "Cosmos DB account encryption"
+    storage = "Storage account encryption (event queue, poison queue, dead letters)"
+    app     = "the app's envelope KEK: wraps each delivery's data key"
+    disks   = "AKS node OS disks and persistent volumes, through the Disk Encryption Set"
+  }
+  # Managed HSM local RBAC built-in role definitions.
+  hsm_roles = {
+    crypto_service_encryption_user = "/Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/33413926-3206-4cdd-b39a-83574fe37a17"
+    crypto_officer                 = "/Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/515eb02d-2335-4d2d-92f2-b1cbdf9c3778"
+    backup                         = "/Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/7b127d3c-77bd-4e3e-bbe0-dbb8971fa7f8"
+  }
+}
+
+resource "azurerm_key_vault_managed_hardware_security_module_key" "key" {
+  for_each        = local.hsm_keys
+  name            = "${each.key}-kek"
+  managed_hsm_id  = azurerm_key_vault_managed_hardware_security_module.hsm.id
+  key_type        = "RSA-HSM"
+  key_size        = var.hsm_key_size
+  key_opts        = ["wrapKey", "unwrapKey"]
+  expiration_date = var.key_expiration_date
+  tags            = merge(local.tags, { purpose = each.value })
+
+  lifecycle {
+    prevent_destroy = true
+    # Rotation creates new versions outside Terraform.
+    ignore_changes = [expiration_date, not_before_date]
+  }
+}
+
+# Rotation: a new version every key_rotation_after (Azure's minimum is 7 days);
+# versions expire after key_expire_after. Cosmos DB, Storage and the Disk
+# Encryption Set follow the versionless key id; the runbook keeps each old
+# version enabled until every consumer has moved.
+resource "azurerm_key_vault_managed_hardware_security_module_key_rotation_policy" "key" {
+  for_each            = local.hsm_keys
+  managed_hsm_key_id  = azurerm_key_vault_managed_hardware_security_module_key.key[each.key].id
+  time_after_creation = var.key_rotation_after
+  expire_after        = var.key_expire_after
+}
+
+# Each consumer's identity may get, wrap and unwrap with its own key only.
+resource "azurerm_key_vault_managed_hardware_security_module_role_assignment" "consumer" {
+  for_each           = local.hsm_keys
+  managed_hsm_id     = azurerm_key_vault_managed_hardware_security_module.hsm.id
+  name               = uuidv5("url", "cmk-ingest/${local.base}/${each.key}/crypto-service-encryption-user")
+  scope              = "/keys/${azurerm_key_vault_managed_hardware_security_module_key.key[each.key].name}"
+  role_definition_id = local.hsm_roles.crypto_service_encryption_user
+  principal_id       = azurerm_user_assigned_identity.consumer[each.key].principal_id
+}
+
+# Rotation, enable/disable and backup of each key stay with the key admin
+# group, key by key.
+resource "azurerm_key_vault_managed_hardware_security_module_role_assignment" "key_admin" {
+  for_each           = local.hsm_keys
+  managed_hsm_id     = azurerm_key_vault_managed_hardware_security_module.hsm.id
+  name               = uuidv5("url", "cmk-ingest/${local.base}/${each.key}/crypto-officer")
+  scope              = "/keys/${azurerm_key_vault_managed_hardware_security_module_key.key[each.key].name}"
+  role_definition_id = local.hsm_roles.crypto_officer
+  principal_id       = var.key_admin_group_object_id
+}
+
+# ---------------------------------------------------------------------------
+# Key Vault keys (see the top of this file for why these live in Key Vault).
+# ---------------------------------------------------------------------------
+resource "azurerm_key_vault_key" "hsm_backup_storage" {
+  name            = "hsm-backup-storage-kek"
+  key_vault_id    = azurerm_key_vault.kv.id
+  key_type        = "RSA-HSM"
+  key_size        = var.hsm_key_size
+  key_opts        = ["wrapKey", "unwrapKey"]
+  expiration_date = var.key_expiration_date
+  rotation_policy {
+    expire_after         = var.key_expire_after
+    notify_before_expiry = "P30D"
+    automatic {
+      time_after_creation = var.key_rotation_after
+    }
+  }
+  tags = local.tags
+  lifecycle {
+    prevent_destroy = true
+    ignore_changes  = [expiration_date]
+  }
+  depends_on = [azurerm_private_endpoint.kv]
+}
+
+resource "azurerm_key_vault_key" "etcd_kms" {
+  #checkov:skip=CKV_CMK_2:AKS KMS encrypts and decrypts the etcd data keys with encrypt/decrypt, not wrapKey/unwrapKey; the key is scoped to the cluster identity alone
+  name            = "aks-etcd-kms-kek"
+  key_vault_id    = azurerm_key_vault.kv.id
+  key_type        = "RSA-HSM"
+  key_size        = var.hsm_key_size
+  key_opts        = ["encrypt", "decrypt"]
+  expiration_date = var.key_expiration_date
+  rotation_policy {
+    expire_after         = var.key_expire_after
+    notify_before_expiry = "P30D"
+    automatic {
+      time_after_creation = var.key_rotation_after
+    }
+  }
+  tags = local.tags
+  lifecycle {
+    prevent_destroy = true
+    ignore_changes  = [expiration_date]
+  }
+  depends_on = [azurerm_private_endpoint.kv]
+}
+
+resource "azurerm_role_assignment" "hsm_backup_storage_key" {
+  scope                = azurerm_key_vault_key.hsm_backup_storage.resource_versionless_id
+  role_definition_name = "Key Vault Crypto Service Encryption User"
+  principal_id         = azurerm_user_assigned_identity.hsm_backup.principal_id
+}
+
+resource "azurerm_role_assignment" "etcd_kms_key" {
+  scope                = azurerm_key_vault_key.etcd_kms.resource_versionless_id
+  role_definition_name = "Key Vault Crypto User"
+  principal_id         = azurerm_user_assigned_identity.aks.principal_id
+}

@@ -1,0 +1,193 @@
+variable "subscription_id" {
+  description = "Azure subscription to deploy into."
+  type        = string
+}
+
+variable "location" {
+  description = "Azure region; it must offer Managed HSM, Cosmos DB CMK and AKS encryption at host."
+  type        = string
+  default     = "westeurope"
+}
+
+variable "name" {
+  description = "Prefix of every resource name (lowercase letters and digits)."
+  type        = string
+  default     = "cmkingest"
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9]{2,11}$", var.name))
+    error_message = "name: 3-12 lowercase letters and digits, starting with a letter."
+  }
+}
+
+# The one switch between the two stages. "microsoft-managed": everything is
+# provisioned (the HSM and its keys included) but Cosmos DB, Storage and the
+# disks use Microsoft-managed keys and the app seals no fields.
+# "customer-managed": Cosmos DB, Storage, the node disks and the app's
+# envelope encryption all use keys in the Managed HSM.
+variable "encryption" {
+  description = "microsoft-managed | customer-managed"
+  type        = string
+  default     = "customer-managed"
+  validation {
+    condition     = contains(["microsoft-managed", "customer-managed"], var.encryption)
+    error_message = "encryption must be microsoft-managed or customer-managed."
+  }
+}
+
+# "production" disables Cosmos DB local (master-key) authentication: the app
+# must then reach Cosmos DB with Entra ID through its data-plane role. The
+# component in this repository signs with the master key only (cosmos_auth =
+# master-key), so deploy it with "development" until it speaks Entra ID to
+# Cosmos DB.
+variable "profile" {
+  description = "production | development"
+  type        = string
+  default     = "production"
+  validation {
+    condition     = contains(["production", "development"], var.profile)
+    error_message = "profile must be production or development."
+  }
+}
+
+variable "tenant_id" {
+  description = "Entra ID tenant of the HSM, the identities and the cluster's RBAC."
+  type        = string
+}
+
+variable "hsm_admin_object_ids" {
+  description = "Object ids of the Managed HSM administrators (at least two people or one group, never the Terraform principal alone)."
+  type        = list(string)
+  validation {
+    condition     = length(var.hsm_admin_object_ids) >= 1
+    error_message = "At least one HSM administrator is needed."
+  }
+}
+
+variable "key_admin_group_object_id" {
+  description = "Entra group that rotates keys: gets Managed HSM Crypto Officer on each key (never HSM-wide) and cluster admin."
+  type        = string
+}
+
+# Security domain activation: the HSM is activated by the provider with these
+# RSA certificates (public parts); the quorum of their private keys is needed
+# to restore the security domain. See infra/README.md for generating them
+# offline and importing only what activation needs.
+variable "security_domain_certificate_count" {
+  description = "How many RSA certificates wrap the security domain (>= 3)."
+  type        = number
+  default     = 3
+  validation {
+    condition     = var.security_domain_certificate_count >= 3 && var.security_domain_certificate_count <= 10
+    error_message = "Between 3 and 10 security domain certificates."
+  }
+}
+
+variable "security_domain_quorum" {
+  description = "How many of the certificates' private keys restore the security domain (>= 2, <= the count)."
+  type        = number
+  default     = 2
+  validation {
+    condition     = var.security_domain_quorum >= 2
+    error_message = "The quorum is at least 2."
+  }
+}
+
+variable "hsm_key_size" {
+  description = "RSA size of every HSM key: 2048 (default), 3072 or 4096. On Managed HSM, RSA-3072 unwrap throughput is about a third of RSA-2048's."
+  type        = number
+  default     = 2048
+  validation {
+    condition     = contains([2048, 3072, 4096], var.hsm_key_size)
+    error_message = "hsm_key_size must be 2048, 3072 or 4096."
+  }
+}
+
+variable "key_rotation_after" {
+  description = "ISO 8601 duration after creation when the HSM rotates a key (at least P7D; Azure's minimum for a rotation policy)."
+  type        = string
+  default     = "P180D"
+}
+
+variable "key_expire_after" {
+  description = "ISO 8601 duration after which a key version expires; longer than key_rotation_after so old versions outlive the switch to the new one."
+  type        = string
+  default     = "P2Y"
+}
+
+variable "key_expiration_date" {
+  description = "Hard expiry (RFC 3339) of the current key versions; rotation creates new versions before it."
+  type        = string
+  default     = "2028-12-31T00:00:00Z"
+}
+
+# Bootstrap only: the HSM and the Key Vault are reachable from nowhere but the
+# private endpoints. While Terraform first creates keys and role assignments
+# from outside the virtual network, set this to the operators' public ranges;
+# set it back to [] (the default) afterwards. The checks fail while it is set.
+variable "bootstrap_admin_ip_ranges" {
+  description = "Public CIDR ranges allowed to the HSM, Key Vault, Storage, Cosmos DB during bootstrap only."
+  type        = list(string)
+  default     = []
+}
+
+variable "aks_authorized_ip_ranges" {
+  description = "Ranges that may reach the AKS API server; empty makes the API server private."
+  type        = list(string)
+  default     = []
+}
+
+variable "kubernetes_version" {
+  description = "AKS Kubernetes version (minor); the auto-upgrade channel keeps patches current."
+  type        = string
+  default     = "1.33"
+}
+
+variable "system_vm_size" {
+  type    = string
+  default = "Standard_D4ds_v5"
+}
+
+variable "wasm_vm_size" {
+  type    = string
+  default = "Standard_D4ds_v5"
+}
+
+variable "vnet_cidr" {
+  type    = string
+  default = "10.42.0.0/16"
+}
+
+variable "app_webhook_url" {
+  description = "If set, an extra Event Grid subscription delivers straight to the app's POST /events (include ?code=<ingest key> or use the x-cmk-ingest-key delivery header)."
+  type        = string
+  default     = ""
+  sensitive   = true
+}
+
+variable "kubernetes_namespace" {
+  type    = string
+  default = "cmk-ingest"
+}
+
+variable "tags" {
+  type    = map(string)
+  default = {}
+}
+
+variable "protected_fields" {
+  description = "The app's protected_fields (JSON: event type -> JSON Pointers into the event). Also excludes those paths from the Cosmos DB index."
+  type        = string
+  default     = "{\"*\": [\"/data\"]}"
+}
+
+variable "hsm_backup_retention_days" {
+  description = "Days each HSM backup blob stays immutable."
+  type        = number
+  default     = 35
+}
+
+variable "hsm_backup_immutability_locked" {
+  description = "Lock the backup container's immutability policy (irreversible: do it after the first restore drill)."
+  type        = bool
+  default     = false
+}
