@@ -83,3 +83,12 @@ output "security_domain_certificate_ids" {
 output "encryption" {
   value = var.encryption
 }
+
+# The security domain the provider downloaded at activation, wrapped to the
+# security-domain certificates. Save it offline right after the first apply
+# (infra/README.md, bootstrap step 3); it is also in the state, so the state
+# backend must be as protected as the HSM's administrators.
+output "security_domain_encrypted_data" {
+  value     = azurerm_key_vault_managed_hardware_security_module.hsm.security_domain_encrypted_data
+  sensitive = true
+}
