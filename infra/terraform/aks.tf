@@ -159,20 +159,20 @@ resource "azurerm_kubernetes_cluster" "aks" {
 # the label spin=true). The system pool takes critical add-ons only, so
 # workloads land here without taints (SpinApp has no tolerations field).
 resource "azurerm_kubernetes_cluster_node_pool" "wasm" {
-  name                  = "wasm"
-  kubernetes_cluster_id = azurerm_kubernetes_cluster.aks.id
-  mode                  = "User"
-  vm_size               = var.wasm_vm_size
-  vnet_subnet_id        = azurerm_subnet.nodes.id
+  name                    = "wasm"
+  kubernetes_cluster_id   = azurerm_kubernetes_cluster.aks.id
+  mode                    = "User"
+  vm_size                 = var.wasm_vm_size
+  vnet_subnet_id          = azurerm_subnet.nodes.id
   host_encryption_enabled = true
-  os_disk_type          = "Managed"
-  os_sku                = "AzureLinux"
-  auto_scaling_enabled  = true
-  min_count             = 2
-  max_count             = 10
-  max_pods              = 110
-  zones                 = ["1", "2", "3"]
-  node_labels = {
+  os_disk_type            = "Managed"
+  os_sku                  = "AzureLinux"
+  auto_scaling_enabled    = true
+  min_count               = 2
+  max_count               = 10
+  max_pods                = 110
+  zones                   = ["1", "2", "3"]
+  node_labels             = {
     "spin"     = "true"
     "workload" = "wasm"
   }

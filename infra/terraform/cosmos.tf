@@ -16,12 +16,12 @@ resource "azurerm_cosmosdb_account" "main" {
     identity_ids = [azurerm_user_assigned_identity.consumer["cosmos"].id]
   }
   # Production: Entra ID only (data-plane role below); no master keys.
-  local_authentication_disabled      = var.profile == "production" ? true : false
-  access_key_metadata_writes_enabled = false
-  public_network_access_enabled      = length(var.bootstrap_admin_ip_ranges) > 0 ? true : false
-  ip_range_filter                    = var.bootstrap_admin_ip_ranges
+  local_authentication_disabled         = var.profile == "production" ? true : false
+  access_key_metadata_writes_enabled    = false
+  public_network_access_enabled         = length(var.bootstrap_admin_ip_ranges) > 0 ? true : false
+  ip_range_filter                       = var.bootstrap_admin_ip_ranges
   network_acl_bypass_for_azure_services = false
-  automatic_failover_enabled         = false
+  automatic_failover_enabled            = false
   consistency_policy {
     consistency_level = "Session"
   }
@@ -116,9 +116,9 @@ resource "azurerm_private_endpoint" "cosmos" {
 }
 
 resource "azurerm_monitor_diagnostic_setting" "cosmos" {
-  name                       = "cosmos-to-log-analytics"
-  target_resource_id         = azurerm_cosmosdb_account.main.id
-  log_analytics_workspace_id = azurerm_log_analytics_workspace.main.id
+  name                           = "cosmos-to-log-analytics"
+  target_resource_id             = azurerm_cosmosdb_account.main.id
+  log_analytics_workspace_id     = azurerm_log_analytics_workspace.main.id
   log_analytics_destination_type = "Dedicated"
   enabled_log {
     category = "DataPlaneRequests"

@@ -1,7 +1,7 @@
 locals {
-  suffix     = random_string.suffix.result
-  base       = "${var.name}${local.suffix}"
-  tags       = merge(var.tags, { app = "cmk-ingest", encryption = var.encryption, profile = var.profile })
+  suffix = random_string.suffix.result
+  base   = "${var.name}${local.suffix}"
+  tags   = merge(var.tags, { app = "cmk-ingest", encryption = var.encryption, profile = var.profile })
 }
 
 resource "random_string" "suffix" {

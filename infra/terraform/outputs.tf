@@ -4,7 +4,7 @@
 # profile there is no Cosmos DB key at all.
 output "spin_variables" {
   description = "Non-secret Spin variables for the app (SpinKube ConfigMap or spin cloud variables)."
-  value = {
+  value       = {
     cosmos_endpoint   = trimsuffix(azurerm_cosmosdb_account.main.endpoint, "/")
     cosmos_database   = azurerm_cosmosdb_sql_database.main.name
     cosmos_container  = azurerm_cosmosdb_sql_container.events.name
@@ -21,7 +21,7 @@ output "spin_variables" {
 
 output "bridge_environment" {
   description = "Environment of the queue bridge Deployment."
-  value = {
+  value       = {
     BRIDGE_QUEUE_URL    = "${azurerm_storage_account.events.primary_queue_endpoint}${azurerm_storage_queue.events.name}"
     BRIDGE_POISON_QUEUE = azurerm_storage_queue.poison.name
     BRIDGE_AUTH         = "workload-identity"

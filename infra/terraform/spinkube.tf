@@ -19,7 +19,7 @@ resource "helm_release" "cert_manager" {
   chart            = "cert-manager"
   version          = local.spinkube_versions.cert_manager
   atomic           = true
-  values = [yamlencode({
+  values           = [yamlencode({
     crds = { enabled = true }
   })]
   depends_on = [azurerm_kubernetes_cluster_node_pool.wasm]

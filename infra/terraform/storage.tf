@@ -4,25 +4,25 @@
 resource "azurerm_storage_account" "events" {
   #checkov:skip=CKV_AZURE_36:bypass includes AzureServices (network_rules below); checkov 3.3.30 renders this account's bypass list one level deeper and misses it (the HSM backup account, written the same way, passes)
   #checkov:skip=CKV2_AZURE_1:the customer key is set inline (customer_managed_key with managed_hsm_key_id); CKV_CMK_5 holds it to an HSM key
-  name                            = "st${local.base}"
-  location                        = azurerm_resource_group.main.location
-  resource_group_name             = azurerm_resource_group.main.name
-  account_tier                    = "Standard"
-  account_kind                    = "StorageV2"
-  account_replication_type        = "GZRS"
-  min_tls_version                 = "TLS1_2"
-  https_traffic_only_enabled      = true
+  name                              = "st${local.base}"
+  location                          = azurerm_resource_group.main.location
+  resource_group_name               = azurerm_resource_group.main.name
+  account_tier                      = "Standard"
+  account_kind                      = "StorageV2"
+  account_replication_type          = "GZRS"
+  min_tls_version                   = "TLS1_2"
+  https_traffic_only_enabled        = true
   infrastructure_encryption_enabled = true
   # Queues and tables use the account key (the customer-managed one in the
   # CMK stage), not a service-managed key.
-  queue_encryption_key_type       = "Account"
-  table_encryption_key_type       = "Account"
-  shared_access_key_enabled       = var.encryption == "customer-managed" ? false : true
-  default_to_oauth_authentication = true
-  allow_nested_items_to_be_public = false
+  queue_encryption_key_type        = "Account"
+  table_encryption_key_type        = "Account"
+  shared_access_key_enabled        = var.encryption == "customer-managed" ? false : true
+  default_to_oauth_authentication  = true
+  allow_nested_items_to_be_public  = false
   cross_tenant_replication_enabled = false
-  local_user_enabled              = false
-  public_network_access_enabled   = length(var.bootstrap_admin_ip_ranges) > 0 ? true : false
+  local_user_enabled               = false
+  public_network_access_enabled    = length(var.bootstrap_admin_ip_ranges) > 0 ? true : false
   network_rules {
     default_action = "Deny"
     bypass         = ["AzureServices", "Logging", "Metrics"]
