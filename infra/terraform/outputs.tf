@@ -51,6 +51,10 @@ output "hsm_backup_container_url" {
   value = "${azurerm_storage_account.hsm_backup.primary_blob_endpoint}${azurerm_storage_container.hsm_backup.name}"
 }
 
+output "hsm_backup_storage_account_name" {
+  value = azurerm_storage_account.hsm_backup.name
+}
+
 output "hsm_backup_identity_client_id" {
   value = azurerm_user_assigned_identity.hsm_backup.client_id
 }

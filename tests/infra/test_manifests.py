@@ -113,7 +113,7 @@ def test_models_validate_every_known_kind(docs):
     assert not bad, bad
     kinds = {r["kind"] for r in results if r["status"] == "valid"}
     assert {"Deployment", "ConfigMap", "ServiceAccount", "CronJob", "StorageClass", "ScaledObject",
-            "TriggerAuthentication", "Role", "RoleBinding", "NetworkPolicy", "Namespace", "Secret"} <= kinds
+            "TriggerAuthentication", "Role", "RoleBinding", "NetworkPolicy", "Namespace"} <= kinds
 
 
 def test_spinkube_kinds_use_documented_fields(docs):
