@@ -15,6 +15,7 @@ use crate::ingest::{self, Plan};
 use crate::kek;
 use crate::log;
 use crate::outbound;
+use crate::queue;
 use crate::records;
 use crate::rewrap;
 use crate::time::UnixTime;
@@ -30,15 +31,17 @@ async fn handle(req: IncomingRequest) -> Response<Vec<u8>> {
         (Method::Post, "/readyz/roundtrip") => readyz(&req, true).await,
         (Method::Post, "/events") => post_events(req).await,
         (Method::Options, "/events") => options_events(&req).await,
+        (Method::Post, "/queue") => post_queue(req).await,
         (Method::Get, p) if p.starts_with("/records/") => get_records(req).await,
         (Method::Post, "/admin/rewrap") => post_rewrap(req).await,
-        (_, "/healthz" | "/events" | "/readyz" | "/readyz/roundtrip" | "/admin/rewrap") => {
-            Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
-                format!("{method} is not allowed on {path}"),
-            ))
-        }
+        (
+            _,
+            "/healthz" | "/events" | "/queue" | "/readyz" | "/readyz/roundtrip" | "/admin/rewrap",
+        ) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!("{method} is not allowed on {path}"),
+        )),
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "NotFound",
@@ -512,9 +515,70 @@ async fn post_events(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError
         }
         Plan::Write(w) => w,
     };
+    write_delivery(writes, &config).await
+}
+
+/// `POST /queue`: one Storage queue message from the queue bridge or a Dapr
+/// sidecar. Same key, limits and answers as `POST /events`; every answer is
+/// logged with the message's id and dequeue count (never its text).
+async fn post_queue(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError> {
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .entries()
+        .into_iter()
+        .filter_map(|(k, v)| String::from_utf8(v).ok().map(|v| (k, v)))
+        .collect();
+    let meta = queue::metadata(&headers)?;
+    let mut decoded: Option<(&'static str, usize)> = None;
+    let result = async {
+        let config = load_config()?;
+        let key = header(&req, ingest::INGEST_KEY_HEADER)
+            .or_else(|| header(&req, queue::DAPR_API_TOKEN_HEADER));
+        inbound::authorize(
+            &config,
+            header(&req, "authorization").as_deref(),
+            key.as_deref(),
+            &query_of(&req),
+        )
+        .await?;
+        let content_type = header(&req, "content-type");
+        let body = read_body(req, config.ingest.max_body_bytes).await?;
+        let message = queue::decode(content_type.as_deref(), &body)?;
+        decoded = Some((message.text_encoding.as_str(), message.events.len()));
+        let writes = ingest::plan_events(message.events, &config, UnixTime::now())?;
+        write_delivery(writes, &config).await
+    }
+    .await;
+    let (status, code) = match &result {
+        Ok(r) => (r.status().as_u16(), None),
+        Err(e) => (e.status.as_u16(), Some(e.code)),
+    };
+    log::emit(
+        if status < 300 { "info" } else { "warn" },
+        "queue_message",
+        &[
+            ("forwarder", json!(meta.forwarder.as_str())),
+            ("message_id", json!(meta.message_id)),
+            ("dequeue_count", json!(meta.dequeue_count)),
+            ("insertion_time", json!(meta.insertion_time)),
+            ("text_encoding", json!(decoded.map(|d| d.0))),
+            ("events", json!(decoded.map(|d| d.1))),
+            ("status", json!(status)),
+            ("code", json!(code)),
+        ],
+    );
+    result
+}
+
+/// Seals (stage two), sends and summarizes a planned delivery: the part of
+/// every ingest route after its events are decoded.
+async fn write_delivery(
+    writes: ingest::Writes,
+    config: &Config,
+) -> Result<Response<Vec<u8>>, ApiError> {
     let writes = match &config.kek {
         None => writes,
-        Some(kek_cfg) => seal_delivery(writes, kek_cfg, &config).await?,
+        Some(kek_cfg) => seal_delivery(writes, kek_cfg, config).await?,
     };
     let requests = writes
         .units

@@ -152,8 +152,16 @@ pub enum EventError {
 
 /// Decodes an Event Grid schema delivery (a JSON array of events).
 pub fn decode_event_grid(body: &[u8]) -> Result<Delivery, EventError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| EventError::NotJson(e.to_string()))?;
+    event_grid_delivery(parse_json(body)?)
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, EventError> {
+    serde_json::from_slice(body).map_err(|e| EventError::NotJson(e.to_string()))
+}
+
+/// An Event Grid schema delivery that is already parsed JSON (a JSON array
+/// of events), for encodings that carry it inside another envelope.
+pub fn event_grid_delivery(value: Value) -> Result<Delivery, EventError> {
     let items = match value {
         Value::Array(items) => items,
         _ => return Err(EventError::NotArray),
@@ -425,8 +433,11 @@ fn cloud_event(index: usize, item: Value, encoding: Encoding) -> Result<Event, E
 
 /// Decodes a CloudEvents structured-mode body (one JSON object).
 pub fn decode_cloudevent(body: &[u8]) -> Result<Vec<Event>, EventError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| EventError::NotJson(e.to_string()))?;
+    cloudevent_structured(parse_json(body)?)
+}
+
+/// One CloudEvent in structured mode, already parsed (a JSON object).
+pub fn cloudevent_structured(value: Value) -> Result<Vec<Event>, EventError> {
     if !value.is_object() {
         return Err(EventError::NotObject { index: 0 });
     }
@@ -439,8 +450,11 @@ pub fn decode_cloudevent(body: &[u8]) -> Result<Vec<Event>, EventError> {
 
 /// Decodes a CloudEvents batch-mode body (a JSON array of events).
 pub fn decode_cloudevents_batch(body: &[u8]) -> Result<Vec<Event>, EventError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| EventError::NotJson(e.to_string()))?;
+    cloudevents_batch(parse_json(body)?)
+}
+
+/// A CloudEvents batch, already parsed (a JSON array of events).
+pub fn cloudevents_batch(value: Value) -> Result<Vec<Event>, EventError> {
     let Value::Array(items) = value else {
         return Err(EventError::NotArray);
     };

@@ -214,6 +214,16 @@ pub fn plan(
             ))
         }
     };
+    plan_events(events, config, now).map(Plan::Write)
+}
+
+/// Checks the event count, maps events to documents and signs every write:
+/// the part of [`plan`] every encoding shares once its events are decoded.
+pub fn plan_events(
+    events: Vec<crate::events::Event>,
+    config: &Config,
+    now: UnixTime,
+) -> Result<Writes, ApiError> {
     if events.len() > config.ingest.max_events {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -230,7 +240,7 @@ pub fn plan(
         .map(|e| to_document(e, &config.ingest.partition_key))
         .collect::<Result<Vec<_>, _>>()?;
     let units = write_units(&documents, config, now).map_err(|e| ApiError::from(&e))?;
-    Ok(Plan::Write(Writes { documents, units }))
+    Ok(Writes { documents, units })
 }
 
 /// Groups documents by partition key (first-seen order) and cuts each group

@@ -2,7 +2,8 @@
 //! itself, as a Spin WebAssembly component.
 //!
 //! The crate is a functional core with I/O at the edge: [`events`] decodes
-//! deliveries, [`document`] maps events to documents, [`cosmos`] builds signed
+//! deliveries ([`queue`] unwraps forwarded Storage queue messages into
+//! them), [`document`] maps events to documents, [`cosmos`] builds signed
 //! requests and parses answers, [`ingest`] plans a delivery and summarizes its
 //! writes, [`api`] holds the HTTP contract, [`config`] validates settings. All
 //! of these are pure and tested natively with `cargo test`. Only `outbound`
@@ -21,6 +22,7 @@ pub mod hsm;
 pub mod ingest;
 pub mod jwt;
 pub mod log;
+pub mod queue;
 pub mod records;
 pub mod retry;
 pub mod rewrap;
