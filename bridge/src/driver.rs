@@ -512,6 +512,11 @@ impl Bridge {
             }
             forwarded += messages.len();
             let pacing = self.process(&messages, Instant::now());
+            if once {
+                // Messages left for redelivery are hidden now: the next poll
+                // sees only the rest, so --once ends instead of pausing.
+                continue;
+            }
             self.sleep(decide::next_poll_delay_ms(
                 messages.len(),
                 pacing.pause_secs,

@@ -16,7 +16,8 @@ const USAGE: &str = "usage: cmk-ingest-bridge [--once]
 
 Polls the Storage queue BRIDGE_QUEUE_URL and forwards each message to
 BRIDGE_TARGET_URL (cmk-ingest's POST /queue). --once: exit when a poll
-finds the queue empty (exit 1 if a poll fails). See docs/bridge.md.";
+finds no visible message (messages left for redelivery stay hidden until
+their visibility timeout; exit 1 if a poll fails). See docs/bridge.md.";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

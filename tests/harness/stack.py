@@ -4,7 +4,8 @@ component served by a real Wasm runtime.
 - Cosmos DB: npm `@vercel/cosmosdb-server` (HTTP), behind `sigcheck.py`, which
   recomputes every master-key signature with the official Python SDK and
   answers 401 as the service does (the server itself accepts any signature).
-- Storage queues: npm `azurite` (checks Shared Key signatures).
+- Storage queues: npm `azurite` (checks Shared Key signatures), polled by
+  the queue bridge (`CMK_BRIDGE`, built by scripts/bootstrap).
 - The component: `spin up` when the Spin CLI is on PATH; otherwise Wasmtime
   (`wasmtime serve`, the engine Spin embeds) running a copy of the app with
   the test-only Spin stub plugged in (variables from SPIN_VARIABLE_*,
@@ -342,6 +343,53 @@ class Stack:
             except Exception as e:  # already exists
                 if "QueueAlreadyExists" not in str(e):
                     raise
+
+    # -- the queue bridge ---------------------------------------------------
+
+    def queue_client(self, name: str = QUEUE_NAME, base64_policy: bool = False, create: bool = False):
+        """The official SDK's QueueClient; with `base64_policy` it encodes text
+        as the Storage SDKs' base64 policy (what Azure Functions expects)."""
+        from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+
+        extra = {"message_encode_policy": TextBase64EncodePolicy(),
+                 "message_decode_policy": TextBase64DecodePolicy()} if base64_policy else {}
+        client = QueueClient.from_connection_string(self.queue_connection_string, name, **extra)
+        if create:
+            client.create_queue()
+        return client
+
+    def bridge_env(self, target: str, queue: str = QUEUE_NAME, **settings: str) -> dict[str, str]:
+        """Environment for the bridge: the azurite queue, Shared Key with the
+        emulator's key, the app's ingest key; `settings` override BRIDGE_*
+        (e.g. MAX_DEQUEUE_COUNT="3") or set AZURE_* variables."""
+        env_vars = {
+            "BRIDGE_QUEUE_URL": f"{self.queue_url}/{AZURITE_ACCOUNT}/{queue}",
+            "BRIDGE_TARGET_URL": target,
+            "BRIDGE_INGEST_KEY": read_profile()["SPIN_VARIABLE_INGEST_KEYS"].split(",")[0],
+            "BRIDGE_AUTH": "shared-key",
+            "BRIDGE_ACCOUNT_KEY": AZURITE_KEY,
+            "BRIDGE_POLL_INTERVAL_MS": "100",
+        }
+        for k, v in settings.items():
+            env_vars[k if k.startswith(("AZURE_", "IDENTITY_")) else f"BRIDGE_{k}"] = v
+        return env_vars
+
+    def run_bridge_once(self, env_vars: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+        """`cmk-ingest-bridge --once`: drains the queue and exits."""
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "AZURE_", "IDENTITY_"))}
+        return subprocess.run([env("CMK_BRIDGE"), "--once"], env={**clean, **env_vars}, capture_output=True,
+                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def start_bridge(self, name: str, env_vars: dict[str, str]) -> Process:
+        """The bridge as a long-running process (stopped with the stack)."""
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "AZURE_", "IDENTITY_"))}
+        log = self.workdir / f"{name}.log"
+        proc = subprocess.Popen([env("CMK_BRIDGE")], stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env={**clean, **env_vars}, cwd=self.workdir,
+                                start_new_session=True)
+        p = Process(name, proc, log)
+        self.processes.append(p)
+        return p
 
     def sigcheck_stats(self) -> dict:
         with urllib.request.urlopen(f"{self.sigcheck_url}/_sigcheck/stats") as r:
