@@ -6,6 +6,7 @@ use http::{Response, StatusCode};
 use serde_json::json;
 use spin_sdk::http::{IncomingRequest, Method};
 
+use crate::account::Account;
 use crate::api::{json_response, ApiError};
 use crate::config::Config;
 use crate::envelope::{self, Dek};
@@ -201,11 +202,16 @@ async fn get_records(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError
         &config,
     )?;
     let only = records::fields(&path)?;
-    let sent = outbound::send_cosmos(
-        records::request(&read, &config, UnixTime::now())?,
-        config.cosmos.retry,
-    )
-    .await;
+    let account = Account::new(&config.cosmos);
+    let credential = account.credential().await?;
+    let sent = account
+        .send(records::request(
+            &read,
+            &config,
+            &credential,
+            UnixTime::now(),
+        )?)
+        .await;
     let answer = match records::parse_answer(&read, sent.result) {
         Ok(mut a) => open_protected(&config, &mut a, only.as_deref())
             .await
@@ -322,11 +328,17 @@ async fn post_rewrap(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError
     let (latest, _) = kek.key(true).await.map_err(|e| ApiError::from(&e))?;
     hsm::check_usable(&latest, hsm::KeyOp::Wrap, UnixTime::now())
         .map_err(|e| ApiError::from(&e))?;
-    let sent = outbound::send_cosmos(
-        rewrap::query_request(&call, &latest.kid, &config, UnixTime::now())?,
-        config.cosmos.retry,
-    )
-    .await;
+    let account = Account::new(&config.cosmos);
+    let credential = account.credential().await?;
+    let sent = account
+        .send(rewrap::query_request(
+            &call,
+            &latest.kid,
+            &config,
+            &credential,
+            UnixTime::now(),
+        )?)
+        .await;
     let page = rewrap::parse_page(sent.result)?;
     let mut report = rewrap::Report::default();
     // (old kid, old wrapped DEK) → the DEK wrapped under the latest version.
@@ -376,9 +388,9 @@ async fn post_rewrap(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError
         };
         let new = &moved[idx].2;
         let doc2 = envelope::rewrapped(doc, &new.kid, &new.value).map_err(envelope_error)?;
-        let req = rewrap::replace_request(&at, &doc2, &config, UnixTime::now())
+        let req = rewrap::replace_request(&at, &doc2, &config, &credential, UnixTime::now())
             .map_err(|e| ApiError::from(&e))?;
-        let sent = outbound::send_cosmos(req, config.cosmos.retry).await;
+        let sent = account.send(req).await;
         report.add(rewrap::replace_outcome(sent.result)?);
     }
     log::emit(
@@ -431,6 +443,7 @@ async fn seal_delivery(
     writes: ingest::Writes,
     kek_cfg: &crate::config::KekConfig,
     config: &Config,
+    credential: &crate::cosmos::Credential,
 ) -> Result<ingest::Writes, ApiError> {
     let kek = kek::Kek::new(kek_cfg, config.cosmos.retry);
     let dek = Dek::from_bytes(&zeroize::Zeroizing::new(
@@ -463,6 +476,7 @@ async fn seal_delivery(
         &key,
         &mut nonce,
         config,
+        credential,
         UnixTime::now(),
     )
 }
@@ -502,11 +516,14 @@ async fn post_events(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError
         .filter_map(|(k, v)| String::from_utf8(v).ok().map(|v| (k, v)))
         .collect();
     let body = read_body(req, config.ingest.max_body_bytes).await?;
+    let account = Account::new(&config.cosmos);
+    let credential = account.credential().await?;
     let writes = match ingest::plan(
         content_type.as_deref(),
         &headers,
         &body,
         &config,
+        &credential,
         UnixTime::now(),
     )? {
         Plan::Respond(r) => {
@@ -515,7 +532,7 @@ async fn post_events(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError
         }
         Plan::Write(w) => w,
     };
-    write_delivery(writes, &config).await
+    write_delivery(writes, &config, &account, &credential).await
 }
 
 /// `POST /queue`: one Storage queue message from the queue bridge or a Dapr
@@ -545,8 +562,10 @@ async fn post_queue(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError>
         let body = read_body(req, config.ingest.max_body_bytes).await?;
         let message = queue::decode(content_type.as_deref(), &body)?;
         decoded = Some((message.text_encoding.as_str(), message.events.len()));
-        let writes = ingest::plan_events(message.events, &config, UnixTime::now())?;
-        write_delivery(writes, &config).await
+        let account = Account::new(&config.cosmos);
+        let credential = account.credential().await?;
+        let writes = ingest::plan_events(message.events, &config, &credential, UnixTime::now())?;
+        write_delivery(writes, &config, &account, &credential).await
     }
     .await;
     let (status, code) = match &result {
@@ -575,17 +594,19 @@ async fn post_queue(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError>
 async fn write_delivery(
     writes: ingest::Writes,
     config: &Config,
+    account: &Account<'_>,
+    credential: &crate::cosmos::Credential,
 ) -> Result<Response<Vec<u8>>, ApiError> {
     let writes = match &config.kek {
         None => writes,
-        Some(kek_cfg) => seal_delivery(writes, kek_cfg, config).await?,
+        Some(kek_cfg) => seal_delivery(writes, kek_cfg, config, credential).await?,
     };
     let requests = writes
         .units
         .iter()
         .map(|u| outbound::copy(&u.request))
         .collect();
-    let sent = outbound::send_all_cosmos(requests, config.cosmos.retry).await;
+    let sent = account.send_all(requests).await;
     let stats: Vec<(u32, u64)> = sent.iter().map(|s| (s.attempts, s.duration_ms)).collect();
     let (response, outcomes) =
         ingest::summarize(&writes, sent.into_iter().map(|s| s.result).collect());

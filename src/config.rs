@@ -17,6 +17,8 @@ pub const VARIABLES: &[(&str, bool)] = &[
     ("cosmos_container", false),
     ("cosmos_auth", false),
     ("cosmos_key", true),
+    ("cosmos_token_scope", false),
+    ("cosmos_write_mode", false),
     ("partition_key", false),
     ("max_body_bytes", false),
     ("max_events_per_request", false),
@@ -193,9 +195,59 @@ pub struct CosmosConfig {
     /// Database and container.
     pub container: ContainerLink,
     /// How requests are authorized.
-    pub credential: Credential,
+    pub auth: CosmosAuth,
     /// Retries of transient failures.
     pub retry: RetryPolicy,
+    /// How ingest writes documents.
+    pub write_mode: WriteMode,
+}
+
+/// How Cosmos DB requests are authorized (`cosmos_auth`).
+#[derive(Debug, Clone)]
+pub enum CosmosAuth {
+    /// `master-key`: every request signed with the account key.
+    MasterKey(Credential),
+    /// `entra`: an Entra ID token for `scope`, from the same token sources
+    /// and cache as the Managed HSM token.
+    Entra {
+        /// e.g. `https://acct.documents.azure.com/.default`.
+        scope: String,
+        /// Where tokens come from.
+        identity: IdentityConfig,
+    },
+}
+
+impl CosmosAuth {
+    /// The credential when it needs no token (master key), else `None`.
+    pub fn static_credential(&self) -> Option<&Credential> {
+        match self {
+            CosmosAuth::MasterKey(c) => Some(c),
+            CosmosAuth::Entra { .. } => None,
+        }
+    }
+}
+
+/// How ingest writes a document (`cosmos_write_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Create or replace (the default): a redelivery rewrites the document.
+    Upsert,
+    /// Create only: a redelivery finds the document already there and is
+    /// answered as written when the stored event matches; a different event
+    /// under the same id is a conflict (409). Nothing is ever overwritten.
+    Create,
+}
+
+/// The Entra ID scope of a Cosmos DB account, derived from its endpoint as
+/// the official SDKs do: `scheme://host/.default`, without the port.
+pub fn cosmos_scope(endpoint: &Endpoint) -> String {
+    let origin = endpoint.origin();
+    let (scheme, rest) = origin.split_once("://").unwrap_or(("https", &origin));
+    let host = match rest.strip_prefix('[') {
+        Some(v6) => format!("[{}]", v6.split(']').next().unwrap_or(v6)),
+        None => rest.split(':').next().unwrap_or(rest).to_owned(),
+    };
+    format!("{scheme}://{host}/.default")
 }
 
 /// Inbound event settings.
@@ -468,15 +520,20 @@ impl Config {
                 ));
             }
         }
-        let credential = match get("cosmos_auth")?.as_deref().unwrap_or("master-key") {
-            "master-key" => Credential::MasterKey(
-                MasterKey::from_base64(&required("cosmos_key")?)
-                    .map_err(|e| invalid("cosmos_key", &e))?,
-            ),
+        let auth_kind = get("cosmos_auth")?.unwrap_or_else(|| "master-key".into());
+        if !matches!(auth_kind.as_str(), "master-key" | "entra") {
+            return Err(invalid(
+                "cosmos_auth",
+                &format!("`{auth_kind}` is not one of master-key, entra"),
+            ));
+        }
+        let write_mode = match get("cosmos_write_mode")?.as_deref().unwrap_or("upsert") {
+            "upsert" => WriteMode::Upsert,
+            "create" => WriteMode::Create,
             other => {
                 return Err(invalid(
-                    "cosmos_auth",
-                    &format!("`{other}` is not supported; use `master-key`"),
+                    "cosmos_write_mode",
+                    &format!("`{other}` is not one of upsert, create"),
                 ))
             }
         };
@@ -508,6 +565,31 @@ impl Config {
         let admin_keys = match get("admin_keys")? {
             None => None,
             Some(v) => Some(Keys::parse(&v).map_err(|e| invalid("admin_keys", &e))?),
+        };
+        let auth = if auth_kind == "entra" {
+            let scope = match get("cosmos_token_scope")? {
+                Some(s) if s.trim().ends_with("/.default") && s.contains("://") => {
+                    s.trim().to_owned()
+                }
+                Some(_) => {
+                    return Err(invalid(
+                        "cosmos_token_scope",
+                        &"must be a scope such as https://acct.documents.azure.com/.default",
+                    ))
+                }
+                None => cosmos_scope(&endpoint),
+            };
+            CosmosAuth::Entra {
+                scope,
+                identity: identity(&get, &invalid, &number)?,
+            }
+        } else {
+            let key = get("cosmos_key")?.ok_or_else(|| {
+                invalid("cosmos_key", &"is required for cosmos_auth = master-key")
+            })?;
+            CosmosAuth::MasterKey(Credential::MasterKey(
+                MasterKey::from_base64(&key).map_err(|e| invalid("cosmos_key", &e))?,
+            ))
         };
         let kek = match get("hsm_key_name")? {
             None => None,
@@ -588,7 +670,8 @@ impl Config {
             cosmos: CosmosConfig {
                 endpoint,
                 container: ContainerLink::new(database, container),
-                credential,
+                auth,
+                write_mode,
                 retry: retry_policy(number(
                     "cosmos_retry_budget_ms",
                     RetryPolicy::default().budget_ms as usize,
@@ -632,7 +715,11 @@ mod tests {
         let c = load(&[]).unwrap();
         assert_eq!(c.cosmos.endpoint.origin(), "http://127.0.0.1:8081");
         assert_eq!(c.cosmos.container.container(), "events");
-        assert!(matches!(c.cosmos.credential, Credential::MasterKey(_)));
+        assert!(matches!(
+            c.cosmos.auth.static_credential(),
+            Some(Credential::MasterKey(_))
+        ));
+        assert_eq!(c.cosmos.write_mode, WriteMode::Upsert);
         assert_eq!(c.ingest.partition_key, "/source");
         assert_eq!(c.ingest.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
         assert_eq!(c.ingest.max_events, DEFAULT_MAX_EVENTS);
@@ -795,6 +882,76 @@ mod tests {
                 .read
                 .accept_unsealed
         );
+    }
+
+    #[test]
+    fn entra_auth_needs_no_key_and_derives_the_account_scope() {
+        let entra = [
+            ("cosmos_endpoint", "https://acct.documents.azure.com:443/"),
+            ("cosmos_auth", "entra"),
+            ("cosmos_key", ""),
+            ("identity", "client-secret"),
+            ("azure_tenant_id", "t"),
+            ("azure_client_id", "c"),
+            ("azure_client_secret", "s"),
+        ];
+        let c = load(&entra).unwrap();
+        match &c.cosmos.auth {
+            CosmosAuth::Entra { scope, identity } => {
+                assert_eq!(scope, "https://acct.documents.azure.com/.default");
+                assert_eq!(identity.provider.kind(), "client-secret");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(c.cosmos.auth.static_credential().is_none());
+        let mut over = entra.to_vec();
+        over.push(("cosmos_token_scope", "https://cosmos.azure.com/.default"));
+        assert!(matches!(
+            load(&over).unwrap().cosmos.auth,
+            CosmosAuth::Entra { ref scope, .. } if scope == "https://cosmos.azure.com/.default"
+        ));
+        over.push(("cosmos_token_scope", "acct"));
+        assert!(matches!(
+            load(&over),
+            Err(ConfigError::Invalid {
+                name: "cosmos_token_scope",
+                ..
+            })
+        ));
+        // The identity must be complete for entra, as for the HSM.
+        assert!(load(&entra[..5]).is_err());
+        // A master key stays required for master-key.
+        assert!(matches!(
+            load(&[("cosmos_key", "")]),
+            Err(ConfigError::Invalid {
+                name: "cosmos_key",
+                ..
+            })
+        ));
+        let ep = |s: &str| cosmos_scope(&Endpoint::parse(s).unwrap());
+        assert_eq!(ep("http://127.0.0.1:8081"), "http://127.0.0.1/.default");
+        assert_eq!(
+            ep("https://a.documents.azure.com"),
+            "https://a.documents.azure.com/.default"
+        );
+    }
+
+    #[test]
+    fn write_modes() {
+        assert_eq!(
+            load(&[("cosmos_write_mode", "create")])
+                .unwrap()
+                .cosmos
+                .write_mode,
+            WriteMode::Create
+        );
+        assert!(matches!(
+            load(&[("cosmos_write_mode", "insert")]),
+            Err(ConfigError::Invalid {
+                name: "cosmos_write_mode",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use spin_sdk::key_value::Store;
 
 use crate::api::ApiError;
 use crate::config::{Config, SenderTokens};
-use crate::ingest::{self, Credential};
+use crate::ingest::{self, SenderCredential};
 use crate::jwt::{self, Jwks, JwksCache, JwtError, Token};
 use crate::log;
 use crate::outbound::{self, Verdict};
@@ -27,8 +27,8 @@ pub async fn authorize(
     query: &str,
 ) -> Result<(), ApiError> {
     match ingest::authorize(config, authorization, header_key, query)? {
-        Credential::Key => Ok(()),
-        Credential::Token(token) => {
+        SenderCredential::Key => Ok(()),
+        SenderCredential::Token(token) => {
             let cfg = config
                 .ingest
                 .entra

@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::api::{json_response, ApiError};
 use crate::config::Config;
 use crate::cosmos::{
-    parse_batch, parse_write, CosmosError, CosmosRequest, Metrics, MAX_BATCH_BYTES,
+    parse_batch, parse_write, CosmosError, CosmosRequest, Credential, Metrics, MAX_BATCH_BYTES,
     MAX_BATCH_OPERATIONS,
 };
 use crate::document::{to_document, Document};
@@ -31,7 +31,7 @@ pub const INGEST_KEY_HEADER: &str = "x-cmk-ingest-key";
 
 /// What the sender presented, once checked as far as the core can.
 #[derive(Debug)]
-pub enum Credential {
+pub enum SenderCredential {
     /// A configured ingest key: accepted.
     Key,
     /// An Entra ID bearer token, to verify against the tenant's signing keys
@@ -47,12 +47,12 @@ pub fn authorize(
     authorization: Option<&str>,
     header_key: Option<&str>,
     query: &str,
-) -> Result<Credential, ApiError> {
+) -> Result<SenderCredential, ApiError> {
     let entra = config.ingest.entra.is_some();
     if entra {
         if let Some(t) = authorization.and_then(crate::jwt::bearer) {
             return crate::jwt::Token::parse(t)
-                .map(Credential::Token)
+                .map(SenderCredential::Token)
                 .map_err(|e| token_error(&e));
         }
     }
@@ -86,7 +86,7 @@ pub fn authorize(
                 format!("send the ingest key in {INGEST_KEY_HEADER} or as ?code= in the URL")
             },
         )),
-        Some(k) if keys.accepts(&k) => Ok(Credential::Key),
+        Some(k) if keys.accepts(&k) => Ok(SenderCredential::Key),
         Some(_) => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "Forbidden",
@@ -187,6 +187,7 @@ pub fn plan(
     headers: &[(String, String)],
     body: &[u8],
     config: &Config,
+    credential: &Credential,
     now: UnixTime,
 ) -> Result<Plan, ApiError> {
     let media = content_type
@@ -214,7 +215,7 @@ pub fn plan(
             ))
         }
     };
-    plan_events(events, config, now).map(Plan::Write)
+    plan_events(events, config, credential, now).map(Plan::Write)
 }
 
 /// Checks the event count, maps events to documents and signs every write:
@@ -222,6 +223,7 @@ pub fn plan(
 pub fn plan_events(
     events: Vec<crate::events::Event>,
     config: &Config,
+    credential: &Credential,
     now: UnixTime,
 ) -> Result<Writes, ApiError> {
     if events.len() > config.ingest.max_events {
@@ -239,7 +241,7 @@ pub fn plan_events(
         .iter()
         .map(|e| to_document(e, &config.ingest.partition_key))
         .collect::<Result<Vec<_>, _>>()?;
-    let units = write_units(&documents, config, now).map_err(|e| ApiError::from(&e))?;
+    let units = write_units(&documents, config, credential, now).map_err(|e| ApiError::from(&e))?;
     Ok(Writes { documents, units })
 }
 
@@ -248,9 +250,10 @@ pub fn plan_events(
 fn write_units(
     documents: &[Document],
     config: &Config,
+    credential: &Credential,
     now: UnixTime,
 ) -> Result<Vec<WriteUnit>, CosmosError> {
-    let builder = CosmosRequest::new(&config.cosmos.endpoint, &config.cosmos.credential, now);
+    let builder = CosmosRequest::new(&config.cosmos.endpoint, credential, now);
     let container = &config.cosmos.container;
     let mut groups: Vec<(&str, Vec<(usize, usize)>)> = Vec::new();
     for (i, d) in documents.iter().enumerate() {
@@ -323,6 +326,7 @@ pub fn seal(
     key: &DeliveryKey<'_>,
     nonce: &mut dyn FnMut() -> [u8; 12],
     config: &Config,
+    credential: &Credential,
     now: UnixTime,
 ) -> Result<Writes, ApiError> {
     let DeliveryKey {
@@ -351,7 +355,7 @@ pub fn seal(
             },
         )?;
     }
-    let units = write_units(&documents, config, now).map_err(|e| ApiError::from(&e))?;
+    let units = write_units(&documents, config, credential, now).map_err(|e| ApiError::from(&e))?;
     Ok(Writes { documents, units })
 }
 
@@ -450,6 +454,10 @@ mod tests {
         .unwrap()
     }
 
+    fn cred() -> Credential {
+        config().cosmos.auth.static_credential().unwrap().clone()
+    }
+
     fn event(id: &str) -> Value {
         json!({"id": id, "topic": "/t", "subject": "s", "eventType": "T",
                "eventTime": "2024-01-01T00:00:00Z", "data": {"a": 1}})
@@ -471,6 +479,7 @@ mod tests {
             &[],
             &body(Value::Array(events)),
             &config(),
+            &cred(),
             UnixTime(0),
         )
         .unwrap()
@@ -482,9 +491,17 @@ mod tests {
 
     #[test]
     fn wrong_content_type_is_415() {
-        let e = plan(Some("text/plain"), &[], b"[]", &config(), UnixTime(0)).unwrap_err();
+        let e = plan(
+            Some("text/plain"),
+            &[],
+            b"[]",
+            &config(),
+            &cred(),
+            UnixTime(0),
+        )
+        .unwrap_err();
         assert_eq!(e.status, 415);
-        assert!(plan(None, &[], b"[]", &config(), UnixTime(0)).is_err());
+        assert!(plan(None, &[], b"[]", &config(), &cred(), UnixTime(0)).is_err());
     }
 
     #[test]
@@ -497,6 +514,7 @@ mod tests {
             &[],
             &body(v),
             &config(),
+            &cred(),
             UnixTime(0),
         )
         .unwrap() else {
@@ -531,7 +549,16 @@ mod tests {
             kid,
             wrapped_dek: b"wrapped",
         };
-        let sealed = seal(w, &protected, &key, &mut nonce, &config(), UnixTime(0)).unwrap();
+        let sealed = seal(
+            w,
+            &protected,
+            &key,
+            &mut nonce,
+            &config(),
+            &cred(),
+            UnixTime(0),
+        )
+        .unwrap();
         assert_eq!(sealed.units.len(), 2);
         for u in &sealed.units {
             let body = String::from_utf8(u.request.body().clone()).unwrap();
@@ -590,7 +617,7 @@ mod tests {
         let token = "eyJhbGciOiJSUzI1NiJ9.e30.AAAA";
         assert!(matches!(
             authorize(&c, Some(&format!("Bearer {token}")), None, ""),
-            Ok(Credential::Token(_))
+            Ok(SenderCredential::Token(_))
         ));
         // A malformed token is refused before any signing key is fetched.
         let e = authorize(&c, Some("Bearer not-a-jwt"), None, "").unwrap_err();
@@ -603,7 +630,7 @@ mod tests {
         c.ingest.keys = Some(crate::access::Keys::parse("ingest-key-0123456789").unwrap());
         assert!(matches!(
             authorize(&c, None, Some("ingest-key-0123456789"), ""),
-            Ok(Credential::Key)
+            Ok(SenderCredential::Key)
         ));
         let role = crate::jwt::JwtError::Claim {
             claim: "roles",
@@ -632,6 +659,7 @@ mod tests {
             &[],
             &body(ce.clone()),
             &config(),
+            &cred(),
             UnixTime(0),
         )
         .unwrap();
@@ -645,6 +673,7 @@ mod tests {
                 json!([ce.clone(), {"specversion": "1.0", "id": "b", "source": "/s", "type": "T"}]),
             ),
             &config(),
+            &cred(),
             UnixTime(0),
         )
         .unwrap();
@@ -662,6 +691,7 @@ mod tests {
             &headers,
             br#"{"x":1}"#,
             &config(),
+            &cred(),
             UnixTime(0),
         )
         .unwrap() else {
@@ -736,6 +766,7 @@ mod tests {
                 &[],
                 &too_many,
                 &config(),
+                &cred(),
                 UnixTime(0)
             )
             .unwrap_err()
@@ -749,6 +780,7 @@ mod tests {
             &[],
             &body(json!([event("1"), bad])),
             &config(),
+            &cred(),
             UnixTime(0),
         )
         .unwrap_err();

@@ -1,6 +1,5 @@
-//! The key-encryption key at the edge: Entra ID tokens (cached per provider
-//! and scope in the Spin key-value store until shortly before they expire),
-//! the key's state (cached for `hsm_key_check_secs`), and wrap/unwrap calls
+//! The key-encryption key at the edge: Entra ID tokens (through
+//! [`crate::token`], cached per provider and scope), the key's state (cached for `hsm_key_check_secs`), and wrap/unwrap calls
 //! to Managed HSM, all through [`crate::outbound`].
 //!
 //! Fail closed: a key that is disabled, expired, not yet valid, deleted, or
@@ -12,12 +11,13 @@ use serde_json::json;
 use spin_sdk::key_value::Store;
 
 use crate::config::KekConfig;
-use crate::entra::{self, AccessToken, EntraError, Freshness, MANAGED_HSM_SCOPE};
+use crate::entra::{AccessToken, EntraError, MANAGED_HSM_SCOPE};
 use crate::hsm::{self, CryptResult, HsmError, KeyInfo, KeyOp, KeyRef};
 use crate::log;
-use crate::outbound::{self, Verdict};
+use crate::outbound::{self, azure_verdict as verdict};
 use crate::retry::RetryPolicy;
 use crate::time::UnixTime;
+use crate::token::{TokenError, Tokens};
 
 /// Why the key could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,17 +55,15 @@ struct CachedState {
     key: KeyInfo,
 }
 
-fn verdict(resp: &http::Response<Vec<u8>>) -> Verdict {
-    let s = resp.status().as_u16();
-    if s == 429 || s >= 500 {
-        let secs = resp
-            .headers()
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        Verdict::Retry(secs.map(|s| s * 1000))
-    } else {
-        Verdict::Done
+impl From<TokenError> for KekError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::Identity(e) => KekError::Identity(e),
+            TokenError::Transport(detail) => KekError::Transport {
+                what: "the token endpoint",
+                detail,
+            },
+        }
     }
 }
 
@@ -89,6 +87,7 @@ pub struct Kek<'a> {
     cfg: &'a KekConfig,
     retry: RetryPolicy,
     store: Option<Store>,
+    tokens: Tokens<'a>,
 }
 
 impl<'a> Kek<'a> {
@@ -106,7 +105,12 @@ impl<'a> Kek<'a> {
                 None
             }
         };
-        Self { cfg, retry, store }
+        Self {
+            cfg,
+            retry,
+            store,
+            tokens: Tokens::new(&cfg.identity, retry),
+        }
     }
 
     fn cache_get(&self, key: &str) -> Option<Vec<u8>> {
@@ -131,10 +135,6 @@ impl<'a> Kek<'a> {
         }
     }
 
-    fn token_key(&self) -> String {
-        entra::cache_key(&self.cfg.identity.provider, MANAGED_HSM_SCOPE)
-    }
-
     fn state_key(&self) -> String {
         format!("kek-state/v1/{}", self.cfg.key_name)
     }
@@ -142,42 +142,7 @@ impl<'a> Kek<'a> {
     /// A token for Managed HSM: from the cache while it is fresh, else from
     /// the configured source.
     pub async fn token(&self) -> Result<AccessToken, KekError> {
-        let now = UnixTime::now();
-        let cached = self
-            .cache_get(&self.token_key())
-            .and_then(|b| entra::decode_cached(&b));
-        if let (Freshness::Use, Some(t)) = (
-            entra::freshness(cached.as_ref(), now, self.cfg.identity.refresh_skew_secs),
-            cached.clone(),
-        ) {
-            return Ok(t);
-        }
-        let provider = &self.cfg.identity.provider;
-        let assertion = self
-            .cfg
-            .identity
-            .federated_token
-            .as_ref()
-            .map(|s| s.expose());
-        let req = entra::token_request(provider, MANAGED_HSM_SCOPE, assertion)?;
-        let sent = outbound::send_retrying(req, self.retry, verdict).await;
-        let resp = sent.result.map_err(|detail| KekError::Transport {
-            what: "the token endpoint",
-            detail,
-        })?;
-        let token = entra::parse_token_response(&resp, UnixTime::now())?;
-        self.cache_set(&self.token_key(), &entra::encode_cached(&token));
-        log::emit(
-            "info",
-            "token_acquired",
-            &[
-                ("provider", json!(provider.kind())),
-                ("expires_on", json!(token.expires_on)),
-                ("attempts", json!(sent.attempts)),
-                ("duration_ms", json!(sent.duration_ms)),
-            ],
-        );
-        Ok(token)
+        Ok(self.tokens.get(MANAGED_HSM_SCOPE).await?)
     }
 
     /// Sends an HSM request built with a token; on 401 drops the cached token
@@ -194,7 +159,7 @@ impl<'a> Kek<'a> {
                 detail,
             })?;
             if resp.status().as_u16() == 401 && round == 0 {
-                self.cache_delete(&self.token_key());
+                self.tokens.forget(MANAGED_HSM_SCOPE);
                 continue;
             }
             return Ok(resp);

@@ -29,6 +29,8 @@ pub mod rewrap;
 pub mod time;
 
 #[cfg(target_arch = "wasm32")]
+mod account;
+#[cfg(target_arch = "wasm32")]
 mod app;
 #[cfg(target_arch = "wasm32")]
 mod inbound;
@@ -36,3 +38,5 @@ mod inbound;
 mod kek;
 #[cfg(target_arch = "wasm32")]
 mod outbound;
+#[cfg(target_arch = "wasm32")]
+mod token;

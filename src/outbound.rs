@@ -138,6 +138,22 @@ pub async fn send_retrying(
     }
 }
 
+/// The retry verdict for an Entra ID or Managed HSM answer: 429 and 5xx are
+/// transient, with the pause of a `Retry-After` in seconds if sent.
+pub fn azure_verdict(resp: &Response<Vec<u8>>) -> Verdict {
+    let s = resp.status().as_u16();
+    if s == 429 || s >= 500 {
+        let secs = resp
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        Verdict::Retry(secs.map(|s| s * 1000))
+    } else {
+        Verdict::Done
+    }
+}
+
 /// The retry verdict for a Cosmos DB answer.
 pub fn cosmos_verdict(resp: &Response<Vec<u8>>) -> Verdict {
     if resp.status().is_success() {
@@ -171,9 +187,4 @@ pub struct CosmosSent {
     pub attempts: u32,
     /// Wall time spent, in milliseconds.
     pub duration_ms: u64,
-}
-
-/// Sends Cosmos DB requests concurrently, answers in request order.
-pub async fn send_all_cosmos(reqs: Vec<Request<Vec<u8>>>, policy: RetryPolicy) -> Vec<CosmosSent> {
-    future::join_all(reqs.into_iter().map(|r| send_cosmos(r, policy))).await
 }

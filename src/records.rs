@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 
 use crate::api::{json_response, ApiError};
 use crate::config::Config;
-use crate::cosmos::{parse_query, parse_read, CosmosError, CosmosRequest, Query};
+use crate::cosmos::{parse_query, parse_read, CosmosError, CosmosRequest, Credential, Query};
 use crate::time::UnixTime;
 
 /// Header that carries the read key.
@@ -181,9 +181,10 @@ pub fn fields(path_and_query: &str) -> Result<Option<Vec<String>>, ApiError> {
 pub fn request(
     read: &ReadRequest,
     config: &Config,
+    credential: &Credential,
     now: UnixTime,
 ) -> Result<Request<Vec<u8>>, ApiError> {
-    let b = CosmosRequest::new(&config.cosmos.endpoint, &config.cosmos.credential, now);
+    let b = CosmosRequest::new(&config.cosmos.endpoint, credential, now);
     let c = &config.cosmos.container;
     match read {
         ReadRequest::One { partition_key, id } => Ok(b.read_document(c, id, partition_key)),
@@ -389,7 +390,13 @@ mod tests {
     fn page_queries_are_parameterized() {
         let c = config(Some(KEY));
         let r = parse("/records/p%27%20OR%201%3D1?type=T", Some(KEY), &c).unwrap();
-        let req = request(&r, &c, UnixTime(0)).unwrap();
+        let req = request(
+            &r,
+            &c,
+            c.cosmos.auth.static_credential().unwrap(),
+            UnixTime(0),
+        )
+        .unwrap();
         let body: Value = serde_json::from_slice(req.body()).unwrap();
         assert_eq!(
             body["query"],

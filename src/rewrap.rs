@@ -18,7 +18,9 @@ use serde_json::{json, Value};
 
 use crate::api::{json_response, ApiError};
 use crate::config::Config;
-use crate::cosmos::{parse_query, parse_write, CosmosError, CosmosRequest, Query, QueryPage};
+use crate::cosmos::{
+    parse_query, parse_write, CosmosError, CosmosRequest, Credential, Query, QueryPage,
+};
 use crate::records::percent_decode;
 use crate::time::UnixTime;
 
@@ -110,11 +112,12 @@ pub fn query_request(
     call: &RewrapRequest,
     latest_kid: &str,
     config: &Config,
+    credential: &Credential,
     now: UnixTime,
 ) -> Result<Request<Vec<u8>>, ApiError> {
     let q = Query::new("SELECT * FROM c WHERE IS_DEFINED(c.cmk) AND c.cmk.kid != @kid")
         .param("@kid", latest_kid);
-    CosmosRequest::new(&config.cosmos.endpoint, &config.cosmos.credential, now)
+    CosmosRequest::new(&config.cosmos.endpoint, credential, now)
         .query_documents(
             &config.cosmos.container,
             &q,
@@ -164,13 +167,14 @@ pub fn replace_request(
     at: &Located,
     rewrapped: &Value,
     config: &Config,
+    credential: &Credential,
     now: UnixTime,
 ) -> Result<Request<Vec<u8>>, CosmosError> {
     let mut body = rewrapped.clone();
     if let Some(m) = body.as_object_mut() {
         m.retain(|k, _| !k.starts_with('_'));
     }
-    CosmosRequest::new(&config.cosmos.endpoint, &config.cosmos.credential, now).replace_document(
+    CosmosRequest::new(&config.cosmos.endpoint, credential, now).replace_document(
         &config.cosmos.container,
         &at.id,
         &at.partition_key,
@@ -329,7 +333,14 @@ mod tests {
             limit: 5,
             continuation: Some("tok".into()),
         };
-        let req = query_request(&call, "https://h/keys/k/v2", &c, UnixTime(0)).unwrap();
+        let req = query_request(
+            &call,
+            "https://h/keys/k/v2",
+            &c,
+            c.cosmos.auth.static_credential().unwrap(),
+            UnixTime(0),
+        )
+        .unwrap();
         let body: Value = serde_json::from_slice(req.body()).unwrap();
         assert_eq!(
             body["query"],
@@ -349,7 +360,14 @@ mod tests {
             json!({"id": "a", "pk": "/t", "cmk": {}, "_etag": "\"e1\"", "_rid": "r", "_ts": 1});
         let at = locate(&doc).unwrap();
         assert_eq!(at.etag, "\"e1\"");
-        let req = replace_request(&at, &doc, &c, UnixTime(0)).unwrap();
+        let req = replace_request(
+            &at,
+            &doc,
+            &c,
+            c.cosmos.auth.static_credential().unwrap(),
+            UnixTime(0),
+        )
+        .unwrap();
         assert_eq!(req.method(), http::Method::PUT);
         assert_eq!(req.headers()["if-match"], "\"e1\"");
         assert_eq!(req.headers()["x-ms-documentdb-partitionkey"], "[\"/t\"]");

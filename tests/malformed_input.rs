@@ -3,6 +3,7 @@
 //! panic, and never in signed writes. 100,000 cases per property in total.
 
 use cmk_ingest::config::Config;
+use cmk_ingest::cosmos::Credential;
 use cmk_ingest::ingest::{plan, Plan};
 use cmk_ingest::time::UnixTime;
 use proptest::prelude::*;
@@ -18,6 +19,10 @@ fn config() -> Config {
         })
     })
     .unwrap()
+}
+
+fn cred() -> Credential {
+    config().cosmos.auth.static_credential().unwrap().clone()
 }
 
 const TYPES: &[&str] = &[
@@ -72,7 +77,14 @@ fn check(
     body: &[u8],
 ) -> Result<(), TestCaseError> {
     let ct = (!content_type.is_empty()).then_some(content_type);
-    match plan(ct, headers, body, &config(), UnixTime(1_800_000_000)) {
+    match plan(
+        ct,
+        headers,
+        body,
+        &config(),
+        &cred(),
+        UnixTime(1_800_000_000),
+    ) {
         Err(e) => {
             prop_assert!(
                 e.status.is_client_error(),
@@ -131,7 +143,15 @@ fn deep_nesting_is_refused_not_a_stack_overflow() {
         "application/cloudevents+json",
         "application/cloudevents-batch+json",
     ] {
-        let e = plan(Some(t), &[], deep.as_bytes(), &config(), UnixTime(0)).unwrap_err();
+        let e = plan(
+            Some(t),
+            &[],
+            deep.as_bytes(),
+            &config(),
+            &cred(),
+            UnixTime(0),
+        )
+        .unwrap_err();
         assert_eq!(e.status, 400, "{t}");
     }
     let event = format!(
@@ -145,6 +165,7 @@ fn deep_nesting_is_refused_not_a_stack_overflow() {
             &[],
             event.as_bytes(),
             &config(),
+            &cred(),
             UnixTime(0)
         )
         .unwrap_err()

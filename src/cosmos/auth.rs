@@ -61,8 +61,10 @@ impl fmt::Debug for Credential {
 }
 
 impl Credential {
-    /// The `authorization` header value for one request, already URL-encoded
-    /// as the service expects. `date` is the exact `x-ms-date` value sent.
+    /// The `authorization` header value for one request. A master-key value
+    /// is URL-encoded as the service expects; a token is sent as the official
+    /// Python SDK sends it, `type=aad&ver=1.0&sig=<token>` unencoded (a JWT
+    /// holds only URL-safe characters). `date` is the exact `x-ms-date` sent.
     pub fn header_value(&self, verb: &http::Method, target: &Target, date: &str) -> String {
         match self {
             Credential::MasterKey(key) => master_key_signature(
@@ -72,12 +74,29 @@ impl Credential {
                 &target.link,
                 date,
             ),
-            Credential::BearerToken(token) => {
-                encode_header_value(&format!("type=aad&ver=1.0&sig={token}"))
-            }
+            Credential::BearerToken(token) => bearer_header_value(token),
         }
     }
 }
+
+fn bearer_header_value(token: &str) -> String {
+    format!("type=aad&ver=1.0&sig={token}")
+}
+
+/// Puts a fresh Entra ID token on a request built earlier: the token header
+/// does not depend on the verb, link or date, so nothing else changes. How
+/// a request refused with 401/403 is sent once more after the token was
+/// renewed. Fails only for a token that is not a valid header value.
+pub fn reauthorize(req: &mut http::Request<Vec<u8>>, token: &str) -> Result<(), InvalidToken> {
+    let v = http::HeaderValue::from_str(&bearer_header_value(token)).map_err(|_| InvalidToken)?;
+    req.headers_mut().insert(http::header::AUTHORIZATION, v);
+    Ok(())
+}
+
+/// A token that cannot be sent in a header.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("the access token is not a valid header value")]
+pub struct InvalidToken;
 
 /// The master-key `authorization` value, URL-encoded:
 /// `type=master&ver=1.0&sig=` + base64(HMAC-SHA256(key, string to sign)), where
@@ -200,14 +219,23 @@ mod tests {
         }
     }
 
+    // The official Python SDK's header for a token (azure-cosmos
+    // CosmosBearerTokenCredentialPolicy): `type=aad&ver=1.0&sig=<token>`.
     #[test]
-    fn entra_token_is_wrapped_and_encoded() {
-        let c = Credential::BearerToken("eyJ0.eyJ1.c2ln".into());
+    fn entra_token_is_sent_as_the_python_sdk_sends_it() {
+        let c = Credential::BearerToken("eyJ0.eyJ1.c2l-_g".into());
         let t = super::super::link::ContainerLink::new("db", "c").documents();
         assert_eq!(
             c.header_value(&http::Method::POST, &t, "x"),
-            "type%3Daad%26ver%3D1.0%26sig%3DeyJ0.eyJ1.c2ln"
+            "type=aad&ver=1.0&sig=eyJ0.eyJ1.c2l-_g"
         );
+        let mut req = http::Request::new(Vec::new());
+        reauthorize(&mut req, "eyJ2.eyJ3.bmV3").unwrap();
+        assert_eq!(
+            req.headers()["authorization"],
+            "type=aad&ver=1.0&sig=eyJ2.eyJ3.bmV3"
+        );
+        assert_eq!(reauthorize(&mut req, "bad\ntoken"), Err(InvalidToken));
     }
 
     #[test]

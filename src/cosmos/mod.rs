@@ -15,7 +15,10 @@ mod link;
 mod request;
 mod response;
 
-pub use auth::{encode_header_value, master_key_signature, Credential, MasterKey, MasterKeyError};
+pub use auth::{
+    encode_header_value, master_key_signature, reauthorize, Credential, InvalidToken, MasterKey,
+    MasterKeyError,
+};
 pub use link::{ContainerLink, ResourceType, Target};
 pub use request::{
     partition_key_header, CosmosRequest, Endpoint, EndpointError, Query, API_VERSION,
@@ -23,6 +26,6 @@ pub use request::{
 };
 pub use response::{
     parse_batch, parse_delete, parse_query, parse_read, parse_write, same_content, service_error,
-    BatchOutcome, CosmosError, Metrics, OperationResult, QueryPage, ServiceError, StoredDocument,
-    WriteOutcome, SYSTEM_PROPERTIES,
+    token_refused, BatchOutcome, CosmosError, Metrics, OperationResult, QueryPage, ServiceError,
+    StoredDocument, WriteOutcome, SYSTEM_PROPERTIES,
 };

@@ -203,6 +203,12 @@ pub fn service_error(resp: &Response<Vec<u8>>) -> CosmosError {
     }
 }
 
+/// Whether the service refused the request's credentials (401, 403): with
+/// an Entra ID token, worth one more attempt with a fresh token.
+pub fn token_refused(resp: &Response<Vec<u8>>) -> bool {
+    matches!(resp.status().as_u16(), 401 | 403)
+}
+
 /// One operation's result inside a successful transactional batch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OperationResult {

@@ -10,8 +10,13 @@ What it checks, for every request (`verify()`, callable from tests):
 
 - `authorization` is present; it is URL-decoded (`%3d` and `%3D` alike) and
   parsed as `type=…&ver=…&sig=…`. `type=master` is checked as below;
-  `type=aad` is accepted only when `--aad-token` is given and the token equals
-  it (JWT validation is not done here); other types are refused.
+  `type=aad` (Entra ID) only when `--aad-jwks` is given, as a JWT: RS256
+  signature against that JWKS (the Entra stand-in's, refetched once for an
+  unknown `kid`), `aud` exactly one of `--aad-audience` or
+  `https://cosmos.azure.com` (the service accepts its account's resource and
+  that one; a trailing slash does not match, as reported from the service),
+  `iss` one of `--aad-issuer`, `exp` not passed and `nbf` reached (60 s of
+  leeway). Other types are refused.
 - `x-ms-date` is present, an RFC 1123 date, and within 15 minutes of now.
 - the signature. The resource type and resource link are derived from the
   method and path as the service derives them:
@@ -35,7 +40,13 @@ Answers, shaped like the service's (`{"code","message"}` JSON and an
 - 401 `Unauthorized`: missing or malformed `authorization`, missing or
   unparsable `x-ms-date`, a refused token type, a signature mismatch (the
   message quotes the payload the proxy signed, as the service does; never the
-  key).
+  key). For tokens: a wrong audience ("Provided AAD token is intended for
+  [...]. This database account accepts tokens intended for [...]", 401 with
+  sub-status 5008 as reported from the service), an expired token ("Provided
+  AAD token has been expired since [...]. Current server time is [...].
+  Please refresh the AAD token.", 401 as reported), and (in this proxy's own
+  words, no service report found) a bad signature, unknown key, wrong issuer
+  or a token not yet valid.
 - 403 `Forbidden` "The authorization token is not valid at the current
   time…": `x-ms-date` more than 15 minutes from now. The service answers
   clock skew with 403, not 401 (SDK and tool reports show "Forbidden (403)"
@@ -48,7 +59,8 @@ answered 404 `NotFound` as the service does. The local server closes every
 connection after one answer; the proxy keeps the client's HTTP/1.1
 connection alive and opens one upstream connection per request.
 
-Counters (`total`, `rejected`, `forwarded`, `faulted`, `pending_faults`) are at
+Counters (`total`, `rejected`, `forwarded`, `faulted`, `pending_faults`, and
+`accepted_by_type` {"master": n, "aad": n}) are at
 `GET /_sigcheck/stats`; `POST /_sigcheck/reset` zeroes them and drops pending
 faults. These paths are never forwarded and not counted.
 
@@ -63,7 +75,7 @@ connection without an answer). `"count": K` repeats a fault K times.
 The key and tokens are never logged.
 
     python sigcheck.py --listen 127.0.0.1:PORT --upstream http://127.0.0.1:PORT \\
-        --key BASE64KEY [--aad-token TOKEN] [--log FILE]
+        --key BASE64KEY [--aad-jwks URL --aad-audience AUD --aad-issuer ISS] [--log FILE]
 """
 
 from __future__ import annotations
@@ -80,13 +92,18 @@ import sys
 import threading
 import time
 import urllib.parse
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from datetime import timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Callable, Mapping
 
 from azure.cosmos import auth as _sdk_auth
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from entra import InvalidToken, jwt_verify, public_key_of_jwk  # noqa: E402
 
 # A module-level function: its double underscore is not name-mangled, but it is
 # private, so look it up by name and fail clearly if a future SDK renames it.
@@ -158,13 +175,16 @@ class Verdict:
     status: int  # 0 when accepted
     code: str
     message: str
+    sub_status: int | None = None
+    kind: str = ""  # the accepted token type
 
     @property
     def ok(self) -> bool:
         return self.status == 0
 
 
-ACCEPTED = Verdict(0, "", "ok")
+ACCEPTED = Verdict(0, "", "ok", kind="aad")
+ACCEPTED_MASTER = Verdict(0, "", "ok", kind="master")
 
 
 def _unauthorized(message: str) -> Verdict:
@@ -175,8 +195,84 @@ def _http_date(ts: float) -> str:
     return email.utils.formatdate(ts, usegmt=True)
 
 
+# Every account accepts tokens for this audience besides its own resource.
+COSMOS_AUDIENCE = "https://cosmos.azure.com"
+TOKEN_LEEWAY = 60
+
+
+class AadPolicy:
+    """What an Entra ID token must satisfy: signed by a key of the JWKS at
+    `jwks_url` (or given as `keys`), one of `audiences` (plus
+    https://cosmos.azure.com), one of `issuers`, inside exp/nbf."""
+
+    def __init__(self, audiences, issuers, jwks_url: str | None = None, keys: dict | None = None,
+                 leeway: int = TOKEN_LEEWAY):
+        self.audiences = tuple(audiences) + (COSMOS_AUDIENCE,)
+        self.issuers = tuple(issuers)
+        self.jwks_url, self.leeway = jwks_url, leeway
+        self._keys = dict(keys or {})
+        self._lock = threading.Lock()
+
+    def keys(self, refresh: bool = False) -> dict:
+        with self._lock:
+            if self.jwks_url and (refresh or not self._keys):
+                with urllib.request.urlopen(self.jwks_url, timeout=5) as r:
+                    self._keys = {k["kid"]: public_key_of_jwk(k) for k in json.load(r)["keys"]
+                                  if k.get("kty") == "RSA"}
+            return self._keys
+
+    @property
+    def account(self) -> str:
+        host = urllib.parse.urlsplit(self.audiences[0]).hostname or "account"
+        return host.split(".")[0]
+
+
+def _dotnet_time(ts: float) -> str:
+    """The service quotes times as `1/30/2025 10:38:31 AM (UTC)`."""
+    t = time.gmtime(ts)
+    hour = t.tm_hour % 12 or 12
+    return f"{t.tm_mon}/{t.tm_mday}/{t.tm_year} {hour}:{t.tm_min:02d}:{t.tm_sec:02d} " \
+           f"{'AM' if t.tm_hour < 12 else 'PM'} (UTC)"
+
+
+def check_aad(token: str, policy: AadPolicy, now: float) -> Verdict:
+    blocked = f"Request blocked by Auth {policy.account} : "
+    try:
+        try:
+            claims = jwt_verify(token, policy.keys())
+        except InvalidToken as e:
+            if e.reason != "unknown_key" or not policy.jwks_url:
+                raise
+            claims = jwt_verify(token, policy.keys(refresh=True))
+    except InvalidToken as e:
+        return Verdict(401, "Unauthorized", blocked + {
+            "malformed": "The AAD token is malformed.",
+            "algorithm": "The AAD token is not signed with RS256.",
+            "unknown_key": "The key that signed the AAD token is unknown.",
+            "signature": "The AAD token's signature is invalid.",
+        }[e.reason])
+    except OSError as e:
+        return Verdict(401, "Unauthorized", blocked + f"The AAD signing keys could not be read ({e}).")
+    aud = claims.get("aud")
+    if aud not in policy.audiences:
+        return Verdict(401, "Unauthorized", blocked + f"Provided AAD token is intended for [{aud}]. This database "
+                       f"account accepts tokens intended for [{', '.join(policy.audiences)}].", 5008)
+    if claims.get("iss") not in policy.issuers:
+        return Verdict(401, "Unauthorized", blocked + f"Provided AAD token was issued by [{claims.get('iss')}], "
+                       "which this database account does not trust.")
+    exp, nbf = claims.get("exp"), claims.get("nbf")
+    if not isinstance(exp, (int, float)) or exp + policy.leeway < now:
+        since = _dotnet_time(exp) if isinstance(exp, (int, float)) else "unknown"
+        return Verdict(401, "Unauthorized", blocked + f"Provided AAD token has been expired since [{since}]. "
+                       f"Current server time is [{_dotnet_time(now)}]. Please refresh the AAD token.")
+    if isinstance(nbf, (int, float)) and nbf - policy.leeway > now:
+        return Verdict(401, "Unauthorized", blocked + f"Provided AAD token is not valid before "
+                       f"[{_dotnet_time(nbf)}]. Current server time is [{_dotnet_time(now)}].")
+    return ACCEPTED
+
+
 def check(method: str, path: str, headers: Mapping[str, str], key: str,
-          now: float | None = None, aad_token: str | None = None) -> Verdict:
+          now: float | None = None, aad: AadPolicy | None = None) -> Verdict:
     """The full decision for one request, with the status and body to answer."""
     now = time.time() if now is None else now
     h = {k.lower(): v for k, v in headers.items()}
@@ -213,11 +309,10 @@ def check(method: str, path: str, headers: Mapping[str, str], key: str,
         return _unauthorized(f"The input authorization token can't serve the request. Version {version!r} "
                              "is not supported; use ver=1.0.")
     if kind == "aad":
-        if aad_token and hmac.compare_digest(sig.encode(), aad_token.encode()):
-            return ACCEPTED
-        return _unauthorized("The input authorization token can't serve the request. "
-                             + ("The AAD token does not match the configured one." if aad_token
-                                else "AAD tokens are not accepted by this check (no --aad-token configured)."))
+        if aad is None:
+            return _unauthorized("The input authorization token can't serve the request. "
+                                 "AAD tokens are not accepted by this check (no --aad-jwks configured).")
+        return check_aad(sig, aad, now)
     if kind != "master":
         return _unauthorized(f"The input authorization token can't serve the request. Token type {kind!r} "
                              "is not accepted here (master or aad only).")
@@ -228,13 +323,13 @@ def check(method: str, path: str, headers: Mapping[str, str], key: str,
         return _unauthorized("The input authorization token can't serve the request. The wrong key is being used "
                              "or the expected payload is not built as per the protocol. "
                              f"Server used the following payload to sign: '{payload}'")
-    return ACCEPTED
+    return ACCEPTED_MASTER
 
 
 def verify(method: str, path: str, headers: Mapping[str, str], key: str,
-           now: float | None = None, aad_token: str | None = None) -> tuple[bool, str]:
+           now: float | None = None, aad: AadPolicy | None = None) -> tuple[bool, str]:
     """(ok, reason) for one request; header names in any case; `now` is Unix time."""
-    v = check(method, path, headers, key, now, aad_token)
+    v = check(method, path, headers, key, now, aad)
     return v.ok, v.message
 
 
@@ -249,11 +344,13 @@ class Stats:
 
     def reset(self) -> None:
         self.total = self.forwarded = self.rejected = self.faulted = 0
+        self.accepted_by_type = {"master": 0, "aad": 0}
         self.faults = []
 
     def as_dict(self) -> dict:
         return {"total": self.total, "forwarded": self.forwarded, "rejected": self.rejected,
-                "faulted": self.faulted, "pending_faults": len(self.faults)}
+                "faulted": self.faulted, "pending_faults": len(self.faults),
+                "accepted_by_type": dict(self.accepted_by_type)}
 
     def take_fault(self) -> dict | None:
         with self.lock:
@@ -272,7 +369,7 @@ def _is_point_read(method: str, path: str) -> bool:
 
 
 def make_handler(upstream: urllib.parse.SplitResult, key: str, stats: Stats, log: Callable[[str], None],
-                 aad_token: str | None = None):
+                 aad: AadPolicy | None = None):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive; every answer carries Content-Length
 
@@ -337,14 +434,17 @@ def make_handler(upstream: urllib.parse.SplitResult, key: str, stats: Stats, log
             body = self._read_body()
             if self.path.startswith(CONTROL_PREFIX):
                 return self._control(body)
-            verdict = check(self.command, self.path, dict(self.headers.items()), key, aad_token=aad_token)
+            verdict = check(self.command, self.path, dict(self.headers.items()), key, aad=aad)
             with stats.lock:
                 stats.total += 1
                 if not verdict.ok:
                     stats.rejected += 1
+                else:
+                    stats.accepted_by_type[verdict.kind] += 1
             if not verdict.ok:
                 log(f"rejected {self.command} {self.path}: {verdict.status} {verdict.message}")
-                return self._json(verdict.status, {"code": verdict.code, "message": verdict.message})
+                extra = [("x-ms-substatus", str(verdict.sub_status))] if verdict.sub_status else []
+                return self._json(verdict.status, {"code": verdict.code, "message": verdict.message}, extra)
             fault = stats.take_fault()
             if fault is not None:
                 with stats.lock:
@@ -405,12 +505,12 @@ def make_handler(upstream: urllib.parse.SplitResult, key: str, stats: Stats, log
     return Handler
 
 
-def serve(listen: str, upstream: str, key: str, aad_token: str | None = None,
+def serve(listen: str, upstream: str, key: str, aad: AadPolicy | None = None,
           log: Callable[[str], None] | None = None) -> ThreadingHTTPServer:
     """A bound server (call `serve_forever()`); port 0 picks a free port."""
     host, port = listen.rsplit(":", 1)
     stats = Stats()
-    handler = make_handler(urllib.parse.urlsplit(upstream), key, stats, log or (lambda line: None), aad_token)
+    handler = make_handler(urllib.parse.urlsplit(upstream), key, stats, log or (lambda line: None), aad)
     server = ThreadingHTTPServer((host, int(port)), handler)
     server.daemon_threads = True
     server.stats = stats
@@ -422,7 +522,10 @@ def main() -> None:
     p.add_argument("--listen", required=True, help="HOST:PORT to listen on (PORT 0: any free port)")
     p.add_argument("--upstream", required=True, help="http://HOST:PORT of the Cosmos REST server")
     p.add_argument("--key", required=True, help="the account's master key (base64); never logged")
-    p.add_argument("--aad-token", help="accept `type=aad` with exactly this token (no JWT validation yet)")
+    p.add_argument("--aad-jwks", help="accept `type=aad` tokens signed by a key of this JWKS (URL)")
+    p.add_argument("--aad-audience", action="append", default=[],
+                   help="the account's token audience, e.g. https://acct.documents.azure.com (repeatable)")
+    p.add_argument("--aad-issuer", action="append", default=[], help="a trusted token issuer (repeatable)")
     p.add_argument("--log", help="append the log here instead of standard error")
     a = p.parse_args()
     try:
@@ -437,7 +540,12 @@ def main() -> None:
         with lock:
             print(f"{time.strftime('%H:%M:%S')} {line}", file=out, flush=True)
 
-    server = serve(a.listen, a.upstream, a.key, a.aad_token, log)
+    aad = None
+    if a.aad_jwks:
+        if not a.aad_audience or not a.aad_issuer:
+            p.error("--aad-jwks needs --aad-audience and --aad-issuer")
+        aad = AadPolicy(a.aad_audience, a.aad_issuer, jwks_url=a.aad_jwks)
+    server = serve(a.listen, a.upstream, a.key, aad, log)
     host = server.server_address[0]
     print(f"sigcheck listening on http://{host}:{server.server_port}", flush=True)
     try:

@@ -56,6 +56,12 @@ PRINCIPALS = {
     "identity_header": "local-identity-header-0123",
 }
 APP_PRINCIPALS = ["oid-app-secret", "oid-app-workload", "oid-app-system-mi", "oid-app-user-mi"]
+# The local account's Entra ID audience: what the signature check accepts in
+# tokens (besides https://cosmos.azure.com), and the scope apps with
+# cosmos_auth = entra ask for (cosmos_token_scope; the endpoint is a loopback
+# address, from which no account name can be derived).
+COSMOS_AUDIENCE = "https://cmk-local.documents.azure.com"
+ISSUERS = [f"https://login.microsoftonline.com/{TENANT}/v2.0", f"https://sts.windows.net/{TENANT}/"]
 
 
 def env(name: str) -> str:
@@ -227,11 +233,15 @@ class Stack:
         wait_for_port(raw_port, cosmos.proc, "cosmosdb-server")
         self.cosmos_raw_url = f"http://127.0.0.1:{raw_port}"
 
+        self.start_key_services()
         sig_port = free_port()
+        aad = ["--aad-jwks", f"{self.entra_url}/{TENANT}/discovery/v2.0/keys", "--aad-audience", COSMOS_AUDIENCE]
+        for issuer in ISSUERS:
+            aad += ["--aad-issuer", issuer]
         sig = start(
             "sigcheck",
             [python, str(ROOT / "tests/harness/sigcheck.py"), "--listen", f"127.0.0.1:{sig_port}",
-             "--upstream", self.cosmos_raw_url, "--key", self.cosmos_key],
+             "--upstream", self.cosmos_raw_url, "--key", self.cosmos_key, *aad],
             self.workdir,
         )
         self.processes.append(sig)
@@ -251,7 +261,6 @@ class Stack:
         wait_for_port(queue_port, azurite.proc, "azurite-queue")
         self.queue_url = f"http://127.0.0.1:{queue_port}"
 
-        self.start_key_services()
         self.provision()
 
     def start_key_services(self) -> None:
@@ -298,6 +307,26 @@ class Stack:
         v = {
             "SPIN_VARIABLE_HSM_ENDPOINT": self.hsm_url,
             "SPIN_VARIABLE_HSM_KEY_NAME": KEK_NAME,
+            **self.identity_variables(identity),
+        }
+        v.update({f"SPIN_VARIABLE_{k.upper()}": val for k, val in extra.items()})
+        return v
+
+    def entra_cosmos(self, identity: str = "client-secret", **extra: str) -> dict[str, str]:
+        """Spin variables for an app that reaches Cosmos DB with Entra ID
+        tokens (no account key) obtained by `identity`."""
+        v = {
+            "SPIN_VARIABLE_COSMOS_AUTH": "entra",
+            "SPIN_VARIABLE_COSMOS_KEY": "",
+            "SPIN_VARIABLE_COSMOS_TOKEN_SCOPE": f"{COSMOS_AUDIENCE}/.default",
+            **self.identity_variables(identity),
+        }
+        v.update({f"SPIN_VARIABLE_{k.upper()}": val for k, val in extra.items()})
+        return v
+
+    def identity_variables(self, identity: str) -> dict[str, str]:
+        """The token source `identity`, pointed at the Entra stand-in."""
+        v = {
             "SPIN_VARIABLE_AZURE_AUTHORITY_HOST": self.entra_url,
             "SPIN_VARIABLE_AZURE_TENANT_ID": TENANT,
             "SPIN_VARIABLE_MANAGED_IDENTITY_ORIGIN": self.entra_url,
@@ -316,7 +345,6 @@ class Stack:
             v.update(SPIN_VARIABLE_IDENTITY="managed-identity", SPIN_VARIABLE_AZURE_CLIENT_ID="app-user-mi",
                      SPIN_VARIABLE_MANAGED_IDENTITY_PATH="/msi/token",
                      SPIN_VARIABLE_IDENTITY_HEADER=PRINCIPALS["identity_header"])
-        v.update({f"SPIN_VARIABLE_{k.upper()}": val for k, val in extra.items()})
         return v
 
     def cosmos_client(self, key: str | None = None):

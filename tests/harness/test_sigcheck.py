@@ -38,7 +38,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.sigcheck import _sdk_sign, check, expected_authorization, resource_of, verify
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from harness.entra import b64u, jwk_of, jwt_sign, key_thumbprint
+from harness.sigcheck import AadPolicy, _sdk_sign, check, expected_authorization, resource_of, verify
 
 SIGCHECK = Path(__file__).with_name("sigcheck.py")
 EMULATOR_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw=="
@@ -175,13 +178,78 @@ def test_verify_refuses_what_the_service_refuses():
     v = check("POST", path, h, WRONG_KEY, now)
     assert "post\\ndocs\\ndbs/wiredb/colls/items\\ntue, 24 nov 2026 00:28:39 gmt\\n\\n" in v.message
     assert WRONG_KEY not in v.message and EMULATOR_KEY not in v.message
-    # Entra ID tokens: refused unless one is configured, then only that one (sent encoded or not).
+    # Entra ID tokens: refused unless a policy is configured (see the tests below).
     aad = {"x-ms-date": WIRE_DATE, "authorization": "type=aad&ver=1.0&sig=eyJ0eXAi.eyJhdWQi.c2ln"}
     assert status(headers=aad) == (401, "Unauthorized")
-    assert status(headers=aad, aad="eyJ0eXAi.eyJhdWQi.c2ln") == (0, "")
-    assert status(headers=aad, aad="another.token.here") == (401, "Unauthorized")
-    aad_encoded = {**aad, "authorization": urllib.parse.quote(aad["authorization"], safe="")}
-    assert status(headers=aad_encoded, aad="eyJ0eXAi.eyJhdWQi.c2ln") == (0, "")
+
+
+# -- Entra ID tokens ---------------------------------------------------------------
+
+ACCOUNT_AUDIENCE = "https://sigacct.documents.azure.com"
+ISSUER = "https://login.microsoftonline.com/t1/v2.0"
+SIGNER = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+STRANGER = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+KID = key_thumbprint(SIGNER.public_key())
+
+
+def policy(**kw) -> AadPolicy:
+    return AadPolicy([ACCOUNT_AUDIENCE], [ISSUER, "https://sts.windows.net/t1/"],
+                     keys={KID: SIGNER.public_key()}, **kw)
+
+
+def token(now: float, key=SIGNER, kid=KID, **claims) -> str:
+    base = {"aud": ACCOUNT_AUDIENCE, "iss": ISSUER, "iat": int(now) - 300, "nbf": int(now) - 300,
+            "exp": int(now) + 3600, "oid": "oid-1", "tid": "t1"}
+    base.update(claims)
+    return jwt_sign({k: v for k, v in base.items() if v is not None}, key, kid)
+
+
+def aad_check(tok: str, now: float, encode: bool = False, pol: AadPolicy | None = None):
+    value = f"type=aad&ver=1.0&sig={tok}"
+    if encode:
+        value = urllib.parse.quote(value, safe="")
+    return check("POST", "/dbs/d/colls/c/docs", {"x-ms-date": rfc1123(now), "authorization": value},
+                 EMULATOR_KEY, now, pol or policy())
+
+
+def test_aad_tokens_are_verified_like_the_service():
+    now = time.time()
+    # Accepted: a good token, sent as the Python SDK sends it or URL-encoded;
+    # the global Cosmos DB audience; the v1.0 issuer form.
+    for encode in (False, True):
+        assert aad_check(token(now), now, encode).ok
+    assert aad_check(token(now, aud="https://cosmos.azure.com"), now).ok
+    assert aad_check(token(now, iss="https://sts.windows.net/t1/"), now).ok
+    assert aad_check(token(now), now).kind == "aad"
+
+    def refused(v):
+        assert (v.status, v.code) == (401, "Unauthorized"), v
+        return v.message
+
+    # Another account's audience, or this one's with a trailing slash (reported from the service).
+    for aud in ("https://other.documents.azure.com", ACCOUNT_AUDIENCE + "/", "https://managedhsm.azure.net"):
+        v = aad_check(token(now, aud=aud), now)
+        assert f"Provided AAD token is intended for [{aud}]" in refused(v) and v.sub_status == 5008
+        assert ACCOUNT_AUDIENCE in v.message
+    # Expired (beyond the leeway), not yet valid, another issuer.
+    assert "has been expired since" in refused(aad_check(token(now, exp=int(now) - 120), now))
+    assert aad_check(token(now, exp=int(now) - 30), now).ok  # inside the 60 s leeway
+    assert "has been expired" in refused(aad_check(token(now, exp=None), now))
+    assert "not valid before" in refused(aad_check(token(now, nbf=int(now) + 600), now))
+    assert "issued by" in refused(aad_check(token(now, iss="https://login.microsoftonline.com/t2/v2.0"), now))
+    # Signature: another key under the trusted kid, an unknown kid, a tampered payload, alg none, garbage.
+    assert "signature" in refused(aad_check(token(now, key=STRANGER), now))
+    assert "unknown" in refused(aad_check(token(now, key=STRANGER, kid="nope"), now))
+    h, p, sig = token(now).split(".")
+    forged = b64u(json.dumps({"aud": ACCOUNT_AUDIENCE, "iss": ISSUER, "exp": int(now) + 3600}).encode())
+    assert "signature" in refused(aad_check(f"{h}.{forged}.{sig}", now))
+    none = b64u(b'{"alg":"none","typ":"JWT"}') + "." + p + "."
+    assert "RS256" in refused(aad_check(none, now))
+    assert "malformed" in refused(aad_check("not-a-jwt", now))
+    # Without a policy no token is accepted at all.
+    v = check("POST", "/dbs/d/colls/c/docs", {"x-ms-date": rfc1123(now), "authorization":
+                                              f"type=aad&ver=1.0&sig={token(now)}"}, EMULATOR_KEY, now)
+    assert v.status == 401 and "no --aad-jwks" in v.message
 
 
 # -- in front of the real local server -------------------------------------------
@@ -392,24 +460,77 @@ def test_counters_and_reset(proxy):
     assert {k: stats[k] for k in ("total", "forwarded", "rejected")} == {"total": 2, "forwarded": 1, "rejected": 1}
 
 
-def test_aad_tokens_only_when_configured(upstream, proxy, tmp_path):
-    token = "eyJhbGciOiJub25lIn0.eyJhdWQiOiJodHRwczovL2Nvc21vcy5henVyZS5jb20ifQ.c2ln"
-    headers = {"x-ms-date": rfc1123(time.time()), "authorization": f"type=aad&ver=1.0&sig={token}"}
-    c = proxy.conn()
+@pytest.fixture(scope="module")
+def jwks_url():
+    """The signing key's JWKS on a loopback port, as the Entra stand-in serves it."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    body = json.dumps({"keys": [jwk_of(SIGNER.public_key(), KID)]}).encode()
+
+    class Keys(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Keys)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/t1/discovery/v2.0/keys"
+    server.shutdown()
+
+
+def test_aad_tokens_through_the_proxy_and_the_sdk(upstream, proxy, jwks_url, tmp_path, monkeypatch):
+    """The CLI fetches the JWKS and verifies tokens; the official SDK, given a
+    token credential, sends its own header form and is accepted; a token for
+    another audience reaches nothing."""
+    import azure.core.pipeline.policies._authentication as core_auth
+    from azure.core.credentials import AccessToken
+    from azure.cosmos import CosmosClient, PartitionKey
+
+    # The SDK sends tokens only over TLS; the local server speaks plain HTTP.
+    monkeypatch.setattr(core_auth, "_enforce_https", lambda request: None)
+
+    now = time.time()
+    good = token(now)
+    headers = {"x-ms-date": rfc1123(now), "authorization": f"type=aad&ver=1.0&sig={good}"}
+    c = proxy.conn()  # the module's proxy has no --aad-jwks
     c.request("GET", "/", headers=headers)
     r = c.getresponse()
     assert (r.status, json.loads(r.read())["code"]) == (401, "Unauthorized")
-    with_aad = Proxy(upstream, tmp_path / "aad.log", "--aad-token", token)
+    with_aad = Proxy(upstream, tmp_path / "aad.log", "--aad-jwks", jwks_url, "--aad-audience", ACCOUNT_AUDIENCE,
+                     "--aad-issuer", ISSUER)
     try:
-        c = with_aad.conn()
-        c.request("GET", "/", headers=headers)
-        r = c.getresponse()
-        assert r.status == 200, r.read()
-        r.read()
-        c.request("GET", "/", headers={**headers, "authorization": "type=aad&ver=1.0&sig=other"})
-        r = c.getresponse()
-        assert r.status == 401
-        r.read()
-        assert token not in (tmp_path / "aad.log").read_text()
+        class Fixed:
+            def __init__(self, tok):
+                self.tok, self.scopes = tok, []
+
+            def get_token(self, *scopes, **kw):
+                self.scopes += scopes
+                return AccessToken(self.tok, int(now) + 3600)
+
+        cred = Fixed(good)
+        client = CosmosClient(with_aad.url, credential=cred, enable_endpoint_discovery=False)
+        db = client.create_database_if_not_exists("aaddb")
+        items = db.create_container_if_not_exists("items", partition_key=PartitionKey(path="/pk"))
+        items.upsert_item({"id": "a", "pk": "p"})
+        assert items.read_item("a", partition_key="p")["id"] == "a"
+        assert cred.scopes and all(sc == "http://127.0.0.1/.default" for sc in cred.scopes)  # the SDK's derivation
+        stats = with_aad.stats()
+        assert stats["rejected"] == 0 and stats["accepted_by_type"]["aad"] == stats["forwarded"] >= 3
+        before = stats["forwarded"]
+        with pytest.raises(Exception) as e:
+            wrong = CosmosClient(with_aad.url, credential=Fixed(token(now, aud="https://other.documents.azure.com")),
+                                 enable_endpoint_discovery=False)
+            wrong.get_database_client("aaddb").get_container_client("items").upsert_item({"id": "b", "pk": "p"})
+        assert getattr(e.value, "status_code", None) == 401, e.value
+        assert "intended for [https://other.documents.azure.com]" in str(e.value)
+        assert with_aad.stats()["forwarded"] == before
+        assert good not in (tmp_path / "aad.log").read_text()
     finally:
         stop(with_aad.proc)

@@ -1,0 +1,92 @@
+//! The Cosmos DB account at the edge: the credential each request is signed
+//! with (the account key, or an Entra ID token from the shared token cache
+//! in [`crate::token`]) and sending through [`crate::outbound`].
+//!
+//! With `cosmos_auth = entra`, an answer of 401 or 403 may mean the cached
+//! token was revoked or went stale early (the service answers an expired
+//! token with 401; some reports show 403): the cached token is dropped, a
+//! new one is obtained and the request is sent once more with it.
+
+use serde_json::json;
+
+use crate::api::ApiError;
+use crate::config::{CosmosAuth, CosmosConfig};
+use crate::cosmos::{reauthorize, token_refused, Credential};
+use crate::log;
+use crate::outbound::{self, CosmosSent};
+use crate::token::Tokens;
+
+/// One request's access to the account.
+pub struct Account<'a> {
+    config: &'a CosmosConfig,
+    tokens: Option<(Tokens<'a>, &'a str)>,
+}
+
+impl<'a> Account<'a> {
+    /// Access as configured (tokens only with `cosmos_auth = entra`).
+    pub fn new(config: &'a CosmosConfig) -> Self {
+        let tokens = match &config.auth {
+            CosmosAuth::MasterKey(_) => None,
+            CosmosAuth::Entra { scope, identity } => {
+                Some((Tokens::new(identity, config.retry), scope.as_str()))
+            }
+        };
+        Self { config, tokens }
+    }
+
+    /// The credential to sign requests with now.
+    pub async fn credential(&self) -> Result<Credential, ApiError> {
+        match (&self.config.auth, &self.tokens) {
+            (CosmosAuth::MasterKey(c), _) => Ok(c.clone()),
+            (_, Some((tokens, scope))) => tokens
+                .get(scope)
+                .await
+                .map(|t| Credential::BearerToken(t.token))
+                .map_err(|e| ApiError::from(&e)),
+            (CosmosAuth::Entra { .. }, None) => unreachable!("entra auth always has tokens"),
+        }
+    }
+
+    /// Sends one request with retries; with a token, once more with a fresh
+    /// token if the service refused the first.
+    pub async fn send(&self, req: http::Request<Vec<u8>>) -> CosmosSent {
+        let retry = self.config.retry;
+        let first = outbound::send_cosmos(outbound::copy(&req), retry).await;
+        let Some((tokens, scope)) = &self.tokens else {
+            return first;
+        };
+        let status = match &first.result {
+            Ok(r) if token_refused(r) => r.status().as_u16(),
+            _ => return first,
+        };
+        tokens.forget(scope);
+        let mut req = req;
+        let renewed = match tokens.get(scope).await {
+            Ok(t) => reauthorize(&mut req, &t.token).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        log::emit(
+            "warn",
+            "cosmos_token_refused",
+            &[
+                ("status", json!(status)),
+                ("renewed", json!(renewed.is_ok())),
+                ("error", json!(renewed.as_ref().err())),
+            ],
+        );
+        if renewed.is_err() {
+            return first;
+        }
+        let second = outbound::send_cosmos(req, retry).await;
+        CosmosSent {
+            result: second.result,
+            attempts: first.attempts + second.attempts,
+            duration_ms: first.duration_ms + second.duration_ms,
+        }
+    }
+
+    /// Sends requests concurrently, answers in request order.
+    pub async fn send_all(&self, reqs: Vec<http::Request<Vec<u8>>>) -> Vec<CosmosSent> {
+        futures::future::join_all(reqs.into_iter().map(|r| self.send(r))).await
+    }
+}

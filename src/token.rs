@@ -1,0 +1,141 @@
+//! Entra ID access tokens at the edge, for every audience the component
+//! calls (Managed HSM, and the Cosmos DB account with `cosmos_auth = entra`):
+//! one token per (provider, scope), cached in the Spin key-value store until
+//! shortly before it expires, obtained from the configured source through
+//! [`crate::outbound`]. The decisions (request, parsing, freshness, cache
+//! key) are the pure ones in [`crate::entra`].
+
+use serde_json::json;
+use spin_sdk::key_value::Store;
+
+use crate::config::IdentityConfig;
+use crate::entra::{self, AccessToken, EntraError, Freshness};
+use crate::log;
+use crate::outbound;
+use crate::retry::RetryPolicy;
+use crate::time::UnixTime;
+
+/// Why no token could be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// The token endpoint refused or answered without a token.
+    #[error(transparent)]
+    Identity(#[from] EntraError),
+    /// The token endpoint could not be reached.
+    #[error("could not reach the token endpoint: {0}")]
+    Transport(String),
+}
+
+impl TokenError {
+    /// Whether a later attempt may succeed without an operator.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            TokenError::Identity(e) => e.is_transient(),
+            TokenError::Transport(_) => true,
+        }
+    }
+}
+
+impl From<&TokenError> for crate::api::ApiError {
+    fn from(e: &TokenError) -> Self {
+        match e {
+            TokenError::Identity(e) => e.into(),
+            TokenError::Transport(_) => crate::api::ApiError::new(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "IdentityUnavailable",
+                e.to_string(),
+            )
+            .retry_after(crate::api::DEFAULT_RETRY_AFTER_SECS),
+        }
+    }
+}
+
+/// Tokens from one configured source, for one request.
+pub struct Tokens<'a> {
+    identity: &'a IdentityConfig,
+    retry: RetryPolicy,
+    store: Option<Store>,
+}
+
+impl<'a> Tokens<'a> {
+    /// Opens the `default` key-value store for the cache (without it, every
+    /// request fetches its own token, and says so in the log).
+    pub fn new(identity: &'a IdentityConfig, retry: RetryPolicy) -> Self {
+        let store = match Store::open_default() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::emit(
+                    "warn",
+                    "kv_store_unavailable",
+                    &[("error", json!(e.to_string()))],
+                );
+                None
+            }
+        };
+        Self {
+            identity,
+            retry,
+            store,
+        }
+    }
+
+    fn key(&self, scope: &str) -> String {
+        entra::cache_key(&self.identity.provider, scope)
+    }
+
+    /// A token for `scope`: from the cache while it is fresh, else from the
+    /// configured source (then cached).
+    pub async fn get(&self, scope: &str) -> Result<AccessToken, TokenError> {
+        let key = self.key(scope);
+        let cached = self
+            .store
+            .as_ref()
+            .and_then(|s| s.get(&key).ok().flatten())
+            .and_then(|b| entra::decode_cached(&b));
+        if let (Freshness::Use, Some(t)) = (
+            entra::freshness(
+                cached.as_ref(),
+                UnixTime::now(),
+                self.identity.refresh_skew_secs,
+            ),
+            cached.clone(),
+        ) {
+            return Ok(t);
+        }
+        let provider = &self.identity.provider;
+        let assertion = self.identity.federated_token.as_ref().map(|s| s.expose());
+        let req = entra::token_request(provider, scope, assertion)?;
+        let sent = outbound::send_retrying(req, self.retry, outbound::azure_verdict).await;
+        let resp = sent.result.map_err(TokenError::Transport)?;
+        let token = entra::parse_token_response(&resp, UnixTime::now())?;
+        if let Some(s) = &self.store {
+            if let Err(e) = s.set(&key, &entra::encode_cached(&token)) {
+                log::emit(
+                    "warn",
+                    "kv_store_write_failed",
+                    &[("error", json!(e.to_string()))],
+                );
+            }
+        }
+        log::emit(
+            "info",
+            "token_acquired",
+            &[
+                ("provider", json!(provider.kind())),
+                ("scope", json!(scope)),
+                ("expires_on", json!(token.expires_on)),
+                ("attempts", json!(sent.attempts)),
+                ("duration_ms", json!(sent.duration_ms)),
+            ],
+        );
+        Ok(token)
+    }
+
+    /// Drops the cached token for `scope` (the service refused it), so the
+    /// next [`Tokens::get`] asks the source again.
+    pub fn forget(&self, scope: &str) {
+        if let Some(s) = &self.store {
+            let _ = s.delete(&self.key(scope));
+        }
+    }
+}

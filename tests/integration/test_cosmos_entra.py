@@ -1,0 +1,72 @@
+"""Cosmos DB with Entra ID tokens instead of the account key
+(`cosmos_auth = entra`), in the real runtime: the component asks the Entra
+stand-in for a token for the account's audience, caches it in the key-value
+store like the Managed HSM token, and signs every request with
+`type=aad&ver=1.0&sig=<token>`. The signature check in front of the Cosmos
+server verifies each token for real (RS256 against the stand-in's JWKS,
+audience, issuer, expiry), so a wrong token fails here, not only in Azure."""
+
+import uuid
+
+import pytest
+
+from harness.stack import COSMOS_AUDIENCE
+from integration.eventgrid import custom_event, document_id
+from integration.test_foundation import count, post
+from integration.test_records import enc, get
+
+# The client id each token source is counted under by the Entra stand-in.
+CLIENT = {"client-secret": "app-secret-client", "imds": "system"}
+
+
+def token_calls(stack, client, audience=COSMOS_AUDIENCE):
+    return stack.entra_admin("GET", "stats")["by_client_resource"].get(client, {}).get(audience, 0)
+
+
+@pytest.mark.parametrize("identity", ["client-secret", "imds"], ids=["client-secret", "managed-identity"])
+def test_writes_and_reads_with_entra_tokens_one_token_for_many_requests(stack, identity):
+    app = stack.serve_app(name=f"app-entra-{identity}", overrides=stack.entra_cosmos(identity))
+    tokens_before = token_calls(stack, CLIENT[identity])
+    sig_before = stack.sigcheck_stats()
+    topic = f"/topics/entra-{uuid.uuid4()}"
+    deliveries = [[custom_event(topic, n=i, k=j) for j in range(3)] for i in range(3)]
+    deliveries.append([custom_event(f"{topic}-lone")])
+    for events in deliveries:
+        status, _, body = post(f"{app.url}/events", events)
+        assert status == 200, body
+    # Read back through the component: point reads and a page.
+    first = deliveries[0][0]
+    status, _, body = get(app, f"/records/{enc(topic)}/{document_id(topic, first['id'])}")
+    assert status == 200 and body["event"]["data"] == first["data"], body
+    status, _, body = get(app, f"/records/{enc(topic)}?limit=100")
+    assert status == 200 and len(body["records"]) == 9, body
+    sig_after = stack.sigcheck_stats()
+    requests = len(deliveries) + 2
+    assert sig_after["accepted_by_type"]["aad"] - sig_before["accepted_by_type"]["aad"] == requests
+    assert sig_after["rejected"] == sig_before["rejected"]
+    # One token for all of them, for the account's audience.
+    assert token_calls(stack, CLIENT[identity]) - tokens_before == 1
+    # The official SDK (with the account key) reads exactly what was written.
+    assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 9
+    doc = stack.container_client().read_item(document_id(topic, first["id"]), partition_key=topic)
+    assert doc["event"]["data"] == first["data"]
+    logs = app.logs()
+    assert "eyJ" not in logs and "local-client-secret-0123" not in logs  # no token or secret in the log
+
+
+def test_a_token_for_another_audience_is_refused_and_nothing_is_written(stack):
+    other = "https://other-account.documents.azure.com"
+    app = stack.serve_app(name="app-entra-wrong-audience",
+                          overrides=stack.entra_cosmos("client-secret", cosmos_token_scope=f"{other}/.default"))
+    tokens_before = token_calls(stack, "app-secret-client", other)
+    before = stack.sigcheck_stats()
+    topic = f"/topics/entra-wrong-{uuid.uuid4()}"
+    status, _, body = post(f"{app.url}/events", [custom_event(topic), custom_event(topic)])
+    assert status == 502 and body["error"]["code"] == "StoreAuthFailed", body
+    assert f"intended for [{other}]" in body["error"]["message"]
+    after = stack.sigcheck_stats()
+    # Refused, then refused again with a renewed token; nothing reached the server.
+    assert after["rejected"] - before["rejected"] == 2
+    assert after["forwarded"] == before["forwarded"]
+    assert token_calls(stack, "app-secret-client", other) - tokens_before == 2
+    assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 0
