@@ -849,6 +849,8 @@ mod tests {
         assert_eq!(r.status(), 503);
         assert!(r.headers().contains_key("retry-after"));
         let w = writes(vec![event_in("1", "/a"), event_in("2", "/a")]);
+        // A batch still throttled when the retry budget ran out (the I/O
+        // layer retries such answers first: cosmos::transient_failure).
         let failed = Ok(Response::builder()
             .status(207)
             .body(br#"[{"statusCode":424},{"statusCode":429}]"#.to_vec())

@@ -11,7 +11,7 @@ use futures::future::{self, Either};
 use http::{Request, Response};
 use wasi::clocks::monotonic_clock;
 
-use crate::cosmos::{service_error, CosmosError};
+use crate::cosmos::{transient_failure, CosmosError};
 use crate::retry::{Decision, RetryPolicy};
 
 /// Milliseconds on the host's monotonic clock.
@@ -154,16 +154,12 @@ pub fn azure_verdict(resp: &Response<Vec<u8>>) -> Verdict {
     }
 }
 
-/// The retry verdict for a Cosmos DB answer.
+/// The retry verdict for a Cosmos DB answer ([`transient_failure`]: also a
+/// batch answered 207 whose failing operation was throttled).
 pub fn cosmos_verdict(resp: &Response<Vec<u8>>) -> Verdict {
-    if resp.status().is_success() {
-        return Verdict::Done;
-    }
-    let e = service_error(resp);
-    if e.is_transient() {
-        Verdict::Retry(e.retry_after_ms())
-    } else {
-        Verdict::Done
+    match transient_failure(resp) {
+        Some(pause) => Verdict::Retry(pause),
+        None => Verdict::Done,
     }
 }
 

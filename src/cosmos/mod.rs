@@ -26,6 +26,6 @@ pub use request::{
 };
 pub use response::{
     parse_batch, parse_delete, parse_query, parse_read, parse_write, same_content, service_error,
-    token_refused, BatchOutcome, CosmosError, Metrics, OperationResult, QueryPage, ServiceError,
-    StoredDocument, WriteOutcome, SYSTEM_PROPERTIES,
+    token_refused, transient_failure, BatchOutcome, CosmosError, Metrics, OperationResult,
+    QueryPage, ServiceError, StoredDocument, WriteOutcome, SYSTEM_PROPERTIES,
 };

@@ -189,9 +189,7 @@ pub fn service_error(resp: &Response<Vec<u8>>) -> CosmosError {
         code,
         message,
         activity_id: header("x-ms-activity-id").map(str::to_owned),
-        retry_after_ms: header("x-ms-retry-after-ms")
-            .and_then(|v| v.parse::<f64>().ok())
-            .map(|v| v.max(0.0) as u64),
+        retry_after_ms: header_retry_after_ms(resp),
     };
     match status {
         401 | 403 => CosmosError::Unauthorized(e),
@@ -201,6 +199,42 @@ pub fn service_error(resp: &Response<Vec<u8>>) -> CosmosError {
         s if is_transient_status(s) => CosmosError::Transient(e),
         _ => CosmosError::Rejected(e),
     }
+}
+
+/// Whether an answer is a failure that may pass, and the pause the service
+/// asked for: `Some(pause)` for 408, 429, 449 and 5xx, and for a
+/// transactional batch answered 207 whose failing operation is one of those
+/// (the batch was not applied, so sending it again is safe; the pause is
+/// the operation's `retryAfterMilliseconds`, else the response's
+/// `x-ms-retry-after-ms`). `None` for success and permanent failures.
+pub fn transient_failure(resp: &Response<Vec<u8>>) -> Option<Option<u64>> {
+    let status = resp.status().as_u16();
+    if status == 207 {
+        let raw: Vec<RawOperationResult> = serde_json::from_slice(resp.body()).ok()?;
+        let failed = raw
+            .iter()
+            .find(|r| !(200..300).contains(&r.status_code) && r.status_code != 424)?;
+        if !is_transient_status(failed.status_code) {
+            return None;
+        }
+        return Some(
+            failed
+                .retry_after_ms
+                .or_else(|| header_retry_after_ms(resp)),
+        );
+    }
+    if resp.status().is_success() || !is_transient_status(status) {
+        return None;
+    }
+    Some(header_retry_after_ms(resp))
+}
+
+fn header_retry_after_ms(resp: &Response<Vec<u8>>) -> Option<u64> {
+    resp.headers()
+        .get("x-ms-retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v.max(0.0) as u64)
 }
 
 /// Whether the service refused the request's credentials (401, 403): with
@@ -564,6 +598,44 @@ mod tests {
         let e = parse_batch(&resp(207, &[], body), 2).unwrap_err();
         assert!(e.is_transient());
         assert_eq!(e.retry_after_ms(), Some(40));
+    }
+
+    #[test]
+    fn a_batch_with_a_throttled_operation_is_worth_retrying() {
+        // 429 with the operation's own pause; 449 with the response's.
+        let throttled = r#"[{"statusCode":424},{"statusCode":429,"subStatusCode":3200,"retryAfterMilliseconds":120},{"statusCode":424}]"#;
+        assert_eq!(
+            transient_failure(&resp(207, &[], throttled)),
+            Some(Some(120))
+        );
+        let retry_with = r#"[{"statusCode":449},{"statusCode":424}]"#;
+        assert_eq!(
+            transient_failure(&resp(207, &[("x-ms-retry-after-ms", "30")], retry_with)),
+            Some(Some(30))
+        );
+        assert_eq!(
+            transient_failure(&resp(207, &[], r#"[{"statusCode":503}]"#)),
+            Some(None)
+        );
+        // A conflict or a bad operation will not pass; nor does success.
+        for body in [
+            r#"[{"statusCode":424},{"statusCode":409}]"#,
+            r#"[{"statusCode":400},{"statusCode":424}]"#,
+            r#"[{"statusCode":201},{"statusCode":200}]"#,
+            "not json",
+        ] {
+            assert_eq!(transient_failure(&resp(207, &[], body)), None, "{body}");
+        }
+        assert_eq!(transient_failure(&resp(200, &[], "[]")), None);
+        assert_eq!(transient_failure(&resp(201, &[], "{}")), None);
+        // Plain failures keep their classification.
+        assert_eq!(
+            transient_failure(&resp(429, &[("x-ms-retry-after-ms", "250")], "")),
+            Some(Some(250))
+        );
+        assert_eq!(transient_failure(&resp(408, &[], "")), Some(None));
+        assert_eq!(transient_failure(&resp(401, &[], "")), None);
+        assert_eq!(transient_failure(&resp(409, &[], "")), None);
     }
 
     #[test]

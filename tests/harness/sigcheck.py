@@ -70,7 +70,11 @@ forwarded (so, as with the service's throttling, nothing is applied):
 `{"status": 429, "retry_after_ms": 200}` (Cosmos-shaped 429 with
 `x-ms-retry-after-ms`), `{"status": 503}` (or any status), `{"hang_ms": N}`
 (answer nothing for N ms, then close), `{"reset": true}` (close the
-connection without an answer). `"count": K` repeats a fault K times.
+connection without an answer), `{"batch_status": 429, "retry_after_ms": 200}`
+(a transactional batch answered as the service answers one whose operation
+was throttled: 207, the first operation 429 with `subStatusCode` 3200 and
+`retryAfterMilliseconds`, every other 424; 449 and others alike).
+`"count": K` repeats a fault K times.
 
 The key and tokens are never logged.
 
@@ -449,7 +453,7 @@ def make_handler(upstream: urllib.parse.SplitResult, key: str, stats: Stats, log
             if fault is not None:
                 with stats.lock:
                     stats.faulted += 1
-                return self._inject(fault)
+                return self._inject(fault, body)
             with stats.lock:
                 stats.forwarded += 1
             self._forward(body)
@@ -481,8 +485,22 @@ def make_handler(upstream: urllib.parse.SplitResult, key: str, stats: Stats, log
             finally:
                 conn.close()
 
-        def _inject(self, fault: dict) -> None:
+        def _inject(self, fault: dict, body: bytes = b"") -> None:
             log(f"fault {fault} for {self.command} {self.path}")
+            if "batch_status" in fault:
+                try:
+                    n = max(1, len(json.loads(body or b"[]")))
+                except ValueError:
+                    n = 1
+                first = {"statusCode": int(fault["batch_status"]), "requestCharge": 0.0}
+                if int(fault["batch_status"]) == 429:
+                    first["subStatusCode"] = 3200
+                if "retry_after_ms" in fault:
+                    first["retryAfterMilliseconds"] = int(fault["retry_after_ms"])
+                ops = [first] + [{"statusCode": 424, "requestCharge": 0.0} for _ in range(n - 1)]
+                return self._reply(207, json.dumps(ops).encode(), [
+                    ("Content-Type", "application/json"), ("x-ms-activity-id", str(uuid.uuid4())),
+                    ("x-ms-request-charge", "0")], own=True)
             if fault.get("reset") or "hang_ms" in fault:
                 if "hang_ms" in fault:
                     time.sleep(fault["hang_ms"] / 1000)

@@ -67,6 +67,31 @@ def test_transient_failures_are_retried_to_success(quick_app, stack, faults, fau
     assert took < BUDGET_MS / 1000 + 1
 
 
+@pytest.mark.parametrize("op_status", [429, 449])
+def test_a_batch_with_a_throttled_operation_is_retried_to_success(quick_app, stack, faults, op_status):
+    """The service answers 207 when one operation of a batch fails; a
+    throttled one (429, 449) means nothing was applied and the batch may be
+    sent again, after the operation's pause."""
+    faults({"batch_status": op_status, "retry_after_ms": 250, "count": 2})
+    topic, events, status, _, body, took, before, after = deliver(quick_app, stack)
+    assert status == 200, body
+    assert after["faulted"] - before["faulted"] == 2
+    assert after["forwarded"] - before["forwarded"] == 1
+    assert took >= 0.5  # both pauses honoured
+    assert took < BUDGET_MS / 1000 + 1
+    assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == len(events)
+
+
+def test_a_batch_throttled_past_the_budget_ends_in_503(quick_app, stack, faults):
+    faults({"batch_status": 429, "retry_after_ms": 400, "count": 100})
+    topic, _, status, headers, body, took, before, after = deliver(quick_app, stack)
+    assert status == 503 and body["error"]["code"] == "StoreUnavailable", body
+    assert after["faulted"] - before["faulted"] >= 3
+    assert took < BUDGET_MS / 1000 + 1
+    clear_faults(stack)
+    assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 0
+
+
 def test_a_hung_connection_times_out_and_is_retried(quick_app, stack, faults):
     faults({"hang_ms": BUDGET_MS, "count": 1})
     topic, events, status, _, body, took, before, after = deliver(quick_app, stack)
