@@ -34,6 +34,7 @@ async fn handle(req: IncomingRequest) -> Response<Vec<u8>> {
         (Method::Options, "/events") => options_events(&req).await,
         (Method::Post, "/queue") => post_queue(req).await,
         (Method::Get, p) if p.starts_with("/records/") => get_records(req).await,
+        (Method::Delete, p) if p.starts_with("/records/") => delete_record(req).await,
         (Method::Post, "/admin/rewrap") => post_rewrap(req).await,
         (
             _,
@@ -242,6 +243,48 @@ async fn get_records(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError
         ],
     );
     answer
+}
+
+/// `DELETE /records/{partitionKey}/{id}` (admin key): erases one record,
+/// with the caller's `If-Match` passed through.
+async fn delete_record(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError> {
+    let config = load_config()?;
+    let del = records::parse_delete_request(
+        &req.path_with_query().unwrap_or_default(),
+        header(&req, rewrap::ADMIN_KEY_HEADER).as_deref(),
+        header(&req, "if-match").as_deref(),
+        &config,
+    )?;
+    let account = Account::new(&config.cosmos);
+    let credential = account.credential().await?;
+    let sent = account
+        .send(records::delete_request(
+            &del,
+            &config,
+            &credential,
+            UnixTime::now(),
+        )?)
+        .await;
+    let (attempts, duration_ms) = (sent.attempts, sent.duration_ms);
+    let answer = records::delete_answer(sent.result);
+    let mut fields = vec![
+        (
+            "status",
+            json!(answer
+                .as_ref()
+                .map(|(r, _)| r.status().as_u16())
+                .unwrap_or_else(|e| e.status.as_u16())),
+        ),
+        ("conditional", json!(del.if_match.is_some())),
+        ("attempts", json!(attempts)),
+        ("duration_ms", json!(duration_ms)),
+    ];
+    if let Ok((_, m)) = &answer {
+        fields.push(("request_charge", json!(m.request_charge)));
+        fields.push(("activity_id", json!(m.activity_id)));
+    }
+    log::emit("info", "record_deleted", &fields);
+    answer.map(|(r, _)| r)
 }
 
 /// Opens sealed documents in place: one unwrap per distinct wrapped data key

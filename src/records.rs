@@ -5,6 +5,9 @@
 //! - `GET /records/{partitionKey}?type=T&limit=N&continuation=C`: a page of
 //!   the partition's documents (optionally of one event type), newest
 //!   continuation token in the answer.
+//! - `DELETE /records/{partitionKey}/{id}` (admin key, `x-cmk-admin-key`):
+//!   erasure of one record, e.g. for a data subject's right to erasure; 204,
+//!   404 when absent, 412 when an `If-Match` etag no longer matches.
 //!
 //! Path segments are percent-decoded (a partition key such as `/topics/a` is
 //! sent as `%2Ftopics%2Fa`). Answers omit the service's system properties
@@ -15,7 +18,9 @@ use serde_json::{json, Map, Value};
 
 use crate::api::{json_response, ApiError};
 use crate::config::Config;
-use crate::cosmos::{parse_query, parse_read, CosmosError, CosmosRequest, Credential, Query};
+use crate::cosmos::{
+    parse_delete, parse_query, parse_read, CosmosError, CosmosRequest, Credential, Metrics, Query,
+};
 use crate::time::UnixTime;
 
 /// Header that carries the read key.
@@ -148,6 +153,105 @@ pub fn parse(
             Ok(ReadRequest::Page { partition_key: decode(pk, "partition key")?, event_type, limit, continuation })
         }
         _ => Err(bad("expected /records/{partitionKey}[/{id}], with a partition key containing `/` sent as %2F")),
+    }
+}
+
+/// A parsed erasure request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteRequest {
+    /// Partition key value.
+    pub partition_key: String,
+    /// Document id.
+    pub id: String,
+    /// The caller's `If-Match` etag, passed through to the store.
+    pub if_match: Option<String>,
+}
+
+/// Checks the admin key and parses `DELETE /records/{partitionKey}/{id}`.
+pub fn parse_delete_request(
+    path_and_query: &str,
+    admin_key: Option<&str>,
+    if_match: Option<&str>,
+    config: &Config,
+) -> Result<DeleteRequest, ApiError> {
+    crate::rewrap::authorize_admin(admin_key, config)?;
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    if !query.is_empty() {
+        return Err(bad(
+            "DELETE /records/{partitionKey}/{id} takes no query parameters",
+        ));
+    }
+    let segments: Vec<&str> = path
+        .strip_prefix("/records/")
+        .map(|r| r.split('/').collect())
+        .unwrap_or_default();
+    let [pk, id] = segments.as_slice() else {
+        return Err(bad(
+            "expected DELETE /records/{partitionKey}/{id}, with a partition key containing `/` sent as %2F",
+        ));
+    };
+    let decode = |s: &str, what: &str| -> Result<String, ApiError> {
+        percent_decode(s).filter(|v| !v.is_empty()).ok_or_else(|| {
+            bad(format!(
+                "{what} is empty or not valid percent-encoded UTF-8"
+            ))
+        })
+    };
+    let if_match = if_match.map(str::trim).filter(|v| !v.is_empty());
+    if if_match.is_some_and(|v| http::HeaderValue::from_str(v).is_err()) {
+        return Err(bad("If-Match is not a valid header value"));
+    }
+    Ok(DeleteRequest {
+        partition_key: decode(pk, "partition key")?,
+        id: decode(id, "id")?,
+        if_match: if_match.map(str::to_owned),
+    })
+}
+
+/// The signed Cosmos DB delete.
+pub fn delete_request(
+    d: &DeleteRequest,
+    config: &Config,
+    credential: &Credential,
+    now: UnixTime,
+) -> Result<Request<Vec<u8>>, ApiError> {
+    CosmosRequest::new(&config.cosmos.endpoint, credential, now)
+        .delete_document_if_match(
+            &config.cosmos.container,
+            &d.id,
+            &d.partition_key,
+            d.if_match.as_deref(),
+        )
+        .map_err(|e| bad(e.to_string()))
+}
+
+/// The caller's answer to an erasure: 204, 404 `RecordNotFound`, 412
+/// `RecordChanged`, else the store's failure.
+pub fn delete_answer(
+    resp: Result<Response<Vec<u8>>, CosmosError>,
+) -> Result<(Response<Vec<u8>>, Metrics), ApiError> {
+    let resp = resp.map_err(|e| ApiError::from(&e))?;
+    match parse_delete(&resp) {
+        Ok(m) => Ok((
+            Response::builder()
+                .status(StatusCode::NO_CONTENT)
+                .body(Vec::new())
+                .expect("static response"),
+            m,
+        )),
+        Err(CosmosError::NotFound(_)) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "RecordNotFound",
+            "no record with that partition key and id",
+        )),
+        Err(CosmosError::PreconditionFailed(_)) => Err(ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "RecordChanged",
+            "the record changed since the etag in If-Match was read; nothing was deleted",
+        )),
+        Err(e) => Err(ApiError::from(&e)),
     }
 }
 
@@ -357,6 +461,86 @@ mod tests {
         ] {
             assert_eq!(parse(bad, Some(KEY), &c).unwrap_err().status, 400, "{bad}");
         }
+    }
+
+    #[test]
+    fn erasure_needs_the_admin_key_and_passes_if_match_through() {
+        let c = Config::load(|name| {
+            Ok(match name {
+                "cosmos_endpoint" => Some("http://127.0.0.1:8081".into()),
+                "cosmos_database" => Some("db".into()),
+                "cosmos_container" => Some("events".into()),
+                "cosmos_key" => Some("c2VjcmV0".into()),
+                "read_keys" => Some(KEY.into()),
+                "admin_keys" => Some("admin-key-0123456789".into()),
+                _ => None,
+            })
+        })
+        .unwrap();
+        let admin = Some("admin-key-0123456789");
+        assert_eq!(
+            parse_delete_request("/records/p/a", None, None, &c)
+                .unwrap_err()
+                .status,
+            401
+        );
+        // The read key does not erase.
+        assert_eq!(
+            parse_delete_request("/records/p/a", Some(KEY), None, &c)
+                .unwrap_err()
+                .status,
+            403
+        );
+        assert_eq!(
+            parse_delete_request("/records/p/a", admin, None, &config(Some(KEY)))
+                .unwrap_err()
+                .code,
+            "AdminDisabled"
+        );
+        let d = parse_delete_request("/records/%2Ft/a%20b", admin, Some(" \"e1\" "), &c).unwrap();
+        assert_eq!(
+            d,
+            DeleteRequest {
+                partition_key: "/t".into(),
+                id: "a b".into(),
+                if_match: Some("\"e1\"".into())
+            }
+        );
+        let req = delete_request(
+            &d,
+            &c,
+            c.cosmos.auth.static_credential().unwrap(),
+            UnixTime(0),
+        )
+        .unwrap();
+        assert_eq!(req.method(), http::Method::DELETE);
+        assert_eq!(req.uri().path(), "/dbs/db/colls/events/docs/a%20b");
+        assert_eq!(req.headers()["if-match"], "\"e1\"");
+        for bad in [
+            "/records/p",
+            "/records/p/a/b",
+            "/records/p/",
+            "/records/p/a?x=1",
+            "/records/%zz/a",
+        ] {
+            assert_eq!(
+                parse_delete_request(bad, admin, None, &c)
+                    .unwrap_err()
+                    .status,
+                400,
+                "{bad}"
+            );
+        }
+        let answer = |status: u16| {
+            delete_answer(Ok(Response::builder()
+                .status(status)
+                .body(Vec::new())
+                .unwrap()))
+        };
+        assert_eq!(answer(204).unwrap().0.status(), 204);
+        assert_eq!(answer(404).unwrap_err().code, "RecordNotFound");
+        assert_eq!(answer(412).unwrap_err().status, 412);
+        assert_eq!(answer(429).unwrap_err().status, 503);
     }
 
     #[test]

@@ -46,12 +46,10 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "InvalidRequest", msg)
 }
 
-/// Checks the admin key and parses `?limit=&continuation=`.
-pub fn parse(
-    query: &str,
-    admin_key: Option<&str>,
-    config: &Config,
-) -> Result<RewrapRequest, ApiError> {
+/// Checks the admin key (`x-cmk-admin-key`) for a maintenance call:
+/// 403 when maintenance is off (no `admin_keys`), 401 without a key, 403
+/// for a key not accepted.
+pub fn authorize_admin(admin_key: Option<&str>, config: &Config) -> Result<(), ApiError> {
     let Some(keys) = &config.admin.keys else {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -76,6 +74,16 @@ pub fn parse(
         }
         Some(_) => {}
     }
+    Ok(())
+}
+
+/// Checks the admin key and parses `?limit=&continuation=`.
+pub fn parse(
+    query: &str,
+    admin_key: Option<&str>,
+    config: &Config,
+) -> Result<RewrapRequest, ApiError> {
+    authorize_admin(admin_key, config)?;
     if config.kek.is_none() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -216,6 +216,27 @@ impl<'a> CosmosRequest<'a> {
         self.item_request(Method::DELETE, container, id, partition_key, Vec::new())
     }
 
+    /// Delete one document, only if it still has `etag` when one is given
+    /// (`If-Match`; the service answers 412 when it changed).
+    pub fn delete_document_if_match(
+        &self,
+        container: &ContainerLink,
+        id: &str,
+        partition_key: &str,
+        etag: Option<&str>,
+    ) -> Result<Request<Vec<u8>>, CosmosError> {
+        let mut req = self.delete_document(container, id, partition_key);
+        if let Some(etag) = etag {
+            req.headers_mut().insert(
+                header::IF_MATCH,
+                http::HeaderValue::from_str(etag).map_err(|_| {
+                    CosmosError::InvalidResponse("etag is not a valid header value".into())
+                })?,
+            );
+        }
+        Ok(req)
+    }
+
     /// Replace a document only if it still has `etag` (`If-Match`); the
     /// service answers 412 when it changed since it was read.
     pub fn replace_document(
@@ -460,6 +481,15 @@ mod tests {
         let del = b.delete_document(&c, "a b", "p1");
         assert_eq!(del.method(), Method::DELETE);
         assert_eq!(del.uri().path(), "/dbs/wiredb/colls/items/docs/a%20b");
+        assert!(del.headers().get("if-match").is_none());
+        let del = b
+            .delete_document_if_match(&c, "a b", "p1", Some("\"00-2\""))
+            .unwrap();
+        assert_eq!(del.headers()["if-match"], "\"00-2\"");
+        assert_eq!(del.headers()["x-ms-documentdb-partitionkey"], "[\"p1\"]");
+        assert!(b
+            .delete_document_if_match(&c, "a", "p1", Some("bad\netag"))
+            .is_err());
         let rep = b
             .replace_document(&c, "a", "p1", b"{}".to_vec(), "\"00-1\"")
             .unwrap();
