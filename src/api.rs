@@ -171,6 +171,9 @@ impl From<&CosmosError> for ApiError {
             CosmosError::NotFound(_) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "StoreNotFound", msg)
             }
+            CosmosError::ExistsWithOtherContent { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "DocumentConflict", msg)
+            }
             CosmosError::BatchOperationFailed { .. }
             | CosmosError::Conflict(_)
             | CosmosError::PreconditionFailed(_)

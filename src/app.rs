@@ -524,6 +524,76 @@ async fn seal_delivery(
     )
 }
 
+/// Create-only mode, for a unit that met an existing document: creates each
+/// of its documents on its own (a batch applied none of them), and reads
+/// back and verifies each one that exists. Documents are handled
+/// concurrently; a transient failure outranks a conflict, so the sender
+/// redelivers.
+async fn create_or_verify(
+    account: &Account<'_>,
+    writes: &ingest::Writes,
+    unit: &ingest::WriteUnit,
+    config: &Config,
+    credential: &crate::cosmos::Credential,
+) -> Result<ingest::UnitWritten, crate::cosmos::CosmosError> {
+    let one = |i: usize| async move {
+        let doc = &writes.documents[i];
+        if unit.batch {
+            let req = ingest::create_request(doc, config, credential, UnixTime::now())?;
+            if let Some((status, m)) = ingest::create_outcome(account.send(req).await.result)? {
+                return Ok((status, m, false));
+            }
+        }
+        let read = account
+            .send(ingest::read_request(
+                doc,
+                config,
+                credential,
+                UnixTime::now(),
+            ))
+            .await;
+        ingest::verify_stored(doc, read.result).map(|m| (200, m, true))
+    };
+    let done = futures::future::join_all(unit.documents.iter().map(|&i| one(i))).await;
+    let mut written = ingest::UnitWritten {
+        statuses: Vec::with_capacity(done.len()),
+        metrics: crate::cosmos::Metrics::default(),
+    };
+    let mut failure: Option<crate::cosmos::CosmosError> = None;
+    let mut existing = 0;
+    for r in done {
+        match r {
+            Ok((status, m, found)) => {
+                written.statuses.push(status);
+                written.metrics.request_charge += m.request_charge;
+                existing += usize::from(found);
+            }
+            Err(e) => {
+                if failure
+                    .as_ref()
+                    .is_none_or(|f| !f.is_transient() && e.is_transient())
+                {
+                    failure = Some(e);
+                }
+            }
+        }
+    }
+    log::emit(
+        "info",
+        "documents_verified",
+        &[
+            ("documents", json!(unit.documents.len())),
+            ("batch", json!(unit.batch)),
+            ("already_written", json!(existing)),
+            ("conflict", json!(failure.is_some())),
+        ],
+    );
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(written),
+    }
+}
+
 fn query_of(req: &IncomingRequest) -> String {
     req.path_with_query()
         .and_then(|p| p.split_once('?').map(|(_, q)| q.to_owned()))
@@ -651,8 +721,20 @@ async fn write_delivery(
         .collect();
     let sent = account.send_all(requests).await;
     let stats: Vec<(u32, u64)> = sent.iter().map(|s| (s.attempts, s.duration_ms)).collect();
-    let (response, outcomes) =
-        ingest::summarize(&writes, sent.into_iter().map(|s| s.result).collect());
+    let mut results: Vec<_> = writes
+        .units
+        .iter()
+        .zip(sent)
+        .map(|(u, s)| ingest::unit_outcome(u, s.result))
+        .collect();
+    if config.cosmos.write_mode == crate::config::WriteMode::Create {
+        for (unit, result) in writes.units.iter().zip(results.iter_mut()) {
+            if result.as_ref().err().is_some_and(ingest::is_conflict) {
+                *result = create_or_verify(&account, &writes, unit, &config, &credential).await;
+            }
+        }
+    }
+    let (response, outcomes) = ingest::respond(&writes, results);
     for (outcome, (attempts, duration_ms)) in outcomes.iter().zip(stats) {
         let mut fields = vec![
             ("documents", json!(outcome.documents)),

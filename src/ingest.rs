@@ -9,15 +9,22 @@
 //! 100 operations and about 2 MB each), so a delivery costs one Cosmos DB
 //! request per partition-key group rather than one per event; a lone document
 //! is a plain upsert.
+//!
+//! With `cosmos_write_mode = create`, the same requests create only. A
+//! document that already exists (409, or a batch answered 207 with a 409) is
+//! then verified instead of overwritten: each document of the unit is
+//! created on its own, and one that exists is read back and compared with
+//! [`stored_matches`]; a match is "already written" (status 200, as an upsert
+//! reports an existing document), anything else a conflict (409).
 
 use http::{Request, Response, StatusCode};
 use serde_json::json;
 
 use crate::api::{json_response, ApiError};
-use crate::config::Config;
+use crate::config::{Config, WriteMode};
 use crate::cosmos::{
-    parse_batch, parse_write, CosmosError, CosmosRequest, Credential, Metrics, MAX_BATCH_BYTES,
-    MAX_BATCH_OPERATIONS,
+    parse_batch, parse_read, parse_write, same_content, CosmosError, CosmosRequest, Credential,
+    Metrics, MAX_BATCH_BYTES, MAX_BATCH_OPERATIONS, SYSTEM_PROPERTIES,
 };
 use crate::document::{to_document, Document};
 use crate::events::{
@@ -255,6 +262,7 @@ fn write_units(
 ) -> Result<Vec<WriteUnit>, CosmosError> {
     let builder = CosmosRequest::new(&config.cosmos.endpoint, credential, now);
     let container = &config.cosmos.container;
+    let create = config.cosmos.write_mode == WriteMode::Create;
     let mut groups: Vec<(&str, Vec<(usize, usize)>)> = Vec::new();
     for (i, d) in documents.iter().enumerate() {
         let size = serde_json::to_vec(&d.body)
@@ -287,7 +295,11 @@ fn write_units(
                 let d = &documents[only];
                 let body = serde_json::to_vec(&d.body).expect("JSON values serialize");
                 WriteUnit {
-                    request: builder.upsert_document(container, &d.partition_key, body)?,
+                    request: if create {
+                        builder.create_document(container, &d.partition_key, body)?
+                    } else {
+                        builder.upsert_document(container, &d.partition_key, body)?
+                    },
                     documents: chunk,
                     batch: false,
                 }
@@ -295,7 +307,11 @@ fn write_units(
                 let bodies: Vec<&serde_json::Value> =
                     chunk.iter().map(|&i| &documents[i].body).collect();
                 WriteUnit {
-                    request: builder.batch_upsert(container, pk, &bodies)?,
+                    request: if create {
+                        builder.batch_create(container, pk, &bodies)?
+                    } else {
+                        builder.batch_upsert(container, pk, &bodies)?
+                    },
                     documents: chunk,
                     batch: true,
                 }
@@ -373,28 +389,170 @@ pub struct UnitOutcome {
     pub result: Result<Metrics, CosmosError>,
 }
 
-/// Parses each unit's answer and decides the response. All written → 200
-/// with every document id; otherwise the most retryable failure, so the
-/// sender redelivers the whole delivery (writes are idempotent upserts).
+/// What one unit wrote: a status per document (201 created, 200 replaced
+/// or already there), in the unit's order, and the charge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnitWritten {
+    /// One status per document of the unit.
+    pub statuses: Vec<u16>,
+    /// Charge (summed over every request of the unit) and activity id.
+    pub metrics: Metrics,
+}
+
+/// Parses one unit's answer.
+pub fn unit_outcome(unit: &WriteUnit, result: WriteResult) -> Result<UnitWritten, CosmosError> {
+    let resp = result?;
+    if unit.batch {
+        let o = parse_batch(&resp, unit.documents.len())?;
+        Ok(UnitWritten {
+            statuses: o.results.iter().map(|r| r.status).collect(),
+            metrics: o.metrics,
+        })
+    } else {
+        let o = parse_write(&resp)?;
+        Ok(UnitWritten {
+            statuses: vec![o.status],
+            metrics: o.metrics,
+        })
+    }
+}
+
+/// Whether a create-only unit failed because a document already exists:
+/// 409, or a batch whose failing operation was 409 (nothing of it applied).
+pub fn is_conflict(e: &CosmosError) -> bool {
+    matches!(
+        e,
+        CosmosError::Conflict(_) | CosmosError::BatchOperationFailed { status: 409, .. }
+    )
+}
+
+/// The create of one document on its own (create-or-verify of a batch that
+/// met a conflict).
+pub fn create_request(
+    doc: &Document,
+    config: &Config,
+    credential: &Credential,
+    now: UnixTime,
+) -> Result<Request<Vec<u8>>, CosmosError> {
+    CosmosRequest::new(&config.cosmos.endpoint, credential, now).create_document(
+        &config.cosmos.container,
+        &doc.partition_key,
+        serde_json::to_vec(&doc.body).expect("JSON values serialize"),
+    )
+}
+
+/// Parses the answer to [`create_request`]: `Ok(None)` when the document
+/// already exists (then [`read_request`] and [`verify_stored`]).
+pub fn create_outcome(result: WriteResult) -> Result<Option<(u16, Metrics)>, CosmosError> {
+    match parse_write(&result?) {
+        Ok(o) => Ok(Some((o.status, o.metrics))),
+        Err(e) if is_conflict(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The point read of a document that a create found already there.
+pub fn read_request(
+    doc: &Document,
+    config: &Config,
+    credential: &Credential,
+    now: UnixTime,
+) -> Request<Vec<u8>> {
+    CosmosRequest::new(&config.cosmos.endpoint, credential, now).read_document(
+        &config.cosmos.container,
+        &doc.id,
+        &doc.partition_key,
+    )
+}
+
+/// Decides on a document that a create found already there, from its read:
+/// the same event is "already written" (its read's metrics), another one
+/// [`CosmosError::ExistsWithOtherContent`]. A document deleted in between
+/// is a transient failure: the sender's redelivery creates it.
+pub fn verify_stored(doc: &Document, read: WriteResult) -> Result<Metrics, CosmosError> {
+    let stored = match parse_read(&read?) {
+        Ok(s) => s,
+        Err(CosmosError::NotFound(e)) => return Err(CosmosError::Transient(e)),
+        Err(e) => return Err(e),
+    };
+    if stored_matches(&stored.body, &doc.body) {
+        Ok(stored.metrics)
+    } else {
+        Err(CosmosError::ExistsWithOtherContent { id: doc.id.clone() })
+    }
+}
+
+/// Whether a stored document holds the event of `ours`.
+///
+/// Unsealed documents must be equal except for the service's system
+/// properties ([`same_content`]). Sealed documents cannot be compared
+/// byte for byte: a redelivery is sealed again under a fresh data key and
+/// fresh nonces, so every ciphertext and the wrapped key differ. They match
+/// when everything that is not sealed is equal (id, partition key, layout
+/// version, encoding, and every event member outside the protected fields:
+/// the event's id, source, type, time and unprotected data) and the same
+/// fields are sealed. The sealed values themselves are not opened: the
+/// document id is a digest of the event's source and id, which CloudEvents
+/// requires to identify one event, so a sender reusing an id for other
+/// protected content is not detected (documented in docs/cosmos.md).
+pub fn stored_matches(stored: &serde_json::Value, ours: &serde_json::Value) -> bool {
+    let sealed = |d: &serde_json::Value| d.get(crate::envelope::HEADER).is_some();
+    if !sealed(stored) && !sealed(ours) {
+        return same_content(stored, ours);
+    }
+    match (unsealed_view(stored), unsealed_view(ours)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// A sealed document without what differs between two sealings of the same
+/// event: system properties, the header's key material, the sealed values
+/// (each replaced by `null`). `None` if the header is unreadable.
+fn unsealed_view(doc: &serde_json::Value) -> Option<serde_json::Value> {
+    let h = crate::envelope::header(doc).ok()??;
+    let mut view = doc.clone();
+    let m = view.as_object_mut()?;
+    m.retain(|k, _| !SYSTEM_PROPERTIES.contains(&k.as_str()));
+    m.insert(
+        crate::envelope::HEADER.into(),
+        json!({ "fields": h.fields }),
+    );
+    for pointer in &h.fields {
+        *view.pointer_mut(pointer)? = serde_json::Value::Null;
+    }
+    Some(view)
+}
+
+/// Parses each unit's answer and decides the response ([`respond`]).
 pub fn summarize(
     writes: &Writes,
     results: Vec<WriteResult>,
 ) -> (Response<Vec<u8>>, Vec<UnitOutcome>) {
+    let outcomes = writes
+        .units
+        .iter()
+        .zip(results)
+        .map(|(u, r)| unit_outcome(u, r))
+        .collect();
+    respond(writes, outcomes)
+}
+
+/// Decides the response from each unit's outcome. All written → 200 with
+/// every document id and status; otherwise the most retryable failure, so
+/// the sender redelivers the whole delivery (writes are idempotent).
+pub fn respond(
+    writes: &Writes,
+    results: Vec<Result<UnitWritten, CosmosError>>,
+) -> (Response<Vec<u8>>, Vec<UnitOutcome>) {
     let mut statuses: Vec<Option<u16>> = vec![None; writes.documents.len()];
     let mut outcomes = Vec::with_capacity(writes.units.len());
     for (unit, result) in writes.units.iter().zip(results) {
-        let result = result.and_then(|resp| {
-            if unit.batch {
-                let o = parse_batch(&resp, unit.documents.len())?;
-                for (&i, r) in unit.documents.iter().zip(&o.results) {
-                    statuses[i] = Some(r.status);
-                }
-                Ok(o.metrics)
-            } else {
-                let o = parse_write(&resp)?;
-                statuses[unit.documents[0]] = Some(o.status);
-                Ok(o.metrics)
+        let result = result.map(|w| {
+            for (&i, s) in unit.documents.iter().zip(&w.statuses) {
+                statuses[i] = Some(*s);
             }
+            w.metrics
         });
         outcomes.push(UnitOutcome {
             documents: unit.documents.len(),
@@ -829,6 +987,154 @@ mod tests {
         let statuses: Vec<&Value> = (0..3).map(|i| &v["documents"][i]["status"]).collect();
         assert_eq!(statuses, [&json!(201), &json!(201), &json!(200)]);
         assert!(outcomes[0].batch && outcomes[0].documents == 2);
+    }
+
+    fn create_config() -> Config {
+        let mut c = config();
+        c.cosmos.write_mode = WriteMode::Create;
+        c
+    }
+
+    fn read_answer(status: u16, body: &Value) -> WriteResult {
+        Ok(Response::builder()
+            .status(status)
+            .header("x-ms-request-charge", "1")
+            .body(serde_json::to_vec(body).unwrap())
+            .unwrap())
+    }
+
+    #[test]
+    fn create_mode_never_upserts() {
+        let Plan::Write(w) = plan(
+            Some("application/json"),
+            &[],
+            &body(json!([
+                event_in("1", "/a"),
+                event_in("2", "/a"),
+                event_in("3", "/b")
+            ])),
+            &create_config(),
+            &cred(),
+            UnixTime(0),
+        )
+        .unwrap() else {
+            panic!()
+        };
+        let ops: Value = serde_json::from_slice(w.units[0].request.body()).unwrap();
+        assert_eq!(ops[0]["operationType"], "Create");
+        assert!(w.units[1]
+            .request
+            .headers()
+            .get("x-ms-documentdb-is-upsert")
+            .is_none());
+        let one = create_request(&w.documents[0], &create_config(), &cred(), UnixTime(0)).unwrap();
+        assert!(one.headers().get("x-ms-documentdb-is-upsert").is_none());
+        assert_eq!(
+            read_request(&w.documents[0], &create_config(), &cred(), UnixTime(0))
+                .uri()
+                .path(),
+            format!("/dbs/db/colls/events/docs/{}", w.documents[0].id)
+        );
+    }
+
+    #[test]
+    fn conflicts_are_recognised_in_both_forms() {
+        let w = writes(vec![
+            event_in("1", "/a"),
+            event_in("2", "/a"),
+            event_in("3", "/b"),
+        ]);
+        let batch409 = Ok(Response::builder()
+            .status(207)
+            .body(br#"[{"statusCode":424},{"statusCode":409}]"#.to_vec())
+            .unwrap());
+        let single409 = Ok(Response::builder().status(409).body(Vec::new()).unwrap());
+        assert!(is_conflict(
+            &unit_outcome(&w.units[0], batch409).unwrap_err()
+        ));
+        assert!(is_conflict(
+            &unit_outcome(&w.units[1], single409).unwrap_err()
+        ));
+        let throttled = Ok(Response::builder()
+            .status(207)
+            .body(br#"[{"statusCode":429},{"statusCode":424}]"#.to_vec())
+            .unwrap());
+        assert!(!is_conflict(
+            &unit_outcome(&w.units[0], throttled).unwrap_err()
+        ));
+    }
+
+    #[test]
+    fn a_stored_document_is_verified_not_overwritten() {
+        let w = writes(vec![event("1")]);
+        let ours = &w.documents[0];
+        let mut stored = ours.body.clone();
+        stored["_rid"] = json!("r");
+        stored["_etag"] = json!("\"e\"");
+        stored["_ts"] = json!(5);
+        assert!(verify_stored(ours, read_answer(200, &stored)).is_ok());
+        stored["event"]["data"]["a"] = json!(2);
+        assert_eq!(
+            verify_stored(ours, read_answer(200, &stored)).unwrap_err(),
+            CosmosError::ExistsWithOtherContent {
+                id: ours.id.clone()
+            }
+        );
+        assert_eq!(
+            ApiError::from(&CosmosError::ExistsWithOtherContent { id: "x".into() }).status,
+            409
+        );
+        let gone = read_answer(404, &json!({"code": "NotFound", "message": "m"}));
+        assert!(verify_stored(ours, gone).unwrap_err().is_transient());
+    }
+
+    #[test]
+    fn a_redelivery_sealed_under_a_fresh_key_matches_its_stored_document() {
+        let protected =
+            crate::config::ProtectedFields::parse(r#"{"*": ["/data"]}"#, "/source").unwrap();
+        let seal_with = |key_byte: u8, events: Vec<Value>| {
+            let dek = crate::envelope::Dek::from_bytes(&[key_byte; 32]).unwrap();
+            let mut n = key_byte;
+            let mut nonce = || {
+                n = n.wrapping_add(1);
+                [n; 12]
+            };
+            let key = DeliveryKey {
+                dek: &dek,
+                kid: "https://h.managedhsm.azure.net/keys/k/v1",
+                wrapped_dek: &[key_byte; 8],
+            };
+            seal(
+                writes(events),
+                &protected,
+                &key,
+                &mut nonce,
+                &config(),
+                &cred(),
+                UnixTime(0),
+            )
+            .unwrap()
+            .documents
+            .remove(0)
+            .body
+        };
+        let first = seal_with(1, vec![event("1")]);
+        let again = seal_with(9, vec![event("1")]);
+        assert_ne!(first, again, "fresh key and nonces");
+        assert!(stored_matches(&first, &again));
+        // Unsealed members must still agree.
+        let mut changed = event("1");
+        changed["subject"] = json!("other");
+        assert!(!stored_matches(&first, &seal_with(9, vec![changed])));
+        // A sealed and an unsealed form of the event do not match.
+        assert!(!stored_matches(
+            &first,
+            &writes(vec![event("1")]).documents[0].body
+        ));
+        // Nor does a different set of sealed fields.
+        let mut other = again.clone();
+        other["cmk"]["fields"] = json!([]);
+        assert!(!stored_matches(&first, &other));
     }
 
     #[test]

@@ -110,6 +110,13 @@ pub enum CosmosError {
     /// 409: a document with this id already exists in the partition.
     #[error("document already exists: {0}")]
     Conflict(ServiceError),
+    /// A create-only write met a stored document under the same id that
+    /// holds another event (see `ingest::stored_matches`).
+    #[error("document {id} already exists with other content; it was left unchanged")]
+    ExistsWithOtherContent {
+        /// The document id.
+        id: String,
+    },
     /// 412: the `If-Match` etag no longer matches.
     #[error("document changed since it was read: {0}")]
     PreconditionFailed(ServiceError),
