@@ -213,6 +213,14 @@ async fn get_records(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError
             UnixTime::now(),
         )?)
         .await;
+    // The service's charge and activity id, from the answer itself (a
+    // failed read is charged too).
+    let metrics = sent
+        .result
+        .as_ref()
+        .ok()
+        .map(crate::cosmos::Metrics::from_response)
+        .unwrap_or_default();
     let answer = match records::parse_answer(&read, sent.result) {
         Ok(mut a) => open_protected(&config, &mut a, only.as_deref())
             .await
@@ -240,6 +248,8 @@ async fn get_records(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError
             ),
             ("attempts", json!(sent.attempts)),
             ("duration_ms", json!(sent.duration_ms)),
+            ("request_charge", json!(metrics.request_charge)),
+            ("activity_id", json!(metrics.activity_id)),
         ],
     );
     answer

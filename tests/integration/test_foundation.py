@@ -185,6 +185,22 @@ def test_logs_hold_no_secret(app, stack):
     assert written and all({"request_charge", "attempts", "duration_ms", "documents"} <= set(l) for l in written)
 
 
+def test_reads_log_their_request_charge(app, stack):
+    from integration.test_records import enc, get
+
+    topic = f"/topics/log-read-{uuid.uuid4()}"
+    event = custom_event(topic)
+    assert post(f"{app.url}/events", [event])[0] == 200
+    assert get(app, f"/records/{enc(topic)}/{document_id(topic, event['id'])}")[0] == 200
+    assert get(app, f"/records/{enc(topic)}?limit=5")[0] == 200
+    lines = [json.loads(l[l.index("{"):]) for l in app.logs().splitlines() if "{" in l]
+    reads = [l for l in lines if l.get("event") == "records_read"][-2:]
+    assert [r["kind"] for r in reads] == ["one", "page"]
+    for r in reads:
+        assert {"request_charge", "attempts", "duration_ms", "activity_id", "status"} <= set(r), r
+        assert r["request_charge"] > 0 and r["attempts"] == 1  # the local server charges 1 per request
+
+
 def wit_interfaces(wasm: Path) -> tuple[set[str], set[str]]:
     """Imports and exports of a component, as `package/interface@major.minor`
     (WASI 0.2.x patch releases are compatible)."""
