@@ -90,6 +90,9 @@ Test controls under `/_entra/` (both listeners; plain JSON):
   "jwks" (signing-key documents served),
   "refused_by_grant":{…}, "by_client":{client:n},
   "by_client_resource":{client:{resource:n}}}`.
+- `GET /_entra/issued-tokens[?client_id=C]`: `{"tokens": [{"client_id",
+  "resource", "expires_on", "token"}]}`, the last 1000 access tokens issued
+  (oldest first), so tests can check that none of them reached a log.
 - `POST /_entra/reset`: zero the counters, drop faults, restore the lifetime.
 - `POST /_entra/config` `{"lifetime": seconds}` (may be negative, to issue
   already-expired tokens) → the current config.
@@ -142,6 +145,7 @@ FEDERATED_AUDIENCE = "api://AzureADTokenExchange"
 DEFAULT_CLUSTER_ISSUER = "https://oidc.cluster.local/"
 ASSERTION_SKEW = 300  # seconds of clock skew allowed on client assertions
 ISSUE_BACKDATE = 300  # Entra sets iat/nbf five minutes in the past
+ISSUED_KEPT = 1000  # access tokens kept for GET /_entra/issued-tokens
 
 
 # -- shared helpers (also used by hsm.py) -------------------------------------
@@ -428,6 +432,7 @@ class Entra:
         self.default_lifetime = self.lifetime = lifetime
         self.lock = threading.Lock()
         self.faults: list[dict] = []
+        self.issued_tokens: list[dict] = []
         self.reset()
 
     def _federated(self, client_id: str, f: dict) -> dict:
@@ -475,7 +480,12 @@ class Entra:
         roles = self.app_roles.get(resource, {}).get(client_id)
         if roles:
             claims["roles"] = list(roles)
-        return jwt_sign(claims, self.signing, self.kid), lifetime, now
+        token = jwt_sign(claims, self.signing, self.kid)
+        with self.lock:
+            self.issued_tokens.append({"client_id": client_id, "resource": resource, "expires_on": now + lifetime,
+                                       "token": token})
+            del self.issued_tokens[:-ISSUED_KEPT]
+        return token, lifetime, now
 
     def federated_token(self, subject: str, issuer: str, audience: str, lifetime: int) -> tuple[str, int]:
         now = int(time.time())
@@ -785,6 +795,11 @@ def make_handler(entra: Entra) -> type[JsonHandler]:
             if parts == ["stats"] and self.command == "GET":
                 with entra.lock:
                     return self.send_json(200, json.loads(json.dumps(entra.stats)))
+            if parts == ["issued-tokens"] and self.command == "GET":
+                client = self.query.get("client_id")
+                with entra.lock:
+                    tokens = [dict(t) for t in entra.issued_tokens if client in (None, t["client_id"])]
+                return self.send_json(200, {"tokens": tokens})
             if self.command != "POST":
                 return self.send_json(404, admin_error(f"no admin route {self.command} {self.url_path}"))
             if parts == ["reset"]:
