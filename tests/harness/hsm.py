@@ -90,7 +90,9 @@ Test controls, plain JSON on the HTTP listener only (404 on HTTPS):
   "object_id", "ops"?}` removes some or all; `GET /_admin/grants`;
 - `GET /_admin/stats` → totals and `by_key`: successful `get`/`wrapkey`/
   `unwrapkey`, refusals by status (`"400"`, `"401"`, `"403"`, `"404"`,
-  `"429"`, `"503"`, …), `faulted`, `pending_faults`;
+  `"429"`, `"503"`, …), `faulted`, `pending_faults`, and
+  `token_remaining_min_by_oid` (per caller, the least time, in seconds, a
+  valid bearer token it presented had left before its `exp`);
 - `POST /_admin/reset` (zero the counters, drop faults; `{"keys": true}`
   also drops keys and grants), `POST /_admin/reset-stats` (counters only).
 Tokens and key material are never logged (only method, path, status).
@@ -174,7 +176,7 @@ class Store:
         self.faults: list[dict] = []
 
     def reset_stats(self):
-        self.stats: dict = {"faulted": 0, "by_key": {}}
+        self.stats: dict = {"faulted": 0, "by_key": {}, "token_remaining_min_by_oid": {}}
 
     def count(self, key: str | None, what: str):
         with self.lock:
@@ -344,6 +346,9 @@ def make_handler(store: Store) -> type[JsonHandler]:
                                          "before its nbf time.")
             if not claims.get("oid"):
                 return self.unauthorized("[InvalidToken] Error validating token: the token has no oid claim.")
+            with store.lock:  # how close to expiry callers cut it (tests of token refresh)
+                by_oid = store.stats["token_remaining_min_by_oid"]
+                by_oid[claims["oid"]] = min(by_oid.get(claims["oid"], exp - now), exp - now)
             return claims
 
         def fault(self, route: str) -> bool:

@@ -47,6 +47,8 @@ PRINCIPALS = {
         {"client_id": "other-client", "object_id": "oid-other", "secret": "other-client-secret-0123"},
         # Stands for Event Grid's service principal in Entra protected delivery.
         {"client_id": "eventgrid-sender", "object_id": "oid-eventgrid", "secret": "eventgrid-secret-0123"},
+        # Its own principal, so the token-refresh test reads its own counters.
+        {"client_id": "app-refresh-client", "object_id": "oid-app-refresh", "secret": "refresh-client-secret-0123"},
     ],
     "app_roles": {"api://cmk-ingest": {"eventgrid-sender": ["AzureEventGridSecureWebhookSubscriber"]}},
     "managed": [
