@@ -35,6 +35,7 @@ pub const VARIABLES: &[(&str, bool)] = &[
     ("hsm_endpoint", false),
     ("hsm_key_name", false),
     ("hsm_key_check_secs", false),
+    ("hsm_local_wrap", false),
     ("identity", false),
     ("azure_tenant_id", false),
     ("azure_client_id", false),
@@ -155,6 +156,10 @@ pub struct KekConfig {
     pub key_name: String,
     /// How long a checked key state is trusted before it is read again.
     pub check_secs: u64,
+    /// Wrap data keys here with the key version's public part instead of
+    /// calling the HSM's `wrapkey` (off by default; unwrap always goes to
+    /// the HSM). See docs/keys-and-identity.md for the trade-off.
+    pub local_wrap: bool,
     /// Where Entra ID tokens come from.
     pub identity: IdentityConfig,
 }
@@ -631,6 +636,11 @@ impl Config {
                                 )
                             })?,
                     },
+                    local_wrap: match get("hsm_local_wrap")?.as_deref().map(str::trim) {
+                        None | Some("false") => false,
+                        Some("true") => true,
+                        Some(_) => return Err(invalid("hsm_local_wrap", &"must be true or false")),
+                    },
                     identity: identity(&get, &invalid, &number)?,
                 })
             }
@@ -1013,6 +1023,21 @@ mod tests {
         assert!(kind(&[("identity", "workload-identity"), ids[0], ids[1]]).is_err());
         assert!(kind(&[("identity", "magic")]).is_err());
         let c = load(&hsm).unwrap().kek.unwrap();
+        assert!(!c.local_wrap, "local wrapping is off by default");
+        let with = |v: &str| {
+            let mut all = hsm.to_vec();
+            all.push(("hsm_local_wrap", v));
+            load(&all).map(|c| c.kek.unwrap().local_wrap)
+        };
+        assert!(with("true").unwrap());
+        assert!(!with("false").unwrap());
+        assert!(matches!(
+            with("yes"),
+            Err(ConfigError::Invalid {
+                name: "hsm_local_wrap",
+                ..
+            })
+        ));
         assert_eq!(
             (
                 c.key_name.as_str(),

@@ -8,6 +8,10 @@
 //! stop writes and reads. The service still performs `wrapKey` with a
 //! disabled key (a public-key operation), so writers must check the key's
 //! state themselves ([`check_usable`]) rather than rely on `wrapkey` failing.
+//!
+//! [`wrap_locally`] performs that same public-key operation here, with the
+//! key version's public part, for deployments that opt into saving the
+//! `wrapkey` round trip (`hsm_local_wrap`); unwrapping always needs the HSM.
 
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -474,6 +478,38 @@ pub fn check_usable(key: &KeyInfo, op: KeyOp, now: UnixTime) -> Result<(), HsmEr
     Ok(())
 }
 
+/// Wraps `dek` as the HSM's `wrapkey` would, with the public part of `key`
+/// (RSA-OAEP-256: SHA-256 for the hash and MGF1, empty label), drawing the
+/// OAEP seed from `rng`. The result names `key.kid`, which must be a
+/// versioned key id of `vault`, so the stored record unwraps with exactly
+/// this version. The caller checks the key's state first ([`check_usable`]).
+pub fn wrap_locally(
+    key: &KeyInfo,
+    vault: &Endpoint,
+    dek: &[u8],
+    rng: &mut impl rsa::rand_core::CryptoRngCore,
+) -> Result<CryptResult, HsmError> {
+    let kref = KeyRef::from_kid(&key.kid, vault)?;
+    if kref.version.is_none() {
+        return Err(HsmError::InvalidKeyId(format!(
+            "`{}` names no version; a wrapped key must name the one that wrapped it",
+            key.kid
+        )));
+    }
+    let public = rsa::RsaPublicKey::new(
+        rsa::BigUint::from_bytes_be(&key.n),
+        rsa::BigUint::from_bytes_be(&key.e),
+    )
+    .map_err(|e| HsmError::InvalidResponse(format!("the key's public part is unusable: {e}")))?;
+    let value = public
+        .encrypt(rng, rsa::Oaep::new::<sha2::Sha256>(), dek)
+        .map_err(|e| HsmError::InvalidResponse(format!("local wrap failed: {e}")))?;
+    Ok(CryptResult {
+        kid: key.kid.clone(),
+        value,
+    })
+}
+
 /// A wrap or unwrap result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CryptResult {
@@ -726,6 +762,123 @@ mod tests {
                 r#"{"error":{"code":"BadParameter","message":"x"}}"#
             )),
             Err(HsmError::Rejected { .. })
+        ));
+    }
+
+    /// A deterministic generator for tests only (SHA-256 in counter mode).
+    struct TestRng(u64);
+
+    impl rsa::rand_core::RngCore for TestRng {
+        fn next_u32(&mut self) -> u32 {
+            rsa::rand_core::impls::next_u32_via_fill(self)
+        }
+        fn next_u64(&mut self) -> u64 {
+            rsa::rand_core::impls::next_u64_via_fill(self)
+        }
+        fn fill_bytes(&mut self, dest: &mut [u8]) {
+            for chunk in dest.chunks_mut(32) {
+                self.0 += 1;
+                let block = <sha2::Sha256 as sha2::Digest>::digest(self.0.to_be_bytes());
+                chunk.copy_from_slice(&block[..chunk.len()]);
+            }
+        }
+        fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rsa::rand_core::Error> {
+            self.fill_bytes(dest);
+            Ok(())
+        }
+    }
+
+    impl rsa::rand_core::CryptoRng for TestRng {}
+
+    /// The throwaway test key in tests/data (made with Python
+    /// `cryptography`), as the HSM would describe its public part, and its
+    /// private part for checking.
+    fn test_key() -> (KeyInfo, rsa::RsaPrivateKey) {
+        let v: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/data/rsa-2048-test-key.json")).unwrap();
+        let int =
+            |k: &str| rsa::BigUint::parse_bytes(v[k].as_str().unwrap().as_bytes(), 16).unwrap();
+        let private = rsa::RsaPrivateKey::from_components(
+            int("n"),
+            int("e"),
+            int("d"),
+            vec![int("p"), int("q")],
+        )
+        .unwrap();
+        let info = KeyInfo {
+            kid: "https://contoso.managedhsm.azure.net/keys/kek/0123456789abcdef".into(),
+            kty: "RSA-HSM".into(),
+            key_ops: vec!["wrapKey".into(), "unwrapKey".into()],
+            n: int("n").to_bytes_be(),
+            e: int("e").to_bytes_be(),
+            enabled: true,
+            not_before: None,
+            expires: None,
+            recovery_level: None,
+        };
+        (info, private)
+    }
+
+    #[test]
+    fn a_locally_wrapped_data_key_unwraps_with_the_private_key() {
+        let (key, private) = test_key();
+        let dek: Vec<u8> = (0u8..32).collect();
+        let mut rng = TestRng(0);
+        let a = wrap_locally(&key, &vault(), &dek, &mut rng).unwrap();
+        assert_eq!(a.kid, key.kid, "the exact versioned key id");
+        assert_eq!(a.value.len(), 256, "one RSA-2048 block");
+        assert_eq!(
+            private
+                .decrypt(rsa::Oaep::new::<sha2::Sha256>(), &a.value)
+                .unwrap(),
+            dek
+        );
+        // OAEP is randomized: a second wrap differs and still unwraps.
+        let b = wrap_locally(&key, &vault(), &dek, &mut rng).unwrap();
+        assert_ne!(a.value, b.value);
+        assert_eq!(
+            private
+                .decrypt(rsa::Oaep::new::<sha2::Sha256>(), &b.value)
+                .unwrap(),
+            dek
+        );
+        // The label is empty, as the HSM's: a labelled decryption fails.
+        assert!(private
+            .decrypt(
+                rsa::Oaep::new_with_label::<sha2::Sha256, _>("cmk"),
+                &a.value
+            )
+            .is_err());
+    }
+
+    #[test]
+    fn local_wrapping_needs_a_versioned_key_of_this_vault_and_a_real_key() {
+        let (key, _) = test_key();
+        let dek = [7u8; 32];
+        let mut rng = TestRng(0);
+        let unversioned = KeyInfo {
+            kid: "https://contoso.managedhsm.azure.net/keys/kek".into(),
+            ..key.clone()
+        };
+        assert!(matches!(
+            wrap_locally(&unversioned, &vault(), &dek, &mut rng),
+            Err(HsmError::InvalidKeyId(_))
+        ));
+        let elsewhere = KeyInfo {
+            kid: "https://evil.example/keys/kek/1".into(),
+            ..key.clone()
+        };
+        assert!(matches!(
+            wrap_locally(&elsewhere, &vault(), &dek, &mut rng),
+            Err(HsmError::InvalidKeyId(_))
+        ));
+        let broken = KeyInfo {
+            e: vec![],
+            ..key.clone()
+        };
+        assert!(matches!(
+            wrap_locally(&broken, &vault(), &dek, &mut rng),
+            Err(HsmError::InvalidResponse(_))
         ));
     }
 

@@ -1,6 +1,8 @@
 //! The key-encryption key at the edge: Entra ID tokens (through
-//! [`crate::token`], cached per provider and scope), the key's state (cached for `hsm_key_check_secs`), and wrap/unwrap calls
-//! to Managed HSM, all through [`crate::outbound`].
+//! [`crate::token`], cached per provider and scope), the key's state
+//! (cached for `hsm_key_check_secs`), and wrap/unwrap calls to Managed HSM,
+//! all through [`crate::outbound`]. With `hsm_local_wrap`, wrapping uses the
+//! checked key version's public part here instead.
 //!
 //! Fail closed: a key that is disabled, expired, not yet valid, deleted, or
 //! whose access was revoked stops every wrap and unwrap with
@@ -81,6 +83,29 @@ impl From<&KekError> for crate::api::ApiError {
         }
     }
 }
+
+/// The host's secure random source (`wasi:random/random`, as for nonces),
+/// for the OAEP seed of a local wrap.
+struct HostRng;
+
+impl rsa::rand_core::RngCore for HostRng {
+    fn next_u32(&mut self) -> u32 {
+        wasi::random::random::get_random_u64() as u32
+    }
+    fn next_u64(&mut self) -> u64 {
+        wasi::random::random::get_random_u64()
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        let bytes = wasi::random::random::get_random_bytes(dest.len() as u64);
+        dest.copy_from_slice(&bytes);
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rsa::rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+impl rsa::rand_core::CryptoRng for HostRng {}
 
 /// Access to the configured key for one request.
 pub struct Kek<'a> {
@@ -208,9 +233,20 @@ impl<'a> Kek<'a> {
 
     /// Wraps a data key with the latest key version, after checking that the
     /// version is usable (the service itself still wraps with a disabled key).
+    /// With `hsm_local_wrap`, wraps here with that version's public part (the
+    /// same RSA-OAEP-256 operation) and makes no HSM call beyond the state
+    /// check.
     pub async fn wrap(&self, dek: &[u8]) -> Result<CryptResult, KekError> {
         let (key, _) = self.key(false).await?;
         hsm::check_usable(&key, KeyOp::Wrap, UnixTime::now())?;
+        if self.cfg.local_wrap {
+            return Ok(hsm::wrap_locally(
+                &key,
+                &self.cfg.endpoint,
+                dek,
+                &mut HostRng,
+            )?);
+        }
         let kref = KeyRef::from_kid(&key.kid, &self.cfg.endpoint)?;
         if kref.version.is_none() {
             return Err(HsmError::InvalidResponse("the key id has no version".into()).into());
