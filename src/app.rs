@@ -160,6 +160,7 @@ async fn readyz(req: &IncomingRequest, roundtrip: bool) -> Result<Response<Vec<u
             "expires": key.expires.map(|t| UnixTime(t).to_string()),
             "keySizeBits": key.n.len() * 8,
             "checkedAt": checked.to_string(),
+            "wrap": if kek_cfg.local_wrap { "local" } else { "hsm" },
         }
     });
     if let Err(e) = usable(hsm::KeyOp::Wrap).and(usable(hsm::KeyOp::Unwrap)) {

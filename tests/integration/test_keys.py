@@ -55,6 +55,7 @@ def test_every_token_source_reaches_the_key_and_tokens_are_cached(stack, identit
     assert status == 200, body
     assert body["kek"]["kid"].startswith(f"{stack.hsm_url}/keys/{KEK_NAME}/")
     assert body["kek"]["enabled"] is True and body["kek"]["keySizeBits"] == 2048
+    assert body["kek"]["wrap"] == "hsm", "local wrapping is off by default"
     assert not {"n", "e", "d", "key", "value"} & set(body["kek"])  # no key material
     for _ in range(5):
         status, _, body = call(app, "POST", "/readyz/roundtrip")

@@ -46,6 +46,8 @@ def private_pem(stack, key, kid):
 
 def test_deliveries_wrap_locally_and_unwrap_through_the_hsm(local, stack):
     app, key = local
+    status, _, body = call(app, "GET", "/readyz", key=None)
+    assert status == 200 and body["kek"]["wrap"] == "local", body
     (latest,) = stack.hsm_admin("GET", "keys")[key]
     topic = f"/topics/local-{uuid.uuid4()}"
     events = [custom_event(topic, patient=f"Patient {uuid.uuid4()}") for _ in range(3)]
