@@ -5,9 +5,15 @@
 //! deliveries ([`queue`] unwraps forwarded Storage queue messages into
 //! them), [`document`] maps events to documents, [`cosmos`] builds signed
 //! requests and parses answers, [`ingest`] plans a delivery and summarizes its
-//! writes, [`api`] holds the HTTP contract, [`config`] validates settings. All
-//! of these are pure and tested natively with `cargo test`. Only `outbound`
-//! (sending) and `app` (the Spin entry point, which only routes) touch the host.
+//! writes, [`envelope`] seals and opens protected fields, [`hsm`], [`entra`]
+//! and [`jwt`] build and parse Managed HSM, token and sender-token messages,
+//! [`rewrap`] and [`records`] plan maintenance and reads, [`api`] holds the
+//! HTTP contract, [`config`] validates settings. All of these are pure and
+//! tested natively with `cargo test`. The wasm-only edge touches the host:
+//! `outbound` (the only module that sends), `token`, `kek`, `account` and
+//! `inbound` (tokens, key state, signing keys), one module per route family
+//! (`delivery`, `reader`, `maintenance`, `readiness`; `request` reads the
+//! incoming request), and `app`, the Spin entry point, which only routes.
 #![deny(missing_docs)]
 
 pub mod access;
@@ -33,10 +39,20 @@ mod account;
 #[cfg(target_arch = "wasm32")]
 mod app;
 #[cfg(target_arch = "wasm32")]
+mod delivery;
+#[cfg(target_arch = "wasm32")]
 mod inbound;
 #[cfg(target_arch = "wasm32")]
 mod kek;
 #[cfg(target_arch = "wasm32")]
+mod maintenance;
+#[cfg(target_arch = "wasm32")]
 mod outbound;
+#[cfg(target_arch = "wasm32")]
+mod reader;
+#[cfg(target_arch = "wasm32")]
+mod readiness;
+#[cfg(target_arch = "wasm32")]
+mod request;
 #[cfg(target_arch = "wasm32")]
 mod token;

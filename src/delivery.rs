@@ -1,0 +1,293 @@
+//! Deliveries at the edge: `POST /events`, `OPTIONS /events` and `POST /queue`
+//! — the sender checked, events planned by `ingest`, sealed in the second
+//! stage, written and summarized.
+
+use http::{Response, StatusCode};
+use serde_json::json;
+use spin_sdk::http::IncomingRequest;
+
+use crate::account::Account;
+use crate::api::ApiError;
+use crate::config::Config;
+use crate::envelope::Dek;
+use crate::inbound;
+use crate::ingest::{self, Plan};
+use crate::kek;
+use crate::log;
+use crate::outbound;
+use crate::queue;
+use crate::request::{header, load_config, query_of, read_body};
+use crate::time::UnixTime;
+
+/// Checks the sender: an ingest key, or an Entra ID bearer token.
+async fn authorize_sender(req: &IncomingRequest, config: &Config) -> Result<(), ApiError> {
+    inbound::authorize(
+        config,
+        header(req, "authorization").as_deref(),
+        header(req, ingest::INGEST_KEY_HEADER).as_deref(),
+        &query_of(req),
+    )
+    .await
+}
+
+pub(crate) async fn options_events(req: &IncomingRequest) -> Result<Response<Vec<u8>>, ApiError> {
+    let config = load_config()?;
+    authorize_sender(req, &config).await?;
+    ingest::webhook_handshake(header(req, "webhook-request-origin").as_deref())
+}
+
+pub(crate) async fn post_events(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError> {
+    let config = load_config()?;
+    authorize_sender(&req, &config).await?;
+    let content_type = header(&req, "content-type");
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .entries()
+        .into_iter()
+        .filter(|(k, _)| k.to_ascii_lowercase().starts_with("ce-"))
+        .filter_map(|(k, v)| String::from_utf8(v).ok().map(|v| (k, v)))
+        .collect();
+    let body = read_body(req, config.ingest.max_body_bytes).await?;
+    let account = Account::new(&config.cosmos);
+    let credential = account.credential().await?;
+    let writes = match ingest::plan(
+        content_type.as_deref(),
+        &headers,
+        &body,
+        &config,
+        &credential,
+        UnixTime::now(),
+    )? {
+        Plan::Respond(r) => {
+            log::emit("info", "subscription_validated", &[]);
+            return Ok(r);
+        }
+        Plan::Write(w) => w,
+    };
+    write_delivery(writes, &config, &account, &credential).await
+}
+
+/// `POST /queue`: one Storage queue message from the queue bridge or a Dapr
+/// sidecar. Same key, limits and answers as `POST /events`; every answer is
+/// logged with the message's id and dequeue count (never its text).
+pub(crate) async fn post_queue(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError> {
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .entries()
+        .into_iter()
+        .filter_map(|(k, v)| String::from_utf8(v).ok().map(|v| (k, v)))
+        .collect();
+    let meta = queue::metadata(&headers)?;
+    let mut decoded: Option<(&'static str, usize)> = None;
+    let result = async {
+        let config = load_config()?;
+        let key = header(&req, ingest::INGEST_KEY_HEADER)
+            .or_else(|| header(&req, queue::DAPR_API_TOKEN_HEADER));
+        inbound::authorize(
+            &config,
+            header(&req, "authorization").as_deref(),
+            key.as_deref(),
+            &query_of(&req),
+        )
+        .await?;
+        let content_type = header(&req, "content-type");
+        let body = read_body(req, config.ingest.max_body_bytes).await?;
+        let message = queue::decode(content_type.as_deref(), &body)?;
+        decoded = Some((message.text_encoding.as_str(), message.events.len()));
+        let account = Account::new(&config.cosmos);
+        let credential = account.credential().await?;
+        let writes = ingest::plan_events(message.events, &config, &credential, UnixTime::now())?;
+        write_delivery(writes, &config, &account, &credential).await
+    }
+    .await;
+    let (status, code) = match &result {
+        Ok(r) => (r.status().as_u16(), None),
+        Err(e) => (e.status.as_u16(), Some(e.code)),
+    };
+    log::emit(
+        if status < 300 { "info" } else { "warn" },
+        "queue_message",
+        &[
+            ("forwarder", json!(meta.forwarder.as_str())),
+            ("message_id", json!(meta.message_id)),
+            ("dequeue_count", json!(meta.dequeue_count)),
+            ("insertion_time", json!(meta.insertion_time)),
+            ("text_encoding", json!(decoded.map(|d| d.0))),
+            ("events", json!(decoded.map(|d| d.1))),
+            ("status", json!(status)),
+            ("code", json!(code)),
+        ],
+    );
+    result
+}
+
+/// Seals (stage two), sends and summarizes a planned delivery: the part of
+/// every ingest route after its events are decoded.
+async fn write_delivery(
+    writes: ingest::Writes,
+    config: &Config,
+    account: &Account<'_>,
+    credential: &crate::cosmos::Credential,
+) -> Result<Response<Vec<u8>>, ApiError> {
+    let writes = match &config.kek {
+        None => writes,
+        Some(kek_cfg) => seal_delivery(writes, kek_cfg, config, credential).await?,
+    };
+    let requests = writes
+        .units
+        .iter()
+        .map(|u| outbound::copy(&u.request))
+        .collect();
+    let sent = account.send_all(requests).await;
+    let stats: Vec<(u32, u64)> = sent.iter().map(|s| (s.attempts, s.duration_ms)).collect();
+    let mut results: Vec<_> = writes
+        .units
+        .iter()
+        .zip(sent)
+        .map(|(u, s)| ingest::unit_outcome(u, s.result))
+        .collect();
+    if config.cosmos.write_mode == crate::config::WriteMode::Create {
+        for (unit, result) in writes.units.iter().zip(results.iter_mut()) {
+            if result.as_ref().err().is_some_and(ingest::is_conflict) {
+                *result = create_or_verify(account, &writes, unit, config, credential).await;
+            }
+        }
+    }
+    let (response, outcomes) = ingest::respond(&writes, results);
+    for (outcome, (attempts, duration_ms)) in outcomes.iter().zip(stats) {
+        let mut fields = vec![
+            ("documents", json!(outcome.documents)),
+            ("batch", json!(outcome.batch)),
+            ("attempts", json!(attempts)),
+            ("duration_ms", json!(duration_ms)),
+        ];
+        match &outcome.result {
+            Ok(m) => {
+                fields.push(("request_charge", json!(m.request_charge)));
+                fields.push(("activity_id", json!(m.activity_id)));
+                log::emit("info", "documents_written", &fields);
+            }
+            Err(e) => {
+                fields.push(("error", json!(e.to_string())));
+                log::emit("warn", "documents_write_failed", &fields);
+            }
+        }
+    }
+    Ok(response)
+}
+
+/// Stage two: one fresh data key for the whole delivery from the host's
+/// secure random source, wrapped once (after the key-state check), then every
+/// document's protected fields sealed before the writes are signed. If
+/// wrapping fails for any reason, nothing is written.
+async fn seal_delivery(
+    writes: ingest::Writes,
+    kek_cfg: &crate::config::KekConfig,
+    config: &Config,
+    credential: &crate::cosmos::Credential,
+) -> Result<ingest::Writes, ApiError> {
+    let kek = kek::Kek::new(kek_cfg, config.cosmos.retry);
+    let dek = Dek::from_bytes(&zeroize::Zeroizing::new(
+        wasi::random::random::get_random_bytes(32),
+    ))
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SealFailed",
+            e.to_string(),
+        )
+    })?;
+    let wrapped = kek
+        .wrap(dek.bytes())
+        .await
+        .map_err(|e| ApiError::from(&e))?;
+    let mut nonce = || -> [u8; 12] {
+        wasi::random::random::get_random_bytes(12)
+            .try_into()
+            .expect("12 bytes asked for")
+    };
+    let key = ingest::DeliveryKey {
+        dek: &dek,
+        kid: &wrapped.kid,
+        wrapped_dek: &wrapped.value,
+    };
+    ingest::seal(
+        writes,
+        &kek_cfg.protected,
+        &key,
+        &mut nonce,
+        config,
+        credential,
+        UnixTime::now(),
+    )
+}
+
+/// Create-only mode, for a unit that met an existing document: creates each
+/// of its documents on its own (a batch applied none of them), and reads
+/// back and verifies each one that exists. Documents are handled
+/// concurrently; a transient failure outranks a conflict, so the sender
+/// redelivers.
+async fn create_or_verify(
+    account: &Account<'_>,
+    writes: &ingest::Writes,
+    unit: &ingest::WriteUnit,
+    config: &Config,
+    credential: &crate::cosmos::Credential,
+) -> Result<ingest::UnitWritten, crate::cosmos::CosmosError> {
+    let one = |i: usize| async move {
+        let doc = &writes.documents[i];
+        if unit.batch {
+            let req = ingest::create_request(doc, config, credential, UnixTime::now())?;
+            if let Some((status, m)) = ingest::create_outcome(account.send(req).await.result)? {
+                return Ok((status, m, false));
+            }
+        }
+        let read = account
+            .send(ingest::read_request(
+                doc,
+                config,
+                credential,
+                UnixTime::now(),
+            ))
+            .await;
+        ingest::verify_stored(doc, read.result).map(|m| (200, m, true))
+    };
+    let done = futures::future::join_all(unit.documents.iter().map(|&i| one(i))).await;
+    let mut written = ingest::UnitWritten {
+        statuses: Vec::with_capacity(done.len()),
+        metrics: crate::cosmos::Metrics::default(),
+    };
+    let mut failure: Option<crate::cosmos::CosmosError> = None;
+    let mut existing = 0;
+    for r in done {
+        match r {
+            Ok((status, m, found)) => {
+                written.statuses.push(status);
+                written.metrics.request_charge += m.request_charge;
+                existing += usize::from(found);
+            }
+            Err(e) => {
+                if failure
+                    .as_ref()
+                    .is_none_or(|f| !f.is_transient() && e.is_transient())
+                {
+                    failure = Some(e);
+                }
+            }
+        }
+    }
+    log::emit(
+        "info",
+        "documents_verified",
+        &[
+            ("documents", json!(unit.documents.len())),
+            ("batch", json!(unit.batch)),
+            ("already_written", json!(existing)),
+            ("conflict", json!(failure.is_some())),
+        ],
+    );
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(written),
+    }
+}

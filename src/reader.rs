@@ -1,0 +1,199 @@
+//! Reading and erasing records at the edge: `GET /records/...` (opening
+//! protected fields through the HSM, failing whole) and `DELETE /records/...`.
+
+use http::{Response, StatusCode};
+use serde_json::json;
+use spin_sdk::http::IncomingRequest;
+
+use crate::account::Account;
+use crate::api::ApiError;
+use crate::config::Config;
+use crate::envelope::{self, Dek};
+use crate::kek;
+use crate::log;
+use crate::records;
+use crate::request::{header, load_config};
+use crate::rewrap;
+use crate::time::UnixTime;
+
+pub(crate) async fn get_records(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError> {
+    let config = load_config()?;
+    let path = req.path_with_query().unwrap_or_default();
+    let read = records::parse(
+        &path,
+        header(&req, records::READ_KEY_HEADER).as_deref(),
+        &config,
+    )?;
+    let only = records::fields(&path)?;
+    let account = Account::new(&config.cosmos);
+    let credential = account.credential().await?;
+    let sent = account
+        .send(records::request(
+            &read,
+            &config,
+            &credential,
+            UnixTime::now(),
+        )?)
+        .await;
+    // The service's charge and activity id, from the answer itself (a
+    // failed read is charged too).
+    let metrics = sent
+        .result
+        .as_ref()
+        .ok()
+        .map(crate::cosmos::Metrics::from_response)
+        .unwrap_or_default();
+    let answer = match records::parse_answer(&read, sent.result) {
+        Ok(mut a) => open_protected(&config, &mut a, only.as_deref())
+            .await
+            .map(|()| records::render(a)),
+        Err(e) => Err(e),
+    };
+    log::emit(
+        "info",
+        "records_read",
+        &[
+            (
+                "kind",
+                json!(if matches!(read, records::ReadRequest::One { .. }) {
+                    "one"
+                } else {
+                    "page"
+                }),
+            ),
+            (
+                "status",
+                json!(answer
+                    .as_ref()
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or_else(|e| e.status.as_u16())),
+            ),
+            ("attempts", json!(sent.attempts)),
+            ("duration_ms", json!(sent.duration_ms)),
+            ("request_charge", json!(metrics.request_charge)),
+            ("activity_id", json!(metrics.activity_id)),
+        ],
+    );
+    answer
+}
+
+/// `DELETE /records/{partitionKey}/{id}` (admin key): erases one record,
+/// with the caller's `If-Match` passed through.
+pub(crate) async fn delete_record(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError> {
+    let config = load_config()?;
+    let del = records::parse_delete_request(
+        &req.path_with_query().unwrap_or_default(),
+        header(&req, rewrap::ADMIN_KEY_HEADER).as_deref(),
+        header(&req, "if-match").as_deref(),
+        &config,
+    )?;
+    let account = Account::new(&config.cosmos);
+    let credential = account.credential().await?;
+    let sent = account
+        .send(records::delete_request(
+            &del,
+            &config,
+            &credential,
+            UnixTime::now(),
+        )?)
+        .await;
+    let (attempts, duration_ms) = (sent.attempts, sent.duration_ms);
+    let answer = records::delete_answer(sent.result);
+    let mut fields = vec![
+        (
+            "status",
+            json!(answer
+                .as_ref()
+                .map(|(r, _)| r.status().as_u16())
+                .unwrap_or_else(|e| e.status.as_u16())),
+        ),
+        ("conditional", json!(del.if_match.is_some())),
+        ("attempts", json!(attempts)),
+        ("duration_ms", json!(duration_ms)),
+    ];
+    if let Ok((_, m)) = &answer {
+        fields.push(("request_charge", json!(m.request_charge)));
+        fields.push(("activity_id", json!(m.activity_id)));
+    }
+    log::emit("info", "record_deleted", &fields);
+    answer.map(|(r, _)| r)
+}
+
+/// Opens sealed documents in place: one unwrap per distinct wrapped data key
+/// (a delivery's documents share one), none when `only` asks for no sealed
+/// field. Any failure fails the whole answer, so a caller never gets part of
+/// a record's plaintext.
+async fn open_protected(
+    config: &Config,
+    answer: &mut records::Answer,
+    only: Option<&[String]>,
+) -> Result<(), ApiError> {
+    let mut keys: Vec<(String, Vec<u8>, Dek)> = Vec::new();
+    for doc in answer.documents_mut() {
+        let Some(h) = envelope::header(doc).map_err(envelope_error)? else {
+            check_unsealed(config, doc)?;
+            continue;
+        };
+        if !envelope::needs_key(&h, only) {
+            *doc = envelope::open_with(doc, None, only).map_err(envelope_error)?;
+            continue;
+        }
+        let kek_cfg = config.kek.as_ref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "KeyNotConfigured",
+                "the record is sealed and no key-encryption key is configured",
+            )
+            .retry_after(crate::api::KEY_RETRY_AFTER_SECS)
+        })?;
+        let idx = match keys
+            .iter()
+            .position(|(kid, w, _)| *kid == h.kid && *w == h.wrapped_dek)
+        {
+            Some(i) => i,
+            None => {
+                let kek = kek::Kek::new(kek_cfg, config.cosmos.retry);
+                let raw = zeroize::Zeroizing::new(
+                    kek.unwrap(&h.kid, &h.wrapped_dek)
+                        .await
+                        .map_err(|e| ApiError::from(&e))?,
+                );
+                keys.push((
+                    h.kid.clone(),
+                    h.wrapped_dek.clone(),
+                    Dek::from_bytes(&raw).map_err(envelope_error)?,
+                ));
+                keys.len() - 1
+            }
+        };
+        *doc = envelope::open(doc, &keys[idx].2, only).map_err(envelope_error)?;
+    }
+    Ok(())
+}
+
+/// A stored document without an envelope header: refused if it holds
+/// sealed values (its header was removed), and in the second stage unless
+/// `read_accept_unsealed` allows records written before it.
+fn check_unsealed(config: &Config, doc: &serde_json::Value) -> Result<(), ApiError> {
+    if let Some(p) = envelope::sealed_pointers(doc).into_iter().next() {
+        return Err(envelope_error(envelope::EnvelopeError::Tampered(p)));
+    }
+    if config.kek.is_some() && !config.read.accept_unsealed {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "RecordUnsealed",
+            "the record carries no envelope header; records written before field encryption are read only with read_accept_unsealed = true",
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn envelope_error(e: envelope::EnvelopeError) -> ApiError {
+    let code = match e {
+        envelope::EnvelopeError::Tampered(_) => "RecordTampered",
+        envelope::EnvelopeError::Unsupported(_) => "RecordUnsupported",
+        envelope::EnvelopeError::Malformed(_) => "RecordMalformed",
+    };
+    // The stored record is at fault, not the caller: 422 with the reason.
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
+}

@@ -1,0 +1,93 @@
+//! `GET /readyz` and `POST /readyz/roundtrip`: whether the key-encryption
+//! key can be used, without exposing key material.
+
+use http::{Response, StatusCode};
+use serde_json::json;
+use spin_sdk::http::IncomingRequest;
+
+use crate::api::{json_response, ApiError};
+use crate::hsm;
+use crate::kek;
+use crate::log;
+use crate::records;
+use crate::request::{header, load_config};
+use crate::time::UnixTime;
+
+/// `GET /readyz`: whether the key-encryption key can be used, from its cached
+/// state (no key material). `POST /readyz/roundtrip` (read key required):
+/// wraps and unwraps a random 32-byte value through the HSM, end to end.
+pub(crate) async fn readyz(
+    req: &IncomingRequest,
+    roundtrip: bool,
+) -> Result<Response<Vec<u8>>, ApiError> {
+    let config = load_config()?;
+    let Some(kek_cfg) = &config.kek else {
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({"status": "ready", "kek": {"configured": false, "stage": "microsoft-managed keys"}}),
+        ));
+    };
+    if roundtrip {
+        let keys = config.read.keys.as_ref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "ReadDisabled",
+                "the round-trip probe needs read_keys",
+            )
+        })?;
+        if !header(req, records::READ_KEY_HEADER).is_some_and(|k| keys.accepts(&k)) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "the round-trip probe needs the read key",
+            ));
+        }
+    }
+    let kek = kek::Kek::new(kek_cfg, config.cosmos.retry);
+    let (key, checked) = kek.key(roundtrip).await.map_err(|e| ApiError::from(&e))?;
+    let now = UnixTime::now();
+    let usable = |op| hsm::check_usable(&key, op, now);
+    let mut body = json!({
+        "kek": {
+            "configured": true,
+            "kid": key.kid,
+            "enabled": key.enabled,
+            "keyOps": key.key_ops,
+            "notBefore": key.not_before.map(|t| UnixTime(t).to_string()),
+            "expires": key.expires.map(|t| UnixTime(t).to_string()),
+            "keySizeBits": key.n.len() * 8,
+            "checkedAt": checked.to_string(),
+            "wrap": if kek_cfg.local_wrap { "local" } else { "hsm" },
+        }
+    });
+    if let Err(e) = usable(hsm::KeyOp::Wrap).and(usable(hsm::KeyOp::Unwrap)) {
+        let api = ApiError::from(&e);
+        body["status"] = json!("not-ready");
+        body["kek"]["reason"] = json!({"code": api.code, "message": api.message});
+        let mut r = json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
+        r.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            crate::api::KEY_RETRY_AFTER_SECS.into(),
+        );
+        log::emit("warn", "kek_not_ready", &[("code", json!(api.code))]);
+        return Ok(r);
+    }
+    body["status"] = json!("ready");
+    if roundtrip {
+        let probe = wasi::random::random::get_random_bytes(32);
+        let wrapped = kek.wrap(&probe).await.map_err(|e| ApiError::from(&e))?;
+        let back = kek
+            .unwrap(&wrapped.kid, &wrapped.value)
+            .await
+            .map_err(|e| ApiError::from(&e))?;
+        if back != probe {
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "KeyRoundTripMismatch",
+                "unwrap did not return what wrap was given",
+            ));
+        }
+        body["roundtrip"] = json!({"ok": true, "kid": wrapped.kid});
+    }
+    Ok(json_response(StatusCode::OK, &body))
+}

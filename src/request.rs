@@ -1,0 +1,64 @@
+//! The incoming request at the edge: configuration read from Spin variables,
+//! headers, the query string, and a body read within its limit.
+
+use futures::StreamExt;
+use http::StatusCode;
+use spin_sdk::http::IncomingRequest;
+
+use crate::api::ApiError;
+use crate::config::Config;
+
+pub(crate) fn load_config() -> Result<Config, ApiError> {
+    Config::load(|name| match spin_sdk::variables::get(name) {
+        Ok(v) => Ok(Some(v)),
+        Err(spin_sdk::variables::Error::Undefined(_)) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    })
+    .map_err(ApiError::from)
+}
+
+pub(crate) fn header(req: &IncomingRequest, name: &str) -> Option<String> {
+    req.headers()
+        .get(name)
+        .into_iter()
+        .next()
+        .and_then(|v| String::from_utf8(v).ok())
+}
+
+/// Reads the body, refusing more than `limit` bytes before buffering them.
+pub(crate) async fn read_body(req: IncomingRequest, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "BodyTooLarge",
+            format!("request body exceeds {limit} bytes"),
+        )
+    };
+    if let Some(len) = header(&req, "content-length").and_then(|v| v.trim().parse::<usize>().ok()) {
+        if len > limit {
+            return Err(too_large());
+        }
+    }
+    let mut body = Vec::new();
+    let mut stream = req.into_body_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "BodyUnreadable",
+                format!("could not read the body: {e}"),
+            )
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+pub(crate) fn query_of(req: &IncomingRequest) -> String {
+    req.path_with_query()
+        .and_then(|p| p.split_once('?').map(|(_, q)| q.to_owned()))
+        .unwrap_or_default()
+}
