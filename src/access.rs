@@ -1,8 +1,52 @@
 //! Inbound credentials: shared keys compared in constant time, with room for
 //! two active values so a key can be rotated without downtime.
 
+use http::StatusCode;
 use sha2::{Digest, Sha256};
 use std::fmt;
+
+use crate::api::ApiError;
+
+/// A route that callers reach with a key of their role (reading,
+/// maintenance): what to answer when the role is off or the key is wrong.
+#[derive(Debug, Clone, Copy)]
+pub struct Gate {
+    /// Header that carries the key.
+    pub header: &'static str,
+    /// The role's name in messages ("read", "admin").
+    pub role: &'static str,
+    /// Error code while no keys are configured for the role.
+    pub disabled_code: &'static str,
+    /// Message while no keys are configured for the role.
+    pub disabled_message: &'static str,
+}
+
+impl Gate {
+    /// 403 while the role has no keys, 401 without a key, 403 for a key not
+    /// accepted.
+    pub fn check(&self, keys: Option<&Keys>, presented: Option<&str>) -> Result<(), ApiError> {
+        let Some(keys) = keys else {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                self.disabled_code,
+                self.disabled_message,
+            ));
+        };
+        match presented {
+            None => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "Unauthenticated",
+                format!("send the {} key in {}", self.role, self.header),
+            )),
+            Some(k) if keys.accepts(k) => Ok(()),
+            Some(_) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!("the {} key is not accepted", self.role),
+            )),
+        }
+    }
+}
 
 /// One to two accepted secret values. `Debug` never shows them.
 #[derive(Clone)]

@@ -5,7 +5,6 @@
 //! deliveries make no outbound call for them (see [`crate::jwt::jwks_cache`]).
 
 use serde_json::json;
-use spin_sdk::key_value::Store;
 
 use crate::api::ApiError;
 use crate::config::{Config, SenderTokens};
@@ -47,7 +46,7 @@ fn cache_key(cfg: &SenderTokens) -> String {
 
 async fn verify(cfg: &SenderTokens, token: &Token) -> Result<(), JwtError> {
     let now = UnixTime::now();
-    let store = Store::open_default().ok();
+    let store = crate::token::open_store();
     let cached = store
         .as_ref()
         .and_then(|s| s.get(&cache_key(cfg)).ok().flatten())

@@ -119,17 +119,7 @@ impl<'a> Kek<'a> {
     /// Opens the `default` key-value store for the caches (without it, every
     /// request fetches its own token and key state, and says so in the log).
     pub fn new(cfg: &'a KekConfig, retry: RetryPolicy) -> Self {
-        let store = match Store::open_default() {
-            Ok(s) => Some(s),
-            Err(e) => {
-                log::emit(
-                    "warn",
-                    "kv_store_unavailable",
-                    &[("error", json!(e.to_string()))],
-                );
-                None
-            }
-        };
+        let store = crate::token::open_store();
         Self {
             cfg,
             retry,

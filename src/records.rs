@@ -80,30 +80,13 @@ pub fn parse(
     read_key: Option<&str>,
     config: &Config,
 ) -> Result<ReadRequest, ApiError> {
-    let Some(keys) = &config.read.keys else {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "ReadDisabled",
-            "reading records is not enabled (no read_keys configured)",
-        ));
-    };
-    match read_key {
-        None => {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "Unauthenticated",
-                format!("send the read key in {READ_KEY_HEADER}"),
-            ))
-        }
-        Some(k) if !keys.accepts(k) => {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "Forbidden",
-                "the read key is not accepted",
-            ))
-        }
-        Some(_) => {}
+    crate::access::Gate {
+        header: READ_KEY_HEADER,
+        role: "read",
+        disabled_code: "ReadDisabled",
+        disabled_message: "reading records is not enabled (no read_keys configured)",
     }
+    .check(config.read.keys.as_ref(), read_key)?;
     let (path, query) = path_and_query
         .split_once('?')
         .unwrap_or((path_and_query, ""));

@@ -50,31 +50,13 @@ fn bad(msg: impl Into<String>) -> ApiError {
 /// 403 when maintenance is off (no `admin_keys`), 401 without a key, 403
 /// for a key not accepted.
 pub fn authorize_admin(admin_key: Option<&str>, config: &Config) -> Result<(), ApiError> {
-    let Some(keys) = &config.admin.keys else {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "AdminDisabled",
-            "maintenance is not enabled (no admin_keys configured)",
-        ));
-    };
-    match admin_key {
-        None => {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "Unauthenticated",
-                format!("send the admin key in {ADMIN_KEY_HEADER}"),
-            ))
-        }
-        Some(k) if !keys.accepts(k) => {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "Forbidden",
-                "the admin key is not accepted",
-            ))
-        }
-        Some(_) => {}
+    crate::access::Gate {
+        header: ADMIN_KEY_HEADER,
+        role: "admin",
+        disabled_code: "AdminDisabled",
+        disabled_message: "maintenance is not enabled (no admin_keys configured)",
     }
-    Ok(())
+    .check(config.admin.keys.as_ref(), admin_key)
 }
 
 /// Checks the admin key and parses `?limit=&continuation=`.

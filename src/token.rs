@@ -57,21 +57,28 @@ pub struct Tokens<'a> {
     store: Option<Store>,
 }
 
+/// Opens the `default` key-value store that holds the component's caches
+/// (tokens, key state, signing keys); `None`, said once in the log, when the
+/// host has none, and then every request fetches its own.
+pub fn open_store() -> Option<Store> {
+    match Store::open_default() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log::emit(
+                "warn",
+                "kv_store_unavailable",
+                &[("error", json!(e.to_string()))],
+            );
+            None
+        }
+    }
+}
+
 impl<'a> Tokens<'a> {
     /// Opens the `default` key-value store for the cache (without it, every
     /// request fetches its own token, and says so in the log).
     pub fn new(identity: &'a IdentityConfig, retry: RetryPolicy) -> Self {
-        let store = match Store::open_default() {
-            Ok(s) => Some(s),
-            Err(e) => {
-                log::emit(
-                    "warn",
-                    "kv_store_unavailable",
-                    &[("error", json!(e.to_string()))],
-                );
-                None
-            }
-        };
+        let store = open_store();
         Self {
             identity,
             retry,
