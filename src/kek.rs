@@ -185,10 +185,25 @@ impl<'a> Kek<'a> {
     /// The latest key version's state; cached for `hsm_key_check_secs` unless
     /// `fresh` is asked for.
     pub async fn key(&self, fresh: bool) -> Result<(KeyInfo, UnixTime), KekError> {
+        let latest = KeyRef {
+            name: self.cfg.key_name.clone(),
+            version: None,
+        };
+        self.state(&latest, &self.state_key(), fresh).await
+    }
+
+    /// The state of `key` (a version, or the latest), from the cache under
+    /// `cache_key` while younger than `hsm_key_check_secs`, else from the HSM.
+    async fn state(
+        &self,
+        key: &KeyRef,
+        cache_key: &str,
+        fresh: bool,
+    ) -> Result<(KeyInfo, UnixTime), KekError> {
         let now = UnixTime::now();
         if !fresh && self.cfg.check_secs > 0 {
             if let Some(c) = self
-                .cache_get(&self.state_key())
+                .cache_get(cache_key)
                 .and_then(|b| serde_json::from_slice::<CachedState>(&b).ok())
             {
                 if now.0 < c.checked_at.saturating_add(self.cfg.check_secs) {
@@ -196,29 +211,25 @@ impl<'a> Kek<'a> {
                 }
             }
         }
-        let latest = KeyRef {
-            name: self.cfg.key_name.clone(),
-            version: None,
-        };
         let resp = self
-            .call(|t| Ok(hsm::get_key_request(&self.cfg.endpoint, &latest, t)))
+            .call(|t| Ok(hsm::get_key_request(&self.cfg.endpoint, key, t)))
             .await?;
-        let key = match hsm::parse_key(&resp) {
+        let info = match hsm::parse_key(&resp) {
             Ok(k) => k,
             Err(e) => {
-                self.cache_delete(&self.state_key());
+                self.cache_delete(cache_key);
                 return Err(e.into());
             }
         };
         let state = CachedState {
             checked_at: now.0,
-            key: key.clone(),
+            key: info.clone(),
         };
         self.cache_set(
-            &self.state_key(),
+            cache_key,
             &serde_json::to_vec(&state).expect("state serializes"),
         );
-        Ok((key, now))
+        Ok((info, now))
     }
 
     /// Wraps a data key with the latest key version, after checking that the
@@ -253,12 +264,27 @@ impl<'a> Kek<'a> {
     }
 
     /// Unwraps a data key with the exact key version named by `kid`, which
-    /// must belong to the configured HSM.
+    /// must belong to the configured HSM, after checking that version's own
+    /// state (cached for `hsm_key_check_secs`): Key Vault still performs
+    /// unwrapKey outside a key's nbf/exp window (to allow recovery), so the
+    /// component refuses expired and not-yet-valid versions itself, as it
+    /// does disabled ones.
     pub async fn unwrap(&self, kid: &str, wrapped: &[u8]) -> Result<Vec<u8>, KekError> {
         let kref = KeyRef::from_kid(kid, &self.cfg.endpoint)?;
+        let Some(version) = kref.version.as_deref() else {
+            return Err(HsmError::InvalidKeyId(format!("`{kid}` names no key version")).into());
+        };
+        let cache_key = format!("kek-state/v1/{}/{version}", kref.name);
+        let (info, _) = self.state(&kref, &cache_key, false).await?;
+        hsm::check_usable(&info, KeyOp::Unwrap, UnixTime::now())?;
         let resp = self
             .call(|t| hsm::unwrap_request(&self.cfg.endpoint, &kref, wrapped, t))
             .await?;
-        Ok(hsm::parse_crypt(&resp)?.value)
+        hsm::parse_crypt(&resp).map(|r| r.value).map_err(|e| {
+            if matches!(e, HsmError::KeyUnavailable { .. }) {
+                self.cache_delete(&cache_key);
+            }
+            e.into()
+        })
     }
 }

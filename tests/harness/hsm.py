@@ -21,8 +21,9 @@ Checked against the official SDK (tests in test_standins.py):
 - remote `wrapkey`/`unwrapkey` (`{"alg", "value"}` → `{"kid", "value"}`,
   base64url) round trips with RSA-OAEP-256 and RSA-OAEP, interoperable with
   plain RSA-OAEP math on both sides;
-- the errors the SDK raises: 403 (disabled, expired and not-yet-valid key on
-  unwrap, missing grant, operation outside key_ops) as `HttpResponseError`
+- the errors the SDK raises: 403 (disabled key on unwrap, expired and
+  not-yet-valid key on wrap, missing grant, operation outside key_ops) as
+  `HttpResponseError`
   carrying `error.code` and `error.innererror.code`; 404 as
   `ResourceNotFoundError`; 401 for a wrong audience, an expired token and a
   foreign signature as `ClientAuthenticationError`; a 429 with `Retry-After`
@@ -33,8 +34,10 @@ check (AKV10032), api-version refusal, malformed bodies, the 503 body.
 Checked only against Microsoft's REST reference, azure-wire.md and error
 bodies quoted in public issue threads (the SDK does not look at them):
 - a disabled key still performs `wrapKey` (a public-key operation, as
-  reported from a live service); that expired / not-yet-valid keys also still
-  wrap is an extrapolation of that report;
+  reported from a live service); keys outside their nbf/exp window still
+  `unwrapKey` (Key Vault's key reference: not-yet-valid and expired keys
+  work for decrypt, unwrap and verify) but refuse `wrapKey` (the reference:
+  such a key must not wrap new keys);
 - the exact messages and inner codes: `KeyDisabled` (reported), `AccessDenied`
   (Managed HSM's RBAC code), `KeyNotFound`, `BadParameter` for an unsupported
   api-version ("The specified version (…) is not recognized…", quoted from a
@@ -427,23 +430,28 @@ def make_handler(store: Store) -> type[JsonHandler]:
                                                                  f"is not in the key's key_ops ({', '.join(key.ops)}).",
                                                     "KeyOperationForbidden"))
             now = time.time()
-            if op == "unwrapKey":  # a private-key operation: refused unless the key is usable now
+            if op == "unwrapKey":
+                # A private-key operation: refused on a disabled key. Outside
+                # the nbf/exp window it still works, as Key Vault documents
+                # ("not-yet-valid and expired keys ... will work for decrypt,
+                # unwrap, and verify"), to allow recovery of old data.
                 if not key.enabled:
                     return self.send_json(403, kv_error("Forbidden", "Operation unwrapKey is not allowed on a "
                                                                      "disabled key.", "KeyDisabled"))
-                if key.exp is not None and now >= key.exp:
-                    return self.send_json(403, kv_error("Forbidden", "Operation unwrapKey is not allowed on an "
-                                                                     "expired key.", "KeyExpired"))
-                if key.nbf is not None and now < key.nbf:
-                    return self.send_json(403, kv_error("Forbidden", "Operation unwrapKey is not allowed on a key "
-                                                                     "that is not yet valid (nbf).", "KeyNotYetValid"))
                 try:
                     out = key.private.decrypt(value, oaep(alg))
                 except ValueError:
                     return self.send_json(400, kv_error("BadParameter", "Error occurred while decoding OAEP padding."))
             else:
                 # wrapKey is a public-key operation: the service performs it
-                # even for a disabled key (azure-wire.md).
+                # even for a disabled key (azure-wire.md), but not outside
+                # the nbf/exp window, where a key must not wrap new keys.
+                if key.exp is not None and now >= key.exp:
+                    return self.send_json(403, kv_error("Forbidden", "Operation wrapKey is not allowed on an "
+                                                                     "expired key.", "KeyExpired"))
+                if key.nbf is not None and now < key.nbf:
+                    return self.send_json(403, kv_error("Forbidden", "Operation wrapKey is not allowed on a key "
+                                                                     "that is not yet valid (nbf).", "KeyNotYetValid"))
                 try:
                     out = key.private.public_key().encrypt(value, oaep(alg))
                 except ValueError:

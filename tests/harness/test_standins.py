@@ -561,22 +561,25 @@ def test_disabled_key_refuses_unwrap_but_still_wraps(env):
 
 
 @pytest.mark.parametrize("state,inner", [({"exp": -60}, "KeyExpired"), ({"nbf": 3600}, "KeyNotYetValid")])
-def test_key_outside_its_validity_refuses_unwrap(env, state, inner):
+def test_key_outside_its_validity_refuses_wrap_but_still_unwraps(env, state, inner):
+    # As Key Vault documents: outside nbf/exp a key still decrypts and
+    # unwraps (recovery of old data) but must not wrap new keys. The
+    # component refuses both itself (fail closed).
     name, version = env.new_key()
     crypto = env.crypto_client(env.tls_kid(name, version), env.secret_credential(OTHER_CLIENT, OTHER_SECRET))
     wrapped = crypto.wrap_key(KeyWrapAlgorithm.rsa_oaep_256, b"v" * 32).encrypted_key
     field_, offset = next(iter(state.items()))
     env.hsm_admin("POST", f"keys/{name}/state", {field_: int(time.time()) + offset})
-    with pytest.raises(HttpResponseError) as e:
-        crypto.unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, wrapped)
-    assert e.value.status_code == 403 and e.value.error.innererror == {"code": inner}
+    assert crypto.unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, wrapped).key == b"v" * 32
     props = env.key_client(env.secret_credential()).get_key(name).properties
     assert (props.expires_on if field_ == "exp" else props.not_before) is not None
+    status, _, body = env.hsm_call("POST", f"/keys/{name}/{version}/wrapkey",
+                                   {"alg": "RSA-OAEP-256", "value": b64u(b"w" * 32)}, token=env.token())
+    assert status == 403 and body["error"]["innererror"] == {"code": inner}, body
+    env.hsm_admin("POST", f"keys/{name}/state", {field_: None})
     status, _, _ = env.hsm_call("POST", f"/keys/{name}/{version}/wrapkey",
                                 {"alg": "RSA-OAEP-256", "value": b64u(b"w" * 32)}, token=env.token())
     assert status == 200
-    env.hsm_admin("POST", f"keys/{name}/state", {field_: None})
-    assert crypto.unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, wrapped).key == b"v" * 32
 
 
 def test_operation_outside_key_ops_is_forbidden(env):

@@ -127,9 +127,13 @@ def test_a_key_outside_its_validity_window_stops_writes_and_reads(faults, stack,
         status, headers, body = post(f"{app.url}/events", [custom_event(topic, patient="refused")])
         assert (status, body["error"]["code"]) == (503, code), body
         assert int(headers["Retry-After"]) > 0
-        # Reads: the HSM itself refuses unwrapKey outside the window.
+        # Reads: the HSM would still unwrap outside the window (Key Vault
+        # allows it for recovery); the component checks the record's key
+        # version itself and refuses.
+        before = stack.hsm_admin("GET", "stats")["unwrapkey"]
         status, _, body = get(app, f"/records/{enc(topic)}/{first_id}")
         assert (status, body["error"]["code"]) == (503, code), body
+        assert stack.hsm_admin("GET", "stats")["unwrapkey"] == before, "no unwrap was attempted"
         status, _, body = call(app, "GET", "/readyz", key=None)
         assert (status, body["kek"]["reason"]["code"]) == (503, code), body
         assert in_topic(stack, topic) == 1
