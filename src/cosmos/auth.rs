@@ -176,6 +176,37 @@ mod tests {
         );
     }
 
+    // The Azure SDK for Rust's current vectors: `primary_key_0` signs a
+    // collection link as resource type `colls`, `primary_key_1` the
+    // documented example with a 68-character key.
+    #[test]
+    fn rust_sdk_current_vectors() {
+        let key0 = MasterKey::from_base64(
+            "8F8xXXOptJxkblM1DBXW7a6NMI5oE8NnwPGYBmwxLCKfejOK7B7yhcCHMGvN3PBrlMLIOeol1Hv9RCdzAZR5sg==",
+        )
+        .unwrap();
+        let h = master_key_signature(
+            &key0,
+            "GET",
+            "colls",
+            "dbs/MyDatabase/colls/MyCollection",
+            "Mon, 01 Jan 1900 01:00:00 GMT",
+        );
+        assert_eq!(sig_of(&h), "vrHmd02almbIg1e4htVWH+Eg/OhEHip3VTwFivZLH0A=");
+        let key1 = MasterKey::from_base64(
+            "dsZQi3KtZmCv1ljt3VNWNm7sQUF1y5rJfC6kv5JiwvW0EndXdDku/dkKBp8/ufDToSxL",
+        )
+        .unwrap();
+        let h = master_key_signature(
+            &key1,
+            "GET",
+            "dbs",
+            "dbs/ToDoList",
+            "Thu, 27 Apr 2017 00:51:12 GMT",
+        );
+        assert_eq!(sig_of(&h), "KvBM8vONofkv3yKm/8zD9MEGlbu6jjHDJBp4E9c2ZZI=");
+    }
+
     // Captured from the official Python SDK on the wire (emulator key).
     #[test]
     fn python_sdk_wire_vectors() {
