@@ -66,7 +66,10 @@ resource "azurerm_eventgrid_event_subscription" "queue" {
 
 # Optional: deliver straight to the app's POST /events (CloudEvents; the app
 # answers the webhook OPTIONS handshake). Keep max_events_per_batch at or below
-# the app's max_events_per_request.
+# the app's max_events_per_request. With ingest_entra_app_id_or_uri set, Event
+# Grid authenticates with a Microsoft Entra ID token for that app registration
+# (the app checks it: ingest_entra_audiences in the spin_variables output) and
+# the URL needs no ?code=; otherwise the URL carries the ingest key.
 resource "azurerm_eventgrid_event_subscription" "webhook" {
   count                 = var.app_webhook_url == "" ? 0 : 1
   name                  = "to-app"
@@ -76,6 +79,8 @@ resource "azurerm_eventgrid_event_subscription" "webhook" {
     url                               = var.app_webhook_url
     max_events_per_batch              = 100
     preferred_batch_size_in_kilobytes = 512
+    active_directory_tenant_id        = var.ingest_entra_app_id_or_uri == "" ? null : var.tenant_id
+    active_directory_app_id_or_uri    = var.ingest_entra_app_id_or_uri == "" ? null : var.ingest_entra_app_id_or_uri
   }
   dead_letter_identity {
     type                   = "UserAssigned"

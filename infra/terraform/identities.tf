@@ -39,15 +39,22 @@ resource "azurerm_user_assigned_identity" "kubelet" {
   tags                = local.tags
 }
 
-# Workload identity: the app's and the bridge's Kubernetes service accounts
-# (infra/deploy) exchange their projected tokens for these identities.
+# Workload identity: Kubernetes service accounts (infra/deploy) exchange their
+# projected tokens for these identities.
+#
+# The app's identity is federated to the token proxy's service account, not
+# to the SpinApp's: the component cannot read a projected token file (its
+# world has no filesystem), so the proxy (cmk-token-proxy, a plain
+# Deployment) holds the federation and serves the app's tokens to the app's
+# pods only (NetworkPolicy + identity header; docs/keys-and-identity.md). The
+# SpinApp's own service account is federated to nothing.
 resource "azurerm_federated_identity_credential" "app" {
-  name                = "aks-${var.kubernetes_namespace}-app"
+  name                = "aks-${var.kubernetes_namespace}-token-proxy"
   resource_group_name = azurerm_resource_group.main.name
   parent_id           = azurerm_user_assigned_identity.consumer["app"].id
   audience            = ["api://AzureADTokenExchange"]
   issuer              = azurerm_kubernetes_cluster.aks.oidc_issuer_url
-  subject             = "system:serviceaccount:${var.kubernetes_namespace}:cmk-ingest"
+  subject             = "system:serviceaccount:${var.kubernetes_namespace}:cmk-token-proxy"
 }
 
 resource "azurerm_federated_identity_credential" "bridge" {

@@ -1,29 +1,78 @@
 # Everything the app's Spin variables (spin.toml) need from the estate, plus
-# what the bridge and the deploy manifests need. Secrets are not outputs: the
-# ingest and read keys are the operators' to generate, and in the production
-# profile there is no Cosmos DB key at all.
+# what the bridge, the token proxy and the deploy manifests need. Secrets are
+# not outputs: the ingest, read and admin keys and the identity header are the
+# operators' to generate, and in the production profile there is no Cosmos DB
+# key at all.
+locals {
+  # The token proxy's Service (infra/deploy/app/token-proxy.yaml). The app's
+  # managed_identity_origin, and so one of its allowed outbound hosts
+  # (spin.toml builds that list from the variable): scheme, host and port.
+  token_proxy_origin = "http://cmk-token-proxy.${var.kubernetes_namespace}.svc.cluster.local:8081"
+  # Resource of the account's Entra ID tokens, as the component derives it
+  # from cosmos_endpoint (scheme://host, no port, no trailing slash).
+  cosmos_resource = "https://${azurerm_cosmosdb_account.main.name}.documents.azure.com"
+  # production: local auth is off on the account (cosmos.tf), so the app
+  # authorizes with Entra ID through its data-plane role.
+  cosmos_auth = var.profile == "production" ? "entra" : "master-key"
+}
+
 output "spin_variables" {
-  description = "Non-secret Spin variables for the app (SpinKube ConfigMap or spin cloud variables)."
+  description = "Non-secret Spin variables for the app (SpinKube ConfigMap cmk-ingest-config, or spin cloud deploy --variable)."
   value       = {
-    cosmos_endpoint   = trimsuffix(azurerm_cosmosdb_account.main.endpoint, "/")
-    cosmos_database   = azurerm_cosmosdb_sql_database.main.name
-    cosmos_container  = azurerm_cosmosdb_sql_container.events.name
-    cosmos_auth       = "master-key"
-    partition_key     = "/source"
-    protected_fields  = var.protected_fields
-    hsm_endpoint      = trimsuffix(azurerm_key_vault_managed_hardware_security_module.hsm.hsm_uri, "/")
-    hsm_key_name      = var.encryption == "customer-managed" ? azurerm_key_vault_managed_hardware_security_module_key.key["app"].name : ""
-    identity          = "workload-identity"
-    azure_tenant_id   = var.tenant_id
-    azure_client_id   = azurerm_user_assigned_identity.consumer["app"].client_id
+    cosmos_endpoint    = trimsuffix(azurerm_cosmosdb_account.main.endpoint, "/")
+    cosmos_database    = azurerm_cosmosdb_sql_database.main.name
+    cosmos_container   = azurerm_cosmosdb_sql_container.events.name
+    cosmos_auth        = local.cosmos_auth
+    cosmos_token_scope = ""
+    cosmos_write_mode  = var.cosmos_write_mode
+    partition_key      = "/source"
+    protected_fields   = var.protected_fields
+    # The account is replaced when the stage switch flips (a CMK only at
+    # creation, cosmos.tf), so a customer-managed account never holds
+    # first-stage records: refuse any record without an envelope header.
+    read_accept_unsealed = "false"
+    hsm_endpoint         = trimsuffix(azurerm_key_vault_managed_hardware_security_module.hsm.hsm_uri, "/")
+    hsm_key_name         = var.encryption == "customer-managed" ? azurerm_key_vault_managed_hardware_security_module_key.key["app"].name : ""
+    hsm_key_check_secs   = "30"
+    hsm_local_wrap       = var.hsm_local_wrap ? "true" : "false"
+    # Tokens from the token proxy, which holds the app identity's workload
+    # identity federation (identities.tf).
+    identity                = "managed-identity"
+    managed_identity_origin = local.token_proxy_origin
+    managed_identity_path   = "/msi/token"
+    azure_tenant_id         = var.tenant_id
+    azure_client_id         = azurerm_user_assigned_identity.consumer["app"].client_id
+    azure_authority_host    = "https://login.microsoftonline.com"
+    # Entra protected delivery on the optional webhook (eventgrid.tf); empty:
+    # off, deliveries present an ingest key.
+    ingest_entra_audiences = var.ingest_entra_app_id_or_uri
+    ingest_entra_tenant_id = ""
+    ingest_entra_issuers   = ""
+    ingest_entra_roles     = "AzureEventGridSecureWebhookSubscriber"
   }
 }
 
+output "token_proxy_environment" {
+  description = "Environment of the token proxy Deployment (the workload-identity webhook adds AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE, AZURE_AUTHORITY_HOST)."
+  value       = {
+    TOKEN_PROXY_LISTEN = "0.0.0.0:8081"
+    # The HSM always; the Cosmos DB account when the app authorizes with Entra ID.
+    TOKEN_PROXY_RESOURCES         = local.cosmos_auth == "entra" ? "https://managedhsm.azure.net,${local.cosmos_resource}" : "https://managedhsm.azure.net"
+    TOKEN_PROXY_REFRESH_SKEW_SECS = "300"
+  }
+}
+
+output "app_identity_client_id" {
+  description = "Client id of the app identity: the token proxy's service account annotation."
+  value       = azurerm_user_assigned_identity.consumer["app"].client_id
+}
+
 output "bridge_environment" {
-  description = "Environment of the queue bridge Deployment."
+  description = "Environment of the queue bridge Deployment (names as bridge/src/config.rs reads them)."
   value       = {
     BRIDGE_QUEUE_URL    = "${azurerm_storage_account.events.primary_queue_endpoint}${azurerm_storage_queue.events.name}"
     BRIDGE_POISON_QUEUE = azurerm_storage_queue.poison.name
+    BRIDGE_TARGET_URL   = "http://cmk-ingest.${var.kubernetes_namespace}.svc.cluster.local/queue"
     BRIDGE_AUTH         = "workload-identity"
     AZURE_CLIENT_ID     = azurerm_user_assigned_identity.bridge.client_id
     AZURE_TENANT_ID     = var.tenant_id

@@ -35,10 +35,10 @@ variable "encryption" {
 }
 
 # "production" disables Cosmos DB local (master-key) authentication: the app
-# must then reach Cosmos DB with Entra ID through its data-plane role. The
-# component in this repository signs with the master key only (cosmos_auth =
-# master-key), so deploy it with "development" until it speaks Entra ID to
-# Cosmos DB.
+# reaches Cosmos DB with Entra ID tokens for its own identity
+# (cosmos_auth = entra) through the data-plane role in cosmos.tf, and no
+# account key exists for anyone to hold. "development" keeps the master key
+# (cosmos_auth = master-key, cosmos_key from a Secret) for trying the app.
 variable "profile" {
   description = "production | development"
   type        = string
@@ -158,7 +158,7 @@ variable "vnet_cidr" {
 }
 
 variable "app_webhook_url" {
-  description = "If set, an extra Event Grid subscription delivers straight to the app's POST /events (include ?code=<ingest key> or use the x-cmk-ingest-key delivery header)."
+  description = "If set, an extra Event Grid subscription delivers straight to the app's POST /events: with ingest_entra_app_id_or_uri set it authenticates with Entra ID tokens, otherwise include ?code=<ingest key>."
   type        = string
   default     = ""
   sensitive   = true
@@ -188,6 +188,36 @@ variable "hsm_backup_retention_days" {
 
 variable "hsm_backup_immutability_locked" {
   description = "Lock the backup container's immutability policy (irreversible: do it after the first restore drill)."
+  type        = bool
+  default     = false
+}
+
+# Event Grid's "Microsoft Entra ID" webhook authentication for the optional
+# direct subscription (app_webhook_url): the client id or application ID URI
+# of an app registration that defines the app role
+# AzureEventGridSecureWebhookSubscriber, assigned to Event Grid's service
+# principal (infra/README.md, "Entra protected delivery"). Event Grid then
+# sends a bearer token for it; the app accepts it as ingest_entra_audiences.
+# Empty: the webhook presents the ingest key (?code=) instead. Delivery
+# through the storage queue needs neither.
+variable "ingest_entra_app_id_or_uri" {
+  description = "App registration (client id or application ID URI) Event Grid requests webhook tokens for; empty: key-authenticated webhook."
+  type        = string
+  default     = ""
+}
+
+variable "cosmos_write_mode" {
+  description = "The app's cosmos_write_mode: create (never overwrite a stored event; redeliveries are verified) or upsert."
+  type        = string
+  default     = "create"
+  validation {
+    condition     = contains(["create", "upsert"], var.cosmos_write_mode)
+    error_message = "cosmos_write_mode must be create or upsert."
+  }
+}
+
+variable "hsm_local_wrap" {
+  description = "The app's hsm_local_wrap: wrap data keys with the KEK's public key instead of calling the HSM per delivery (docs/keys-and-identity.md). Off keeps a per-wrap HSM audit record."
   type        = bool
   default     = false
 }
