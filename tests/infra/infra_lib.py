@@ -51,9 +51,12 @@ def passed(report: dict) -> set[tuple[str, str]]:
 
 
 def manifests(deploy: Path) -> list[dict]:
-    """Every Kubernetes object under infra/deploy (kustomizations excluded)."""
+    """Every Kubernetes object under infra/deploy (kustomizations and their
+    transformer configurations excluded)."""
     out = []
     for f in sorted(deploy.rglob("*.yaml")):
+        if f.name == "kustomizeconfig.yaml":
+            continue
         for doc in yaml.safe_load_all(f.read_text()):
             if not doc or doc.get("kind") == "Kustomization":
                 continue
@@ -72,3 +75,16 @@ def validate_k8s(docs: list[dict]) -> list[dict]:
     if p.returncode != 0:
         raise AssertionError(p.stderr)
     return json.loads(p.stdout)
+
+
+def by_kind_name(docs: list[dict]) -> dict:
+    """{(kind, name): object} over manifests() or plain objects."""
+    out = {}
+    for d in docs:
+        doc = d.get("doc", d)
+        out[(doc["kind"], doc["metadata"]["name"])] = doc
+    return out
+
+
+def terraform_text() -> str:
+    return "\n".join(p.read_text() for p in sorted((INFRA / "terraform").glob("*.tf")))

@@ -10,6 +10,7 @@ fields those operators document, unknown ones included.
 import copy
 
 import pytest
+import yaml
 
 import infra_lib
 
@@ -112,8 +113,8 @@ def test_models_validate_every_known_kind(docs):
     bad = [r for r in results if r["status"] == "invalid"]
     assert not bad, bad
     kinds = {r["kind"] for r in results if r["status"] == "valid"}
-    assert {"Deployment", "ConfigMap", "ServiceAccount", "CronJob", "StorageClass", "ScaledObject",
-            "TriggerAuthentication", "Role", "RoleBinding", "NetworkPolicy", "Namespace"} <= kinds
+    assert {"Deployment", "Service", "ConfigMap", "ServiceAccount", "CronJob", "StorageClass", "ScaledObject",
+            "TriggerAuthentication", "NetworkPolicy", "Namespace"} <= kinds
 
 
 def test_spinkube_kinds_use_documented_fields(docs):
@@ -164,3 +165,64 @@ def test_broken_builtin_kind_fails(docs):
     del k["doc"]["spec"]["scaleTargetRef"]
     results = infra_lib.validate_k8s([d, k])
     assert [r["status"] for r in results] == ["invalid", "invalid"], results
+
+
+def image_problems(app_dir, docs) -> list[str]:
+    """Every image is pinned: the app's own three by short name through the
+    kustomization's images: (a tag or digest, never latest), others by a
+    version tag or digest in place; every manifest of the folder is listed
+    as a resource, and the SpinApp's spec.image is taught to the transformer."""
+    out = []
+    kz = yaml.safe_load((app_dir / "kustomization.yaml").read_text())
+    listed = set(kz.get("resources", []))
+    for f in sorted(app_dir.glob("*.yaml")):
+        if f.name not in ("kustomization.yaml", "kustomizeconfig.yaml") and f.name not in listed:
+            out.append(f"{f.name} is not a resource of the kustomization")
+    pins = {i["name"]: i for i in kz.get("images", [])}
+    cfg_files = kz.get("configurations", [])
+    taught = any(
+        {"path": "spec/image", "kind": "SpinApp"} in (yaml.safe_load((app_dir / c).read_text()) or {}).get("images", [])
+        for c in cfg_files)
+    images = []
+    for d in docs:
+        doc = d["doc"]
+        if not d["file"].startswith("app/"):
+            continue
+        if doc["kind"] == "SpinApp":
+            images.append(("SpinApp", doc["spec"]["image"]))
+            if not taught:
+                out.append("the kustomization does not rewrite the SpinApp's spec.image")
+        spec = doc.get("spec", {})
+        tmpl = spec.get("jobTemplate", {}).get("spec", {}).get("template") or spec.get("template")
+        for c in (tmpl or {}).get("spec", {}).get("containers", []):
+            images.append((doc["kind"], c["image"]))
+    for kind, image in images:
+        if image in pins:
+            p = pins[image]
+            if not p.get("digest") and (not p.get("newTag") or p["newTag"] == "latest"):
+                out.append(f"{kind} image {image}: pinned to no tag or digest")
+        elif "@sha256:" not in image and (":" not in image.rsplit("/", 1)[-1] or image.endswith(":latest")):
+            out.append(f"{kind} image {image}: not pinned")
+    return out
+
+
+def test_images_are_pinned_and_every_manifest_is_deployed(docs):
+    assert image_problems(DEPLOY / "app", docs) == []
+
+
+def test_unpinned_image_or_unlisted_manifest_fails(docs, tmp_path):
+    import shutil
+    app = tmp_path / "app"
+    shutil.copytree(DEPLOY / "app", app)
+    kz = yaml.safe_load((app / "kustomization.yaml").read_text())
+    kz["resources"].remove("token-proxy.yaml")
+    next(i for i in kz["images"] if i["name"] == "cmk-token-proxy")["newTag"] = "latest"
+    kz.pop("configurations")
+    (app / "kustomization.yaml").write_text(yaml.safe_dump(kz))
+    broken = copy.deepcopy(docs)
+    next(d for d in broken if d["doc"]["kind"] == "CronJob")["doc"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["image"] = "azure-cli"
+    errs = image_problems(app, broken)
+    assert "token-proxy.yaml is not a resource of the kustomization" in errs
+    assert "Deployment image cmk-token-proxy: pinned to no tag or digest" in errs
+    assert "the kustomization does not rewrite the SpinApp's spec.image" in errs
+    assert "CronJob image azure-cli: not pinned" in errs
