@@ -2,9 +2,9 @@
 //!
 //! Every failure becomes `{"error": {"code", "message"}}` with a status that
 //! tells Event Grid or the queue bridge what to do: 2xx done; 400, 401, 403,
-//! 413, 415 permanent (Event Grid dead-letters these without retrying);
-//! 429, 502, 503 retry later (`Retry-After` where a pause is known). See
-//! `docs/ingest.md`.
+//! 413 permanent (Event Grid dead-letters these without retrying; the queue
+//! bridge also poisons 415); 429, 502, 503 retry later (`Retry-After` where
+//! a pause is known). See `docs/ingest.md`.
 
 use http::{header, Response, StatusCode};
 use serde_json::{json, Value};

@@ -22,6 +22,7 @@ pub const VARIABLES: &[(&str, bool)] = &[
     ("partition_key", false),
     ("max_body_bytes", false),
     ("max_events_per_request", false),
+    ("max_nesting_depth", false),
     ("cosmos_retry_budget_ms", false),
     ("read_keys", true),
     ("read_accept_unsealed", false),
@@ -270,6 +271,8 @@ pub struct IngestConfig {
     pub max_body_bytes: usize,
     /// Most events accepted in one request.
     pub max_events: usize,
+    /// Deepest nesting of arrays and objects accepted in a body.
+    pub max_depth: usize,
 }
 
 /// How senders' Entra ID bearer tokens are checked (see [`crate::jwt`]).
@@ -491,6 +494,12 @@ pub const DEFAULT_PARTITION_KEY: &str = "/source";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Default events per request.
 pub const DEFAULT_MAX_EVENTS: usize = 1000;
+/// Default deepest nesting of a delivery body.
+pub const DEFAULT_MAX_DEPTH: usize = 32;
+/// Highest `max_nesting_depth`: Cosmos DB accepts documents nested 128
+/// deep, and a stored event sits two levels down (`event`, `data`); a batch
+/// body adds one more.
+pub const MAX_DEPTH: usize = 100;
 
 impl Config {
     /// Reads and validates every variable through `lookup`, which returns
@@ -694,6 +703,7 @@ impl Config {
                 partition_key,
                 max_body_bytes: number("max_body_bytes", DEFAULT_MAX_BODY_BYTES, 64 * 1024 * 1024)?,
                 max_events: number("max_events_per_request", DEFAULT_MAX_EVENTS, 5000)?,
+                max_depth: number("max_nesting_depth", DEFAULT_MAX_DEPTH, MAX_DEPTH)?,
             },
         })
     }

@@ -11,7 +11,7 @@ use crate::api::ApiError;
 use crate::config::Config;
 use crate::envelope::Dek;
 use crate::inbound;
-use crate::ingest::{self, Plan};
+use crate::ingest::{self, Decoded};
 use crate::kek;
 use crate::log;
 use crate::outbound;
@@ -48,22 +48,19 @@ pub(crate) async fn post_events(req: IncomingRequest) -> Result<Response<Vec<u8>
         .filter_map(|(k, v)| String::from_utf8(v).ok().map(|v| (k, v)))
         .collect();
     let body = read_body(req, config.ingest.max_body_bytes).await?;
-    let account = Account::new(&config.cosmos);
-    let credential = account.credential().await?;
-    let writes = match ingest::plan(
-        content_type.as_deref(),
-        &headers,
-        &body,
-        &config,
-        &credential,
-        UnixTime::now(),
-    )? {
-        Plan::Respond(r) => {
+    // Decode first: a malformed body gets its 400 and the handshake its
+    // answer even while the store's token endpoint is down.
+    ingest::check_shape(&body, &config)?;
+    let events = match ingest::decode(content_type.as_deref(), &headers, &body)? {
+        Decoded::Respond(r) => {
             log::emit("info", "subscription_validated", &[]);
             return Ok(r);
         }
-        Plan::Write(w) => w,
+        Decoded::Events(events) => events,
     };
+    let account = Account::new(&config.cosmos);
+    let credential = account.credential().await?;
+    let writes = ingest::plan_events(events, &config, &credential, UnixTime::now())?;
     write_delivery(writes, &config, &account, &credential).await
 }
 
@@ -77,7 +74,7 @@ pub(crate) async fn post_queue(req: IncomingRequest) -> Result<Response<Vec<u8>>
         .into_iter()
         .filter_map(|(k, v)| String::from_utf8(v).ok().map(|v| (k, v)))
         .collect();
-    let meta = queue::metadata(&headers)?;
+    let meta = queue::metadata(&headers);
     let mut decoded: Option<(&'static str, usize)> = None;
     let result = async {
         let config = load_config()?;
@@ -90,8 +87,11 @@ pub(crate) async fn post_queue(req: IncomingRequest) -> Result<Response<Vec<u8>>
             &query_of(&req),
         )
         .await?;
+        // Only an authenticated sender learns what is wrong with its metadata.
+        meta.clone()?;
         let content_type = header(&req, "content-type");
         let body = read_body(req, config.ingest.max_body_bytes).await?;
+        ingest::check_shape(&body, &config)?;
         let message = queue::decode(content_type.as_deref(), &body)?;
         decoded = Some((message.text_encoding.as_str(), message.events.len()));
         let account = Account::new(&config.cosmos);
@@ -108,10 +108,22 @@ pub(crate) async fn post_queue(req: IncomingRequest) -> Result<Response<Vec<u8>>
         if status < 300 { "info" } else { "warn" },
         "queue_message",
         &[
-            ("forwarder", json!(meta.forwarder.as_str())),
-            ("message_id", json!(meta.message_id)),
-            ("dequeue_count", json!(meta.dequeue_count)),
-            ("insertion_time", json!(meta.insertion_time)),
+            (
+                "forwarder",
+                json!(meta.as_ref().ok().map(|m| m.forwarder.as_str())),
+            ),
+            (
+                "message_id",
+                json!(meta.as_ref().ok().map(|m| &m.message_id)),
+            ),
+            (
+                "dequeue_count",
+                json!(meta.as_ref().ok().map(|m| m.dequeue_count)),
+            ),
+            (
+                "insertion_time",
+                json!(meta.as_ref().ok().map(|m| &m.insertion_time)),
+            ),
             ("text_encoding", json!(decoded.map(|d| d.0))),
             ("events", json!(decoded.map(|d| d.1))),
             ("status", json!(status)),

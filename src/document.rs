@@ -41,6 +41,14 @@ pub enum DocumentError {
         /// The configured JSON Pointer.
         pointer: String,
     },
+    /// The partition-key value is longer than Cosmos DB accepts.
+    #[error("event `{event_id}`: partition key value is {len} bytes; at most {MAX_PARTITION_KEY_BYTES} are accepted")]
+    PartitionKeyTooLong {
+        /// The event's id.
+        event_id: String,
+        /// Its length in bytes.
+        len: usize,
+    },
     /// The partition-key field is not a string, number or boolean.
     #[error(
         "event `{event_id}`: partition key field `{pointer}` must be a string, number or boolean"
@@ -52,6 +60,11 @@ pub enum DocumentError {
         pointer: String,
     },
 }
+
+/// Longest partition key value Cosmos DB accepts (with large partition keys,
+/// the default for new containers), in UTF-8 bytes. Refused here as a 400,
+/// because the service's refusal would reach the sender as a store failure.
+pub const MAX_PARTITION_KEY_BYTES: usize = 2048;
 
 /// `hex(SHA-256("cmk-ingest/document-id/v1\0" ‖ len(source) ‖ source ‖ id))`,
 /// lengths as 8-byte big-endian, so no two (source, id) pairs collide by
@@ -90,6 +103,12 @@ pub fn to_document(event: &Event, pk_pointer: &str) -> Result<Document, Document
             })
         }
     };
+    if pk.len() > MAX_PARTITION_KEY_BYTES {
+        return Err(DocumentError::PartitionKeyTooLong {
+            event_id: event.id.clone(),
+            len: pk.len(),
+        });
+    }
     let id = document_id(&event.source, &event.id);
     let body = json!({
         "id": id,

@@ -135,6 +135,17 @@ pub enum EventError {
         /// What it should be.
         expected: &'static str,
     },
+    /// An Event Grid event carries a member named like a CloudEvents
+    /// attribute, which would overwrite that attribute when stored.
+    #[error(
+        "event {index}: member `{field}` is a CloudEvents attribute name, not an Event Grid one"
+    )]
+    Reserved {
+        /// Position in the batch.
+        index: usize,
+        /// The member's name.
+        field: String,
+    },
     /// Two events in one batch share source and id.
     #[error("events {first} and {second} share source and id `{id}`")]
     Duplicate {
@@ -207,6 +218,64 @@ enum Need {
     Optional,
 }
 
+/// The shape of a JSON body, read before it is parsed: its deepest nesting
+/// and, for a top-level array, how many elements it holds. Strings are
+/// skipped with their escapes; malformed JSON is left to the parser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// Deepest nesting of arrays and objects (a bare `[]` is 1).
+    pub depth: usize,
+    /// Elements of a top-level array; `None` for any other body.
+    pub top_level_items: Option<usize>,
+}
+
+/// Scans `body` for its [`Shape`] in one pass, without allocating.
+pub fn shape(body: &[u8]) -> Shape {
+    let (mut depth, mut max, mut in_str, mut esc) = (0usize, 0usize, false, false);
+    let mut top_array = None;
+    let (mut items, mut seen_value) = (0usize, false);
+    for &b in body {
+        if in_str {
+            match (esc, b) {
+                (true, _) => esc = false,
+                (false, b'\\') => esc = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_str = true;
+                if depth == 1 {
+                    seen_value = true;
+                }
+            }
+            b'[' | b'{' => {
+                if depth == 0 && top_array.is_none() {
+                    top_array = Some(b == b'[');
+                } else if depth == 1 {
+                    seen_value = true;
+                }
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b',' if depth == 1 => {
+                items += 1;
+                seen_value = false;
+            }
+            b' ' | b'\t' | b'\n' | b'\r' => {}
+            _ if depth == 1 => seen_value = true,
+            _ => {}
+        }
+    }
+    Shape {
+        depth: max,
+        top_level_items: (top_array == Some(true)).then_some(items + usize::from(seen_value)),
+    }
+}
+
 fn event_grid_event(index: usize, item: Value) -> Result<Event, EventError> {
     let Value::Object(mut obj) = item else {
         return Err(EventError::NotObject { index });
@@ -241,7 +310,16 @@ fn event_grid_event(index: usize, item: Value) -> Result<Event, EventError> {
     if let Some(v) = metadata_version {
         extensions.insert("metadataversion".into(), Value::from(v));
     }
-    // Unknown top-level members are kept, under their own names.
+    // Unknown top-level members are kept, under their own names, unless a
+    // name is a CloudEvents attribute: stored in the CloudEvents form, it
+    // would replace the event's own source, type or time (and so its
+    // partition key) while its id is derived from `topic`.
+    if let Some(name) = obj.keys().find(|k| CE_ATTRIBUTES.contains(&k.as_str())) {
+        return Err(EventError::Reserved {
+            index,
+            field: name.clone(),
+        });
+    }
     extensions.extend(obj);
     Ok(Event {
         id,
@@ -258,6 +336,19 @@ fn event_grid_event(index: usize, item: Value) -> Result<Event, EventError> {
 }
 
 const CE_REQUIRED: [&str; 4] = ["id", "source", "specversion", "type"];
+/// The CloudEvents 1.0 context attributes and data members.
+const CE_ATTRIBUTES: [&str; 10] = [
+    "id",
+    "source",
+    "specversion",
+    "type",
+    "datacontenttype",
+    "dataschema",
+    "subject",
+    "time",
+    "data",
+    "data_base64",
+];
 const CE_KNOWN: [&str; 10] = [
     "id",
     "source",
@@ -530,6 +621,47 @@ fn check_unique(events: &[Event]) -> Result<(), EventError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod shape_tests {
+    use super::*;
+
+    #[test]
+    fn depth_and_items_are_read_without_parsing() {
+        assert_eq!(
+            shape(b"[]"),
+            Shape {
+                depth: 1,
+                top_level_items: Some(0)
+            }
+        );
+        assert_eq!(
+            shape(b"[1, {\"a\": [2]}, \"x,]\"]"),
+            Shape {
+                depth: 3,
+                top_level_items: Some(3)
+            }
+        );
+        assert_eq!(
+            shape(b"{\"a\": {\"b\": 1}}"),
+            Shape {
+                depth: 2,
+                top_level_items: None
+            }
+        );
+        assert_eq!(
+            shape(br#"["\"[[[[", "\\"]"#),
+            Shape {
+                depth: 1,
+                top_level_items: Some(2)
+            }
+        );
+        assert_eq!(shape(b"  [ {} , {} ]  ").top_level_items, Some(2));
+        let deep = format!("{}{}", "[".repeat(500), "]".repeat(500));
+        assert_eq!(shape(deep.as_bytes()).depth, 500);
+        assert_eq!(shape(b"").depth, 0);
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@
 //! reports an existing document), anything else a conflict (409).
 
 use http::{Request, Response, StatusCode};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::api::{json_response, ApiError};
 use crate::config::{Config, WriteMode};
@@ -189,14 +189,11 @@ const OPERATION_OVERHEAD: usize = 128;
 /// | `application/cloudevents+json` | CloudEvents structured mode (one event) |
 /// | `application/cloudevents-batch+json` | CloudEvents batch mode (array) |
 /// | anything else with `ce-specversion` | CloudEvents binary mode |
-pub fn plan(
+pub fn decode(
     content_type: Option<&str>,
     headers: &[(String, String)],
     body: &[u8],
-    config: &Config,
-    credential: &Credential,
-    now: UnixTime,
-) -> Result<Plan, ApiError> {
+) -> Result<Decoded, ApiError> {
     let media = content_type
         .and_then(|c| c.split(';').next())
         .map(|c| c.trim().to_ascii_lowercase());
@@ -209,7 +206,7 @@ pub fn plan(
         (_, true) => decode_cloudevent_binary(headers, content_type, body)?,
         (Some("application/json"), false) => match decode_event_grid(body)? {
             Delivery::Validation { code, .. } => {
-                return Ok(Plan::Respond(json_response(StatusCode::OK, &json!({ "validationResponse": code }))));
+                return Ok(Decoded::Respond(json_response(StatusCode::OK, &json!({ "validationResponse": code }))));
             }
             Delivery::Events(events) => events,
         },
@@ -222,7 +219,74 @@ pub fn plan(
             ))
         }
     };
-    plan_events(events, config, credential, now).map(Plan::Write)
+    Ok(Decoded::Events(events))
+}
+
+/// Limits checked on the raw body before it is parsed: nesting depth
+/// (`max_nesting_depth`, 400) and, for a batch, the number of events
+/// (`max_events_per_request`, 413), so an oversized or hostile body costs a
+/// single scan, not a parse.
+pub fn check_shape(body: &[u8], config: &Config) -> Result<(), ApiError> {
+    let s = crate::events::shape(body);
+    if s.depth > config.ingest.max_depth {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "NestingTooDeep",
+            format!(
+                "the body nests {} levels deep; at most {} are accepted",
+                s.depth, config.ingest.max_depth
+            ),
+        ));
+    }
+    match s.top_level_items {
+        Some(n) if n > config.ingest.max_events => Err(too_many_events(n, config)),
+        _ => Ok(()),
+    }
+}
+
+fn value_depth(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(value_depth).max().unwrap_or(0),
+        Value::Object(o) => 1 + o.values().map(value_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn too_many_events(n: usize, config: &Config) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "TooManyEvents",
+        format!(
+            "{n} events in one request; at most {} are accepted",
+            config.ingest.max_events
+        ),
+    )
+}
+
+/// A decoded delivery, before any write is planned (and so before any
+/// credential for the store is needed).
+#[derive(Debug)]
+pub enum Decoded {
+    /// Answer at once (validation handshake).
+    Respond(Response<Vec<u8>>),
+    /// The delivery's events.
+    Events(Vec<crate::events::Event>),
+}
+
+/// [`decode`], then [`plan_events`]: a whole delivery planned.
+pub fn plan(
+    content_type: Option<&str>,
+    headers: &[(String, String)],
+    body: &[u8],
+    config: &Config,
+    credential: &Credential,
+    now: UnixTime,
+) -> Result<Plan, ApiError> {
+    check_shape(body, config)?;
+    match decode(content_type, headers, body)? {
+        Decoded::Respond(r) => Ok(Plan::Respond(r)),
+        Decoded::Events(events) => plan_events(events, config, credential, now).map(Plan::Write),
+    }
 }
 
 /// Checks the event count, maps events to documents and signs every write:
@@ -234,15 +298,22 @@ pub fn plan_events(
     now: UnixTime,
 ) -> Result<Writes, ApiError> {
     if events.len() > config.ingest.max_events {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "TooManyEvents",
-            format!(
-                "{} events in one request; at most {} are accepted",
-                events.len(),
-                config.ingest.max_events
-            ),
-        ));
+        return Err(too_many_events(events.len(), config));
+    }
+    // Queue messages arrive base64-encoded, so their nesting is only known
+    // once decoded: check each event's payload too.
+    for e in &events {
+        let depth = e.data.as_ref().map_or(0, value_depth);
+        if depth > config.ingest.max_depth {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "NestingTooDeep",
+                format!(
+                    "event `{}` nests its data {depth} levels deep; at most {} are accepted",
+                    e.id, config.ingest.max_depth
+                ),
+            ));
+        }
     }
     let documents = events
         .iter()
@@ -731,6 +802,60 @@ mod tests {
         let opened = crate::envelope::open(d, &dek, None).unwrap();
         assert_eq!(opened["event"]["data"], json!({"a": 1}));
         assert_eq!(n, 6, "one nonce per sealed value");
+    }
+
+    #[test]
+    fn limits_are_checked_on_the_raw_body_before_parsing() {
+        let mut c = config();
+        c.ingest.max_depth = 4;
+        c.ingest.max_events = 2;
+        let deep = br#"[{"id":"1","data":{"a":{"b":{"c":1}}}}]"#;
+        let e = check_shape(deep, &c).unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code), (400, "NestingTooDeep"));
+        // Three events are counted without parsing them (the third is not
+        // even valid JSON).
+        let e = check_shape(br#"[{}, {}, {"x": "#, &c).unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code), (413, "TooManyEvents"));
+        assert!(check_shape(br#"[{"a": "[[[[[[", "b": {}}, {}]"#, &c).is_ok());
+        // Base64 queue messages hide their nesting: each event's data is checked.
+        let ev = serde_json::json!([{"id": "1", "topic": "/t", "subject": "s", "eventType": "T",
+            "eventTime": "2024-01-01T00:00:00Z", "data": {"a": {"b": {"c": {"d": {"e": 1}}}}}}]);
+        let events =
+            match crate::events::decode_event_grid(&serde_json::to_vec(&ev).unwrap()).unwrap() {
+                crate::events::Delivery::Events(e) => e,
+                _ => unreachable!(),
+            };
+        let e = plan_events(events, &c, &cred(), UnixTime(0)).unwrap_err();
+        assert_eq!(e.code, "NestingTooDeep");
+        // An Event Grid event must not carry CloudEvents attribute names.
+        let bad = br#"[{"id":"1","topic":"/t","subject":"s","eventType":"T","eventTime":"2024-01-01T00:00:00Z","data":{},"source":"/other"}]"#;
+        let e = plan(
+            Some("application/json"),
+            &[],
+            bad,
+            &config(),
+            &cred(),
+            UnixTime(0),
+        )
+        .unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.message.contains("`source`"), "{}", e.message);
+        // A partition key longer than the store accepts is the sender's error.
+        let long = format!(
+            r#"[{{"id":"1","topic":"/{}","subject":"s","eventType":"T","eventTime":"2024-01-01T00:00:00Z","data":{{}}}}]"#,
+            "t".repeat(3000)
+        );
+        let e = plan(
+            Some("application/json"),
+            &[],
+            long.as_bytes(),
+            &config(),
+            &cred(),
+            UnixTime(0),
+        )
+        .unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.message.contains("partition key"), "{}", e.message);
     }
 
     #[test]
