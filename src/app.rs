@@ -15,6 +15,7 @@ use crate::readiness::readyz;
 
 #[spin_sdk::http_component]
 async fn handle(req: IncomingRequest) -> Response<Vec<u8>> {
+    crate::outbound::start_request();
     let method = req.method();
     let path = req.path_with_query().unwrap_or_default();
     let path = path.split('?').next().unwrap_or_default().to_owned();

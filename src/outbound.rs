@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 
 use futures::future::{self, Either};
@@ -99,14 +100,43 @@ pub struct Sent {
     pub duration_ms: u64,
 }
 
+/// Time one inbound request may spend on outbound calls in all, in ms:
+/// under Event Grid's 30 s delivery timeout, with room to answer.
+pub const REQUEST_BUDGET_MS: u64 = 25_000;
+
+static DEADLINE_MS: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Starts the inbound request's clock: every later call's retry budget is
+/// cut to what is left of [`REQUEST_BUDGET_MS`]. (Each request runs in its
+/// own instance, so one deadline per instance is one per request.)
+pub fn start_request() {
+    DEADLINE_MS.store(
+        now_ms().saturating_add(REQUEST_BUDGET_MS),
+        Ordering::Relaxed,
+    );
+}
+
+fn remaining_ms() -> u64 {
+    DEADLINE_MS.load(Ordering::Relaxed).saturating_sub(now_ms())
+}
+
 /// Sends a request, retrying transport failures and answers that `verdict`
-/// calls transient, inside the policy's budget. The last answer is returned
-/// as it is, for the caller's own parser to classify.
+/// calls transient, inside the policy's budget (cut to the inbound request's
+/// deadline). The last answer is returned as it is, for the caller's own
+/// parser to classify. A destination the host refuses is not retried.
 pub async fn send_retrying(
     req: Request<Vec<u8>>,
     policy: RetryPolicy,
     verdict: impl Fn(&Response<Vec<u8>>) -> Verdict,
 ) -> Sent {
+    let policy = policy.within(remaining_ms());
+    if policy.budget_ms == 0 {
+        return Sent {
+            result: Err("the request's time budget is spent".into()),
+            attempts: 0,
+            duration_ms: 0,
+        };
+    }
     let start = now_ms();
     let mut attempt = 1;
     loop {
@@ -116,6 +146,7 @@ pub async fn send_retrying(
                 Verdict::Done => None,
                 Verdict::Retry(ms) => Some(ms),
             },
+            Err(e) if crate::retry::transport_is_permanent(e) => None,
             Err(_) => Some(None),
         };
         let decision = match asked {

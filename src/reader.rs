@@ -98,7 +98,7 @@ pub(crate) async fn delete_record(req: IncomingRequest) -> Result<Response<Vec<u
         )?)
         .await;
     let (attempts, duration_ms) = (sent.attempts, sent.duration_ms);
-    let answer = records::delete_answer(sent.result);
+    let answer = records::delete_answer(sent.result, attempts);
     let mut fields = vec![
         (
             "status",

@@ -214,9 +214,19 @@ pub fn delete_request(
 /// `RecordChanged`, else the store's failure.
 pub fn delete_answer(
     resp: Result<Response<Vec<u8>>, CosmosError>,
+    attempts: u32,
 ) -> Result<(Response<Vec<u8>>, Metrics), ApiError> {
     let resp = resp.map_err(|e| ApiError::from(&e))?;
     match parse_delete(&resp) {
+        // After a retry, 404 most likely means an earlier attempt erased the
+        // record and its answer was lost: either way it is gone.
+        Err(CosmosError::NotFound(_)) if attempts > 1 => Ok((
+            Response::builder()
+                .status(StatusCode::NO_CONTENT)
+                .body(Vec::new())
+                .expect("static response"),
+            Metrics::default(),
+        )),
         Ok(m) => Ok((
             Response::builder()
                 .status(StatusCode::NO_CONTENT)
@@ -514,14 +524,17 @@ mod tests {
                 "{bad}"
             );
         }
-        let answer = |status: u16| {
-            delete_answer(Ok(Response::builder()
-                .status(status)
-                .body(Vec::new())
-                .unwrap()))
+        let answer_after = |status: u16, attempts: u32| {
+            delete_answer(
+                Ok(Response::builder().status(status).body(Vec::new()).unwrap()),
+                attempts,
+            )
         };
+        let answer = |status: u16| answer_after(status, 1);
         assert_eq!(answer(204).unwrap().0.status(), 204);
         assert_eq!(answer(404).unwrap_err().code, "RecordNotFound");
+        // A retried delete that finds nothing: an earlier attempt erased it.
+        assert_eq!(answer_after(404, 2).unwrap().0.status(), 204);
         assert_eq!(answer(412).unwrap_err().status, 412);
         assert_eq!(answer(429).unwrap_err().status, 503);
     }

@@ -78,6 +78,16 @@ impl RetryPolicy {
         }
     }
 
+    /// This policy, with its budget cut to what is left of the inbound
+    /// request's own deadline (`remaining_ms`), so that all the calls one
+    /// delivery makes (tokens, key state, wrap, writes) fit inside it.
+    pub fn within(&self, remaining_ms: u64) -> RetryPolicy {
+        RetryPolicy {
+            budget_ms: self.budget_ms.min(remaining_ms),
+            ..*self
+        }
+    }
+
     /// Timeout for the next attempt: the per-attempt limit, or what is left
     /// of the budget if that is less.
     pub fn attempt_timeout(&self, elapsed_ms: u64) -> u64 {
@@ -87,9 +97,39 @@ impl RetryPolicy {
     }
 }
 
+/// Whether a transport failure (the host's error text) is one no retry can
+/// fix: the host refused the destination (`allowed_outbound_hosts`) or the
+/// URL itself.
+pub fn transport_is_permanent(error: &str) -> bool {
+    [
+        "HttpRequestDenied",
+        "HttpRequestUriInvalid",
+        "not allowed",
+        "denied",
+    ]
+    .iter()
+    .any(|p| error.contains(p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_request_deadline_caps_every_calls_budget() {
+        assert_eq!(P.within(30_000).budget_ms, 10_000);
+        assert_eq!(P.within(3_000).budget_ms, 3_000);
+        assert_eq!(P.within(3_000).attempt_timeout(2_500), 500);
+        assert_eq!(P.within(0).decide(1, true, None, 0, 0.0), Decision::GiveUp);
+    }
+
+    #[test]
+    fn refused_destinations_are_not_retried() {
+        assert!(transport_is_permanent("ErrorCode::HttpRequestDenied"));
+        assert!(transport_is_permanent("destination not allowed: https://x"));
+        assert!(!transport_is_permanent("connection refused"));
+        assert!(!transport_is_permanent("no complete answer within 4000 ms"));
+    }
 
     const P: RetryPolicy = RetryPolicy {
         budget_ms: 10_000,

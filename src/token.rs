@@ -112,7 +112,17 @@ impl<'a> Tokens<'a> {
         let provider = &self.identity.provider;
         let assertion = self.identity.federated_token.as_ref().map(|s| s.expose());
         let req = entra::token_request(provider, scope, assertion)?;
-        let sent = outbound::send_retrying(req, self.retry, outbound::azure_verdict).await;
+        let imds = matches!(provider, crate::entra::Provider::Imds { .. });
+        let sent = outbound::send_retrying(req, self.retry, |r| {
+            // IMDS answers 404 while an identity is still being assigned and
+            // 410 while it is being updated; the Azure SDKs retry both.
+            if imds && matches!(r.status().as_u16(), 404 | 410) {
+                outbound::Verdict::Retry(None)
+            } else {
+                outbound::azure_verdict(r)
+            }
+        })
+        .await;
         let resp = sent.result.map_err(TokenError::Transport)?;
         let token = entra::parse_token_response(&resp, UnixTime::now())?;
         if let Some(s) = &self.store {

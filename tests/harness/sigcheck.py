@@ -74,6 +74,10 @@ connection without an answer), `{"batch_status": 429, "retry_after_ms": 200}`
 (a transactional batch answered as the service answers one whose operation
 was throttled: 207, the first operation 429 with `subStatusCode` 3200 and
 `retryAfterMilliseconds`, every other 424; 449 and others alike).
+`{"lose_answer": true}` is the one fault that *is* applied: the request is
+forwarded and written, then the connection is reset instead of answering
+(the write happened, the answer was lost), so a retry repeats a write the
+store already holds.
 `"count": K` repeats a fault K times.
 
 The key and tokens are never logged.
@@ -458,7 +462,16 @@ def make_handler(upstream: urllib.parse.SplitResult, key: str, stats: Stats, log
                 stats.forwarded += 1
             self._forward(body)
 
-        def _forward(self, body: bytes) -> None:
+        def _reset(self) -> None:
+            self.close_connection = True
+            try:
+                # Linger 0: the peer sees a reset, not an orderly close.
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+        def _forward(self, body: bytes, lose_answer: bool = False) -> None:
             conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=60)
             try:
                 # Names as the client wrote them, repeats kept; the length is
@@ -474,6 +487,8 @@ def make_handler(upstream: urllib.parse.SplitResult, key: str, stats: Stats, log
                 conn.endheaders(body or None)
                 resp = conn.getresponse()
                 data = resp.read()
+                if lose_answer:
+                    return self._reset()
                 if resp.status == 500 and _is_point_read(self.command, self.path):
                     # The local server answers 500 for a missing document; the service answers 404.
                     return self._json(404, {"code": "NotFound",
@@ -487,6 +502,11 @@ def make_handler(upstream: urllib.parse.SplitResult, key: str, stats: Stats, log
 
         def _inject(self, fault: dict, body: bytes = b"") -> None:
             log(f"fault {fault} for {self.command} {self.path}")
+            if fault.get("lose_answer"):
+                with stats.lock:
+                    stats.forwarded += 1
+                self._forward(body, lose_answer=True)
+                return
             if "batch_status" in fault:
                 try:
                     n = max(1, len(json.loads(body or b"[]")))
@@ -504,14 +524,7 @@ def make_handler(upstream: urllib.parse.SplitResult, key: str, stats: Stats, log
             if fault.get("reset") or "hang_ms" in fault:
                 if "hang_ms" in fault:
                     time.sleep(fault["hang_ms"] / 1000)
-                self.close_connection = True
-                try:
-                    # Linger 0: the peer sees a reset, not an orderly close.
-                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                return
+                return self._reset()
             status = int(fault.get("status", 503))
             extra = []
             if "retry_after_ms" in fault:

@@ -136,3 +136,26 @@ def test_redelivery_after_a_failure_writes_each_document_once(quick_app, stack, 
         assert status == 200, body
     ids = [document_id(e["topic"], e["id"]) for e in events]
     assert sum(count(stack, "c.id = @id", [{"name": "@id", "value": i}]) for i in ids) == len(events)
+
+
+@pytest.mark.parametrize("mode", ["upsert", "create"])
+def test_a_write_applied_but_unanswered_is_retried_without_a_second_document(stack, faults, mode):
+    """The store applied the write and the answer was lost (the connection
+    reset after forwarding): the component retries, and the retry finds the
+    write already there. Upsert replaces it; create mode gets 409, reads the
+    stored document back and, as it holds the same event, answers 200."""
+    app = stack.serve_app(name=f"app-lost-answer-{mode}", overrides={
+        "SPIN_VARIABLE_COSMOS_WRITE_MODE": mode, "SPIN_VARIABLE_COSMOS_RETRY_BUDGET_MS": "5000"})
+    topic = f"/topics/lost-answer-{mode}-{uuid.uuid4()}"
+    events = [custom_event(topic, n=i) for i in range(3)]
+    before = stack.sigcheck_stats()
+    faults({"lose_answer": True})
+    status, _, body = post(f"{app.url}/events", events)
+    assert status == 200, body
+    after = stack.sigcheck_stats()
+    assert after["faulted"] - before["faulted"] == 1, "the answer of the first write was lost"
+    assert after["forwarded"] - before["forwarded"] >= 2, "the write went through, then was sent again"
+    ids = [document_id(topic, e["id"]) for e in events]
+    assert sum(count(stack, "c.id = @id", [{"name": "@id", "value": i}]) for i in ids) == len(events)
+    stored = stack.container_client().read_item(ids[0], partition_key=topic)
+    assert stored["event"]["data"] == {"n": 0}

@@ -191,3 +191,38 @@ def test_one_unreadable_record_is_reported_and_does_not_hold_up_the_rest(rotatio
     after = {d["id"]: d for d in all_docs(client) if d["pk"] == "/topics/rot-mixed"}
     assert all(after[d["id"]]["cmk"]["kid"] == latest for d in docs[1:])
     assert after[bad["id"]]["cmk"]["kid"] == bad["cmk"]["kid"], "the refused record is left as it was"
+
+
+def test_a_record_changed_during_rewrap_is_a_conflict_left_for_the_next_call(rotation, stack):
+    """The replace is conditional on the etag the rewrap read: a record
+    changed in between gets 412 from the store, is counted as a conflict and
+    left untouched, and the next call moves it."""
+    import threading
+    import time
+
+    app, client = rotation
+    e = custom_event("/topics/rot-race", patient="changed meanwhile")
+    assert post(f"{app.url}/events", [e])[0] == 200
+    doc = next(d for d in all_docs(client) if d["pk"] == "/topics/rot-race")
+    latest = stack.hsm_admin("POST", f"keys/{KEY}/rotate")["key"]["kid"]
+    # Hold the rewrap between its read and its replace: the HSM throttles
+    # the wrap once, for a second, while the record is changed in the store.
+    stack.hsm_admin("POST", "faults", [{"status": 429, "retry_after": 1, "op": "wrapkey"}])
+    answer = {}
+    t = threading.Thread(target=lambda: answer.update(r=rewrap(app, "?limit=100")))
+    t.start()
+    time.sleep(0.5)
+    changed = dict(doc)
+    changed["note"] = "edited by another writer"
+    changed = {k: v for k, v in changed.items() if not k.startswith("_")}
+    client.upsert_item(changed)
+    t.join(timeout=60)
+    status, _, body = answer["r"]
+    assert status == 200, body
+    assert body["conflicts"] >= 1, body
+    stored = client.read_item(doc["id"], partition_key=doc["pk"])
+    assert stored["note"] == "edited by another writer" and stored["cmk"]["kid"] != latest
+    status, _, body = rewrap(app, "?limit=100")
+    assert status == 200 and body["rewrapped"] >= 1, body
+    stored = client.read_item(doc["id"], partition_key=doc["pk"])
+    assert stored["cmk"]["kid"] == latest and stored["note"] == "edited by another writer"
