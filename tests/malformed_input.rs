@@ -99,12 +99,47 @@ fn check(
         Ok(Plan::Respond(r)) => prop_assert_eq!(r.status(), 200),
         Ok(Plan::Write(w)) => {
             // Input that happens to be valid must produce one document per
-            // event and well-formed signed requests.
+            // event and well-formed signed requests...
             prop_assert!(!w.documents.is_empty());
             prop_assert!(w
                 .units
                 .iter()
                 .all(|u| u.request.headers().contains_key("authorization")));
+            for d in &w.documents {
+                let e = &d.body["event"];
+                for attr in ["id", "source", "type"] {
+                    prop_assert!(
+                        e[attr].as_str().is_some_and(|s| !s.is_empty()) || attr == "source",
+                        "written without {attr}: {e}"
+                    );
+                }
+                prop_assert_eq!(e["specversion"].as_str(), Some("1.0"));
+            }
+            // ...and an Event Grid body must really be valid, judged by an
+            // oracle independent of the component's decoder: a JSON array of
+            // objects, each with a non-empty string id, eventType and
+            // eventTime and a string subject, one document per element.
+            if ct.is_some_and(|c| c.starts_with("application/json")) && headers.is_empty() {
+                let v: serde_json::Value = serde_json::from_slice(body)
+                    .map_err(|e| TestCaseError::fail(format!("written from invalid JSON: {e}")))?;
+                let items = v
+                    .as_array()
+                    .ok_or_else(|| TestCaseError::fail("written from a non-array"))?;
+                prop_assert_eq!(items.len(), w.documents.len());
+                for item in items {
+                    let s = |k: &str| item.get(k).and_then(|x| x.as_str());
+                    prop_assert!(s("id").is_some_and(|x| !x.is_empty()), "no id: {item}");
+                    prop_assert!(
+                        s("eventType").is_some_and(|x| !x.is_empty()),
+                        "no eventType: {item}"
+                    );
+                    prop_assert!(
+                        s("eventTime").is_some_and(|x| !x.is_empty()),
+                        "no eventTime: {item}"
+                    );
+                    prop_assert!(s("subject").is_some(), "no subject: {item}");
+                }
+            }
         }
     }
     Ok(())
