@@ -105,8 +105,13 @@ def test_sdk_messages_flow_through_the_bridge_into_cosmos_exactly_once(app, stac
     logged = messages_logged(result.stderr)
     assert sorted(l["message_id"] for l in logged) == sorted(m.id for m in sent)
     assert {l["action"] for l in logged} == {"deleted"} and {l["status"] for l in logged} == {200}
-    # The component logged each message with its id and dequeue count.
-    component = [l for l in log_lines(app.logs()) if l.get("event") == "queue_message"]
+    # The component logged each message with its id and dequeue count (the
+    # runtime writes its log a moment after answering: wait for the lines).
+    def component_lines():
+        return [l for l in log_lines(app.logs()) if l.get("event") == "queue_message"]
+    wait_for(lambda: {m.id for m in sent} <= {l["message_id"] for l in component_lines()}, timeout=15,
+             what="the component's log line for every message")
+    component = component_lines()
     by_id = {l["message_id"]: l for l in component}
     assert {m.id for m in sent} <= set(by_id)
     assert by_id[sent[1].id]["text_encoding"] == "base64" and by_id[sent[0].id]["text_encoding"] == "raw"
@@ -307,6 +312,8 @@ def test_dapr_binding_delivery_shape(app, stack):
     status, _, body = post(f"{app.url}/queue", base64.b64encode(json.dumps(e).encode()), key=None, headers=headers)
     assert status == 200, body
     assert body["documents"][0]["id"] == document_id(e["source"], e["id"])
+    wait_for(lambda: any(l.get("message_id") == headers["Messageid"] for l in log_lines(app.logs())), timeout=15,
+             what="the component's log line")
     line = [l for l in log_lines(app.logs()) if l.get("message_id") == headers["Messageid"]][0]
     assert (line["forwarder"], line["dequeue_count"], line["status"]) == ("dapr", 2, 200)
     # Dapr checks that the app handles the route with OPTIONS: 405 counts as yes.
