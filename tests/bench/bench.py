@@ -1,0 +1,587 @@
+"""End-to-end ingest benchmark: the component, the Python-SDK way and the
+local ceiling, side by side on one local stack (docs/benchmarks.md).
+
+    scripts/bench [--events N] [--batches 1,10,100] [--concurrency C] [--smoke] [--out DIR]
+
+One run starts the local peers (the Cosmos REST server behind the signature
+check, the Managed HSM and Entra ID stand-ins), serves the built component in
+Wasmtime with a customer-managed key (stage two), generates one workload
+(N events of about 1 KB, three protected fields each) and, for every batch
+size, measures three ways of landing it, one after the other:
+
+- component: each batch POSTed to `/events` (one delivery = one batch, all
+  events of a batch under one partition key), C requests in flight;
+- baseline: what a user would otherwise write, a Python worker with
+  `azure-cosmos`, `azure-keyvault-keys` and `cryptography`: per batch a
+  fresh data key, wrapped through the HSM stand-in (its HTTPS listener) by
+  `CryptographyClient`, AES-256-GCM on the same three fields with the same
+  associated data, then `upsert_item` per document (the SDK's transactional
+  batch sends no per-operation partition key, which the local server
+  refuses), C batches in flight on a thread pool;
+- ceiling: the same documents sealed beforehand, sent straight to the
+  Cosmos server through the same signature check by a minimal client
+  (`http.client`, HMAC signing, keep-alive), one request per batch (an
+  upsert, or a transactional batch as the component sends it), C in flight.
+
+Each way runs in its own worker process (this file, `worker` subcommand): it
+warms up (tokens, keys, connections), reports ready, and on "go" runs the
+timed part and reports its own CPU time. Around that part the driver reads
+the peers' counters (requests forwarded by the signature check, HSM and
+token calls) and the CPU time of every process from /proc.
+
+Prints a summary with the targets of issue 9 checked, and writes
+`bench-<date>.csv` (one row per way and batch size) and `bench-<date>.json`
+(everything, machine details included) to --out (default docs/bench).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import datetime
+import email.utils
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import platform
+import random
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+EVENT_TYPE = "Contoso.Records.Updated"
+PROTECTED = ["/data/patient", "/data/mrn", "/data/notes"]
+MODES = ("component", "baseline", "ceiling")
+WARMUP_BATCHES = 4
+HEALTHZ_REQUESTS = 300
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# -- the workload ---------------------------------------------------------------
+
+WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
+         "quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
+
+
+def text(rng: random.Random, n: int) -> str:
+    out = []
+    while sum(len(w) + 1 for w in out) < n:
+        out.append(rng.choice(WORDS))
+    return " ".join(out)[:n]
+
+
+def make_events(n: int, seed: int = 9) -> list[dict]:
+    """n Event Grid events of about 1 KB serialized, with three protected
+    fields (about 600 bytes of the event) and unprotected data beside them.
+    Topics are set when batches are cut."""
+    rng = random.Random(seed)
+    events = []
+    for i in range(n):
+        events.append({
+            "id": f"{i:08d}-{rng.getrandbits(64):016x}",
+            "topic": "",
+            "subject": "patients/records",
+            "eventType": EVENT_TYPE,
+            "eventTime": "2026-11-25T10:00:00.000Z",
+            "data": {
+                "patient": f"Patient {rng.getrandbits(32):08x} {text(rng, 24)}",
+                "mrn": f"A{rng.randrange(10**9):09d}",
+                "notes": {"text": text(rng, 420), "codes": [f"J{rng.randrange(100):02d}" for _ in range(4)]},
+                "ward": f"{rng.randrange(20)}B",
+                "admitted": "2026-11-20T08:15:00Z",
+                "context": text(rng, 230),
+            },
+            "dataVersion": "1.0",
+            "metadataVersion": "1",
+        })
+    return events
+
+
+def cut_batches(events: list[dict], size: int, prefix: str) -> list[list[dict]]:
+    """Batches of `size` events, each batch one partition key (topic)."""
+    out = []
+    for b, start in enumerate(range(0, len(events), size)):
+        topic = f"{prefix}/{b}"
+        out.append([dict(e, topic=topic) for e in events[start:start + size]])
+    return out
+
+
+# -- the document and sealing, as a Python user would write them ------------------
+
+
+def document_id(source: str, event_id: str) -> str:
+    s = source.encode()
+    return hashlib.sha256(b"cmk-ingest/document-id/v1\0" + struct.pack(">Q", len(s)) + s + event_id.encode()).hexdigest()
+
+
+def to_document(e: dict) -> dict:
+    """The component's document for an Event Grid event (docs/record-format.md)."""
+    event = {"specversion": "1.0", "id": e["id"], "source": e["topic"], "type": e["eventType"],
+             "subject": e["subject"], "time": e["eventTime"], "data": e["data"],
+             "dataversion": e["dataVersion"], "metadataversion": e["metadataVersion"]}
+    return {"id": document_id(e["topic"], e["id"]), "pk": e["topic"], "v": 1, "encoding": "eventgrid", "event": event}
+
+
+def b64u(b: bytes) -> str:
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def field_aad(doc_id: str, pk: str, pointer: str, kid: str) -> bytes:
+    out = b"cmk-ingest/field/v1\x00"
+    for part in (doc_id, pk, pointer, kid):
+        b = part.encode()
+        out += struct.pack(">I", len(b)) + b
+    return out
+
+
+def seal(doc: dict, aes, kid: str, wrapped: bytes) -> dict:
+    """Record format v1: each protected field replaced by AES-256-GCM of its
+    compact JSON, bound to the record, the field and the KEK version."""
+    fields = []
+    for p in PROTECTED:
+        ptr = "/event" + p
+        parts = ptr.split("/")[1:]
+        parent = doc
+        for k in parts[:-1]:
+            parent = parent[k]
+        plain = json.dumps(parent[parts[-1]], separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+        nonce = os.urandom(12)
+        ct = aes.encrypt(nonce, plain, field_aad(doc["id"], doc["pk"], ptr, kid))
+        parent[parts[-1]] = {"cmk": 1, "iv": b64u(nonce), "ct": b64u(ct)}
+        fields.append(ptr)
+    doc["cmk"] = {"v": 1, "alg": "A256GCM", "kid": kid, "wrap": "RSA-OAEP-256", "dek": b64u(wrapped), "fields": fields}
+    return doc
+
+
+class StandInToken:
+    """An azure-core credential taking client-credentials tokens from the
+    Entra stand-in (plain HTTP; azure-identity insists on HTTPS authorities).
+    The SDK's bearer-token policy caches what it returns."""
+
+    def __init__(self, entra: str, tenant: str):
+        self.url = f"{entra}/{tenant}/oauth2/v2.0/token"
+
+    def get_token(self, *scopes, **kwargs):
+        from azure.core.credentials import AccessToken
+
+        form = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": "app-secret-client",
+                                       "client_secret": "local-client-secret-0123", "scope": scopes[0]}).encode()
+        with urllib.request.urlopen(self.url, data=form) as r:
+            t = json.load(r)
+        return AccessToken(t["access_token"], int(time.time()) + int(t["expires_in"]))
+
+
+def crypto_client(job: dict):
+    from azure.keyvault.keys.crypto import CryptographyClient
+
+    return CryptographyClient(f"{job['hsm_tls']}/keys/{job['kek']}", credential=StandInToken(job["entra"], job["tenant"]),
+                              verify_challenge_resource=False, connection_verify=job["hsm_cert"])
+
+
+def seal_batch(batch: list[dict], crypto) -> list[dict]:
+    from azure.keyvault.keys.crypto import KeyWrapAlgorithm
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    dek = AESGCM.generate_key(256)
+    wrapped = crypto.wrap_key(KeyWrapAlgorithm.rsa_oaep_256, dek)
+    aes = AESGCM(dek)
+    return [seal(to_document(e), aes, wrapped.key_id, wrapped.encrypted_key) for e in batch]
+
+
+# -- workers ---------------------------------------------------------------------
+
+
+def run_pool(items: list, work, concurrency: int) -> tuple[list[float], list[str], float]:
+    """Runs work(item, state) over items with `concurrency` threads (each with
+    its own state from work.state()); returns latencies (ms), errors, wall s."""
+    lock = threading.Lock()
+    it = iter(range(len(items)))
+    latencies: list[float] = [0.0] * len(items)
+    errors: list[str] = []
+
+    def loop():
+        state = work.state()
+        while True:
+            with lock:
+                i = next(it, None)
+            if i is None:
+                return
+            t0 = time.perf_counter()
+            try:
+                work(items[i], state)
+            except Exception as e:  # counted, reported; the run goes on
+                with lock:
+                    errors.append(f"{type(e).__name__}: {str(e)[:200]}")
+                state = work.state()
+            latencies[i] = (time.perf_counter() - t0) * 1000
+
+    threads = [threading.Thread(target=loop) for _ in range(concurrency)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return latencies, errors, time.perf_counter() - t0
+
+
+class PostToComponent:
+    def __init__(self, job):
+        self.url = urllib.parse.urlsplit(job["app"])
+        self.key = job["ingest_key"]
+
+    def state(self):
+        return http.client.HTTPConnection(self.url.hostname, self.url.port, timeout=60)
+
+    def __call__(self, item, conn):
+        body, n = item
+        conn.request("POST", "/events", body=body,
+                     headers={"content-type": "application/json", "x-cmk-ingest-key": self.key})
+        r = conn.getresponse()
+        data = r.read()
+        if r.status != 200:
+            raise RuntimeError(f"component answered {r.status}: {data[:200]!r}")
+        if json.loads(data).get("accepted") != n:
+            raise RuntimeError(f"component accepted fewer than {n}: {data[:200]!r}")
+
+
+class SdkWorker:
+    """The baseline: official SDK clients shared by the worker's threads, as
+    one Function instance would share them."""
+
+    def __init__(self, job):
+        from azure.cosmos import CosmosClient
+
+        self.crypto = crypto_client(job)
+        self.container = CosmosClient(job["cosmos"], credential=job["cosmos_key"], enable_endpoint_discovery=False) \
+            .get_database_client(job["database"]).get_container_client(job["container"])
+
+    def state(self):
+        return None
+
+    def __call__(self, batch, _):
+        for doc in seal_batch(batch, self.crypto):
+            self.container.upsert_item(doc)
+
+
+class RawCosmos:
+    """The ceiling's minimal client: signed REST requests over keep-alive
+    connections, nothing else."""
+
+    def __init__(self, job):
+        self.url = urllib.parse.urlsplit(job["cosmos"])
+        self.key = base64.b64decode(job["cosmos_key"])
+        self.link = f"dbs/{job['database']}/colls/{job['container']}"
+        self.path = "/" + urllib.parse.quote(self.link) + "/docs"
+
+    def state(self):
+        return http.client.HTTPConnection(self.url.hostname, self.url.port, timeout=60)
+
+    def __call__(self, item, conn):
+        body, pk, batch = item
+        date = email.utils.formatdate(usegmt=True)
+        payload = f"post\ndocs\n{self.link}\n{date.lower()}\n\n".encode()
+        sig = base64.b64encode(hmac.new(self.key, payload, hashlib.sha256).digest()).decode()
+        headers = {"x-ms-version": "2020-07-15", "x-ms-date": date, "content-type": "application/json",
+                   "authorization": urllib.parse.quote(f"type=master&ver=1.0&sig={sig}", safe=""),
+                   "x-ms-documentdb-partitionkey": pk}
+        if batch:
+            headers.update({"x-ms-cosmos-is-batch-request": "True", "x-ms-cosmos-batch-atomic": "True",
+                            "x-ms-cosmos-batch-continue-on-error": "False"})
+        else:
+            headers["x-ms-documentdb-is-upsert"] = "True"
+        conn.request("POST", self.path, body=body, headers=headers)
+        r = conn.getresponse()
+        data = r.read()
+        if r.status not in (200, 201):
+            raise RuntimeError(f"cosmos answered {r.status}: {data[:200]!r}")
+
+
+def raw_items(docs_by_batch: list[list[dict]]) -> list[tuple[bytes, str, bool]]:
+    items = []
+    for docs in docs_by_batch:
+        pk = json.dumps([docs[0]["pk"]])
+        if len(docs) == 1:
+            items.append((json.dumps(docs[0]).encode(), pk, False))
+        else:
+            ops = [{"operationType": "Upsert", "partitionKey": pk, "resourceBody": d} for d in docs]
+            items.append((json.dumps(ops).encode(), pk, True))
+    return items
+
+
+def worker(job_path: str) -> None:
+    """One way of landing the workload: warm up, say ready, wait for go, run,
+    report (one JSON line each on stdout)."""
+    job = json.loads(Path(job_path).read_text())
+    mode, size, conc = job["mode"], job["batch"], job["concurrency"]
+    events = make_events(job["events"] + WARMUP_BATCHES * size)
+    warm = cut_batches(events[job["events"]:], size, f"/bench/{job['run']}/{mode}-{size}-warm")
+    batches = cut_batches(events[:job["events"]], size, f"/bench/{job['run']}/{mode}-{size}")
+    if mode == "component":
+        work = PostToComponent(job)
+        items = [(json.dumps(b).encode(), len(b)) for b in batches]
+        warm_items = [(json.dumps(b).encode(), len(b)) for b in warm]
+    elif mode == "baseline":
+        work = SdkWorker(job)
+        items, warm_items = batches, warm
+    else:
+        work = RawCosmos(job)
+        crypto = crypto_client(job)  # sealing is done here, untimed
+        items = raw_items([seal_batch(b, crypto) for b in batches])
+        warm_items = raw_items([seal_batch(b, crypto) for b in warm])
+    _, errors, _ = run_pool(warm_items, work, min(conc, len(warm_items)))
+    if errors:
+        raise SystemExit(f"warm-up failed: {errors[0]}")
+    print(json.dumps({"ready": True}), flush=True)
+    sys.stdin.readline()
+    cpu0 = os.times()
+    latencies, errors, wall = run_pool(items, work, conc)
+    cpu1 = os.times()
+    cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+    print(json.dumps({"latencies_ms": latencies, "errors": errors[:20], "error_count": len(errors),
+                      "wall_s": wall, "cpu_s": cpu, "requests": len(items)}), flush=True)
+
+
+# -- the driver ------------------------------------------------------------------
+
+
+def proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads) from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return json.load(r)
+
+
+def counters(stack) -> dict:
+    sig = stack.sigcheck_stats()
+    hsm = stack.hsm_admin("GET", "stats")
+    entra = stack.entra_admin("GET", "stats")
+    hsm_calls = sum(v for k, v in hsm.items() if isinstance(v, int) and k not in ("faulted", "pending_faults"))
+    return {"cosmos": sig["forwarded"] + sig["rejected"], "hsm": hsm_calls, "hsm_wrap": hsm["wrapkey"],
+            "hsm_get": hsm["get"], "token": entra["issued"] + entra["refused"]}
+
+
+def percentile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))] if xs else float("nan")
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = Path("/proc/meminfo").read_text().split()[1]
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(int(mem) / 2**20, 1),
+            "kernel": platform.release(), "python": platform.python_version(),
+            "loadavg": os.getloadavg()}
+
+
+def healthz(app_url: str, wasmtime_pid: int, n: int) -> dict:
+    """Per-request cost of a fresh instance: a sequential loop of /healthz
+    (which does no outbound I/O) over one keep-alive connection."""
+    u = urllib.parse.urlsplit(app_url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    for _ in range(20):
+        conn.request("GET", "/healthz")
+        conn.getresponse().read()
+    lat = []
+    cpu0 = proc_cpu(wasmtime_pid)
+    for _ in range(n):
+        t0 = time.perf_counter()
+        conn.request("GET", "/healthz")
+        r = conn.getresponse()
+        r.read()
+        lat.append((time.perf_counter() - t0) * 1000)
+        assert r.status == 200
+    cpu = proc_cpu(wasmtime_pid) - cpu0
+    return {"requests": n, "p50_ms": statistics.median(lat), "p99_ms": percentile(lat, 0.99),
+            "wasmtime_cpu_us_per_request": cpu / n * 1e6}
+
+
+def run_mode(stack, job: dict, pids: dict[str, int], workdir: Path) -> dict:
+    path = workdir / f"job-{job['mode']}-{job['batch']}.json"
+    path.write_text(json.dumps(job))
+    w = subprocess.Popen([sys.executable, __file__, "worker", str(path)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    line = w.stdout.readline()
+    if not line:
+        w.wait()
+        raise RuntimeError(f"{job['mode']} worker failed during warm-up (exit {w.returncode})")
+    before, cpu_before = counters(stack), {k: proc_cpu(p) for k, p in pids.items()}
+    w.stdin.write("go\n")
+    w.stdin.flush()
+    result = json.loads(w.stdout.readline())
+    after, cpu_after = counters(stack), {k: proc_cpu(p) for k, p in pids.items()}
+    w.wait()
+    n = job["events"]
+    lat = result["latencies_ms"]
+    peers_cpu = {k: cpu_after[k] - cpu_before[k] for k in pids}
+    delta = {k: after[k] - before[k] for k in after}
+    row = {
+        "mode": job["mode"], "batch": job["batch"], "events": n, "requests": result["requests"],
+        "concurrency": job["concurrency"], "errors": result["error_count"],
+        "wall_s": round(result["wall_s"], 3), "events_per_s": round(n / result["wall_s"], 1),
+        "p50_ms": round(percentile(lat, 0.5), 2), "p99_ms": round(percentile(lat, 0.99), 2),
+        "hsm_calls_per_event": round(delta["hsm"] / n, 4), "hsm_wraps": delta["hsm_wrap"],
+        "hsm_calls": delta["hsm"], "token_calls": delta["token"],
+        "token_calls_per_event": round(delta["token"] / n, 4),
+        "cosmos_requests": delta["cosmos"], "cosmos_requests_per_event": round(delta["cosmos"] / n, 4),
+        "outbound_per_100_events": round((delta["cosmos"] + delta["hsm"] + delta["token"]) / n * 100, 2),
+        # The process doing the work: the Wasmtime process for the component,
+        # the worker for the baseline and the ceiling (the component's load
+        # generator is reported as client_cpu).
+        "cpu_s_per_1000_events": round((peers_cpu["wasmtime"] if job["mode"] == "component" else result["cpu_s"]) / n * 1000, 4),
+        "client_cpu_s_per_1000_events": round(result["cpu_s"] / n * 1000, 4),
+    }
+    for k in pids:
+        if k != "wasmtime":
+            row[f"{k}_cpu_s_per_1000_events"] = round(peers_cpu[k] / n * 1000, 4)
+    if result["errors"]:
+        row["first_error"] = result["errors"][0]
+    return row
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=20000)
+    ap.add_argument("--batches", default="1,10,100")
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--smoke", action="store_true", help="a few hundred events, output to a temporary folder")
+    ap.add_argument("--out", type=Path, help="where the CSV and JSON go (default docs/bench; --smoke: a temp dir)")
+    ap.add_argument("--local-wrap", action="store_true", help="the component wraps data keys locally (hsm_local_wrap)")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.events = min(args.events, 200)
+    batches = [int(b) for b in args.batches.split(",")]
+    modes = args.modes.split(",")
+    from harness.stack import KEK_NAME, TENANT, Stack, env, read_profile
+
+    workdir = Path(tempfile.mkdtemp(prefix="cmk-bench-"))
+    out = args.out or (workdir if args.smoke else HERE.parents[1] / "docs" / "bench")
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc)
+    info = {"date": stamp.isoformat(timespec="seconds"), "machine": machine(), "events": args.events,
+            "batches": batches, "concurrency": args.concurrency, "local_wrap": args.local_wrap}
+    stack = Stack(workdir)
+    try:
+        stack.start_peers()
+        extra = {"hsm_local_wrap": "true"} if args.local_wrap else {}
+        app = stack.serve_app(name="app-bench", overrides=stack.stage_two(
+            "client-secret", protected_fields=json.dumps({EVENT_TYPE: PROTECTED}), **extra))
+        wasm = Path(env("CMK_APP_WASM"))
+        pids = {"wasmtime": app.process.proc.pid}
+        pids.update({p.name: p.proc.pid for p in stack.processes if p.name in ("cosmosdb-server", "sigcheck", "hsm", "entra")})
+        info["wasm_bytes"] = wasm.stat().st_size
+        info["healthz"] = healthz(app.url, pids["wasmtime"], 50 if args.smoke else HEALTHZ_REQUESTS)
+        base = {"events": args.events, "concurrency": args.concurrency, "run": stamp.strftime("%Y%m%dT%H%M%S"),
+                "app": app.url, "ingest_key": read_profile()["SPIN_VARIABLE_INGEST_KEYS"].split(",")[0],
+                "cosmos": stack.cosmos_url, "cosmos_key": stack.cosmos_key, "database": stack.database,
+                "container": stack.container, "hsm_tls": stack.hsm_tls_url, "hsm_cert": stack.hsm_cert,
+                "kek": KEK_NAME, "entra": stack.entra_url, "tenant": TENANT}
+        rows = []
+        for size in batches:
+            for mode in modes:
+                row = run_mode(stack, {**base, "mode": mode, "batch": size}, pids, workdir)
+                rows.append(row)
+                print(f"  {mode:9} batch {size:3}: {row['events_per_s']:8.1f} events/s  p50 {row['p50_ms']:7.2f} ms"
+                      f"  p99 {row['p99_ms']:7.2f} ms  cpu {row['cpu_s_per_1000_events']:.3f} s/1000  "
+                      f"errors {row['errors']}", file=sys.stderr, flush=True)
+        info["machine"]["loadavg_after"] = os.getloadavg()
+    finally:
+        stack.stop()
+    info["rows"] = rows
+    info["summary"] = summarize(rows, info)
+    name = f"bench-{stamp.strftime('%Y-%m-%d')}" + ("-smoke" if args.smoke else "")
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    with (out / f"{name}.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        w.writerows(rows)
+    (out / f"{name}.json").write_text(json.dumps(info, indent=1))
+    print(render(info))
+    print(f"\nwritten: {out / (name + '.csv')} and {name}.json")
+    return 1 if any(r["errors"] for r in rows) else 0
+
+
+def summarize(rows: list[dict], info: dict) -> dict:
+    by = {(r["mode"], r["batch"]): r for r in rows}
+    ratios = {}
+    for size in info["batches"]:
+        c, b, x = by.get(("component", size)), by.get(("baseline", size)), by.get(("ceiling", size))
+        if c and b:
+            ratios[f"vs_baseline_{size}"] = round(c["events_per_s"] / b["events_per_s"], 2)
+        if c and x:
+            ratios[f"vs_ceiling_{size}"] = round(c["events_per_s"] / x["events_per_s"], 3)
+    targets = []
+
+    def target(name, ok, value):
+        targets.append({"target": name, "met": bool(ok), "value": value})
+
+    comp = [r for r in rows if r["mode"] == "component"]
+    if "vs_baseline_10" in ratios:
+        target(">= 5x baseline events/s at batch 10", ratios["vs_baseline_10"] >= 5, f"{ratios['vs_baseline_10']}x")
+    if "vs_ceiling_10" in ratios:
+        target(">= 80% of ceiling events/s at batch 10", ratios["vs_ceiling_10"] >= 0.8, f"{ratios['vs_ceiling_10']:.0%}")
+    if comp:
+        per_batch = max(r["hsm_calls"] / r["requests"] for r in comp)
+        target("<= 1 HSM call per batch on write", per_batch <= 1, f"{per_batch:.3f} per batch")
+        tokens = sum(r["token_calls"] for r in comp)
+        target("0 token calls per request after warm-up", tokens == 0, f"{tokens} in all")
+        cosmos = max(r["cosmos_requests"] / r["requests"] for r in comp)
+        target("1 Cosmos request per partition-key group per batch", cosmos <= 1, f"{cosmos:.3f} per batch")
+        # CPU per event without the per-request fixed cost (instantiation and
+        # the host's inbound HTTP, measured on /healthz): the best batch size.
+        fixed = info["healthz"]["wasmtime_cpu_us_per_request"]
+        us = min((r["cpu_s_per_1000_events"] * 1000 - fixed * r["requests"] / r["events"]) for r in comp)
+        target("component CPU per event < 50 us (best batch, instantiation excluded)", us < 50, f"{us:.0f} us")
+    size = info.get("wasm_bytes", 0)
+    target("release .wasm <= 1.5 MiB", size <= 1.5 * 2**20, f"{size / 2**20:.2f} MiB")
+    return {"ratios": ratios, "targets": targets}
+
+
+def render(info: dict) -> str:
+    lines = [f"cmk-ingest benchmark {info['date']}: {info['events']} events per way and batch size, "
+             f"concurrency {info['concurrency']}",
+             f"machine: {info['machine']['cpu']}, {info['machine']['cores']} cores, load before "
+             f"{', '.join(f'{x:.2f}' for x in info['machine']['loadavg'])}",
+             f".wasm {info.get('wasm_bytes', 0)} bytes; /healthz p50 {info['healthz']['p50_ms']:.2f} ms, "
+             f"Wasmtime CPU {info['healthz']['wasmtime_cpu_us_per_request']:.0f} us per request", "",
+             "| way | batch | events/s | p50 ms | p99 ms | HSM/event | token/event | Cosmos req/event | "
+             "outbound/100 events | CPU s/1000 events | errors |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in info["rows"]:
+        lines.append(f"| {r['mode']} | {r['batch']} | {r['events_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+                     f"{r['hsm_calls_per_event']:.3f} | {r['token_calls_per_event']:.3f} | "
+                     f"{r['cosmos_requests_per_event']:.3f} | {r['outbound_per_100_events']:.1f} | "
+                     f"{r['cpu_s_per_1000_events']:.3f} | {r['errors']} |")
+    lines.append("")
+    lines.append("ratios: " + ", ".join(f"{k} {v}" for k, v in info["summary"]["ratios"].items()))
+    for t in info["summary"]["targets"]:
+        lines.append(f"target {'MET   ' if t['met'] else 'MISSED'} {t['target']}: {t['value']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "worker":
+        worker(sys.argv[2])
+    else:
+        sys.exit(main(sys.argv[1:]))

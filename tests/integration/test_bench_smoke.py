@@ -1,0 +1,36 @@
+"""The benchmark harness (scripts/bench) stays runnable: a smoke run with a
+few events per way and batch size must finish without errors and write
+well-formed CSV and JSON. Timings and targets are not checked here."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+from harness.stack import ROOT
+
+
+def test_bench_smoke_writes_well_formed_results(tmp_path):
+    out = tmp_path / "bench"
+    r = subprocess.run([sys.executable, str(ROOT / "tests/bench/bench.py"), "--smoke", "--events", "40",
+                        "--batches", "1,10", "--concurrency", "4", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300, env=dict(os.environ), stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    (csv_path,) = out.glob("bench-*-smoke.csv")
+    rows = list(csv.DictReader(csv_path.open()))
+    assert {(row["mode"], row["batch"]) for row in rows} == {
+        (m, b) for m in ("component", "baseline", "ceiling") for b in ("1", "10")}
+    for row in rows:
+        assert row["errors"] == "0" and row["events"] == "40"
+        assert float(row["events_per_s"]) > 0 and float(row["p99_ms"]) >= float(row["p50_ms"]) > 0
+        assert float(row["cosmos_requests_per_event"]) > 0
+    component = {row["batch"]: row for row in rows if row["mode"] == "component"}
+    # The counts are exact, not timings: one HSM wrap and one Cosmos request per delivery.
+    assert float(component["10"]["hsm_calls_per_event"]) == 0.1
+    assert float(component["10"]["cosmos_requests_per_event"]) == 0.1
+    assert float(component["1"]["token_calls_per_event"]) == 0
+    info = json.loads(next(out.glob("bench-*-smoke.json")).read_text())
+    assert info["wasm_bytes"] > 0 and info["healthz"]["p50_ms"] > 0
+    assert {t["target"] for t in info["summary"]["targets"]}
+    assert "| way | batch |" in r.stdout and "target " in r.stdout
