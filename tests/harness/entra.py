@@ -316,6 +316,9 @@ class JsonHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server_version = "standin/1"
+    # Headers and body are separate writes: without TCP_NODELAY, Nagle's
+    # algorithm holds the body for the client's delayed ACK (~40 ms).
+    disable_nagle_algorithm = True
     timeout = 120
     log_name = "standin"
 

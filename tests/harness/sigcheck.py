@@ -380,6 +380,10 @@ def make_handler(upstream: urllib.parse.SplitResult, key: str, stats: Stats, log
                  aad: AadPolicy | None = None):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive; every answer carries Content-Length
+        # Headers and body go out in two writes: without TCP_NODELAY, Nagle's
+        # algorithm holds the body until the client's delayed ACK (~40 ms) on
+        # a kept-alive connection.
+        disable_nagle_algorithm = True
 
         def log_message(self, fmt, *args):  # one line per request; no headers, so no credentials
             log(f"{self.address_string()} {fmt % args}")
