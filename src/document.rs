@@ -5,7 +5,7 @@
 //! event field is exposed in the id (Cosmos DB does not encrypt ids with the
 //! customer-managed key).
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::events::Event;
@@ -86,11 +86,39 @@ pub fn document_id(source: &str, id: &str) -> String {
 /// Builds the document for one event. `pk_pointer` is a JSON Pointer into the
 /// event in its CloudEvents JSON form (e.g. `/source`, `/data/tenant`).
 pub fn to_document(event: &Event, pk_pointer: &str) -> Result<Document, DocumentError> {
-    let ce = event.to_cloudevent_json();
+    document_of(
+        &event.source,
+        &event.id,
+        event.encoding.as_str(),
+        event.to_cloudevent_json(),
+        pk_pointer,
+    )
+}
+
+/// [`to_document`] of an event the caller no longer needs: its data moves
+/// into the document instead of being copied.
+pub fn into_document(event: Event, pk_pointer: &str) -> Result<Document, DocumentError> {
+    let (source, id, encoding) = (event.source.clone(), event.id.clone(), event.encoding);
+    document_of(
+        &source,
+        &id,
+        encoding.as_str(),
+        event.into_cloudevent_json(),
+        pk_pointer,
+    )
+}
+
+fn document_of(
+    source: &str,
+    event_id: &str,
+    encoding: &str,
+    ce: Value,
+    pk_pointer: &str,
+) -> Result<Document, DocumentError> {
     let pk = match ce.pointer(pk_pointer) {
         None | Some(Value::Null) => {
             return Err(DocumentError::PartitionKeyMissing {
-                event_id: event.id.clone(),
+                event_id: event_id.into(),
                 pointer: pk_pointer.into(),
             })
         }
@@ -98,29 +126,29 @@ pub fn to_document(event: &Event, pk_pointer: &str) -> Result<Document, Document
         Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
         Some(_) => {
             return Err(DocumentError::PartitionKeyNotScalar {
-                event_id: event.id.clone(),
+                event_id: event_id.into(),
                 pointer: pk_pointer.into(),
             })
         }
     };
     if pk.len() > MAX_PARTITION_KEY_BYTES {
         return Err(DocumentError::PartitionKeyTooLong {
-            event_id: event.id.clone(),
+            event_id: event_id.into(),
             len: pk.len(),
         });
     }
-    let id = document_id(&event.source, &event.id);
-    let body = json!({
-        "id": id,
-        "pk": pk,
-        "v": DOCUMENT_VERSION,
-        "encoding": event.encoding.as_str(),
-        "event": ce,
-    });
+    let id = document_id(source, event_id);
+    // Built member by member: `json!` would serialize `ce` into a copy.
+    let mut body = serde_json::Map::new();
+    body.insert("id".into(), Value::from(id.clone()));
+    body.insert("pk".into(), Value::from(pk.clone()));
+    body.insert("v".into(), Value::from(DOCUMENT_VERSION));
+    body.insert("encoding".into(), Value::from(encoding));
+    body.insert("event".into(), ce);
     Ok(Document {
         id,
         partition_key: pk,
-        body,
+        body: Value::Object(body),
     })
 }
 
@@ -128,7 +156,7 @@ pub fn to_document(event: &Event, pk_pointer: &str) -> Result<Document, Document
 mod tests {
     use super::*;
     use crate::events::Encoding;
-    use serde_json::Map;
+    use serde_json::{json, Map};
 
     fn event(source: &str, id: &str) -> Event {
         Event {

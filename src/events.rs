@@ -83,6 +83,16 @@ impl Event {
         }
         Value::Object(m)
     }
+
+    /// [`Self::to_cloudevent_json`], moving the data instead of copying it.
+    pub fn into_cloudevent_json(mut self) -> Value {
+        let data = self.data.take();
+        let mut v = self.to_cloudevent_json();
+        if let (Some(d), Value::Object(m)) = (data, &mut v) {
+            m.insert("data".into(), d);
+        }
+        v
+    }
 }
 
 /// What a delivery asks of the receiver.

@@ -26,7 +26,7 @@ use crate::cosmos::{
     parse_batch, parse_read, parse_write, same_content, CosmosError, CosmosRequest, Credential,
     Metrics, MAX_BATCH_BYTES, MAX_BATCH_OPERATIONS, SYSTEM_PROPERTIES,
 };
-use crate::document::{to_document, Document};
+use crate::document::{into_document, Document};
 use crate::events::{
     decode_cloudevent, decode_cloudevent_binary, decode_cloudevents_batch, decode_event_grid,
     Delivery,
@@ -316,8 +316,8 @@ pub fn plan_events(
         }
     }
     let documents = events
-        .iter()
-        .map(|e| to_document(e, &config.ingest.partition_key))
+        .into_iter()
+        .map(|e| into_document(e, &config.ingest.partition_key))
         .collect::<Result<Vec<_>, _>>()?;
     let units = write_units(&documents, config, credential, now).map_err(|e| ApiError::from(&e))?;
     Ok(Writes { documents, units })
@@ -334,11 +334,15 @@ fn write_units(
     let builder = CosmosRequest::new(&config.cosmos.endpoint, credential, now);
     let container = &config.cosmos.container;
     let create = config.cosmos.write_mode == WriteMode::Create;
+    // Each document is serialized once: its length sizes the batches, and
+    // the same bytes go into the request.
+    let mut bodies: Vec<Option<Vec<u8>>> = documents
+        .iter()
+        .map(|d| Some(serde_json::to_vec(&d.body).expect("JSON values serialize")))
+        .collect();
     let mut groups: Vec<(&str, Vec<(usize, usize)>)> = Vec::new();
     for (i, d) in documents.iter().enumerate() {
-        let size = serde_json::to_vec(&d.body)
-            .expect("JSON values serialize")
-            .len();
+        let size = bodies[i].as_ref().map_or(0, Vec::len);
         match groups.iter_mut().find(|(pk, _)| *pk == d.partition_key) {
             Some((_, members)) => members.push((i, size)),
             None => groups.push((&d.partition_key, vec![(i, size)])),
@@ -364,7 +368,7 @@ fn write_units(
         for chunk in chunks {
             let unit = if let [only] = chunk[..] {
                 let d = &documents[only];
-                let body = serde_json::to_vec(&d.body).expect("JSON values serialize");
+                let body = bodies[only].take().expect("each document is in one unit");
                 WriteUnit {
                     request: if create {
                         builder.create_document(container, &d.partition_key, body)?
@@ -375,13 +379,15 @@ fn write_units(
                     batch: false,
                 }
             } else {
-                let bodies: Vec<&serde_json::Value> =
-                    chunk.iter().map(|&i| &documents[i].body).collect();
+                let serialized: Vec<&[u8]> = chunk
+                    .iter()
+                    .map(|&i| bodies[i].as_deref().expect("each document is in one unit"))
+                    .collect();
                 WriteUnit {
                     request: if create {
-                        builder.batch_create(container, pk, &bodies)?
+                        builder.batch_create_serialized(container, pk, &serialized)?
                     } else {
-                        builder.batch_upsert(container, pk, &bodies)?
+                        builder.batch_upsert_serialized(container, pk, &serialized)?
                     },
                     documents: chunk,
                     batch: true,

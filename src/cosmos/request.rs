@@ -165,7 +165,8 @@ impl<'a> CosmosRequest<'a> {
         partition_key: &str,
         documents: &[&serde_json::Value],
     ) -> Result<Request<Vec<u8>>, CosmosError> {
-        self.batch(container, partition_key, documents, "Upsert")
+        let bodies = serialize_all(documents);
+        self.batch(container, partition_key, &refs(&bodies), "Upsert")
     }
 
     /// A transactional batch of creates: one id that already exists fails
@@ -176,14 +177,41 @@ impl<'a> CosmosRequest<'a> {
         partition_key: &str,
         documents: &[&serde_json::Value],
     ) -> Result<Request<Vec<u8>>, CosmosError> {
+        let bodies = serialize_all(documents);
+        self.batch(container, partition_key, &refs(&bodies), "Create")
+    }
+
+    /// [`Self::batch_upsert`] of documents already serialized as JSON (each
+    /// one a JSON object), so a caller that measured them does not
+    /// serialize them again.
+    pub fn batch_upsert_serialized(
+        &self,
+        container: &ContainerLink,
+        partition_key: &str,
+        documents: &[&[u8]],
+    ) -> Result<Request<Vec<u8>>, CosmosError> {
+        self.batch(container, partition_key, documents, "Upsert")
+    }
+
+    /// [`Self::batch_create`] of documents already serialized as JSON.
+    pub fn batch_create_serialized(
+        &self,
+        container: &ContainerLink,
+        partition_key: &str,
+        documents: &[&[u8]],
+    ) -> Result<Request<Vec<u8>>, CosmosError> {
         self.batch(container, partition_key, documents, "Create")
     }
 
+    /// The body is written directly from the serialized documents: the same
+    /// bytes as serializing `[{"operationType", "partitionKey",
+    /// "resourceBody"}]` objects (members in that order, compact), without
+    /// copying each document into a JSON value first.
     fn batch(
         &self,
         container: &ContainerLink,
         partition_key: &str,
-        documents: &[&serde_json::Value],
+        documents: &[&[u8]],
         operation: &str,
     ) -> Result<Request<Vec<u8>>, CosmosError> {
         if documents.is_empty() || documents.len() > MAX_BATCH_OPERATIONS {
@@ -193,17 +221,36 @@ impl<'a> CosmosRequest<'a> {
             });
         }
         let pk = partition_key_header(partition_key);
-        let ops: Vec<serde_json::Value> = documents
+        let head = serde_json::to_vec(
+            &serde_json::json!({"operationType": operation, "partitionKey": pk}),
+        )
+        .expect("JSON values serialize");
+        // `{"operationType":…,"partitionKey":…` then `,"resourceBody":<doc>}`.
+        let head = &head[..head.len() - 1];
+        let total = documents
             .iter()
-            .map(|d| serde_json::json!({"operationType": operation, "partitionKey": pk, "resourceBody": d}))
-            .collect();
-        let body = serde_json::to_vec(&ops).expect("JSON values serialize");
-        if body.len() > MAX_BATCH_BYTES {
+            .map(|d| d.len() + head.len() + 18)
+            .sum::<usize>()
+            + 1;
+        if total > MAX_BATCH_BYTES {
             return Err(CosmosError::BatchTooLarge {
                 operations: documents.len(),
-                bytes: body.len(),
+                bytes: total,
             });
         }
+        let mut body = Vec::with_capacity(total);
+        body.push(b'[');
+        for (i, d) in documents.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(head);
+            body.extend_from_slice(b",\"resourceBody\":");
+            body.extend_from_slice(d);
+            body.push(b'}');
+        }
+        body.push(b']');
+        debug_assert_eq!(body.len(), total);
         let target = container.documents();
         Ok(self
             .builder(Method::POST, &target)
@@ -385,6 +432,17 @@ impl<'a> CosmosRequest<'a> {
             .header("x-ms-version", API_VERSION)
             .header(header::AUTHORIZATION, auth)
     }
+}
+
+fn serialize_all(documents: &[&serde_json::Value]) -> Vec<Vec<u8>> {
+    documents
+        .iter()
+        .map(|d| serde_json::to_vec(d).expect("JSON values serialize"))
+        .collect()
+}
+
+fn refs(bodies: &[Vec<u8>]) -> Vec<&[u8]> {
+    bodies.iter().map(|b| b.as_slice()).collect()
 }
 
 #[cfg(test)]

@@ -1,0 +1,171 @@
+//! CPU cost of one stage-two delivery in the component's own code, per
+//! event: what `POST /events` computes between reading the body and
+//! sending the writes, without any I/O. Decoding the Event Grid body,
+//! mapping events to documents, sealing three protected fields per event
+//! (AES-256-GCM, one data key per delivery), signing and serializing the
+//! Cosmos DB requests (one transactional batch per partition key), then
+//! parsing the batch answer.
+//!
+//! The workload is the end-to-end benchmark's (tests/bench/bench.py): events
+//! of about 1 KB with three protected fields of about 500 bytes in all.
+//! Built natively and for `wasm32-wasip2` and run in Wasmtime by
+//! scripts/bench-envelope (`--events N` for one size only, e.g. under
+//! callgrind). Output: CSV lines
+//! `target,events_per_delivery,op,ns_per_delivery,ns_per_event,iterations`.
+
+use std::time::{Duration, Instant};
+
+use cmk_ingest::config::{Config, ProtectedFields};
+use cmk_ingest::envelope::Dek;
+use cmk_ingest::ingest::{self, DeliveryKey, Plan};
+use cmk_ingest::time::UnixTime;
+use serde_json::json;
+
+fn words(seed: u64, n: usize) -> String {
+    const W: [&str; 8] = [
+        "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
+    ];
+    let mut s = String::new();
+    let mut x = seed;
+    while s.len() < n {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        s.push_str(W[(x >> 60) as usize & 7]);
+        s.push(' ');
+    }
+    s.truncate(n);
+    s
+}
+
+fn body(events: usize) -> Vec<u8> {
+    let list: Vec<_> = (0..events as u64)
+        .map(|i| {
+            json!({"id": format!("{i:08}-bench"), "topic": "/bench/delivery", "subject": "patients/records",
+               "eventType": "Contoso.Records.Updated", "eventTime": "2026-11-25T10:00:00.000Z",
+               "data": {"patient": format!("Patient {i:08x} {}", words(i, 24)), "mrn": format!("A{i:09}"),
+                        "notes": {"text": words(i + 1, 420), "codes": ["J01", "J02", "J03", "J04"]},
+                        "ward": "7B", "admitted": "2026-11-20T08:15:00Z", "context": words(i + 2, 230)},
+               "dataVersion": "1.0", "metadataVersion": "1"})
+        })
+        .collect();
+    serde_json::to_vec(&list).unwrap()
+}
+
+fn batch_answer(n: usize) -> http::Response<Vec<u8>> {
+    let ops: Vec<_> = (0..n)
+        .map(|_| json!({"statusCode": 201, "requestCharge": 1.0, "eTag": "\"0\"", "resourceBody": {"id": "x"}}))
+        .collect();
+    http::Response::builder()
+        .status(200)
+        .header("x-ms-request-charge", "1")
+        .header("x-ms-activity-id", "00000000-0000-0000-0000-000000000000")
+        .body(serde_json::to_vec(&ops).unwrap())
+        .unwrap()
+}
+
+fn main() {
+    let mut secs = 2.0;
+    let mut sizes = vec![1usize, 10, 100];
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--secs" => secs = args.next().and_then(|v| v.parse().ok()).expect("--secs N"),
+            "--events" => {
+                sizes = vec![args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--events N")]
+            }
+            _ => {}
+        }
+    }
+    let target = if cfg!(target_arch = "wasm32") {
+        "wasm32-wasip2"
+    } else {
+        "native"
+    };
+    let config = Config::load(|name| {
+        Ok(match name {
+            "cosmos_endpoint" => Some("http://127.0.0.1:8081".into()),
+            "cosmos_database" => Some("cmk".into()),
+            "cosmos_container" => Some("events".into()),
+            "cosmos_key" => Some("C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw==".into()),
+            _ => None,
+        })
+    })
+    .unwrap();
+    let credential = config.cosmos.auth.static_credential().unwrap().clone();
+    let protected = ProtectedFields::parse(
+        r#"{"Contoso.Records.Updated": ["/data/patient", "/data/mrn", "/data/notes"]}"#,
+        "/source",
+    )
+    .unwrap();
+    let dek = Dek::from_bytes(&[7u8; 32]).unwrap();
+    let kid = "https://contoso.managedhsm.azure.net/keys/app-kek/0123456789abcdef0123456789abcdef";
+    let wrapped = [9u8; 256];
+    let mut counter = 0u64;
+    let mut nonce = move || {
+        counter += 1;
+        let mut n = [0u8; 12];
+        n[..8].copy_from_slice(&counter.to_be_bytes());
+        n
+    };
+    let now = UnixTime::now();
+    for events in sizes {
+        let body = body(events);
+        let answer = batch_answer(events);
+        let budget = Duration::from_secs_f64(secs);
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < budget || n < 10 {
+            let Ok(Plan::Write(writes)) = ingest::plan(
+                Some("application/json"),
+                &[],
+                &body,
+                &config,
+                &credential,
+                now,
+            ) else {
+                panic!("planned no writes")
+            };
+            let key = DeliveryKey {
+                dek: &dek,
+                kid,
+                wrapped_dek: &wrapped,
+            };
+            let writes = ingest::seal(
+                writes,
+                &protected,
+                &key,
+                &mut nonce,
+                &config,
+                &credential,
+                now,
+            )
+            .unwrap();
+            let results = writes
+                .units
+                .iter()
+                .map(|u| {
+                    let resp = if u.batch {
+                        answer.clone()
+                    } else {
+                        http::Response::builder()
+                            .status(201)
+                            .body(b"{\"id\":\"x\"}".to_vec())
+                            .unwrap()
+                    };
+                    ingest::unit_outcome(u, Ok(resp))
+                })
+                .collect();
+            std::hint::black_box(ingest::respond(&writes, results));
+            n += 1;
+        }
+        let ns = start.elapsed().as_nanos() as f64 / n as f64;
+        println!(
+            "{target},{events},deliver,{ns:.0},{:.0},{n}",
+            ns / events as f64
+        );
+    }
+}
