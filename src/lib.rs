@@ -17,6 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod access;
+pub mod answer;
 pub mod api;
 pub mod config;
 pub mod cosmos;

@@ -10,8 +10,10 @@ use std::task::Poll;
 
 use futures::future::{self, Either};
 use http::{Request, Response};
+use spin_sdk::http::IncomingResponse;
 use wasi::clocks::monotonic_clock;
 
+use crate::answer;
 use crate::cosmos::{transient_failure, CosmosError};
 use crate::retry::{Decision, RetryPolicy};
 
@@ -72,10 +74,21 @@ pub async fn send_once(
     req: Request<Vec<u8>>,
     timeout_ms: u64,
 ) -> Result<Response<Vec<u8>>, String> {
-    let send = pin!(spin_sdk::http::send::<_, Response<Vec<u8>>>(req));
+    let exchange = pin!(async {
+        let resp: IncomingResponse = spin_sdk::http::send(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let headers = resp.headers().entries();
+        // Read the body ourselves: spin-sdk's conversion to `http::Response`
+        // panics when the body stream breaks off (see `crate::answer`).
+        let body = resp
+            .into_body()
+            .await
+            .map_err(|_| "the connection ended inside the body".to_string());
+        answer::assemble(status, headers, body)
+    });
     let timer = pin!(sleep(timeout_ms));
-    match future::select(send, timer).await {
-        Either::Left((result, _)) => result.map_err(|e| e.to_string()),
+    match future::select(exchange, timer).await {
+        Either::Left((result, _)) => result,
         Either::Right(_) => Err(format!("no complete answer within {timeout_ms} ms")),
     }
 }
