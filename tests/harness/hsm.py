@@ -49,8 +49,8 @@ bodies quoted in public issue threads (the SDK does not look at them):
   Vault answers;
 - the order of checks (api-version, token, fault, grant, body, key, key_ops,
   key state), the 429 (`Throttled`) and 503 bodies.
-Not modelled: soft delete and recovery (a deleted key or version is simply
-gone), deleting a single version (the service cannot; tests use it to simulate
+Not modelled: soft delete on the data plane (a deleted key or version is
+gone for the data plane until an admin `recover`, below), deleting a single version (the service cannot; tests use it to simulate
 a lost version), key creation through the data plane, other key types,
 encrypt/decrypt/sign/verify, release policies, PoP tokens, CAE claims
 challenges.
@@ -85,6 +85,10 @@ Test controls, plain JSON on the HTTP listener only (404 on HTTPS):
 - `POST /_admin/keys/{name}/state` `{"version"?, "enabled"?, "nbf"?, "exp"?}`
   (unix seconds, null clears; latest version unless given) → the bundle;
 - `DELETE /_admin/keys/{name}` and `DELETE /_admin/keys/{name}/{version}`;
+- `POST /_admin/keys/{name}/recover` `{"version"?}`: undoes those deletions
+  (all deleted versions, or the one given), as recovering a soft-deleted key
+  does on the service (Managed HSM keeps deleted keys for the retention
+  period); the key material is the same, so records wrapped before open again;
 - `GET /_admin/keys` (names, versions, state; no private material);
 - `GET /_admin/keys/{name}/{version}/private-pem` → `{"pem"}` (tests only:
   decrypt independently of this process's code);
@@ -528,6 +532,15 @@ def make_handler(store: Store) -> type[JsonHandler]:
                     return self.send_json(404, admin_error("no such key"))
                 size, ops = self.admin_key_spec(body, latest)
                 return self.created(parts[1], store.create(parts[1], size, ops))
+            if len(parts) == 3 and parts[0] == "keys" and parts[2] == "recover":
+                with store.lock:
+                    hit = [v for v in store.keys.get(parts[1], [])
+                           if v.deleted and body.get("version") in (None, v.version)]
+                    for v in hit:
+                        v.deleted = False
+                if not hit:
+                    return self.send_json(404, admin_error("no deleted key or version of that name"))
+                return self.send_json(200, {"recovered": [v.version for v in hit]})
             if len(parts) == 3 and parts[0] == "keys" and parts[2] == "state":
                 v = store.find(parts[1], body.get("version"))
                 if v is None:

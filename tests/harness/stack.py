@@ -49,6 +49,8 @@ PRINCIPALS = {
         {"client_id": "eventgrid-sender", "object_id": "oid-eventgrid", "secret": "eventgrid-secret-0123"},
         # Its own principal, so the token-refresh test reads its own counters.
         {"client_id": "app-refresh-client", "object_id": "oid-app-refresh", "secret": "refresh-client-secret-0123"},
+        # And one for the reliability suite, which shortens token lifetimes and revokes its access.
+        {"client_id": "app-reliability-client", "object_id": "oid-app-reliability", "secret": "reliability-client-secret-0123"},
     ],
     "app_roles": {"api://cmk-ingest": {"eventgrid-sender": ["AzureEventGridSecureWebhookSubscriber"]}},
     "managed": [
@@ -63,6 +65,8 @@ APP_PRINCIPALS = ["oid-app-secret", "oid-app-workload", "oid-app-system-mi", "oi
 # cosmos_auth = entra ask for (cosmos_token_scope; the endpoint is a loopback
 # address, from which no account name can be derived).
 COSMOS_AUDIENCE = "https://cmk-local.documents.azure.com"
+# Requests `wasmtime serve` runs at once (the rest wait for a slot).
+MAX_CONCURRENT_REQUESTS = 100
 ISSUERS = [f"https://login.microsoftonline.com/{TENANT}/v2.0", f"https://sts.windows.net/{TENANT}/"]
 
 
@@ -440,7 +444,13 @@ class Stack:
             runtime = "wasmtime"
             kv = self.workdir / f"{name}-kv"
             kv.mkdir(exist_ok=True)
+            # Past its instance pool (1000 core instances; the app with the
+            # stub plugged in takes about 7 per request) `wasmtime serve`
+            # answers 500 without Retry-After; with a cap on concurrent
+            # requests it queues the rest instead (docs/runtime.md).
+            cap = os.environ.get("CMK_MAX_CONCURRENT_REQUESTS", str(MAX_CONCURRENT_REQUESTS))
             argv = [env("CMK_WASMTIME"), "serve", "--addr", f"127.0.0.1:{port}", "-S", "cli",
+                    *(["--max-concurrent-requests", cap] if cap != "0" else []),
                     "--dir", f"{kv}::/kv"]
             for k, v in component_variables(variables).items():
                 argv += ["--env", f"{k}={v}"]
