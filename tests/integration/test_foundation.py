@@ -6,6 +6,7 @@ official Python SDK. Documents are read back with that SDK."""
 import json
 import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -29,6 +30,34 @@ def post(url, body, content_type="application/json", headers=None, key=INGEST_KE
             return r.status, r.headers, json.loads(r.read() or b"null")
     except urllib.error.HTTPError as e:
         return e.code, e.headers, json.loads(e.read() or b"null")
+    except urllib.error.URLError as e:
+        if not isinstance(e.reason, (BrokenPipeError, ConnectionResetError)):
+            raise
+        # The component answered (413) before the whole body was sent and
+        # closed the connection: send again, keep reading past the broken
+        # send, and read the answer it wrote.
+        return post_tolerating_early_answer(url, data, req.headers)
+
+
+def post_tolerating_early_answer(url, data, headers):
+    import http.client
+    u = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    try:
+        conn.putrequest("POST", u.path + (f"?{u.query}" if u.query else ""))
+        for k, v in headers.items():
+            conn.putheader(k, v)
+        conn.putheader("Content-Length", str(len(data)))
+        conn.endheaders()
+        try:
+            for i in range(0, len(data), 65536):
+                conn.send(data[i:i + 65536])
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        r = conn.getresponse()
+        return r.status, r.headers, json.loads(r.read() or b"null")
+    finally:
+        conn.close()
 
 
 def count(stack, where: str, params: list) -> int:

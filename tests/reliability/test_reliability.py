@@ -529,7 +529,7 @@ def record(section: str, figures: dict) -> None:
         doc.write_text(re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S))
 
 
-BURST = 400
+BURST = 250
 
 
 def raw_post(host, body, headers, timeout=60):
