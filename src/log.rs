@@ -4,6 +4,8 @@
 //! Callers pass only values that are safe to record: never a key, token,
 //! secret or protected field value.
 
+use std::io::Write;
+
 use serde_json::{Map, Value};
 
 /// Writes one log line with an event name and fields.
@@ -14,5 +16,10 @@ pub fn emit(level: &str, event: &str, fields: &[(&str, Value)]) {
     for (k, v) in fields {
         m.insert((*k).into(), v.clone());
     }
-    eprintln!("{}", Value::Object(m));
+    // One write per line: `eprintln!` formats a value in many small writes
+    // to the unbuffered stderr, and the runtime interleaves the pieces of
+    // requests running at the same time, garbling their lines.
+    let mut line = serde_json::to_vec(&Value::Object(m)).expect("JSON values serialize");
+    line.push(b'\n');
+    let _ = std::io::stderr().write_all(&line);
 }
