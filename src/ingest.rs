@@ -384,11 +384,16 @@ fn write_units(
                     .map(|&i| bodies[i].as_deref().expect("each document is in one unit"))
                     .collect();
                 WriteUnit {
-                    request: if create {
-                        builder.batch_create_serialized(container, pk, &serialized)?
-                    } else {
-                        builder.batch_upsert_serialized(container, pk, &serialized)?
-                    },
+                    request: builder.batch(
+                        container,
+                        pk,
+                        &serialized,
+                        if create {
+                            crate::cosmos::BatchOperation::Create
+                        } else {
+                            crate::cosmos::BatchOperation::Upsert
+                        },
+                    )?,
                     documents: chunk,
                     batch: true,
                 }

@@ -21,8 +21,8 @@ pub use auth::{
 };
 pub use link::{ContainerLink, ResourceType, Target};
 pub use request::{
-    partition_key_header, CosmosRequest, Endpoint, EndpointError, Query, API_VERSION,
-    MAX_BATCH_BYTES, MAX_BATCH_OPERATIONS, MAX_DOCUMENT_BYTES,
+    partition_key_header, BatchOperation, CosmosRequest, Endpoint, EndpointError, Query,
+    API_VERSION, MAX_BATCH_BYTES, MAX_BATCH_OPERATIONS, MAX_DOCUMENT_BYTES,
 };
 pub use response::{
     parse_batch, parse_delete, parse_query, parse_read, parse_write, same_content, service_error,

@@ -156,64 +156,24 @@ impl<'a> CosmosRequest<'a> {
         self.write_document(container, partition_key, body, false)
     }
 
-    /// A transactional batch of upserts that share one partition key: all are
-    /// written or none (`x-ms-cosmos-batch-atomic: True`). Each operation also
-    /// names its partition key, as the JavaScript SDK's batch operations do.
-    pub fn batch_upsert(
-        &self,
-        container: &ContainerLink,
-        partition_key: &str,
-        documents: &[&serde_json::Value],
-    ) -> Result<Request<Vec<u8>>, CosmosError> {
-        let bodies = serialize_all(documents);
-        self.batch(container, partition_key, &refs(&bodies), "Upsert")
-    }
-
-    /// A transactional batch of creates: one id that already exists fails
-    /// the whole batch (207: that operation 409, the others 424).
-    pub fn batch_create(
-        &self,
-        container: &ContainerLink,
-        partition_key: &str,
-        documents: &[&serde_json::Value],
-    ) -> Result<Request<Vec<u8>>, CosmosError> {
-        let bodies = serialize_all(documents);
-        self.batch(container, partition_key, &refs(&bodies), "Create")
-    }
-
-    /// [`Self::batch_upsert`] of documents already serialized as JSON (each
-    /// one a JSON object), so a caller that measured them does not
-    /// serialize them again.
-    pub fn batch_upsert_serialized(
+    /// A transactional batch of documents that share one partition key, each
+    /// already serialized as a JSON object: all are written or none
+    /// (`x-ms-cosmos-batch-atomic: True`); with [`BatchOperation::Create`],
+    /// one id that already exists fails the whole batch (207: that operation
+    /// 409, the others 424). Each operation also names its partition key, as
+    /// the JavaScript SDK's batch operations do. The body is written
+    /// directly from the serialized documents: the same bytes as serializing
+    /// `[{"operationType", "partitionKey", "resourceBody"}]` objects (members
+    /// in that order, compact), without copying each document into a JSON
+    /// value first.
+    pub fn batch(
         &self,
         container: &ContainerLink,
         partition_key: &str,
         documents: &[&[u8]],
+        operation: BatchOperation,
     ) -> Result<Request<Vec<u8>>, CosmosError> {
-        self.batch(container, partition_key, documents, "Upsert")
-    }
-
-    /// [`Self::batch_create`] of documents already serialized as JSON.
-    pub fn batch_create_serialized(
-        &self,
-        container: &ContainerLink,
-        partition_key: &str,
-        documents: &[&[u8]],
-    ) -> Result<Request<Vec<u8>>, CosmosError> {
-        self.batch(container, partition_key, documents, "Create")
-    }
-
-    /// The body is written directly from the serialized documents: the same
-    /// bytes as serializing `[{"operationType", "partitionKey",
-    /// "resourceBody"}]` objects (members in that order, compact), without
-    /// copying each document into a JSON value first.
-    fn batch(
-        &self,
-        container: &ContainerLink,
-        partition_key: &str,
-        documents: &[&[u8]],
-        operation: &str,
-    ) -> Result<Request<Vec<u8>>, CosmosError> {
+        let operation = operation.as_str();
         if documents.is_empty() || documents.len() > MAX_BATCH_OPERATIONS {
             return Err(CosmosError::BatchTooLarge {
                 operations: documents.len(),
@@ -434,20 +394,41 @@ impl<'a> CosmosRequest<'a> {
     }
 }
 
-fn serialize_all(documents: &[&serde_json::Value]) -> Vec<Vec<u8>> {
-    documents
-        .iter()
-        .map(|d| serde_json::to_vec(d).expect("JSON values serialize"))
-        .collect()
+/// The operation of every document in a transactional batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOperation {
+    /// Create or replace.
+    Upsert,
+    /// Create only.
+    Create,
 }
 
-fn refs(bodies: &[Vec<u8>]) -> Vec<&[u8]> {
-    bodies.iter().map(|b| b.as_slice()).collect()
+impl BatchOperation {
+    fn as_str(self) -> &'static str {
+        match self {
+            BatchOperation::Upsert => "Upsert",
+            BatchOperation::Create => "Create",
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn batch_of(
+        b: &CosmosRequest,
+        c: &ContainerLink,
+        docs: &[&serde_json::Value],
+        op: BatchOperation,
+    ) -> Result<Request<Vec<u8>>, CosmosError> {
+        let bodies: Vec<Vec<u8>> = docs
+            .iter()
+            .map(|d| serde_json::to_vec(d).unwrap())
+            .collect();
+        let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+        b.batch(c, "p", &refs, op)
+    }
     use crate::cosmos::{master_key_signature, MasterKey};
 
     fn key() -> MasterKey {
@@ -627,9 +608,13 @@ mod tests {
             serde_json::json!({"id": "b", "pk": "p"}),
         ];
         let refs: Vec<&serde_json::Value> = docs.iter().collect();
-        let req = CosmosRequest::new(&endpoint, &cred, UnixTime(1_795_480_119))
-            .batch_upsert(&ContainerLink::new("wiredb", "items"), "p", &refs)
-            .unwrap();
+        let req = batch_of(
+            &CosmosRequest::new(&endpoint, &cred, UnixTime(1_795_480_119)),
+            &ContainerLink::new("wiredb", "items"),
+            &refs,
+            BatchOperation::Upsert,
+        )
+        .unwrap();
         let h = req.headers();
         assert_eq!(h["x-ms-cosmos-is-batch-request"], "True");
         assert_eq!(h["x-ms-cosmos-batch-atomic"], "True");
@@ -654,9 +639,13 @@ mod tests {
         let endpoint = Endpoint::parse("http://127.0.0.1:8081").unwrap();
         let cred = Credential::MasterKey(key());
         let doc = serde_json::json!({"id": "a", "pk": "p"});
-        let req = CosmosRequest::new(&endpoint, &cred, UnixTime(0))
-            .batch_create(&ContainerLink::new("d", "c"), "p", &[&doc, &doc])
-            .unwrap();
+        let req = batch_of(
+            &CosmosRequest::new(&endpoint, &cred, UnixTime(0)),
+            &ContainerLink::new("d", "c"),
+            &[&doc, &doc],
+            BatchOperation::Create,
+        )
+        .unwrap();
         let body: serde_json::Value = serde_json::from_slice(req.body()).unwrap();
         assert_eq!(body[1]["operationType"], "Create");
         assert_eq!(req.headers()["x-ms-cosmos-batch-atomic"], "True");
@@ -669,16 +658,13 @@ mod tests {
         let b = CosmosRequest::new(&endpoint, &cred, UnixTime(0));
         let c = ContainerLink::new("d", "c");
         let doc = serde_json::json!({"id": "x"});
-        assert!(b.batch_upsert(&c, "p", &[]).is_err());
-        assert!(b
-            .batch_upsert(&c, "p", &vec![&doc; MAX_BATCH_OPERATIONS])
-            .is_ok());
-        assert!(b
-            .batch_upsert(&c, "p", &vec![&doc; MAX_BATCH_OPERATIONS + 1])
-            .is_err());
+        let up = BatchOperation::Upsert;
+        assert!(batch_of(&b, &c, &[], up).is_err());
+        assert!(batch_of(&b, &c, &vec![&doc; MAX_BATCH_OPERATIONS], up).is_ok());
+        assert!(batch_of(&b, &c, &vec![&doc; MAX_BATCH_OPERATIONS + 1], up).is_err());
         let big = serde_json::json!({"id": "x", "blob": "x".repeat(30_000)});
         assert!(matches!(
-            b.batch_upsert(&c, "p", &vec![&big; 80]),
+            batch_of(&b, &c, &vec![&big; 80], up),
             Err(CosmosError::BatchTooLarge { operations: 80, .. })
         ));
     }
