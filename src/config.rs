@@ -28,6 +28,7 @@ pub const VARIABLES: &[(&str, bool)] = &[
     ("read_accept_unsealed", false),
     ("admin_keys", true),
     ("ingest_keys", true),
+    ("ingest_key_in_query", false),
     ("ingest_entra_audiences", false),
     ("ingest_entra_tenant_id", false),
     ("ingest_entra_issuers", false),
@@ -262,6 +263,10 @@ pub struct IngestConfig {
     /// Keys a sender must present; `None` refuses every delivery (503: the
     /// deployment is incomplete, so senders keep their events).
     pub keys: Option<Keys>,
+    /// Whether an ingest key in the URL (`?code=`) is accepted
+    /// (`ingest_key_in_query = allow`; deprecated, off by default): URLs end
+    /// up in the runtime's, proxies' and Terraform's records.
+    pub key_in_query: bool,
     /// Entra ID protected delivery: senders' bearer tokens accepted instead
     /// of a key; `None` when `ingest_entra_audiences` is empty.
     pub entra: Option<SenderTokens>,
@@ -699,6 +704,13 @@ impl Config {
             },
             ingest: IngestConfig {
                 keys: ingest_keys,
+                key_in_query: match get("ingest_key_in_query")?.as_deref().map(str::trim) {
+                    None | Some("deny") => false,
+                    Some("allow") => true,
+                    Some(_) => {
+                        return Err(invalid("ingest_key_in_query", &"must be allow or deny"))
+                    }
+                },
                 entra: sender_tokens(&get, &invalid)?,
                 partition_key,
                 max_body_bytes: number("max_body_bytes", DEFAULT_MAX_BODY_BYTES, 64 * 1024 * 1024)?,

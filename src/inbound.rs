@@ -26,7 +26,22 @@ pub async fn authorize(
     query: &str,
 ) -> Result<(), ApiError> {
     match ingest::authorize(config, authorization, header_key, query)? {
-        SenderCredential::Key => Ok(()),
+        SenderCredential::Key => {
+            if header_key.is_none() {
+                // Only reached with ingest_key_in_query = allow.
+                log::emit(
+                    "warn",
+                    "ingest_key_in_query_deprecated",
+                    &[(
+                        "message",
+                        json!(
+                            "the ingest key came as ?code= in the URL; send it in x-cmk-ingest-key"
+                        ),
+                    )],
+                );
+            }
+            Ok(())
+        }
         SenderCredential::Token(token) => {
             let cfg = config
                 .ingest

@@ -33,7 +33,8 @@ use crate::events::{
 };
 use crate::time::UnixTime;
 
-/// Header a sender puts its ingest key in (or `?code=` in the URL).
+/// Header a sender puts its ingest key in (`?code=` in the URL only with
+/// `ingest_key_in_query = allow`).
 pub const INGEST_KEY_HEADER: &str = "x-cmk-ingest-key";
 
 /// What the sender presented, once checked as far as the core can.
@@ -48,7 +49,7 @@ pub enum SenderCredential {
 
 /// Checks the sender's credential: an Entra ID bearer token in
 /// `Authorization` when Entra protected delivery is configured, else an
-/// ingest key (header, else the `code` query parameter).
+/// ingest key (header; the `code` query parameter only where allowed).
 pub fn authorize(
     config: &Config,
     authorization: Option<&str>,
@@ -63,11 +64,7 @@ pub fn authorize(
                 .map_err(|e| token_error(&e));
         }
     }
-    let code = query
-        .split('&')
-        .find_map(|p| p.strip_prefix("code="))
-        .and_then(crate::records::percent_decode);
-    let presented = header_key.map(str::to_owned).or(code);
+    let code = key_in_query(query);
     let Some(keys) = &config.ingest.keys else {
         if entra {
             return Err(ApiError::new(
@@ -83,14 +80,24 @@ pub fn authorize(
         )
         .retry_after(crate::api::KEY_RETRY_AFTER_SECS));
     };
+    if header_key.is_none() && code.is_some() && !config.ingest.key_in_query {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "KeyInQueryRefused",
+            format!("send the ingest key in {INGEST_KEY_HEADER}, not as ?code= in the URL (ingest_key_in_query = deny)"),
+        ));
+    }
+    let presented = header_key
+        .map(str::to_owned)
+        .or(code.filter(|_| config.ingest.key_in_query));
     match presented {
         None => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "Unauthenticated",
             if entra {
-                format!("send an Entra ID bearer token in Authorization, or the ingest key in {INGEST_KEY_HEADER} or as ?code=")
+                format!("send an Entra ID bearer token in Authorization, or the ingest key in {INGEST_KEY_HEADER}")
             } else {
-                format!("send the ingest key in {INGEST_KEY_HEADER} or as ?code= in the URL")
+                format!("send the ingest key in {INGEST_KEY_HEADER}")
             },
         )),
         Some(k) if keys.accepts(&k) => Ok(SenderCredential::Key),
@@ -100,6 +107,15 @@ pub fn authorize(
             "the ingest key is not accepted",
         )),
     }
+}
+
+/// The ingest key in the URL's `code` parameter, if any. Taken only with
+/// `ingest_key_in_query = allow`; the edge logs each use as deprecated.
+pub fn key_in_query(query: &str) -> Option<String> {
+    query
+        .split('&')
+        .find_map(|p| p.strip_prefix("code="))
+        .and_then(crate::records::percent_decode)
 }
 
 /// The answer to a refused bearer token: 403 for a valid token without the
@@ -875,16 +891,11 @@ mod tests {
         assert_eq!(authorize(&c, None, Some("x"), "").unwrap_err().status, 503);
         c.ingest.keys = Some(crate::access::Keys::parse("ingest-key-0123456789").unwrap());
         assert!(authorize(&c, None, Some("ingest-key-0123456789"), "").is_ok());
-        assert!(authorize(&c, None, None, "a=1&code=ingest-key-0123456789").is_ok());
         assert_eq!(authorize(&c, None, None, "").unwrap_err().status, 401);
         assert_eq!(
             authorize(&c, None, Some("wrong-key-0123456789"), "")
                 .unwrap_err()
                 .status,
-            403
-        );
-        assert_eq!(
-            authorize(&c, None, None, "code=wrong").unwrap_err().status,
             403
         );
         // Without Entra delivery configured, an Authorization header is not a credential.
@@ -893,6 +904,22 @@ mod tests {
                 .unwrap_err()
                 .status,
             401
+        );
+    }
+
+    #[test]
+    fn an_ingest_key_in_the_url_is_refused_unless_allowed() {
+        let mut c = config();
+        c.ingest.keys = Some(crate::access::Keys::parse("ingest-key-0123456789").unwrap());
+        let e = authorize(&c, None, None, "a=1&code=ingest-key-0123456789").unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code), (401, "KeyInQueryRefused"));
+        // The header is the credential; a key also left in the URL is ignored.
+        assert!(authorize(&c, None, Some("ingest-key-0123456789"), "code=wrong").is_ok());
+        c.ingest.key_in_query = true;
+        assert!(authorize(&c, None, None, "a=1&code=ingest-key-0123456789").is_ok());
+        assert_eq!(
+            authorize(&c, None, None, "code=wrong").unwrap_err().status,
+            403
         );
     }
 

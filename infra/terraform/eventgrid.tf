@@ -68,8 +68,11 @@ resource "azurerm_eventgrid_event_subscription" "queue" {
 # answers the webhook OPTIONS handshake). Keep max_events_per_batch at or below
 # the app's max_events_per_request. With ingest_entra_app_id_or_uri set, Event
 # Grid authenticates with a Microsoft Entra ID token for that app registration
-# (the app checks it: ingest_entra_audiences in the spin_variables output) and
-# the URL needs no ?code=; otherwise the URL carries the ingest key.
+# (the app checks it: ingest_entra_audiences in the spin_variables output);
+# otherwise Event Grid sends webhook_ingest_key in the x-cmk-ingest-key header,
+# a secret static delivery property (never in the URL: URLs are logged by
+# ingress and the runtime, and app_webhook_url sits in state unmasked by the
+# service). Delivery properties: learn.microsoft.com/azure/event-grid/delivery-properties
 resource "azurerm_eventgrid_event_subscription" "webhook" {
   count                 = var.app_webhook_url == "" ? 0 : 1
   name                  = "to-app"
@@ -81,6 +84,15 @@ resource "azurerm_eventgrid_event_subscription" "webhook" {
     preferred_batch_size_in_kilobytes = 512
     active_directory_tenant_id        = var.ingest_entra_app_id_or_uri == "" ? null : var.tenant_id
     active_directory_app_id_or_uri    = var.ingest_entra_app_id_or_uri == "" ? null : var.ingest_entra_app_id_or_uri
+  }
+  dynamic "delivery_property" {
+    for_each = var.ingest_entra_app_id_or_uri == "" ? [1] : []
+    content {
+      header_name = "x-cmk-ingest-key"
+      type        = "Static"
+      value       = var.webhook_ingest_key
+      secret      = true
+    }
   }
   dead_letter_identity {
     type                   = "UserAssigned"

@@ -158,7 +158,7 @@ variable "vnet_cidr" {
 }
 
 variable "app_webhook_url" {
-  description = "If set, an extra Event Grid subscription delivers straight to the app's POST /events: with ingest_entra_app_id_or_uri set it authenticates with Entra ID tokens, otherwise include ?code=<ingest key>."
+  description = "If set, an extra Event Grid subscription delivers straight to the app's POST /events: with ingest_entra_app_id_or_uri set it authenticates with Entra ID tokens, otherwise set webhook_ingest_key (sent in the x-cmk-ingest-key header). Never put the key in the URL."
   type        = string
   default     = ""
   sensitive   = true
@@ -198,8 +198,8 @@ variable "hsm_backup_immutability_locked" {
 # AzureEventGridSecureWebhookSubscriber, assigned to Event Grid's service
 # principal (infra/README.md, "Entra protected delivery"). Event Grid then
 # sends a bearer token for it; the app accepts it as ingest_entra_audiences.
-# Empty: the webhook presents the ingest key (?code=) instead. Delivery
-# through the storage queue needs neither.
+# Empty: the webhook presents webhook_ingest_key in x-cmk-ingest-key instead.
+# Delivery through the storage queue needs neither.
 variable "ingest_entra_app_id_or_uri" {
   description = "App registration (client id or application ID URI) Event Grid requests webhook tokens for; empty: key-authenticated webhook."
   type        = string
@@ -220,4 +220,15 @@ variable "hsm_local_wrap" {
   description = "The app's hsm_local_wrap: wrap data keys with the KEK's public key instead of calling the HSM per delivery (docs/keys-and-identity.md). Off keeps a per-wrap HSM audit record."
   type        = bool
   default     = false
+}
+
+variable "webhook_ingest_key" {
+  description = "For a key-authenticated app_webhook_url (ingest_entra_app_id_or_uri empty): one of the app's ingest_keys, sent by Event Grid as the secret static delivery property x-cmk-ingest-key."
+  type        = string
+  default     = ""
+  sensitive   = true
+  validation {
+    condition     = var.webhook_ingest_key == "" || length(var.webhook_ingest_key) >= 16
+    error_message = "webhook_ingest_key must be one of the app's ingest_keys (at least 16 characters; use 32 or more random characters)."
+  }
 }

@@ -66,9 +66,11 @@ def test_invalid_cloudevents_are_400_with_the_field(app, stack, mutate, field):
     assert field in body["error"]["message"]
 
 
-def options(app, origin="eventgrid.azure.net", query=""):
-    req = urllib.request.Request(f"{app.url}/events{query}", method="OPTIONS",
-                                 headers={"WebHook-Request-Origin": origin} if origin else {})
+def options(app, origin="eventgrid.azure.net", query="", key=INGEST_KEY):
+    headers = {"WebHook-Request-Origin": origin} if origin else {}
+    if key:
+        headers["x-cmk-ingest-key"] = key
+    req = urllib.request.Request(f"{app.url}/events{query}", method="OPTIONS", headers=headers)
     try:
         with urllib.request.urlopen(req) as r:
             return r.status, r.headers
@@ -77,12 +79,12 @@ def options(app, origin="eventgrid.azure.net", query=""):
 
 
 def test_webhook_abuse_protection_handshake(app):
-    status, headers = options(app, query=f"?code={INGEST_KEY}")
+    status, headers = options(app)
     assert status == 200
     assert headers["WebHook-Allowed-Origin"] == "eventgrid.azure.net"
     assert headers["WebHook-Allowed-Rate"] == "*"
-    assert options(app, query="")[0] == 401
-    assert options(app, origin=None, query=f"?code={INGEST_KEY}")[0] == 400
+    assert options(app, key=None)[0] == 401
+    assert options(app, origin=None)[0] == 400
 
 
 def test_senders_must_authenticate(app, stack):
@@ -93,9 +95,29 @@ def test_senders_must_authenticate(app, stack):
     status, _, body = post(f"{app.url}/events", e, content_type=ct, key="not-the-ingest-key-42")
     assert (status, body["error"]["code"]) == (403, "Forbidden")
     assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": e["source"]}]) == 0
-    # Event Grid puts the key in the endpoint URL.
-    status, _, _ = post(f"{app.url}/events?code={INGEST_KEY}", e, content_type=ct, key=None)
-    assert status == 200
+
+
+def test_an_ingest_key_in_the_url_is_refused_by_default(app, stack):
+    # URLs land in the runtime's and proxies' request logs and in Terraform
+    # state: the key belongs in x-cmk-ingest-key.
+    e = cloud_event(f"/ce/{uuid.uuid4()}")
+    ct = "application/cloudevents+json"
+    status, _, body = post(f"{app.url}/events?code={INGEST_KEY}", e, content_type=ct, key=None)
+    assert (status, body["error"]["code"]) == (401, "KeyInQueryRefused")
+    assert options(app, query=f"?code={INGEST_KEY}", key=None)[0] == 401
+    assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": e["source"]}]) == 0
+
+
+def test_an_ingest_key_in_the_url_is_taken_and_logged_as_deprecated_when_allowed(stack):
+    app = stack.serve_app(name="app-key-in-query", overrides={"SPIN_VARIABLE_INGEST_KEY_IN_QUERY": "allow"})
+    e = cloud_event(f"/ce/{uuid.uuid4()}")
+    ct = "application/cloudevents+json"
+    status, _, body = post(f"{app.url}/events?code={INGEST_KEY}", e, content_type=ct, key=None)
+    assert status == 200, body
+    assert options(app, query=f"?code={INGEST_KEY}", key=None)[0] == 200
+    status, _, body = post(f"{app.url}/events?code=not-the-ingest-key-42", e, content_type=ct, key=None)
+    assert (status, body["error"]["code"]) == (403, "Forbidden")
+    assert "ingest_key_in_query_deprecated" in app.logs()
 
 
 def test_without_ingest_keys_deliveries_wait(stack):
