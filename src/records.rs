@@ -55,6 +55,27 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "InvalidRequest", msg)
 }
 
+/// A document id as the component writes them: 64 lowercase hex digits
+/// (see [`crate::document`]). Anything else cannot name a record it wrote.
+fn record_id(v: String) -> Result<String, ApiError> {
+    if v.len() == 64 && v.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        Ok(v)
+    } else {
+        Err(bad("id must be 64 lowercase hex digits (a document id)"))
+    }
+}
+
+/// A partition key value from the path: no control characters (they
+/// cannot come from an event's text and only serve to forge log lines or
+/// headers).
+fn partition_key(v: String) -> Result<String, ApiError> {
+    if v.chars().any(char::is_control) {
+        Err(bad("partition key contains control characters"))
+    } else {
+        Ok(v)
+    }
+}
+
 /// Decodes `%XX` escapes; `None` for malformed escapes or non-UTF-8.
 pub fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
@@ -114,7 +135,7 @@ pub fn parse(
                     "a single record takes only `fields`, not `{other}`"
                 )));
             }
-            Ok(ReadRequest::One { partition_key: decode(pk, "partition key")?, id: decode(id, "id")? })
+            Ok(ReadRequest::One { partition_key: partition_key(decode(pk, "partition key")?)?, id: record_id(decode(id, "id")?)? })
         }
         [pk] => {
             let mut event_type = None;
@@ -133,7 +154,7 @@ pub fn parse(
                     other => return Err(bad(format!("unknown query parameter `{other}`"))),
                 }
             }
-            Ok(ReadRequest::Page { partition_key: decode(pk, "partition key")?, event_type, limit, continuation })
+            Ok(ReadRequest::Page { partition_key: partition_key(decode(pk, "partition key")?)?, event_type, limit, continuation })
         }
         _ => Err(bad("expected /records/{partitionKey}[/{id}], with a partition key containing `/` sent as %2F")),
     }
@@ -187,8 +208,8 @@ pub fn parse_delete_request(
         return Err(bad("If-Match is not a valid header value"));
     }
     Ok(DeleteRequest {
-        partition_key: decode(pk, "partition key")?,
-        id: decode(id, "id")?,
+        partition_key: partition_key(decode(pk, "partition key")?)?,
+        id: record_id(decode(id, "id")?)?,
         if_match: if_match.map(str::to_owned),
     })
 }
@@ -400,20 +421,38 @@ mod tests {
 
     const KEY: &str = "reader-key-0123456789";
 
+    /// A document id (64 lowercase hex digits).
+    macro_rules! id {
+        () => {
+            "c0114e694b0dbc4eff002a3fa6e240759991be2505d38676b32d86010c21c31e"
+        };
+    }
+
     #[test]
     fn callers_need_the_read_key() {
         let c = config(Some(KEY));
-        assert_eq!(parse("/records/p/a", None, &c).unwrap_err().status, 401);
         assert_eq!(
-            parse("/records/p/a", Some("wrong-key-0123456789"), &c)
+            parse(concat!("/records/p/", id!()), None, &c)
                 .unwrap_err()
                 .status,
+            401
+        );
+        assert_eq!(
+            parse(
+                concat!("/records/p/", id!()),
+                Some("wrong-key-0123456789"),
+                &c
+            )
+            .unwrap_err()
+            .status,
             403
         );
-        assert!(parse("/records/p/a", Some(KEY), &c).is_ok());
+        assert!(parse(concat!("/records/p/", id!()), Some(KEY), &c).is_ok());
         let off = config(None);
         assert_eq!(
-            parse("/records/p/a", Some(KEY), &off).unwrap_err().code,
+            parse(concat!("/records/p/", id!()), Some(KEY), &off)
+                .unwrap_err()
+                .code,
             "ReadDisabled"
         );
     }
@@ -422,10 +461,10 @@ mod tests {
     fn paths_and_parameters() {
         let c = config(Some(KEY));
         assert_eq!(
-            parse("/records/%2Ftopics%2Fa/abc", Some(KEY), &c).unwrap(),
+            parse(concat!("/records/%2Ftopics%2Fa/", id!()), Some(KEY), &c).unwrap(),
             ReadRequest::One {
                 partition_key: "/topics/a".into(),
-                id: "abc".into()
+                id: id!().into()
             }
         );
         assert_eq!(
@@ -449,8 +488,8 @@ mod tests {
             "/records/p?limit=0",
             "/records/p?limit=101",
             "/records/p?x=1",
-            "/records/p/a?type=x",
-            "/records/p/a?fields=/x&limit=2",
+            concat!("/records/p/", id!(), "?type=x"),
+            concat!("/records/p/", id!(), "?fields=/x&limit=2"),
         ] {
             assert_eq!(parse(bad, Some(KEY), &c).unwrap_err().status, 400, "{bad}");
         }
@@ -472,30 +511,41 @@ mod tests {
         .unwrap();
         let admin = Some("admin-key-0123456789");
         assert_eq!(
-            parse_delete_request("/records/p/a", None, None, &c)
+            parse_delete_request(concat!("/records/p/", id!()), None, None, &c)
                 .unwrap_err()
                 .status,
             401
         );
         // The read key does not erase.
         assert_eq!(
-            parse_delete_request("/records/p/a", Some(KEY), None, &c)
+            parse_delete_request(concat!("/records/p/", id!()), Some(KEY), None, &c)
                 .unwrap_err()
                 .status,
             403
         );
         assert_eq!(
-            parse_delete_request("/records/p/a", admin, None, &config(Some(KEY)))
-                .unwrap_err()
-                .code,
+            parse_delete_request(
+                concat!("/records/p/", id!()),
+                admin,
+                None,
+                &config(Some(KEY))
+            )
+            .unwrap_err()
+            .code,
             "AdminDisabled"
         );
-        let d = parse_delete_request("/records/%2Ft/a%20b", admin, Some(" \"e1\" "), &c).unwrap();
+        let d = parse_delete_request(
+            concat!("/records/%2Ft/", id!()),
+            admin,
+            Some(" \"e1\" "),
+            &c,
+        )
+        .unwrap();
         assert_eq!(
             d,
             DeleteRequest {
                 partition_key: "/t".into(),
-                id: "a b".into(),
+                id: id!().into(),
                 if_match: Some("\"e1\"".into())
             }
         );
@@ -507,14 +557,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(req.method(), http::Method::DELETE);
-        assert_eq!(req.uri().path(), "/dbs/db/colls/events/docs/a%20b");
+        assert_eq!(
+            req.uri().path(),
+            concat!("/dbs/db/colls/events/docs/", id!())
+        );
         assert_eq!(req.headers()["if-match"], "\"e1\"");
         for bad in [
             "/records/p",
-            "/records/p/a/b",
+            concat!("/records/p/", id!(), "/b"),
             "/records/p/",
-            "/records/p/a?x=1",
-            "/records/%zz/a",
+            concat!("/records/p/", id!(), "?x=1"),
+            concat!("/records/%zz/", id!()),
+            "/records/p/a%20b",
+            concat!("/records/%1B/", id!()),
         ] {
             assert_eq!(
                 parse_delete_request(bad, admin, None, &c)
@@ -542,9 +597,14 @@ mod tests {
     #[test]
     fn fields_select_what_is_opened() {
         let c = config(Some(KEY));
-        assert!(parse("/records/p/a?fields=/event/data/ssn", Some(KEY), &c).is_ok());
+        assert!(parse(
+            concat!("/records/p/", id!(), "?fields=/event/data/ssn"),
+            Some(KEY),
+            &c
+        )
+        .is_ok());
         assert!(parse("/records/p?fields=&limit=3", Some(KEY), &c).is_ok());
-        assert_eq!(fields("/records/p/a").unwrap(), None);
+        assert_eq!(fields(concat!("/records/p/", id!())).unwrap(), None);
         assert_eq!(fields("/records/p/a?fields=").unwrap(), Some(vec![]));
         assert_eq!(
             fields(

@@ -47,11 +47,22 @@ def test_component_reads_what_it_wrote(app, stack):
 
 def test_component_reads_what_the_sdk_wrote(app, stack):
     pk = f"sdk-{uuid.uuid4()}"
-    item = {"id": "written by the sdk ✓", "pk": pk, "v": 1, "event": {"type": "Sdk.Wrote", "data": {"x": [1, 2]}}}
+    item = {"id": "5d" * 32, "pk": pk, "v": 1, "event": {"type": "Sdk.Wrote", "data": {"x": [1, 2]}}}
     stack.container_client().upsert_item(item)
     status, _, body = get(app, f"/records/{enc(pk)}/{enc(item['id'])}")
     assert status == 200, body
     assert {k: body[k] for k in item} == item
+
+
+@pytest.mark.parametrize("path", [
+    "/records/p/written-by-someone-else",  # not a document id
+    f"/records/p/{'A' * 64}",  # ids are lowercase
+    f"/records/p%0Aforged/{'0' * 64}",  # a control character in the partition key
+    "/records/p%1B%5B31m",
+])
+def test_reads_refuse_ids_the_component_never_writes(app, path):
+    got, _, body = get(app, path)
+    assert (got, body["error"]["code"]) == (400, "InvalidRequest"), body
 
 
 def test_missing_record_is_404(app):
