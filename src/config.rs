@@ -33,6 +33,7 @@ pub const VARIABLES: &[(&str, bool)] = &[
     ("ingest_entra_tenant_id", false),
     ("ingest_entra_issuers", false),
     ("ingest_entra_roles", false),
+    ("ingest_entra_app_ids", false),
     ("protected_fields", false),
     ("hsm_endpoint", false),
     ("hsm_key_name", false),
@@ -371,8 +372,26 @@ fn sender_tokens(get: &Getter, invalid: &Invalid) -> Result<Option<SenderTokens>
             issuers,
             tenant,
             roles,
+            app_ids: list(get("ingest_entra_app_ids")?),
         },
     }))
+}
+
+impl Config {
+    /// Settings that are valid but weaken a check, for the edge to log at
+    /// load.
+    pub fn warnings(&self) -> Vec<&'static str> {
+        let mut w = Vec::new();
+        if let Some(e) = &self.ingest.entra {
+            if e.policy.roles.is_empty() {
+                w.push("ingest_entra_roles is `-`: any app of the tenant that can get a token for the audience may deliver; require Event Grid's app role, or list callers in ingest_entra_app_ids");
+            }
+        }
+        if self.ingest.key_in_query {
+            w.push("ingest_key_in_query is allow: ingest keys in URLs are accepted (deprecated)");
+        }
+        w
+    }
 }
 
 /// The app role Event Grid's documentation assigns to its service principal
@@ -835,8 +854,10 @@ mod tests {
             ("azure_tenant_id", "t1"),
         ])
         .unwrap();
+        assert!(c.warnings().is_empty());
         let e = c.ingest.entra.unwrap();
         assert_eq!(e.policy.audiences, ["api://a", "b"]);
+        assert!(e.policy.app_ids.is_empty());
         assert_eq!(e.policy.tenant, "t1");
         assert_eq!(e.policy.issuers, crate::jwt::Policy::default_issuers("t1"));
         assert_eq!(e.policy.roles, [DEFAULT_SENDER_ROLE]);
@@ -853,10 +874,20 @@ mod tests {
                 "https://login.microsoftonline.us/t2/v2.0",
             ),
             ("ingest_entra_roles", "-"),
+            ("ingest_entra_app_ids", "eg-app-1, eg-app-2"),
             ("azure_authority_host", "https://login.microsoftonline.us"),
         ])
         .unwrap();
+        // Roles disabled: valid, but said at load.
+        assert!(
+            c.warnings()
+                .iter()
+                .any(|w| w.contains("ingest_entra_roles")),
+            "{:?}",
+            c.warnings()
+        );
         let e = c.ingest.entra.unwrap();
+        assert_eq!(e.policy.app_ids, ["eg-app-1", "eg-app-2"]);
         assert_eq!(e.policy.tenant, "t2");
         assert_eq!(
             e.policy.issuers,

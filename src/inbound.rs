@@ -59,6 +59,10 @@ fn cache_key(cfg: &SenderTokens) -> String {
     format!("jwks/v1/{}", cfg.jwks_url)
 }
 
+fn attempt_key(cfg: &SenderTokens) -> String {
+    format!("jwks-attempt/v1/{}", cfg.jwks_url)
+}
+
 async fn verify(cfg: &SenderTokens, token: &Token) -> Result<(), JwtError> {
     let now = UnixTime::now();
     let store = crate::token::open_store();
@@ -66,9 +70,30 @@ async fn verify(cfg: &SenderTokens, token: &Token) -> Result<(), JwtError> {
         .as_ref()
         .and_then(|s| s.get(&cache_key(cfg)).ok().flatten())
         .and_then(|b| jwt::decode_cached(&b));
-    let decision = jwt::jwks_cache(cached.as_ref().map(|(j, at)| (j, *at)), token.kid(), now);
+    let last_attempt = store
+        .as_ref()
+        .and_then(|s| s.get(&attempt_key(cfg)).ok().flatten())
+        .and_then(|b| jwt::decode_attempt(&b));
+    let decision = jwt::jwks_cache(
+        cached.as_ref().map(|(j, at)| (j, *at)),
+        last_attempt,
+        token.kid(),
+        now,
+    );
+    if matches!(decision, JwksCache::Refresh | JwksCache::Fetch) {
+        // Recorded before the fetch, so a failing authority is tried at most
+        // once per interval, however many tokens arrive.
+        if let Some(s) = &store {
+            let _ = s.set(&attempt_key(cfg), &jwt::encode_attempt(now));
+        }
+    }
     let jwks: Jwks = match decision {
         JwksCache::Use => cached.expect("Use implies a cached copy").0,
+        JwksCache::Wait => {
+            return Err(JwtError::Jwks(
+                "the signing keys could not be fetched moments ago; not trying again yet".into(),
+            ))
+        }
         JwksCache::Refresh | JwksCache::Fetch => match fetch(cfg).await {
             Ok((jwks, body)) => {
                 if let Some(s) = &store {

@@ -124,9 +124,10 @@ pub fn key_in_query(query: &str) -> Option<String> {
 pub fn token_error(e: &crate::jwt::JwtError) -> ApiError {
     use crate::jwt::JwtError;
     match e {
-        JwtError::Claim { claim: "roles", .. } => {
-            ApiError::new(StatusCode::FORBIDDEN, "Forbidden", e.to_string())
-        }
+        JwtError::Claim {
+            claim: "roles" | "appid",
+            ..
+        } => ApiError::new(StatusCode::FORBIDDEN, "Forbidden", e.to_string()),
         JwtError::Jwks(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "SigningKeysUnavailable",
@@ -932,6 +933,7 @@ mod tests {
                 issuers: crate::jwt::Policy::default_issuers("t"),
                 tenant: "t".into(),
                 roles: vec![],
+                app_ids: vec![],
             },
             jwks_url: "https://login.microsoftonline.com/t/discovery/v2.0/keys".into(),
         });
@@ -958,6 +960,11 @@ mod tests {
             why: "x".into(),
         };
         assert_eq!(token_error(&role).status, 403);
+        let app = crate::jwt::JwtError::Claim {
+            claim: "appid",
+            why: "x".into(),
+        };
+        assert_eq!(token_error(&app).status, 403);
         let keys = crate::jwt::JwtError::Jwks("down".into());
         assert_eq!(token_error(&keys).status, 503);
         assert_eq!(token_error(&crate::jwt::JwtError::Signature).status, 401);

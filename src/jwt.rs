@@ -12,7 +12,8 @@
 //! application ID URI); `iss` one of the tenant's issuers (v1.0
 //! `https://sts.windows.net/{tenant}/` or v2.0
 //! `https://login.microsoftonline.com/{tenant}/v2.0` by default); `tid` the
-//! tenant when present; `exp` in the future and `nbf` in the past, with
+//! tenant (required); when an allow-list is configured, the caller's app id
+//! (`appid`, v1.0, or `azp`, v2.0) on it; `exp` in the future and `nbf` in the past, with
 //! [`LEEWAY_SECS`] of clock skew; and, when roles are configured, a `roles`
 //! claim holding one of them (Event Grid's service principal is assigned an
 //! app role, conventionally `AzureEventGridSecureWebhookSubscriber`).
@@ -75,10 +76,12 @@ pub struct Policy {
     pub audiences: Vec<String>,
     /// Accepted `iss` values.
     pub issuers: Vec<String>,
-    /// The tenant (`tid` must equal it when present).
+    /// The tenant (`tid` must be present and equal it).
     pub tenant: String,
     /// App roles of which the token must hold one; empty: none required.
     pub roles: Vec<String>,
+    /// Caller application ids (`appid`/`azp`) accepted; empty: any.
+    pub app_ids: Vec<String>,
 }
 
 impl Policy {
@@ -321,12 +324,19 @@ pub fn verify(
             })
         }
     }
-    if let Some(tid) = claim_str(c, "tid") {
-        if tid != policy.tenant {
+    match claim_str(c, "tid") {
+        Some(tid) if tid == policy.tenant => {}
+        Some(_) => {
             return Err(JwtError::Claim {
                 claim: "tid",
                 why: "another tenant".into(),
-            });
+            })
+        }
+        None => {
+            return Err(JwtError::Claim {
+                claim: "tid",
+                why: "missing".into(),
+            })
         }
     }
     if !policy.roles.is_empty() {
@@ -345,10 +355,16 @@ pub fn verify(
             });
         }
     }
+    let app_id = claim_str(c, "appid").or_else(|| claim_str(c, "azp"));
+    if !policy.app_ids.is_empty() && !app_id.is_some_and(|a| policy.app_ids.iter().any(|x| x == a))
+    {
+        return Err(JwtError::Claim {
+            claim: "appid",
+            why: "the calling application is not one this app accepts".into(),
+        });
+    }
     Ok(Sender {
-        app_id: claim_str(c, "appid")
-            .or_else(|| claim_str(c, "azp"))
-            .map(str::to_owned),
+        app_id: app_id.map(str::to_owned),
         object_id: claim_str(c, "oid").map(str::to_owned),
     })
 }
@@ -362,26 +378,61 @@ pub enum JwksCache {
     Refresh,
     /// Nothing usable is cached: fetch, and fail if that fails.
     Fetch,
+    /// Nothing usable is cached and a fetch was just tried: fail without
+    /// fetching.
+    Wait,
 }
 
 /// Decides whether a cached JWKS (fetched at `fetched_at`) serves a token
-/// naming `kid` at `now`.
+/// naming `kid` at `now`. `last_attempt` is when a fetch was last tried,
+/// whether or not it succeeded: no fetch is tried within
+/// [`JWKS_MIN_REFETCH_SECS`] of another while a copy is cached, nor within
+/// [`JWKS_RETRY_SECS`] while none is, so tokens (valid or not) cannot drive
+/// fetches at the authority while it fails. A time in the future beyond
+/// [`CLOCK_SKEW_SECS`] is not believed.
 pub fn jwks_cache(
     cached: Option<(&Jwks, UnixTime)>,
+    last_attempt: Option<UnixTime>,
     kid: Option<&str>,
     now: UnixTime,
 ) -> JwksCache {
-    let Some((jwks, at)) = cached else {
-        return JwksCache::Fetch;
+    let since_attempt = last_attempt
+        .filter(|t| t.0 <= now.0.saturating_add(CLOCK_SKEW_SECS))
+        .map(|t| now.0.saturating_sub(t.0));
+    let tried_within = |secs: u64| since_attempt.is_some_and(|a| a < secs);
+    let Some((jwks, at)) = cached.filter(|(_, at)| at.0 <= now.0.saturating_add(CLOCK_SKEW_SECS))
+    else {
+        return if tried_within(JWKS_RETRY_SECS) {
+            JwksCache::Wait
+        } else {
+            JwksCache::Fetch
+        };
     };
     let age = now.0.saturating_sub(at.0);
-    if age >= JWKS_MAX_AGE_SECS {
-        return JwksCache::Refresh;
+    let stale = age >= JWKS_MAX_AGE_SECS
+        || matches!(kid, Some(k) if !jwks.has(k) && age >= JWKS_MIN_REFETCH_SECS);
+    if stale && !tried_within(JWKS_MIN_REFETCH_SECS) {
+        JwksCache::Refresh
+    } else {
+        JwksCache::Use
     }
-    match kid {
-        Some(k) if !jwks.has(k) && age >= JWKS_MIN_REFETCH_SECS => JwksCache::Refresh,
-        _ => JwksCache::Use,
-    }
+}
+
+/// Least time between two fetches while nothing is cached.
+pub const JWKS_RETRY_SECS: u64 = 30;
+
+/// How far in the future a cached time may lie (clock skew between
+/// instances sharing the store) before it is disbelieved.
+pub const CLOCK_SKEW_SECS: u64 = 60;
+
+/// The key-value store value recording a fetch attempt at `at`.
+pub fn encode_attempt(at: UnixTime) -> Vec<u8> {
+    at.0.to_string().into_bytes()
+}
+
+/// Reads what [`encode_attempt`] wrote.
+pub fn decode_attempt(bytes: &[u8]) -> Option<UnixTime> {
+    std::str::from_utf8(bytes).ok()?.parse().ok().map(UnixTime)
 }
 
 /// The signing keys document of a tenant.
@@ -483,6 +534,7 @@ mod tests {
             issuers: Policy::default_issuers(TENANT),
             tenant: TENANT.into(),
             roles: vec!["AzureEventGridSecureWebhookSubscriber".into()],
+            app_ids: vec![],
         }
     }
 
@@ -528,6 +580,10 @@ mod tests {
             "iss"
         );
         assert_eq!(claim(with("tid", json!("other"))), "tid");
+        // A token without a tenant is not one of the tenant's.
+        let mut no_tid = claims();
+        no_tid.as_object_mut().unwrap().remove("tid");
+        assert_eq!(claim(check(rs256(), no_tid).unwrap_err()), "tid");
         assert_eq!(claim(with("exp", json!(NOW.0 - LEEWAY_SECS - 1))), "exp");
         assert!(check(rs256(), {
             let mut c = claims();
@@ -650,20 +706,73 @@ mod tests {
     }
 
     #[test]
+    fn failed_fetches_count_towards_the_minimum_interval() {
+        let jwks = Jwks::parse(&jwks_json("k1")).unwrap();
+        let old = Some((&jwks, UnixTime(NOW.0 - JWKS_MAX_AGE_SECS)));
+        let tried = |ago: u64| Some(UnixTime(NOW.0 - ago));
+        // Unknown kids while the authority fails: one attempt per interval.
+        let cached = Some((&jwks, UnixTime(NOW.0 - 3600)));
+        assert_eq!(
+            jwks_cache(cached, tried(10), Some("k9"), NOW),
+            JwksCache::Use
+        );
+        assert_eq!(
+            jwks_cache(cached, tried(JWKS_MIN_REFETCH_SECS), Some("k9"), NOW),
+            JwksCache::Refresh
+        );
+        assert_eq!(jwks_cache(old, tried(10), Some("k1"), NOW), JwksCache::Use);
+        // Nothing cached: a short pause between attempts.
+        assert_eq!(jwks_cache(None, tried(1), Some("k1"), NOW), JwksCache::Wait);
+        assert_eq!(
+            jwks_cache(None, tried(JWKS_RETRY_SECS), Some("k1"), NOW),
+            JwksCache::Fetch
+        );
+        // An attempt dated in the future does not stop fetches for long.
+        let future = Some(UnixTime(NOW.0 + 86_400));
+        assert_eq!(jwks_cache(None, future, Some("k1"), NOW), JwksCache::Fetch);
+        assert_eq!(decode_attempt(&encode_attempt(NOW)), Some(NOW));
+        assert_eq!(decode_attempt(b"x"), None);
+    }
+
+    #[test]
+    fn an_allow_list_of_caller_apps_refuses_others() {
+        let jwks = Jwks::parse(&jwks_json("k1")).unwrap();
+        let mut p = policy();
+        p.app_ids = vec!["eventgrid-app".into()];
+        let token = |c: Value| Token::parse(&sign(rs256(), c)).unwrap();
+        assert!(verify(&token(claims()), &jwks, &p, NOW).is_ok());
+        let mut other = claims();
+        other["azp"] = json!("another-app");
+        let e = verify(&token(other), &jwks, &p, NOW).unwrap_err();
+        assert!(matches!(e, JwtError::Claim { claim: "appid", .. }), "{e:?}");
+        let mut none = claims();
+        none.as_object_mut().unwrap().remove("azp");
+        assert!(verify(&token(none), &jwks, &p, NOW).is_err());
+        // v1.0 tokens name the caller in `appid`.
+        let mut v1 = claims();
+        v1.as_object_mut().unwrap().remove("azp");
+        v1["appid"] = json!("eventgrid-app");
+        assert!(verify(&token(v1), &jwks, &p, NOW).is_ok());
+    }
+
+    #[test]
     fn the_jwks_cache_refreshes_daily_and_on_unknown_keys_at_most_every_five_minutes() {
         let jwks = Jwks::parse(&jwks_json("k1")).unwrap();
         let at = |age: u64| Some((&jwks, UnixTime(NOW.0 - age)));
-        assert_eq!(jwks_cache(None, Some("k1"), NOW), JwksCache::Fetch);
-        assert_eq!(jwks_cache(at(10), Some("k1"), NOW), JwksCache::Use);
+        assert_eq!(jwks_cache(None, None, Some("k1"), NOW), JwksCache::Fetch);
+        assert_eq!(jwks_cache(at(10), None, Some("k1"), NOW), JwksCache::Use);
         assert_eq!(
-            jwks_cache(at(JWKS_MAX_AGE_SECS), Some("k1"), NOW),
+            jwks_cache(at(JWKS_MAX_AGE_SECS), None, Some("k1"), NOW),
             JwksCache::Refresh
         );
-        assert_eq!(jwks_cache(at(10), Some("k9"), NOW), JwksCache::Use);
+        assert_eq!(jwks_cache(at(10), None, Some("k9"), NOW), JwksCache::Use);
         assert_eq!(
-            jwks_cache(at(JWKS_MIN_REFETCH_SECS), Some("k9"), NOW),
+            jwks_cache(at(JWKS_MIN_REFETCH_SECS), None, Some("k9"), NOW),
             JwksCache::Refresh
         );
+        // A cached copy from the future (a writer of the store) is ignored.
+        let future = Some((&jwks, UnixTime(NOW.0 + CLOCK_SKEW_SECS + 1)));
+        assert_eq!(jwks_cache(future, None, Some("k1"), NOW), JwksCache::Fetch);
         assert_eq!(
             jwks_url("https://login.microsoftonline.com/", "t"),
             "https://login.microsoftonline.com/t/discovery/v2.0/keys"

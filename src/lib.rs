@@ -29,6 +29,7 @@ pub mod hsm;
 pub mod ingest;
 pub mod jwt;
 pub mod log;
+pub mod probe;
 pub mod queue;
 pub mod records;
 pub mod retry;

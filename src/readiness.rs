@@ -9,17 +9,62 @@ use crate::api::{json_response, ApiError};
 use crate::hsm;
 use crate::kek;
 use crate::log;
+use crate::probe;
 use crate::records;
 use crate::request::{header, load_config};
 use crate::time::UnixTime;
 
 /// `GET /readyz`: whether the key-encryption key can be used, from its cached
-/// state (no key material). `POST /readyz/roundtrip` (read key required):
-/// wraps and unwraps a random 32-byte value through the HSM, end to end.
+/// state (no key material); anonymous callers get the status and codes only,
+/// callers with the admin key the details (see [`crate::probe`]). A failure
+/// is answered from a brief cache. `POST /readyz/roundtrip` (read key
+/// required): wraps and unwraps a random 32-byte value through the HSM, end
+/// to end.
 pub(crate) async fn readyz(
     req: &IncomingRequest,
     roundtrip: bool,
 ) -> Result<Response<Vec<u8>>, ApiError> {
+    if roundtrip {
+        return details(req, true).await;
+    }
+    let admin = load_config()
+        .ok()
+        .and_then(|c| c.admin.keys)
+        .is_some_and(|keys| {
+            header(req, crate::rewrap::ADMIN_KEY_HEADER).is_some_and(|k| keys.accepts(&k))
+        });
+    let store = crate::token::open_store();
+    let now = UnixTime::now();
+    let cached = store
+        .as_ref()
+        .and_then(|s| s.get(probe::FAILURE_CACHE_KEY).ok().flatten())
+        .and_then(|b| probe::cached_failure(&b, now));
+    let resp = match cached {
+        Some(r) => r,
+        None => {
+            match details(req, false).await {
+                // A key that is not usable comes from the key state's own
+                // cache; only failed calls are remembered here.
+                Ok(r) => r,
+                Err(e) => {
+                    log::emit(
+                        "warn",
+                        "readiness_failed",
+                        &[("code", json!(e.code)), ("message", json!(e.message))],
+                    );
+                    let r = e.to_response();
+                    if let (Some(s), Some(entry)) = (&store, probe::encode_failure(now, &r)) {
+                        let _ = s.set(probe::FAILURE_CACHE_KEY, &entry);
+                    }
+                    r
+                }
+            }
+        }
+    };
+    Ok(if admin { resp } else { probe::public(&resp) })
+}
+
+async fn details(req: &IncomingRequest, roundtrip: bool) -> Result<Response<Vec<u8>>, ApiError> {
     let config = load_config()?;
     let Some(kek_cfg) = &config.kek else {
         return Ok(json_response(

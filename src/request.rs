@@ -9,12 +9,20 @@ use crate::api::ApiError;
 use crate::config::Config;
 
 pub(crate) fn load_config() -> Result<Config, ApiError> {
-    Config::load(|name| match spin_sdk::variables::get(name) {
+    let config = Config::load(|name| match spin_sdk::variables::get(name) {
         Ok(v) => Ok(Some(v)),
         Err(spin_sdk::variables::Error::Undefined(_)) => Ok(None),
         Err(e) => Err(e.to_string()),
     })
-    .map_err(ApiError::from)
+    .map_err(ApiError::from)?;
+    for w in config.warnings() {
+        crate::log::emit(
+            "warn",
+            "config_warning",
+            &[("message", serde_json::json!(w))],
+        );
+    }
+    Ok(config)
 }
 
 pub(crate) fn header(req: &IncomingRequest, name: &str) -> Option<String> {

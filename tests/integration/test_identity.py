@@ -59,8 +59,17 @@ def refused(stack, name, variables):
     status, headers, delivery = post(f"{app.url}/events", [custom_event(topic, patient="never written")])
     assert (status, delivery["error"]["code"]) == (503, "IdentityFailed"), delivery
     assert int(headers["Retry-After"]) > 0
-    status, _, ready = call(app, "GET", "/readyz", key=None)
+    # Anonymous probes see the code only (Entra's text can name the app's
+    # ids and tenant); the admin key sees the reason.
+    status, _, anonymous = call(app, "GET", "/readyz", key=None)
+    assert (status, anonymous) == (503, {"error": {"code": "IdentityFailed"}}), anonymous
+    # The failure is remembered briefly: more probes make no token request.
+    stats = stack.entra_admin("GET", "stats")
+    for _ in range(3):
+        assert call(app, "GET", "/readyz", key=None)[0] == 503
+    status, _, ready = call(app, "GET", "/readyz", key=None, admin=True)
     assert (status, ready["error"]["code"]) == (503, "IdentityFailed"), ready
+    assert stack.entra_admin("GET", "stats") == stats
     assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 0
     return delivery, ready, app
 

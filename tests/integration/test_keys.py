@@ -12,15 +12,19 @@ import uuid
 
 import pytest
 
-from harness.stack import APP_PRINCIPALS, KEK_NAME
+from harness.stack import APP_PRINCIPALS, KEK_NAME, read_profile
 from integration.decrypt_record import decrypt
 from integration.eventgrid import custom_event, document_id
 from integration.test_foundation import count, post
 from integration.test_records import READ_KEY, enc, get
 
+ADMIN_KEY = read_profile()["SPIN_VARIABLE_ADMIN_KEYS"]
 
-def call(app, method, path, key=READ_KEY):
-    req = urllib.request.Request(f"{app.url}{path}", method=method, headers={"x-cmk-read-key": key} if key else {})
+def call(app, method, path, key=READ_KEY, admin=False):
+    headers = {"x-cmk-read-key": key} if key else {}
+    if admin:
+        headers["x-cmk-admin-key"] = ADMIN_KEY
+    req = urllib.request.Request(f"{app.url}{path}", method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
             return r.status, r.headers, json.load(r)
@@ -51,7 +55,10 @@ def test_every_token_source_reaches_the_key_and_tokens_are_cached(stack, identit
     variables = stack.stage_two(identity)
     app = stack.serve_app(name=f"app-{identity}", overrides=variables)
     before = stack.entra_admin("GET", "stats")[grant]
+    # Anonymous probes learn the status only; the details need the admin key.
     status, _, body = call(app, "GET", "/readyz", key=None)
+    assert (status, body) == (200, {"status": "ready"})
+    status, _, body = call(app, "GET", "/readyz", key=None, admin=True)
     assert status == 200, body
     assert body["kek"]["kid"].startswith(f"{stack.hsm_url}/keys/{KEK_NAME}/")
     assert body["kek"]["enabled"] is True and body["kek"]["keySizeBits"] == 2048

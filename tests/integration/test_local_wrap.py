@@ -46,7 +46,7 @@ def private_pem(stack, key, kid):
 
 def test_deliveries_wrap_locally_and_unwrap_through_the_hsm(local, stack):
     app, key = local
-    status, _, body = call(app, "GET", "/readyz", key=None)
+    status, _, body = call(app, "GET", "/readyz", key=None, admin=True)
     assert status == 200 and body["kek"]["wrap"] == "local", body
     (latest,) = stack.hsm_admin("GET", "keys")[key]
     topic = f"/topics/local-{uuid.uuid4()}"

@@ -115,3 +115,42 @@ def test_keys_and_tokens_can_both_be_accepted_while_moving_to_entra(stack):
     t = token(stack, "eventgrid-sender", secret_of("eventgrid-sender"))
     assert deliver(app, [custom_event(topic)], t)[0] == 200
     assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 2
+
+
+def test_a_failing_authority_is_asked_at_most_once_per_interval(stack):
+    # A tenant the authority does not know: every signing-key fetch fails.
+    app = stack.serve_app(name="app-entra-failing-keys", overrides={
+        "SPIN_VARIABLE_INGEST_KEYS": "",
+        "SPIN_VARIABLE_INGEST_ENTRA_AUDIENCES": AUDIENCE,
+        "SPIN_VARIABLE_INGEST_ENTRA_TENANT_ID": "tenant-the-authority-does-not-know",
+        "SPIN_VARIABLE_AZURE_AUTHORITY_HOST": stack.entra_url,
+    })
+    t = token(stack, "eventgrid-sender", secret_of("eventgrid-sender"))
+    before = stack.entra_admin("GET", "stats")["requests"]
+    for _ in range(5):
+        status, headers, body = deliver(app, [custom_event("/topics/x")], t)
+        assert (status, body["error"]["code"]) == (503, "SigningKeysUnavailable"), body
+        assert int(headers["Retry-After"]) > 0
+    # Failed attempts count towards the interval: one fetch, not five.
+    assert stack.entra_admin("GET", "stats")["requests"] - before == 1
+
+
+def test_an_allow_list_of_caller_apps_refuses_other_apps_of_the_tenant(stack):
+    app = stack.serve_app(name="app-entra-allow-list", overrides={
+        "SPIN_VARIABLE_INGEST_KEYS": "",
+        "SPIN_VARIABLE_INGEST_ENTRA_AUDIENCES": AUDIENCE,
+        "SPIN_VARIABLE_INGEST_ENTRA_TENANT_ID": TENANT,
+        "SPIN_VARIABLE_INGEST_ENTRA_ROLES": "-",
+        "SPIN_VARIABLE_INGEST_ENTRA_APP_IDS": "eventgrid-sender",
+        "SPIN_VARIABLE_AZURE_AUTHORITY_HOST": stack.entra_url,
+    })
+    topic = f"/topics/entra-allow-{uuid.uuid4()}"
+    listed = token(stack, "eventgrid-sender", secret_of("eventgrid-sender"))
+    assert deliver(app, [custom_event(topic)], listed)[0] == 200
+    other = token(stack, "other-client", secret_of("other-client"))
+    status, _, body = deliver(app, [custom_event(topic)], other)
+    assert (status, body["error"]["code"]) == (403, "Forbidden"), body
+    assert "appid" in body["error"]["message"]
+    assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 1
+    # Roles switched off is allowed, and said in the log.
+    assert "ingest_entra_roles is `-`" in app.logs()

@@ -60,7 +60,7 @@ def test_the_component_gets_its_workload_identity_tokens_through_the_proxy(proxy
     stats = stack.entra_admin("GET", "stats")
     app = stack.serve_app(name="app-token-proxy", overrides=stack.stage_two(
         "app-service", azure_client_id=CLIENT, managed_identity_origin=url, identity_header=HEADER))
-    status, _, body = call(app, "GET", "/readyz", key=None)
+    status, _, body = call(app, "GET", "/readyz", key=None, admin=True)
     assert status == 200 and body["kek"]["enabled"] is True, body
     for _ in range(3):
         status, _, body = call(app, "POST", "/readyz/roundtrip")
