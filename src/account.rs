@@ -85,8 +85,18 @@ impl<'a> Account<'a> {
         }
     }
 
-    /// Sends requests concurrently, answers in request order.
-    pub async fn send_all(&self, reqs: Vec<http::Request<Vec<u8>>>) -> Vec<CosmosSent> {
-        futures::future::join_all(reqs.into_iter().map(|r| self.send(r))).await
+    /// Sends requests with at most `limit` in flight at once (a delivery of
+    /// 1,000 events in as many partitions must not open 1,000 requests),
+    /// answers in request order.
+    pub async fn send_all(
+        &self,
+        reqs: Vec<http::Request<Vec<u8>>>,
+        limit: usize,
+    ) -> Vec<CosmosSent> {
+        use futures::StreamExt;
+        futures::stream::iter(reqs.into_iter().map(|r| self.send(r)))
+            .buffered(limit.max(1))
+            .collect()
+            .await
     }
 }

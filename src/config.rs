@@ -23,7 +23,9 @@ pub const VARIABLES: &[(&str, bool)] = &[
     ("max_body_bytes", false),
     ("max_events_per_request", false),
     ("max_nesting_depth", false),
+    ("body_read_timeout_secs", false),
     ("cosmos_retry_budget_ms", false),
+    ("cosmos_max_concurrency", false),
     ("read_keys", true),
     ("read_accept_unsealed", false),
     ("admin_keys", true),
@@ -208,6 +210,8 @@ pub struct CosmosConfig {
     pub retry: RetryPolicy,
     /// How ingest writes documents.
     pub write_mode: WriteMode,
+    /// Most Cosmos DB requests one delivery has in flight at once.
+    pub max_concurrency: usize,
 }
 
 /// How Cosmos DB requests are authorized (`cosmos_auth`).
@@ -279,6 +283,8 @@ pub struct IngestConfig {
     pub max_events: usize,
     /// Deepest nesting of arrays and objects accepted in a body.
     pub max_depth: usize,
+    /// Time allowed for reading a request's whole body, in seconds.
+    pub body_read_timeout_secs: u64,
 }
 
 /// How senders' Entra ID bearer tokens are checked (see [`crate::jwt`]).
@@ -393,6 +399,9 @@ impl Config {
         w
     }
 }
+
+/// Default of `cosmos_max_concurrency`.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 16;
 
 /// The app role Event Grid's documentation assigns to its service principal
 /// for Microsoft Entra protected webhook delivery.
@@ -715,6 +724,7 @@ impl Config {
                 container: ContainerLink::new(database, container),
                 auth,
                 write_mode,
+                max_concurrency: number("cosmos_max_concurrency", DEFAULT_MAX_CONCURRENCY, 256)?,
                 retry: retry_policy(number(
                     "cosmos_retry_budget_ms",
                     RetryPolicy::default().budget_ms as usize,
@@ -735,6 +745,7 @@ impl Config {
                 max_body_bytes: number("max_body_bytes", DEFAULT_MAX_BODY_BYTES, 64 * 1024 * 1024)?,
                 max_events: number("max_events_per_request", DEFAULT_MAX_EVENTS, 5000)?,
                 max_depth: number("max_nesting_depth", DEFAULT_MAX_DEPTH, MAX_DEPTH)?,
+                body_read_timeout_secs: number("body_read_timeout_secs", 20, 60)? as u64,
             },
         })
     }
@@ -759,6 +770,36 @@ mod tests {
             m.insert(k, v);
         }
         Config::load(|name| Ok(m.get(name).map(|v| v.to_string())))
+    }
+
+    #[test]
+    fn work_per_request_is_bounded() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.cosmos.max_concurrency, DEFAULT_MAX_CONCURRENCY);
+        assert_eq!(c.ingest.body_read_timeout_secs, 20);
+        assert!(!c.ingest.key_in_query);
+        let c = load(&[
+            ("cosmos_max_concurrency", "2"),
+            ("body_read_timeout_secs", "3"),
+            ("ingest_key_in_query", "allow"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.cosmos.max_concurrency, c.ingest.body_read_timeout_secs),
+            (2, 3)
+        );
+        assert!(c.ingest.key_in_query);
+        for (name, bad) in [
+            ("cosmos_max_concurrency", "0"),
+            ("cosmos_max_concurrency", "257"),
+            ("body_read_timeout_secs", "0"),
+            ("ingest_key_in_query", "maybe"),
+        ] {
+            assert!(
+                matches!(load(&[(name, bad)]), Err(ConfigError::Invalid { name: n, .. }) if n == name),
+                "{name}={bad}"
+            );
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! — the sender checked, events planned by `ingest`, sealed in the second
 //! stage, written and summarized.
 
+use futures::StreamExt;
 use http::{Response, StatusCode};
 use serde_json::json;
 use spin_sdk::http::IncomingRequest;
@@ -47,7 +48,12 @@ pub(crate) async fn post_events(req: IncomingRequest) -> Result<Response<Vec<u8>
         .filter(|(k, _)| k.to_ascii_lowercase().starts_with("ce-"))
         .filter_map(|(k, v)| String::from_utf8(v).ok().map(|v| (k, v)))
         .collect();
-    let body = read_body(req, config.ingest.max_body_bytes).await?;
+    let body = read_body(
+        req,
+        config.ingest.max_body_bytes,
+        config.ingest.body_read_timeout_secs,
+    )
+    .await?;
     // Decode first: a malformed body gets its 400 and the handshake its
     // answer even while the store's token endpoint is down.
     ingest::check_shape(&body, &config)?;
@@ -90,7 +96,12 @@ pub(crate) async fn post_queue(req: IncomingRequest) -> Result<Response<Vec<u8>>
         // Only an authenticated sender learns what is wrong with its metadata.
         meta.clone()?;
         let content_type = header(&req, "content-type");
-        let body = read_body(req, config.ingest.max_body_bytes).await?;
+        let body = read_body(
+            req,
+            config.ingest.max_body_bytes,
+            config.ingest.body_read_timeout_secs,
+        )
+        .await?;
         ingest::check_shape(&body, &config)?;
         let message = queue::decode(content_type.as_deref(), &body)?;
         decoded = Some((message.text_encoding.as_str(), message.events.len()));
@@ -150,7 +161,9 @@ async fn write_delivery(
         .iter()
         .map(|u| outbound::copy(&u.request))
         .collect();
-    let sent = account.send_all(requests).await;
+    let sent = account
+        .send_all(requests, config.cosmos.max_concurrency)
+        .await;
     let stats: Vec<(u32, u64)> = sent.iter().map(|s| (s.attempts, s.duration_ms)).collect();
     let mut results: Vec<_> = writes
         .units
@@ -264,7 +277,10 @@ async fn create_or_verify(
             .await;
         ingest::verify_stored(doc, read.result).map(|m| (200, m, true))
     };
-    let done = futures::future::join_all(unit.documents.iter().map(|&i| one(i))).await;
+    let done: Vec<_> = futures::stream::iter(unit.documents.iter().map(|&i| one(i)))
+        .buffered(config.cosmos.max_concurrency.max(1))
+        .collect()
+        .await;
     let mut written = ingest::UnitWritten {
         statuses: Vec::with_capacity(done.len()),
         metrics: crate::cosmos::Metrics::default(),

@@ -1,6 +1,7 @@
 //! The incoming request at the edge: configuration read from Spin variables,
 //! headers, the query string, and a body read within its limit.
 
+use futures::future::Either;
 use futures::StreamExt;
 use http::StatusCode;
 use spin_sdk::http::IncomingRequest;
@@ -33,8 +34,16 @@ pub(crate) fn header(req: &IncomingRequest, name: &str) -> Option<String> {
         .and_then(|v| String::from_utf8(v).ok())
 }
 
-/// Reads the body, refusing more than `limit` bytes before buffering them.
-pub(crate) async fn read_body(req: IncomingRequest, limit: usize) -> Result<Vec<u8>, ApiError> {
+/// Reads the body, refusing more than `limit` bytes before buffering them,
+/// within `timeout_secs` in all (a sender that trickles or stalls does not
+/// hold the instance). A body that breaks off or does not arrive in time is
+/// the transport's failure, not the event's: 503 with `Retry-After`, so
+/// Event Grid and the queue bridge try again.
+pub(crate) async fn read_body(
+    req: IncomingRequest,
+    limit: usize,
+    timeout_secs: u64,
+) -> Result<Vec<u8>, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -49,13 +58,28 @@ pub(crate) async fn read_body(req: IncomingRequest, limit: usize) -> Result<Vec<
     }
     let mut body = Vec::new();
     let mut stream = req.into_body_stream();
-    while let Some(chunk) = stream.next().await {
+    let deadline = crate::outbound::sleep(timeout_secs.saturating_mul(1000));
+    futures::pin_mut!(deadline);
+    loop {
+        let chunk = match futures::future::select(stream.next(), deadline.as_mut()).await {
+            Either::Left((Some(chunk), _)) => chunk,
+            Either::Left((None, _)) => break,
+            Either::Right(_) => {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "BodyTimeout",
+                    format!("the body did not arrive within {timeout_secs} s"),
+                )
+                .retry_after(crate::api::DEFAULT_RETRY_AFTER_SECS))
+            }
+        };
         let chunk = chunk.map_err(|e| {
             ApiError::new(
-                StatusCode::BAD_REQUEST,
+                StatusCode::SERVICE_UNAVAILABLE,
                 "BodyUnreadable",
                 format!("could not read the body: {e}"),
             )
+            .retry_after(crate::api::DEFAULT_RETRY_AFTER_SECS)
         })?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());

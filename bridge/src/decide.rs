@@ -3,10 +3,20 @@
 //!
 //! | component answer | action |
 //! |---|---|
-//! | 2xx | delete the message |
+//! | 200 with `accepted` = the message's event count | delete the message |
+//! | other 2xx, or 200 with another count | leave it for redelivery (not confirmed) |
 //! | 400, 413, 415, 422 (the message itself is bad) | poison at once |
 //! | 401, 403 (the bridge's ingest key is refused) | leave it; pause polling |
+//! | 503 with a key-state code (`KeyDisabled`, …) | re-queue it as a new message, hidden for the pause; pause polling |
 //! | 408, 429, 5xx, other 4xx, timeout, connection error | leave it for redelivery |
+//!
+//! A key-state refusal says nothing about the message: while an operator
+//! has the key disabled, every message gets it. Leaving such a message
+//! would spend one of its `max_dequeue_count` tries per visibility timeout
+//! (the service counts every Get Messages), so a key disabled for longer
+//! than a few timeouts would move the whole queue to the poison queue.
+//! Re-queued, it starts again with a dequeue count of 0 and the rest of its
+//! time to live.
 //!
 //! A message left for redelivery reappears after the visibility timeout.
 //! When a forward fails and the message has been dequeued
@@ -26,6 +36,10 @@ pub enum Forwarded {
         status: u16,
         /// `Retry-After`, in seconds, when sent and readable.
         retry_after_secs: Option<u64>,
+        /// The answer's `error.code`, if any.
+        code: Option<String>,
+        /// The answer's `accepted` count, if any.
+        accepted: Option<u64>,
     },
     /// No answer: timeout, refused or reset connection, DNS failure.
     NoAnswer,
@@ -57,6 +71,12 @@ pub enum Action {
     Delete,
     /// Put it in the poison queue, then delete it.
     Poison(PoisonReason),
+    /// Put it back as a new message (dequeue count 0) hidden for
+    /// `delay_secs`, then delete it: the refusal was not the message's.
+    Requeue {
+        /// Visibility delay of the new message, and the pause of polling.
+        delay_secs: u64,
+    },
     /// Leave it: it reappears after the visibility timeout.
     Leave {
         /// Pause polling this long (the component's `Retry-After`).
@@ -83,22 +103,69 @@ pub fn is_permanent(status: u16) -> bool {
     matches!(status, 400 | 413 | 415 | 422)
 }
 
-/// After forwarding.
-pub fn after_forward(result: &Forwarded, dequeue_count: u32, max: u32) -> Action {
-    let (pause, auth) = match *result {
-        Forwarded::Answered { status, .. } if (200..300).contains(&status) => {
-            return Action::Delete
-        }
-        Forwarded::Answered { status, .. } if is_permanent(status) => {
-            return Action::Poison(PoisonReason::Refused(status))
+/// The component's codes for a key-encryption key it may not use (503):
+/// an operator's doing, not the message's.
+pub const KEY_STATE_CODES: &[&str] = &[
+    "KeyDisabled",
+    "KeyExpired",
+    "KeyNotYetValid",
+    "KeyNotFound",
+    "KeyAccessDenied",
+    "KeyOperationForbidden",
+    "KeyTypeNotSupported",
+];
+
+/// Pause after a key-state refusal without `Retry-After`.
+pub const KEY_PAUSE_SECS: u64 = 60;
+
+/// The number of events the component should accept for a message text, as
+/// it decodes them (`None` if the bridge cannot tell: then no answer
+/// confirms the message).
+pub fn expected_events(text: &str) -> Option<usize> {
+    cmk_ingest::queue::decode(Some("text/plain; charset=utf-8"), text.as_bytes())
+        .ok()
+        .map(|m| m.events.len())
+}
+
+/// After forwarding a message the bridge expects `expected` events of.
+pub fn after_forward(
+    result: &Forwarded,
+    expected: Option<usize>,
+    dequeue_count: u32,
+    max: u32,
+) -> Action {
+    let (pause, auth) = match result {
+        Forwarded::Answered {
+            status: 200,
+            accepted: Some(n),
+            ..
+        } if expected.is_some_and(|e| e as u64 == *n) => return Action::Delete,
+        // Any other success is not a confirmation (a proxy, a wrong
+        // target, another version): leave it, it is tried again.
+        Forwarded::Answered { status, .. } if (200..300).contains(status) => (None, false),
+        Forwarded::Answered { status, .. } if is_permanent(*status) => {
+            return Action::Poison(PoisonReason::Refused(*status))
         }
         Forwarded::Answered {
             status: 401 | 403,
             retry_after_secs,
+            ..
         } => (Some(retry_after_secs.unwrap_or(AUTH_PAUSE_SECS)), true),
         Forwarded::Answered {
+            status: 503,
+            code: Some(code),
+            retry_after_secs,
+            ..
+        } if KEY_STATE_CODES.contains(&code.as_str()) => {
+            return Action::Requeue {
+                delay_secs: retry_after_secs
+                    .unwrap_or(KEY_PAUSE_SECS)
+                    .clamp(1, MAX_PAUSE_SECS),
+            }
+        }
+        Forwarded::Answered {
             retry_after_secs, ..
-        } => (retry_after_secs, false),
+        } => (*retry_after_secs, false),
         Forwarded::NoAnswer => (None, false),
     };
     if dequeue_count >= max {
@@ -108,6 +175,13 @@ pub fn after_forward(result: &Forwarded, dequeue_count: u32, max: u32) -> Action
         pause_secs: pause.map(|s| s.min(MAX_PAUSE_SECS)),
         auth,
     }
+}
+
+/// Seconds a message expiring at `expiration` (RFC 1123, as Get Messages
+/// gives it) has left at `now`; `None` when unknown. A re-queued copy gets
+/// this as its time to live, so re-queuing never extends a message's life.
+pub fn remaining_ttl_secs(expiration: Option<&str>, now: UnixTime) -> Option<u64> {
+    UnixTime::parse_rfc1123(expiration?.trim()).map(|t| t.0.saturating_sub(now.0).max(1))
 }
 
 /// Reads `Retry-After`: delay-seconds, or an HTTP date (relative to `now`).
@@ -194,14 +268,36 @@ mod tests {
         Forwarded::Answered {
             status,
             retry_after_secs: None,
+            code: None,
+            accepted: None,
         }
+    }
+
+    fn accepted(n: u64) -> Forwarded {
+        Forwarded::Answered {
+            status: 200,
+            retry_after_secs: None,
+            code: None,
+            accepted: Some(n),
+        }
+    }
+
+    fn refused(status: u16, code: &str, retry_after_secs: Option<u64>) -> Forwarded {
+        Forwarded::Answered {
+            status,
+            retry_after_secs,
+            code: Some(code.into()),
+            accepted: None,
+        }
+    }
+
+    fn after_forward(result: &Forwarded, dequeue_count: u32, max: u32) -> Action {
+        super::after_forward(result, Some(3), dequeue_count, max)
     }
 
     #[test]
     fn success_deletes_and_bad_messages_are_poisoned_at_once() {
-        for s in [200, 201, 204] {
-            assert_eq!(after_forward(&answered(s), 1, 5), Action::Delete);
-        }
+        assert_eq!(after_forward(&accepted(3), 1, 5), Action::Delete);
         for s in [400, 413, 415, 422] {
             assert_eq!(
                 after_forward(&answered(s), 1, 5),
@@ -211,10 +307,90 @@ mod tests {
     }
 
     #[test]
+    fn only_a_200_with_the_expected_count_deletes() {
+        let leave = Action::Leave {
+            pause_secs: None,
+            auth: false,
+        };
+        for r in [answered(200), answered(201), answered(204), accepted(2)] {
+            assert_eq!(after_forward(&r, 1, 5), leave, "{r:?}");
+        }
+        // Unconfirmed to the end: tries run out as for any failure.
+        assert_eq!(
+            after_forward(&answered(204), 5, 5),
+            Action::Poison(PoisonReason::MaxDequeueCount)
+        );
+        // A message the bridge cannot count is never confirmed.
+        assert_eq!(super::after_forward(&accepted(3), None, 1, 5), leave);
+    }
+
+    #[test]
+    fn key_state_refusals_requeue_without_spending_tries() {
+        for code in KEY_STATE_CODES {
+            // Even on the last try: the refusal is not the message's.
+            assert_eq!(
+                after_forward(&refused(503, code, Some(60)), 5, 5),
+                Action::Requeue { delay_secs: 60 },
+                "{code}"
+            );
+        }
+        assert_eq!(
+            after_forward(&refused(503, "KeyDisabled", None), 1, 5),
+            Action::Requeue {
+                delay_secs: KEY_PAUSE_SECS
+            }
+        );
+        assert_eq!(
+            after_forward(&refused(503, "KeyDisabled", Some(100_000)), 1, 5),
+            Action::Requeue {
+                delay_secs: MAX_PAUSE_SECS
+            }
+        );
+        // Other 503s (the store or the HSM briefly unavailable, a body
+        // that broke off) spend a try as before.
+        for code in [
+            "StoreUnavailable",
+            "KeyServiceUnavailable",
+            "BodyUnreadable",
+        ] {
+            assert_eq!(
+                after_forward(&refused(503, code, Some(5)), 5, 5),
+                Action::Poison(PoisonReason::MaxDequeueCount),
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_component_and_the_bridge_agree_on_key_state_codes() {
+        use cmk_ingest::hsm::Unavailable as U;
+        for u in [
+            U::Disabled,
+            U::Expired,
+            U::NotYetValid,
+            U::NotFound,
+            U::AccessDenied,
+            U::OperationNotPermitted,
+            U::WrongKeyType,
+        ] {
+            assert!(KEY_STATE_CODES.contains(&u.code()), "{}", u.code());
+        }
+    }
+
+    #[test]
+    fn the_expected_count_is_the_components_decoding() {
+        let one = r#"{"specversion":"1.0","id":"1","source":"/s","type":"t"}"#;
+        assert_eq!(expected_events(one), Some(1));
+        assert_eq!(expected_events("not json"), None);
+    }
+
+    #[test]
     fn transient_failures_are_left_until_the_last_try() {
         let busy = Forwarded::Answered {
             status: 503,
             retry_after_secs: Some(7),
+            code: Some("StoreUnavailable".into()),
+            accepted: None,
         };
         assert_eq!(
             after_forward(&busy, 1, 5),
@@ -244,7 +420,9 @@ mod tests {
             after_forward(
                 &Forwarded::Answered {
                     status: 429,
-                    retry_after_secs: Some(100_000)
+                    retry_after_secs: Some(100_000),
+                    code: None,
+                    accepted: None,
                 },
                 1,
                 5
@@ -281,6 +459,19 @@ mod tests {
             after_forward(&answered(503), 1, 1),
             Action::Poison(PoisonReason::MaxDequeueCount)
         );
+    }
+
+    #[test]
+    fn a_requeued_copy_keeps_the_rest_of_its_time_to_live() {
+        let now = UnixTime(1_795_998_519);
+        let exp = UnixTime(now.0 + 3600).rfc1123();
+        assert_eq!(remaining_ttl_secs(Some(&exp), now), Some(3600));
+        assert_eq!(
+            remaining_ttl_secs(Some(&UnixTime(now.0 - 5).rfc1123()), now),
+            Some(1)
+        );
+        assert_eq!(remaining_ttl_secs(None, now), None);
+        assert_eq!(remaining_ttl_secs(Some("soon"), now), None);
     }
 
     #[test]

@@ -258,6 +258,22 @@ impl Bridge {
         .map(drop)
     }
 
+    /// Puts a copy of a message back into its queue as a new message
+    /// (dequeue count 0, hidden for `delay_secs`, with the rest of the
+    /// original's time to live), then deletes the original. If the put
+    /// fails, the original stays; if the delete fails, both are there and
+    /// the event is written twice, identically (document ids are derived
+    /// from the events).
+    fn requeue(&self, m: &Received, delay_secs: u64) -> Result<Option<String>, StorageError> {
+        let c = &self.cfg;
+        let ttl = decide::remaining_ttl_secs(m.expiration_time.as_deref(), UnixTime::now());
+        let resp = self.storage("put message (requeue)", |a, now| {
+            storage::requeue_message(&c.queue, &m.text, delay_secs, ttl, now, a)
+        })?;
+        self.delete(m)?;
+        Ok(storage::parse_put(resp.body()))
+    }
+
     /// Moves a message to the poison queue: Put a copy there first, then
     /// delete the original. If the Put fails, the original stays (it comes
     /// back after the visibility timeout); if the delete fails, the message
@@ -314,13 +330,16 @@ impl Bridge {
                         .and_then(|v| v.to_str().ok()),
                     UnixTime::now(),
                 );
-                let code = serde_json::from_slice::<serde_json::Value>(resp.body())
-                    .ok()
+                let body = serde_json::from_slice::<serde_json::Value>(resp.body()).ok();
+                let code = body
+                    .as_ref()
                     .and_then(|v| v["error"]["code"].as_str().map(str::to_owned));
                 (
                     Forwarded::Answered {
                         status: resp.status().as_u16(),
                         retry_after_secs,
+                        code: code.clone(),
+                        accepted: body.as_ref().and_then(|v| v["accepted"].as_u64()),
                     },
                     code,
                 )
@@ -357,7 +376,12 @@ impl Bridge {
                 }
                 fields.push(("code", json!(code)));
                 (
-                    decide::after_forward(&f, m.dequeue_count, c.max_dequeue_count),
+                    decide::after_forward(
+                        &f,
+                        decide::expected_events(&m.text),
+                        m.dequeue_count,
+                        c.max_dequeue_count,
+                    ),
                     Some(f),
                 )
             }
@@ -393,6 +417,27 @@ impl Bridge {
                     }
                 }
             }
+            Action::Requeue { delay_secs } => match self.requeue(m, delay_secs) {
+                Ok(new_id) => {
+                    fields.push(("action", json!("requeued")));
+                    fields.push(("new_message_id", json!(new_id)));
+                    fields.push(("pause_secs", json!(delay_secs)));
+                    fields.push((
+                        "hint",
+                        json!("the component cannot use its key-encryption key; the message keeps its tries"),
+                    ));
+                    emit("warn", "message", &fields);
+                    return Some(delay_secs);
+                }
+                Err(e) => {
+                    // The original stays and comes back after the visibility
+                    // timeout (spending a try, as before).
+                    fields.push(("action", json!("requeue-failed")));
+                    fields.push(("error", json!(e.to_string())));
+                    emit("warn", "message", &fields);
+                    return Some(delay_secs);
+                }
+            },
             Action::Leave { pause_secs, auth } => {
                 fields.push(("action", json!("left")));
                 fields.push(("pause_secs", json!(pause_secs)));

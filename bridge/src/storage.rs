@@ -123,6 +123,34 @@ pub fn put_message(
     )
 }
 
+/// Put Message with `text` exactly as given, hidden for `visibility_secs`
+/// and living `ttl_secs` (the service's default of 7 days when `None`): a
+/// message put back into its own queue.
+pub fn requeue_message(
+    q: &QueueAddress,
+    text: &str,
+    visibility_secs: u64,
+    ttl_secs: Option<u64>,
+    now: UnixTime,
+    auth: &Authorization<'_>,
+) -> Request<Vec<u8>> {
+    // The visibility timeout must stay below the time to live.
+    let visibility = ttl_secs.map_or(visibility_secs, |t| {
+        visibility_secs.min(t.saturating_sub(1))
+    });
+    let ttl = ttl_secs
+        .map(|t| format!("&messagettl={t}"))
+        .unwrap_or_default();
+    build(
+        Method::POST,
+        q,
+        &format!("{}/messages?visibilitytimeout={visibility}{ttl}", q.path()),
+        put_message_body(text),
+        now,
+        auth,
+    )
+}
+
 /// Create Queue (201 created, 204 already there).
 pub fn create_queue(q: &QueueAddress, now: UnixTime, auth: &Authorization<'_>) -> Request<Vec<u8>> {
     let mut req = build(Method::PUT, q, &q.path(), Vec::new(), now, auth);
@@ -145,6 +173,8 @@ pub struct Received {
     pub dequeue_count: u32,
     /// Insertion time as the service wrote it (RFC 1123).
     pub insertion_time: String,
+    /// Expiration time as the service wrote it (RFC 1123), if given.
+    pub expiration_time: Option<String>,
     /// The message text, unescaped: exactly what the sender put.
     pub text: String,
 }
@@ -289,6 +319,7 @@ pub fn parse_messages(body: &[u8]) -> Result<Vec<Received>, XmlError> {
                     .parse()
                     .map_err(|_| XmlError::Malformed("DequeueCount is not a number"))?,
                 insertion_time: unescape(field("InsertionTime")?)?,
+                expiration_time: element(b, "ExpirationTime").and_then(|e| unescape(e).ok()),
                 text: unescape(field("MessageText")?)?,
             })
         })
@@ -365,6 +396,16 @@ mod tests {
         assert!(
             String::from_utf8_lossy(put.body()).contains("<MessageText>a&lt;b&amp;c</MessageText>")
         );
+        let again = requeue_message(&q(), "a", 60, Some(3600), now, &auth);
+        assert_eq!(
+            again.uri().path_and_query().unwrap().as_str(),
+            "/devstoreaccount1/events/messages?visibilitytimeout=60&messagettl=3600"
+        );
+        let short = requeue_message(&q(), "a", 60, Some(30), now, &auth);
+        assert_eq!(
+            short.uri().query(),
+            Some("visibilitytimeout=29&messagettl=30")
+        );
         let bearer = get_messages(&q(), 1, 1, now, &Authorization::Bearer("tok"));
         assert_eq!(bearer.headers()["authorization"], "Bearer tok");
         let create = create_queue(&q(), now, &auth);
@@ -401,6 +442,10 @@ mod tests {
         assert_eq!(m[0].id, "5974b586-0df3-4e2d-ad0c-18e3892bfca2");
         assert_eq!(m[0].dequeue_count, 1);
         assert_eq!(m[0].insertion_time, "Fri, 09 Oct 2009 21:04:30 GMT");
+        assert_eq!(
+            m[0].expiration_time.as_deref(),
+            Some("Fri, 16 Oct 2009 21:04:30 GMT")
+        );
         assert_eq!(m[0].text, "{\"id\":\"a&b\",\"x\":\"<é😀>\"}");
         assert_eq!((m[1].dequeue_count, m[1].text.as_str()), (6, "PHRleHQ+"));
         assert!(

@@ -78,7 +78,9 @@ was throttled: 207, the first operation 429 with `subStatusCode` 3200 and
 forwarded and written, then the connection is reset instead of answering
 (the write happened, the answer was lost), so a retry repeats a write the
 store already holds.
-`"count": K` repeats a fault K times.
+`{"delay_ms": N}` is applied too: the request is held N ms, then forwarded
+(a slow store). `"count": K` repeats a fault K times. `max_in_flight` in the
+counters is the most correctly signed requests held at once.
 
 The key and tokens are never logged.
 
@@ -352,12 +354,13 @@ class Stats:
 
     def reset(self) -> None:
         self.total = self.forwarded = self.rejected = self.faulted = 0
+        self.in_flight = self.max_in_flight = 0
         self.accepted_by_type = {"master": 0, "aad": 0}
         self.faults = []
 
     def as_dict(self) -> dict:
         return {"total": self.total, "forwarded": self.forwarded, "rejected": self.rejected,
-                "faulted": self.faulted, "pending_faults": len(self.faults),
+                "faulted": self.faulted, "pending_faults": len(self.faults), "max_in_flight": self.max_in_flight,
                 "accepted_by_type": dict(self.accepted_by_type)}
 
     def take_fault(self) -> dict | None:
@@ -457,14 +460,24 @@ def make_handler(upstream: urllib.parse.SplitResult, key: str, stats: Stats, log
                 log(f"rejected {self.command} {self.path}: {verdict.status} {verdict.message}")
                 extra = [("x-ms-substatus", str(verdict.sub_status))] if verdict.sub_status else []
                 return self._json(verdict.status, {"code": verdict.code, "message": verdict.message}, extra)
-            fault = stats.take_fault()
-            if fault is not None:
-                with stats.lock:
-                    stats.faulted += 1
-                return self._inject(fault, body)
             with stats.lock:
-                stats.forwarded += 1
-            self._forward(body)
+                stats.in_flight += 1
+                stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+            try:
+                fault = stats.take_fault()
+                if fault is not None and "delay_ms" in fault:
+                    time.sleep(fault["delay_ms"] / 1000)
+                    fault = None
+                if fault is not None:
+                    with stats.lock:
+                        stats.faulted += 1
+                    return self._inject(fault, body)
+                with stats.lock:
+                    stats.forwarded += 1
+                self._forward(body)
+            finally:
+                with stats.lock:
+                    stats.in_flight -= 1
 
         def _reset(self) -> None:
             self.close_connection = True

@@ -421,3 +421,57 @@ def test_entra_token_auth_against_the_stand_ins(stack, identity, tmp_path):
         assert any(l.get("event") == "token_acquired" for l in log_lines(result.stderr))
     finally:
         server.shutdown()
+
+
+def test_a_success_without_the_expected_count_does_not_delete(stack):
+    # Something that answers 200 but is not the component (a proxy, a wrong
+    # target URL): the message must stay.
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            body = b'{"ok": true}'
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        name, client = new_queue(stack)
+        client.send_message(json.dumps(cloud_event("/ce/unconfirmed")))
+        result = stack.run_bridge_once(stack.bridge_env(
+            f"http://127.0.0.1:{server.server_address[1]}/queue", name, VISIBILITY_TIMEOUT_SECS="30"))
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stderr
+    (line,) = messages_logged(result.stderr)
+    assert (line["action"], line["status"]) == ("left", 200), line
+    assert depth(client) == 1 and poison_texts(stack, name) == []
+
+
+def test_a_disabled_key_requeues_the_message_without_spending_its_tries(stack):
+    from harness.stack import APP_PRINCIPALS
+    key = f"bridge-key-state-{uuid.uuid4().hex[:8]}"
+    stack.hsm_admin("POST", "keys", {"name": key, "size": 2048, "ops": ["wrapKey", "unwrapKey"]})
+    for oid in APP_PRINCIPALS:
+        stack.hsm_admin("POST", "grants", {"key": key, "object_id": oid, "ops": ["get", "wrapKey", "unwrapKey"]})
+    app = stack.serve_app(name="app-bridge-key-state", overrides=stack.stage_two(
+        "client-secret", hsm_key_name=key, hsm_key_check_secs="0"))
+    stack.hsm_admin("POST", f"keys/{key}/state", {"enabled": False})
+    name, client = new_queue(stack)
+    source = f"/ce/key-state-{uuid.uuid4()}"
+    client.send_message(json.dumps(cloud_event(source)))
+    # At the last allowed try: a message merely left would now be poisoned.
+    result = stack.run_bridge_once(stack.bridge_env(f"{app.url}/queue", name, MAX_DEQUEUE_COUNT="1"))
+    assert result.returncode == 0, result.stderr
+    (line,) = messages_logged(result.stderr)
+    assert (line["action"], line["status"], line["code"]) == ("requeued", 503, "KeyDisabled"), line
+    assert line["new_message_id"] and line["new_message_id"] != line["message_id"]
+    # Still queued (hidden for the pause), not poisoned, nothing written.
+    assert depth(client) == 1 and poison_texts(stack, name) == []
+    assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": source}]) == 0
