@@ -389,6 +389,13 @@ pub fn parse_token_response(
         .access_token
         .filter(|t| !t.is_empty())
         .ok_or_else(|| EntraError::InvalidResponse("no access_token".into()))?;
+    if !header_safe(&token) {
+        // It goes into Authorization headers: refused here, it can never
+        // make a request fail to build.
+        return Err(EntraError::InvalidResponse(
+            "the access_token has characters a header cannot carry".into(),
+        ));
+    }
     let expires_on = match (
         raw.expires_on.as_ref().and_then(number),
         raw.expires_in.as_ref().and_then(number),
@@ -442,7 +449,15 @@ pub fn encode_cached(t: &AccessToken) -> Vec<u8> {
 
 /// Reads a cached token; anything unreadable counts as absent.
 pub fn decode_cached(bytes: &[u8]) -> Option<AccessToken> {
-    serde_json::from_slice(bytes).ok()
+    serde_json::from_slice::<AccessToken>(bytes)
+        .ok()
+        .filter(|t| header_safe(&t.token))
+}
+
+/// Whether a token can be put in a header as it is: visible ASCII only
+/// (JWTs are base64url and dots).
+pub fn header_safe(token: &str) -> bool {
+    !token.is_empty() && token.bytes().all(|b| (0x21..=0x7e).contains(&b))
 }
 
 #[cfg(test)]
@@ -559,6 +574,9 @@ mod tests {
             r#"{"access_token":"t"}"#,
             "nope",
             r#"{"access_token":"t","expires_on":"999"}"#,
+            // Would break the Authorization header it goes into.
+            r#"{"access_token":"t\r\nx-injected: 1","expires_in":5}"#,
+            r#"{"access_token":"t ok","expires_in":5}"#,
         ] {
             assert!(
                 matches!(
@@ -609,6 +627,12 @@ mod tests {
         };
         assert_eq!(decode_cached(&encode_cached(&t)), Some(t));
         assert_eq!(decode_cached(b"garbage"), None);
+        // A cached token that could not go into a header is not used.
+        let bad = AccessToken {
+            token: "a\nb".into(),
+            expires_on: 5000,
+        };
+        assert_eq!(decode_cached(&encode_cached(&bad)), None);
         let a = cache_key(&secret_app(), MANAGED_HSM_SCOPE);
         assert_ne!(
             a,

@@ -539,9 +539,61 @@ pub fn parse_crypt(resp: &Response<Vec<u8>>) -> Result<CryptResult, HsmError> {
     })
 }
 
+/// The answer to a wrap or unwrap of `requested` (an exact version): the
+/// result must name that same key version, so a value wrapped under another
+/// version (a misrouted or confused answer) is never stored or returned.
+pub fn parse_crypt_for(
+    resp: &Response<Vec<u8>>,
+    requested: &KeyRef,
+    vault: &Endpoint,
+) -> Result<CryptResult, HsmError> {
+    let r = parse_crypt(resp)?;
+    match KeyRef::from_kid(&r.kid, vault) {
+        Ok(k) if &k == requested => Ok(r),
+        _ => Err(HsmError::InvalidResponse(format!(
+            "the HSM answered for key `{}`, not for version `{}` of `{}`",
+            r.kid,
+            requested.version.as_deref().unwrap_or("-"),
+            requested.name
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wrap_or_unwrap_answer_must_name_the_requested_version() {
+        let v = vault();
+        let requested = KeyRef {
+            name: "app-kek".into(),
+            version: Some("v2".into()),
+        };
+        let answer = |kid: &str| resp(200, &format!(r#"{{"kid":"{kid}","value":"AQID"}}"#));
+        let ok = parse_crypt_for(
+            &answer("https://contoso.managedhsm.azure.net/keys/app-kek/v2"),
+            &requested,
+            &v,
+        )
+        .unwrap();
+        assert_eq!(ok.value, [1, 2, 3]);
+        for other in [
+            "https://contoso.managedhsm.azure.net/keys/app-kek/v1",
+            "https://contoso.managedhsm.azure.net/keys/app-kek",
+            "https://contoso.managedhsm.azure.net/keys/other/v2",
+            "https://elsewhere.managedhsm.azure.net/keys/app-kek/v2",
+            "k",
+        ] {
+            assert!(
+                matches!(
+                    parse_crypt_for(&answer(other), &requested, &v),
+                    Err(HsmError::InvalidResponse(_))
+                ),
+                "{other}"
+            );
+        }
+    }
 
     fn vault() -> Endpoint {
         Endpoint::parse("https://contoso.managedhsm.azure.net").unwrap()

@@ -255,7 +255,7 @@ impl<'a> Kek<'a> {
         let resp = self
             .call(|t| hsm::wrap_request(&self.cfg.endpoint, &kref, dek, t))
             .await?;
-        hsm::parse_crypt(&resp).map_err(|e| {
+        hsm::parse_crypt_for(&resp, &kref, &self.cfg.endpoint).map_err(|e| {
             if matches!(e, HsmError::KeyUnavailable { .. }) {
                 self.cache_delete(&self.state_key());
             }
@@ -280,11 +280,13 @@ impl<'a> Kek<'a> {
         let resp = self
             .call(|t| hsm::unwrap_request(&self.cfg.endpoint, &kref, wrapped, t))
             .await?;
-        hsm::parse_crypt(&resp).map(|r| r.value).map_err(|e| {
-            if matches!(e, HsmError::KeyUnavailable { .. }) {
-                self.cache_delete(&cache_key);
-            }
-            e.into()
-        })
+        hsm::parse_crypt_for(&resp, &kref, &self.cfg.endpoint)
+            .map(|r| r.value)
+            .map_err(|e| {
+                if matches!(e, HsmError::KeyUnavailable { .. }) {
+                    self.cache_delete(&cache_key);
+                }
+                e.into()
+            })
     }
 }
