@@ -72,6 +72,12 @@ pub struct Config {
     /// `TOKEN_PROXY_REFRESH_SKEW_SECS`: refresh this long before expiry
     /// (default 300).
     pub refresh_skew_secs: u64,
+    /// `TOKEN_PROXY_MAX_CONNECTIONS`: connections served at once (default
+    /// 64); more are answered 503 and closed.
+    pub max_connections: usize,
+    /// `TOKEN_PROXY_HEAD_TIMEOUT_MS`: time for a client to send its whole
+    /// request head (default 5000), however slowly it trickles.
+    pub head_timeout_ms: u64,
 }
 
 impl Config {
@@ -119,7 +125,22 @@ impl Config {
                 .filter(|n| *n <= 3000)
                 .ok_or("TOKEN_PROXY_REFRESH_SKEW_SECS must be 0 to 3000")?,
         };
+        let number = |name: &str, default: u64, max: u64| -> Result<u64, String> {
+            match get(name) {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=max).contains(n))
+                    .ok_or(format!("{name} must be 1 to {max}")),
+            }
+        };
+        let max_connections = number("TOKEN_PROXY_MAX_CONNECTIONS", 64, 4096)? as usize;
+        let head_timeout_ms = number("TOKEN_PROXY_HEAD_TIMEOUT_MS", 5000, 60_000)?;
         Ok(Self {
+            max_connections,
+            head_timeout_ms,
             listen: get("TOKEN_PROXY_LISTEN").unwrap_or_else(|| "127.0.0.1:8081".into()),
             identity_header: Secret(identity_header),
             authority,
@@ -471,6 +492,84 @@ pub fn render(a: &Answer) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Counts connections being served, up to a cap.
+#[derive(Debug)]
+pub struct Slots {
+    active: std::sync::atomic::AtomicUsize,
+    max: usize,
+}
+
+/// One connection's place among the [`Slots`]; freed when dropped (it can
+/// move to the connection's thread).
+#[derive(Debug)]
+pub struct Slot(std::sync::Arc<Slots>);
+
+impl Slots {
+    /// Room for `max` connections at once.
+    pub fn new(max: usize) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            active: std::sync::atomic::AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    /// A place for one more connection, or `None` at the cap.
+    pub fn try_take(self: &std::sync::Arc<Self>) -> Option<Slot> {
+        use std::sync::atomic::Ordering;
+        self.active
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(std::sync::Arc::clone(self)))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0
+            .active
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The answer to a connection over the cap.
+pub fn busy() -> Answer {
+    refuse(
+        503,
+        "temporarily_unavailable",
+        "too many connections; try again",
+    )
+}
+
+/// Longest request head read.
+pub const MAX_HEAD: usize = 16 * 1024;
+
+/// Reads a request head (up to the blank line) within `timeout` in all: each
+/// read waits only for what is left of it, so a client that trickles a byte
+/// at a time cannot hold the connection longer. `None` when the head is not
+/// complete in time, too long, not UTF-8, or the client goes away.
+pub fn read_head(stream: &mut std::net::TcpStream, timeout: std::time::Duration) -> Option<String> {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 2048];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let left = deadline.checked_duration_since(std::time::Instant::now())?;
+        if left.is_zero() {
+            return None;
+        }
+        stream.set_read_timeout(Some(left)).ok()?;
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 || buf.len() + n > MAX_HEAD {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    String::from_utf8(buf[..end].to_vec()).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -512,8 +611,59 @@ mod tests {
     }
 
     #[test]
+    fn connections_are_capped() {
+        let slots = Slots::new(2);
+        let a = slots.try_take().unwrap();
+        let _b = slots.try_take().unwrap();
+        assert!(slots.try_take().is_none());
+        drop(a);
+        assert!(slots.try_take().is_some());
+        assert_eq!(busy().status, 503);
+    }
+
+    #[test]
+    fn a_trickling_client_gets_the_head_deadline_in_all() {
+        use std::io::Write;
+        use std::time::{Duration, Instant};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = std::thread::spawn(move || {
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            // One byte every 100 ms: each read succeeds well within a
+            // per-read timeout, the head never ends.
+            for _ in 0..30 {
+                if c.write_all(b"G").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let (mut server, _) = listener.accept().unwrap();
+        let start = Instant::now();
+        assert_eq!(read_head(&mut server, Duration::from_millis(700)), None);
+        let took = start.elapsed();
+        assert!(took < Duration::from_millis(1500), "{took:?}");
+        drop(server);
+        client.join().unwrap();
+        // A whole head in time is read.
+        let addr = listener.local_addr().unwrap();
+        let c = std::thread::spawn(move || {
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+        });
+        let (mut server, _) = listener.accept().unwrap();
+        assert_eq!(
+            read_head(&mut server, Duration::from_secs(5)).as_deref(),
+            Some("GET / HTTP/1.1\r\nHost: x")
+        );
+        c.join().unwrap();
+    }
+
+    #[test]
     fn configuration_defaults_and_checks() {
         let c = cfg();
+        assert_eq!((c.max_connections, c.head_timeout_ms), (64, 5000));
         assert_eq!(c.listen, "127.0.0.1:8081");
         assert_eq!(c.authority, "https://login.microsoftonline.com/");
         assert_eq!(

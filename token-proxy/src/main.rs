@@ -3,20 +3,21 @@
 //! the Entra ID token endpoint. One JSON log line per request, without
 //! tokens, assertions or the identity header.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use token_proxy::{decide, exchange_request, parse_exchange, parse_head, render, token_answer};
-use token_proxy::{Answer, Cache, Config, Decision};
-
-const MAX_HEAD: usize = 16 * 1024;
+use token_proxy::{
+    busy, decide, exchange_request, parse_exchange, parse_head, read_head, render, token_answer,
+};
+use token_proxy::{Answer, Cache, Config, Decision, Slots};
 
 struct State {
     cfg: Config,
     cache: Mutex<Cache>,
     agent: ureq::Agent,
+    slots: Arc<Slots>,
 }
 
 fn now() -> u64 {
@@ -49,36 +50,35 @@ fn main() {
         .build()
         .into();
     let state = Arc::new(State {
+        slots: Slots::new(cfg.max_connections),
         cfg,
         cache: Mutex::new(Cache::default()),
         agent,
     });
     println!("token-proxy listening on http://{addr}");
-    for stream in listener.incoming().flatten() {
+    for mut stream in listener.incoming().flatten() {
         let state = Arc::clone(&state);
-        std::thread::spawn(move || serve(stream, &state));
+        let Some(slot) = state.slots.try_take() else {
+            // At the cap: answer at once from this thread (no read, no new
+            // thread) and close.
+            let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+            let _ = stream.write_all(&render(&busy()));
+            log(
+                serde_json::json!({"level": "warn", "event": "connection_refused",
+                "reason": "too many connections", "max_connections": state.cfg.max_connections}),
+            );
+            continue;
+        };
+        std::thread::spawn(move || {
+            serve(stream, &state);
+            drop(slot);
+        });
     }
-}
-
-fn read_head(stream: &mut TcpStream) -> Option<String> {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 2048];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut chunk).ok()?;
-        if n == 0 || buf.len() + n > MAX_HEAD {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
-    String::from_utf8(buf[..end].to_vec()).ok()
 }
 
 fn serve(mut stream: TcpStream, state: &State) {
-    let Some(head) = read_head(&mut stream) else {
+    let timeout = Duration::from_millis(state.cfg.head_timeout_ms);
+    let Some(head) = read_head(&mut stream, timeout) else {
         return;
     };
     let (answer, path, cached) = match parse_head(&head) {
