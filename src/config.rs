@@ -50,6 +50,7 @@ pub const VARIABLES: &[(&str, bool)] = &[
     ("managed_identity_endpoint", false),
     ("identity_header", true),
     ("token_refresh_skew_secs", false),
+    ("kv_store_key", true),
 ];
 
 /// The validated configuration.

@@ -10,7 +10,6 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use spin_sdk::key_value::Store;
 
 use crate::config::KekConfig;
 use crate::entra::{AccessToken, EntraError, MANAGED_HSM_SCOPE};
@@ -111,7 +110,7 @@ impl rsa::rand_core::CryptoRng for HostRng {}
 pub struct Kek<'a> {
     cfg: &'a KekConfig,
     retry: RetryPolicy,
-    store: Option<Store>,
+    store: Option<crate::token::KvStore>,
     tokens: Tokens<'a>,
 }
 
@@ -206,7 +205,11 @@ impl<'a> Kek<'a> {
                 .cache_get(cache_key)
                 .and_then(|b| serde_json::from_slice::<CachedState>(&b).ok())
             {
-                if now.0 < c.checked_at.saturating_add(self.cfg.check_secs) {
+                // A state checked "in the future" (a clock far off, or a
+                // writer of the store) is not believed.
+                if now.0 < c.checked_at.saturating_add(self.cfg.check_secs)
+                    && c.checked_at <= now.0.saturating_add(crate::jwt::CLOCK_SKEW_SECS)
+                {
                     return Ok((c.key, UnixTime(c.checked_at)));
                 }
             }

@@ -28,6 +28,7 @@ pub mod events;
 pub mod hsm;
 pub mod ingest;
 pub mod jwt;
+pub mod kvseal;
 pub mod log;
 pub mod probe;
 pub mod queue;

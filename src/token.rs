@@ -54,15 +54,80 @@ impl From<&TokenError> for crate::api::ApiError {
 pub struct Tokens<'a> {
     identity: &'a IdentityConfig,
     retry: RetryPolicy,
-    store: Option<Store>,
+    store: Option<KvStore>,
+}
+
+/// The `default` key-value store with each entry bound to this deployment
+/// by [`crate::kvseal`] when the secret `kv_store_key` is set: an entry that
+/// does not verify reads as absent. Without the secret, entries are kept as
+/// they are (the store is then trusted as the component itself; a warning
+/// says so).
+pub struct KvStore {
+    store: Store,
+    key: Option<crate::kvseal::EntryKey>,
+}
+
+impl KvStore {
+    /// The value under `name`, if present and (with a key) genuine.
+    pub fn get(&self, name: &str) -> Result<Option<Vec<u8>>, spin_sdk::key_value::Error> {
+        let v = self.store.get(name)?;
+        Ok(match (&self.key, v) {
+            (Some(k), Some(b)) => {
+                let opened = k.open(name, &b);
+                if opened.is_none() {
+                    log::emit(
+                        "warn",
+                        "kv_entry_refused",
+                        &[
+                            ("name", json!(name)),
+                            (
+                                "reason",
+                                json!("not sealed by this deployment's kv_store_key"),
+                            ),
+                        ],
+                    );
+                }
+                opened
+            }
+            (None, v) => v,
+            (_, None) => None,
+        })
+    }
+
+    /// Stores `value` under `name` (sealed, with a key).
+    pub fn set(&self, name: &str, value: &[u8]) -> Result<(), spin_sdk::key_value::Error> {
+        match &self.key {
+            Some(k) => self.store.set(name, &k.seal(name, value)),
+            None => self.store.set(name, value),
+        }
+    }
+
+    /// Removes the entry under `name`.
+    pub fn delete(&self, name: &str) -> Result<(), spin_sdk::key_value::Error> {
+        self.store.delete(name)
+    }
 }
 
 /// Opens the `default` key-value store that holds the component's caches
 /// (tokens, key state, signing keys); `None`, said once in the log, when the
 /// host has none, and then every request fetches its own.
-pub fn open_store() -> Option<Store> {
+pub fn open_store() -> Option<KvStore> {
+    let key = match spin_sdk::variables::get("kv_store_key") {
+        Ok(v) if !v.trim().is_empty() => Some(crate::kvseal::EntryKey::derive(v.trim())),
+        _ => {
+            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                log::emit(
+                "warn",
+                "kv_store_unbound",
+                &[("message", json!("kv_store_key is not set: key-value store entries are trusted as they are"))],
+            );
+            }
+            None
+        }
+    };
     match Store::open_default() {
-        Ok(s) => Some(s),
+        Ok(store) => Some(KvStore { store, key }),
         Err(e) => {
             log::emit(
                 "warn",
