@@ -1,0 +1,21 @@
+//! Storage queue message texts (plain, base64, Event Grid's and Dapr's
+//! shapes) and the forwarders' metadata headers.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    for ct in [
+        "text/plain; charset=utf-8",
+        "application/json",
+        "application/octet-stream",
+    ] {
+        let _ = cmk_ingest::queue::decode(Some(ct), data);
+    }
+    let text = String::from_utf8_lossy(data);
+    let headers: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let _ = cmk_ingest::queue::metadata(&headers);
+});
