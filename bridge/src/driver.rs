@@ -417,27 +417,32 @@ impl Bridge {
                     }
                 }
             }
-            Action::Requeue { delay_secs } => match self.requeue(m, delay_secs) {
-                Ok(new_id) => {
-                    fields.push(("action", json!("requeued")));
-                    fields.push(("new_message_id", json!(new_id)));
-                    fields.push(("pause_secs", json!(delay_secs)));
-                    fields.push((
+            // Hidden as long as a message left would be (the visibility
+            // timeout), so redelivery keeps its cadence; polling pauses for
+            // the component's Retry-After as for any 503.
+            Action::Requeue { delay_secs } => {
+                match self.requeue(m, delay_secs.min(u64::from(c.visibility_timeout_secs))) {
+                    Ok(new_id) => {
+                        fields.push(("action", json!("requeued")));
+                        fields.push(("new_message_id", json!(new_id)));
+                        fields.push(("pause_secs", json!(delay_secs)));
+                        fields.push((
                         "hint",
                         json!("the component cannot use its key-encryption key; the message keeps its tries"),
                     ));
-                    emit("warn", "message", &fields);
-                    return Some(delay_secs);
+                        emit("warn", "message", &fields);
+                        return Some(delay_secs);
+                    }
+                    Err(e) => {
+                        // The original stays and comes back after the visibility
+                        // timeout (spending a try, as before).
+                        fields.push(("action", json!("requeue-failed")));
+                        fields.push(("error", json!(e.to_string())));
+                        emit("warn", "message", &fields);
+                        return Some(delay_secs);
+                    }
                 }
-                Err(e) => {
-                    // The original stays and comes back after the visibility
-                    // timeout (spending a try, as before).
-                    fields.push(("action", json!("requeue-failed")));
-                    fields.push(("error", json!(e.to_string())));
-                    emit("warn", "message", &fields);
-                    return Some(delay_secs);
-                }
-            },
+            }
             Action::Leave { pause_secs, auth } => {
                 fields.push(("action", json!("left")));
                 fields.push(("pause_secs", json!(pause_secs)));

@@ -269,7 +269,8 @@ def test_nothing_lost_nothing_duplicated_nothing_leaked(rig, stack):
                 if what.startswith("POST"):
                     assert ra and int(ra) > 0, (name, what, "no Retry-After")
             for (status, got, action) in drill[name]["bridge"]:
-                assert (status, got, action) == (503, code, "left"), (name, status, got, action)
+                # Key-state refusals are re-queued, never left to spend tries.
+                assert (status, got, action) == (503, code, "requeued"), (name, status, got, action)
             for (status, got) in drill[name]["pushed"]:
                 assert (status, got) == (503, code), (name, status, got)
             assert drill[name]["docs"] == before_drill, f"{name}: something was written while the key was unusable"
@@ -355,6 +356,7 @@ def test_nothing_lost_nothing_duplicated_nothing_leaked(rig, stack):
     no_pause = [a for a in pushed if a.status in (429, 503) and not a.retry_after]
     assert not no_pause, histogram(no_pause)
     bridge_lines = [l for l in log_lines(bridge.log.read_text()) if l.get("event") == "message"]
+    queue_messages_sent = len(sent_ids)
     for l in bridge_lines:
         if "status" in l:
             assert documented(l["status"], l.get("code")), l
@@ -362,9 +364,11 @@ def test_nothing_lost_nothing_duplicated_nothing_leaked(rig, stack):
                 assert l.get("pause_secs"), l
         kind = sent_ids.get(l["message_id"])
         assert kind is not None, f"the bridge handled a message nobody sent: {l}"
+        if l["action"] == "requeued":
+            sent_ids[l["new_message_id"]] = kind  # the same message under a new id
         if l["action"] == "poisoned":
             assert kind == "bad" and l["reason"] == "refused" and l["status"] == 400, l
-        assert l["action"] in ("deleted", "poisoned", "left", "skipped"), l
+        assert l["action"] in ("deleted", "poisoned", "left", "requeued", "skipped"), l
     bridge_done = Counter(l["action"] for l in bridge_lines)
 
     # --- the documents ------------------------------------------------------------
@@ -461,7 +465,7 @@ def test_nothing_lost_nothing_duplicated_nothing_leaked(rig, stack):
         "events_pushed": n_pushed, "events_queued": sum(1 for e in expected.values() if e.path == "queue"),
         "deliveries": len(all_deliveries), "delivery_attempts": len(pushed),
         "pushed_answers": histogram(pushed),
-        "queue_messages": len(sent_ids), "bad_messages": len(bad_texts), "poisoned": len(poisoned),
+        "queue_messages": queue_messages_sent, "bad_messages": len(bad_texts), "poisoned": len(poisoned),
         "bridge_actions": dict(bridge_done),
         "bridge_answers": dict(sorted(Counter(f"{l.get('status')} {l.get('code')}" for l in bridge_lines
                                               if "status" in l).items())),
