@@ -2,8 +2,16 @@
 # Disks under the customer key: a Disk Encryption Set whose key is the HSM's
 # "disks-kek" (wrap/unwrap only), used through its own identity with the
 # key-scoped Crypto Service Encryption User role. The cluster's node OS disks
-# use it (set at cluster creation only), and so do persistent volumes through
-# the managed-csi-cmk StorageClass (infra/deploy/spinkube/storageclass.yaml).
+# use it, and so do persistent volumes through the managed-csi-cmk
+# StorageClass (infra/deploy/spinkube/storageclass.yaml).
+#
+# disk_encryption_set_id is ForceNew on the cluster (azurerm 4.55.0
+# internal/services/containers/kubernetes_cluster_resource.go): setting it only
+# in the customer-managed stage replaced the cluster at the switch. The key
+# exists in both stages, so the cluster takes the set from creation in both,
+# and the stage switch changes nothing on the cluster that forces a new one
+# (KMS, key_management_service, updates in place). Prerequisites of the
+# cluster: infra/README.md, "Apply order" (EncryptionAtHost feature).
 # ---------------------------------------------------------------------------
 resource "azurerm_disk_encryption_set" "disks" {
   name                      = "des-${local.base}"
@@ -62,8 +70,9 @@ resource "azurerm_kubernetes_cluster" "aks" {
     subnet_id                           = azurerm_subnet.apiserver.id
   }
 
-  # Node OS disks under the HSM key in the customer-managed stage.
-  disk_encryption_set_id = var.encryption == "customer-managed" ? azurerm_disk_encryption_set.disks.id : null
+  # Node OS disks under the HSM key, from creation, in both stages (see the
+  # top of this file).
+  disk_encryption_set_id = azurerm_disk_encryption_set.disks.id
 
   # etcd secrets under the Key Vault key (see hsm.tf for why Key Vault).
   dynamic "key_management_service" {
@@ -146,12 +155,32 @@ resource "azurerm_kubernetes_cluster" "aks" {
 
   tags = local.tags
 
+  # Etcd and the node disks live here: no plan replaces the cluster. A change
+  # that needs a new cluster is an explicit, separate step (infra/README.md,
+  # "Stage switch"); the Helm releases are in infra/terraform-cluster and
+  # re-applied against the cluster that exists.
+  lifecycle {
+    prevent_destroy = true
+  }
+
   depends_on = [
     azurerm_role_assignment.aks_network,
     azurerm_role_assignment.aks_kubelet_operator,
     azurerm_role_assignment.aks_des,
     azurerm_role_assignment.etcd_kms_key,
+    azurerm_role_assignment.aks_kms_private_link,
   ]
+}
+
+# KMS with a private Key Vault: the cluster identity creates the private link
+# the KMS plugin uses, which needs "Key Vault Contributor" on the vault
+# (learn.microsoft.com/azure/aks/use-kms-etcd-encryption, "Assign permissions
+# to create a private link"). A control-plane role: no key, secret or certificate
+# data action; the vault's data plane stays on Azure RBAC.
+resource "azurerm_role_assignment" "aks_kms_private_link" {
+  scope                = azurerm_key_vault.kv.id
+  role_definition_name = "Key Vault Contributor"
+  principal_id         = azurerm_user_assigned_identity.aks.principal_id
 }
 
 # Wasm pool: runs the Spin apps and the bridge (containerd-shim-spin is

@@ -129,19 +129,12 @@ output "eventgrid_topic_endpoint" {
   value = azurerm_eventgrid_topic.events.endpoint
 }
 
-output "security_domain_certificate_ids" {
-  value = azurerm_key_vault_certificate.security_domain[*].id
-}
-
 output "encryption" {
   value = var.encryption
 }
 
-# The security domain the provider downloaded at activation, wrapped to the
-# security-domain certificates. Save it offline right after the first apply
-# (infra/README.md, bootstrap step 3); it is also in the state, so the state
-# backend must be as protected as the HSM's administrators.
-output "security_domain_encrypted_data" {
-  value     = azurerm_key_vault_managed_hardware_security_module.hsm.security_domain_encrypted_data
-  sensitive = true
+# For the cluster root module (infra/terraform-cluster): which cluster it
+# installs onto.
+output "resource_group_name" {
+  value = azurerm_resource_group.main.name
 }
