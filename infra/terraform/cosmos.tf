@@ -47,6 +47,12 @@ resource "azurerm_cosmosdb_account" "main" {
   # Every record lives here: no plan ever replaces or deletes this account.
   lifecycle {
     prevent_destroy = true
+    # During the migration the new generation must not take the retiring
+    # account's name (the plan would try to create an account that exists).
+    precondition {
+      condition     = var.cosmos_retiring_account_name != (var.cosmos_account_generation == 1 ? "cosmos-${local.base}" : "cosmos-${local.base}-g${var.cosmos_account_generation}")
+      error_message = "cosmos_retiring_account_name names the serving account: raise cosmos_account_generation (infra/README.md, \"Stage switch on a populated estate\")."
+    }
   }
 
   depends_on = [azurerm_key_vault_managed_hardware_security_module_role_assignment.consumer]

@@ -49,7 +49,7 @@ def test_force_new_list_names_real_arguments(schema):
 
 
 BROKEN = [
-    ("cosmos account unprotected", [("cosmos.tf", "  # Every record lives here: no plan ever replaces or deletes this account.\n  lifecycle {\n    prevent_destroy = true\n  }\n", "")],
+    ("cosmos account unprotected", [("cosmos.tf", "    prevent_destroy = true\n    # During the migration", "    # During the migration")],
      "azurerm_cosmosdb_account.main would be replaced without protection: managed_hsm_key_id"),
     ("cluster disks by stage, unprotected", [
         ("aks.tf", "disk_encryption_set_id = azurerm_disk_encryption_set.disks.id",
