@@ -273,3 +273,52 @@ def test_seal_refuses_without_the_second_stage_or_the_admin_key(stack, switch):
     assert status == 401, body
     status, body = seal(app, "?limit=0")
     assert status == 409, "the stage is checked before the parameters"
+
+
+def test_changed_records_are_conflicts_and_narrower_headers_are_sealed_again(stack, switch):
+    """A record changed between the pass's read and its replace is counted
+    as a conflict and keeps the change (If-Match); the next pass seals it.
+    A record sealed while fewer fields were configured is opened and sealed
+    again with the new ones, and still reads back as sent."""
+    client = stack.cosmos_client().get_database_client(stack.database)
+    container = client.create_container(f"race-{switch['tag']}", PartitionKey("/pk"))
+    one = stack.serve_app(name="app-race-one", overrides={"SPIN_VARIABLE_COSMOS_CONTAINER": container.id})
+    plain = [event(n) for n in (1, 2, 4)]
+    assert post(f"{one.url}/events", plain)[0] == 200
+    one.process.stop()
+    narrow = stack.serve_app(name="app-race-narrow", overrides=stack.stage_two(
+        "client-secret", cosmos_container=container.id, protected_fields='{"*": ["/data/patient"]}'))
+    early = event(5)
+    assert post(f"{narrow.url}/events", [early])[0] == 200
+    narrow.process.stop()
+    app = stack.serve_app(name="app-race-two", overrides=stack.stage_two(
+        "client-secret", cosmos_container=container.id, protected_fields=PROTECTED))
+    victim = next(d for d in all_docs(container) if d["event"]["id"] == plain[0]["id"])
+
+    # Hold the pass between its read and its replaces: the HSM throttles the
+    # wrap once, for a second, while another writer changes one record.
+    stack.hsm_admin("POST", "faults", [{"status": 429, "retry_after": 1, "op": "wrapkey"}])
+    answer = {}
+    t = threading.Thread(target=lambda: answer.update(r=seal(app, "?limit=100")))
+    t.start()
+    time.sleep(0.5)
+    changed = {**content(victim), "note": "edited by another writer"}
+    container.upsert_item(changed)
+    t.join(timeout=60)
+    status, body = answer["r"]
+    assert status == 200, body
+    assert (body["scanned"], body["sealed"], body["resealed"], body["conflicts"], body["failed"]) == (4, 3, 1, 1, 0), body
+    stored = container.read_item(victim["id"], partition_key=victim["pk"])
+    assert stored["note"] == "edited by another writer" and "cmk" not in stored, "not overwritten"
+    status, body = seal(app, "?limit=100")
+    assert status == 200 and (body["sealed"], body["alreadySealed"]) == (1, 3), body
+    stored = container.read_item(victim["id"], partition_key=victim["pk"])
+    assert stored["note"] == "edited by another writer" and is_sealed(stored["event"]["subject"])
+
+    resealed = next(d for d in all_docs(container) if d["event"]["id"] == early["id"])
+    assert resealed["cmk"]["fields"] == ["/event/data/patient", "/event/subject"]
+    for e in [*plain, early]:
+        doc = next(d for d in all_docs(container) if d["event"]["id"] == e["id"])
+        status, _, body = get(app, f"/records/{enc(doc['pk'])}/{doc['id']}")
+        assert status == 200, body
+        assert body["event"]["data"] == e["data"] and body["event"]["subject"] == e["subject"]
