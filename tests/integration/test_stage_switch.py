@@ -59,6 +59,13 @@ def event(n: int) -> dict:
     }
 
 
+def sigcheck(stack, path: str, body=None) -> None:
+    """Controls the signature check in front of the store (faults, reset)."""
+    req = urllib.request.Request(f"{stack.sigcheck_url}/_sigcheck/{path}", method="POST",
+                                 data=json.dumps(body).encode() if body is not None else b"")
+    urllib.request.urlopen(req).close()
+
+
 def content(doc: dict) -> dict:
     return {k: v for k, v in doc.items() if k not in SYSTEM}
 
@@ -169,15 +176,19 @@ def test_stage_one_records_are_copied_and_sealed_without_loss(stack, switch):
             answer = {}
             t = threading.Thread(target=lambda: answer.update(r=_try(seal, app, query)))
             t.start()
-            # Kill the runtime once the page is partly written.
+            # Once the page is partly written, hold the rest (the store
+            # throttles the next requests) and kill the runtime.
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 if sealed_count(switch["target"]) >= before + 5:
                     break
                 time.sleep(0.05)
+            sigcheck(stack, "faults", [{"status": 429, "retry_after_ms": 200, "count": 40}])
+            time.sleep(0.3)
             os.killpg(app.process.proc.pid, signal.SIGKILL)
             app.process.proc.wait()
             t.join()
+            sigcheck(stack, "reset")  # drops the faults left over
             partly = sealed_count(switch["target"])
             assert before < partly < before + 100, "the page was cut short"
             assert "r" not in answer or not isinstance(answer["r"], tuple), "the killed call gave no answer"
