@@ -940,6 +940,188 @@ mod tests {
     }
 
     #[test]
+    fn pointers_resolve_with_wildcards_and_report_other_shapes() {
+        let d = json!({"data": {"items": [{"ssn": 1}, {"x": 2}, {"ssn": null}], "s": "t", "n": null, "a~b": {"c/d": 1}}});
+        assert_eq!(
+            resolve(&d, "/data/items/*/ssn").unwrap(),
+            ["/data/items/0/ssn", "/data/items/2/ssn"]
+        );
+        assert_eq!(resolve(&d, "/data/items/1/x").unwrap(), ["/data/items/1/x"]);
+        assert_eq!(resolve(&d, "/data/items/01/x").unwrap_err().found, "array");
+        assert_eq!(
+            resolve(&d, "/data/items/9/x").unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(resolve(&d, "/data/a~0b/c~1d").unwrap(), ["/data/a~0b/c~1d"]);
+        assert_eq!(resolve(&d, "/data/absent/x").unwrap(), Vec::<String>::new());
+        assert_eq!(resolve(&d, "/data/n/x").unwrap(), Vec::<String>::new());
+        let m = resolve(&d, "/data/s/x").unwrap_err();
+        assert_eq!(
+            (m.at.as_str(), m.found, m.pointer.as_str()),
+            ("/data/s", "string", "/data/s/x")
+        );
+        assert_eq!(resolve(&d, "/data/items/ssn").unwrap_err().found, "array");
+        assert_eq!(resolve(&d, "/data/*").unwrap_err().found, "object");
+    }
+
+    #[test]
+    fn readers_check_the_key_and_every_configured_field() {
+        let d = sealed();
+        let h = header(&d).unwrap().unwrap();
+        let hsm = "https://contoso.managedhsm.azure.net";
+        let protected: Vec<String> = fields();
+        let expect = Expect {
+            hsm,
+            key_name: "app-kek",
+            protected: &protected,
+        };
+        assert_eq!(check_expected(&d, &h, &expect), Ok(()));
+        assert!(kid_belongs(
+            KID,
+            "https://contoso.managedhsm.azure.net:443",
+            "app-kek"
+        ));
+        for (hsm, key) in [
+            ("https://other.managedhsm.azure.net", "app-kek"),
+            ("https://contoso.managedhsm.azure.net", "app"),
+            ("https://contoso.managedhsm.azure", "app-kek"),
+        ] {
+            let e = Expect {
+                hsm,
+                key_name: key,
+                protected: &protected,
+            };
+            assert!(
+                matches!(check_expected(&d, &h, &e), Err(EnvelopeError::Tampered(_))),
+                "{hsm} {key}"
+            );
+        }
+        assert!(!kid_belongs(
+            "https://contoso.managedhsm.azure.net/keys/app-kek/",
+            hsm,
+            "app-kek"
+        ));
+        assert!(!kid_belongs(
+            "https://contoso.managedhsm.azure.net/keys/app-kek/v/x",
+            hsm,
+            "app-kek"
+        ));
+        // A forged header listing no field, over plaintext: refused.
+        let mut forged = doc();
+        seal_nothing(&mut forged, KID).unwrap();
+        let fh = header(&forged).unwrap().unwrap();
+        assert!(fh.wrapped_dek.is_empty());
+        assert!(
+            matches!(check_expected(&forged, &fh, &expect), Err(EnvelopeError::Tampered(p)) if p.contains("/event/data/name"))
+        );
+        // The same header where the configuration protects nothing present opens.
+        let none: Vec<String> = vec!["/event/data/absent".into()];
+        let e = Expect {
+            hsm,
+            key_name: "app-kek",
+            protected: &none,
+        };
+        assert_eq!(check_expected(&forged, &fh, &e), Ok(()));
+        assert_eq!(open_with(&forged, None, None).unwrap(), doc());
+        // A field sealed whole covers the pointers inside it.
+        let inside: Vec<String> = vec!["/event/data/visit/ward".into()];
+        let e = Expect {
+            hsm,
+            key_name: "app-kek",
+            protected: &inside,
+        };
+        assert_eq!(check_expected(&d, &h, &e), Ok(()));
+        // A key-less header must list no field.
+        let mut bad = d.clone();
+        bad["cmk"].as_object_mut().unwrap().remove("dek");
+        assert!(matches!(header(&bad), Err(EnvelopeError::Malformed(_))));
+        // Rewrapping a key-less header moves only its kid.
+        let moved = rewrapped(&forged, &KID.replace("0123", "4444"), &[]).unwrap();
+        assert_eq!(moved["cmk"]["kid"], json!(KID.replace("0123", "4444")));
+        assert!(moved["cmk"].get("dek").is_none() && moved["cmk"].get("sealedKid").is_none());
+    }
+
+    #[test]
+    fn headers_and_plaintext_are_read_strictly() {
+        let base = sealed();
+        let with = |ptr: &str, v: Value| {
+            let mut d = base.clone();
+            *d.pointer_mut(ptr).unwrap() = v;
+            d
+        };
+        for (d, want) in [
+            (with("/cmk", Value::Null), "Malformed"),
+            (with("/cmk", json!([])), "Malformed"),
+            (with("/cmk/v", json!("1")), "Unsupported"),
+            (with("/cmk/v", json!(1.0)), "Unsupported"),
+            (with("/cmk/fields", json!(["event/data/name"])), "Malformed"),
+            (
+                with("/cmk/fields", json!(["/event/data/n~2ame"])),
+                "Malformed",
+            ),
+            (with("/id", json!(7)), "Malformed"),
+            (with("/pk", Value::Null), "Malformed"),
+            (
+                {
+                    let mut d = base.clone();
+                    d["cmk"]["extra"] = json!(1);
+                    d
+                },
+                "Malformed",
+            ),
+        ] {
+            let got = open(&d, &dek(), None);
+            let kind = match &got {
+                Err(EnvelopeError::Malformed(_)) => "Malformed",
+                Err(EnvelopeError::Unsupported(_)) => "Unsupported",
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(kind, want, "{}", d["cmk"]);
+        }
+        assert_eq!(
+            parse_plaintext(b"{\"a\":1,\"b\":[1,2.5,null]}"),
+            Some(json!({"a": 1, "b": [1, 2.5, null]}))
+        );
+        for bad in [
+            &b"{\"a\":1,\"a\":2}"[..],
+            b"NaN",
+            b"\"\xff\"",
+            b"[1,]",
+            b"1 2",
+        ] {
+            assert_eq!(
+                parse_plaintext(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // Non-canonical trailing bits and the standard alphabet are not base64url.
+        let ct = base["event"]["data"]["ssn"]["ct"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut last = ct.clone().into_bytes();
+        let i = last.len() - 1;
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let pos = alphabet.iter().position(|c| *c == last[i]).unwrap();
+        last[i] = alphabet[pos ^ 1];
+        let d = with(
+            "/event/data/ssn/ct",
+            json!(String::from_utf8(last).unwrap()),
+        );
+        assert!(matches!(
+            open(&d, &dek(), None),
+            Err(EnvelopeError::Malformed(_))
+        ));
+        let d = with("/event/data/ssn/iv", json!("AQEBAQEBAQEBAQE+"));
+        assert!(matches!(
+            open(&d, &dek(), None),
+            Err(EnvelopeError::Malformed(_))
+        ));
+    }
+
+    #[test]
     fn associated_data_layout() {
         let aad = associated_data("i", "pk", "/p", "k");
         let mut want = b"cmk-ingest/field/v1\0".to_vec();
