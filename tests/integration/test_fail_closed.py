@@ -69,7 +69,7 @@ def test_an_unresolvable_protected_field_refuses_the_event(strict_app, stack, na
     assert event["id"] in body["error"]["message"] and SECRET not in json.dumps(body)
     assert in_topic(stack, topic) == 0, "nothing of the delivery is written"
     logs = strict_app.logs()
-    line = next(json.loads(l) for l in logs.splitlines()
+    line = next(json.loads(l[l.index("{"):]) for l in logs.splitlines()
                 if "protected_field_unresolvable" in l and event["id"] in l)
     assert line["pointer"].startswith("/event/data/") and line["id"] == document_id(topic, event["id"])
     assert SECRET not in logs
