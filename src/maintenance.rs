@@ -66,6 +66,15 @@ pub(crate) async fn post_rewrap(req: IncomingRequest) -> Result<Response<Vec<u8>
                 continue;
             }
         };
+        if h.wrapped_dek.is_empty() {
+            // A header that seals nothing has no data key to move.
+            let doc2 = envelope::rewrapped(doc, &latest.kid, &[]).map_err(envelope_error)?;
+            let req = rewrap::replace_request(&at, &doc2, &config, &credential, UnixTime::now())
+                .map_err(|e| ApiError::from(&e))?;
+            let sent = account.send(req).await;
+            report.add(rewrap::replace_outcome(sent.result)?);
+            continue;
+        }
         let idx = match moved
             .iter()
             .position(|(kid, w, _)| *kid == h.kid && *w == h.wrapped_dek)

@@ -151,11 +151,12 @@ resource "azurerm_cosmosdb_sql_container" "events" {
       path = "/cmk/*"
     }
     # Every protected field, under /event (protected_fields, the same JSON the
-    # app reads; default {"*": ["/data"]} -> /event/data/*).
+    # app reads; default {"*": ["/data"]} -> /event/data/*). A `*` token (every
+    # element of an array) is `[]` in an index path.
     dynamic "excluded_path" {
       for_each = local.protected_pointers
       content {
-        path = "/event${excluded_path.value}/*"
+        path = "/event${join("/", [for t in split("/", excluded_path.value) : t == "*" ? "[]" : t])}/*"
       }
     }
     excluded_path {

@@ -35,6 +35,9 @@ output "spin_variables" {
     hsm_key_name         = var.encryption == "customer-managed" ? azurerm_key_vault_managed_hardware_security_module_key.key["app"].name : ""
     hsm_key_check_secs   = "30"
     hsm_local_wrap       = var.hsm_local_wrap ? "true" : "false"
+    # Explicit either way: the app refuses to start with protected_fields
+    # set and no key name unless the first stage is chosen.
+    cmk_stage = var.encryption == "customer-managed" ? "2" : "1"
     # Tokens from the token proxy, which holds the app identity's workload
     # identity federation (identities.tf).
     identity                = "managed-identity"

@@ -313,6 +313,7 @@ class Stack:
         v = {
             "SPIN_VARIABLE_HSM_ENDPOINT": self.hsm_url,
             "SPIN_VARIABLE_HSM_KEY_NAME": KEK_NAME,
+            "SPIN_VARIABLE_CMK_STAGE": "2",
             **self.identity_variables(identity),
         }
         v.update({f"SPIN_VARIABLE_{k.upper()}": val for k, val in extra.items()})

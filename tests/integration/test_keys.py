@@ -141,7 +141,7 @@ def test_the_key_failing_closed_and_recovering(sealed_app, stack):
         status, _, body = get(sealed_app, f"/records/{enc(topic)}/{first_id}")
         assert (status, body["error"]["code"]) == (503, code), body
         status, _, body = call(sealed_app, "GET", "/readyz", key=None)
-        assert status in (503,), body
+        assert (status, body["status"], body["error"]["code"]) == (503, "not-ready", code), body
 
     # Disabled: the service would still wrap; the component refuses to write.
     stack.hsm_admin("POST", f"keys/{KEK_NAME}/state", {"enabled": False})
