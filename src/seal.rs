@@ -514,6 +514,7 @@ mod tests {
                 "admin_keys" => Some(KEY.into()),
                 "protected_fields" => Some(protected.into()),
                 "hsm_key_name" if kek => Some("app-kek".into()),
+                "cmk_stage" => Some(if kek { "2" } else { "1" }.into()),
                 "hsm_endpoint" => Some("https://contoso.managedhsm.azure.net".into()),
                 "identity" => Some("client-secret".into()),
                 "azure_tenant_id" => Some("t".into()),
