@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import tomllib
 import urllib.request
@@ -83,9 +83,46 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class Interrupted(Exception):
+    """A stop signal arrived (only under `python -m harness.stack`)."""
+
+
+# The signal that asked the stack to stop, or 0. Written by the signal
+# handler and only read elsewhere: the handler does nothing else (no locks, no
+# I/O), so a second or overlapping SIGINT/SIGTERM can never block on state the
+# interrupted code holds. Waits are woken through signal.set_wakeup_fd.
+_stop_signal = 0
+
+
+def _on_stop_signal(signum, _frame) -> None:
+    global _stop_signal
+    _stop_signal = _stop_signal or signum
+
+
+# With CMK_PARENT_PID set (scripts/local sets its own pid), the stack also
+# stops when that process is gone: a script killed before it could pass on
+# a signal leaves nothing running.
+_parent_pid = 0
+
+
+def _orphaned() -> bool:
+    return bool(_parent_pid) and os.getppid() != _parent_pid
+
+
+def check_interrupted() -> None:
+    """Raises Interrupted once a stop signal has arrived (or the parent is
+    gone); start-up calls it between steps and while waiting, so a stack
+    still starting stops too."""
+    if _stop_signal:
+        raise Interrupted(signal.Signals(_stop_signal).name)
+    if _orphaned():
+        raise Interrupted("parent exited")
+
+
 def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        check_interrupted()
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited with {proc.returncode} before listening on {port}")
         try:
@@ -142,26 +179,47 @@ def component_variables(app_values: dict[str, str]) -> dict[str, str]:
     return {f"SPIN_VARIABLE_{k.upper()}": resolve(t) for k, t in component.get("variables", {}).items()}
 
 
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop_all(processes: list[Process], grace: float) -> None:
+    """SIGTERM to every process group at once, SIGKILL to the groups still
+    there after `grace` seconds, then SIGKILL once more to each group so that
+    no descendant of a child survives its leader. Every child runs in its own
+    session, so its process group id is its pid."""
+    for p in processes:
+        if p.proc.poll() is None:
+            _killpg(p.proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for p in processes:
+        try:
+            p.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for p in processes:
+        if p.proc.poll() is None:
+            _killpg(p.proc.pid, signal.SIGKILL)
+            p.proc.wait()
+        # The leader is gone; sweep whatever is left in its group.
+        _killpg(p.proc.pid, signal.SIGKILL)
+
+
 @dataclass
 class Process:
     name: str
     proc: subprocess.Popen
     log: Path
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+    def stop(self, grace: float = 10.0) -> None:
+        stop_all([self], grace)
 
 
 def start(name: str, argv: list[str], workdir: Path, env_extra: dict[str, str] | None = None) -> Process:
+    check_interrupted()
     log = workdir / f"{name}.log"
     child_env = dict(os.environ)
     child_env.update(env_extra or {})
@@ -461,43 +519,104 @@ class Stack:
         wait_for_port(port, proc.proc, f"{runtime} serving {name}", timeout=120)
         return App(f"http://127.0.0.1:{port}", variables, proc, runtime)
 
-    def stop(self) -> None:
-        for p in reversed(self.processes):
-            p.stop()
+    def stop(self, grace: float = 5.0) -> None:
+        """Stops every process the stack started; bounded by `grace` plus
+        the time SIGKILL takes."""
+        stop_all(list(reversed(self.processes)), grace)
         self.processes.clear()
 
 
+# What scripts/local seals by default: fields a sample event carries.
+LOCAL_PROTECTED_FIELDS = {"*": ["/data/ssn", "/data/card/number"]}
+
+
+def serve_local(stack: Stack, stage: str, port: int) -> dict:
+    """The local run: the app on `port`; in stage two sealing sample fields
+    under the stand-in HSM's key and fed by the queue bridge."""
+    info: dict = {"stage": stage}
+    if stage == "two":
+        overrides = stack.stage_two(
+            protected_fields=json.dumps(LOCAL_PROTECTED_FIELDS),
+            # Check the key on every delivery, so the key drill shows at once.
+            hsm_key_check_secs="0",
+        )
+        info.update(hsm=stack.hsm_url, key=KEK_NAME, protected_fields=LOCAL_PROTECTED_FIELDS)
+    else:
+        overrides = {}
+    app = stack.serve_app(port=port, overrides=overrides)
+    info.update(app=app.url, runtime=app.runtime)
+    if stage == "two":
+        bridge_settings = dict(
+            # A refused message comes back soon, and not to the poison queue
+            # during a short key drill.
+            VISIBILITY_TIMEOUT_SECS="5", REQUEST_TIMEOUT_SECS="4", MAX_DEQUEUE_COUNT="20",
+            POLL_INTERVAL_MS="500",
+        )
+        stack.start_bridge("bridge", stack.bridge_env(f"{app.url}/queue", **bridge_settings))
+        info.update(bridge_queue=QUEUE_NAME, bridge_log=str(stack.workdir / "bridge.log"))
+    return info
+
+
 def main() -> None:
-    """`python -m harness.stack DIR`: start everything, write DIR/stack.json, and
-    serve until interrupted (used by scripts/local)."""
+    """`python -m harness.stack DIR [--stage one|two]`: start everything,
+    write DIR/stack.json, and serve until SIGINT or SIGTERM (used by
+    scripts/local). A stop signal also ends a start still under way; every
+    child is stopped, with SIGKILL after a short grace."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("dir")
+    parser.add_argument("--stage", choices=["one", "two"], default="two")
+    parser.add_argument("--grace", type=float, default=2.0, help="seconds before SIGKILL on stop")
+    args = parser.parse_args()
     # Handlers, not a blocked mask: children inherit a blocked mask and
     # would then ignore the SIGTERM that stops them. Set explicitly, since a
-    # background job of a shell starts with SIGINT ignored.
-    stopping = threading.Event()
+    # background job of a shell starts with SIGINT ignored. The handler only
+    # records the signal; the wakeup pipe ends the wait below at once.
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stopping.set())
-    workdir = Path(sys.argv[1]).resolve()
+        signal.signal(sig, _on_stop_signal)
+    global _parent_pid
+    _parent_pid = int(os.environ.get("CMK_PARENT_PID", "0"))
+    workdir = Path(args.dir).resolve()
     port = int(os.environ.get("CMK_PORT", "3000"))
     stack = Stack(workdir)
     try:
         stack.start_peers()
-        app = stack.serve_app(port=port)
+        check_interrupted()
+        served = serve_local(stack, args.stage, port)
         info = {
-            "app": app.url,
-            "runtime": app.runtime,
+            **served,
             "cosmos": stack.cosmos_url,
             "cosmos_raw": stack.cosmos_raw_url,
             "database": stack.database,
             "container": stack.container,
             "queue": stack.queue_url,
+            "queue_connection_string": stack.queue_connection_string,
+            "sigcheck": stack.sigcheck_url,
+            "entra": stack.entra_url,
+            "hsm_tls": stack.hsm_tls_url,
             "logs": str(workdir),
         }
-        (workdir / "stack.json").write_text(json.dumps(info, indent=2))
+        check_interrupted()
+        tmp = workdir / "stack.json.tmp"
+        tmp.write_text(json.dumps(info, indent=2))
+        tmp.replace(workdir / "stack.json")
         print(json.dumps(info), flush=True)
-        while not stopping.wait(0.5):
-            pass
+        while not _stop_signal and not _orphaned():
+            try:
+                select.select([wake_r], [], [], 1.0)
+                while os.read(wake_r, 64):
+                    pass
+            except (BlockingIOError, InterruptedError):
+                pass
+    except Interrupted:
+        pass
     finally:
-        stack.stop()
+        stack.stop(grace=args.grace)
 
 
 if __name__ == "__main__":
