@@ -58,6 +58,7 @@ pub(crate) async fn post_events(req: IncomingRequest) -> Result<Response<Vec<u8>
         }
         Decoded::Events(events) => events,
     };
+    crate::tally::events(events.len());
     let account = Account::new(&config.cosmos);
     let credential = account.credential().await?;
     let writes = ingest::plan_events(events, &config, &credential, UnixTime::now())?;
@@ -94,6 +95,7 @@ pub(crate) async fn post_queue(req: IncomingRequest) -> Result<Response<Vec<u8>>
         ingest::check_shape(&body, &config)?;
         let message = queue::decode(content_type.as_deref(), &body)?;
         decoded = Some((message.text_encoding.as_str(), message.events.len()));
+        crate::tally::events(message.events.len());
         let account = Account::new(&config.cosmos);
         let credential = account.credential().await?;
         let writes = ingest::plan_events(message.events, &config, &credential, UnixTime::now())?;

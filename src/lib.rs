@@ -33,6 +33,7 @@ pub mod queue;
 pub mod records;
 pub mod retry;
 pub mod rewrap;
+pub mod tally;
 pub mod time;
 
 #[cfg(target_arch = "wasm32")]
