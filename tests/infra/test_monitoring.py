@@ -318,3 +318,44 @@ def test_spin_traces_are_exported_from_spinkube():
 def test_broken_otel_settings_fail(tree_copy, old, new, message):
     break_copy(tree_copy, "deploy/spinkube/executor.yaml", old, new)
     assert any(message in e for e in otel_errors(tree_copy / "deploy")), otel_errors(tree_copy / "deploy")
+
+
+def alert_names(infra: Path) -> set[str]:
+    """Every alert rule's name after the `cmk-ingest-` prefix."""
+    doc = parse_tf(infra)
+    loc = locals_of(doc)
+    names = set(unwrap(loc["log_alerts"])) | set(unwrap(loc["metric_alerts"]))
+    for rtype in ("azurerm_monitor_scheduled_query_rules_alert_v2", "azurerm_monitor_metric_alert",
+                  "azurerm_monitor_activity_log_alert"):
+        for body in resources(doc, rtype).values():
+            name = unwrap(body["name"])
+            if "${" not in name:
+                names.add(name.removeprefix("cmk-ingest-"))
+    return names
+
+
+def runbook_errors(infra: Path) -> list[str]:
+    """Every alert has a row in the runbook's Alerts table, with three steps."""
+    text = (infra / "README.md").read_text()
+    table = text.split("### Alerts", 1)[1].split("\n### ", 1)[0] if "### Alerts" in text else ""
+    rows = [ln for ln in table.splitlines() if ln.startswith("| `")]
+    errors = []
+    for name in sorted(alert_names(infra)):
+        row = next((r for r in rows if f"`{name}`" in r.split("|")[1]), None)
+        if row is None:
+            errors.append(f"alert {name} has no row in the runbook")
+        elif not all(f"{i}. " in row.split("|")[3] for i in (1, 2, 3)):
+            errors.append(f"alert {name}: the runbook row lacks three steps")
+    return errors
+
+
+def test_the_runbook_maps_every_alert_to_its_response():
+    assert len(alert_names(infra_lib.INFRA)) == 13
+    assert runbook_errors(infra_lib.INFRA) == []
+
+
+def test_an_alert_missing_from_the_runbook_fails(tree_copy):
+    break_copy(tree_copy, TF, "    hsm-throttled = {", "    hsm-throttling = {")
+    assert "alert hsm-throttling has no row in the runbook" in runbook_errors(tree_copy)
+    break_copy(tree_copy, "README.md", "3. Raise the container's autoscale max throughput.", "Raise the throughput.")
+    assert any("cosmos-throttled: the runbook row lacks three steps" in e for e in runbook_errors(tree_copy))
