@@ -65,9 +65,10 @@ async fn handle(req: IncomingRequest) -> Response<Vec<u8>> {
             ],
         );
     }
-    // One summary line per request (liveness probes that pass excepted):
-    // what the operator's queries and alerts count (infra/monitoring).
-    if !(path == "/healthz" && status == 200) {
+    // One summary line per request (probes that pass excepted): what the
+    // operator's queries and alerts count (infra/monitoring).
+    let passing_probe = method == Method::Get && matches!(path.as_str(), "/healthz" | "/readyz");
+    if !(passing_probe && status == 200) {
         let mut fields = vec![
             ("route", json!(route(&method, &path))),
             ("method", json!(method.to_string())),
