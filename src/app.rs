@@ -45,7 +45,7 @@ async fn handle(req: IncomingRequest) -> Response<Vec<u8>> {
         )),
     };
     let (status, code) = match &result {
-        Ok(r) => (r.status().as_u16(), answered_code(r)),
+        Ok(r) => (r.status().as_u16(), crate::api::error_code_of(r)),
         Err(e) => (e.status.as_u16(), Some(e.code.to_owned())),
     };
     if let Err(e) = &result {
@@ -93,16 +93,6 @@ async fn handle(req: IncomingRequest) -> Response<Vec<u8>> {
         );
     }
     result.unwrap_or_else(|e| e.to_response())
-}
-
-/// The error code of a failure answered as a response (a delivery whose
-/// writes failed): `{"error": {"code": …}}` in its body.
-fn answered_code(r: &Response<Vec<u8>>) -> Option<String> {
-    if r.status().as_u16() < 400 {
-        return None;
-    }
-    let body: serde_json::Value = serde_json::from_slice(r.body()).ok()?;
-    body["error"]["code"].as_str().map(str::to_owned)
 }
 
 /// The route family a request belongs to, as the operator's views group

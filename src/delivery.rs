@@ -103,8 +103,8 @@ pub(crate) async fn post_queue(req: IncomingRequest) -> Result<Response<Vec<u8>>
     }
     .await;
     let (status, code) = match &result {
-        Ok(r) => (r.status().as_u16(), None),
-        Err(e) => (e.status.as_u16(), Some(e.code)),
+        Ok(r) => (r.status().as_u16(), crate::api::error_code_of(r)),
+        Err(e) => (e.status.as_u16(), Some(e.code.to_owned())),
     };
     log::emit(
         if status < 300 { "info" } else { "warn" },
