@@ -58,6 +58,7 @@ pub(crate) async fn post_events(req: IncomingRequest) -> Result<Response<Vec<u8>
         }
         Decoded::Events(events) => events,
     };
+    crate::tally::events(events.len());
     let account = Account::new(&config.cosmos);
     let credential = account.credential().await?;
     let writes = ingest::plan_events(events, &config, &credential, UnixTime::now())?;
@@ -94,6 +95,7 @@ pub(crate) async fn post_queue(req: IncomingRequest) -> Result<Response<Vec<u8>>
         ingest::check_shape(&body, &config)?;
         let message = queue::decode(content_type.as_deref(), &body)?;
         decoded = Some((message.text_encoding.as_str(), message.events.len()));
+        crate::tally::events(message.events.len());
         let account = Account::new(&config.cosmos);
         let credential = account.credential().await?;
         let writes = ingest::plan_events(message.events, &config, &credential, UnixTime::now())?;
@@ -101,8 +103,8 @@ pub(crate) async fn post_queue(req: IncomingRequest) -> Result<Response<Vec<u8>>
     }
     .await;
     let (status, code) = match &result {
-        Ok(r) => (r.status().as_u16(), None),
-        Err(e) => (e.status.as_u16(), Some(e.code)),
+        Ok(r) => (r.status().as_u16(), crate::api::error_code_of(r)),
+        Err(e) => (e.status.as_u16(), Some(e.code.to_owned())),
     };
     log::emit(
         if status < 300 { "info" } else { "warn" },

@@ -8,7 +8,8 @@
 //! writes, [`envelope`] seals and opens protected fields, [`hsm`], [`entra`]
 //! and [`jwt`] build and parse Managed HSM, token and sender-token messages,
 //! [`rewrap`], [`seal`] and [`records`] plan maintenance and reads, [`api`] holds the
-//! HTTP contract, [`config`] validates settings. All of these are pure and
+//! HTTP contract, [`config`] validates settings, [`tally`] sums what a
+//! request's outbound calls cost for its log line. All of these are pure and
 //! tested natively with `cargo test`. The wasm-only edge touches the host:
 //! `outbound` (the only module that sends), `token`, `kek`, `account` and
 //! `inbound` (tokens, key state, signing keys), one module per route family
@@ -34,6 +35,7 @@ pub mod records;
 pub mod retry;
 pub mod rewrap;
 pub mod seal;
+pub mod tally;
 pub mod time;
 
 #[cfg(target_arch = "wasm32")]
