@@ -316,7 +316,7 @@ def test_spin_traces_are_exported_from_spinkube():
     (":4318/v1/traces", ":4318", "the traces endpoint"),
 ])
 def test_broken_otel_settings_fail(tree_copy, old, new, message):
-    break_copy(tree_copy, "deploy/spinkube/executor.yaml", old, new)
+    break_copy(tree_copy, "deploy/app/executor.yaml", old, new)
     assert any(message in e for e in otel_errors(tree_copy / "deploy")), otel_errors(tree_copy / "deploy")
 
 
