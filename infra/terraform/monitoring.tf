@@ -189,8 +189,33 @@ resource "azurerm_monitor_scheduled_query_rules_alert_v2" "log" {
 }
 
 # Cosmos DB's own view of its customer key (stage two only: stage one has
-# none). The rule reads Azure Resource Graph with its own identity, which
-# needs Reader on the account and on the workspace it is scoped to.
+# none). The rule reads Azure Resource Graph as a user-assigned identity that
+# exists, and holds Reader on the account and on the workspace the rule is
+# scoped to, before the rule is created: Azure validates a rule's query when
+# the rule is created or updated, as the rule's identity, and a system
+# identity could only be granted its roles after the rule exists. The
+# provider takes `identity { type = "UserAssigned", identity_ids }`
+# (monitor_scheduled_query_rules_alert_v2_resource.go:
+# commonschema.SystemOrUserAssignedIdentityOptional()).
+resource "azurerm_user_assigned_identity" "cosmos_cmk_alert" {
+  count               = var.encryption == "customer-managed" ? 1 : 0
+  name                = "id-${var.name}-cosmos-cmk-alert"
+  location            = azurerm_resource_group.main.location
+  resource_group_name = azurerm_resource_group.main.name
+  tags                = local.tags
+}
+
+resource "azurerm_role_assignment" "cosmos_cmk_alert" {
+  for_each = var.encryption == "customer-managed" ? {
+    account   = azurerm_cosmosdb_account.main.id
+    workspace = azurerm_log_analytics_workspace.main.id
+  } : {}
+  scope                = each.value
+  role_definition_name = "Reader"
+  principal_id         = azurerm_user_assigned_identity.cosmos_cmk_alert[0].principal_id
+  principal_type       = "ServicePrincipal"
+}
+
 resource "azurerm_monitor_scheduled_query_rules_alert_v2" "cosmos_cmk" {
   count                   = var.encryption == "customer-managed" ? 1 : 0
   name                    = "cmk-ingest-cosmos-cmk-status"
@@ -206,7 +231,8 @@ resource "azurerm_monitor_scheduled_query_rules_alert_v2" "cosmos_cmk" {
   tags                    = local.tags
 
   identity {
-    type = "SystemAssigned"
+    type         = "UserAssigned"
+    identity_ids = [azurerm_user_assigned_identity.cosmos_cmk_alert[0].id]
   }
 
   criteria {
@@ -223,16 +249,9 @@ resource "azurerm_monitor_scheduled_query_rules_alert_v2" "cosmos_cmk" {
   action {
     action_groups = [local.action_group_id]
   }
-}
 
-resource "azurerm_role_assignment" "cosmos_cmk_alert" {
-  for_each = var.encryption == "customer-managed" ? {
-    account   = azurerm_cosmosdb_account.main.id
-    workspace = azurerm_log_analytics_workspace.main.id
-  } : {}
-  scope                = each.value
-  role_definition_name = "Reader"
-  principal_id         = azurerm_monitor_scheduled_query_rules_alert_v2.cosmos_cmk[0].identity[0].principal_id
+  # The roles first: the query is validated as this identity on creation.
+  depends_on = [azurerm_role_assignment.cosmos_cmk_alert]
 }
 
 # Azure-side signals of the same failures, from platform metrics.

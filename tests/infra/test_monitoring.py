@@ -11,6 +11,9 @@ queries) holds together offline; each rule fails on a broken copy.
   query returns;
 - metric alerts name metrics Azure Monitor documents for the namespace;
 - every alert rule notifies an action group (checkov CKV_OPS_1);
+- a rule reading Azure Resource Graph names a documented table, and runs as
+  a user-assigned identity whose Reader roles exist before the rule (Azure
+  validates the query as that identity when the rule is created);
 - the SpinKube executor's OpenTelemetry settings are spin-operator's.
 
 That each query reads fields the component and the bridge really log is
@@ -184,6 +187,80 @@ def test_every_query_is_wired_into_terraform():
 
 def test_alert_rules_use_values_the_provider_accepts():
     assert rule_errors(infra_lib.INFRA) == []
+
+
+# Resource Graph tables as Microsoft spells them, for `arg("").<table>`:
+# https://learn.microsoft.com/azure/governance/resource-graph/concepts/query-language
+# ("Resource Graph tables"); the cross-service form, `arg("").Resources`:
+# https://learn.microsoft.com/azure/azure-monitor/logs/azure-monitor-data-explorer-proxy
+ARG_TABLES = {"Resources", "ResourceContainers", "AdvisorResources", "AlertsManagementResources",
+              "HealthResources", "PolicyResources", "SecurityResources"}
+
+
+def resource_graph_errors(infra: Path) -> list[str]:
+    """Queries reading Azure Resource Graph (which the local evaluator does
+    not run) name documented tables; rules calling them run as a
+    user-assigned identity granted its roles before the rule exists."""
+    errors = []
+    arg_queries = set()
+    for n in sorted(query_names(infra)):
+        text = (infra / QUERIES / f"{n}.kql").read_text()
+        body = "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("//"))
+        for m in re.finditer(r'arg\(""\)\s*\.?\s*([A-Za-z_]*)', body):
+            arg_queries.add(n)
+            if m.group(1) not in ARG_TABLES:
+                errors.append(f"{n}.kql: arg(\"\").{m.group(1)} is not a documented Resource Graph table")
+    doc = parse_tf(infra)
+    identities = resources(doc, "azurerm_user_assigned_identity")
+    roles = resources(doc, "azurerm_role_assignment")
+    for name, body in resources(doc, "azurerm_monitor_scheduled_query_rules_alert_v2").items():
+        query = re.search(r'local\.queries\["([^"]+)"\]', str(unwrap(body["criteria"])))
+        if not query or query.group(1) not in arg_queries:
+            continue
+        ident = unwrap(body.get("identity") or [{}])
+        ids = str(ident.get("identity_ids", ""))
+        if unwrap(ident.get("type")) != "UserAssigned" or not ids:
+            errors.append(f"{name}: reads Resource Graph without a user-assigned identity")
+            continue
+        uai = re.search(r"azurerm_user_assigned_identity\.(\w+)", ids)
+        if not uai or uai.group(1) not in identities:
+            errors.append(f"{name}: its identity is no user-assigned identity of this configuration")
+            continue
+        granted = {r for r, b in roles.items()
+                   if f"azurerm_user_assigned_identity.{uai.group(1)}" in str(unwrap(b["principal_id"]))
+                   and unwrap(b["role_definition_name"]) == "Reader"}
+        if not granted:
+            errors.append(f"{name}: its identity holds no Reader role")
+        depends = str(body.get("depends_on", ""))
+        for r in sorted(granted):
+            if f"azurerm_role_assignment.{r}" not in depends:
+                errors.append(f"{name}: does not depend on azurerm_role_assignment.{r}")
+    return errors
+
+
+def test_resource_graph_rules_name_documented_tables_and_hold_their_roles_first():
+    assert resource_graph_errors(infra_lib.INFRA) == []
+
+
+ARG_BROKEN = [
+    ("undocumented table", f"{QUERIES}/alert-cosmos-cmk-status.kql", 'arg("").Resources\n', 'arg("").resources\n',
+     'arg("").resources is not a documented Resource Graph table'),
+    ("system identity", TF, 'type         = "UserAssigned"\n    identity_ids = [azurerm_user_assigned_identity.cosmos_cmk_alert[0].id]',
+     'type = "SystemAssigned"', "reads Resource Graph without a user-assigned identity"),
+    ("rule created before its roles", TF, "  depends_on = [azurerm_role_assignment.cosmos_cmk_alert]\n", "",
+     "does not depend on azurerm_role_assignment.cosmos_cmk_alert"),
+    ("roles for another principal", TF,
+     "principal_id         = azurerm_user_assigned_identity.cosmos_cmk_alert[0].principal_id",
+     "principal_id         = azurerm_user_assigned_identity.bridge.principal_id", "its identity holds no Reader role"),
+]
+
+
+@pytest.mark.parametrize("case", ARG_BROKEN, ids=[c[0] for c in ARG_BROKEN])
+def test_broken_resource_graph_rules_fail(case, tree_copy):
+    _, rel, old, new, message = case
+    break_copy(tree_copy, rel, old, new)
+    errors = resource_graph_errors(tree_copy)
+    assert any(message in e for e in errors), errors
 
 
 def test_workbook_is_valid_for_the_provider():
