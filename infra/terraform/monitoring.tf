@@ -258,7 +258,7 @@ resource "azurerm_monitor_scheduled_query_rules_alert_v2" "cosmos_cmk" {
 locals {
   metric_alerts = {
     hsm-availability = {
-      description = "Managed HSM answers fewer requests successfully (key disabled or access removed shows here too)."
+      description = "Managed HSM answers fewer requests successfully (service-side availability; a disabled key or removed access is key-not-usable)."
       scope       = azurerm_key_vault_managed_hardware_security_module.hsm.id
       namespace   = "Microsoft.KeyVault/managedHSMs"
       metric      = "Availability"
