@@ -54,6 +54,7 @@ locals {
       measure     = "answers"
       threshold   = 0
       periods     = 2
+      operator    = "GreaterThan"
       dimension   = "code"
     }
     poison-queue = {
@@ -66,7 +67,21 @@ locals {
       measure     = "messages"
       threshold   = 0
       periods     = 1
+      operator    = "GreaterThan"
       dimension   = "queue"
+    }
+    bridge-silent = {
+      query       = "alert-bridge-silent"
+      description = "The queue bridge logged no queue depth for 10 minutes: it is down, stuck, or cannot read the queue (poison-queue and queue-age cannot fire then)."
+      severity    = 1
+      frequency   = "PT5M"
+      window      = "PT10M"
+      aggregation = "Total"
+      measure     = "depth_lines"
+      threshold   = 1
+      periods     = 1
+      operator    = "LessThan"
+      dimension   = null
     }
     queue-age = {
       query       = "alert-queue-age"
@@ -78,6 +93,7 @@ locals {
       measure     = "oldest_secs"
       threshold   = var.alert_queue_age_secs
       periods     = 1
+      operator    = "GreaterThan"
       dimension   = null
     }
     server-errors = {
@@ -90,6 +106,7 @@ locals {
       measure     = "error_percent"
       threshold   = var.alert_server_error_percent
       periods     = 1
+      operator    = "GreaterThan"
       dimension   = null
     }
     cosmos-throttled = {
@@ -102,6 +119,7 @@ locals {
       measure     = "throttled"
       threshold   = var.alert_cosmos_throttled_per_5m
       periods     = 3
+      operator    = "GreaterThan"
       dimension   = null
     }
     hsm-throttled = {
@@ -114,6 +132,7 @@ locals {
       measure     = "throttled"
       threshold   = 0
       periods     = 1
+      operator    = "GreaterThan"
       dimension   = null
     }
     token-failures = {
@@ -126,6 +145,7 @@ locals {
       measure     = "requests"
       threshold   = 0
       periods     = 1
+      operator    = "GreaterThan"
       dimension   = null
     }
   }
@@ -167,7 +187,7 @@ resource "azurerm_monitor_scheduled_query_rules_alert_v2" "log" {
     query                   = local.queries[each.value.query]
     time_aggregation_method = each.value.aggregation
     metric_measure_column   = each.value.measure
-    operator                = "GreaterThan"
+    operator                = each.value.operator
     threshold               = each.value.threshold
     dynamic "dimension" {
       for_each = each.value.dimension == null ? [] : [each.value.dimension]

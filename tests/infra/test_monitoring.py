@@ -7,7 +7,8 @@ queries) holds together offline; each rule fails on a broken copy.
   internal/services/monitor/monitor_scheduled_query_rules_alert_v2_resource.go:
   evaluation_frequency and window_duration from fixed lists, severity 0-4,
   failing periods 1-6, time_aggregation_method Count/Average/Minimum/
-  Maximum/Total), and their measure and dimension columns are columns the
+  Maximum/Total, operator Equal/GreaterThan(OrEqual)/LessThan(OrEqual)),
+  and their measure and dimension columns are columns the
   query returns;
 - metric alerts name metrics Azure Monitor documents for the namespace;
 - every alert rule notifies an action group (checkov CKV_OPS_1);
@@ -43,6 +44,7 @@ FREQUENCIES = {"PT1M", "PT5M", "PT10M", "PT15M", "PT30M", "PT45M", "PT1H", "PT2H
                "PT6H", "P1D"}
 WINDOWS = FREQUENCIES | {"P2D"}
 AGGREGATIONS = {"Count", "Average", "Minimum", "Maximum", "Total"}
+OPERATORS = {"Equal", "GreaterThan", "GreaterThanOrEqual", "LessThan", "LessThanOrEqual"}
 
 # Azure Monitor supported metrics (name in REST API -> aggregations):
 # https://learn.microsoft.com/azure/azure-monitor/reference/supported-metrics/microsoft-keyvault-managedhsms-metrics
@@ -140,6 +142,8 @@ def rule_errors(infra: Path) -> list[str]:
             errors.append(f"{where}: window_duration {a['window']} is not accepted")
         if a["aggregation"] not in AGGREGATIONS:
             errors.append(f"{where}: time_aggregation_method {a['aggregation']} is not accepted")
+        if a.get("operator") not in OPERATORS:
+            errors.append(f"{where}: operator {a.get('operator')} is not accepted")
         if not (isinstance(a["severity"], int) and 0 <= a["severity"] <= 4):
             errors.append(f"{where}: severity {a['severity']} outside 0-4")
         if not (isinstance(a["periods"], int) and 1 <= a["periods"] <= 6):
@@ -305,6 +309,8 @@ RULES_BROKEN = [
     ("window the provider refuses", 'window      = "PT5M"\n      aggregation = "Total"\n      measure     = "throttled"\n      threshold   = 0',
      'window      = "PT2M"\n      aggregation = "Total"\n      measure     = "throttled"\n      threshold   = 0',
      "window_duration PT2M is not accepted"),
+    ("operator the provider refuses", 'periods     = 1\n      operator    = "LessThan"', 'periods     = 1\n      operator    = "Below"',
+     "operator Below is not accepted"),
     ("severity out of range", "severity    = 0\n      frequency   = \"PT1M\"", "severity    = 5\n      frequency   = \"PT1M\"",
      "severity 5 outside 0-4"),
     ("measure the query does not return", 'measure     = "oldest_secs"', 'measure     = "oldest"',
@@ -332,7 +338,7 @@ def test_a_measure_column_change_in_a_query_fails(tree_copy):
     assert any("measure column error_percent" in e for e in rule_errors(tree_copy))
 
 
-LOG_RULES = ["key-not-usable", "poison-queue", "queue-age", "server-errors", "cosmos-throttled", "hsm-throttled",
+LOG_RULES = ["key-not-usable", "poison-queue", "bridge-silent", "queue-age", "server-errors", "cosmos-throttled", "hsm-throttled",
              "token-failures"]
 # checkov expands for_each over a literal map but keeps a map with resource
 # references (metric_alerts) as one resource.
@@ -427,7 +433,7 @@ def runbook_errors(infra: Path) -> list[str]:
 
 
 def test_the_runbook_maps_every_alert_to_its_response():
-    assert len(alert_names(infra_lib.INFRA)) == 13
+    assert len(alert_names(infra_lib.INFRA)) == 14
     assert runbook_errors(infra_lib.INFRA) == []
 
 
