@@ -399,7 +399,7 @@ locals {
     ["unavailable-by-reason", "503 answers by reason", "barchart"],
     ["alert-key-not-usable", "Key not usable (503 Key*)", "table"],
     ["cosmos-charge", "Cosmos DB request charge per event and 429 rate", "table"],
-    ["dependency-calls", "Managed HSM and Entra ID calls per delivery", "table"],
+    ["dependency-calls", "Managed HSM, Entra ID token and signing-key calls per delivery", "table"],
     ["key-state", "Key state changes seen by the component", "table"],
     ["bridge-actions", "Queue bridge: forwarded, left for retry, poisoned", "barchart"],
     ["queue-depth", "Queue and poison-queue depth", "timechart"],
