@@ -3,7 +3,8 @@
 #
 # The queries are files (infra/monitoring/queries/*.kql), rendered here with
 # templatefile(); they read the component's and the bridge's JSON log lines
-# from ContainerLogV2 (Container Insights, aks.tf oms_agent), whose LogMessage
+# from ContainerLogV2 (Container Insights, aks.tf oms_agent and its data
+# collection rule, which turns ContainerLogV2 on), whose LogMessage
 # column holds a JSON line as a dynamic value
 # (https://learn.microsoft.com/azure/azure-monitor/reference/tables/containerlogv2).
 # tests/integration/test_monitoring_queries.py runs them against log lines

@@ -12,6 +12,8 @@ queries) holds together offline; each rule fails on a broken copy.
   query returns;
 - metric alerts name metrics Azure Monitor documents for the namespace;
 - every alert rule notifies an action group (checkov CKV_OPS_1);
+- the cluster's Container Insights rule collects ContainerLogV2, which the
+  queries read, and is associated with the cluster;
 - a rule reading Azure Resource Graph names a documented table, and runs as
   a user-assigned identity whose Reader roles exist before the rule (Azure
   validates the query as that identity when the rule is created);
@@ -264,6 +266,54 @@ def test_broken_resource_graph_rules_fail(case, tree_copy):
     _, rel, old, new, message = case
     break_copy(tree_copy, rel, old, new)
     errors = resource_graph_errors(tree_copy)
+    assert any(message in e for e in errors), errors
+
+
+def container_log_errors(infra: Path) -> list[str]:
+    """aks.tf: a data collection rule whose ContainerInsights extension sets
+    enableContainerLogV2 and whose flow sends Microsoft-ContainerLogV2 to the
+    workspace, associated with the cluster."""
+    with open(infra / "terraform/aks.tf") as fh:
+        doc = hcl2.load(fh)
+    text = (infra / "terraform/aks.tf").read_text()
+    rules = resources(doc, "azurerm_monitor_data_collection_rule")
+    errors = []
+    good = []
+    for name, body in rules.items():
+        src = unwrap(unwrap(body.get("data_sources", [{}])).get("extension", [{}]))
+        if unwrap(src.get("extension_name")) != "ContainerInsights":
+            continue
+        block = re.search(r'resource "azurerm_monitor_data_collection_rule" "%s" \{(.*?)\n\}' % name, text, re.S)
+        if not block or not re.search(r"enableContainerLogV2\s*=\s*true", block.group(1)):
+            errors.append(f"{name}: enableContainerLogV2 is not true")
+        flow = str(unwrap(body.get("data_flow", [{}])).get("streams"))
+        streams = flow if "Microsoft-" in flow else str(locals_of(doc).get(flow.split("local.")[-1].strip("${}'\" ]"), ""))
+        if "Microsoft-ContainerLogV2" not in streams:
+            errors.append(f"{name}: the data flow does not carry Microsoft-ContainerLogV2")
+        good.append(name)
+    if not good:
+        errors.append("no ContainerInsights data collection rule")
+    assoc = resources(doc, "azurerm_monitor_data_collection_rule_association")
+    if not any(f"azurerm_monitor_data_collection_rule.{g}.id" in str(unwrap(b.get("data_collection_rule_id")))
+               and "azurerm_kubernetes_cluster.aks.id" in str(unwrap(b.get("target_resource_id")))
+               for b in assoc.values() for g in good):
+        errors.append("the Container Insights rule is not associated with the cluster")
+    return errors
+
+
+def test_container_insights_collects_container_log_v2():
+    assert container_log_errors(infra_lib.INFRA) == []
+
+
+@pytest.mark.parametrize("old,new,message", [
+    ("enableContainerLogV2   = true", "enableContainerLogV2   = false", "enableContainerLogV2 is not true"),
+    ('    "Microsoft-ContainerLogV2",\n', "", "does not carry Microsoft-ContainerLogV2"),
+    ("target_resource_id      = azurerm_kubernetes_cluster.aks.id",
+     "target_resource_id      = azurerm_log_analytics_workspace.main.id", "is not associated with the cluster"),
+])
+def test_broken_container_insights_fails(tree_copy, old, new, message):
+    break_copy(tree_copy, "terraform/aks.tf", old, new)
+    errors = container_log_errors(tree_copy)
     assert any(message in e for e in errors), errors
 
 
