@@ -380,9 +380,12 @@ resource "azurerm_monitor_activity_log_alert" "health" {
       azurerm_storage_account.events.id,
       azurerm_key_vault_managed_hardware_security_module.hsm.id,
     ]
+    # From any state but the one it is in: a resource Resource Health could
+    # not assess (Unknown) that then turns out Unavailable fires too, and so
+    # does Degraded getting worse.
     resource_health {
       current  = ["Unavailable", "Degraded"]
-      previous = ["Available"]
+      previous = ["Available", "Unknown", "Degraded"]
     }
   }
 

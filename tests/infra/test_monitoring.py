@@ -317,6 +317,35 @@ def test_broken_container_insights_fails(tree_copy, old, new, message):
     assert any(message in e for e in errors), errors
 
 
+def health_errors(infra: Path) -> list[str]:
+    """The Resource Health alert fires on a move into Unavailable or Degraded
+    from Available and from Unknown (a state Resource Health reports when it
+    cannot assess the resource)."""
+    errors = []
+    for name, body in resources(parse_tf(infra), "azurerm_monitor_activity_log_alert").items():
+        c = unwrap(body["criteria"])
+        if unwrap(c.get("category")) != "ResourceHealth":
+            continue
+        rh = unwrap(c.get("resource_health") or [{}])
+        current, previous = unwrap(rh.get("current")) or [], unwrap(rh.get("previous")) or []
+        for state in ("Unavailable", "Degraded"):
+            if state not in current:
+                errors.append(f"{name}: does not fire on {state}")
+        for state in ("Available", "Unknown"):
+            if previous and state not in previous:
+                errors.append(f"{name}: misses a move from {state}")
+    return errors
+
+
+def test_resource_health_alert_covers_unknown():
+    assert health_errors(infra_lib.INFRA) == []
+
+
+def test_a_health_alert_missing_unknown_fails(tree_copy):
+    break_copy(tree_copy, TF, 'previous = ["Available", "Unknown", "Degraded"]', 'previous = ["Available"]')
+    assert "health: misses a move from Unknown" in health_errors(tree_copy)
+
+
 def test_workbook_is_valid_for_the_provider():
     """name: a lower-case UUID; source_id: no upper-case letter
     (application_insights_workbook_resource.go validation)."""
