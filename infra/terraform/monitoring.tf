@@ -71,6 +71,10 @@ locals {
       operator    = "GreaterThan"
       dimension   = "queue"
     }
+    # The bridge's silence, from its own lines. Storage's QueueMessageCount
+    # cannot stand in for the poison queue: it is listed per account's queue
+    # service, in the Capacity category, with no queue dimension (supported
+    # metrics page for queueServices, cited at the top).
     bridge-silent = {
       query       = "alert-bridge-silent"
       description = "The queue bridge logged no queue depth for 10 minutes: it is down, stuck, or cannot read the queue (poison-queue and queue-age cannot fire then)."
