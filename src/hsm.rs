@@ -539,6 +539,22 @@ pub fn parse_crypt(resp: &Response<Vec<u8>>) -> Result<CryptResult, HsmError> {
     })
 }
 
+/// Whether a state read from the HSM is news: it differs from the one last
+/// cached (enabled, version, validity window), or none was cached yet in a
+/// key-value store that keeps it. Without a store nothing is ever cached, and
+/// each request (an instance of its own) would log its first read as new.
+pub fn state_changed(remembers: bool, previous: Option<&KeyInfo>, now: &KeyInfo) -> bool {
+    match previous {
+        Some(p) => {
+            p.kid != now.kid
+                || p.enabled != now.enabled
+                || p.not_before != now.not_before
+                || p.expires != now.expires
+        }
+        None => remembers,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -892,5 +908,34 @@ mod tests {
             parse_crypt(&resp(200, r#"{"kid":"k","value":"*"}"#)),
             Err(HsmError::InvalidResponse(_))
         ));
+    }
+
+    fn key_version(version: &str, enabled: bool) -> KeyInfo {
+        KeyInfo {
+            kid: format!("https://hsm.example/keys/app-kek/{version}"),
+            kty: "RSA-HSM".into(),
+            key_ops: vec![],
+            n: vec![1],
+            e: vec![1, 0, 1],
+            enabled,
+            not_before: None,
+            expires: Some(2_000_000_000),
+            recovery_level: None,
+        }
+    }
+
+    #[test]
+    fn a_state_is_news_only_when_it_changed_or_is_first_remembered() {
+        let on = key_version("v1", true);
+        assert!(!state_changed(true, Some(&on), &on));
+        assert!(state_changed(true, Some(&on), &key_version("v1", false)));
+        assert!(state_changed(true, Some(&on), &key_version("v2", true)));
+        let mut later = on.clone();
+        later.expires = Some(2_100_000_000);
+        assert!(state_changed(true, Some(&on), &later));
+        // The first read into a store is logged once; without a store every
+        // read is a first read, and none is logged.
+        assert!(state_changed(true, None, &on));
+        assert!(!state_changed(false, None, &on));
     }
 }

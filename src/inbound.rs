@@ -92,7 +92,7 @@ async fn fetch(cfg: &SenderTokens) -> Result<(Jwks, Vec<u8>), JwtError> {
         ..RetryPolicy::default()
     };
     let sent = outbound::send_retrying(
-        crate::tally::Peer::Entra,
+        crate::tally::Peer::Jwks,
         jwt::jwks_request(&cfg.jwks_url)?,
         policy,
         |r| {

@@ -84,17 +84,10 @@ impl From<&KekError> for crate::api::ApiError {
     }
 }
 
-/// Says in the log when the key state read from the HSM differs from the
-/// one last cached (or none was): enabled, version, validity window. Key ids
+/// Says in the log when the key state changed ([`hsm::state_changed`]). Key ids
 /// and dates only; the key material is public but stays out of the log too.
-fn log_state_change(name: &str, previous: Option<&KeyInfo>, now: &KeyInfo) {
-    let same = |p: &KeyInfo| {
-        p.kid == now.kid
-            && p.enabled == now.enabled
-            && p.not_before == now.not_before
-            && p.expires == now.expires
-    };
-    if previous.is_some_and(same) {
+fn log_state_change(name: &str, remembers: bool, previous: Option<&KeyInfo>, now: &KeyInfo) {
+    if !hsm::state_changed(remembers, previous, now) {
         return;
     }
     let version = |k: &KeyInfo| k.kid.rsplit('/').next().map(str::to_owned);
@@ -260,7 +253,12 @@ impl<'a> Kek<'a> {
             .cache_get(cache_key)
             .and_then(|b| serde_json::from_slice::<CachedState>(&b).ok())
             .map(|c| c.key);
-        log_state_change(&self.cfg.key_name, previous.as_ref(), &info);
+        log_state_change(
+            &self.cfg.key_name,
+            self.store.is_some(),
+            previous.as_ref(),
+            &info,
+        );
         let state = CachedState {
             checked_at: now.0,
             key: info.clone(),

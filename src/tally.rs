@@ -16,8 +16,12 @@ use serde_json::{json, Value};
 pub enum Peer {
     /// Managed HSM: key state, wrapKey, unwrapKey.
     Hsm,
-    /// Entra ID: access tokens and sender-token signing keys.
+    /// Entra ID's token endpoint (or the token proxy): access tokens.
     Entra,
+    /// The authority's signing keys (JWKS) that sender tokens are verified
+    /// with: a failure here refuses senders, it does not stop the
+    /// component's own calls.
+    Jwks,
     /// Cosmos DB.
     Cosmos,
 }
@@ -51,8 +55,10 @@ impl Calls {
 pub struct Tally {
     /// Managed HSM attempts.
     pub hsm: Calls,
-    /// Entra ID attempts.
+    /// Token endpoint attempts.
     pub entra: Calls,
+    /// Signing-key (JWKS) fetches.
+    pub jwks: Calls,
     /// Cosmos DB attempts.
     pub cosmos: Calls,
     /// Request units Cosmos DB billed, over every attempt.
@@ -67,6 +73,7 @@ impl Tally {
         let c = match peer {
             Peer::Hsm => &mut self.hsm,
             Peer::Entra => &mut self.entra,
+            Peer::Jwks => &mut self.jwks,
             Peer::Cosmos => &mut self.cosmos,
         };
         c.calls += 1;
@@ -85,6 +92,7 @@ impl Tally {
             ("events", json!(self.events)),
             ("hsm", self.hsm.to_json()),
             ("entra", self.entra.to_json()),
+            ("jwks", self.jwks.to_json()),
             ("cosmos", self.cosmos.to_json()),
             // Rounded as Cosmos DB reports it (two decimals).
             (
@@ -145,6 +153,7 @@ mod tests {
             t.attempt(Peer::Hsm, s);
         }
         t.attempt(Peer::Entra, Some(401));
+        t.attempt(Peer::Jwks, Some(503));
         assert_eq!(
             t.hsm,
             Calls {
@@ -155,6 +164,7 @@ mod tests {
             }
         );
         assert_eq!(t.entra.refused, 1);
+        assert_eq!((t.entra.failed, t.jwks.calls, t.jwks.failed), (0, 1, 1));
         assert_eq!(t.cosmos, Calls::default());
     }
 
@@ -168,6 +178,7 @@ mod tests {
         assert_eq!(f["cosmos"]["calls"], 1);
         assert_eq!(f["hsm"]["calls"], 0);
         assert_eq!(f["entra"]["failed"], 0);
+        assert_eq!(f["jwks"]["calls"], 0);
         assert_eq!(f["request_charge"], 10.48);
         assert_eq!(f["events"], Value::Null);
     }

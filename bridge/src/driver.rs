@@ -424,8 +424,6 @@ impl Bridge {
         None
     }
 
-    /// Forwards a batch with up to `concurrency` threads; a shutdown stops
-    /// new forwards, in-flight ones finish.
     /// Logs the depth of the queue and of the poison queue (Get Queue
     /// Metadata): what the operator's poison-queue alert reads. A poison
     /// queue not created yet holds nothing.
@@ -464,6 +462,8 @@ impl Bridge {
         }
     }
 
+    /// Forwards a batch with up to `concurrency` threads; a shutdown stops
+    /// new forwards, in-flight ones finish.
     fn process(&self, messages: &[Received], received: Instant) -> Pacing {
         let next = AtomicUsize::new(0);
         let pacing = Mutex::new(Pacing::default());

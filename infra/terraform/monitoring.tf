@@ -3,7 +3,8 @@
 #
 # The queries are files (infra/monitoring/queries/*.kql), rendered here with
 # templatefile(); they read the component's and the bridge's JSON log lines
-# from ContainerLogV2 (Container Insights, aks.tf oms_agent), whose LogMessage
+# from ContainerLogV2 (Container Insights, aks.tf oms_agent and its data
+# collection rule, which turns ContainerLogV2 on), whose LogMessage
 # column holds a JSON line as a dynamic value
 # (https://learn.microsoft.com/azure/azure-monitor/reference/tables/containerlogv2).
 # tests/integration/test_monitoring_queries.py runs them against log lines
@@ -54,6 +55,7 @@ locals {
       measure     = "answers"
       threshold   = 0
       periods     = 2
+      operator    = "GreaterThan"
       dimension   = "code"
     }
     poison-queue = {
@@ -66,7 +68,25 @@ locals {
       measure     = "messages"
       threshold   = 0
       periods     = 1
+      operator    = "GreaterThan"
       dimension   = "queue"
+    }
+    # The bridge's silence, from its own lines. Storage's QueueMessageCount
+    # cannot stand in for the poison queue: it is listed per account's queue
+    # service, in the Capacity category, with no queue dimension (supported
+    # metrics page for queueServices, cited at the top).
+    bridge-silent = {
+      query       = "alert-bridge-silent"
+      description = "The queue bridge logged no queue depth for 10 minutes: it is down, stuck, or cannot read the queue (poison-queue and queue-age cannot fire then)."
+      severity    = 1
+      frequency   = "PT5M"
+      window      = "PT10M"
+      aggregation = "Total"
+      measure     = "depth_lines"
+      threshold   = 1
+      periods     = 1
+      operator    = "LessThan"
+      dimension   = null
     }
     queue-age = {
       query       = "alert-queue-age"
@@ -78,6 +98,7 @@ locals {
       measure     = "oldest_secs"
       threshold   = var.alert_queue_age_secs
       periods     = 1
+      operator    = "GreaterThan"
       dimension   = null
     }
     server-errors = {
@@ -90,6 +111,7 @@ locals {
       measure     = "error_percent"
       threshold   = var.alert_server_error_percent
       periods     = 1
+      operator    = "GreaterThan"
       dimension   = null
     }
     cosmos-throttled = {
@@ -102,6 +124,7 @@ locals {
       measure     = "throttled"
       threshold   = var.alert_cosmos_throttled_per_5m
       periods     = 3
+      operator    = "GreaterThan"
       dimension   = null
     }
     hsm-throttled = {
@@ -114,6 +137,7 @@ locals {
       measure     = "throttled"
       threshold   = 0
       periods     = 1
+      operator    = "GreaterThan"
       dimension   = null
     }
     token-failures = {
@@ -126,6 +150,7 @@ locals {
       measure     = "requests"
       threshold   = 0
       periods     = 1
+      operator    = "GreaterThan"
       dimension   = null
     }
   }
@@ -167,7 +192,7 @@ resource "azurerm_monitor_scheduled_query_rules_alert_v2" "log" {
     query                   = local.queries[each.value.query]
     time_aggregation_method = each.value.aggregation
     metric_measure_column   = each.value.measure
-    operator                = "GreaterThan"
+    operator                = each.value.operator
     threshold               = each.value.threshold
     dynamic "dimension" {
       for_each = each.value.dimension == null ? [] : [each.value.dimension]
@@ -189,8 +214,33 @@ resource "azurerm_monitor_scheduled_query_rules_alert_v2" "log" {
 }
 
 # Cosmos DB's own view of its customer key (stage two only: stage one has
-# none). The rule reads Azure Resource Graph with its own identity, which
-# needs Reader on the account and on the workspace it is scoped to.
+# none). The rule reads Azure Resource Graph as a user-assigned identity that
+# exists, and holds Reader on the account and on the workspace the rule is
+# scoped to, before the rule is created: Azure validates a rule's query when
+# the rule is created or updated, as the rule's identity, and a system
+# identity could only be granted its roles after the rule exists. The
+# provider takes `identity { type = "UserAssigned", identity_ids }`
+# (monitor_scheduled_query_rules_alert_v2_resource.go:
+# commonschema.SystemOrUserAssignedIdentityOptional()).
+resource "azurerm_user_assigned_identity" "cosmos_cmk_alert" {
+  count               = var.encryption == "customer-managed" ? 1 : 0
+  name                = "id-${var.name}-cosmos-cmk-alert"
+  location            = azurerm_resource_group.main.location
+  resource_group_name = azurerm_resource_group.main.name
+  tags                = local.tags
+}
+
+resource "azurerm_role_assignment" "cosmos_cmk_alert" {
+  for_each = var.encryption == "customer-managed" ? {
+    account   = azurerm_cosmosdb_account.main.id
+    workspace = azurerm_log_analytics_workspace.main.id
+  } : {}
+  scope                = each.value
+  role_definition_name = "Reader"
+  principal_id         = azurerm_user_assigned_identity.cosmos_cmk_alert[0].principal_id
+  principal_type       = "ServicePrincipal"
+}
+
 resource "azurerm_monitor_scheduled_query_rules_alert_v2" "cosmos_cmk" {
   count                   = var.encryption == "customer-managed" ? 1 : 0
   name                    = "cmk-ingest-cosmos-cmk-status"
@@ -206,7 +256,8 @@ resource "azurerm_monitor_scheduled_query_rules_alert_v2" "cosmos_cmk" {
   tags                    = local.tags
 
   identity {
-    type = "SystemAssigned"
+    type         = "UserAssigned"
+    identity_ids = [azurerm_user_assigned_identity.cosmos_cmk_alert[0].id]
   }
 
   criteria {
@@ -223,23 +274,16 @@ resource "azurerm_monitor_scheduled_query_rules_alert_v2" "cosmos_cmk" {
   action {
     action_groups = [local.action_group_id]
   }
-}
 
-resource "azurerm_role_assignment" "cosmos_cmk_alert" {
-  for_each = var.encryption == "customer-managed" ? {
-    account   = azurerm_cosmosdb_account.main.id
-    workspace = azurerm_log_analytics_workspace.main.id
-  } : {}
-  scope                = each.value
-  role_definition_name = "Reader"
-  principal_id         = azurerm_monitor_scheduled_query_rules_alert_v2.cosmos_cmk[0].identity[0].principal_id
+  # The roles first: the query is validated as this identity on creation.
+  depends_on = [azurerm_role_assignment.cosmos_cmk_alert]
 }
 
 # Azure-side signals of the same failures, from platform metrics.
 locals {
   metric_alerts = {
     hsm-availability = {
-      description = "Managed HSM answers fewer requests successfully (key disabled or access removed shows here too)."
+      description = "Managed HSM answers fewer requests successfully (service-side availability; a disabled key or removed access is key-not-usable)."
       scope       = azurerm_key_vault_managed_hardware_security_module.hsm.id
       namespace   = "Microsoft.KeyVault/managedHSMs"
       metric      = "Availability"
@@ -340,9 +384,12 @@ resource "azurerm_monitor_activity_log_alert" "health" {
       azurerm_storage_account.events.id,
       azurerm_key_vault_managed_hardware_security_module.hsm.id,
     ]
+    # From any state but the one it is in: a resource Resource Health could
+    # not assess (Unknown) that then turns out Unavailable fires too, and so
+    # does Degraded getting worse.
     resource_health {
       current  = ["Unavailable", "Degraded"]
-      previous = ["Available"]
+      previous = ["Available", "Unknown", "Degraded"]
     }
   }
 
@@ -360,7 +407,7 @@ locals {
     ["unavailable-by-reason", "503 answers by reason", "barchart"],
     ["alert-key-not-usable", "Key not usable (503 Key*)", "table"],
     ["cosmos-charge", "Cosmos DB request charge per event and 429 rate", "table"],
-    ["dependency-calls", "Managed HSM and Entra ID calls per delivery", "table"],
+    ["dependency-calls", "Managed HSM, Entra ID token and signing-key calls per delivery", "table"],
     ["key-state", "Key state changes seen by the component", "table"],
     ["bridge-actions", "Queue bridge: forwarded, left for retry, poisoned", "barchart"],
     ["queue-depth", "Queue and poison-queue depth", "timechart"],

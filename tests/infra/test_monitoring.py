@@ -7,10 +7,16 @@ queries) holds together offline; each rule fails on a broken copy.
   internal/services/monitor/monitor_scheduled_query_rules_alert_v2_resource.go:
   evaluation_frequency and window_duration from fixed lists, severity 0-4,
   failing periods 1-6, time_aggregation_method Count/Average/Minimum/
-  Maximum/Total), and their measure and dimension columns are columns the
+  Maximum/Total, operator Equal/GreaterThan(OrEqual)/LessThan(OrEqual)),
+  and their measure and dimension columns are columns the
   query returns;
 - metric alerts name metrics Azure Monitor documents for the namespace;
 - every alert rule notifies an action group (checkov CKV_OPS_1);
+- the cluster's Container Insights rule collects ContainerLogV2, which the
+  queries read, and is associated with the cluster;
+- a rule reading Azure Resource Graph names a documented table, and runs as
+  a user-assigned identity whose Reader roles exist before the rule (Azure
+  validates the query as that identity when the rule is created);
 - the SpinKube executor's OpenTelemetry settings are spin-operator's.
 
 That each query reads fields the component and the bridge really log is
@@ -40,6 +46,7 @@ FREQUENCIES = {"PT1M", "PT5M", "PT10M", "PT15M", "PT30M", "PT45M", "PT1H", "PT2H
                "PT6H", "P1D"}
 WINDOWS = FREQUENCIES | {"P2D"}
 AGGREGATIONS = {"Count", "Average", "Minimum", "Maximum", "Total"}
+OPERATORS = {"Equal", "GreaterThan", "GreaterThanOrEqual", "LessThan", "LessThanOrEqual"}
 
 # Azure Monitor supported metrics (name in REST API -> aggregations):
 # https://learn.microsoft.com/azure/azure-monitor/reference/supported-metrics/microsoft-keyvault-managedhsms-metrics
@@ -137,6 +144,8 @@ def rule_errors(infra: Path) -> list[str]:
             errors.append(f"{where}: window_duration {a['window']} is not accepted")
         if a["aggregation"] not in AGGREGATIONS:
             errors.append(f"{where}: time_aggregation_method {a['aggregation']} is not accepted")
+        if a.get("operator") not in OPERATORS:
+            errors.append(f"{where}: operator {a.get('operator')} is not accepted")
         if not (isinstance(a["severity"], int) and 0 <= a["severity"] <= 4):
             errors.append(f"{where}: severity {a['severity']} outside 0-4")
         if not (isinstance(a["periods"], int) and 1 <= a["periods"] <= 6):
@@ -186,6 +195,157 @@ def test_alert_rules_use_values_the_provider_accepts():
     assert rule_errors(infra_lib.INFRA) == []
 
 
+# Resource Graph tables as Microsoft spells them, for `arg("").<table>`:
+# https://learn.microsoft.com/azure/governance/resource-graph/concepts/query-language
+# ("Resource Graph tables"); the cross-service form, `arg("").Resources`:
+# https://learn.microsoft.com/azure/azure-monitor/logs/azure-monitor-data-explorer-proxy
+ARG_TABLES = {"Resources", "ResourceContainers", "AdvisorResources", "AlertsManagementResources",
+              "HealthResources", "PolicyResources", "SecurityResources"}
+
+
+def resource_graph_errors(infra: Path) -> list[str]:
+    """Queries reading Azure Resource Graph (which the local evaluator does
+    not run) name documented tables; rules calling them run as a
+    user-assigned identity granted its roles before the rule exists."""
+    errors = []
+    arg_queries = set()
+    for n in sorted(query_names(infra)):
+        text = (infra / QUERIES / f"{n}.kql").read_text()
+        body = "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("//"))
+        for m in re.finditer(r'arg\(""\)\s*\.?\s*([A-Za-z_]*)', body):
+            arg_queries.add(n)
+            if m.group(1) not in ARG_TABLES:
+                errors.append(f"{n}.kql: arg(\"\").{m.group(1)} is not a documented Resource Graph table")
+    doc = parse_tf(infra)
+    identities = resources(doc, "azurerm_user_assigned_identity")
+    roles = resources(doc, "azurerm_role_assignment")
+    for name, body in resources(doc, "azurerm_monitor_scheduled_query_rules_alert_v2").items():
+        query = re.search(r'local\.queries\["([^"]+)"\]', str(unwrap(body["criteria"])))
+        if not query or query.group(1) not in arg_queries:
+            continue
+        ident = unwrap(body.get("identity") or [{}])
+        ids = str(ident.get("identity_ids", ""))
+        if unwrap(ident.get("type")) != "UserAssigned" or not ids:
+            errors.append(f"{name}: reads Resource Graph without a user-assigned identity")
+            continue
+        uai = re.search(r"azurerm_user_assigned_identity\.(\w+)", ids)
+        if not uai or uai.group(1) not in identities:
+            errors.append(f"{name}: its identity is no user-assigned identity of this configuration")
+            continue
+        granted = {r for r, b in roles.items()
+                   if f"azurerm_user_assigned_identity.{uai.group(1)}" in str(unwrap(b["principal_id"]))
+                   and unwrap(b["role_definition_name"]) == "Reader"}
+        if not granted:
+            errors.append(f"{name}: its identity holds no Reader role")
+        depends = str(body.get("depends_on", ""))
+        for r in sorted(granted):
+            if f"azurerm_role_assignment.{r}" not in depends:
+                errors.append(f"{name}: does not depend on azurerm_role_assignment.{r}")
+    return errors
+
+
+def test_resource_graph_rules_name_documented_tables_and_hold_their_roles_first():
+    assert resource_graph_errors(infra_lib.INFRA) == []
+
+
+ARG_BROKEN = [
+    ("undocumented table", f"{QUERIES}/alert-cosmos-cmk-status.kql", 'arg("").Resources\n', 'arg("").resources\n',
+     'arg("").resources is not a documented Resource Graph table'),
+    ("system identity", TF, 'type         = "UserAssigned"\n    identity_ids = [azurerm_user_assigned_identity.cosmos_cmk_alert[0].id]',
+     'type = "SystemAssigned"', "reads Resource Graph without a user-assigned identity"),
+    ("rule created before its roles", TF, "  depends_on = [azurerm_role_assignment.cosmos_cmk_alert]\n", "",
+     "does not depend on azurerm_role_assignment.cosmos_cmk_alert"),
+    ("roles for another principal", TF,
+     "principal_id         = azurerm_user_assigned_identity.cosmos_cmk_alert[0].principal_id",
+     "principal_id         = azurerm_user_assigned_identity.bridge.principal_id", "its identity holds no Reader role"),
+]
+
+
+@pytest.mark.parametrize("case", ARG_BROKEN, ids=[c[0] for c in ARG_BROKEN])
+def test_broken_resource_graph_rules_fail(case, tree_copy):
+    _, rel, old, new, message = case
+    break_copy(tree_copy, rel, old, new)
+    errors = resource_graph_errors(tree_copy)
+    assert any(message in e for e in errors), errors
+
+
+def container_log_errors(infra: Path) -> list[str]:
+    """aks.tf: a data collection rule whose ContainerInsights extension sets
+    enableContainerLogV2 and whose flow sends Microsoft-ContainerLogV2 to the
+    workspace, associated with the cluster."""
+    with open(infra / "terraform/aks.tf") as fh:
+        doc = hcl2.load(fh)
+    text = (infra / "terraform/aks.tf").read_text()
+    rules = resources(doc, "azurerm_monitor_data_collection_rule")
+    errors = []
+    good = []
+    for name, body in rules.items():
+        src = unwrap(unwrap(body.get("data_sources", [{}])).get("extension", [{}]))
+        if unwrap(src.get("extension_name")) != "ContainerInsights":
+            continue
+        block = re.search(r'resource "azurerm_monitor_data_collection_rule" "%s" \{(.*?)\n\}' % name, text, re.S)
+        if not block or not re.search(r"enableContainerLogV2\s*=\s*true", block.group(1)):
+            errors.append(f"{name}: enableContainerLogV2 is not true")
+        flow = str(unwrap(body.get("data_flow", [{}])).get("streams"))
+        streams = flow if "Microsoft-" in flow else str(locals_of(doc).get(flow.split("local.")[-1].strip("${}'\" ]"), ""))
+        if "Microsoft-ContainerLogV2" not in streams:
+            errors.append(f"{name}: the data flow does not carry Microsoft-ContainerLogV2")
+        good.append(name)
+    if not good:
+        errors.append("no ContainerInsights data collection rule")
+    assoc = resources(doc, "azurerm_monitor_data_collection_rule_association")
+    if not any(f"azurerm_monitor_data_collection_rule.{g}.id" in str(unwrap(b.get("data_collection_rule_id")))
+               and "azurerm_kubernetes_cluster.aks.id" in str(unwrap(b.get("target_resource_id")))
+               for b in assoc.values() for g in good):
+        errors.append("the Container Insights rule is not associated with the cluster")
+    return errors
+
+
+def test_container_insights_collects_container_log_v2():
+    assert container_log_errors(infra_lib.INFRA) == []
+
+
+@pytest.mark.parametrize("old,new,message", [
+    ("enableContainerLogV2   = true", "enableContainerLogV2   = false", "enableContainerLogV2 is not true"),
+    ('    "Microsoft-ContainerLogV2",\n', "", "does not carry Microsoft-ContainerLogV2"),
+    ("target_resource_id      = azurerm_kubernetes_cluster.aks.id",
+     "target_resource_id      = azurerm_log_analytics_workspace.main.id", "is not associated with the cluster"),
+])
+def test_broken_container_insights_fails(tree_copy, old, new, message):
+    break_copy(tree_copy, "terraform/aks.tf", old, new)
+    errors = container_log_errors(tree_copy)
+    assert any(message in e for e in errors), errors
+
+
+def health_errors(infra: Path) -> list[str]:
+    """The Resource Health alert fires on a move into Unavailable or Degraded
+    from Available and from Unknown (a state Resource Health reports when it
+    cannot assess the resource)."""
+    errors = []
+    for name, body in resources(parse_tf(infra), "azurerm_monitor_activity_log_alert").items():
+        c = unwrap(body["criteria"])
+        if unwrap(c.get("category")) != "ResourceHealth":
+            continue
+        rh = unwrap(c.get("resource_health") or [{}])
+        current, previous = unwrap(rh.get("current")) or [], unwrap(rh.get("previous")) or []
+        for state in ("Unavailable", "Degraded"):
+            if state not in current:
+                errors.append(f"{name}: does not fire on {state}")
+        for state in ("Available", "Unknown"):
+            if previous and state not in previous:
+                errors.append(f"{name}: misses a move from {state}")
+    return errors
+
+
+def test_resource_health_alert_covers_unknown():
+    assert health_errors(infra_lib.INFRA) == []
+
+
+def test_a_health_alert_missing_unknown_fails(tree_copy):
+    break_copy(tree_copy, TF, 'previous = ["Available", "Unknown", "Degraded"]', 'previous = ["Available"]')
+    assert "health: misses a move from Unknown" in health_errors(tree_copy)
+
+
 def test_workbook_is_valid_for_the_provider():
     """name: a lower-case UUID; source_id: no upper-case letter
     (application_insights_workbook_resource.go validation)."""
@@ -228,6 +388,8 @@ RULES_BROKEN = [
     ("window the provider refuses", 'window      = "PT5M"\n      aggregation = "Total"\n      measure     = "throttled"\n      threshold   = 0',
      'window      = "PT2M"\n      aggregation = "Total"\n      measure     = "throttled"\n      threshold   = 0',
      "window_duration PT2M is not accepted"),
+    ("operator the provider refuses", 'periods     = 1\n      operator    = "LessThan"', 'periods     = 1\n      operator    = "Below"',
+     "operator Below is not accepted"),
     ("severity out of range", "severity    = 0\n      frequency   = \"PT1M\"", "severity    = 5\n      frequency   = \"PT1M\"",
      "severity 5 outside 0-4"),
     ("measure the query does not return", 'measure     = "oldest_secs"', 'measure     = "oldest"',
@@ -255,7 +417,7 @@ def test_a_measure_column_change_in_a_query_fails(tree_copy):
     assert any("measure column error_percent" in e for e in rule_errors(tree_copy))
 
 
-LOG_RULES = ["key-not-usable", "poison-queue", "queue-age", "server-errors", "cosmos-throttled", "hsm-throttled",
+LOG_RULES = ["key-not-usable", "poison-queue", "bridge-silent", "queue-age", "server-errors", "cosmos-throttled", "hsm-throttled",
              "token-failures"]
 # checkov expands for_each over a literal map but keeps a map with resource
 # references (metric_alerts) as one resource.
@@ -350,7 +512,7 @@ def runbook_errors(infra: Path) -> list[str]:
 
 
 def test_the_runbook_maps_every_alert_to_its_response():
-    assert len(alert_names(infra_lib.INFRA)) == 13
+    assert len(alert_names(infra_lib.INFRA)) == 14
     assert runbook_errors(infra_lib.INFRA) == []
 
 

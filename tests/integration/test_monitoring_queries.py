@@ -230,6 +230,7 @@ EXPECT = {
         <= {x["code"] for x in r},
     "alert-key-not-usable": lambda r: {x["code"] for x in r} == {"KeyDisabled"} and sum(x["answers"] for x in r) >= 2,
     "alert-poison-queue": lambda r: one(r)["messages"] >= 1,
+    "alert-bridge-silent": lambda r: one(r)["depth_lines"] >= 2,
     "alert-queue-age": lambda r: isinstance(one(r)["oldest_secs"], int) and 0 <= one(r)["oldest_secs"] < 3600,
     "alert-server-errors": lambda r: 0 < one(r)["error_percent"] < 100,
     "alert-cosmos-throttled": lambda r: one(r)["throttled"] >= 2,
@@ -246,6 +247,15 @@ def test_every_log_query_has_an_expectation():
 def test_every_query_returns_what_the_scenario_produced(scenario, name):
     rows = run(scenario, name)
     assert rows and EXPECT[name](rows), rows
+
+
+def test_the_bridge_silent_alert_fires_without_depth_lines(scenario):
+    """The same lines without the bridge's (it is down): one row, 0 lines,
+    which the rule's LessThan 1 fires on; with them it does not."""
+    app_only = [r for r in scenario["rows"] if r["ContainerName"] != BRIDGE]
+    assert app_only and len(app_only) < len(scenario["rows"])
+    assert run({"rows": app_only}, "alert-bridge-silent") == [{"depth_lines": 0}]
+    assert one(run(scenario, "alert-bridge-silent"))["depth_lines"] >= 1
 
 
 def test_a_query_reading_an_unlogged_field_fails(scenario):
