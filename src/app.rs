@@ -9,7 +9,7 @@ use spin_sdk::http::{IncomingRequest, Method};
 use crate::api::{json_response, ApiError};
 use crate::delivery::{options_events, post_events, post_queue};
 use crate::log;
-use crate::maintenance::post_rewrap;
+use crate::maintenance::{post_rewrap, post_seal};
 use crate::reader::{delete_record, get_records};
 use crate::readiness::readyz;
 
@@ -29,9 +29,11 @@ async fn handle(req: IncomingRequest) -> Response<Vec<u8>> {
         (Method::Get, p) if p.starts_with("/records/") => get_records(req).await,
         (Method::Delete, p) if p.starts_with("/records/") => delete_record(req).await,
         (Method::Post, "/admin/rewrap") => post_rewrap(req).await,
+        (Method::Post, "/admin/seal") => post_seal(req).await,
         (
             _,
-            "/healthz" | "/events" | "/queue" | "/readyz" | "/readyz/roundtrip" | "/admin/rewrap",
+            "/healthz" | "/events" | "/queue" | "/readyz" | "/readyz/roundtrip" | "/admin/rewrap"
+            | "/admin/seal",
         ) => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",

@@ -7,7 +7,7 @@
 //! requests and parses answers, [`ingest`] plans a delivery and summarizes its
 //! writes, [`envelope`] seals and opens protected fields, [`hsm`], [`entra`]
 //! and [`jwt`] build and parse Managed HSM, token and sender-token messages,
-//! [`rewrap`] and [`records`] plan maintenance and reads, [`api`] holds the
+//! [`rewrap`], [`seal`] and [`records`] plan maintenance and reads, [`api`] holds the
 //! HTTP contract, [`config`] validates settings. All of these are pure and
 //! tested natively with `cargo test`. The wasm-only edge touches the host:
 //! `outbound` (the only module that sends), `token`, `kek`, `account` and
@@ -33,6 +33,7 @@ pub mod queue;
 pub mod records;
 pub mod retry;
 pub mod rewrap;
+pub mod seal;
 pub mod time;
 
 #[cfg(target_arch = "wasm32")]
