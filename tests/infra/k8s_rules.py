@@ -10,7 +10,7 @@
   pod it would create is rebuilt here from the SpinApp and checked too.
 
 - kustomize's default ("legacy") output order sorts kinds it does not know
-  by name, so `SpinApp` would be sent before `SpinAppExecutor` and the
+  by name (api/resid/gvk.go, IsLessThan), so `SpinApp` would be sent before `SpinAppExecutor` and the
   webhook above would reject the first apply. Every kustomization holding a
   SpinApp sets `sortOptions: {order: fifo}` (kustomize >= 5.0, in kubectl
   since 1.27; api/types/kustomization.go `SortOptions`) and lists the
