@@ -176,6 +176,33 @@ resource "azurerm_cosmosdb_sql_role_assignment" "app" {
   scope               = azurerm_cosmosdb_account.main.id
 }
 
+# The copy of a stage switch (infra/README.md, "Stage switch", step 3):
+# the serving account has local authentication off in production, so the
+# operator running scripts/migrate-records needs a data-plane role there
+# (Cosmos DB Built-in Data Contributor, ...0002: create and read items) and
+# one to read the retiring account (Built-in Data Reader, ...0001). Both
+# exist only while cosmos_migration_operator_object_ids lists the operator;
+# the migration's last step empties it.
+resource "azurerm_cosmosdb_sql_role_assignment" "migration_target" {
+  for_each            = toset(var.cosmos_migration_operator_object_ids)
+  name                = uuidv5("url", "cmk-ingest/${local.base}/cosmos/migration-target/${each.value}")
+  resource_group_name = azurerm_resource_group.main.name
+  account_name        = azurerm_cosmosdb_account.main.name
+  role_definition_id  = "${azurerm_cosmosdb_account.main.id}/sqlRoleDefinitions/00000000-0000-0000-0000-000000000002"
+  principal_id        = each.value
+  scope               = azurerm_cosmosdb_account.main.id
+}
+
+resource "azurerm_cosmosdb_sql_role_assignment" "migration_source" {
+  for_each            = var.cosmos_retiring_account_name == "" ? toset([]) : toset(var.cosmos_migration_operator_object_ids)
+  name                = uuidv5("url", "cmk-ingest/${local.base}/cosmos/migration-source/${each.value}")
+  resource_group_name = azurerm_resource_group.main.name
+  account_name        = azurerm_cosmosdb_account.retiring[0].name
+  role_definition_id  = "${azurerm_cosmosdb_account.retiring[0].id}/sqlRoleDefinitions/00000000-0000-0000-0000-000000000001"
+  principal_id        = each.value
+  scope               = azurerm_cosmosdb_account.retiring[0].id
+}
+
 resource "azurerm_private_endpoint" "cosmos" {
   name                = "pe-${azurerm_cosmosdb_account.main.name}"
   location            = azurerm_resource_group.main.location

@@ -27,9 +27,11 @@ output "spin_variables" {
     cosmos_write_mode  = var.cosmos_write_mode
     partition_key      = "/source"
     protected_fields   = var.protected_fields
-    # The account is replaced when the stage switch flips (a CMK only at
-    # creation, cosmos.tf), so a customer-managed account never holds
-    # first-stage records: refuse any record without an envelope header.
+    # Refuse any record without an envelope header. During a stage switch
+    # the new account holds copied first-stage records in plaintext until
+    # the sealing pass has passed over them: the runbook sets this to "true"
+    # in the ConfigMap for that window only (infra/README.md, "Stage
+    # switch", step 4).
     read_accept_unsealed = "false"
     hsm_endpoint         = trimsuffix(azurerm_key_vault_managed_hardware_security_module.hsm.hsm_uri, "/")
     hsm_key_name         = var.encryption == "customer-managed" ? azurerm_key_vault_managed_hardware_security_module_key.key["app"].name : ""

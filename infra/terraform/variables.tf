@@ -224,3 +224,9 @@ variable "cosmos_retiring_account_name" {
   type        = string
   default     = ""
 }
+
+variable "cosmos_migration_operator_object_ids" {
+  description = "During a migration only: Entra object ids of the operators who run scripts/migrate-records. Each gets Cosmos DB Built-in Data Contributor on the serving account and Built-in Data Reader on the retiring one; set back to [] at the migration's last step, which removes both."
+  type        = list(string)
+  default     = []
+}

@@ -3,7 +3,7 @@
 # the offline checks hold every resource and argument here to it.
 #
 # This root module holds the Azure estate only. The Helm releases live in a
-# root module of their own (infra/terraform/cluster, applied second): a plan
+# root module of their own (infra/terraform-cluster, applied second): a plan
 # here never has to reach the cluster's API, and a cluster change can never
 # leave releases behind that target a cluster being replaced.
 terraform {
@@ -42,6 +42,21 @@ provider "azurerm" {
     }
     resource_group {
       prevent_deletion_if_contains_resources = true
+    }
+    # Read the storage accounts over Resource Manager only. With this flag on
+    # (the default), azurerm 4.55.0's storage account Read also fetches the
+    # queue and static-website service properties over the data plane
+    # (internal/services/storage/storage_account_resource.go, Read/flatten,
+    # `if !features.FivePointOh() && dataPlaneAvailable`) and tolerates only
+    # connection errors (storage_account_data_plane_helpers.go
+    # `connectionError`: "dial tcp" or EOF), not the 403 an account with
+    # public access off or a Deny firewall answers: every plan would fail on
+    # the HSM backup account and on the events account. Nothing here sets
+    # queue_properties or static_website (refused with the flag off), and the
+    # queues and containers are addressed by storage_account_id (Resource
+    # Manager).
+    storage {
+      data_plane_available = false
     }
   }
 }

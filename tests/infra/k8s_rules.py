@@ -9,6 +9,13 @@
   (internal/controller/spinapp_controller.go, constructDeployment), so the
   pod it would create is rebuilt here from the SpinApp and checked too.
 
+- kustomize's default ("legacy") output order sorts kinds it does not know
+  by name (api/resid/gvk.go, IsLessThan), so `SpinApp` would be sent before `SpinAppExecutor` and the
+  webhook above would reject the first apply. Every kustomization holding a
+  SpinApp sets `sortOptions: {order: fifo}` (kustomize >= 5.0, in kubectl
+  since 1.27; api/types/kustomization.go `SortOptions`) and lists the
+  executor first.
+
 Namespaces are the ones the objects land in: metadata.namespace, or the
 `namespace:` of the kustomization of their folder (kustomize sets it on every
 namespaced object).
@@ -167,6 +174,44 @@ def namespace_levels(objs: list[dict]) -> dict[str, dict[str, str]]:
     return out
 
 
+def fifo_order(folder: Path) -> list[tuple[str, str]]:
+    """(kind, name) of a kustomization's objects in the order `fifo` emits
+    them: its resources in the order listed, each file's documents in order."""
+    k = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    out = []
+    for r in k.get("resources", []):
+        f = folder / r
+        if r.startswith("http") or not f.is_file():
+            continue
+        for doc in yaml.safe_load_all(f.read_text()):
+            if doc and "kind" in doc:
+                out.append((doc["kind"], doc.get("metadata", {}).get("name")))
+    return out
+
+
+def apply_order_errors(deploy: Path) -> list[str]:
+    errors = []
+    for kust in sorted(deploy.rglob("kustomization.yaml")):
+        order = fifo_order(kust.parent)
+        apps = [(i, n) for i, (kind, n) in enumerate(order) if kind == "SpinApp"]
+        if not apps:
+            continue
+        where = kust.relative_to(deploy)
+        k = yaml.safe_load(kust.read_text())
+        if (k.get("sortOptions") or {}).get("order") != "fifo":
+            errors.append(f"{where}: holds a SpinApp but does not set sortOptions.order: fifo (kustomize's legacy "
+                          "order emits SpinApp before SpinAppExecutor; the webhook rejects the first apply)")
+        executors = {n: i for i, (kind, n) in enumerate(order) if kind == "SpinAppExecutor"}
+        for i, name in apps:
+            app_doc = next(d for f in k.get("resources", []) if (kust.parent / f).is_file()
+                           for d in yaml.safe_load_all((kust.parent / f).read_text())
+                           if d and d.get("kind") == "SpinApp" and d["metadata"]["name"] == name)
+            ex = app_doc["spec"].get("executor")
+            if ex in executors and executors[ex] > i:
+                errors.append(f"{where}: SpinApp {name} is listed before its executor `{ex}`; list the executor first")
+    return errors
+
+
 def check(deploy: Path) -> list[str]:
     """Every rule over infra/deploy; the list of what breaks them."""
     objs = load(deploy)
@@ -181,6 +226,8 @@ def check(deploy: Path) -> list[str]:
                 elsewhere = sorted(ns for ns, n in executors if n == ex)
                 errors.append(f"SpinApp {o['namespace']}/{d['metadata']['name']}: executor `{ex}` is not in namespace "
                               f"{o['namespace']} (found in {elsewhere or 'no namespace'}); the webhook rejects it")
+    # 1b. The executor applied before the SpinApp.
+    errors += apply_order_errors(deploy)
     # 2. Pod Security.
     levels = namespace_levels(objs)
     for ns, what, pod in pod_templates(objs):

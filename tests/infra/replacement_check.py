@@ -32,6 +32,11 @@ ForceNew; the storage account's `customer_managed_key` block is not (the key
 switches in place); the cluster's `disk_encryption_set_id` is ForceNew while
 `key_management_service` is not. Conditional ones (CustomizeDiff) are listed
 as the arguments they guard: Cosmos `backup.type` (Continuous -> Periodic),
+Cosmos `analytical_storage_enabled` (true -> false) and `capabilities`
+(unless every change is in the service's add/remove lists,
+`checkCapabilitiesCanBeUpdated`), both in the account's CustomizeDiff; Cosmos
+`restore.*` (each of its arguments `ForceNew: true` in the schema); the
+storage account's `immutability_policy` block (`ForceNew: true`),
 AKS `network_profile.network_data_plane` / `network_plugin_mode` /
 `network_policy`, HSM `security_domain_*` (set -> unset).
 """
@@ -46,14 +51,17 @@ import hcl2
 
 FORCE_NEW = {
     "azurerm_cosmosdb_account": ["name", "resource_group_name", "location", "kind", "create_mode",
-                                 "free_tier_enabled", "key_vault_key_id", "managed_hsm_key_id", "backup.type"],
+                                 "free_tier_enabled", "key_vault_key_id", "managed_hsm_key_id", "backup.type",
+                                 "analytical_storage_enabled", "capabilities", "restore.source_cosmosdb_account_id",
+                                 "restore.restore_timestamp_in_utc", "restore.database", "restore.gremlin_database",
+                                 "restore.tables_to_restore"],
     "azurerm_cosmosdb_sql_database": ["name", "resource_group_name", "account_name"],
     "azurerm_cosmosdb_sql_container": ["name", "resource_group_name", "account_name", "database_name",
                                        "partition_key_paths", "partition_key_version", "partition_key_kind"],
     "azurerm_storage_account": ["name", "resource_group_name", "location", "account_tier",
                                 "provisioned_billing_model_version", "is_hns_enabled", "nfsv3_enabled",
                                 "dns_endpoint_type", "queue_encryption_key_type", "table_encryption_key_type",
-                                "infrastructure_encryption_enabled"],
+                                "infrastructure_encryption_enabled", "immutability_policy"],
     "azurerm_storage_queue": ["name", "storage_account_id"],
     "azurerm_storage_container": ["name", "storage_account_id"],
     "azurerm_kubernetes_cluster": ["name", "resource_group_name", "location", "dns_prefix", "dns_prefix_private_cluster",

@@ -71,6 +71,11 @@ NEEDS = [
     # the role definition and role assignments.
     ("terraform apply (keys)", {"/keys/create", "/keys/write/action", "/keys/read/action"}),
     ("terraform apply (roles)", {"/roleDefinitions/write/action", "/roleAssignments/write/action"}),
+    # Every later plan refreshes those resources; the provider's Read of an
+    # HSM key, rotation policy, role definition or role assignment returns
+    # every error but 404, so a plan needs all three reads.
+    ("terraform plan (refresh)", {"/keys/read/action", "/roleDefinitions/read/action",
+                                  "/roleAssignments/read/action"}),
 ]
 NEEDS = [(cmd, {P + a for a in actions}) for cmd, actions in NEEDS]
 

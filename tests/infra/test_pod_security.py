@@ -1,5 +1,6 @@
 """The manifests as the cluster would admit them: the SpinAppExecutor in the
-SpinApp's namespace (spin-operator v0.6.1's webhook), and every pod, the ones
+SpinApp's namespace (spin-operator v0.6.1's webhook) and applied before it
+(kustomize `sortOptions: fifo`), and every pod, the ones
 spin-operator creates for the app included, admitted by its namespace's Pod
 Security `enforce` level, with that level no looser than needed and
 warn/audit at restricted (k8s_rules.py). Broken copies fail."""
@@ -43,6 +44,10 @@ def _edit(deploy, file, old, new):
 
 BROKEN = [
     ("executor with the cluster add-ons", None, "is not in namespace cmk-ingest"),
+    ("kustomize legacy order", ("app/kustomization.yaml", "sortOptions:\n  order: fifo\n", ""),
+     "does not set sortOptions.order: fifo"),
+    ("spinapp before its executor", ("app/kustomization.yaml", "  - executor.yaml\n  - spinapp.yaml\n",
+                                     "  - spinapp.yaml\n  - executor.yaml\n"), "listed before its executor"),
     ("namespace enforces restricted", ("app/namespace.yaml", "enforce: baseline", "enforce: restricted"),
      "refused by enforce=restricted"),
     ("namespace enforces nothing", ("app/namespace.yaml", "enforce: baseline", "enforce: privileged"),

@@ -3,7 +3,11 @@
 purge flag defaults to true in that version (internal/provider/features.go),
 and there is no `managed_hsm` features block (the Managed HSM flags are in
 `key_vault`): an unknown block fails `terraform init` before anything
-applies. Broken copies fail."""
+applies. And `storage.data_plane_available = false`: with it on (the
+default) the storage account's Read fetches queue and static-website
+properties over the data plane (storage_account_resource.go at v4.55.0,
+`if !features.FivePointOh() && dataPlaneAvailable`) and fails on the 403 of
+an account with public access off. Broken copies fail."""
 
 import hcl2
 import pytest
@@ -48,6 +52,12 @@ def check(versions_tf: str) -> list[str]:
         value = value[0] if isinstance(value, list) else value
         if value is not False:
             errors.append(f"features.key_vault.{flag} must be false (defaults to true)")
+    storage = (features.get("storage") or [{}])[0]
+    dpa = storage.get("data_plane_available")
+    dpa = dpa[0] if isinstance(dpa, list) else dpa
+    if dpa is not False:
+        errors.append("features.storage.data_plane_available must be false (defaults to true: every storage "
+                      "account Read then reads queue properties over the data plane and fails on 403)")
     return errors
 
 
@@ -62,7 +72,10 @@ def test_features_purge_nothing():
      "purge_soft_deleted_keys_on_destroy                          = true", "purge_soft_deleted_keys_on_destroy must be false"),
     ("    resource_group {", "    managed_hsm {\n      purge_soft_delete_on_destroy = false\n    }\n    resource_group {",
      "no `managed_hsm` block"),
-], ids=["hsm-key-flag-missing", "key-purge-on", "managed-hsm-block"])
+    ("      data_plane_available = false\n", "", "data_plane_available must be false"),
+    ("data_plane_available = false", "data_plane_available = true", "data_plane_available must be false"),
+], ids=["hsm-key-flag-missing", "key-purge-on", "managed-hsm-block", "storage-data-plane-default",
+        "storage-data-plane-on"])
 def test_broken_copies_fail(old, new, message):
     text = (infra_lib.INFRA / "terraform" / "versions.tf").read_text()
     assert text.count(old) == 1

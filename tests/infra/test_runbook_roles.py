@@ -23,7 +23,8 @@ def test_runbook_operations_are_permitted():
 def test_the_table_covers_the_operations_that_matter():
     cmds = " ".join(cmd for _, cmd, _ in role_check.runbook_rows(README.read_text()))
     for needed in ("security-domain download", "key rotate", "key set-attributes", "backup start", "restore start",
-                   "security-domain upload", "terraform apply (keys)", "terraform apply (roles)"):
+                   "security-domain upload", "terraform apply (keys)", "terraform apply (roles)",
+                   "terraform plan (refresh)"):
         assert needed in cmds, needed
 
 
@@ -39,6 +40,8 @@ BROKEN = [
      "`Managed HSM Crypto Officer` lacks"),
     ("keys created as administrator", "readme", "| `terraform apply (keys)` | Managed HSM Crypto User", "| `terraform apply (keys)` | Managed HSM Administrator",
      "`Managed HSM Administrator` lacks"),
+    ("plan with the backup role", "readme", "| `terraform plan (refresh)` | Managed HSM Crypto Auditor",
+     "| `terraform plan (refresh)` | Managed HSM Backup", "`Managed HSM Backup` lacks"),
     ("custom role without rotate", "json", '    "Microsoft.KeyVault/managedHsm/keys/write/action",\n    "Microsoft.KeyVault/managedHsm/keys/rotate/action"',
      '    "Microsoft.KeyVault/managedHsm/keys/write/action"', "must be exactly read, write, rotate"),
     ("custom role may grant roles", "json", '"Microsoft.KeyVault/managedHsm/keys/rotate/action"',

@@ -1,13 +1,17 @@
 """The stage switch loses nothing, in the real runtime: a container populated
 in the first stage (thousands of records over several partition keys,
 written through the component) is copied into a container of another
-database by `scripts/migrate-records`, killed mid-copy and resumed; then the
+database by `scripts/migrate-records`, killed mid-copy and resumed; records
+the source receives after the copy finished are carried by the final
+`--restart` run (a finished checkpoint alone does nothing); then the
 component is started in the second stage on the copy, where the records
 cannot be read until `POST /admin/seal` has sealed them; the pass runs in
 pages, is interrupted by killing the runtime mid-page and resumed from the
 last continuation. Afterwards every record is stored sealed, reads back
 through the component equal to what was sent, nothing is duplicated, the
-answers' counts add up, and a second pass seals nothing."""
+answers' counts add up, and a second pass seals nothing. Once the target
+holds sealed records the copy refuses to run (it would re-create records
+erased after the switch) and writes nothing."""
 
 import json
 import os
@@ -30,6 +34,8 @@ from integration.test_records import enc, get
 
 ADMIN_KEY = read_profile()["SPIN_VARIABLE_ADMIN_KEYS"]
 RECORDS = 2000
+LATE = 40  # written to the source after the first copy finished
+TOTAL = RECORDS + LATE
 PARTITIONS = 7
 PROTECTED = '{"Contoso.Visit": ["/data/patient", "/subject"], "*": ["/data"]}'
 SYSTEM = ("_rid", "_self", "_etag", "_attachments", "_ts")
@@ -151,10 +157,34 @@ def test_stage_one_records_are_copied_and_sealed_without_loss(stack, switch):
     copied = all_docs(switch["target"])
     assert len(copied) == len({d["id"] for d in copied}) == RECORDS, "nothing lost, nothing duplicated"
     assert {d["id"]: content(d) for d in copied} == {i: content(d) for i, d in source_docs.items()}
-    # A finished copy does nothing (a rerun with --restart would find every
-    # document `existing`).
-    out, _ = migrate(stack, switch, checkpoint).communicate(timeout=60)
-    assert json.loads(out.strip().splitlines()[-1])["copied"] == RECORDS
+
+    # -- records that land in the source after the copy finished -------------
+    stage_one = stack.serve_app(name="app-switch-one-late", overrides={
+        "SPIN_VARIABLE_COSMOS_CONTAINER": switch["source"].id})
+    late = [event(RECORDS + n) for n in range(LATE)]
+    status, _, body = post(f"{stage_one.url}/events", late)
+    assert status == 200, body
+    stage_one.process.stop()
+    for e in late:
+        sent[e["id"]] = e
+    source_docs = {d["id"]: d for d in all_docs(switch["source"])}
+    assert len(source_docs) == TOTAL
+    # The finished checkpoint alone does nothing: the late records stay behind.
+    proc = migrate(stack, switch, checkpoint)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, (out, err)
+    assert json.loads(out.strip().splitlines()[-1]) == {**final, "done": True}
+    assert len(all_docs(switch["target"])) == RECORDS
+    # The final run, with --restart, carries them and finds the rest in place.
+    proc = migrate(stack, switch, checkpoint, "--restart")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, (out, err)
+    last = json.loads(out.strip().splitlines()[-1])
+    assert last["done"] and last["read"] == TOTAL, last
+    assert (last["copied"], last["existing"], last["conflicts"], last["failed"]) == (LATE, RECORDS, 0, 0), last
+    copied = all_docs(switch["target"])
+    assert len(copied) == len({d["id"] for d in copied}) == TOTAL, "nothing lost, nothing duplicated"
+    assert {d["id"]: content(d) for d in copied} == {i: content(d) for i, d in source_docs.items()}
     phase("copied")
 
     # -- stage two on the copy ------------------------------------------------
@@ -205,12 +235,12 @@ def test_stage_one_records_are_copied_and_sealed_without_loss(stack, switch):
         if continuation is None:
             break
         assert calls < 40
-    assert interrupted_once and calls >= RECORDS // 100
+    assert interrupted_once and calls >= TOTAL // 100
     # Every record was scanned once in the answered calls; those the killed
     # call had sealed come back as already sealed.
-    assert totals["scanned"] == RECORDS
+    assert totals["scanned"] == TOTAL
     assert totals["conflicts"] == totals["failed"] == totals["resealed"] == 0
-    assert totals["sealed"] + totals["alreadySealed"] == RECORDS
+    assert totals["sealed"] + totals["alreadySealed"] == TOTAL
     assert totals["alreadySealed"] == partly - before
 
     phase("sealed")
@@ -222,7 +252,7 @@ def test_stage_one_records_are_copied_and_sealed_without_loss(stack, switch):
 
     # -- every record sealed, nothing lost or duplicated ---------------------
     stored = all_docs(switch["target"])
-    assert len(stored) == len({d["id"] for d in stored}) == RECORDS
+    assert len(stored) == len({d["id"] for d in stored}) == TOTAL
     text = json.dumps(stored)
     for e in sent.values():
         secret = e["data"].get("patient") or e["data"]["note"]
@@ -262,10 +292,49 @@ def test_stage_one_records_are_copied_and_sealed_without_loss(stack, switch):
             continuation = body["continuation"]
             if not continuation:
                 break
-    assert len(seen) == RECORDS
+    assert len(seen) == TOTAL
     logs = app.logs()
     assert not any(e["data"].get("patient", e["data"].get("note")) in logs for e in sent.values())
     phase("read back")
+
+    # -- after the switch the copy refuses to run -----------------------------
+    # An erasure in the new account, then a copy: it would bring the erased
+    # record back from the source. It is refused and writes nothing.
+    erased = stored[0]
+    switch["target"].delete_item(erased["id"], partition_key=erased["pk"])
+    proc = migrate(stack, switch, stack.workdir / f"migrate-{switch['tag']}-again.json", "--restart")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "switch has happened" in err, (out, err)
+    assert len(all_docs(switch["target"])) == TOTAL - 1
+
+
+def test_overwrite_never_puts_plaintext_over_a_sealed_record(stack, switch):
+    """`--overwrite` upserts, but a target record with an envelope header is
+    not replaced by a source record without one (counted as a conflict,
+    exit 1). The source here holds a sealed record too, so the copy is not
+    refused as a whole."""
+    tag = uuid.uuid4().hex[:8]
+    client = stack.cosmos_client()
+    source = client.get_database_client(stack.database).create_container(f"ow-{tag}", PartitionKey("/pk"))
+    target_db = client.create_database(f"ow-target-{tag}")
+    target = target_db.create_container("events", PartitionKey("/pk"))
+    sealed_header = {"kid": "k", "fields": ["/event/data"]}
+    plain = [{"id": f"p{n}", "pk": "a", "event": {"data": {"v": n}}} for n in range(3)]
+    already = {"id": "s0", "pk": "a", "cmk": sealed_header, "event": {"data": {"cmk": "x", "iv": "y", "ct": "z"}}}
+    for d in [*plain, already]:
+        source.upsert_item(d)
+    # The target's copy of p0 was sealed there; p1 is an older plaintext copy.
+    target.upsert_item({**plain[0], "cmk": sealed_header, "event": {"data": {"cmk": "x", "iv": "y", "ct": "z"}}})
+    target.upsert_item({**plain[1], "event": {"data": {"v": "old"}}})
+    sw = {"source": source, "target_db": target_db.id}
+    proc = migrate(stack, sw, stack.workdir / f"migrate-ow-{tag}.json", "--overwrite")
+    out, err = proc.communicate(timeout=60)
+    last = json.loads(out.strip().splitlines()[-1])
+    assert proc.returncode == 1, (out, err)
+    assert (last["read"], last["copied"], last["conflicts"]) == (4, 3, 1), last
+    kept = target.read_item("p0", partition_key="a")
+    assert "cmk" in kept and kept["event"]["data"]["ct"] == "z", "the sealed record is kept"
+    assert content(target.read_item("p1", partition_key="a")) == plain[1], "plaintext over plaintext is overwritten"
 
 
 def _try(fn, *args):
