@@ -161,7 +161,7 @@ impl AllowedHosts {
     }
 
     /// `uri` is the outgoing request's absolute URI.
-    pub fn allows_uri(&self, uri: &http::Uri) -> bool {
+    pub fn allows_uri(&self, uri: &hyper::Uri) -> bool {
         let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
             return false;
         };

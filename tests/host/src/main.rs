@@ -206,7 +206,7 @@ fn parse_args() -> Result<Args> {
 fn load_component(engine: &Engine, wasm: &std::path::Path, cache_dir: Option<&std::path::Path>) -> Result<Component> {
     let bytes = std::fs::read(wasm).with_context(|| format!("reading {}", wasm.display()))?;
     let Some(dir) = cache_dir else {
-        return Component::new(engine, &bytes);
+        return Ok(Component::new(engine, &bytes)?);
     };
     use std::hash::{Hash, Hasher};
     let mut h = std::hash::DefaultHasher::new();

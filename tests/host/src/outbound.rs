@@ -46,8 +46,11 @@ impl Outbound {
             }
             anyhow::ensure!(n > 0, "{}: no certificate in it", file.display());
         }
+        // ring: no C toolchain beyond the one the bundled SQLite needs.
+        #[allow(deprecated)]
+        let provider = rustls::crypto::ring::default_provider();
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
+            provider,
         ))
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
@@ -103,15 +106,18 @@ fn client_error(err: hyper_util::client::legacy::Error) -> Error {
 impl WasiHttpHooks for Hooks {
     fn send_request(
         &mut self,
-        mut request: http::Request<WasiBody>,
+        mut request: hyper::Request<WasiBody>,
         options: Option<RequestOptions>,
         fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> Box<
         dyn Future<
-                Output = Result<(
-                    http::Response<WasiBody>,
-                    Box<dyn Future<Output = Result<(), Error>> + Send>,
-                )>,
+                Output = Result<
+                    (
+                        hyper::Response<WasiBody>,
+                        Box<dyn Future<Output = Result<(), Error>> + Send>,
+                    ),
+                    Error,
+                >,
             > + Send,
     > {
         _ = fut;
@@ -125,7 +131,7 @@ impl WasiHttpHooks for Hooks {
                 );
                 return Err(Error::HttpRequestDenied);
             }
-            request.headers_mut().remove(http::header::HOST);
+            request.headers_mut().remove(hyper::header::HOST);
             let first_byte = options
                 .and_then(|o| o.first_byte_timeout)
                 .unwrap_or(DEFAULT_TIMEOUT);
