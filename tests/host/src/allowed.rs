@@ -82,7 +82,9 @@ impl AllowedHost {
                 bail!("{url:?}: no port and the scheme has no well-known port");
             };
             Port::One(well_known_port(s).with_context(|| {
-                format!("{url:?}: no port was provided and the scheme {s:?} has no known default port")
+                format!(
+                    "{url:?}: no port was provided and the scheme {s:?} has no known default port"
+                )
             })?)
         } else if port == "*" {
             Port::Any
@@ -92,7 +94,10 @@ impl AllowedHost {
                 b.parse().context("port range contains non-number")?,
             )
         } else {
-            Port::One(port.parse().with_context(|| format!("port {port:?} is not a number"))?)
+            Port::One(
+                port.parse()
+                    .with_context(|| format!("port {port:?} is not a number"))?,
+            )
         };
         let host = host.trim();
         let host = host.strip_suffix('/').unwrap_or(host);
@@ -112,7 +117,12 @@ impl AllowedHost {
         } else {
             Host::Literal(host.to_ascii_lowercase())
         };
-        Ok(Self { original: original.to_string(), scheme, host, port })
+        Ok(Self {
+            original: original.to_string(),
+            scheme,
+            host,
+            port,
+        })
     }
 
     /// Whether a request to `scheme://host[:port]` is allowed.
@@ -157,7 +167,12 @@ impl AllowedHosts {
         if hosts.len() == 1 && hosts[0] == "insecure:allow-all" {
             bail!("'insecure:allow-all' is not allowed - use '*://*:*' instead");
         }
-        Ok(Self(hosts.iter().map(|h| AllowedHost::parse(h)).collect::<Result<_>>()?))
+        Ok(Self(
+            hosts
+                .iter()
+                .map(|h| AllowedHost::parse(h))
+                .collect::<Result<_>>()?,
+        ))
     }
 
     /// `uri` is the outgoing request's absolute URI.
@@ -168,7 +183,9 @@ impl AllowedHosts {
         if host.is_empty() {
             return false;
         }
-        self.0.iter().any(|h| h.allows(scheme, host, uri.port_u16()))
+        self.0
+            .iter()
+            .any(|h| h.allows(scheme, host, uri.port_u16()))
     }
 }
 
@@ -178,7 +195,9 @@ mod tests {
 
     fn allows(list: &[&str], url: &str) -> bool {
         let list: Vec<String> = list.iter().map(|s| s.to_string()).collect();
-        AllowedHosts::parse(&list).unwrap().allows_uri(&url.parse().unwrap())
+        AllowedHosts::parse(&list)
+            .unwrap()
+            .allows_uri(&url.parse().unwrap())
     }
 
     #[test]
@@ -192,16 +211,34 @@ mod tests {
 
     #[test]
     fn default_ports_follow_the_scheme() {
-        assert!(allows(&["https://login.microsoftonline.com"], "https://login.microsoftonline.com/t/oauth2"));
-        assert!(allows(&["https://login.microsoftonline.com"], "https://login.microsoftonline.com:443/"));
-        assert!(!allows(&["https://login.microsoftonline.com"], "https://login.microsoftonline.com:8443/"));
-        assert!(allows(&["http://169.254.169.254"], "http://169.254.169.254/metadata"));
+        assert!(allows(
+            &["https://login.microsoftonline.com"],
+            "https://login.microsoftonline.com/t/oauth2"
+        ));
+        assert!(allows(
+            &["https://login.microsoftonline.com"],
+            "https://login.microsoftonline.com:443/"
+        ));
+        assert!(!allows(
+            &["https://login.microsoftonline.com"],
+            "https://login.microsoftonline.com:8443/"
+        ));
+        assert!(allows(
+            &["http://169.254.169.254"],
+            "http://169.254.169.254/metadata"
+        ));
     }
 
     #[test]
     fn trailing_slash_and_wildcards() {
-        assert!(allows(&["https://a.example.com/"], "https://a.example.com/x"));
-        assert!(allows(&["https://*.example.com"], "https://b.example.com/x"));
+        assert!(allows(
+            &["https://a.example.com/"],
+            "https://a.example.com/x"
+        ));
+        assert!(allows(
+            &["https://*.example.com"],
+            "https://b.example.com/x"
+        ));
         assert!(!allows(&["https://*.example.com"], "https://example.com/x"));
         assert!(allows(&["*://*:*"], "http://anything:1/"));
         assert!(allows(&["http://h:8000..9000"], "http://h:8500/"));
@@ -210,7 +247,12 @@ mod tests {
 
     #[test]
     fn refuses_what_spin_refuses() {
-        for bad in ["*", "example.com", "https://a.example.com/path", "https://a*.example.com"] {
+        for bad in [
+            "*",
+            "example.com",
+            "https://a.example.com/path",
+            "https://a*.example.com",
+        ] {
             assert!(AllowedHost::parse(bad).is_err(), "{bad}");
         }
         assert!(AllowedHosts::parse(&["insecure:allow-all".to_string()]).is_err());

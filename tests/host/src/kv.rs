@@ -32,7 +32,10 @@ impl Sqlite {
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, String> {
-        let conn = self.0.lock().map_err(|_| "key-value store lock poisoned".to_string())?;
+        let conn = self
+            .0
+            .lock()
+            .map_err(|_| "key-value store lock poisoned".to_string())?;
         f(&conn).map_err(|e| e.to_string())
     }
 

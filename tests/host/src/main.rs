@@ -72,13 +72,20 @@ struct Host {
 
 impl WasiView for Host {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for Host {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
     }
 }
 
@@ -114,19 +121,37 @@ impl key_value::HostStore for Host {
         Ok(r)
     }
 
-    fn get(&mut self, s: Resource<KvStore>, key: String) -> Result<Option<Vec<u8>>, key_value::Error> {
+    fn get(
+        &mut self,
+        s: Resource<KvStore>,
+        key: String,
+    ) -> Result<Option<Vec<u8>>, key_value::Error> {
         let label = self.label(&s)?;
-        self.shared.kv.get(&label, &key).map_err(key_value::Error::Other)
+        self.shared
+            .kv
+            .get(&label, &key)
+            .map_err(key_value::Error::Other)
     }
 
-    fn set(&mut self, s: Resource<KvStore>, key: String, value: Vec<u8>) -> Result<(), key_value::Error> {
+    fn set(
+        &mut self,
+        s: Resource<KvStore>,
+        key: String,
+        value: Vec<u8>,
+    ) -> Result<(), key_value::Error> {
         let label = self.label(&s)?;
-        self.shared.kv.set(&label, &key, &value).map_err(key_value::Error::Other)
+        self.shared
+            .kv
+            .set(&label, &key, &value)
+            .map_err(key_value::Error::Other)
     }
 
     fn delete(&mut self, s: Resource<KvStore>, key: String) -> Result<(), key_value::Error> {
         let label = self.label(&s)?;
-        self.shared.kv.delete(&label, &key).map_err(key_value::Error::Other)
+        self.shared
+            .kv
+            .delete(&label, &key)
+            .map_err(key_value::Error::Other)
     }
 
     fn exists(&mut self, s: Resource<KvStore>, key: String) -> Result<bool, key_value::Error> {
@@ -190,9 +215,12 @@ fn parse_args() -> Result<Args> {
             "--wasm" => args.wasm = Some(value()?.into()),
             "--kv-db" => args.kv_db = Some(value()?.into()),
             "--ca-file" => args.ca_files.push(value()?.into()),
-            "--max-concurrency" => args.max_concurrency = value()?.parse().context("--max-concurrency")?,
+            "--max-concurrency" => {
+                args.max_concurrency = value()?.parse().context("--max-concurrency")?
+            }
             "--request-timeout-secs" => {
-                args.request_timeout = Duration::from_secs_f64(value()?.parse().context("--request-timeout-secs")?)
+                args.request_timeout =
+                    Duration::from_secs_f64(value()?.parse().context("--request-timeout-secs")?)
             }
             "--cache-dir" => args.cache_dir = Some(value()?.into()),
             other => bail!("unknown argument {other:?} (see the usage in tests/host/src/main.rs)"),
@@ -203,7 +231,11 @@ fn parse_args() -> Result<Args> {
 
 /// Compiles the component, or loads the machine code compiled for the same
 /// bytes by the same engine from `cache_dir`.
-fn load_component(engine: &Engine, wasm: &std::path::Path, cache_dir: Option<&std::path::Path>) -> Result<Component> {
+fn load_component(
+    engine: &Engine,
+    wasm: &std::path::Path,
+    cache_dir: Option<&std::path::Path>,
+) -> Result<Component> {
     let bytes = std::fs::read(wasm).with_context(|| format!("reading {}", wasm.display()))?;
     let Some(dir) = cache_dir else {
         return Ok(Component::new(engine, &bytes)?);
@@ -243,7 +275,10 @@ async fn main() -> Result<()> {
     let allowed = allowed::AllowedHosts::parse(&app.allowed_outbound_hosts)
         .context("invalid allowed_outbound_hosts")?;
     let kv_path = args.kv_db.clone().unwrap_or_else(|| {
-        args.manifest.parent().unwrap_or(std::path::Path::new(".")).join(".spin/sqlite_key_value.db")
+        args.manifest
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(".spin/sqlite_key_value.db")
     });
     let shared = Arc::new(Shared {
         component_id: app.component_id.clone(),
@@ -281,12 +316,14 @@ async fn main() -> Result<()> {
         slots: Arc::new(Semaphore::new(args.max_concurrency)),
         timeout: args.request_timeout,
     });
+    // Values are never logged; secret ones are only counted.
     eprintln!(
-        "cmk-test-host: serving {} on http://{} (kv {}, outbound hosts {:?})",
+        "cmk-test-host: serving {} on http://{} (kv {}, outbound hosts {:?}, {} secret variables)",
         wasm.display(),
         listener.local_addr()?,
         kv_path.display(),
-        app.allowed_outbound_hosts
+        app.allowed_outbound_hosts,
+        app.secret.len()
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
@@ -327,7 +364,10 @@ fn plain(status: u16, text: &str) -> hyper::Response<HyperOutgoingBody> {
     let body = http_body_util::Full::new(bytes::Bytes::from(text.to_string()))
         .map_err(|never| match never {})
         .boxed_unsync();
-    hyper::Response::builder().status(status).body(body).expect("static response")
+    hyper::Response::builder()
+        .status(status)
+        .body(body)
+        .expect("static response")
 }
 
 impl Server {
@@ -350,7 +390,10 @@ impl Server {
         );
         store.epoch_deadline_async_yield_and_update(1);
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let req = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
+        let req = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, req)?;
         let out = store.data_mut().http().new_response_outparam(sender)?;
         let pre = self.pre.clone();
         let timeout = self.timeout;
@@ -360,7 +403,10 @@ impl Server {
             let _permit = permit;
             let run = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
-                proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await
             };
             match tokio::time::timeout(timeout, run).await {
                 Ok(r) => r,

@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Variable {
+    /// Accepted as Spin accepts it; not used.
     #[serde(default)]
+    #[allow(dead_code)]
     pub description: Option<String>,
     #[serde(default)]
     pub required: bool,
@@ -101,8 +103,7 @@ pub fn validate_name(key: &str) -> Result<(), String> {
 pub struct App {
     pub component_id: String,
     pub source: PathBuf,
-    /// Application variables after the providers (environment, then default).
-    pub values: HashMap<String, String>,
+    /// Names of the `secret` application variables (never logged).
     pub secret: Vec<String>,
     /// The component's `[component.x.variables]`, expanded.
     pub component_variables: HashMap<String, String>,
@@ -191,7 +192,6 @@ impl App {
         Ok(App {
             component_id,
             source: base.join(&comp.source),
-            values,
             secret,
             component_variables,
             allowed_outbound_hosts,
@@ -224,7 +224,12 @@ url = "{{ endpoint }}/{{ region }}"
 "#;
 
     fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
     #[test]

@@ -49,12 +49,10 @@ impl Outbound {
         // ring: no C toolchain beyond the one the bundled SQLite needs.
         #[allow(deprecated)]
         let provider = rustls::crypto::ring::default_provider();
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            provider,
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -67,7 +65,10 @@ impl Outbound {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .build(https);
-        Ok(Self { client, allowed: Arc::new(allowed) })
+        Ok(Self {
+            client,
+            allowed: Arc::new(allowed),
+        })
     }
 
     /// The per-instance hooks (cheap: clones two `Arc`s).
@@ -85,7 +86,10 @@ fn client_error(err: hyper_util::client::legacy::Error) -> Error {
         let mut source = err.source();
         while let Some(s) = source {
             if let Some(io) = s.downcast_ref::<std::io::Error>() {
-                if io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
+                if io
+                    .get_ref()
+                    .is_some_and(|inner| inner.is::<rustls::Error>())
+                {
                     return Error::TlsCertificateError;
                 }
                 if io.kind() == std::io::ErrorKind::TimedOut {
