@@ -468,6 +468,12 @@ class Stack:
             out[k] = v
         return out
 
+    def app_kid(self, app: App, kid: str) -> str:
+        """A key id from the HSM's admin API (plain listener) as the app sees
+        it: on the origin the app was given (HTTPS on the test host)."""
+        return app.variables["SPIN_VARIABLE_HSM_ENDPOINT"] + kid[len(self.hsm_url):] if kid.startswith(
+            self.hsm_url + "/") else kid
+
     def serve_app(self, name: str = "app", overrides: dict[str, str] | None = None, port: int | None = None,
                   runtime: str | None = None, tls: bool = True, manifest: Path | None = None) -> App:
         """Serves the app. `runtime`: "host" (the test host), "wasmtime" or
