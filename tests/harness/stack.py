@@ -6,7 +6,13 @@ component served by a real Wasm runtime.
   answers 401 as the service does (the server itself accepts any signature).
 - Storage queues: npm `azurite` (checks Shared Key signatures), polled by
   the queue bridge (`CMK_BRIDGE`, built by scripts/bootstrap).
-- The component: `spin up` when the Spin CLI is on PATH; otherwise Wasmtime
+- TLS: a CA generated per session (tls.py) issues the stand-ins'
+  certificates; the Entra ID and Managed HSM stand-ins and the signature
+  check serve HTTPS next to plain HTTP (test controls stay on HTTP).
+- The component: with CMK_RUNTIME=host, the test host (tests/host, built by
+  scripts/bootstrap) runs the unmodified app.wasm as Spin does, trusting the
+  session's CA, and the app reaches every stand-in over HTTPS. Otherwise
+  `spin up` when the Spin CLI is on PATH; otherwise Wasmtime
   (`wasmtime serve`, the engine Spin embeds) running a copy of the app with
   the test-only Spin stub plugged in (variables from SPIN_VARIABLE_*,
   key-value in a directory). Variables are resolved from spin.toml's defaults,
@@ -259,7 +265,10 @@ class Stack:
     entra_url: str = ""
     hsm_url: str = ""  # plain HTTP, for the component and test controls
     hsm_tls_url: str = ""  # HTTPS, for the official SDK
-    hsm_cert: str = ""
+    hsm_cert: str = ""  # the CA file that verifies every stand-in's HTTPS
+    entra_tls_url: str = ""
+    sigcheck_tls_url: str = ""  # HTTPS in front of Cosmos DB (the signature check)
+    ca: object = None  # tls.LocalCA
 
     @property
     def cosmos_key(self) -> str:
@@ -284,6 +293,9 @@ class Stack:
 
     def start_peers(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        from harness.tls import LocalCA
+
+        self.ca = LocalCA(self.workdir / "tls")
         node_modules = Path(env("CMK_NODE_MODULES"))
         python = env("CMK_PYTHON")
 
@@ -298,19 +310,23 @@ class Stack:
         self.cosmos_raw_url = f"http://127.0.0.1:{raw_port}"
 
         self.start_key_services()
-        sig_port = free_port()
+        sig_port, sig_tls_port = free_port(), free_port()
+        sig_cert, sig_key = self.ca.issue("sigcheck")
         aad = ["--aad-jwks", f"{self.entra_url}/{TENANT}/discovery/v2.0/keys", "--aad-audience", COSMOS_AUDIENCE]
         for issuer in ISSUERS:
             aad += ["--aad-issuer", issuer]
         sig = start(
             "sigcheck",
             [python, str(ROOT / "tests/harness/sigcheck.py"), "--listen", f"127.0.0.1:{sig_port}",
-             "--upstream", self.cosmos_raw_url, "--key", self.cosmos_key, *aad],
+             "--upstream", self.cosmos_raw_url, "--key", self.cosmos_key, *aad,
+             "--listen-tls", f"127.0.0.1:{sig_tls_port}", "--tls-cert", str(sig_cert), "--tls-key", str(sig_key)],
             self.workdir,
         )
         self.processes.append(sig)
         wait_for_port(sig_port, sig.proc, "sigcheck")
+        wait_for_port(sig_tls_port, sig.proc, "sigcheck (TLS)")
         self.cosmos_url = self.sigcheck_url = f"http://127.0.0.1:{sig_port}"
+        self.sigcheck_tls_url = f"https://127.0.0.1:{sig_tls_port}"
 
         queue_port = free_port()
         azurite = start(
@@ -333,22 +349,29 @@ class Stack:
         python = env("CMK_PYTHON")
         principals = self.workdir / "principals.json"
         principals.write_text(json.dumps(PRINCIPALS))
-        entra_port = free_port()
+        entra_port, entra_tls_port = free_port(), free_port()
+        entra_cert, entra_key = self.ca.issue("entra")
         entra = start("entra", [python, str(ROOT / "tests/harness/entra.py"), "--listen",
-                                f"127.0.0.1:{entra_port}", "--principals", str(principals), "--state-dir", str(self.workdir)], self.workdir)
+                                f"127.0.0.1:{entra_port}", "--principals", str(principals), "--state-dir", str(self.workdir),
+                                "--listen-tls", f"127.0.0.1:{entra_tls_port}",
+                                "--tls-cert", str(entra_cert), "--tls-key", str(entra_key)], self.workdir)
         self.processes.append(entra)
         wait_for_port(entra_port, entra.proc, "entra stand-in")
+        wait_for_port(entra_tls_port, entra.proc, "entra stand-in (TLS)")
         self.entra_url = f"http://127.0.0.1:{entra_port}"
+        self.entra_tls_url = f"https://127.0.0.1:{entra_tls_port}"
+        hsm_cert, hsm_key = self.ca.issue("hsm")
         hsm_port, tls_port = free_port(), free_port()
         hsm = start("hsm", [python, str(ROOT / "tests/harness/hsm.py"), "--listen", f"127.0.0.1:{hsm_port}",
                             "--listen-tls", f"127.0.0.1:{tls_port}", "--state-dir", str(self.workdir),
                             "--tenant", TENANT, "--jwks", f"{self.entra_url}/{TENANT}/discovery/v2.0/keys",
-                            "--issuer", f"https://login.microsoftonline.com/{TENANT}/v2.0"], self.workdir)
+                            "--issuer", f"https://login.microsoftonline.com/{TENANT}/v2.0",
+                            "--tls-cert", str(hsm_cert), "--tls-key", str(hsm_key)], self.workdir)
         self.processes.append(hsm)
         wait_for_port(hsm_port, hsm.proc, "hsm stand-in")
         wait_for_port(tls_port, hsm.proc, "hsm stand-in (TLS)")
         self.hsm_url, self.hsm_tls_url = f"http://127.0.0.1:{hsm_port}", f"https://127.0.0.1:{tls_port}"
-        self.hsm_cert = str(self.workdir / "hsm-cert.pem")
+        self.hsm_cert = str(self.ca.ca_file)
         self.hsm_admin("POST", "keys", {"name": KEK_NAME, "size": 2048, "ops": ["wrapKey", "unwrapKey"]})
         for oid in APP_PRINCIPALS:
             self.hsm_admin("POST", "grants", {"key": KEK_NAME, "object_id": oid, "ops": ["get", "wrapKey", "unwrapKey"]})
@@ -490,11 +513,52 @@ class Stack:
 
     # -- the component -----------------------------------------------------
 
-    def serve_app(self, name: str = "app", overrides: dict[str, str] | None = None, port: int | None = None) -> App:
+    def over_tls(self, variables: dict[str, str]) -> dict[str, str]:
+        """`variables` with every stand-in origin the app reaches (Cosmos DB
+        through the signature check, Entra ID, Managed HSM) moved from its
+        plain HTTP listener to its HTTPS one."""
+        origins = {self.sigcheck_url: self.sigcheck_tls_url, self.entra_url: self.entra_tls_url,
+                   self.hsm_url: self.hsm_tls_url}
+        out = {}
+        for k, v in variables.items():
+            for plain, tls in origins.items():
+                if plain and tls and (v == plain or v.startswith(plain + "/")):
+                    v = tls + v[len(plain):]
+            out[k] = v
+        return out
+
+    def app_kid(self, app: App, kid: str) -> str:
+        """A key id from the HSM's admin API (plain listener) as the app sees
+        it: on the origin the app was given (HTTPS on the test host)."""
+        return app.variables["SPIN_VARIABLE_HSM_ENDPOINT"] + kid[len(self.hsm_url):] if kid.startswith(
+            self.hsm_url + "/") else kid
+
+    def serve_app(self, name: str = "app", overrides: dict[str, str] | None = None, port: int | None = None,
+                  runtime: str | None = None, tls: bool = True, manifest: Path | None = None) -> App:
+        """Serves the app. `runtime`: "host" (the test host), "wasmtime" or
+        "spin"; default CMK_RUNTIME, else spin when on PATH, else wasmtime.
+        On the test host with `tls`, the app reaches the stand-ins over HTTPS;
+        `manifest` replaces spin.toml there (same variables)."""
         variables = spin_variables({"SPIN_VARIABLE_COSMOS_ENDPOINT": self.cosmos_url, **(overrides or {})})
         port = port or free_port()
         spin = shutil.which("spin")
-        if spin and not os.environ.get("CMK_FORCE_WASMTIME"):
+        runtime = runtime or os.environ.get("CMK_RUNTIME") or ""
+        if runtime == "host":
+            if tls:
+                variables = self.over_tls(variables)
+            state = self.workdir / f"{name}-host-state"
+            state.mkdir(exist_ok=True)
+            cap = os.environ.get("CMK_MAX_CONCURRENT_REQUESTS", str(MAX_CONCURRENT_REQUESTS))
+            argv = [env("CMK_TEST_HOST"), "--manifest", str(manifest or ROOT / "spin.toml"), "--listen", f"127.0.0.1:{port}",
+                    "--wasm", env("CMK_APP_WASM"), "--kv-db", str(state / "sqlite_key_value.db"),
+                    "--ca-file", str(self.ca.ca_file), "--max-concurrency", cap if cap != "0" else "100000",
+                    "--cache-dir", str(Path(os.environ.get("CMK_CACHE", self.workdir)) / "host-code")]
+            clean = {k: v for k, v in os.environ.items() if not k.startswith("SPIN_VARIABLE_")}
+            log = self.workdir / f"{name}.log"
+            proc = Process(name, subprocess.Popen(argv, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                                                  stdin=subprocess.DEVNULL, env={**clean, **variables},
+                                                  cwd=self.workdir, start_new_session=True), log)
+        elif runtime == "spin" or (spin and runtime != "wasmtime" and not os.environ.get("CMK_FORCE_WASMTIME")):
             runtime = "spin"
             argv = [spin, "up", "--from", str(ROOT / "spin.toml"), "--listen", f"127.0.0.1:{port}",
                     "--state-dir", str(self.workdir / f"{name}-spin-state")]
