@@ -9,11 +9,27 @@
 //! Nonces come from a counter rather than the host's random source, so the
 //! figure is the AEAD and JSON work alone.
 //!
+//! Then it wraps a 32-byte data key locally (`hsm_local_wrap`: RSA-OAEP-256
+//! with the public part of the 2048-bit test key, `hsm::wrap_locally`), the
+//! per-delivery public-key operation, with a counter as the random source,
+//! and checks a sender's RS256 Entra ID token (parse and `jwt::verify`, the
+//! RSA public-key operation and the claims), once per delivery with Entra
+//! authentication.
+//!
 //! Output: CSV lines `target,size_bytes,op,ns_per_op,ns_per_kb,iterations`.
+//!
+//! `--wrap-only N` does exactly N local wraps and prints one line, nothing
+//! else: scripts/bench-envelope runs it under `valgrind --tool=cachegrind`
+//! inside Wasmtime with N = 0 and N = 100 to count machine instructions per
+//! wrap (a figure the machine's load does not move).
 
 use std::time::{Duration, Instant};
 
+use cmk_ingest::cosmos::Endpoint;
 use cmk_ingest::envelope::{self, Dek};
+use cmk_ingest::hsm::{self, KeyInfo};
+use cmk_ingest::jwt::{self, Jwks, Policy, Token};
+use cmk_ingest::time::UnixTime;
 use serde_json::{json, Value};
 
 fn document(total: usize) -> Value {
@@ -39,12 +55,104 @@ fn run(secs: f64, mut f: impl FnMut()) -> (u64, Duration) {
     (n, start.elapsed())
 }
 
+/// A counter as the OAEP seed source: the figure is the RSA-OAEP work alone.
+struct CounterRng(u64);
+
+impl rsa::rand_core::RngCore for CounterRng {
+    fn next_u32(&mut self) -> u32 {
+        self.next_u64() as u32
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0 += 1;
+        self.0
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        rsa::rand_core::impls::fill_bytes_via_next(self, dest)
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rsa::rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+impl rsa::rand_core::CryptoRng for CounterRng {}
+
+fn test_key_part(k: &str) -> rsa::BigUint {
+    let v: Value = serde_json::from_str(include_str!("../tests/data/rsa-2048-test-key.json"))
+        .expect("test key");
+    rsa::BigUint::parse_bytes(v[k].as_str().expect("hex").as_bytes(), 16).expect("hex")
+}
+
+/// An RS256 token signed with the test key, the JWKS that holds its public
+/// part, and a policy it satisfies at `now`.
+fn signed_token(now: u64) -> (String, Jwks, Policy) {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use rsa::signature::{SignatureEncoding, Signer};
+    let private = rsa::RsaPrivateKey::from_components(
+        test_key_part("n"),
+        test_key_part("e"),
+        test_key_part("d"),
+        vec![test_key_part("p"), test_key_part("q")],
+    )
+    .expect("test key");
+    let tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+    let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    let input = format!(
+        "{}.{}",
+        b64(&json!({"alg": "RS256", "typ": "JWT", "kid": "k1"})),
+        b64(
+            &json!({"aud": "api://cmk-ingest", "iss": format!("https://sts.windows.net/{tenant}/"),
+                    "tid": tenant, "oid": "00000000-0000-0000-0000-000000000001",
+                    "roles": ["AzureEventGridSecureWebhookSubscriber"],
+                    "nbf": now - 60, "exp": now + 3600})
+        )
+    );
+    let signature = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(private).sign(input.as_bytes());
+    let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()));
+    let jwks = json!({"keys": [{"kty": "RSA", "use": "sig", "kid": "k1",
+        "n": URL_SAFE_NO_PAD.encode(test_key_part("n").to_bytes_be()),
+        "e": URL_SAFE_NO_PAD.encode(test_key_part("e").to_bytes_be())}]});
+    let jwks = Jwks::parse(jwks.to_string().as_bytes()).expect("jwks");
+    let policy = Policy {
+        audiences: vec!["api://cmk-ingest".into()],
+        issuers: Policy::default_issuers(tenant),
+        tenant: tenant.into(),
+        roles: vec!["AzureEventGridSecureWebhookSubscriber".into()],
+    };
+    (token, jwks, policy)
+}
+
+/// The public part of the 2048-bit test key (e = 65537), as the HSM
+/// describes it.
+fn test_key() -> KeyInfo {
+    let bytes = |k: &str| test_key_part(k).to_bytes_be();
+    KeyInfo {
+        kid: "https://contoso.managedhsm.azure.net/keys/app-kek/0123456789abcdef".into(),
+        kty: "RSA-HSM".into(),
+        key_ops: vec!["wrapKey".into(), "unwrapKey".into()],
+        n: bytes("n"),
+        e: bytes("e"),
+        enabled: true,
+        not_before: None,
+        expires: None,
+        recovery_level: None,
+    }
+}
+
 fn main() {
     let mut secs = 2.0;
+    let mut wrap_only = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if a == "--secs" {
             secs = args.next().and_then(|v| v.parse().ok()).expect("--secs N");
+        } else if a == "--wrap-only" {
+            wrap_only = Some(
+                args.next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--wrap-only N"),
+            );
         }
     }
     let target = if cfg!(target_arch = "wasm32") {
@@ -52,6 +160,21 @@ fn main() {
     } else {
         "native"
     };
+    let key = test_key();
+    let vault = Endpoint::parse("https://contoso.managedhsm.azure.net").expect("endpoint");
+    let mut rng = CounterRng(0);
+    let mut wrap = || {
+        let dek = [7u8; 32];
+        let w = hsm::wrap_locally(&key, &vault, &dek, &mut rng).expect("wrap");
+        std::hint::black_box(w);
+    };
+    if let Some(n) = wrap_only {
+        for _ in 0..n {
+            wrap();
+        }
+        println!("{target},wrap-local,{n}");
+        return;
+    }
     let dek = Dek::from_bytes(&[7u8; 32]).unwrap();
     let kid = "https://contoso.managedhsm.azure.net/keys/app-kek/0123456789abcdef0123456789abcdef";
     let pointers: Vec<String> = ["/event/data/name", "/event/data/ssn", "/event/data/note"]
@@ -80,6 +203,17 @@ fn main() {
         });
         report(target, size, "open", n, t);
     }
+    // One wrap per delivery; ns_per_kb is per KB of the 32-byte data key.
+    let (n, t) = run(secs, &mut wrap);
+    report(target, 32, "wrap-local", n, t);
+    // One token check per delivery; ns_per_kb is per KB of the token.
+    let now = 1_800_000_000;
+    let (token, jwks, policy) = signed_token(now);
+    let (n, t) = run(secs, || {
+        let parsed = Token::parse(&token).expect("token");
+        std::hint::black_box(jwt::verify(&parsed, &jwks, &policy, UnixTime(now)).expect("valid"));
+    });
+    report(target, token.len(), "jwt-verify", n, t);
 }
 
 fn report(target: &str, size: usize, op: &str, n: u64, t: Duration) {

@@ -59,6 +59,16 @@ impl ApiError {
     }
 }
 
+/// The error code of a failure answered as a response, `{"error": {"code"}}`
+/// (a delivery whose writes failed is answered that way), for the log.
+pub fn error_code_of(r: &Response<Vec<u8>>) -> Option<String> {
+    if r.status().as_u16() < 400 {
+        return None;
+    }
+    let body: Value = serde_json::from_slice(r.body()).ok()?;
+    body["error"]["code"].as_str().map(str::to_owned)
+}
+
 /// A JSON response.
 pub fn json_response(status: StatusCode, body: &Value) -> Response<Vec<u8>> {
     Response::builder()
@@ -189,6 +199,20 @@ impl From<&CosmosError> for ApiError {
 mod tests {
     use super::*;
     use crate::cosmos::ServiceError;
+
+    #[test]
+    fn the_error_code_of_an_answered_failure_is_read_back() {
+        let failed =
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "StoreUnavailable", "m").to_response();
+        assert_eq!(error_code_of(&failed).as_deref(), Some("StoreUnavailable"));
+        let ok = json_response(StatusCode::OK, &json!({"error": {"code": "NotAnError"}}));
+        assert_eq!(error_code_of(&ok), None);
+        let plain = Response::builder()
+            .status(502)
+            .body(b"bad gateway".to_vec())
+            .unwrap();
+        assert_eq!(error_code_of(&plain), None);
+    }
 
     fn svc(status: u16, retry_after_ms: Option<u64>) -> ServiceError {
         ServiceError {

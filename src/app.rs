@@ -9,13 +9,14 @@ use spin_sdk::http::{IncomingRequest, Method};
 use crate::api::{json_response, ApiError};
 use crate::delivery::{options_events, post_events, post_queue};
 use crate::log;
-use crate::maintenance::post_rewrap;
+use crate::maintenance::{post_rewrap, post_seal};
 use crate::reader::{delete_record, get_records};
 use crate::readiness::readyz;
 
 #[spin_sdk::http_component]
 async fn handle(req: IncomingRequest) -> Response<Vec<u8>> {
     crate::outbound::start_request();
+    let started_ms = crate::outbound::now_ms();
     let method = req.method();
     let path = req.path_with_query().unwrap_or_default();
     let path = path.split('?').next().unwrap_or_default().to_owned();
@@ -29,9 +30,11 @@ async fn handle(req: IncomingRequest) -> Response<Vec<u8>> {
         (Method::Get, p) if p.starts_with("/records/") => get_records(req).await,
         (Method::Delete, p) if p.starts_with("/records/") => delete_record(req).await,
         (Method::Post, "/admin/rewrap") => post_rewrap(req).await,
+        (Method::Post, "/admin/seal") => post_seal(req).await,
         (
             _,
-            "/healthz" | "/events" | "/queue" | "/readyz" | "/readyz/roundtrip" | "/admin/rewrap",
+            "/healthz" | "/events" | "/queue" | "/readyz" | "/readyz/roundtrip" | "/admin/rewrap"
+            | "/admin/seal",
         ) => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
@@ -43,7 +46,11 @@ async fn handle(req: IncomingRequest) -> Response<Vec<u8>> {
             format!("no route for {path}"),
         )),
     };
-    result.unwrap_or_else(|e| {
+    let (status, code) = match &result {
+        Ok(r) => (r.status().as_u16(), crate::api::error_code_of(r)),
+        Err(e) => (e.status.as_u16(), Some(e.code.to_owned())),
+    };
+    if let Err(e) = &result {
         log::emit(
             if e.status.is_server_error() {
                 "error"
@@ -59,6 +66,50 @@ async fn handle(req: IncomingRequest) -> Response<Vec<u8>> {
                 ("message", json!(e.message)),
             ],
         );
-        e.to_response()
-    })
+    }
+    // One summary line per request (probes that pass excepted): what the
+    // operator's queries and alerts count (infra/monitoring).
+    let passing_probe = method == Method::Get && matches!(path.as_str(), "/healthz" | "/readyz");
+    if !(passing_probe && status == 200) {
+        let mut fields = vec![
+            ("route", json!(route(&method, &path))),
+            ("method", json!(method.to_string())),
+            ("status", json!(status)),
+            ("code", json!(code)),
+            (
+                "duration_ms",
+                json!(crate::outbound::now_ms().saturating_sub(started_ms)),
+            ),
+        ];
+        fields.extend(crate::tally::current().fields());
+        log::emit(
+            if status >= 500 {
+                "error"
+            } else if status >= 400 {
+                "warn"
+            } else {
+                "info"
+            },
+            "request",
+            &fields,
+        );
+    }
+    result.unwrap_or_else(|e| e.to_response())
+}
+
+/// The route family a request belongs to, as the operator's views group
+/// them: `push` (Event Grid deliveries), `queue` (forwarded queue messages),
+/// `read`, `erase`, `rewrap`, `seal`, `ready`, `health`, or `other`.
+fn route(method: &Method, path: &str) -> &'static str {
+    match (method, path) {
+        (_, "/events") => "push",
+        (_, "/queue") => "queue",
+        (Method::Get, p) if p.starts_with("/records/") => "read",
+        (Method::Delete, p) if p.starts_with("/records/") => "erase",
+        (_, "/admin/rewrap") => "rewrap",
+        (_, "/admin/seal") => "seal",
+        (_, "/readyz" | "/readyz/roundtrip") => "ready",
+        (_, "/healthz") => "health",
+        _ => "other",
+    }
 }

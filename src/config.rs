@@ -37,6 +37,7 @@ pub const VARIABLES: &[(&str, bool)] = &[
     ("ingest_entra_roles", false),
     ("ingest_entra_app_ids", false),
     ("protected_fields", false),
+    ("cmk_stage", false),
     ("hsm_endpoint", false),
     ("hsm_key_name", false),
     ("hsm_key_check_secs", false),
@@ -93,12 +94,28 @@ impl ProtectedFields {
                 .as_array()
                 .and_then(|a| a.iter().map(|p| p.as_str().map(str::to_owned)).collect())
                 .ok_or_else(|| format!("`{ty}`: expected a list of JSON Pointers"))?;
-            let overlaps = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
+            // `a` is `b` or inside it; `*` (every element of an array) may
+            // stand for any token, so it overlaps any name or index.
+            let overlaps = |a: &str, b: &str| {
+                let (a, b): (Vec<&str>, Vec<&str>) =
+                    (a.split('/').collect(), b.split('/').collect());
+                a.len() >= b.len()
+                    && a.iter()
+                        .zip(&b)
+                        .all(|(x, y)| x == y || *x == "*" || *y == "*")
+            };
             for (i, p) in pointers.iter().enumerate() {
-                if !p.starts_with('/') || p.len() < 2 {
-                    return Err(format!("`{p}` is not a JSON Pointer to a field"));
+                if !crate::envelope::valid_pointer(p) || p.len() < 2 {
+                    return Err(format!(
+                        "`{p}` is not a JSON Pointer to a field (RFC 6901: a leading `/`, `~0` for `~`, `~1` for `/`)"
+                    ));
                 }
                 let top = p[1..].split('/').next().unwrap_or("");
+                if top == "*" {
+                    return Err(format!(
+                        "`{p}`: the event is an object; `*` stands for the elements of an array"
+                    ));
+                }
                 if matches!(top, "id" | "source" | "specversion" | "type") {
                     return Err(format!("`{p}`: the event's id, source, specversion and type stay readable (they identify the record)"));
                 }
@@ -639,7 +656,33 @@ impl Config {
                 MasterKey::from_base64(&key).map_err(|e| invalid("cosmos_key", &e))?,
             ))
         };
-        let kek = match get("hsm_key_name")? {
+        // The stage is never guessed from a missing key name: a deployment
+        // that lists protected fields but names no key would otherwise store
+        // them in plaintext.
+        let key_name = get("hsm_key_name")?;
+        match (get("cmk_stage")?.as_deref().map(str::trim), &key_name) {
+            (Some("1"), None) | (Some("2") | None, Some(_)) => {}
+            (Some("1"), Some(_)) => {
+                return Err(invalid(
+                    "cmk_stage",
+                    &"is 1 (no field encryption) while hsm_key_name is set; set cmk_stage = 2, or empty hsm_key_name",
+                ))
+            }
+            (Some("2"), None) => {
+                return Err(invalid("hsm_key_name", &"is required for cmk_stage = 2"))
+            }
+            (None, None) => {
+                if get("protected_fields")?.is_some() {
+                    return Err(invalid(
+                        "hsm_key_name",
+                        &"is empty while protected_fields is set, which would store those fields in plaintext; \
+                          set hsm_key_name (and cmk_stage = 2) for field encryption, or cmk_stage = 1 to run the first stage on purpose",
+                    ));
+                }
+            }
+            (Some(_), _) => return Err(invalid("cmk_stage", &"must be 1 or 2")),
+        }
+        let kek = match key_name {
             None => None,
             Some(key_name) => {
                 if !key_name
@@ -1081,6 +1124,84 @@ mod tests {
     #[test]
     fn no_hsm_key_means_the_first_stage() {
         assert!(load(&[]).unwrap().kek.is_none());
+    }
+
+    #[test]
+    fn protected_fields_without_a_key_need_stage_one_chosen() {
+        let fields = ("protected_fields", r#"{"*": ["/data/ssn"]}"#);
+        let e = load(&[fields]).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Invalid { name: "hsm_key_name", reason } if reason.contains("cmk_stage = 1")),
+            "{e}"
+        );
+        assert!(load(&[fields, ("cmk_stage", "1")]).unwrap().kek.is_none());
+        let hsm = [
+            ("hsm_key_name", "app-kek"),
+            ("hsm_endpoint", "https://contoso.managedhsm.azure.net"),
+            ("azure_tenant_id", "t"),
+            ("azure_client_id", "c"),
+            ("azure_client_secret", "s"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut all = hsm.to_vec();
+            all.extend_from_slice(extra);
+            load(&all)
+        };
+        assert!(with(&[("cmk_stage", "2")]).unwrap().kek.is_some());
+        assert!(with(&[]).unwrap().kek.is_some());
+        let e = with(&[("cmk_stage", "1")]).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Invalid {
+                    name: "cmk_stage",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = load(&[("cmk_stage", "2")]).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Invalid {
+                    name: "hsm_key_name",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = load(&[("cmk_stage", "two")]).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Invalid {
+                    name: "cmk_stage",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn wildcards_and_escapes_in_protected_fields() {
+        let p = ProtectedFields::parse(r#"{"*": ["/data/items/*/ssn", "/data/a~1b"]}"#, "/source")
+            .unwrap();
+        assert_eq!(p.for_type("T")[0], "/data/items/*/ssn");
+        for bad in [
+            r#"{"*": ["/data/items/*/ssn", "/data/items/0"]}"#,
+            r#"{"*": ["/data/items/0/ssn", "/data/items/*"]}"#,
+            r#"{"*": ["/data/a~2b"]}"#,
+            r#"{"*": ["/data/a~"]}"#,
+            r#"{"*": ["/*"]}"#,
+        ] {
+            assert!(ProtectedFields::parse(bad, "/source").is_err(), "{bad}");
+        }
+        assert!(ProtectedFields::parse(r#"{"*": ["/data/*"]}"#, "/data/tenant").is_err());
+        assert!(
+            ProtectedFields::parse(r#"{"*": ["/data/x/*/y", "/data/z/*/y"]}"#, "/source").is_ok()
+        );
     }
 
     #[test]

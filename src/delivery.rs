@@ -64,6 +64,7 @@ pub(crate) async fn post_events(req: IncomingRequest) -> Result<Response<Vec<u8>
         }
         Decoded::Events(events) => events,
     };
+    crate::tally::events(events.len());
     let account = Account::new(&config.cosmos);
     let credential = account.credential().await?;
     let writes = ingest::plan_events(events, &config, &credential, UnixTime::now())?;
@@ -105,6 +106,7 @@ pub(crate) async fn post_queue(req: IncomingRequest) -> Result<Response<Vec<u8>>
         ingest::check_shape(&body, &config)?;
         let message = queue::decode(content_type.as_deref(), &body)?;
         decoded = Some((message.text_encoding.as_str(), message.events.len()));
+        crate::tally::events(message.events.len());
         let account = Account::new(&config.cosmos);
         let credential = account.credential().await?;
         let writes = ingest::plan_events(message.events, &config, &credential, UnixTime::now())?;
@@ -112,8 +114,8 @@ pub(crate) async fn post_queue(req: IncomingRequest) -> Result<Response<Vec<u8>>
     }
     .await;
     let (status, code) = match &result {
-        Ok(r) => (r.status().as_u16(), None),
-        Err(e) => (e.status.as_u16(), Some(e.code)),
+        Ok(r) => (r.status().as_u16(), crate::api::error_code_of(r)),
+        Err(e) => (e.status.as_u16(), Some(e.code.to_owned())),
     };
     log::emit(
         if status < 300 { "info" } else { "warn" },
@@ -212,6 +214,45 @@ async fn seal_delivery(
     credential: &crate::cosmos::Credential,
 ) -> Result<ingest::Writes, ApiError> {
     let kek = kek::Kek::new(kek_cfg, config.cosmos.retry);
+    let plans = match ingest::protected_pointers(&writes.documents, &kek_cfg.protected) {
+        Ok(p) => p,
+        Err(u) => {
+            // The event id and the pointers only: never the value.
+            log::emit(
+                "warn",
+                "protected_field_unresolvable",
+                &[
+                    ("id", json!(u.document_id)),
+                    ("event_id", json!(u.event_id)),
+                    ("pointer", json!(u.mismatch.pointer)),
+                    ("at", json!(u.mismatch.at)),
+                    ("found", json!(u.mismatch.found)),
+                ],
+            );
+            return Err(ApiError::from(&u));
+        }
+    };
+    for (d, p) in writes.documents.iter().zip(&plans) {
+        if p.is_empty() {
+            log::emit(
+                "warn",
+                "nothing_sealed",
+                &[
+                    ("id", json!(d.id)),
+                    ("event_id", json!(d.body["event"]["id"])),
+                    ("type", json!(d.body["event"]["type"])),
+                ],
+            );
+        }
+    }
+    if plans.iter().all(Vec::is_empty) {
+        // Nothing to seal: no data key, no wrap; the key's state is still
+        // checked, so a disabled or revoked key stops these writes too.
+        let (key, _) = kek.key(false).await.map_err(|e| ApiError::from(&e))?;
+        crate::hsm::check_usable(&key, crate::hsm::KeyOp::Wrap, UnixTime::now())
+            .map_err(|e| ApiError::from(&e))?;
+        return ingest::seal_none(writes, &key.kid, config, credential, UnixTime::now());
+    }
     let dek = Dek::from_bytes(&zeroize::Zeroizing::new(
         wasi::random::random::get_random_bytes(32),
     ))
@@ -287,12 +328,29 @@ async fn create_or_verify(
     };
     let mut failure: Option<crate::cosmos::CosmosError> = None;
     let mut existing = 0;
-    for r in done {
+    let mut conflicts = 0;
+    for (r, &i) in done.into_iter().zip(&unit.documents) {
         match r {
             Ok((status, m, found)) => {
                 written.statuses.push(status);
                 written.metrics.request_charge += m.request_charge;
                 existing += usize::from(found);
+            }
+            // Another event under this id: reported per document (409),
+            // logged, and the rest of the delivery still counts.
+            Err(crate::cosmos::CosmosError::ExistsWithOtherContent { id }) => {
+                let doc = &writes.documents[i];
+                log::emit(
+                    "warn",
+                    "document_conflict",
+                    &[
+                        ("id", json!(id)),
+                        ("partition_key", json!(doc.partition_key)),
+                        ("event_id", json!(doc.body["event"]["id"])),
+                    ],
+                );
+                written.statuses.push(ingest::CONFLICT);
+                conflicts += 1;
             }
             Err(e) => {
                 if failure
@@ -311,7 +369,8 @@ async fn create_or_verify(
             ("documents", json!(unit.documents.len())),
             ("batch", json!(unit.batch)),
             ("already_written", json!(existing)),
-            ("conflict", json!(failure.is_some())),
+            ("conflicts", json!(conflicts)),
+            ("failed", json!(failure.is_some())),
         ],
     );
     match failure {

@@ -100,6 +100,249 @@ pub struct Header {
     pub fields: Vec<String>,
 }
 
+/// The members a `cmk` header may have.
+const HEADER_MEMBERS: &[&str] = &["v", "alg", "kid", "wrap", "dek", "fields", SEALED_KID];
+
+/// Whether `p` is a JSON Pointer (RFC 6901) to a member: it starts with `/`
+/// and every `~` is followed by `0` or `1`.
+pub fn valid_pointer(p: &str) -> bool {
+    p.starts_with('/') && {
+        let mut chars = p.chars();
+        let mut ok = true;
+        while let Some(c) = chars.next() {
+            if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+                ok = false;
+                break;
+            }
+        }
+        ok
+    }
+}
+
+fn unescape(token: &str) -> String {
+    token.replace("~1", "/").replace("~0", "~")
+}
+
+/// Where a configured pointer meets a value of another shape than the
+/// pointer needs (a string, number, boolean or array where it names a
+/// member; an object or scalar where it has `*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShapeMismatch {
+    /// The pointer as configured (may contain `*`).
+    pub pointer: String,
+    /// The concrete pointer of the value that has another shape.
+    pub at: String,
+    /// What was found there: `string`, `number`, `boolean`, `array`, `object`.
+    pub found: &'static str,
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// The concrete pointers a configured pointer names in `doc`. Tokens are
+/// RFC 6901 (escaped as written); `*` stands for every element of an array.
+/// An absent member, an index past the end, or `null` on the way means
+/// nothing is there (optional fields): no pointer, no error. Any other
+/// value where the pointer needs to go deeper is a [`ShapeMismatch`].
+pub fn resolve(doc: &Value, pointer: &str) -> Result<Vec<String>, ShapeMismatch> {
+    let mut at: Vec<(String, &Value)> = vec![(String::new(), doc)];
+    for token in pointer.split('/').skip(1) {
+        let mut next = Vec::new();
+        for (path, v) in at {
+            let mismatch = || ShapeMismatch {
+                pointer: pointer.to_owned(),
+                at: if path.is_empty() {
+                    "/".into()
+                } else {
+                    path.clone()
+                },
+                found: kind(v),
+            };
+            match v {
+                Value::Null => {}
+                Value::Object(m) if token != "*" => {
+                    if let Some(child) = m.get(&unescape(token)) {
+                        next.push((format!("{path}/{token}"), child));
+                    }
+                }
+                Value::Array(a) if token == "*" => {
+                    for (i, child) in a.iter().enumerate() {
+                        next.push((format!("{path}/{i}"), child));
+                    }
+                }
+                Value::Array(a)
+                    if !token.is_empty()
+                        && token.bytes().all(|b| b.is_ascii_digit())
+                        && (token == "0" || !token.starts_with('0')) =>
+                {
+                    if let Some(child) = token.parse::<usize>().ok().and_then(|i| a.get(i)) {
+                        next.push((format!("{path}/{token}"), child));
+                    }
+                }
+                _ => return Err(mismatch()),
+            }
+        }
+        at = next;
+    }
+    Ok(at.into_iter().map(|(p, _)| p).collect())
+}
+
+/// What a reader expects of a record's header beyond the format itself:
+/// the key it must name, and the pointers the current configuration
+/// protects for the record's type.
+#[derive(Debug, Clone, Copy)]
+pub struct Expect<'a> {
+    /// The configured Managed HSM origin, e.g. `https://contoso.managedhsm.azure.net`.
+    pub hsm: &'a str,
+    /// The configured key name.
+    pub key_name: &'a str,
+    /// Document-level pointers (may contain `*`) the configuration protects.
+    pub protected: &'a [String],
+}
+
+/// Whether `kid` names a version of the configured key:
+/// `{hsm}/keys/{key_name}/{version}`, the version letters and digits.
+pub fn kid_belongs(kid: &str, hsm: &str, key_name: &str) -> bool {
+    let hsm = hsm.trim_end_matches('/');
+    let rest = kid
+        .strip_prefix(hsm)
+        .or_else(|| hsm.strip_suffix(":443").and_then(|h| kid.strip_prefix(h)));
+    rest.and_then(|r| r.strip_prefix("/keys/"))
+        .and_then(|r| r.strip_prefix(key_name))
+        .and_then(|r| r.strip_prefix('/'))
+        .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// Step 2 of opening (docs/record-format.md): `kid` (and `sealedKid`) name
+/// a version of the configured key, and every configured pointer present
+/// in the record is sealed (listed in `fields`, or inside a listed field).
+/// A header that lists fewer fields than the configuration protects would
+/// pass plaintext off as sealed: tampered.
+pub fn check_expected(doc: &Value, h: &Header, expect: &Expect<'_>) -> Result<(), EnvelopeError> {
+    for (name, kid) in [("kid", &h.kid), (SEALED_KID, &h.sealed_kid)] {
+        if !kid_belongs(kid, expect.hsm, expect.key_name) {
+            return Err(EnvelopeError::Tampered(format!(
+                "`cmk.{name}` does not name a version of the configured key {}/keys/{}",
+                expect.hsm.trim_end_matches('/'),
+                expect.key_name
+            )));
+        }
+    }
+    let covered = |p: &str| {
+        h.fields
+            .iter()
+            .any(|f| p == f || p.starts_with(&format!("{f}/")))
+    };
+    for pointer in expect.protected {
+        // A shape mismatch means nothing is at the pointer.
+        for p in resolve(doc, pointer).unwrap_or_default() {
+            if !covered(&p) {
+                return Err(EnvelopeError::Tampered(format!(
+                    "{p} is protected by the configuration but not sealed"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Adds the header of a record that the configuration protects nothing of:
+/// `fields` empty and no `dek` (no data key was made or wrapped); `kid` is
+/// the key version in use, so the record says which key regime wrote it.
+pub fn seal_nothing(doc: &mut Value, kid: &str) -> Result<(), EnvelopeError> {
+    if doc.get(HEADER).is_some() {
+        return Err(EnvelopeError::Malformed(
+            "the document already has a `cmk` member".into(),
+        ));
+    }
+    str_member(doc, "id")?;
+    str_member(doc, "pk")?;
+    let header = json!({
+        "v": FORMAT_VERSION,
+        "alg": CIPHER,
+        "kid": kid,
+        "wrap": WRAP_ALGORITHM,
+        "fields": [],
+    });
+    doc.as_object_mut()
+        .ok_or_else(|| EnvelopeError::Malformed("a document is a JSON object".into()))?
+        .insert(HEADER.into(), header);
+    Ok(())
+}
+
+/// Parses opened plaintext: strict UTF-8 JSON with no duplicate member
+/// names (serde_json would keep the last one silently) and, as JSON has
+/// none, no NaN or infinities.
+fn parse_plaintext(bytes: &[u8]) -> Option<Value> {
+    struct Strict(Value);
+    impl<'de> serde::Deserialize<'de> for Strict {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Strict;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a JSON value")
+                }
+                fn visit_bool<E>(self, v: bool) -> Result<Strict, E> {
+                    Ok(Strict(Value::Bool(v)))
+                }
+                fn visit_i64<E>(self, v: i64) -> Result<Strict, E> {
+                    Ok(Strict(v.into()))
+                }
+                fn visit_u64<E>(self, v: u64) -> Result<Strict, E> {
+                    Ok(Strict(v.into()))
+                }
+                fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Strict, E> {
+                    serde_json::Number::from_f64(v)
+                        .map(|n| Strict(Value::Number(n)))
+                        .ok_or_else(|| E::custom("not a finite number"))
+                }
+                fn visit_str<E>(self, v: &str) -> Result<Strict, E> {
+                    Ok(Strict(Value::String(v.to_owned())))
+                }
+                fn visit_string<E>(self, v: String) -> Result<Strict, E> {
+                    Ok(Strict(Value::String(v)))
+                }
+                fn visit_unit<E>(self) -> Result<Strict, E> {
+                    Ok(Strict(Value::Null))
+                }
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                    self,
+                    mut a: A,
+                ) -> Result<Strict, A::Error> {
+                    let mut out = Vec::new();
+                    while let Some(Strict(v)) = a.next_element()? {
+                        out.push(v);
+                    }
+                    Ok(Strict(Value::Array(out)))
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut a: A,
+                ) -> Result<Strict, A::Error> {
+                    let mut out = Map::new();
+                    while let Some((k, Strict(v))) = a.next_entry::<String, Strict>()? {
+                        if out.insert(k, v).is_some() {
+                            return Err(serde::de::Error::custom("duplicate member name"));
+                        }
+                    }
+                    Ok(Strict(Value::Object(out)))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+    serde_json::from_slice::<Strict>(bytes).ok().map(|s| s.0)
+}
+
 fn put_len_prefixed(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as u32).to_be_bytes());
     out.extend_from_slice(s.as_bytes());
@@ -187,6 +430,11 @@ pub fn header(doc: &Value) -> Result<Option<Header>, EnvelopeError> {
     let h = h
         .as_object()
         .ok_or_else(|| EnvelopeError::Malformed("`cmk` is not an object".into()))?;
+    if let Some(extra) = h.keys().find(|k| !HEADER_MEMBERS.contains(&k.as_str())) {
+        return Err(EnvelopeError::Malformed(format!(
+            "`cmk` has a member `{extra}` the format does not define"
+        )));
+    }
     let field = |name: &str| {
         h.get(name)
             .ok_or_else(|| EnvelopeError::Malformed(format!("`cmk.{name}` is missing")))
@@ -221,11 +469,6 @@ pub fn header(doc: &Value) -> Result<Option<Header>, EnvelopeError> {
             EnvelopeError::Malformed(format!("`cmk.{SEALED_KID}` is not a string"))
         })?,
     };
-    let wrapped_dek = field("dek")?
-        .as_str()
-        .and_then(|s| B64_READ.decode(s).ok())
-        .filter(|d| !d.is_empty())
-        .ok_or_else(|| EnvelopeError::Malformed("`cmk.dek` is not base64url".into()))?;
     let fields = field("fields")?
         .as_array()
         .and_then(|a| {
@@ -235,14 +478,20 @@ pub fn header(doc: &Value) -> Result<Option<Header>, EnvelopeError> {
         })
         .ok_or_else(|| EnvelopeError::Malformed("`cmk.fields` is not a list of pointers".into()))?;
     let mut seen = std::collections::HashSet::new();
-    if fields
-        .iter()
-        .any(|f| !f.starts_with('/') || !seen.insert(f))
-    {
+    if fields.iter().any(|f| !valid_pointer(f) || !seen.insert(f)) {
         return Err(EnvelopeError::Malformed(
             "`cmk.fields` has an invalid or repeated pointer".into(),
         ));
     }
+    // A header that seals nothing carries no data key (none was wrapped).
+    let wrapped_dek = match (h.get("dek"), fields.is_empty()) {
+        (None, true) => Vec::new(),
+        (dek, _) => dek
+            .and_then(Value::as_str)
+            .and_then(|s| B64_READ.decode(s).ok())
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| EnvelopeError::Malformed("`cmk.dek` is not base64url".into()))?,
+    };
     Ok(Some(Header {
         kid: kid.to_owned(),
         sealed_kid: sealed_kid.to_owned(),
@@ -332,8 +581,8 @@ pub fn open_with(
                 )
                 .map_err(|_| EnvelopeError::Tampered(pointer.clone()))?,
         );
-        let value: Value = serde_json::from_slice(&plaintext)
-            .map_err(|_| EnvelopeError::Tampered(pointer.clone()))?;
+        let value =
+            parse_plaintext(&plaintext).ok_or_else(|| EnvelopeError::Tampered(pointer.clone()))?;
         *out.pointer_mut(pointer).expect("checked above") = value;
     }
     out.as_object_mut()
@@ -392,13 +641,19 @@ pub fn sealed_pointers(doc: &Value) -> Vec<String> {
 pub fn rewrapped(doc: &Value, kid: &str, wrapped_dek: &[u8]) -> Result<Value, EnvelopeError> {
     let h = header(doc)?
         .ok_or_else(|| EnvelopeError::Malformed("the document is not sealed".into()))?;
-    if kid.is_empty() || wrapped_dek.is_empty() {
+    if kid.is_empty() || (wrapped_dek.is_empty() != h.wrapped_dek.is_empty()) {
         return Err(EnvelopeError::Malformed(
-            "a rewrap needs a key id and a wrapped data key".into(),
+            "a rewrap needs a key id and, unless the record seals nothing, a wrapped data key"
+                .into(),
         ));
     }
     let mut out = doc.clone();
     let m = out[HEADER].as_object_mut().expect("checked by header()");
+    if h.wrapped_dek.is_empty() {
+        // Nothing sealed, no data key: only the key version moves.
+        m.insert("kid".into(), json!(kid));
+        return Ok(out);
+    }
     m.insert("kid".into(), json!(kid));
     m.insert("dek".into(), json!(URL_SAFE_NO_PAD.encode(wrapped_dek)));
     if h.sealed_kid == kid {
@@ -682,6 +937,188 @@ mod tests {
         let odd = json!({"id": "x", "a/b": {"cmk": 1, "iv": "", "ct": ""},
                          "l": [0, {"cmk": 1, "iv": "", "ct": ""}], "cmk": {"cmk": 1, "iv": "", "ct": ""}});
         assert_eq!(sealed_pointers(&odd), ["/a~1b", "/l/1"]);
+    }
+
+    #[test]
+    fn pointers_resolve_with_wildcards_and_report_other_shapes() {
+        let d = json!({"data": {"items": [{"ssn": 1}, {"x": 2}, {"ssn": null}], "s": "t", "n": null, "a~b": {"c/d": 1}}});
+        assert_eq!(
+            resolve(&d, "/data/items/*/ssn").unwrap(),
+            ["/data/items/0/ssn", "/data/items/2/ssn"]
+        );
+        assert_eq!(resolve(&d, "/data/items/1/x").unwrap(), ["/data/items/1/x"]);
+        assert_eq!(resolve(&d, "/data/items/01/x").unwrap_err().found, "array");
+        assert_eq!(
+            resolve(&d, "/data/items/9/x").unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(resolve(&d, "/data/a~0b/c~1d").unwrap(), ["/data/a~0b/c~1d"]);
+        assert_eq!(resolve(&d, "/data/absent/x").unwrap(), Vec::<String>::new());
+        assert_eq!(resolve(&d, "/data/n/x").unwrap(), Vec::<String>::new());
+        let m = resolve(&d, "/data/s/x").unwrap_err();
+        assert_eq!(
+            (m.at.as_str(), m.found, m.pointer.as_str()),
+            ("/data/s", "string", "/data/s/x")
+        );
+        assert_eq!(resolve(&d, "/data/items/ssn").unwrap_err().found, "array");
+        assert_eq!(resolve(&d, "/data/*").unwrap_err().found, "object");
+    }
+
+    #[test]
+    fn readers_check_the_key_and_every_configured_field() {
+        let d = sealed();
+        let h = header(&d).unwrap().unwrap();
+        let hsm = "https://contoso.managedhsm.azure.net";
+        let protected: Vec<String> = fields();
+        let expect = Expect {
+            hsm,
+            key_name: "app-kek",
+            protected: &protected,
+        };
+        assert_eq!(check_expected(&d, &h, &expect), Ok(()));
+        assert!(kid_belongs(
+            KID,
+            "https://contoso.managedhsm.azure.net:443",
+            "app-kek"
+        ));
+        for (hsm, key) in [
+            ("https://other.managedhsm.azure.net", "app-kek"),
+            ("https://contoso.managedhsm.azure.net", "app"),
+            ("https://contoso.managedhsm.azure", "app-kek"),
+        ] {
+            let e = Expect {
+                hsm,
+                key_name: key,
+                protected: &protected,
+            };
+            assert!(
+                matches!(check_expected(&d, &h, &e), Err(EnvelopeError::Tampered(_))),
+                "{hsm} {key}"
+            );
+        }
+        assert!(!kid_belongs(
+            "https://contoso.managedhsm.azure.net/keys/app-kek/",
+            hsm,
+            "app-kek"
+        ));
+        assert!(!kid_belongs(
+            "https://contoso.managedhsm.azure.net/keys/app-kek/v/x",
+            hsm,
+            "app-kek"
+        ));
+        // A forged header listing no field, over plaintext: refused.
+        let mut forged = doc();
+        seal_nothing(&mut forged, KID).unwrap();
+        let fh = header(&forged).unwrap().unwrap();
+        assert!(fh.wrapped_dek.is_empty());
+        assert!(
+            matches!(check_expected(&forged, &fh, &expect), Err(EnvelopeError::Tampered(p)) if p.contains("/event/data/name"))
+        );
+        // The same header where the configuration protects nothing present opens.
+        let none: Vec<String> = vec!["/event/data/absent".into()];
+        let e = Expect {
+            hsm,
+            key_name: "app-kek",
+            protected: &none,
+        };
+        assert_eq!(check_expected(&forged, &fh, &e), Ok(()));
+        assert_eq!(open_with(&forged, None, None).unwrap(), doc());
+        // A field sealed whole covers the pointers inside it.
+        let inside: Vec<String> = vec!["/event/data/visit/ward".into()];
+        let e = Expect {
+            hsm,
+            key_name: "app-kek",
+            protected: &inside,
+        };
+        assert_eq!(check_expected(&d, &h, &e), Ok(()));
+        // A key-less header must list no field.
+        let mut bad = d.clone();
+        bad["cmk"].as_object_mut().unwrap().remove("dek");
+        assert!(matches!(header(&bad), Err(EnvelopeError::Malformed(_))));
+        // Rewrapping a key-less header moves only its kid.
+        let moved = rewrapped(&forged, &KID.replace("0123", "4444"), &[]).unwrap();
+        assert_eq!(moved["cmk"]["kid"], json!(KID.replace("0123", "4444")));
+        assert!(moved["cmk"].get("dek").is_none() && moved["cmk"].get("sealedKid").is_none());
+    }
+
+    #[test]
+    fn headers_and_plaintext_are_read_strictly() {
+        let base = sealed();
+        let with = |ptr: &str, v: Value| {
+            let mut d = base.clone();
+            *d.pointer_mut(ptr).unwrap() = v;
+            d
+        };
+        for (d, want) in [
+            (with("/cmk", Value::Null), "Malformed"),
+            (with("/cmk", json!([])), "Malformed"),
+            (with("/cmk/v", json!("1")), "Unsupported"),
+            (with("/cmk/v", json!(1.0)), "Unsupported"),
+            (with("/cmk/fields", json!(["event/data/name"])), "Malformed"),
+            (
+                with("/cmk/fields", json!(["/event/data/n~2ame"])),
+                "Malformed",
+            ),
+            (with("/id", json!(7)), "Malformed"),
+            (with("/pk", Value::Null), "Malformed"),
+            (
+                {
+                    let mut d = base.clone();
+                    d["cmk"]["extra"] = json!(1);
+                    d
+                },
+                "Malformed",
+            ),
+        ] {
+            let got = open(&d, &dek(), None);
+            let kind = match &got {
+                Err(EnvelopeError::Malformed(_)) => "Malformed",
+                Err(EnvelopeError::Unsupported(_)) => "Unsupported",
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(kind, want, "{}", d["cmk"]);
+        }
+        assert_eq!(
+            parse_plaintext(b"{\"a\":1,\"b\":[1,2.5,null]}"),
+            Some(json!({"a": 1, "b": [1, 2.5, null]}))
+        );
+        for bad in [
+            &b"{\"a\":1,\"a\":2}"[..],
+            b"NaN",
+            b"\"\xff\"",
+            b"[1,]",
+            b"1 2",
+        ] {
+            assert_eq!(
+                parse_plaintext(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // Non-canonical trailing bits and the standard alphabet are not base64url.
+        let ct = base["event"]["data"]["ssn"]["ct"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut last = ct.clone().into_bytes();
+        let i = last.len() - 1;
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let pos = alphabet.iter().position(|c| *c == last[i]).unwrap();
+        last[i] = alphabet[pos ^ 1];
+        let d = with(
+            "/event/data/ssn/ct",
+            json!(String::from_utf8(last).unwrap()),
+        );
+        assert!(matches!(
+            open(&d, &dek(), None),
+            Err(EnvelopeError::Malformed(_))
+        ));
+        let d = with("/event/data/ssn/iv", json!("AQEBAQEBAQEBAQE+"));
+        assert!(matches!(
+            open(&d, &dek(), None),
+            Err(EnvelopeError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -131,13 +131,18 @@ async fn fetch(cfg: &SenderTokens) -> Result<(Jwks, Vec<u8>), JwtError> {
         budget_ms: FETCH_BUDGET_MS,
         ..RetryPolicy::default()
     };
-    let sent = outbound::send_retrying(jwt::jwks_request(&cfg.jwks_url)?, policy, |r| {
-        if r.status().as_u16() == 429 || r.status().is_server_error() {
-            Verdict::Retry(None)
-        } else {
-            Verdict::Done
-        }
-    })
+    let sent = outbound::send_retrying(
+        crate::tally::Peer::Jwks,
+        jwt::jwks_request(&cfg.jwks_url)?,
+        policy,
+        |r| {
+            if r.status().as_u16() == 429 || r.status().is_server_error() {
+                Verdict::Retry(None)
+            } else {
+                Verdict::Done
+            }
+        },
+    )
     .await;
     let resp = sent
         .result

@@ -336,8 +336,94 @@ pub fn plan_events(
         .into_iter()
         .map(|e| into_document(e, &config.ingest.partition_key))
         .collect::<Result<Vec<_>, _>>()?;
+    for d in &documents {
+        check_no_sealed_shape(d)?;
+    }
     let units = write_units(&documents, config, credential, now).map_err(|e| ApiError::from(&e))?;
     Ok(Writes { documents, units })
+}
+
+/// Refuses an event holding a value shaped like a sealed value (an object
+/// with exactly the members `cmk`, `iv` and `ct`): stored records reserve
+/// that shape for encrypted fields, and a reader refuses a record holding
+/// one its header does not list, so such an event, once stored, could never
+/// be read back. Checked in both stages.
+pub fn check_no_sealed_shape(d: &Document) -> Result<(), ApiError> {
+    match crate::envelope::sealed_pointers(&d.body).first() {
+        None => Ok(()),
+        Some(at) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "SealedShapeInEvent",
+            format!(
+                "event `{}`: the value at {at} is an object with exactly the members cmk, iv and ct, \
+                 a shape stored records reserve for encrypted values; send it in another shape",
+                d.body["event"]["id"].as_str().unwrap_or_default()
+            ),
+        )),
+    }
+}
+
+/// A configured protected pointer that cannot be resolved in an event
+/// because a value on its way has another shape (see
+/// [`crate::envelope::resolve`]). The event is refused rather than stored
+/// with that field in plaintext.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unresolvable {
+    /// The document's id.
+    pub document_id: String,
+    /// The event's own id.
+    pub event_id: String,
+    /// Where, as document-level pointers (`/event/...`).
+    pub mismatch: crate::envelope::ShapeMismatch,
+}
+
+impl From<&Unresolvable> for ApiError {
+    fn from(u: &Unresolvable) -> Self {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "ProtectedFieldUnresolvable",
+            format!(
+                "event `{}`: protected field {} cannot be sealed: {} is a {}, not what the pointer needs; \
+                 the event is refused so that no protected value is stored in plaintext",
+                u.event_id, u.mismatch.pointer, u.mismatch.at, u.mismatch.found
+            ),
+        )
+    }
+}
+
+/// The document-level pointers to seal in each document: the configured
+/// pointers for its event type, resolved in its event (`*` expanded; absent
+/// fields skipped). Fails on the first event where a configured pointer
+/// meets a value of another shape.
+pub fn protected_pointers(
+    documents: &[Document],
+    protected: &crate::config::ProtectedFields,
+) -> Result<Vec<Vec<String>>, Unresolvable> {
+    documents
+        .iter()
+        .map(|d| {
+            let event = &d.body["event"];
+            let ty = event["type"].as_str().unwrap_or_default();
+            let mut out = Vec::new();
+            for p in protected.for_type(ty) {
+                match crate::envelope::resolve(event, p) {
+                    Ok(found) => out.extend(found.into_iter().map(|f| format!("/event{f}"))),
+                    Err(m) => {
+                        return Err(Unresolvable {
+                            document_id: d.id.clone(),
+                            event_id: event["id"].as_str().unwrap_or_default().to_owned(),
+                            mismatch: crate::envelope::ShapeMismatch {
+                                pointer: format!("/event{}", m.pointer),
+                                at: format!("/event{}", m.at.trim_end_matches('/')),
+                                found: m.found,
+                            },
+                        })
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .collect()
 }
 
 /// Groups documents by partition key (first-seen order) and cuts each group
@@ -450,16 +536,8 @@ pub fn seal(
         wrapped_dek,
     } = *key;
     let mut documents = writes.documents;
-    for d in &mut documents {
-        let ty = d.body["event"]["type"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let pointers: Vec<String> = protected
-            .for_type(&ty)
-            .iter()
-            .map(|p| format!("/event{p}"))
-            .collect();
+    let plans = protected_pointers(&documents, protected).map_err(|u| ApiError::from(&u))?;
+    for (d, pointers) in documents.iter_mut().zip(plans) {
         crate::envelope::seal(&mut d.body, &pointers, dek, kid, wrapped_dek, &mut *nonce).map_err(
             |e| {
                 ApiError::new(
@@ -469,6 +547,31 @@ pub fn seal(
                 )
             },
         )?;
+    }
+    let units = write_units(&documents, config, credential, now).map_err(|e| ApiError::from(&e))?;
+    Ok(Writes { documents, units })
+}
+
+/// Stage two, for a delivery in which the configuration protects nothing
+/// (see [`protected_pointers`]): each document gets a header that seals no
+/// field and names `kid`, the key version in use, without a data key, so
+/// no key is made or wrapped.
+pub fn seal_none(
+    writes: Writes,
+    kid: &str,
+    config: &Config,
+    credential: &Credential,
+    now: UnixTime,
+) -> Result<Writes, ApiError> {
+    let mut documents = writes.documents;
+    for d in &mut documents {
+        crate::envelope::seal_nothing(&mut d.body, kid).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "SealFailed",
+                e.to_string(),
+            )
+        })?;
     }
     let units = write_units(&documents, config, credential, now).map_err(|e| ApiError::from(&e))?;
     Ok(Writes { documents, units })
@@ -623,6 +726,10 @@ fn unsealed_view(doc: &serde_json::Value) -> Option<serde_json::Value> {
     Some(view)
 }
 
+/// The status a document gets in the answer when its id holds another
+/// event (create mode).
+pub const CONFLICT: u16 = 409;
+
 /// Parses each unit's answer and decides the response ([`respond`]).
 pub fn summarize(
     writes: &Writes,
@@ -663,8 +770,26 @@ pub fn respond(
         .iter()
         .filter_map(|o| o.result.as_ref().err())
         .max_by_key(|e| e.is_transient());
+    // Create mode: a document whose id holds another event is reported as
+    // a conflict (status 409) beside the others. Only a delivery of which
+    // no event could be stored fails as a whole, so a redelivery of a mixed
+    // one converges on the same 200 instead of failing forever.
+    let conflicts = statuses.iter().filter(|s| **s == Some(CONFLICT)).count();
+    let all_conflict = failure.is_none() && conflicts > 0 && conflicts == writes.documents.len();
     let response = match failure {
         Some(e) => ApiError::from(e).to_response(),
+        None if all_conflict => {
+            let first = &writes.documents[0];
+            let mut e = ApiError::from(&CosmosError::ExistsWithOtherContent {
+                id: first.id.clone(),
+            });
+            if conflicts > 1 {
+                e.message = format!(
+                    "every event of the delivery ({conflicts}) conflicts with a stored document holding another event; nothing was changed"
+                );
+            }
+            e.to_response()
+        }
         None => {
             let charge: f64 = outcomes
                 .iter()
@@ -675,12 +800,23 @@ pub fn respond(
                 .documents
                 .iter()
                 .zip(&statuses)
-                .map(|(d, s)| json!({"id": d.id, "partitionKey": d.partition_key, "status": s}))
+                .map(|(d, s)| {
+                    let mut entry =
+                        json!({"id": d.id, "partitionKey": d.partition_key, "status": s});
+                    if *s == Some(CONFLICT) {
+                        entry["code"] = json!("DocumentConflict");
+                    }
+                    if let Some(fields) = d.body[crate::envelope::HEADER]["fields"].as_array() {
+                        entry["sealedFields"] = json!(fields.len());
+                    }
+                    entry
+                })
                 .collect();
             json_response(
                 StatusCode::OK,
                 &json!({
-                    "accepted": writes.documents.len(),
+                    "accepted": writes.documents.len() - conflicts,
+                    "conflicts": conflicts,
                     "documents": documents,
                     "requests": writes.units.len(),
                     "requestCharge": charge,
@@ -830,6 +966,181 @@ mod tests {
         let opened = crate::envelope::open(d, &dek, None).unwrap();
         assert_eq!(opened["event"]["data"], json!({"a": 1}));
         assert_eq!(n, 6, "one nonce per sealed value");
+    }
+
+    fn protected(json_text: &str) -> crate::config::ProtectedFields {
+        crate::config::ProtectedFields::parse(json_text, "/source").unwrap()
+    }
+
+    fn with_data(data: Value) -> Value {
+        let mut e = event("1");
+        e["data"] = data;
+        e
+    }
+
+    #[test]
+    fn a_protected_pointer_through_another_shape_refuses_the_event() {
+        let p = protected(r#"{"*": ["/data/ssn", "/data/card/number"]}"#);
+        let cases = [
+            (json!("{\"ssn\": \"078-05-1120\"}"), "/event/data", "string"),
+            (json!("ssn=078-05-1120"), "/event/data", "string"),
+            (json!([{"ssn": "078-05-1120"}]), "/event/data", "array"),
+            (json!({"card": "number 4111"}), "/event/data/card", "string"),
+            (json!({"card": 4111}), "/event/data/card", "number"),
+        ];
+        for (data, at, found) in cases {
+            let w = writes(vec![with_data(data.clone())]);
+            let u = protected_pointers(&w.documents, &p).unwrap_err();
+            assert_eq!(
+                (u.mismatch.at.as_str(), u.mismatch.found),
+                (at, found),
+                "{data}"
+            );
+            assert_eq!(u.event_id, "1");
+            let e = ApiError::from(&u);
+            assert_eq!(
+                (e.status.as_u16(), e.code),
+                (400, "ProtectedFieldUnresolvable")
+            );
+            assert!(
+                !e.message.contains("078-05") && !e.message.contains("4111"),
+                "{}",
+                e.message
+            );
+            // Sealing refuses it too: nothing is written in plaintext.
+            let dek = crate::envelope::Dek::from_bytes(&[7u8; 32]).unwrap();
+            let key = DeliveryKey {
+                dek: &dek,
+                kid: "k",
+                wrapped_dek: b"w",
+            };
+            let mut nonce = || [1u8; 12];
+            let e = seal(w, &p, &key, &mut nonce, &config(), &cred(), UnixTime(0)).unwrap_err();
+            assert_eq!(e.code, "ProtectedFieldUnresolvable");
+        }
+        // Absent leaves and absent or null parents are optional fields.
+        for data in [
+            json!({}),
+            json!({"card": {}}),
+            json!({"card": null}),
+            json!(null),
+        ] {
+            let w = writes(vec![with_data(data.clone())]);
+            assert_eq!(
+                protected_pointers(&w.documents, &p).unwrap(),
+                vec![Vec::<String>::new()],
+                "{data}"
+            );
+        }
+        // A text CloudEvent: data is a string.
+        let ce = json!({"specversion": "1.0", "id": "a", "source": "/s", "type": "T",
+                        "datacontenttype": "text/plain", "data": "ssn=1"});
+        let Plan::Write(w) = plan(
+            Some("application/cloudevents+json"),
+            &[],
+            &body(ce),
+            &config(),
+            &cred(),
+            UnixTime(0),
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            protected_pointers(&w.documents, &p)
+                .unwrap_err()
+                .mismatch
+                .found,
+            "string"
+        );
+    }
+
+    #[test]
+    fn wildcards_seal_each_element_of_an_array() {
+        let p = protected(r#"{"*": ["/data/items/*/ssn"]}"#);
+        let w = writes(vec![with_data(
+            json!({"items": [{"ssn": "a"}, {"x": 1}, {"ssn": "b"}]}),
+        )]);
+        assert_eq!(
+            protected_pointers(&w.documents, &p).unwrap(),
+            vec![vec![
+                "/event/data/items/0/ssn".to_string(),
+                "/event/data/items/2/ssn".to_string()
+            ]]
+        );
+        let w = writes(vec![with_data(json!({"items": {"ssn": "a"}}))]);
+        assert_eq!(
+            protected_pointers(&w.documents, &p)
+                .unwrap_err()
+                .mismatch
+                .found,
+            "object"
+        );
+        let w = writes(vec![with_data(json!({"items": [{"ssn": "a"}, "ssn=b"]}))]);
+        assert_eq!(
+            protected_pointers(&w.documents, &p)
+                .unwrap_err()
+                .mismatch
+                .at,
+            "/event/data/items/1"
+        );
+    }
+
+    #[test]
+    fn sealed_shaped_values_are_refused_in_either_stage() {
+        for data in [
+            json!({"x": {"cmk": 1, "iv": "AQEBAQEBAQEBAQEB", "ct": "VYKBVEjJBxCxOAZ7fUU8GbL8v12UrKpcN7Uu3eiS"}}),
+            json!({"list": [{"cmk": "junk", "iv": 0, "ct": null}]}),
+        ] {
+            let e = plan(
+                Some("application/json"),
+                &[],
+                &body(json!([event("0"), with_data(data)])),
+                &config(),
+                &cred(),
+                UnixTime(0),
+            )
+            .unwrap_err();
+            assert_eq!((e.status.as_u16(), e.code), (400, "SealedShapeInEvent"));
+            assert!(
+                e.message.contains("event `1`") && !e.message.contains("protected"),
+                "{}",
+                e.message
+            );
+        }
+        // Four members, or three others, are ordinary objects.
+        assert!(plan(
+            Some("application/json"),
+            &[],
+            &body(json!([with_data(json!({"x": {"cmk": 1, "iv": "", "ct": "", "y": 2}, "z": {"cmk": 1, "iv": "", "tag": ""}}))])),
+            &config(),
+            &cred(),
+            UnixTime(0),
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn a_delivery_with_nothing_to_seal_gets_key_less_headers() {
+        let p = protected(r#"{"*": ["/data/ssn"]}"#);
+        let w = writes(vec![event_in("1", "/a"), event_in("2", "/a")]);
+        assert!(protected_pointers(&w.documents, &p)
+            .unwrap()
+            .iter()
+            .all(Vec::is_empty));
+        let kid = "https://h.managedhsm.azure.net/keys/k/v1";
+        let sealed = seal_none(w, kid, &config(), &cred(), UnixTime(0)).unwrap();
+        let d = &sealed.documents[0].body;
+        assert_eq!(d["cmk"]["fields"], json!([]));
+        assert_eq!(d["cmk"]["kid"], kid);
+        assert!(d["cmk"].get("dek").is_none());
+        assert_eq!(
+            crate::envelope::open_with(d, None, None).unwrap()["event"]["data"],
+            json!({"a": 1})
+        );
+        let (r, _) = summarize(&sealed, vec![batch_ok(&[201, 201])]);
+        let v: Value = serde_json::from_slice(r.body()).unwrap();
+        assert_eq!(v["documents"][0]["sealedFields"], 0);
     }
 
     #[test]
@@ -1305,6 +1616,45 @@ mod tests {
         let mut other = again.clone();
         other["cmk"]["fields"] = json!([]);
         assert!(!stored_matches(&first, &other));
+    }
+
+    #[test]
+    fn create_mode_reports_conflicts_per_document() {
+        let w = writes(vec![event_in("1", "/a"), event_in("2", "/b")]);
+        let conflict = |statuses: Vec<u16>| {
+            Ok(UnitWritten {
+                statuses,
+                metrics: Metrics::default(),
+            })
+        };
+        // One new, one conflicting: 200, the conflict reported; a
+        // redelivery (the first now already there) gets the same answer.
+        for first in [201, 200] {
+            let (r, _) = respond(&w, vec![conflict(vec![first]), conflict(vec![CONFLICT])]);
+            assert_eq!(r.status(), 200);
+            let v: Value = serde_json::from_slice(r.body()).unwrap();
+            assert_eq!(
+                (v["accepted"].clone(), v["conflicts"].clone()),
+                (json!(1), json!(1))
+            );
+            assert_eq!(v["documents"][1]["status"], 409);
+            assert_eq!(v["documents"][1]["code"], "DocumentConflict");
+            assert!(v["documents"][0].get("code").is_none());
+        }
+        // Nothing of the delivery could be stored: 409 as a whole.
+        let (r, _) = respond(&w, vec![conflict(vec![CONFLICT]), conflict(vec![CONFLICT])]);
+        assert_eq!(r.status(), 409);
+        let v: Value = serde_json::from_slice(r.body()).unwrap();
+        assert_eq!(v["error"]["code"], "DocumentConflict");
+        // A retryable failure still outranks everything.
+        let (r, _) = respond(
+            &w,
+            vec![
+                conflict(vec![CONFLICT]),
+                Err(CosmosError::Transport("reset".into())),
+            ],
+        );
+        assert_eq!(r.status(), 503);
     }
 
     #[test]

@@ -83,6 +83,28 @@ impl From<&KekError> for crate::api::ApiError {
     }
 }
 
+/// Says in the log when the key state changed ([`hsm::state_changed`]). Key ids
+/// and dates only; the key material is public but stays out of the log too.
+fn log_state_change(name: &str, remembers: bool, previous: Option<&KeyInfo>, now: &KeyInfo) {
+    if !hsm::state_changed(remembers, previous, now) {
+        return;
+    }
+    let version = |k: &KeyInfo| k.kid.rsplit('/').next().map(str::to_owned);
+    log::emit(
+        if now.enabled { "info" } else { "warn" },
+        "key_state",
+        &[
+            ("key", json!(name)),
+            ("version", json!(version(now))),
+            ("enabled", json!(now.enabled)),
+            ("not_before", json!(now.not_before)),
+            ("expires", json!(now.expires)),
+            ("previous_version", json!(previous.and_then(version))),
+            ("previous_enabled", json!(previous.map(|p| p.enabled))),
+        ],
+    );
+}
+
 /// The host's secure random source (`wasi:random/random`, as for nonces),
 /// for the OAEP seed of a local wrap.
 struct HostRng;
@@ -167,7 +189,13 @@ impl<'a> Kek<'a> {
     ) -> Result<http::Response<Vec<u8>>, KekError> {
         for round in 0..2 {
             let token = self.token().await?;
-            let sent = outbound::send_retrying(build(&token.token)?, self.retry, verdict).await;
+            let sent = outbound::send_retrying(
+                crate::tally::Peer::Hsm,
+                build(&token.token)?,
+                self.retry,
+                verdict,
+            )
+            .await;
             let resp = sent.result.map_err(|detail| KekError::Transport {
                 what: "Managed HSM",
                 detail,
@@ -224,6 +252,16 @@ impl<'a> Kek<'a> {
                 return Err(e.into());
             }
         };
+        let previous = self
+            .cache_get(cache_key)
+            .and_then(|b| serde_json::from_slice::<CachedState>(&b).ok())
+            .map(|c| c.key);
+        log_state_change(
+            &self.cfg.key_name,
+            self.store.is_some(),
+            previous.as_ref(),
+            &info,
+        );
         let state = CachedState {
             checked_at: now.0,
             key: info.clone(),

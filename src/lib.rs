@@ -7,8 +7,9 @@
 //! requests and parses answers, [`ingest`] plans a delivery and summarizes its
 //! writes, [`envelope`] seals and opens protected fields, [`hsm`], [`entra`]
 //! and [`jwt`] build and parse Managed HSM, token and sender-token messages,
-//! [`rewrap`] and [`records`] plan maintenance and reads, [`api`] holds the
-//! HTTP contract, [`config`] validates settings. All of these are pure and
+//! [`rewrap`], [`seal`] and [`records`] plan maintenance and reads, [`api`] holds the
+//! HTTP contract, [`config`] validates settings, [`tally`] sums what a
+//! request's outbound calls cost for its log line. All of these are pure and
 //! tested natively with `cargo test`. The wasm-only edge touches the host:
 //! `outbound` (the only module that sends), `token`, `kek`, `account` and
 //! `inbound` (tokens, key state, signing keys), one module per route family
@@ -35,6 +36,8 @@ pub mod queue;
 pub mod records;
 pub mod retry;
 pub mod rewrap;
+pub mod seal;
+pub mod tally;
 pub mod time;
 
 #[cfg(target_arch = "wasm32")]

@@ -1,5 +1,7 @@
-//! `POST /admin/rewrap` at the edge: one bounded step of moving stored data
-//! keys onto the latest key version (the decisions live in `rewrap`).
+//! `POST /admin/rewrap` and `POST /admin/seal` at the edge: one bounded
+//! step of moving stored data keys onto the latest key version, or of
+//! sealing what stored records still hold in plaintext (the decisions live
+//! in `rewrap` and `seal`).
 
 use http::Response;
 use serde_json::json;
@@ -14,6 +16,7 @@ use crate::log;
 use crate::reader::envelope_error;
 use crate::request::{header, load_config, query_of};
 use crate::rewrap;
+use crate::seal;
 use crate::time::UnixTime;
 
 /// `POST /admin/rewrap`: one bounded step of moving stored data keys onto
@@ -63,6 +66,15 @@ pub(crate) async fn post_rewrap(req: IncomingRequest) -> Result<Response<Vec<u8>
                 continue;
             }
         };
+        if h.wrapped_dek.is_empty() {
+            // A header that seals nothing has no data key to move.
+            let doc2 = envelope::rewrapped(doc, &latest.kid, &[]).map_err(envelope_error)?;
+            let req = rewrap::replace_request(&at, &doc2, &config, &credential, UnixTime::now())
+                .map_err(|e| ApiError::from(&e))?;
+            let sent = account.send(req).await;
+            report.add(rewrap::replace_outcome(sent.result)?);
+            continue;
+        }
         let idx = match moved
             .iter()
             .position(|(kid, w, _)| *kid == h.kid && *w == h.wrapped_dek)
@@ -126,4 +138,116 @@ fn is_record_fault(e: &kek::KekError) -> bool {
                 | hsm::HsmError::Rejected { .. }
         )
     )
+}
+
+/// `POST /admin/seal`: one bounded step of sealing the protected fields
+/// that stored records still hold in plaintext (see `seal`). One fresh data
+/// key per page, wrapped once by the latest key version, and only when the
+/// page has something to seal; the data keys of records sealed again are
+/// unwrapped once each. Key trouble stops the call and fails closed.
+pub(crate) async fn post_seal(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError> {
+    let config = load_config()?;
+    let call = seal::parse(
+        &query_of(&req),
+        header(&req, seal::ADMIN_KEY_HEADER).as_deref(),
+        &config,
+    )?;
+    let kek_cfg = config.kek.as_ref().expect("seal::parse checks it");
+    let kek = kek::Kek::new(kek_cfg, config.cosmos.retry);
+    let (latest, _) = kek.key(true).await.map_err(|e| ApiError::from(&e))?;
+    hsm::check_usable(&latest, hsm::KeyOp::Wrap, UnixTime::now())
+        .map_err(|e| ApiError::from(&e))?;
+    let account = Account::new(&config.cosmos);
+    let credential = account.credential().await?;
+    let sent = account
+        .send(seal::query_request(
+            &call,
+            &config,
+            &credential,
+            UnixTime::now(),
+        )?)
+        .await;
+    let page = rewrap::parse_page(sent.result)?;
+    let plans = seal::plan_page(&page.items, &config, &credential, UnixTime::now());
+    let mut report = seal::Report::default();
+    let mut kid = None;
+    if seal::needs_data_key(&plans) {
+        let mut opened = seal::OpenedKeys::default();
+        for (old_kid, wrapped) in seal::data_keys_to_open(&plans) {
+            let dek = match kek.unwrap(&old_kid, &wrapped).await {
+                Ok(raw) => envelope::Dek::from_bytes(&zeroize::Zeroizing::new(raw))
+                    .map_err(|e| e.to_string()),
+                // A key id from elsewhere, or a data key the HSM rejects,
+                // concerns the records that carry it only.
+                Err(e) if !e.is_transient() && is_record_fault(&e) => {
+                    Err(ApiError::from(&e).message)
+                }
+                Err(e) => return Err(ApiError::from(&e)),
+            };
+            opened.add(old_kid, wrapped, dek);
+        }
+        let dek = envelope::Dek::from_bytes(&zeroize::Zeroizing::new(
+            wasi::random::random::get_random_bytes(32),
+        ))
+        .map_err(envelope_error)?;
+        let wrapped = kek
+            .wrap(dek.bytes())
+            .await
+            .map_err(|e| ApiError::from(&e))?;
+        let mut nonce = || -> [u8; 12] {
+            wasi::random::random::get_random_bytes(12)
+                .try_into()
+                .expect("12 bytes asked for")
+        };
+        let key = crate::ingest::DeliveryKey {
+            dek: &dek,
+            kid: &wrapped.kid,
+            wrapped_dek: &wrapped.value,
+        };
+        let steps = seal::seal_page(
+            &page.items,
+            plans,
+            &key,
+            &opened,
+            &mut nonce,
+            &config,
+            &credential,
+            UnixTime::now(),
+        );
+        for step in steps {
+            match step {
+                seal::Step::Settled(o) => report.add(o),
+                seal::Step::Replace { at, body, resealed } => {
+                    let req =
+                        seal::replace_request(&at, &body, &config, &credential, UnixTime::now())
+                            .map_err(|e| ApiError::from(&e))?;
+                    let sent = account.send(req).await;
+                    report.add(seal::replace_outcome(sent.result, resealed, &at.id)?);
+                }
+            }
+        }
+        kid = Some(wrapped.kid);
+    } else {
+        for p in plans {
+            report.add(match p {
+                seal::Plan::Failed { id, reason } => seal::Outcome::Failed { id, reason },
+                _ => seal::Outcome::AlreadySealed,
+            });
+        }
+    }
+    log::emit(
+        "info",
+        "seal_step",
+        &[
+            ("kid", json!(kid)),
+            ("scanned", json!(report.scanned)),
+            ("sealed", json!(report.sealed)),
+            ("resealed", json!(report.resealed)),
+            ("already_sealed", json!(report.already_sealed)),
+            ("conflicts", json!(report.conflicts)),
+            ("failed", json!(report.failed.len())),
+            ("more", json!(page.continuation.is_some())),
+        ],
+    );
+    Ok(report.render(kid.as_deref(), page.continuation))
 }

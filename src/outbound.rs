@@ -16,6 +16,7 @@ use wasi::clocks::monotonic_clock;
 use crate::answer;
 use crate::cosmos::{transient_failure, CosmosError};
 use crate::retry::{Decision, RetryPolicy};
+use crate::tally::{self, Peer};
 
 /// Milliseconds on the host's monotonic clock.
 pub fn now_ms() -> u64 {
@@ -123,6 +124,7 @@ static DEADLINE_MS: AtomicU64 = AtomicU64::new(u64::MAX);
 /// cut to what is left of [`REQUEST_BUDGET_MS`]. (Each request runs in its
 /// own instance, so one deadline per instance is one per request.)
 pub fn start_request() {
+    tally::reset();
     DEADLINE_MS.store(
         now_ms().saturating_add(REQUEST_BUDGET_MS),
         Ordering::Relaxed,
@@ -136,8 +138,10 @@ fn remaining_ms() -> u64 {
 /// Sends a request, retrying transport failures and answers that `verdict`
 /// calls transient, inside the policy's budget (cut to the inbound request's
 /// deadline). The last answer is returned as it is, for the caller's own
-/// parser to classify. A destination the host refuses is not retried.
+/// parser to classify. A destination the host refuses is not retried. Every
+/// attempt is counted in the request's [`tally`] under `peer`.
 pub async fn send_retrying(
+    peer: Peer,
     req: Request<Vec<u8>>,
     policy: RetryPolicy,
     verdict: impl Fn(&Response<Vec<u8>>) -> Verdict,
@@ -154,6 +158,7 @@ pub async fn send_retrying(
     let mut attempt = 1;
     loop {
         let result = send_once(copy(&req), policy.attempt_timeout(now_ms() - start)).await;
+        count(peer, &result);
         let asked = match &result {
             Ok(resp) => match verdict(resp) {
                 Verdict::Done => None,
@@ -178,6 +183,21 @@ pub async fn send_retrying(
                     duration_ms: now_ms() - start,
                 };
             }
+        }
+    }
+}
+
+/// Counts one attempt, and for Cosmos DB the request units it was billed.
+fn count(peer: Peer, result: &Result<Response<Vec<u8>>, String>) {
+    let resp = result.as_ref().ok();
+    tally::attempt(peer, resp.map(|r| r.status().as_u16()));
+    if peer == Peer::Cosmos {
+        if let Some(ru) = resp
+            .and_then(|r| r.headers().get("x-ms-request-charge"))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+        {
+            tally::charge(ru);
         }
     }
 }
@@ -210,7 +230,7 @@ pub fn cosmos_verdict(resp: &Response<Vec<u8>>) -> Verdict {
 /// A Cosmos DB request with retries; transport failures become
 /// [`CosmosError::Transport`].
 pub async fn send_cosmos(req: Request<Vec<u8>>, policy: RetryPolicy) -> CosmosSent {
-    let sent = send_retrying(req, policy, cosmos_verdict).await;
+    let sent = send_retrying(Peer::Cosmos, req, policy, cosmos_verdict).await;
     CosmosSent {
         result: sent.result.map_err(CosmosError::Transport),
         attempts: sent.attempts,

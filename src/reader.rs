@@ -121,53 +121,108 @@ pub(crate) async fn delete_record(req: IncomingRequest) -> Result<Response<Vec<u
 
 /// Opens sealed documents in place: one unwrap per distinct wrapped data key
 /// (a delivery's documents share one), none when `only` asks for no sealed
-/// field. Any failure fails the whole answer, so a caller never gets part of
-/// a record's plaintext.
+/// field. A caller never gets part of a record's plaintext: one record
+/// fails whole. On a page, a record that cannot be read (422) is taken out
+/// and reported with its id and reason, so one bad record does not hide its
+/// neighbours; key and service failures (503, 502) still fail the page.
 async fn open_protected(
     config: &Config,
     answer: &mut records::Answer,
     only: Option<&[String]>,
 ) -> Result<(), ApiError> {
     let mut keys: Vec<(String, Vec<u8>, Dek)> = Vec::new();
-    for doc in answer.documents_mut() {
-        let Some(h) = envelope::header(doc).map_err(envelope_error)? else {
-            check_unsealed(config, doc)?;
-            continue;
-        };
-        if !envelope::needs_key(&h, only) {
-            *doc = envelope::open_with(doc, None, only).map_err(envelope_error)?;
-            continue;
-        }
-        let kek_cfg = config.kek.as_ref().ok_or_else(|| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "KeyNotConfigured",
-                "the record is sealed and no key-encryption key is configured",
-            )
-            .retry_after(crate::api::KEY_RETRY_AFTER_SECS)
-        })?;
-        let idx = match keys
-            .iter()
-            .position(|(kid, w, _)| *kid == h.kid && *w == h.wrapped_dek)
-        {
-            Some(i) => i,
-            None => {
-                let kek = kek::Kek::new(kek_cfg, config.cosmos.retry);
-                let raw = zeroize::Zeroizing::new(
-                    kek.unwrap(&h.kid, &h.wrapped_dek)
-                        .await
-                        .map_err(|e| ApiError::from(&e))?,
-                );
-                keys.push((
-                    h.kid.clone(),
-                    h.wrapped_dek.clone(),
-                    Dek::from_bytes(&raw).map_err(envelope_error)?,
-                ));
-                keys.len() - 1
+    match answer {
+        records::Answer::One(doc, _) => open_one(config, doc, only, &mut keys).await,
+        records::Answer::Page(docs, _, unreadable) => {
+            let mut kept = Vec::with_capacity(docs.len());
+            for mut doc in std::mem::take(docs) {
+                match open_one(config, &mut doc, only, &mut keys).await {
+                    Ok(()) => kept.push(doc),
+                    Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => {
+                        let id = doc.get("id").cloned().unwrap_or_default();
+                        log::emit(
+                            "warn",
+                            "record_unreadable",
+                            &[("id", id.clone()), ("code", json!(e.code))],
+                        );
+                        unreadable.push(records::Unreadable {
+                            id,
+                            code: e.code,
+                            message: e.message,
+                        });
+                    }
+                    Err(e) => return Err(e),
+                }
             }
-        };
-        *doc = envelope::open(doc, &keys[idx].2, only).map_err(envelope_error)?;
+            *docs = kept;
+            Ok(())
+        }
     }
+}
+
+/// Opens one document in place (see [`open_protected`]).
+async fn open_one(
+    config: &Config,
+    doc: &mut serde_json::Value,
+    only: Option<&[String]>,
+    keys: &mut Vec<(String, Vec<u8>, Dek)>,
+) -> Result<(), ApiError> {
+    let Some(h) = envelope::header(doc).map_err(envelope_error)? else {
+        return check_unsealed(config, doc);
+    };
+    let kek_cfg = config.kek.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "KeyNotConfigured",
+            "the record is sealed and no key-encryption key is configured",
+        )
+        .retry_after(crate::api::KEY_RETRY_AFTER_SECS)
+    })?;
+    // Before anything is unwrapped or returned: the header names the
+    // configured key, and lists every field the configuration protects.
+    let ty = doc["event"]["type"].as_str().unwrap_or_default();
+    let protected: Vec<String> = kek_cfg
+        .protected
+        .for_type(ty)
+        .iter()
+        .map(|p| format!("/event{p}"))
+        .collect();
+    let origin = kek_cfg.endpoint.origin();
+    envelope::check_expected(
+        doc,
+        &h,
+        &envelope::Expect {
+            hsm: &origin,
+            key_name: &kek_cfg.key_name,
+            protected: &protected,
+        },
+    )
+    .map_err(envelope_error)?;
+    if !envelope::needs_key(&h, only) {
+        *doc = envelope::open_with(doc, None, only).map_err(envelope_error)?;
+        return Ok(());
+    }
+    let idx = match keys
+        .iter()
+        .position(|(kid, w, _)| *kid == h.kid && *w == h.wrapped_dek)
+    {
+        Some(i) => i,
+        None => {
+            let kek = kek::Kek::new(kek_cfg, config.cosmos.retry);
+            let raw = zeroize::Zeroizing::new(
+                kek.unwrap(&h.kid, &h.wrapped_dek)
+                    .await
+                    .map_err(|e| ApiError::from(&e))?,
+            );
+            keys.push((
+                h.kid.clone(),
+                h.wrapped_dek.clone(),
+                Dek::from_bytes(&raw).map_err(envelope_error)?,
+            ));
+            keys.len() - 1
+        }
+    };
+    *doc = envelope::open(doc, &keys[idx].2, only).map_err(envelope_error)?;
     Ok(())
 }
 

@@ -89,7 +89,10 @@ async fn details(req: &IncomingRequest, roundtrip: bool) -> Result<Response<Vec<
         }
     }
     let kek = kek::Kek::new(kek_cfg, config.cosmos.retry);
-    let (key, checked) = kek.key(roundtrip).await.map_err(|e| ApiError::from(&e))?;
+    let (key, checked) = match kek.key(roundtrip).await {
+        Ok(k) => k,
+        Err(e) => return Ok(not_ready(json!({"configured": true}), &ApiError::from(&e))),
+    };
     let now = UnixTime::now();
     let usable = |op| hsm::check_usable(&key, op, now);
     let mut body = json!({
@@ -106,16 +109,7 @@ async fn details(req: &IncomingRequest, roundtrip: bool) -> Result<Response<Vec<
         }
     });
     if let Err(e) = usable(hsm::KeyOp::Wrap).and(usable(hsm::KeyOp::Unwrap)) {
-        let api = ApiError::from(&e);
-        body["status"] = json!("not-ready");
-        body["kek"]["reason"] = json!({"code": api.code, "message": api.message});
-        let mut r = json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
-        r.headers_mut().insert(
-            http::header::RETRY_AFTER,
-            crate::api::KEY_RETRY_AFTER_SECS.into(),
-        );
-        log::emit("warn", "kek_not_ready", &[("code", json!(api.code))]);
-        return Ok(r);
+        return Ok(not_ready(body["kek"].take(), &ApiError::from(&e)));
     }
     body["status"] = json!("ready");
     if roundtrip {
@@ -135,4 +129,24 @@ async fn details(req: &IncomingRequest, roundtrip: bool) -> Result<Response<Vec<
         body["roundtrip"] = json!({"ok": true, "kid": wrapped.kid});
     }
     Ok(json_response(StatusCode::OK, &body))
+}
+
+/// Every `/readyz` 503 has one shape: `{"status": "not-ready", "error":
+/// {"code", "message"}, "kek": {…what is known of the key…}}`, with
+/// `Retry-After`, whether the key's state could not be read (revoked,
+/// deleted, identity) or was read and the key is not usable (disabled,
+/// expired).
+fn not_ready(kek: serde_json::Value, e: &ApiError) -> Response<Vec<u8>> {
+    let body = json!({
+        "status": "not-ready",
+        "error": {"code": e.code, "message": e.message},
+        "kek": kek,
+    });
+    let mut r = json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
+    r.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        crate::api::KEY_RETRY_AFTER_SECS.into(),
+    );
+    log::emit("warn", "kek_not_ready", &[("code", json!(e.code))]);
+    r
 }

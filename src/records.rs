@@ -337,8 +337,20 @@ fn public(mut doc: Value) -> Value {
 pub enum Answer {
     /// One document and its etag.
     One(Value, Option<String>),
-    /// A page of documents and where the next page starts.
-    Page(Vec<Value>, Option<String>),
+    /// A page of documents, where the next page starts, and the records
+    /// of the page that could not be read (taken out of the documents).
+    Page(Vec<Value>, Option<String>, Vec<Unreadable>),
+}
+
+/// A record of a page that could not be read, reported instead of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unreadable {
+    /// The record's `id` as stored (`null` if it has none).
+    pub id: Value,
+    /// The error code it would get on its own (`RecordTampered`, …).
+    pub code: &'static str,
+    /// Why.
+    pub message: String,
 }
 
 impl Answer {
@@ -346,7 +358,7 @@ impl Answer {
     pub fn documents_mut(&mut self) -> Vec<&mut Value> {
         match self {
             Answer::One(d, _) => vec![d],
-            Answer::Page(ds, _) => ds.iter_mut().collect(),
+            Answer::Page(ds, _, _) => ds.iter_mut().collect(),
         }
     }
 }
@@ -374,7 +386,7 @@ pub fn parse_answer(
                 }
                 e => ApiError::from(&e),
             })?;
-            Ok(Answer::Page(page.items, page.continuation))
+            Ok(Answer::Page(page.items, page.continuation, Vec::new()))
         }
     }
 }
@@ -389,11 +401,20 @@ pub fn render(answer: Answer) -> Response<Vec<u8>> {
             }
             r
         }
-        Answer::Page(docs, continuation) => {
+        Answer::Page(docs, continuation, unreadable) => {
             let mut body = Map::new();
             body.insert(
                 "records".into(),
                 Value::Array(docs.into_iter().map(public).collect()),
+            );
+            body.insert(
+                "unreadable".into(),
+                Value::Array(
+                    unreadable
+                        .into_iter()
+                        .map(|u| json!({"id": u.id, "error": {"code": u.code, "message": u.message}}))
+                        .collect(),
+                ),
             );
             body.insert("continuation".into(), json!(continuation));
             json_response(StatusCode::OK, &Value::Object(body))
@@ -643,6 +664,27 @@ mod tests {
             "SELECT * FROM c WHERE c.pk = @pk AND c.event.type = @type"
         );
         assert_eq!(body["parameters"][0]["value"], "p' OR 1=1");
+    }
+
+    #[test]
+    fn a_page_reports_unreadable_records_beside_the_readable_ones() {
+        let page = Answer::Page(
+            vec![json!({"id": "a", "_rid": "r"})],
+            Some("c".into()),
+            vec![Unreadable {
+                id: json!("b"),
+                code: "RecordTampered",
+                message: "m".into(),
+            }],
+        );
+        let r = render(page);
+        assert_eq!(r.status(), 200);
+        let v: Value = serde_json::from_slice(r.body()).unwrap();
+        assert_eq!(
+            v,
+            json!({"records": [{"id": "a"}], "continuation": "c",
+                   "unreadable": [{"id": "b", "error": {"code": "RecordTampered", "message": "m"}}]})
+        );
     }
 
     #[test]

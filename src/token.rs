@@ -178,7 +178,7 @@ impl<'a> Tokens<'a> {
         let assertion = self.identity.federated_token.as_ref().map(|s| s.expose());
         let req = entra::token_request(provider, scope, assertion)?;
         let imds = matches!(provider, crate::entra::Provider::Imds { .. });
-        let sent = outbound::send_retrying(req, self.retry, |r| {
+        let sent = outbound::send_retrying(crate::tally::Peer::Entra, req, self.retry, |r| {
             // IMDS answers 404 while an identity is still being assigned and
             // 410 while it is being updated; the Azure SDKs retry both.
             if imds && matches!(r.status().as_u16(), 404 | 410) {

@@ -182,6 +182,7 @@ fn resolved_outbound_hosts_are_exactly_the_origins_the_component_calls() {
             "https://acct.documents.azure.com:443",
             vec![
                 ("hsm_key_name", "app-kek"),
+                ("cmk_stage", "2"),
                 ("hsm_endpoint", "https://contoso.managedhsm.azure.net"),
                 ("azure_tenant_id", "t"),
                 ("azure_client_id", "c"),
@@ -192,6 +193,7 @@ fn resolved_outbound_hosts_are_exactly_the_origins_the_component_calls() {
             "https://acct.documents.azure.com:443",
             vec![
                 ("hsm_key_name", "app-kek"),
+                ("cmk_stage", "2"),
                 ("hsm_endpoint", "https://contoso.managedhsm.azure.net"),
                 ("managed_identity_origin", "http://localhost:42356"),
                 ("managed_identity_path", "/msi/token"),

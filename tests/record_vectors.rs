@@ -39,6 +39,45 @@ fn dek_of(case: &Value) -> Dek {
     Dek::from_bytes(&hex(case["dek"].as_str().unwrap())).unwrap()
 }
 
+/// Unwraps a record's data key with the test key-encryption key
+/// (RSA-OAEP-256: SHA-256, MGF1 with SHA-256, empty label).
+fn unwrap(v: &Value, wrapped: &[u8]) -> Result<Vec<u8>, rsa::Error> {
+    use rsa::pkcs8::DecodePrivateKey;
+    let pem = std::fs::read_to_string(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/record-v1/").to_owned()
+            + v["kek"].as_str().unwrap(),
+    )
+    .unwrap();
+    let key = rsa::RsaPrivateKey::from_pkcs8_pem(&pem).expect("the test KEK parses");
+    key.decrypt(rsa::Oaep::new::<sha2::Sha256>(), wrapped)
+}
+
+/// The whole reader, as the component reads in the second stage
+/// (docs/record-format.md, "Opening"): header, the configured key and
+/// fields, unwrap, open.
+fn read(v: &Value, case: &Value) -> Result<Value, EnvelopeError> {
+    let doc = &case["record"];
+    let Some(h) = envelope::header(doc)? else {
+        return Err(match envelope::sealed_pointers(doc).into_iter().next() {
+            Some(p) => EnvelopeError::Tampered(p),
+            None => EnvelopeError::Malformed("not sealed".into()),
+        });
+    };
+    let protected = case.get("protected").map(str_list).unwrap_or_default();
+    let expect = envelope::Expect {
+        hsm: v["reader"]["hsm"].as_str().unwrap(),
+        key_name: v["reader"]["key_name"].as_str().unwrap(),
+        protected: &protected,
+    };
+    envelope::check_expected(doc, &h, &expect)?;
+    if !envelope::needs_key(&h, None) {
+        return envelope::open_with(doc, None, None);
+    }
+    let raw = unwrap(v, &h.wrapped_dek)
+        .map_err(|_| EnvelopeError::Tampered("the wrapped data key does not unwrap".into()))?;
+    envelope::open(doc, &Dek::from_bytes(&raw)?, None)
+}
+
 #[test]
 fn valid_records_seal_exactly_and_open() {
     let v = vectors();
@@ -46,7 +85,6 @@ fn valid_records_seal_exactly_and_open() {
     assert!(cases.len() >= 3);
     for case in cases {
         let name = case["name"].as_str().unwrap();
-        let dek = dek_of(case);
         let record = &case["record"];
         let kid = case["kid"].as_str().unwrap();
         let mut nonces = str_list(&case["nonces"]).into_iter().map(|n| {
@@ -55,6 +93,27 @@ fn valid_records_seal_exactly_and_open() {
         });
         // Seal the input the way the component does on write.
         let mut sealed = case["input"].clone();
+        if let Some(configured) = case.get("protected") {
+            // Configured pointers (`*` for array elements) expand to the
+            // concrete ones sealed.
+            let concrete: Vec<String> = str_list(configured)
+                .iter()
+                .flat_map(|p| envelope::resolve(&sealed, p).unwrap())
+                .collect();
+            let present: Vec<String> = str_list(&case["pointers"])
+                .into_iter()
+                .filter(|p| sealed.pointer(p).is_some())
+                .collect();
+            assert_eq!(concrete, present, "{name}: wildcard expansion");
+        }
+        if record["cmk"].get("dek").is_none() {
+            // Nothing to seal: a header without a data key.
+            envelope::seal_nothing(&mut sealed, kid).unwrap();
+            assert_eq!(&sealed, record, "{name}: sealing differs from the vector");
+            assert_eq!(read(&v, case).unwrap(), case["opened"], "{name}");
+            continue;
+        }
+        let dek = dek_of(case);
         let first_dek = match case.get("rewrapped_kid") {
             // The record now carries the rewrapped key; sealing used another
             // wrapping whose bytes do not matter to the fields.
@@ -82,6 +141,9 @@ fn valid_records_seal_exactly_and_open() {
         // And open it.
         let opened = envelope::open(record, &dek, None).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(opened, case["opened"], "{name}: opening differs");
+        // And through the whole reader, unwrapping with the test KEK.
+        let read = read(&v, case).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(read, case["opened"], "{name}: reading differs");
     }
 }
 
@@ -92,7 +154,7 @@ fn refused_records_fail_with_the_documented_error() {
     assert!(cases.len() >= 10);
     for case in cases {
         let name = case["name"].as_str().unwrap();
-        let got = envelope::open(&case["record"], &dek_of(case), None);
+        let got = read(&v, case);
         let kind = match &got {
             Ok(_) => panic!("{name}: opened a record that must be refused"),
             Err(EnvelopeError::Tampered(_)) => "Tampered",
@@ -100,6 +162,25 @@ fn refused_records_fail_with_the_documented_error() {
             Err(EnvelopeError::Unsupported(_)) => "Unsupported",
         };
         assert_eq!(kind, case["error"].as_str().unwrap(), "{name}: {got:?}");
+    }
+}
+
+#[test]
+fn refused_inputs_are_refused_by_the_writer_checks() {
+    let v = vectors();
+    for case in v["refused_inputs"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let input = &case["input"];
+        let shaped = !envelope::sealed_pointers(input).is_empty();
+        let unresolvable = str_list(&case["protected"])
+            .iter()
+            .any(|p| envelope::resolve(input, p).is_err());
+        let got = match (shaped, unresolvable) {
+            (true, _) => "SealedShapeInEvent",
+            (false, true) => "ProtectedFieldUnresolvable",
+            (false, false) => panic!("{name}: accepted"),
+        };
+        assert_eq!(got, case["error"].as_str().unwrap(), "{name}");
     }
 }
 

@@ -18,6 +18,8 @@ use crate::storage::{self, Authorization, Received, XmlError, STORAGE_SCOPE};
 
 /// Largest answer body read from any peer.
 const MAX_ANSWER_BYTES: u64 = 8 * 1024 * 1024;
+/// How often the queue depths are logged.
+const DEPTH_INTERVAL: Duration = Duration::from_secs(60);
 /// Refresh an Entra ID token this long before it expires.
 const TOKEN_REFRESH_SKEW_SECS: u64 = 300;
 
@@ -355,6 +357,13 @@ impl Bridge {
         let mut fields = vec![
             ("message_id", json!(m.id)),
             ("dequeue_count", json!(m.dequeue_count)),
+            // How long the message waited in the queue: the queue's age as
+            // the operator's alert reads it.
+            (
+                "age_secs",
+                json!(UnixTime::parse_rfc1123(&m.insertion_time)
+                    .map(|t| UnixTime::now().0.saturating_sub(t.0))),
+            ),
         ];
         let (action, forwarded) = match decide::before_forward(m.dequeue_count, c.max_dequeue_count)
         {
@@ -465,6 +474,44 @@ impl Bridge {
         None
     }
 
+    /// Logs the depth of the queue and of the poison queue (Get Queue
+    /// Metadata): what the operator's poison-queue alert reads. A poison
+    /// queue not created yet holds nothing.
+    fn report_depth(&self) {
+        let c = &self.cfg;
+        for (q, poison) in [(&c.queue, false), (&c.poison, true)] {
+            let depth = match self.storage("get queue metadata", |a, now| {
+                storage::get_metadata(q, now, a)
+            }) {
+                Ok(resp) => {
+                    storage::parse_depth(&resp).ok_or_else(|| "no message count".to_string())
+                }
+                Err(StorageError::Service { status: 404, .. }) if poison => Ok(0),
+                Err(e) => Err(e.to_string()),
+            };
+            match depth {
+                Ok(n) => emit(
+                    "info",
+                    "queue_depth",
+                    &[
+                        ("queue", json!(q.name)),
+                        ("poison", json!(poison)),
+                        ("messages", json!(n)),
+                    ],
+                ),
+                Err(e) => emit(
+                    "warn",
+                    "queue_depth_failed",
+                    &[
+                        ("queue", json!(q.name)),
+                        ("poison", json!(poison)),
+                        ("error", json!(e)),
+                    ],
+                ),
+            }
+        }
+    }
+
     /// Forwards a batch with up to `concurrency` threads; a shutdown stops
     /// new forwards, in-flight ones finish.
     fn process(&self, messages: &[Received], received: Instant) -> Pacing {
@@ -528,7 +575,12 @@ impl Bridge {
         let mut failed_polls = 0u32;
         let mut forwarded = 0usize;
         let mut exit = 0;
+        let mut depth_reported: Option<Instant> = None;
         while !self.stopping() {
+            if depth_reported.is_none_or(|t| t.elapsed() >= DEPTH_INTERVAL) {
+                self.report_depth();
+                depth_reported = Some(Instant::now());
+            }
             let messages = match self.poll() {
                 Ok(m) => {
                     failed_polls = 0;
@@ -573,6 +625,10 @@ impl Bridge {
                 0,
                 c.poll_interval_ms,
             ));
+        }
+        if once && exit == 0 {
+            // What a drain left behind (messages left for retry, poisoned).
+            self.report_depth();
         }
         emit(
             "info",

@@ -162,6 +162,30 @@ pub fn create_queue(q: &QueueAddress, now: UnixTime, auth: &Authorization<'_>) -
     req
 }
 
+/// Get Queue Metadata: its answer's `x-ms-approximate-messages-count` is
+/// the queue's depth.
+pub fn get_metadata(q: &QueueAddress, now: UnixTime, auth: &Authorization<'_>) -> Request<Vec<u8>> {
+    build(
+        Method::GET,
+        q,
+        &format!("{}?comp=metadata", q.path()),
+        Vec::new(),
+        now,
+        auth,
+    )
+}
+
+/// The approximate message count of a Get Queue Metadata answer.
+pub fn parse_depth(resp: &http::Response<Vec<u8>>) -> Option<u64> {
+    resp.headers()
+        .get("x-ms-approximate-messages-count")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// One message as Get Messages returns it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Received {
@@ -459,6 +483,29 @@ mod tests {
             b"<QueueMessagesList><QueueMessage><MessageId>x</MessageId></QueueMessage></QueueMessagesList>"
         )
         .is_err());
+    }
+
+    #[test]
+    fn queue_depth_comes_from_the_metadata_answer() {
+        let now = UnixTime(1_700_000_000);
+        let key = AccountKey::from_base64(KEY).unwrap();
+        let req = get_metadata(&q(), now, &Authorization::SharedKey(&key));
+        assert_eq!(req.method(), Method::GET);
+        assert_eq!(
+            req.uri().to_string(),
+            "http://127.0.0.1:10001/devstoreaccount1/events?comp=metadata"
+        );
+        assert!(req.headers()["authorization"]
+            .to_str()
+            .unwrap()
+            .starts_with("SharedKey devstoreaccount1:"));
+        let resp = http::Response::builder()
+            .header("x-ms-approximate-messages-count", "7")
+            .body(Vec::new())
+            .unwrap();
+        assert_eq!(parse_depth(&resp), Some(7));
+        let none = http::Response::builder().body(Vec::new()).unwrap();
+        assert_eq!(parse_depth(&none), None);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 """Managed HSM: purge protection, 90-day soft delete, no public network, and
-security domain activation with at least three certificates and a quorum."""
+activation by its administrators from offline custodian certificates."""
 import os
 import sys
 
@@ -34,35 +34,34 @@ class HsmProtectedAndPrivate(BaseResourceCheck):
         return CheckResult.PASSED
 
 
-class HsmSecurityDomainQuorum(BaseResourceCheck):
+class HsmActivatedOffline(BaseResourceCheck):
+    """The security domain is never downloaded by Terraform.
+
+    With security_domain_key_vault_certificate_ids the provider activates the
+    HSM inside its create call from certificates in a Key Vault (azurerm
+    4.55.0 key_vault_managed_hardware_security_module_resource.go,
+    securityDomainDownload), so every custodian private key sits in one vault
+    whose administrators hold a full quorum, and the security domain lands in
+    the state. The administrators activate it from offline custodian
+    certificates instead (infra/README.md, "Activate the HSM").
+    """
+
     def __init__(self):
         super().__init__(
-            name="Managed HSM is activated with at least 3 security domain certificates and a quorum of at least 2",
+            name="Managed HSM is activated offline by its administrators, not from vault-held certificates",
             id="CKV_CMK_11",
             categories=[CheckCategories.ENCRYPTION],
             supported_resources=["azurerm_key_vault_managed_hardware_security_module"],
         )
 
     def scan_resource_conf(self, conf):
-        certs = first(conf, "security_domain_key_vault_certificate_ids")
-        quorum = first(conf, "security_domain_quorum")
-        if certs is None or quorum is None:
-            return CheckResult.FAILED
-        try:
-            quorum = int(quorum)
-        except (TypeError, ValueError):
-            return CheckResult.FAILED
-        # A splat over a counted certificate resource stays a reference; its
-        # count is held to >= 3 by the variable's validation.
-        if isinstance(certs, list):
-            if len(certs) < 3 and not all(isinstance(c, str) and "[*]" in c for c in certs):
+        for arg in ("security_domain_key_vault_certificate_ids", "security_domain_quorum"):
+            if first(conf, arg) not in (None, [], ""):
                 return CheckResult.FAILED
-            if all(isinstance(c, str) and "[*]" not in c for c in certs) and quorum > len(certs):
-                return CheckResult.FAILED
-        elif not (isinstance(certs, str) and "[*]" in certs):
-            return CheckResult.FAILED
-        return CheckResult.PASSED if quorum >= 2 else CheckResult.FAILED
+        # admin_object_ids (at least two security officers) is held by the
+        # variable's validation; checkov cannot see a value without default.
+        return CheckResult.PASSED
 
 
 check = HsmProtectedAndPrivate()
-check_quorum = HsmSecurityDomainQuorum()
+check_offline = HsmActivatedOffline()

@@ -1,4 +1,5 @@
-"""Keys: RSA-HSM, at least 2048 bits, wrapKey/unwrapKey only, with an expiry."""
+"""Keys: RSA-HSM of 2048 or 3072 bits (the reference design's sizes),
+wrapKey/unwrapKey only, with an expiry."""
 import os
 import sys
 
@@ -10,12 +11,13 @@ from checkov.terraform.checks.resource.base_resource_check import BaseResourceCh
 from _common import first  # noqa: E402
 
 ALLOWED_OPS = {"wrapKey", "unwrapKey"}
+SIZES = {2048, 3072}
 
 
 class KeyWrapUnwrapOnly(BaseResourceCheck):
     def __init__(self):
         super().__init__(
-            name="Key is RSA-HSM (>= 2048 bits) and allows wrapKey/unwrapKey only",
+            name="Key is RSA-HSM (2048 or 3072 bits) and allows wrapKey/unwrapKey only",
             id="CKV_CMK_2",
             categories=[CheckCategories.ENCRYPTION],
             supported_resources=[
@@ -32,7 +34,7 @@ class KeyWrapUnwrapOnly(BaseResourceCheck):
             return CheckResult.FAILED
         size = first(conf, "key_size")
         try:
-            if int(size) < 2048:
+            if int(size) not in SIZES:
                 return CheckResult.FAILED
         except (TypeError, ValueError):
             return CheckResult.FAILED

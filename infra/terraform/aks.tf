@@ -2,8 +2,16 @@
 # Disks under the customer key: a Disk Encryption Set whose key is the HSM's
 # "disks-kek" (wrap/unwrap only), used through its own identity with the
 # key-scoped Crypto Service Encryption User role. The cluster's node OS disks
-# use it (set at cluster creation only), and so do persistent volumes through
-# the managed-csi-cmk StorageClass (infra/deploy/spinkube/storageclass.yaml).
+# use it, and so do persistent volumes through the managed-csi-cmk
+# StorageClass (infra/deploy/spinkube/storageclass.yaml).
+#
+# disk_encryption_set_id is ForceNew on the cluster (azurerm 4.55.0
+# internal/services/containers/kubernetes_cluster_resource.go): setting it only
+# in the customer-managed stage replaced the cluster at the switch. The key
+# exists in both stages, so the cluster takes the set from creation in both,
+# and the stage switch changes nothing on the cluster that forces a new one
+# (KMS, key_management_service, updates in place). Prerequisites of the
+# cluster: infra/README.md, "Apply order" (EncryptionAtHost feature).
 # ---------------------------------------------------------------------------
 resource "azurerm_disk_encryption_set" "disks" {
   name                      = "des-${local.base}"
@@ -62,8 +70,9 @@ resource "azurerm_kubernetes_cluster" "aks" {
     subnet_id                           = azurerm_subnet.apiserver.id
   }
 
-  # Node OS disks under the HSM key in the customer-managed stage.
-  disk_encryption_set_id = var.encryption == "customer-managed" ? azurerm_disk_encryption_set.disks.id : null
+  # Node OS disks under the HSM key, from creation, in both stages (see the
+  # top of this file).
+  disk_encryption_set_id = azurerm_disk_encryption_set.disks.id
 
   # etcd secrets under the Key Vault key (see hsm.tf for why Key Vault).
   dynamic "key_management_service" {
@@ -122,7 +131,8 @@ resource "azurerm_kubernetes_cluster" "aks" {
     keda_enabled = true
   }
 
-  # Container Insights into the shared workspace, with managed identity.
+  # Container Insights into the shared workspace, with managed identity. What
+  # it collects is the data collection rule below (container_insights).
   oms_agent {
     log_analytics_workspace_id      = azurerm_log_analytics_workspace.main.id
     msi_auth_for_monitoring_enabled = true
@@ -146,12 +156,32 @@ resource "azurerm_kubernetes_cluster" "aks" {
 
   tags = local.tags
 
+  # Etcd and the node disks live here: no plan replaces the cluster. A change
+  # that needs a new cluster is an explicit, separate step (infra/README.md,
+  # "Stage switch"); the Helm releases are in infra/terraform-cluster and
+  # re-applied against the cluster that exists.
+  lifecycle {
+    prevent_destroy = true
+  }
+
   depends_on = [
     azurerm_role_assignment.aks_network,
     azurerm_role_assignment.aks_kubelet_operator,
     azurerm_role_assignment.aks_des,
     azurerm_role_assignment.etcd_kms_key,
+    azurerm_role_assignment.aks_kms_private_link,
   ]
+}
+
+# KMS with a private Key Vault: the cluster identity creates the private link
+# the KMS plugin uses, which needs "Key Vault Contributor" on the vault
+# (learn.microsoft.com/azure/aks/use-kms-etcd-encryption, "Assign permissions
+# to create a private link"). A control-plane role: no key, secret or certificate
+# data action; the vault's data plane stays on Azure RBAC.
+resource "azurerm_role_assignment" "aks_kms_private_link" {
+  scope                = azurerm_key_vault.kv.id
+  role_definition_name = "Key Vault Contributor"
+  principal_id         = azurerm_user_assigned_identity.aks.principal_id
 }
 
 # Wasm pool: runs the Spin apps and the bridge (containerd-shim-spin is
@@ -199,4 +229,63 @@ resource "azurerm_role_assignment" "aks_admins" {
   scope                = azurerm_kubernetes_cluster.aks.id
   role_definition_name = "Azure Kubernetes Service RBAC Cluster Admin"
   principal_id         = var.key_admin_group_object_id
+}
+
+# What Container Insights collects, stated rather than left to a default: the
+# operator's queries (infra/monitoring/queries) read containers' stdout and
+# stderr from ContainerLogV2, which the rule's ContainerInsights extension
+# turns on with dataCollectionSettings.enableContainerLogV2 = true
+# (https://learn.microsoft.com/azure/azure-monitor/containers/container-insights-logs-schema,
+# "Enable the ContainerLogV2 schema"; the Terraform onboarding, a rule plus
+# its association with the cluster:
+# https://learn.microsoft.com/azure/azure-monitor/containers/kubernetes-monitoring-enable).
+locals {
+  container_insights_streams = [
+    "Microsoft-ContainerLogV2",
+    "Microsoft-KubeEvents",
+    "Microsoft-KubePodInventory",
+    "Microsoft-KubeNodeInventory",
+    "Microsoft-InsightsMetrics",
+  ]
+}
+
+resource "azurerm_monitor_data_collection_rule" "container_insights" {
+  name                = "MSCI-${azurerm_resource_group.main.location}-${azurerm_kubernetes_cluster.aks.name}"
+  resource_group_name = azurerm_resource_group.main.name
+  location            = azurerm_resource_group.main.location
+  tags                = local.tags
+
+  destinations {
+    log_analytics {
+      name                  = "ciworkspace"
+      workspace_resource_id = azurerm_log_analytics_workspace.main.id
+    }
+  }
+
+  data_flow {
+    streams      = local.container_insights_streams
+    destinations = ["ciworkspace"]
+  }
+
+  data_sources {
+    extension {
+      name           = "ContainerInsightsExtension"
+      extension_name = "ContainerInsights"
+      streams        = local.container_insights_streams
+      extension_json = jsonencode({
+        dataCollectionSettings = {
+          interval               = "1m"
+          namespaceFilteringMode = "Off"
+          enableContainerLogV2   = true
+        }
+      })
+    }
+  }
+}
+
+resource "azurerm_monitor_data_collection_rule_association" "container_insights" {
+  name                    = "ContainerInsightsExtension"
+  target_resource_id      = azurerm_kubernetes_cluster.aks.id
+  data_collection_rule_id = azurerm_monitor_data_collection_rule.container_insights.id
+  description             = "Container Insights collection for the cluster (ContainerLogV2); removing it stops the logs the alerts read."
 }

@@ -116,15 +116,20 @@ resource "azurerm_role_assignment" "hsm_backup_blob" {
   principal_id         = azurerm_user_assigned_identity.hsm_backup.principal_id
 }
 
-# Starting a full backup or restore needs the Managed HSM Backup role at the
-# HSM scope "/": the service offers it at no narrower scope. It grants backup
-# and restore of the whole HSM, no cryptographic operation on any key.
+# Starting a full backup needs the Managed HSM Backup role at the HSM scope
+# "/": the service offers it at no narrower scope. It grants full and
+# single-key backup (backup/start, backup/status, keys/backup), no restore and
+# no cryptographic operation on any key; restore needs Managed HSM Restore or
+# Administrator (learn.microsoft.com/azure/key-vault/managed-hsm/built-in-roles).
+# Written over the HSM's data plane, so it waits for the private endpoint and
+# DNS link like every HSM data-plane resource (tests/infra/test_hsm_ordering.py).
 resource "azurerm_key_vault_managed_hardware_security_module_role_assignment" "hsm_backup" {
   managed_hsm_id     = azurerm_key_vault_managed_hardware_security_module.hsm.id
   name               = uuidv5("url", "cmk-ingest/${local.base}/hsm-backup")
   scope              = "/"
   role_definition_id = local.hsm_roles.backup
   principal_id       = azurerm_user_assigned_identity.hsm_backup.principal_id
+  depends_on         = [azurerm_private_endpoint.hsm, azurerm_private_dns_zone_virtual_network_link.link]
 }
 
 # The daily backup CronJob (infra/deploy/spinkube/hsm-backup-cronjob.yaml)

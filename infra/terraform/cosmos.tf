@@ -1,14 +1,22 @@
 resource "azurerm_cosmosdb_account" "main" {
   #checkov:skip=CKV_AZURE_100:that check reads key_vault_key_id only; this account's key is managed_hsm_key_id, held to an HSM key by CKV_CMK_4
-  name                = "cosmos-${local.base}"
+  name                = var.cosmos_account_generation == 1 ? "cosmos-${local.base}" : "cosmos-${local.base}-g${var.cosmos_account_generation}"
   location            = azurerm_resource_group.main.location
   resource_group_name = azurerm_resource_group.main.name
   offer_type          = "Standard"
   kind                = "GlobalDocumentDB"
   minimal_tls_version = "Tls12"
   # Customer-managed key: the versionless id of the HSM key, used through the
-  # account's user-assigned identity (a CMK cannot be added to an existing
-  # account: the stage switch recreates the account, so switch before data).
+  # account's user-assigned identity. managed_hsm_key_id (like
+  # key_vault_key_id) is ForceNew in azurerm 4.55.0
+  # (internal/services/cosmos/cosmosdb_account_resource.go), and Microsoft's
+  # path for a CMK on an existing account takes a Key Vault key only
+  # (learn.microsoft.com/azure/cosmos-db/how-to-setup-customer-managed-keys-existing-accounts,
+  # keyVaultKeyUri / az cosmosdb update --key-uri). So a populated stage-one
+  # account is never switched: prevent_destroy below stops the plan, and the
+  # switch is the migration in infra/README.md ("Stage switch"): a new
+  # account generation beside this one, records copied, sealed, reads
+  # switched, the old account removed by an explicit step.
   managed_hsm_key_id    = var.encryption == "customer-managed" ? azurerm_key_vault_managed_hardware_security_module_key.key["cosmos"].id : null
   default_identity_type = "UserAssignedIdentity=${azurerm_user_assigned_identity.consumer["cosmos"].id}"
   identity {
@@ -36,7 +44,77 @@ resource "azurerm_cosmosdb_account" "main" {
   }
   tags = local.tags
 
+  # Every record lives here: no plan ever replaces or deletes this account.
+  lifecycle {
+    prevent_destroy = true
+    # During the migration the new generation must not take the retiring
+    # account's name (the plan would try to create an account that exists).
+    precondition {
+      condition     = var.cosmos_retiring_account_name != (var.cosmos_account_generation == 1 ? "cosmos-${local.base}" : "cosmos-${local.base}-g${var.cosmos_account_generation}")
+      error_message = "cosmos_retiring_account_name names the serving account: raise cosmos_account_generation (infra/README.md, \"Stage switch on a populated estate\")."
+    }
+  }
+
   depends_on = [azurerm_key_vault_managed_hardware_security_module_role_assignment.consumer]
+}
+
+# The stage-one account during a stage switch: moved here by the explicit
+# `terraform state mv` of the migration (infra/README.md, "Stage switch"),
+# read by the copy tool until every record is in the new generation, then
+# removed by an explicit step. Terraform changes nothing on it (ignore_changes
+# = all) and never deletes it (prevent_destroy): the arguments below only
+# describe it; what Azure holds is what stage one created.
+resource "azurerm_cosmosdb_account" "retiring" {
+  #checkov:skip=CKV_CMK_4:the stage-one account being migrated away from holds Microsoft-managed keys by definition; it exists only between the copy and its explicit removal
+  #checkov:skip=CKV_AZURE_100:the same stage-one account (Microsoft-managed keys until its explicit removal)
+  count                                 = var.cosmos_retiring_account_name == "" ? 0 : 1
+  name                                  = var.cosmos_retiring_account_name
+  location                              = azurerm_resource_group.main.location
+  resource_group_name                   = azurerm_resource_group.main.name
+  offer_type                            = "Standard"
+  kind                                  = "GlobalDocumentDB"
+  minimal_tls_version                   = "Tls12"
+  local_authentication_disabled         = true
+  access_key_metadata_writes_enabled    = false
+  public_network_access_enabled         = false
+  network_acl_bypass_for_azure_services = false
+  consistency_policy {
+    consistency_level = "Session"
+  }
+  geo_location {
+    location          = azurerm_resource_group.main.location
+    failover_priority = 0
+    zone_redundant    = true
+  }
+  backup {
+    type = "Continuous"
+    tier = "Continuous30Days"
+  }
+  tags = local.tags
+
+  lifecycle {
+    prevent_destroy = true
+    ignore_changes  = all
+  }
+}
+
+# Its private endpoint, moved here with it: the copy tool reads the old
+# account from inside the virtual network.
+resource "azurerm_private_endpoint" "cosmos_retiring" {
+  count               = var.cosmos_retiring_account_name == "" ? 0 : 1
+  name                = "pe-${var.cosmos_retiring_account_name}"
+  location            = azurerm_resource_group.main.location
+  resource_group_name = azurerm_resource_group.main.name
+  subnet_id           = azurerm_subnet.endpoints.id
+  private_service_connection {
+    name                           = "cosmos-retiring"
+    private_connection_resource_id = azurerm_cosmosdb_account.retiring[0].id
+    subresource_names              = ["Sql"]
+    is_manual_connection           = false
+  }
+  lifecycle {
+    ignore_changes = all
+  }
 }
 
 resource "azurerm_cosmosdb_sql_database" "main" {
@@ -73,11 +151,12 @@ resource "azurerm_cosmosdb_sql_container" "events" {
       path = "/cmk/*"
     }
     # Every protected field, under /event (protected_fields, the same JSON the
-    # app reads; default {"*": ["/data"]} -> /event/data/*).
+    # app reads; default {"*": ["/data"]} -> /event/data/*). A `*` token (every
+    # element of an array) is `[]` in an index path.
     dynamic "excluded_path" {
       for_each = local.protected_pointers
       content {
-        path = "/event${excluded_path.value}/*"
+        path = "/event${join("/", [for t in split("/", excluded_path.value) : t == "*" ? "[]" : t])}/*"
       }
     }
     excluded_path {
@@ -97,8 +176,35 @@ resource "azurerm_cosmosdb_sql_role_assignment" "app" {
   scope               = azurerm_cosmosdb_account.main.id
 }
 
+# The copy of a stage switch (infra/README.md, "Stage switch", step 3):
+# the serving account has local authentication off in production, so the
+# operator running scripts/migrate-records needs a data-plane role there
+# (Cosmos DB Built-in Data Contributor, ...0002: create and read items) and
+# one to read the retiring account (Built-in Data Reader, ...0001). Both
+# exist only while cosmos_migration_operator_object_ids lists the operator;
+# the migration's last step empties it.
+resource "azurerm_cosmosdb_sql_role_assignment" "migration_target" {
+  for_each            = toset(var.cosmos_migration_operator_object_ids)
+  name                = uuidv5("url", "cmk-ingest/${local.base}/cosmos/migration-target/${each.value}")
+  resource_group_name = azurerm_resource_group.main.name
+  account_name        = azurerm_cosmosdb_account.main.name
+  role_definition_id  = "${azurerm_cosmosdb_account.main.id}/sqlRoleDefinitions/00000000-0000-0000-0000-000000000002"
+  principal_id        = each.value
+  scope               = azurerm_cosmosdb_account.main.id
+}
+
+resource "azurerm_cosmosdb_sql_role_assignment" "migration_source" {
+  for_each            = var.cosmos_retiring_account_name == "" ? toset([]) : toset(var.cosmos_migration_operator_object_ids)
+  name                = uuidv5("url", "cmk-ingest/${local.base}/cosmos/migration-source/${each.value}")
+  resource_group_name = azurerm_resource_group.main.name
+  account_name        = azurerm_cosmosdb_account.retiring[0].name
+  role_definition_id  = "${azurerm_cosmosdb_account.retiring[0].id}/sqlRoleDefinitions/00000000-0000-0000-0000-000000000001"
+  principal_id        = each.value
+  scope               = azurerm_cosmosdb_account.retiring[0].id
+}
+
 resource "azurerm_private_endpoint" "cosmos" {
-  name                = "pe-cosmos-${local.base}"
+  name                = "pe-${azurerm_cosmosdb_account.main.name}"
   location            = azurerm_resource_group.main.location
   resource_group_name = azurerm_resource_group.main.name
   subnet_id           = azurerm_subnet.endpoints.id

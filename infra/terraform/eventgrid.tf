@@ -1,13 +1,18 @@
 # Producers publish CloudEvents to this topic with Entra ID (local auth off).
 # One subscription delivers every event to the storage queue, which the bridge
 # drains into the app; a second, optional one delivers straight to the app.
-resource "azurerm_user_assigned_identity" "eventgrid" {
-  name                = "id-${var.name}-eventgrid"
-  location            = azurerm_resource_group.main.location
-  resource_group_name = azurerm_resource_group.main.name
-  tags                = local.tags
-}
-
+#
+# Event Grid reaches Storage over the public endpoint (it cannot deliver to
+# private endpoints: learn.microsoft.com/azure/event-grid/managed-service-identity,
+# "Private endpoints"). The events account keeps default_action = "Deny" with
+# the AzureServices bypass, and Event Grid passes it as a trusted service only
+# with the topic's SYSTEM-assigned identity: "If a firewall or virtual network
+# rule is configured for the Azure Storage account, you can use only the
+# system-assigned managed identity if Allow Azure services on the trusted
+# service list to access the storage account is also enabled ... You can't
+# use user-assigned managed identity" (learn.microsoft.com/azure/event-grid/handler-storage-queues).
+# The same holds for dead-lettering into the same account. So the topic has a
+# system-assigned identity, and both delivery and dead-letter use it.
 resource "azurerm_eventgrid_topic" "events" {
   #checkov:skip=CKV_AZURE_193:producers outside the virtual network publish here; local auth is off, so every publish needs an Entra ID token with EventGrid Data Sender on this topic
   name                          = "evgt-${local.base}"
@@ -18,8 +23,7 @@ resource "azurerm_eventgrid_topic" "events" {
   public_network_access_enabled = true
   inbound_ip_rule               = []
   identity {
-    type         = "UserAssigned"
-    identity_ids = [azurerm_user_assigned_identity.eventgrid.id]
+    type = "SystemAssigned"
   }
   tags = local.tags
 }
@@ -27,13 +31,13 @@ resource "azurerm_eventgrid_topic" "events" {
 resource "azurerm_role_assignment" "eventgrid_queue" {
   scope                = "${azurerm_storage_account.events.id}/queueServices/default/queues/${azurerm_storage_queue.events.name}"
   role_definition_name = "Storage Queue Data Message Sender"
-  principal_id         = azurerm_user_assigned_identity.eventgrid.principal_id
+  principal_id         = azurerm_eventgrid_topic.events.identity[0].principal_id
 }
 
 resource "azurerm_role_assignment" "eventgrid_dead_letters" {
   scope                = azurerm_storage_container.dead_letters.resource_manager_id
   role_definition_name = "Storage Blob Data Contributor"
-  principal_id         = azurerm_user_assigned_identity.eventgrid.principal_id
+  principal_id         = azurerm_eventgrid_topic.events.identity[0].principal_id
 }
 
 resource "azurerm_eventgrid_event_subscription" "queue" {
@@ -41,8 +45,7 @@ resource "azurerm_eventgrid_event_subscription" "queue" {
   scope                 = azurerm_eventgrid_topic.events.id
   event_delivery_schema = "CloudEventSchemaV1_0"
   delivery_identity {
-    type                   = "UserAssigned"
-    user_assigned_identity = azurerm_user_assigned_identity.eventgrid.id
+    type = "SystemAssigned"
   }
   storage_queue_endpoint {
     storage_account_id                    = azurerm_storage_account.events.id
@@ -50,8 +53,7 @@ resource "azurerm_eventgrid_event_subscription" "queue" {
     queue_message_time_to_live_in_seconds = 604800
   }
   dead_letter_identity {
-    type                   = "UserAssigned"
-    user_assigned_identity = azurerm_user_assigned_identity.eventgrid.id
+    type = "SystemAssigned"
   }
   storage_blob_dead_letter_destination {
     storage_account_id          = azurerm_storage_account.events.id
@@ -95,8 +97,7 @@ resource "azurerm_eventgrid_event_subscription" "webhook" {
     }
   }
   dead_letter_identity {
-    type                   = "UserAssigned"
-    user_assigned_identity = azurerm_user_assigned_identity.eventgrid.id
+    type = "SystemAssigned"
   }
   storage_blob_dead_letter_destination {
     storage_account_id          = azurerm_storage_account.events.id

@@ -9,7 +9,14 @@ data "azurerm_client_config" "current" {}
 #   - the key of the storage account that keeps the HSM's own full backups: a
 #     backup encrypted by the HSM it backs up could not be read after losing
 #     that HSM;
-#   - the security domain certificates used to activate the HSM.
+# The security domain's custodian keys are in no vault at all: each custodian
+# generates an RSA key pair offline and hands over only the certificate
+# (infra/README.md, "Activate the HSM"). Key Vault could not hold them
+# usefully anyway: a certificate policy may be exportable only with key type
+# RSA or EC ("Exportable keys are allowed only with RSA and EC. HSM keys are
+# non-exportable", learn.microsoft.com/azure/key-vault/certificates/about-certificates),
+# and every exportable private key in one vault is a full quorum for whoever
+# administers it; purge protection keeps even deleted ones recoverable.
 # ---------------------------------------------------------------------------
 resource "azurerm_key_vault" "kv" {
   name                          = "kv-${local.base}"
@@ -29,32 +36,6 @@ resource "azurerm_key_vault" "kv" {
   tags = local.tags
 }
 
-resource "azurerm_key_vault_certificate" "security_domain" {
-  count        = var.security_domain_certificate_count
-  name         = "hsm-security-domain-${count.index}"
-  key_vault_id = azurerm_key_vault.kv.id
-  certificate_policy {
-    issuer_parameters {
-      name = "Self"
-    }
-    key_properties {
-      exportable = true
-      key_type   = "RSA-HSM"
-      key_size   = 3072
-      reuse_key  = false
-    }
-    secret_properties {
-      content_type = "application/x-pkcs12"
-    }
-    x509_certificate_properties {
-      subject            = "CN=${local.base} security domain custodian ${count.index}"
-      key_usage          = ["keyEncipherment", "digitalSignature"]
-      validity_in_months = 120
-    }
-  }
-  tags = local.tags
-}
-
 # ---------------------------------------------------------------------------
 # Managed HSM: FIPS 140-3 level 3, single tenant; the customer holds the
 # security domain.
@@ -68,26 +49,29 @@ resource "azurerm_key_vault_managed_hardware_security_module" "hsm" {
   admin_object_ids           = var.hsm_admin_object_ids
   purge_protection_enabled   = true
   soft_delete_retention_days = 90
-  # Private endpoint only, except while bootstrapping from the operators'
-  # ranges (the provider has no IP rules for Managed HSM: add them with
-  # `az keyvault update-hsm`, see infra/README.md).
+  # Private endpoint only, except while bootstrapping. The provider has no IP
+  # rules for Managed HSM (network_acls takes default_action and bypass only,
+  # azurerm 4.55.0 internal/services/managedhsm/key_vault_managed_hardware_security_module_resource.go),
+  # so during bootstrap (bootstrap_admin_ip_ranges set) the HSM admits every
+  # network and relies on Entra ID plus local RBAC alone; closing the
+  # bootstrap switches both back to Deny / disabled in place (the provider's
+  # Update sends network_acls and public_network_access, no replacement).
   public_network_access_enabled = length(var.bootstrap_admin_ip_ranges) > 0 ? true : false
   network_acls {
-    default_action = "Deny"
+    default_action = length(var.bootstrap_admin_ip_ranges) > 0 ? "Allow" : "Deny"
     bypass         = "AzureServices"
   }
-  # Activation: the provider downloads the security domain wrapped to these
-  # certificates; any `security_domain_quorum` of their private keys restores it.
-  security_domain_key_vault_certificate_ids = azurerm_key_vault_certificate.security_domain[*].id
-  security_domain_quorum                    = var.security_domain_quorum
-  tags                                      = local.tags
+  # Not activated here: security_domain_key_vault_certificate_ids would make
+  # the provider download the security domain inside this create call, with
+  # certificates whose private keys sit in a Key Vault. The administrators in
+  # admin_object_ids activate it from the custodians' offline certificates
+  # (`az keyvault security-domain download`, infra/README.md). Only the
+  # Managed HSM Administrator role has securitydomain/download/action
+  # (learn.microsoft.com/azure/key-vault/managed-hsm/built-in-roles).
+  tags = local.tags
 
   lifecycle {
     prevent_destroy = true
-    precondition {
-      condition     = var.security_domain_quorum <= var.security_domain_certificate_count
-      error_message = "security_domain_quorum cannot exceed security_domain_certificate_count."
-    }
   }
 }
 
@@ -162,12 +146,51 @@ locals {
     app     = "the app's envelope KEK: wraps each delivery's data key"
     disks   = "AKS node OS disks and persistent volumes, through the Disk Encryption Set"
   }
-  # Managed HSM local RBAC built-in role definitions.
+  # Managed HSM local RBAC built-in role definitions and their data actions:
+  # learn.microsoft.com/azure/key-vault/managed-hsm/built-in-roles (the
+  # role-permission check, tests/infra/test_runbook_roles.py, keeps the same
+  # table and holds every runbook step to it).
   hsm_roles = {
     crypto_service_encryption_user = "/Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/33413926-3206-4cdd-b39a-83574fe37a17"
-    crypto_officer                 = "/Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/515eb02d-2335-4d2d-92f2-b1cbdf9c3778"
     backup                         = "/Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/7b127d3c-77bd-4e3e-bbe0-dbb8971fa7f8"
   }
+}
+
+# Everything on the HSM's data plane below (role definition, keys, rotation
+# policies, role assignments) depends on its private path, the private
+# endpoint and the DNS zone link, as the Key Vault keys wait for theirs: after
+# the bootstrap the data plane is reachable through that path only.
+
+# The key administrators' role: read a key, change its attributes (enable,
+# disable, expiry: keys/write/action) and rotate it (keys/rotate/action).
+# Rotation policies are Terraform's, applied by the deployer. Not key creation or deletion, no cryptographic
+# operation, and no roleAssignments/write or roleDefinitions/write, so a key
+# administrator cannot grant anyone (themselves included) unwrap. Managed HSM
+# Crypto Officer, which this replaces, can do none of read/write/rotate and
+# can write role assignments (built-in-roles table).
+#
+# azurerm 4.55.0 validates data_actions against the Key Vault 7.4 SDK's
+# DataAction enum (vendor/github.com/jackofallops/kermit/sdk/keyvault/7.4/keyvault/enums.go),
+# which has no keys/rotate/action: Terraform creates the role with read and
+# write, and the HSM policy administrators add rotate once from
+# hsm-key-admin-role.json (infra/README.md, "Apply order", step 5). The
+# permission drift that leaves is ignored here; the offline checks compare
+# this resource and that file.
+resource "azurerm_key_vault_managed_hardware_security_module_role_definition" "key_admin" {
+  name           = uuidv5("url", "cmk-ingest/${local.base}/role/key-administrator")
+  managed_hsm_id = azurerm_key_vault_managed_hardware_security_module.hsm.id
+  role_name      = "cmk-ingest Key Administrator"
+  description    = "Read, update attributes (enable/disable, expiry) and rotate keys. No create, delete, crypto or role management."
+  permission {
+    data_actions = [
+      "Microsoft.KeyVault/managedHsm/keys/read/action",
+      "Microsoft.KeyVault/managedHsm/keys/write/action",
+    ]
+  }
+  lifecycle {
+    ignore_changes = [permission]
+  }
+  depends_on = [azurerm_private_endpoint.hsm, azurerm_private_dns_zone_virtual_network_link.link]
 }
 
 resource "azurerm_key_vault_managed_hardware_security_module_key" "key" {
@@ -185,17 +208,21 @@ resource "azurerm_key_vault_managed_hardware_security_module_key" "key" {
     # Rotation creates new versions outside Terraform.
     ignore_changes = [expiration_date, not_before_date]
   }
+  depends_on = [azurerm_private_endpoint.hsm, azurerm_private_dns_zone_virtual_network_link.link]
 }
 
 # Rotation: a new version every key_rotation_after (Azure's minimum is 7 days);
 # versions expire after key_expire_after. Cosmos DB, Storage and the Disk
 # Encryption Set follow the versionless key id; the runbook keeps each old
-# version enabled until every consumer has moved.
+# version enabled until every consumer has moved. managed_hsm_key_id takes
+# the versionless key id (the key resource's `id`); azurerm 4.55.0 deprecates
+# no managed_hsm_key_id argument of the resources used here.
 resource "azurerm_key_vault_managed_hardware_security_module_key_rotation_policy" "key" {
   for_each            = local.hsm_keys
   managed_hsm_key_id  = azurerm_key_vault_managed_hardware_security_module_key.key[each.key].id
   time_after_creation = var.key_rotation_after
   expire_after        = var.key_expire_after
+  depends_on          = [azurerm_private_endpoint.hsm, azurerm_private_dns_zone_virtual_network_link.link]
 }
 
 # Each consumer's identity may get, wrap and unwrap with its own key only.
@@ -206,17 +233,19 @@ resource "azurerm_key_vault_managed_hardware_security_module_role_assignment" "c
   scope              = "/keys/${azurerm_key_vault_managed_hardware_security_module_key.key[each.key].name}"
   role_definition_id = local.hsm_roles.crypto_service_encryption_user
   principal_id       = azurerm_user_assigned_identity.consumer[each.key].principal_id
+  depends_on         = [azurerm_private_endpoint.hsm, azurerm_private_dns_zone_virtual_network_link.link]
 }
 
-# Rotation, enable/disable and backup of each key stay with the key admin
-# group, key by key.
+# Attributes, rotation policy and rotation of each key stay with the key admin
+# group, key by key, through the custom role above.
 resource "azurerm_key_vault_managed_hardware_security_module_role_assignment" "key_admin" {
   for_each           = local.hsm_keys
   managed_hsm_id     = azurerm_key_vault_managed_hardware_security_module.hsm.id
-  name               = uuidv5("url", "cmk-ingest/${local.base}/${each.key}/crypto-officer")
+  name               = uuidv5("url", "cmk-ingest/${local.base}/${each.key}/key-administrator")
   scope              = "/keys/${azurerm_key_vault_managed_hardware_security_module_key.key[each.key].name}"
-  role_definition_id = local.hsm_roles.crypto_officer
+  role_definition_id = azurerm_key_vault_managed_hardware_security_module_role_definition.key_admin.resource_manager_id
   principal_id       = var.key_admin_group_object_id
+  depends_on         = [azurerm_private_endpoint.hsm, azurerm_private_dns_zone_virtual_network_link.link]
 }
 
 # ---------------------------------------------------------------------------

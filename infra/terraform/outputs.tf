@@ -27,14 +27,19 @@ output "spin_variables" {
     cosmos_write_mode  = var.cosmos_write_mode
     partition_key      = "/source"
     protected_fields   = var.protected_fields
-    # The account is replaced when the stage switch flips (a CMK only at
-    # creation, cosmos.tf), so a customer-managed account never holds
-    # first-stage records: refuse any record without an envelope header.
+    # Refuse any record without an envelope header. During a stage switch
+    # the new account holds copied first-stage records in plaintext until
+    # the sealing pass has passed over them: the runbook sets this to "true"
+    # in the ConfigMap for that window only (infra/README.md, "Stage
+    # switch", step 4).
     read_accept_unsealed = "false"
     hsm_endpoint         = trimsuffix(azurerm_key_vault_managed_hardware_security_module.hsm.hsm_uri, "/")
     hsm_key_name         = var.encryption == "customer-managed" ? azurerm_key_vault_managed_hardware_security_module_key.key["app"].name : ""
     hsm_key_check_secs   = "30"
     hsm_local_wrap       = var.hsm_local_wrap ? "true" : "false"
+    # Explicit either way: the app refuses to start with protected_fields
+    # set and no key name unless the first stage is chosen.
+    cmk_stage = var.encryption == "customer-managed" ? "2" : "1"
     # Tokens from the token proxy, which holds the app identity's workload
     # identity federation (identities.tf).
     identity                = "managed-identity"
@@ -129,19 +134,12 @@ output "eventgrid_topic_endpoint" {
   value = azurerm_eventgrid_topic.events.endpoint
 }
 
-output "security_domain_certificate_ids" {
-  value = azurerm_key_vault_certificate.security_domain[*].id
-}
-
 output "encryption" {
   value = var.encryption
 }
 
-# The security domain the provider downloaded at activation, wrapped to the
-# security-domain certificates. Save it offline right after the first apply
-# (infra/README.md, bootstrap step 3); it is also in the state, so the state
-# backend must be as protected as the HSM's administrators.
-output "security_domain_encrypted_data" {
-  value     = azurerm_key_vault_managed_hardware_security_module.hsm.security_domain_encrypted_data
-  sensitive = true
+# For the cluster root module (infra/terraform-cluster): which cluster it
+# installs onto.
+output "resource_group_name" {
+  value = azurerm_resource_group.main.name
 }

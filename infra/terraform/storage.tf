@@ -4,6 +4,7 @@
 resource "azurerm_storage_account" "events" {
   #checkov:skip=CKV_AZURE_36:bypass includes AzureServices (network_rules below); checkov 3.3.30 renders this account's bypass list one level deeper and misses it (the HSM backup account, written the same way, passes)
   #checkov:skip=CKV2_AZURE_1:the customer key is set inline (customer_managed_key with managed_hsm_key_id); CKV_CMK_5 holds it to an HSM key
+  #checkov:skip=CKV_AZURE_33:queue logging is the queueServices diagnostic setting below (StorageRead/Write/Delete to Log Analytics); queue_properties is written over the queue data plane and is refused with features.storage.data_plane_available = false, which versions.tf sets so that no plan reads this account's data plane (hashicorp/terraform-provider-azurerm issue 33454)
   name                              = "st${local.base}"
   location                          = azurerm_resource_group.main.location
   resource_group_name               = azurerm_resource_group.main.name
@@ -48,31 +49,19 @@ resource "azurerm_storage_account" "events" {
       days = 30
     }
   }
-  queue_properties {
-    logging {
-      delete                = true
-      read                  = true
-      write                 = true
-      version               = "1.0"
-      retention_policy_days = 30
-    }
-    hour_metrics {
-      enabled               = true
-      include_apis          = true
-      version               = "1.0"
-      retention_policy_days = 30
-    }
-    minute_metrics {
-      enabled               = true
-      include_apis          = true
-      version               = "1.0"
-      retention_policy_days = 30
-    }
-  }
   sas_policy {
     expiration_period = "00.01:00:00"
   }
   tags = local.tags
+
+  # Holds the event queue, the poison queue and the dead letters. The stage
+  # switch changes customer_managed_key and shared_access_key_enabled, both
+  # in place (neither is ForceNew in azurerm 4.55.0
+  # internal/services/storage/storage_account_resource.go); the ForceNew
+  # arguments here do not depend on the stage (tests/infra/test_replacement.py).
+  lifecycle {
+    prevent_destroy = true
+  }
 
   depends_on = [azurerm_key_vault_managed_hardware_security_module_role_assignment.consumer]
 }
@@ -103,12 +92,23 @@ resource "azurerm_monitor_diagnostic_setting" "blobs" {
   }
 }
 
+# Queue logs and metrics through Azure Monitor (control plane), instead of
+# the account's queue_properties (Storage Analytics), which the provider
+# reads and writes over the queue data plane (hashicorp/terraform-provider-azurerm
+# issue 33454). Leaving queue_properties out is not enough on its own: with
+# features.storage.data_plane_available on (the default), azurerm 4.55.0's
+# storage account Read fetches the queue and static-website properties over
+# the data plane whether or not they are configured, and fails on a 403.
+# versions.tf turns the flag off, which also refuses queue_properties here.
 resource "azurerm_monitor_diagnostic_setting" "queues" {
   name                       = "queue-logs-to-log-analytics"
   target_resource_id         = "${azurerm_storage_account.events.id}/queueServices/default"
   log_analytics_workspace_id = azurerm_log_analytics_workspace.main.id
   enabled_log {
     category_group = "allLogs"
+  }
+  enabled_metric {
+    category = "Transaction"
   }
 }
 

@@ -54,51 +54,31 @@ variable "tenant_id" {
   type        = string
 }
 
+# The Managed HSM Administrators (built-in role at "/", assigned at creation):
+# the security officers who activate the HSM (only Administrator has
+# securitydomain/download/action), grant the deployer its time-bound roles and
+# run restores. People, not the Terraform principal.
 variable "hsm_admin_object_ids" {
-  description = "Object ids of the Managed HSM administrators (at least two people or one group, never the Terraform principal alone)."
+  description = "Object ids of the Managed HSM administrators (the security officers: at least two people, never the Terraform principal)."
   type        = list(string)
   validation {
-    condition     = length(var.hsm_admin_object_ids) >= 1
-    error_message = "At least one HSM administrator is needed."
+    condition     = length(var.hsm_admin_object_ids) >= 2
+    error_message = "At least two HSM administrators (security officers) are needed."
   }
 }
 
 variable "key_admin_group_object_id" {
-  description = "Entra group that rotates keys: gets Managed HSM Crypto Officer on each key (never HSM-wide) and cluster admin."
+  description = "Entra group of the key administrators: gets the custom cmk-ingest Key Administrator role on each key (never HSM-wide) and cluster admin."
   type        = string
 }
 
-# Security domain activation: the HSM is activated by the provider with these
-# RSA certificates (public parts); the quorum of their private keys is needed
-# to restore the security domain. See infra/README.md for generating them
-# offline and importing only what activation needs.
-variable "security_domain_certificate_count" {
-  description = "How many RSA certificates wrap the security domain (>= 3)."
-  type        = number
-  default     = 3
-  validation {
-    condition     = var.security_domain_certificate_count >= 3 && var.security_domain_certificate_count <= 10
-    error_message = "Between 3 and 10 security domain certificates."
-  }
-}
-
-variable "security_domain_quorum" {
-  description = "How many of the certificates' private keys restore the security domain (>= 2, <= the count)."
-  type        = number
-  default     = 2
-  validation {
-    condition     = var.security_domain_quorum >= 2
-    error_message = "The quorum is at least 2."
-  }
-}
-
 variable "hsm_key_size" {
-  description = "RSA size of every HSM key: 2048 (default), 3072 or 4096. On Managed HSM, RSA-3072 unwrap throughput is about a third of RSA-2048's."
+  description = "RSA-HSM size of every key: 2048 (default) or 3072, the sizes of the reference design. On Managed HSM, RSA-3072 unwrap throughput is about a third of RSA-2048's."
   type        = number
   default     = 2048
   validation {
-    condition     = contains([2048, 3072, 4096], var.hsm_key_size)
-    error_message = "hsm_key_size must be 2048, 3072 or 4096."
+    condition     = contains([2048, 3072], var.hsm_key_size)
+    error_message = "hsm_key_size must be 2048 or 3072."
   }
 }
 
@@ -121,9 +101,13 @@ variable "key_expiration_date" {
 }
 
 # Bootstrap only: the HSM and the Key Vault are reachable from nowhere but the
-# private endpoints. While Terraform first creates keys and role assignments
-# from outside the virtual network, set this to the operators' public ranges;
-# set it back to [] (the default) afterwards. The checks fail while it is set.
+# private endpoints. While the HSM is activated and Terraform first creates
+# keys and role assignments from outside the virtual network, set this to the
+# operators' public ranges; set it back to [] (the default) afterwards. Key
+# Vault, Storage and Cosmos DB admit exactly these ranges; the Managed HSM
+# has no IP rules in the provider and admits every network meanwhile
+# (default_action Allow, Entra ID and local RBAC still required). The checks
+# fail while it is set.
 variable "bootstrap_admin_ip_ranges" {
   description = "Public CIDR ranges allowed to the HSM, Key Vault, Storage, Cosmos DB during bootstrap only."
   type        = list(string)
@@ -231,4 +215,29 @@ variable "webhook_ingest_key" {
     condition     = var.webhook_ingest_key == "" || length(var.webhook_ingest_key) >= 16
     error_message = "webhook_ingest_key must be one of the app's ingest_keys (at least 16 characters; use 32 or more random characters)."
   }
+}
+
+# The stage switch on a populated estate (infra/README.md, "Stage switch"):
+# the Cosmos DB account cannot take a Managed HSM key in place, so the
+# customer-managed account is a new generation beside the stage-one one.
+variable "cosmos_account_generation" {
+  description = "Generation of the serving Cosmos DB account (its name: cosmos-<base>, then cosmos-<base>-g<N>). Raise by one only in the documented migration."
+  type        = number
+  default     = 1
+  validation {
+    condition     = var.cosmos_account_generation >= 1 && floor(var.cosmos_account_generation) == var.cosmos_account_generation
+    error_message = "cosmos_account_generation is a whole number from 1."
+  }
+}
+
+variable "cosmos_retiring_account_name" {
+  description = "During a migration only: the name of the previous Cosmos DB account, kept (never changed or deleted by Terraform) until it is removed by an explicit step. Empty otherwise."
+  type        = string
+  default     = ""
+}
+
+variable "cosmos_migration_operator_object_ids" {
+  description = "During a migration only: Entra object ids of the operators who run scripts/migrate-records. Each gets Cosmos DB Built-in Data Contributor on the serving account and Built-in Data Reader on the retiring one; set back to [] at the migration's last step, which removes both."
+  type        = list(string)
+  default     = []
 }

@@ -892,11 +892,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--identity-header", help="the App Service X-IDENTITY-HEADER value")
     p.add_argument("--lifetime", type=int, default=3600, help="access-token lifetime in seconds")
     p.add_argument("--cluster-issuer", default=DEFAULT_CLUSTER_ISSUER, help="issuer of federated assertions")
+    p.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM) instead of a self-signed one")
+    p.add_argument("--tls-key", help="the private key (PEM) of --tls-cert")
     args = p.parse_args(argv)
 
     entra = Entra(load_principals(args), args.lifetime, args.cluster_issuer)
     state_dir = Path(args.state_dir) if args.state_dir else Path(tempfile.mkdtemp(prefix="entra-standin-"))
-    cert, key = write_self_signed(state_dir, "entra")
+    if args.tls_cert and args.tls_key:
+        cert, key = Path(args.tls_cert), Path(args.tls_key)
+    else:
+        cert, key = write_self_signed(state_dir, "entra")
     plain, tls = start_listeners(make_handler(entra), args.listen, args.listen_tls, cert, key)
     print(f"entra: tenant {entra.tenant}, certificate {cert}", file=sys.stderr, flush=True)
     print(f"entra listening on http://{plain.server_address[0]}:{plain.server_port} "

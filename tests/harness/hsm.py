@@ -594,12 +594,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--issuer", help="expected token issuer (default https://login.microsoftonline.com/TENANT/v2.0)")
     p.add_argument("--vault-url", help="base of key ids (default: the URL each request came in on)")
     p.add_argument("--leeway", type=int, default=60, help="seconds of clock skew allowed on exp/nbf")
+    p.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM) instead of a self-signed one")
+    p.add_argument("--tls-key", help="the private key (PEM) of --tls-cert")
     args = p.parse_args(argv)
 
     store = Store(args.tenant, args.jwks, args.issuer or f"{AUTHORITY_HOST}/{args.tenant}/v2.0", args.leeway,
                   args.vault_url)
     state_dir = Path(args.state_dir) if args.state_dir else Path(tempfile.mkdtemp(prefix="hsm-standin-"))
-    cert, key = write_self_signed(state_dir, "hsm")
+    if args.tls_cert and args.tls_key:
+        cert, key = Path(args.tls_cert), Path(args.tls_key)
+    else:
+        cert, key = write_self_signed(state_dir, "hsm")
     plain, tls = start_listeners(make_handler(store), args.listen, args.listen_tls, cert, key)
     print(f"hsm: tenant {args.tenant}, certificate {cert}", file=sys.stderr, flush=True)
     print(f"hsm listening on http://{plain.server_address[0]}:{plain.server_port} "

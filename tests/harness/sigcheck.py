@@ -355,13 +355,15 @@ class Stats:
     def reset(self) -> None:
         self.total = self.forwarded = self.rejected = self.faulted = 0
         self.in_flight = self.max_in_flight = 0
+        self.tls_connections = self.tls_requests = 0
         self.accepted_by_type = {"master": 0, "aad": 0}
         self.faults = []
 
     def as_dict(self) -> dict:
         return {"total": self.total, "forwarded": self.forwarded, "rejected": self.rejected,
                 "faulted": self.faulted, "pending_faults": len(self.faults), "max_in_flight": self.max_in_flight,
-                "accepted_by_type": dict(self.accepted_by_type)}
+                "accepted_by_type": dict(self.accepted_by_type),
+                "tls_connections": self.tls_connections, "tls_requests": self.tls_requests}
 
     def take_fault(self) -> dict | None:
         with self.lock:
@@ -565,6 +567,40 @@ def serve(listen: str, upstream: str, key: str, aad: AadPolicy | None = None,
     return server
 
 
+def serve_tls(plain: ThreadingHTTPServer, listen: str, cert: str, key: str) -> ThreadingHTTPServer:
+    """An HTTPS listener with the same handler and counters as `plain`,
+    serving from a background thread."""
+    import ssl
+
+    class TlsHandler(plain.RequestHandlerClass):
+        def setup(self):
+            # The handshake runs in the request's thread, not the accept loop.
+            self.request.settimeout(10)
+            self.request.do_handshake()
+            self.request.settimeout(None)
+            with plain.stats.lock:
+                plain.stats.tls_connections += 1
+            super().setup()
+
+        def handle_one_request(self):
+            self.command = None  # stays None when the client closed the connection
+            super().handle_one_request()
+            if self.command:
+                with plain.stats.lock:
+                    plain.stats.tls_requests += 1
+
+    host, port = listen.rsplit(":", 1)
+    tls = ThreadingHTTPServer((host, int(port)), TlsHandler)
+    tls.daemon_threads = True
+    tls.stats = plain.stats
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    tls.socket = ctx.wrap_socket(tls.socket, server_side=True, do_handshake_on_connect=False)
+    threading.Thread(target=tls.serve_forever, name="tls", daemon=True).start()
+    return tls
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--listen", required=True, help="HOST:PORT to listen on (PORT 0: any free port)")
@@ -575,6 +611,9 @@ def main() -> None:
                    help="the account's token audience, e.g. https://acct.documents.azure.com (repeatable)")
     p.add_argument("--aad-issuer", action="append", default=[], help="a trusted token issuer (repeatable)")
     p.add_argument("--log", help="append the log here instead of standard error")
+    p.add_argument("--listen-tls", help="also serve HTTPS on HOST:PORT (needs --tls-cert and --tls-key)")
+    p.add_argument("--tls-cert", help="server certificate (PEM) for --listen-tls")
+    p.add_argument("--tls-key", help="its private key (PEM)")
     a = p.parse_args()
     try:
         base64.b64decode(a.key, validate=True)
@@ -596,6 +635,11 @@ def main() -> None:
     server = serve(a.listen, a.upstream, a.key, aad, log)
     host = server.server_address[0]
     print(f"sigcheck listening on http://{host}:{server.server_port}", flush=True)
+    if a.listen_tls:
+        if not (a.tls_cert and a.tls_key):
+            p.error("--listen-tls needs --tls-cert and --tls-key")
+        tls = serve_tls(server, a.listen_tls, a.tls_cert, a.tls_key)
+        print(f"sigcheck listening on https://{tls.server_address[0]}:{tls.server_port}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -6,7 +6,13 @@ component served by a real Wasm runtime.
   answers 401 as the service does (the server itself accepts any signature).
 - Storage queues: npm `azurite` (checks Shared Key signatures), polled by
   the queue bridge (`CMK_BRIDGE`, built by scripts/bootstrap).
-- The component: `spin up` when the Spin CLI is on PATH; otherwise Wasmtime
+- TLS: a CA generated per session (tls.py) issues the stand-ins'
+  certificates; the Entra ID and Managed HSM stand-ins and the signature
+  check serve HTTPS next to plain HTTP (test controls stay on HTTP).
+- The component: with CMK_RUNTIME=host, the test host (tests/host, built by
+  scripts/bootstrap) runs the unmodified app.wasm as Spin does, trusting the
+  session's CA, and the app reaches every stand-in over HTTPS. Otherwise
+  `spin up` when the Spin CLI is on PATH; otherwise Wasmtime
   (`wasmtime serve`, the engine Spin embeds) running a copy of the app with
   the test-only Spin stub plugged in (variables from SPIN_VARIABLE_*,
   key-value in a directory). Variables are resolved from spin.toml's defaults,
@@ -19,12 +25,12 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import tomllib
 import urllib.request
@@ -83,9 +89,46 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class Interrupted(Exception):
+    """A stop signal arrived (only under `python -m harness.stack`)."""
+
+
+# The signal that asked the stack to stop, or 0. Written by the signal
+# handler and only read elsewhere: the handler does nothing else (no locks, no
+# I/O), so a second or overlapping SIGINT/SIGTERM can never block on state the
+# interrupted code holds. Waits are woken through signal.set_wakeup_fd.
+_stop_signal = 0
+
+
+def _on_stop_signal(signum, _frame) -> None:
+    global _stop_signal
+    _stop_signal = _stop_signal or signum
+
+
+# With CMK_PARENT_PID set (scripts/local sets its own pid), the stack also
+# stops when that process is gone: a script killed before it could pass on
+# a signal leaves nothing running.
+_parent_pid = 0
+
+
+def _orphaned() -> bool:
+    return bool(_parent_pid) and os.getppid() != _parent_pid
+
+
+def check_interrupted() -> None:
+    """Raises Interrupted once a stop signal has arrived (or the parent is
+    gone); start-up calls it between steps and while waiting, so a stack
+    still starting stops too."""
+    if _stop_signal:
+        raise Interrupted(signal.Signals(_stop_signal).name)
+    if _orphaned():
+        raise Interrupted("parent exited")
+
+
 def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        check_interrupted()
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited with {proc.returncode} before listening on {port}")
         try:
@@ -142,26 +185,47 @@ def component_variables(app_values: dict[str, str]) -> dict[str, str]:
     return {f"SPIN_VARIABLE_{k.upper()}": resolve(t) for k, t in component.get("variables", {}).items()}
 
 
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop_all(processes: list[Process], grace: float) -> None:
+    """SIGTERM to every process group at once, SIGKILL to the groups still
+    there after `grace` seconds, then SIGKILL once more to each group so that
+    no descendant of a child survives its leader. Every child runs in its own
+    session, so its process group id is its pid."""
+    for p in processes:
+        if p.proc.poll() is None:
+            _killpg(p.proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for p in processes:
+        try:
+            p.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for p in processes:
+        if p.proc.poll() is None:
+            _killpg(p.proc.pid, signal.SIGKILL)
+            p.proc.wait()
+        # The leader is gone; sweep whatever is left in its group.
+        _killpg(p.proc.pid, signal.SIGKILL)
+
+
 @dataclass
 class Process:
     name: str
     proc: subprocess.Popen
     log: Path
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+    def stop(self, grace: float = 10.0) -> None:
+        stop_all([self], grace)
 
 
 def start(name: str, argv: list[str], workdir: Path, env_extra: dict[str, str] | None = None) -> Process:
+    check_interrupted()
     log = workdir / f"{name}.log"
     child_env = dict(os.environ)
     child_env.update(env_extra or {})
@@ -201,7 +265,10 @@ class Stack:
     entra_url: str = ""
     hsm_url: str = ""  # plain HTTP, for the component and test controls
     hsm_tls_url: str = ""  # HTTPS, for the official SDK
-    hsm_cert: str = ""
+    hsm_cert: str = ""  # the CA file that verifies every stand-in's HTTPS
+    entra_tls_url: str = ""
+    sigcheck_tls_url: str = ""  # HTTPS in front of Cosmos DB (the signature check)
+    ca: object = None  # tls.LocalCA
 
     @property
     def cosmos_key(self) -> str:
@@ -226,6 +293,9 @@ class Stack:
 
     def start_peers(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        from harness.tls import LocalCA
+
+        self.ca = LocalCA(self.workdir / "tls")
         node_modules = Path(env("CMK_NODE_MODULES"))
         python = env("CMK_PYTHON")
 
@@ -240,19 +310,23 @@ class Stack:
         self.cosmos_raw_url = f"http://127.0.0.1:{raw_port}"
 
         self.start_key_services()
-        sig_port = free_port()
+        sig_port, sig_tls_port = free_port(), free_port()
+        sig_cert, sig_key = self.ca.issue("sigcheck")
         aad = ["--aad-jwks", f"{self.entra_url}/{TENANT}/discovery/v2.0/keys", "--aad-audience", COSMOS_AUDIENCE]
         for issuer in ISSUERS:
             aad += ["--aad-issuer", issuer]
         sig = start(
             "sigcheck",
             [python, str(ROOT / "tests/harness/sigcheck.py"), "--listen", f"127.0.0.1:{sig_port}",
-             "--upstream", self.cosmos_raw_url, "--key", self.cosmos_key, *aad],
+             "--upstream", self.cosmos_raw_url, "--key", self.cosmos_key, *aad,
+             "--listen-tls", f"127.0.0.1:{sig_tls_port}", "--tls-cert", str(sig_cert), "--tls-key", str(sig_key)],
             self.workdir,
         )
         self.processes.append(sig)
         wait_for_port(sig_port, sig.proc, "sigcheck")
+        wait_for_port(sig_tls_port, sig.proc, "sigcheck (TLS)")
         self.cosmos_url = self.sigcheck_url = f"http://127.0.0.1:{sig_port}"
+        self.sigcheck_tls_url = f"https://127.0.0.1:{sig_tls_port}"
 
         queue_port = free_port()
         azurite = start(
@@ -275,22 +349,29 @@ class Stack:
         python = env("CMK_PYTHON")
         principals = self.workdir / "principals.json"
         principals.write_text(json.dumps(PRINCIPALS))
-        entra_port = free_port()
+        entra_port, entra_tls_port = free_port(), free_port()
+        entra_cert, entra_key = self.ca.issue("entra")
         entra = start("entra", [python, str(ROOT / "tests/harness/entra.py"), "--listen",
-                                f"127.0.0.1:{entra_port}", "--principals", str(principals), "--state-dir", str(self.workdir)], self.workdir)
+                                f"127.0.0.1:{entra_port}", "--principals", str(principals), "--state-dir", str(self.workdir),
+                                "--listen-tls", f"127.0.0.1:{entra_tls_port}",
+                                "--tls-cert", str(entra_cert), "--tls-key", str(entra_key)], self.workdir)
         self.processes.append(entra)
         wait_for_port(entra_port, entra.proc, "entra stand-in")
+        wait_for_port(entra_tls_port, entra.proc, "entra stand-in (TLS)")
         self.entra_url = f"http://127.0.0.1:{entra_port}"
+        self.entra_tls_url = f"https://127.0.0.1:{entra_tls_port}"
+        hsm_cert, hsm_key = self.ca.issue("hsm")
         hsm_port, tls_port = free_port(), free_port()
         hsm = start("hsm", [python, str(ROOT / "tests/harness/hsm.py"), "--listen", f"127.0.0.1:{hsm_port}",
                             "--listen-tls", f"127.0.0.1:{tls_port}", "--state-dir", str(self.workdir),
                             "--tenant", TENANT, "--jwks", f"{self.entra_url}/{TENANT}/discovery/v2.0/keys",
-                            "--issuer", f"https://login.microsoftonline.com/{TENANT}/v2.0"], self.workdir)
+                            "--issuer", f"https://login.microsoftonline.com/{TENANT}/v2.0",
+                            "--tls-cert", str(hsm_cert), "--tls-key", str(hsm_key)], self.workdir)
         self.processes.append(hsm)
         wait_for_port(hsm_port, hsm.proc, "hsm stand-in")
         wait_for_port(tls_port, hsm.proc, "hsm stand-in (TLS)")
         self.hsm_url, self.hsm_tls_url = f"http://127.0.0.1:{hsm_port}", f"https://127.0.0.1:{tls_port}"
-        self.hsm_cert = str(self.workdir / "hsm-cert.pem")
+        self.hsm_cert = str(self.ca.ca_file)
         self.hsm_admin("POST", "keys", {"name": KEK_NAME, "size": 2048, "ops": ["wrapKey", "unwrapKey"]})
         for oid in APP_PRINCIPALS:
             self.hsm_admin("POST", "grants", {"key": KEK_NAME, "object_id": oid, "ops": ["get", "wrapKey", "unwrapKey"]})
@@ -313,6 +394,7 @@ class Stack:
         v = {
             "SPIN_VARIABLE_HSM_ENDPOINT": self.hsm_url,
             "SPIN_VARIABLE_HSM_KEY_NAME": KEK_NAME,
+            "SPIN_VARIABLE_CMK_STAGE": "2",
             **self.identity_variables(identity),
         }
         v.update({f"SPIN_VARIABLE_{k.upper()}": val for k, val in extra.items()})
@@ -431,11 +513,52 @@ class Stack:
 
     # -- the component -----------------------------------------------------
 
-    def serve_app(self, name: str = "app", overrides: dict[str, str] | None = None, port: int | None = None) -> App:
+    def over_tls(self, variables: dict[str, str]) -> dict[str, str]:
+        """`variables` with every stand-in origin the app reaches (Cosmos DB
+        through the signature check, Entra ID, Managed HSM) moved from its
+        plain HTTP listener to its HTTPS one."""
+        origins = {self.sigcheck_url: self.sigcheck_tls_url, self.entra_url: self.entra_tls_url,
+                   self.hsm_url: self.hsm_tls_url}
+        out = {}
+        for k, v in variables.items():
+            for plain, tls in origins.items():
+                if plain and tls and (v == plain or v.startswith(plain + "/")):
+                    v = tls + v[len(plain):]
+            out[k] = v
+        return out
+
+    def app_kid(self, app: App, kid: str) -> str:
+        """A key id from the HSM's admin API (plain listener) as the app sees
+        it: on the origin the app was given (HTTPS on the test host)."""
+        return app.variables["SPIN_VARIABLE_HSM_ENDPOINT"] + kid[len(self.hsm_url):] if kid.startswith(
+            self.hsm_url + "/") else kid
+
+    def serve_app(self, name: str = "app", overrides: dict[str, str] | None = None, port: int | None = None,
+                  runtime: str | None = None, tls: bool = True, manifest: Path | None = None) -> App:
+        """Serves the app. `runtime`: "host" (the test host), "wasmtime" or
+        "spin"; default CMK_RUNTIME, else spin when on PATH, else wasmtime.
+        On the test host with `tls`, the app reaches the stand-ins over HTTPS;
+        `manifest` replaces spin.toml there (same variables)."""
         variables = spin_variables({"SPIN_VARIABLE_COSMOS_ENDPOINT": self.cosmos_url, **(overrides or {})})
         port = port or free_port()
         spin = shutil.which("spin")
-        if spin and not os.environ.get("CMK_FORCE_WASMTIME"):
+        runtime = runtime or os.environ.get("CMK_RUNTIME") or ""
+        if runtime == "host":
+            if tls:
+                variables = self.over_tls(variables)
+            state = self.workdir / f"{name}-host-state"
+            state.mkdir(exist_ok=True)
+            cap = os.environ.get("CMK_MAX_CONCURRENT_REQUESTS", str(MAX_CONCURRENT_REQUESTS))
+            argv = [env("CMK_TEST_HOST"), "--manifest", str(manifest or ROOT / "spin.toml"), "--listen", f"127.0.0.1:{port}",
+                    "--wasm", env("CMK_APP_WASM"), "--kv-db", str(state / "sqlite_key_value.db"),
+                    "--ca-file", str(self.ca.ca_file), "--max-concurrency", cap if cap != "0" else "100000",
+                    "--cache-dir", str(Path(os.environ.get("CMK_CACHE", self.workdir)) / "host-code")]
+            clean = {k: v for k, v in os.environ.items() if not k.startswith("SPIN_VARIABLE_")}
+            log = self.workdir / f"{name}.log"
+            proc = Process(name, subprocess.Popen(argv, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                                                  stdin=subprocess.DEVNULL, env={**clean, **variables},
+                                                  cwd=self.workdir, start_new_session=True), log)
+        elif runtime == "spin" or (spin and runtime != "wasmtime" and not os.environ.get("CMK_FORCE_WASMTIME")):
             runtime = "spin"
             argv = [spin, "up", "--from", str(ROOT / "spin.toml"), "--listen", f"127.0.0.1:{port}",
                     "--state-dir", str(self.workdir / f"{name}-spin-state")]
@@ -460,43 +583,104 @@ class Stack:
         wait_for_port(port, proc.proc, f"{runtime} serving {name}", timeout=120)
         return App(f"http://127.0.0.1:{port}", variables, proc, runtime)
 
-    def stop(self) -> None:
-        for p in reversed(self.processes):
-            p.stop()
+    def stop(self, grace: float = 5.0) -> None:
+        """Stops every process the stack started; bounded by `grace` plus
+        the time SIGKILL takes."""
+        stop_all(list(reversed(self.processes)), grace)
         self.processes.clear()
 
 
+# What scripts/local seals by default: fields a sample event carries.
+LOCAL_PROTECTED_FIELDS = {"*": ["/data/ssn", "/data/card/number"]}
+
+
+def serve_local(stack: Stack, stage: str, port: int) -> dict:
+    """The local run: the app on `port`; in stage two sealing sample fields
+    under the stand-in HSM's key and fed by the queue bridge."""
+    info: dict = {"stage": stage}
+    if stage == "two":
+        overrides = stack.stage_two(
+            protected_fields=json.dumps(LOCAL_PROTECTED_FIELDS),
+            # Check the key on every delivery, so the key drill shows at once.
+            hsm_key_check_secs="0",
+        )
+        info.update(hsm=stack.hsm_url, key=KEK_NAME, protected_fields=LOCAL_PROTECTED_FIELDS)
+    else:
+        overrides = {}
+    app = stack.serve_app(port=port, overrides=overrides)
+    info.update(app=app.url, runtime=app.runtime)
+    if stage == "two":
+        bridge_settings = dict(
+            # A refused message comes back soon, and not to the poison queue
+            # during a short key drill.
+            VISIBILITY_TIMEOUT_SECS="5", REQUEST_TIMEOUT_SECS="4", MAX_DEQUEUE_COUNT="20",
+            POLL_INTERVAL_MS="500",
+        )
+        stack.start_bridge("bridge", stack.bridge_env(f"{app.url}/queue", **bridge_settings))
+        info.update(bridge_queue=QUEUE_NAME, bridge_log=str(stack.workdir / "bridge.log"))
+    return info
+
+
 def main() -> None:
-    """`python -m harness.stack DIR`: start everything, write DIR/stack.json, and
-    serve until interrupted (used by scripts/local)."""
+    """`python -m harness.stack DIR [--stage one|two]`: start everything,
+    write DIR/stack.json, and serve until SIGINT or SIGTERM (used by
+    scripts/local). A stop signal also ends a start still under way; every
+    child is stopped, with SIGKILL after a short grace."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("dir")
+    parser.add_argument("--stage", choices=["one", "two"], default="two")
+    parser.add_argument("--grace", type=float, default=2.0, help="seconds before SIGKILL on stop")
+    args = parser.parse_args()
     # Handlers, not a blocked mask: children inherit a blocked mask and
     # would then ignore the SIGTERM that stops them. Set explicitly, since a
-    # background job of a shell starts with SIGINT ignored.
-    stopping = threading.Event()
+    # background job of a shell starts with SIGINT ignored. The handler only
+    # records the signal; the wakeup pipe ends the wait below at once.
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stopping.set())
-    workdir = Path(sys.argv[1]).resolve()
+        signal.signal(sig, _on_stop_signal)
+    global _parent_pid
+    _parent_pid = int(os.environ.get("CMK_PARENT_PID", "0"))
+    workdir = Path(args.dir).resolve()
     port = int(os.environ.get("CMK_PORT", "3000"))
     stack = Stack(workdir)
     try:
         stack.start_peers()
-        app = stack.serve_app(port=port)
+        check_interrupted()
+        served = serve_local(stack, args.stage, port)
         info = {
-            "app": app.url,
-            "runtime": app.runtime,
+            **served,
             "cosmos": stack.cosmos_url,
             "cosmos_raw": stack.cosmos_raw_url,
             "database": stack.database,
             "container": stack.container,
             "queue": stack.queue_url,
+            "queue_connection_string": stack.queue_connection_string,
+            "sigcheck": stack.sigcheck_url,
+            "entra": stack.entra_url,
+            "hsm_tls": stack.hsm_tls_url,
             "logs": str(workdir),
         }
-        (workdir / "stack.json").write_text(json.dumps(info, indent=2))
+        check_interrupted()
+        tmp = workdir / "stack.json.tmp"
+        tmp.write_text(json.dumps(info, indent=2))
+        tmp.replace(workdir / "stack.json")
         print(json.dumps(info), flush=True)
-        while not stopping.wait(0.5):
-            pass
+        while not _stop_signal and not _orphaned():
+            try:
+                select.select([wake_r], [], [], 1.0)
+                while os.read(wake_r, 64):
+                    pass
+            except (BlockingIOError, InterruptedError):
+                pass
+    except Interrupted:
+        pass
     finally:
-        stack.stop()
+        stack.stop(grace=args.grace)
 
 
 if __name__ == "__main__":

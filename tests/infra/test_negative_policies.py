@@ -23,9 +23,9 @@ CASES = {
          "  purge_protection_enabled   = true\n  soft_delete_retention_days = 90\n  # Private",
          "  purge_protection_enabled   = false\n  soft_delete_retention_days = 90\n  # Private",
          [("CKV_CMK_1", HSM)]),
-        ("security-domain-quorum-of-one", "hsm.tf",
-         "security_domain_quorum                    = var.security_domain_quorum",
-         "security_domain_quorum                    = 1",
+        ("hsm-activated-from-vault-certificates", "hsm.tf",
+         "  tags = local.tags\n\n  lifecycle {\n    prevent_destroy = true\n  }\n}\n\nresource \"azurerm_monitor_diagnostic_setting\" \"hsm\"",
+         "  security_domain_key_vault_certificate_ids = [\"https://kv.vault.azure.net/certificates/c0/1\", \"https://kv.vault.azure.net/certificates/c1/1\", \"https://kv.vault.azure.net/certificates/c2/1\"]\n  security_domain_quorum                    = 2\n  tags = local.tags\n\n  lifecycle {\n    prevent_destroy = true\n  }\n}\n\nresource \"azurerm_monitor_diagnostic_setting\" \"hsm\"",
          [("CKV_CMK_11", HSM)]),
         ("hsm-key-allows-encrypt", "hsm.tf",
          'key_opts        = ["wrapKey", "unwrapKey"]\n  expiration_date = var.key_expiration_date\n  tags            = merge',
@@ -68,7 +68,7 @@ CASES = {
          "workload_identity_enabled = false",
          [("CKV_CMK_10", AKS)]),
         ("aks-os-disks-on-platform-keys", "aks.tf",
-         'disk_encryption_set_id = var.encryption == "customer-managed" ? azurerm_disk_encryption_set.disks.id : null',
+         'disk_encryption_set_id = azurerm_disk_encryption_set.disks.id',
          "disk_encryption_set_id = null",
          [("CKV_CMK_12", AKS)]),
         ("backup-immutability-one-day", "backup.tf",
@@ -78,9 +78,13 @@ CASES = {
     ],
     "B": [
         ("hsm-public-network", "hsm.tf",
-         "  public_network_access_enabled = length(var.bootstrap_admin_ip_ranges) > 0 ? true : false\n  network_acls {\n    default_action = \"Deny\"\n    bypass         = \"AzureServices\"\n  }\n  # Activation",
-         "  public_network_access_enabled = true\n  network_acls {\n    default_action = \"Deny\"\n    bypass         = \"AzureServices\"\n  }\n  # Activation",
+         "  public_network_access_enabled = length(var.bootstrap_admin_ip_ranges) > 0 ? true : false\n  network_acls {\n    default_action = length",
+         "  public_network_access_enabled = true\n  network_acls {\n    default_action = length",
          [("CKV_CMK_1", HSM)]),
+        ("key-vault-key-of-4096-bits", "hsm.tf",
+         'name            = "hsm-backup-storage-kek"\n  key_vault_id    = azurerm_key_vault.kv.id\n  key_type        = "RSA-HSM"\n  key_size        = var.hsm_key_size',
+         'name            = "hsm-backup-storage-kek"\n  key_vault_id    = azurerm_key_vault.kv.id\n  key_type        = "RSA-HSM"\n  key_size        = 4096',
+         [("CKV_CMK_2", "azurerm_key_vault_key.hsm_backup_storage")]),
         ("default-pool-without-host-encryption", "aks.tf",
          "    only_critical_addons_enabled = true\n    host_encryption_enabled      = true",
          "    only_critical_addons_enabled = true\n    host_encryption_enabled      = false",
@@ -125,6 +129,56 @@ def test_backup_container_without_immutability_policy_fails(tree_copy):
     assert ("CKV2_CMK_1", "azurerm_storage_container.hsm_backup") in fails
 
 
+# Certificate policies (CKV_CMK_15): the tree holds no Key Vault certificate
+# (the security domain's custodian keys are generated offline), so the policy
+# is exercised on copies that add certificates: each must get the verdict.
+CERT = """
+resource "azurerm_key_vault_certificate" "{name}" {{
+  name         = "{name}"
+  key_vault_id = azurerm_key_vault.kv.id
+  certificate_policy {{
+    issuer_parameters {{
+      name = "Self"
+    }}
+    key_properties {{
+      exportable = {exportable}
+      key_type   = "{key_type}"
+      key_size   = {key_size}
+      reuse_key  = {reuse}
+    }}
+    secret_properties {{
+      content_type = "application/x-pkcs12"
+    }}
+    x509_certificate_properties {{
+      subject            = "CN={subject}"
+      key_usage          = ["keyEncipherment", "digitalSignature"]
+      validity_in_months = 12
+    }}
+  }}
+}}
+"""
+CERT_CASES = [
+    # (name, exportable, key_type, key_size, reuse_key, subject, verdict)
+    ("exportable_rsa_hsm", "true", "RSA-HSM", 3072, "false", "tls", "FAILED"),
+    ("exportable_rsa", "true", "RSA", 3072, "false", "tls", "PASSED"),
+    ("hsm_not_exportable", "false", "RSA-HSM", 2048, "false", "tls", "PASSED"),
+    ("rsa_1024", "false", "RSA-HSM", 1024, "false", "tls", "FAILED"),
+    ("reused_key", "false", "RSA-HSM", 2048, "true", "tls", "FAILED"),
+    ("custodian_in_vault", "true", "RSA", 3072, "false", "hsm security domain custodian 0", "FAILED"),
+]
+
+
+def test_certificate_policy_rules(tree_copy):
+    p = tree_copy / "terraform" / "hsm.tf"
+    p.write_text(p.read_text() + "".join(
+        CERT.format(name=n, exportable=e, key_type=k, key_size=s, reuse=r, subject=sub) for n, e, k, s, r, sub, _ in CERT_CASES))
+    report = infra_lib.run_checkov(tree_copy, "customer-managed", ["CKV_CMK_15"])
+    fails, passes = infra_lib.failed(report), infra_lib.passed(report)
+    for name, *_, verdict in CERT_CASES:
+        pair = ("CKV_CMK_15", f"azurerm_key_vault_certificate.{name}")
+        assert pair in (fails if verdict == "FAILED" else passes), f"{name}: expected {verdict}"
+
+
 def test_cases_cover_every_custom_policy():
-    covered = {c for group in CASES.values() for *_, pairs in group for c, _ in pairs} | {"CKV2_CMK_1"}
-    assert covered == {f"CKV_CMK_{i}" for i in range(1, 15)} | {"CKV2_CMK_1"}
+    covered = {c for group in CASES.values() for *_, pairs in group for c, _ in pairs} | {"CKV2_CMK_1", "CKV_CMK_15"}
+    assert covered == {f"CKV_CMK_{i}" for i in range(1, 16)} | {"CKV2_CMK_1"}

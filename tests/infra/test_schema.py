@@ -1,6 +1,7 @@
 """Every resource type, argument, block and referenced attribute in
-infra/terraform exists in the pinned providers' schema (offline copy in
-provider-schema.json), like `terraform validate`; typos fail."""
+infra/terraform and infra/terraform-cluster (the two root modules) exists in
+the pinned providers' schema (offline copy in provider-schema.json), like
+`terraform validate`; typos fail."""
 
 import json
 import os
@@ -13,13 +14,20 @@ import infra_lib
 import schema_check
 
 TF = infra_lib.INFRA / "terraform"
+CLUSTER = infra_lib.INFRA / "terraform-cluster"
+ROOTS = (TF, CLUSTER)
 
 
 def test_schema_copy_matches_pinned_providers(schema):
     versions = {p: v["version"] for p, v in schema["providers"].items()}
-    text = (TF / "versions.tf").read_text()
-    for provider, version in versions.items():
-        assert f'version = "= {version}"' in text.split(f"{provider} = {{", 1)[1].split("}", 1)[0], provider
+    for root in ROOTS:
+        text = (root / "versions.tf").read_text()
+        for provider, version in versions.items():
+            if f"{provider} = {{" in text:
+                assert f'version = "= {version}"' in text.split(f"{provider} = {{", 1)[1].split("}", 1)[0], (root, provider)
+    pinned = "".join((root / "versions.tf").read_text() for root in ROOTS)
+    for provider in versions:
+        assert f"{provider} = {{" in pinned, f"{provider} is pinned in neither root module"
     assert not schema["missing"]
 
 
@@ -28,15 +36,16 @@ def test_schema_copy_is_current():
     bindings for the types the tree uses now."""
     nm = os.environ.get("CMK_INFRA_NODE_MODULES")
     out = subprocess.run(
-        ["node", str(infra_lib.HERE / "node" / "provider-schema.mjs"), nm, str(TF)],
+        ["node", str(infra_lib.HERE / "node" / "provider-schema.mjs"), nm, *map(str, ROOTS)],
         capture_output=True, text=True, check=True, timeout=300,
     ).stdout
     committed = (infra_lib.HERE / "provider-schema.json").read_text()
     assert json.loads(out) == json.loads(committed), "regenerate: scripts/infra-check --regenerate-schema"
 
 
-def test_tree_matches_schema(schema):
-    assert schema_check.check_tree(TF, schema) == []
+@pytest.mark.parametrize("root", ROOTS, ids=lambda r: r.name)
+def test_tree_matches_schema(schema, root):
+    assert schema_check.check_tree(root, schema) == []
 
 
 BROKEN = [

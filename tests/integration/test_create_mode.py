@@ -2,10 +2,12 @@
 against the local Cosmos server through the signature check: a redelivered
 event finds its document already there, is verified against it and answered
 200 without a second write (etag and timestamp unchanged); a different event
-under the same document id is refused with 409 and the stored document stays
-as it was. Batches: one existing document fails the whole transactional
-batch (207), and the component falls back to creating or verifying each
-document of that group on its own."""
+under the same document id is a conflict and the stored document stays as it
+was: alone it is refused with 409; beside new events the delivery is
+answered 200 with that document reported as 409, so a redelivery converges
+on the same answer. Batches: one existing document fails the whole
+transactional batch (207), and the component falls back to creating or
+verifying each document of that group on its own."""
 
 import copy
 import uuid
@@ -56,10 +58,22 @@ def test_another_event_under_the_same_id_is_a_conflict_and_changes_nothing(creat
     impostor = copy.deepcopy(original)
     impostor["data"]["patient"] = "someone else"
     delivery = [impostor, custom_event(topic, n=1)] if batched else [impostor]
-    status, _, body = post(f"{create_app.url}/events", delivery)
-    assert status == 409, body
-    assert body["error"]["code"] == "DocumentConflict"
-    assert document_id(topic, original["id"]) in body["error"]["message"]
+    for attempt, new_status in enumerate((201, 200)):  # then redelivered
+        status, _, body = post(f"{create_app.url}/events", delivery)
+        if not batched:
+            assert status == 409, body
+            assert body["error"]["code"] == "DocumentConflict"
+            assert document_id(topic, original["id"]) in body["error"]["message"]
+            break
+        # Mixed: the new event is stored, the conflict reported and logged.
+        assert status == 200, body
+        assert [(d["status"], d.get("code")) for d in body["documents"]] == [
+            (409, "DocumentConflict"), (new_status, None)], body
+        assert (body["accepted"], body["conflicts"]) == (1, 1)
+        assert stored(stack, delivery[1])["event"]["data"] == {"n": 1}
+    if batched:
+        assert any('"document_conflict"' in l and document_id(topic, original["id"]) in l
+                   for l in create_app.logs().splitlines())
     after = stored(stack, original)
     assert after["event"]["data"]["patient"] == "original"
     assert (after["_etag"], after["_ts"]) == (before["_etag"], before["_ts"])

@@ -60,7 +60,8 @@ def test_deliveries_wrap_locally_and_unwrap_through_the_hsm(local, stack):
     assert after.get("get", 0) - before.get("get", 0) <= 1, "the key state is read once per interval"
     for e in events:
         doc = stored(stack, topic, e)
-        assert doc["cmk"]["kid"] == f"{stack.hsm_url}/keys/{key}/{latest['version']}", "the exact version"
+        assert doc["cmk"]["kid"] == stack.app_kid(app, f"{stack.hsm_url}/keys/{key}/{latest['version']}"), \
+            "the exact version"
         assert len(doc["cmk"]["dek"]) == 512, "one RSA-3072 block, base64url"
         assert decrypt(doc, private_pem(stack, key, doc["cmk"]["kid"]))["event"]["data"] == e["data"]
         status, _, body = get(app, f"/records/{enc(topic)}/{doc['id']}")

@@ -71,7 +71,7 @@ def test_rotation_then_rewrap_leaves_every_record_readable_and_old_version_free(
     v1 = {d["cmk"]["kid"] for d in all_docs(client)}
     assert len(v1) == 1
     (v1,) = v1
-    v2 = stack.hsm_admin("POST", f"keys/{KEY}/rotate")["key"]["kid"]
+    v2 = stack.app_kid(app, stack.hsm_admin("POST", f"keys/{KEY}/rotate")["key"]["kid"])
     assert v2 != v1
     # New deliveries use the new version at once (hsm_key_check_secs = 0).
     later = custom_event("/topics/rot-0", patient="sealed under v2")
@@ -183,7 +183,7 @@ def test_one_unreadable_record_is_reported_and_does_not_hold_up_the_rest(rotatio
     bad = dict(docs[0])
     bad["cmk"] = {**bad["cmk"], "kid": bad["cmk"]["kid"].rsplit("/", 1)[0] + "/0000000000000000000000000000dead"}
     client.upsert_item(bad)
-    latest = stack.hsm_admin("POST", f"keys/{KEY}/rotate")["key"]["kid"]
+    latest = stack.app_kid(app, stack.hsm_admin("POST", f"keys/{KEY}/rotate")["key"]["kid"])
     status, _, body = rewrap(app, "?limit=100")
     assert status == 200, body
     assert body["refused"] == 1 and body["refusedDocuments"][0]["id"] == bad["id"], body
@@ -204,7 +204,7 @@ def test_a_record_changed_during_rewrap_is_a_conflict_left_for_the_next_call(rot
     e = custom_event("/topics/rot-race", patient="changed meanwhile")
     assert post(f"{app.url}/events", [e])[0] == 200
     doc = next(d for d in all_docs(client) if d["pk"] == "/topics/rot-race")
-    latest = stack.hsm_admin("POST", f"keys/{KEY}/rotate")["key"]["kid"]
+    latest = stack.app_kid(app, stack.hsm_admin("POST", f"keys/{KEY}/rotate")["key"]["kid"])
     # Hold the rewrap between its read and its replace: the HSM throttles
     # the wrap once, for a second, while the record is changed in the store.
     stack.hsm_admin("POST", "faults", [{"status": 429, "retry_after": 1, "op": "wrapkey"}])

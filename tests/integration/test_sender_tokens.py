@@ -60,6 +60,12 @@ def test_event_grid_tokens_are_accepted_and_the_signing_keys_fetched_once(entra_
     assert stack.container_client().read_item(document_id(topic, events[0]["id"]), partition_key=topic)
     # Five deliveries, one fetch of the tenant's signing keys (then cached).
     assert stack.entra_admin("GET", "stats")["jwks"] - before == 1
+    # The request lines count that fetch as `jwks`, apart from the token
+    # endpoint (`entra`), whose failures the token alert watches.
+    requests = [json.loads(ln[ln.index("{"):]) for ln in entra_app.logs().splitlines() if '"event":"request"' in ln
+                or '"event": "request"' in ln]
+    assert requests and all("jwks" in r and "entra" in r for r in requests)
+    assert sum(r["jwks"]["calls"] for r in requests) == 1
     assert t not in entra_app.logs()
     assert "oid-eventgrid" in entra_app.logs()  # who sent it is logged
 

@@ -6,13 +6,13 @@
 // offline copy of what `terraform providers schema -json` would say for the
 // pinned provider versions, restricted to what the tree needs.
 //
-// usage: node provider-schema.mjs NODE_MODULES TERRAFORM_DIR > provider-schema.json
+// usage: node provider-schema.mjs NODE_MODULES TERRAFORM_DIR... > provider-schema.json
 import fs from "node:fs";
 import path from "node:path";
 
-const [nodeModules, tfDir] = process.argv.slice(2);
-if (!nodeModules || !tfDir) {
-  console.error("usage: node provider-schema.mjs NODE_MODULES TERRAFORM_DIR");
+const [nodeModules, ...tfDirs] = process.argv.slice(2);
+if (!nodeModules || tfDirs.length === 0) {
+  console.error("usage: node provider-schema.mjs NODE_MODULES TERRAFORM_DIR...");
   process.exit(2);
 }
 
@@ -25,9 +25,11 @@ const PROVIDERS = {
 
 // 1. The types the tree uses.
 const used = { resource: new Set(), data: new Set() };
-for (const f of fs.readdirSync(tfDir).filter((f) => f.endsWith(".tf")).sort()) {
-  const text = fs.readFileSync(path.join(tfDir, f), "utf8");
-  for (const m of text.matchAll(/^\s*(resource|data)\s+"([a-z0-9_]+)"\s+"/gm)) used[m[1]].add(m[2]);
+for (const tfDir of tfDirs) {
+  for (const f of fs.readdirSync(tfDir).filter((f) => f.endsWith(".tf")).sort()) {
+    const text = fs.readFileSync(path.join(tfDir, f), "utf8");
+    for (const m of text.matchAll(/^\s*(resource|data)\s+"([a-z0-9_]+)"\s+"/gm)) used[m[1]].add(m[2]);
+  }
 }
 
 // Reads `readonly name?: Type;` members of every interface in a .d.ts, with

@@ -22,7 +22,6 @@ resource "helm_release" "cert_manager" {
   values           = [yamlencode({
     crds = { enabled = true }
   })]
-  depends_on = [azurerm_kubernetes_cluster_node_pool.wasm]
 }
 
 resource "helm_release" "runtime_class_manager" {

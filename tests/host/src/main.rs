@@ -1,0 +1,433 @@
+//! cmk-test-host: test tooling, never shipped. Runs the unmodified
+//! cmk-ingest component (the `.wasm` users deploy) the way `spin up` does,
+//! with the Spin imports implemented natively. See docs/runtime.md, "The
+//! test host", for where it follows Spin and where it does not.
+//!
+//! Usage: cmk-test-host --manifest spin.toml --listen 127.0.0.1:PORT
+//!        [--wasm app.wasm] [--kv-db FILE] [--ca-file PEM]...
+//!        [--max-concurrency N] [--request-timeout-secs S] [--cache-dir DIR]
+
+mod allowed;
+mod kv;
+mod manifest;
+mod outbound;
+
+use anyhow::{bail, Context, Result};
+use hyper::server::conn::http1;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+wasmtime::component::bindgen!({
+    inline: "
+        package cmk:test-host;
+        world spin-imports {
+            import fermyon:spin/variables@2.0.0;
+            import fermyon:spin/key-value@2.0.0;
+        }
+    ",
+    path: "../../wit/deps/spin@2.0.0",
+    with: { "fermyon:spin/key-value.store": crate::KvStore },
+});
+
+use fermyon::spin::{key_value, variables};
+
+/// Spin's `DEFAULT_STORE_TABLE_CAPACITY` (crates/factor-key-value/src/host.rs).
+const STORE_TABLE_CAPACITY: usize = 256;
+/// Epoch tick: a guest busy on the CPU yields this often, so the
+/// per-request timeout can stop it.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// An open key-value store (the resource's host side): its label.
+pub struct KvStore {
+    label: String,
+}
+
+struct Shared {
+    component_id: String,
+    variables: HashMap<String, String>,
+    kv_allowed: Vec<String>,
+    kv: kv::Sqlite,
+    outbound: outbound::Outbound,
+}
+
+struct Host {
+    table: ResourceTable,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    hooks: outbound::Hooks,
+    shared: Arc<Shared>,
+    open_stores: usize,
+}
+
+impl WasiView for Host {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for Host {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+impl variables::Host for Host {
+    fn get(&mut self, name: String) -> Result<String, variables::Error> {
+        if let Err(reason) = manifest::validate_name(&name) {
+            return Err(variables::Error::InvalidName(reason));
+        }
+        self.shared.variables.get(&name).cloned().ok_or_else(|| {
+            variables::Error::Undefined(format!(
+                "no variable for {:?}.{name:?}",
+                self.shared.component_id
+            ))
+        })
+    }
+}
+
+impl key_value::Host for Host {}
+
+impl key_value::HostStore for Host {
+    fn open(&mut self, label: String) -> Result<Resource<KvStore>, key_value::Error> {
+        if !self.shared.kv_allowed.contains(&label) {
+            return Err(key_value::Error::AccessDenied);
+        }
+        if self.open_stores >= STORE_TABLE_CAPACITY {
+            return Err(key_value::Error::StoreTableFull);
+        }
+        let r = self
+            .table
+            .push(KvStore { label })
+            .map_err(|e| key_value::Error::Other(e.to_string()))?;
+        self.open_stores += 1;
+        Ok(r)
+    }
+
+    fn get(
+        &mut self,
+        s: Resource<KvStore>,
+        key: String,
+    ) -> Result<Option<Vec<u8>>, key_value::Error> {
+        let label = self.label(&s)?;
+        self.shared
+            .kv
+            .get(&label, &key)
+            .map_err(key_value::Error::Other)
+    }
+
+    fn set(
+        &mut self,
+        s: Resource<KvStore>,
+        key: String,
+        value: Vec<u8>,
+    ) -> Result<(), key_value::Error> {
+        let label = self.label(&s)?;
+        self.shared
+            .kv
+            .set(&label, &key, &value)
+            .map_err(key_value::Error::Other)
+    }
+
+    fn delete(&mut self, s: Resource<KvStore>, key: String) -> Result<(), key_value::Error> {
+        let label = self.label(&s)?;
+        self.shared
+            .kv
+            .delete(&label, &key)
+            .map_err(key_value::Error::Other)
+    }
+
+    fn exists(&mut self, s: Resource<KvStore>, key: String) -> Result<bool, key_value::Error> {
+        let label = self.label(&s)?;
+        self.shared
+            .kv
+            .get(&label, &key)
+            .map(|v| v.is_some())
+            .map_err(key_value::Error::Other)
+    }
+
+    fn get_keys(&mut self, s: Resource<KvStore>) -> Result<Vec<String>, key_value::Error> {
+        let label = self.label(&s)?;
+        self.shared.kv.keys(&label).map_err(key_value::Error::Other)
+    }
+
+    fn drop(&mut self, s: Resource<KvStore>) -> wasmtime::Result<()> {
+        self.table.delete(s)?;
+        self.open_stores -= 1;
+        Ok(())
+    }
+}
+
+impl Host {
+    fn label(&self, s: &Resource<KvStore>) -> Result<String, key_value::Error> {
+        self.table
+            .get(s)
+            .map(|s| s.label.clone())
+            .map_err(|e| key_value::Error::Other(e.to_string()))
+    }
+}
+
+struct Args {
+    manifest: PathBuf,
+    listen: SocketAddr,
+    wasm: Option<PathBuf>,
+    kv_db: Option<PathBuf>,
+    ca_files: Vec<PathBuf>,
+    max_concurrency: usize,
+    request_timeout: Duration,
+    cache_dir: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        manifest: PathBuf::from("spin.toml"),
+        listen: "127.0.0.1:3000".parse()?,
+        wasm: None,
+        kv_db: None,
+        ca_files: Vec::new(),
+        max_concurrency: 100,
+        request_timeout: Duration::from_secs(60),
+        cache_dir: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--manifest" => args.manifest = value()?.into(),
+            "--listen" => args.listen = value()?.parse().context("--listen")?,
+            "--wasm" => args.wasm = Some(value()?.into()),
+            "--kv-db" => args.kv_db = Some(value()?.into()),
+            "--ca-file" => args.ca_files.push(value()?.into()),
+            "--max-concurrency" => {
+                args.max_concurrency = value()?.parse().context("--max-concurrency")?
+            }
+            "--request-timeout-secs" => {
+                args.request_timeout =
+                    Duration::from_secs_f64(value()?.parse().context("--request-timeout-secs")?)
+            }
+            "--cache-dir" => args.cache_dir = Some(value()?.into()),
+            other => bail!("unknown argument {other:?} (see the usage in tests/host/src/main.rs)"),
+        }
+    }
+    Ok(args)
+}
+
+/// Compiles the component, or loads the machine code compiled for the same
+/// bytes by the same engine from `cache_dir`.
+fn load_component(
+    engine: &Engine,
+    wasm: &std::path::Path,
+    cache_dir: Option<&std::path::Path>,
+) -> Result<Component> {
+    let bytes = std::fs::read(wasm).with_context(|| format!("reading {}", wasm.display()))?;
+    let Some(dir) = cache_dir else {
+        return Ok(Component::new(engine, &bytes)?);
+    };
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    bytes.hash(&mut h);
+    engine.precompile_compatibility_hash().hash(&mut h);
+    let path = dir.join(format!("{:016x}.cwasm", h.finish()));
+    if path.exists() {
+        // SAFETY: the file was written by `serialize` below for this engine
+        // configuration (its name hashes the engine's compatibility hash).
+        if let Ok(c) = unsafe { Component::deserialize_file(engine, &path) } {
+            return Ok(c);
+        }
+    }
+    let component = Component::new(engine, &bytes)?;
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, component.serialize()?)?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(component)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = parse_args()?;
+    let app = manifest::App::load(&args.manifest, &|k| std::env::var(k).ok())
+        .with_context(|| format!("loading {}", args.manifest.display()))?;
+    // Spin refuses to start on a store the runtime config does not define;
+    // without runtime config only `default` exists.
+    for label in &app.key_value_stores {
+        if label != "default" {
+            bail!("component {:?} uses key-value store {label:?}, which is not defined (only \"default\" is)", app.component_id);
+        }
+    }
+    let allowed = allowed::AllowedHosts::parse(&app.allowed_outbound_hosts)
+        .context("invalid allowed_outbound_hosts")?;
+    let kv_path = args.kv_db.clone().unwrap_or_else(|| {
+        args.manifest
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(".spin/sqlite_key_value.db")
+    });
+    let shared = Arc::new(Shared {
+        component_id: app.component_id.clone(),
+        variables: app.component_variables.clone(),
+        kv_allowed: app.key_value_stores.clone(),
+        kv: kv::Sqlite::open(&kv_path)?,
+        outbound: outbound::Outbound::new(allowed, &args.ca_files)?,
+    });
+
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    let engine = Engine::new(&config)?;
+    let wasm = args.wasm.clone().unwrap_or(app.source.clone());
+    let component = load_component(&engine, &wasm, args.cache_dir.as_deref())?;
+    let mut linker: Linker<Host> = Linker::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    variables::add_to_linker::<Host, HasSelf<Host>>(&mut linker, |h| h)?;
+    key_value::add_to_linker::<Host, HasSelf<Host>>(&mut linker, |h| h)?;
+    // Instantiation is pre-checked once; each request only instantiates.
+    let pre = ProxyPre::new(linker.instantiate_pre(&component)?)?;
+
+    {
+        let engine = engine.clone();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(EPOCH_TICK);
+            engine.increment_epoch();
+        });
+    }
+
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let server = Arc::new(Server {
+        pre,
+        shared,
+        slots: Arc::new(Semaphore::new(args.max_concurrency)),
+        timeout: args.request_timeout,
+    });
+    // Values are never logged; secret ones are only counted.
+    eprintln!(
+        "cmk-test-host: serving {} on http://{} (kv {}, outbound hosts {:?}, {} secret variables)",
+        wasm.display(),
+        listener.local_addr()?,
+        kv_path.display(),
+        app.allowed_outbound_hosts,
+        app.secret.len()
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        let (conn, _) = tokio::select! {
+            r = listener.accept() => r?,
+            _ = term.recv() => return Ok(()),
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let _ = conn.set_nodelay(true);
+        let server = server.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let server = server.clone();
+                async move { server.handle(req).await }
+            });
+            if let Err(e) = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(hyper_util::rt::TokioIo::new(conn), service)
+                .await
+            {
+                if !e.is_incomplete_message() {
+                    eprintln!("cmk-test-host: connection error: {e}");
+                }
+            }
+        });
+    }
+}
+
+struct Server {
+    pre: ProxyPre<Host>,
+    shared: Arc<Shared>,
+    slots: Arc<Semaphore>,
+    timeout: Duration,
+}
+
+fn plain(status: u16, text: &str) -> hyper::Response<HyperOutgoingBody> {
+    use http_body_util::BodyExt;
+    let body = http_body_util::Full::new(bytes::Bytes::from(text.to_string()))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    hyper::Response::builder()
+        .status(status)
+        .body(body)
+        .expect("static response")
+}
+
+impl Server {
+    async fn handle(
+        &self,
+        req: hyper::Request<hyper::body::Incoming>,
+    ) -> Result<hyper::Response<HyperOutgoingBody>> {
+        // The concurrency cap: wait for a slot (as `wasmtime serve` does).
+        let permit = self.slots.clone().acquire_owned().await?;
+        let mut store = Store::new(
+            self.pre.engine(),
+            Host {
+                table: ResourceTable::new(),
+                wasi: WasiCtx::builder().inherit_stdout().inherit_stderr().build(),
+                http: WasiHttpCtx::new(),
+                hooks: self.shared.outbound.hooks(),
+                shared: self.shared.clone(),
+                open_stores: 0,
+            },
+        );
+        store.epoch_deadline_async_yield_and_update(1);
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let req = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, req)?;
+        let out = store.data_mut().http().new_response_outparam(sender)?;
+        let pre = self.pre.clone();
+        let timeout = self.timeout;
+        // A fresh instance per request, as Spin; the task runs until the
+        // guest has written the whole response body, or the timeout ends it.
+        let task = tokio::spawn(async move {
+            let _permit = permit;
+            let run = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await
+            };
+            match tokio::time::timeout(timeout, run).await {
+                Ok(r) => r,
+                Err(_) => Err(wasmtime::format_err!("request timed out after {timeout:?}")),
+            }
+        });
+        match receiver.await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(code)) => {
+                eprintln!("cmk-test-host: guest answered with error {code:?}");
+                Ok(plain(500, "internal server error\n"))
+            }
+            Err(_) => {
+                let reason = match task.await {
+                    Ok(Ok(())) => "guest never set a response".to_string(),
+                    Ok(Err(e)) => format!("{e:?}"),
+                    Err(e) => e.to_string(),
+                };
+                eprintln!("cmk-test-host: request failed: {reason}");
+                Ok(plain(500, "internal server error\n"))
+            }
+        }
+    }
+}
