@@ -193,6 +193,8 @@ class Local:
         # every one is gone.
         left = processes_left(self.proc.pid, self.run_dir)
         assert not left, f"left running after the stop: {left}"
+        # Nothing the script's own commands complained about while stopping.
+        assert "scripts/local: line" not in self.text(), self.text()
         self.ports_checked = recorded_ports(self.run_dir)
         busy = sorted(self.ports_checked & listening_ports())
         assert not busy, f"ports still listened on: {busy}"
