@@ -151,3 +151,201 @@ fn the_component_is_the_same_and_reads_the_same_variables() {
     };
     assert_eq!(names(comp), names(base_comp));
 }
+
+// -- the SpinKube overlay (infra/deploy/keyvault) ------------------------------
+
+const OVERLAY: &str = "infra/deploy/keyvault";
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// Problems of the overlay's list of vault secrets (`name=value` lines)
+/// against spin-keyvault.toml: every application variable exactly once,
+/// under a valid secret name, with the manifest's default as its value, and
+/// no value where the manifest has none (required settings, secrets).
+fn secret_list_problems(list: &str, manifest: &toml::Table) -> Vec<String> {
+    let vars = manifest["variables"].as_table().unwrap();
+    let mut out = Vec::new();
+    let mut seen = BTreeMap::new();
+    for line in list.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((name, value)) = line.split_once('=') else {
+            out.push(format!("`{line}` is not name=value"));
+            continue;
+        };
+        if seen.insert(name.to_string(), value.to_string()).is_some() {
+            out.push(format!("`{name}` is listed twice"));
+        }
+        if !is_key_vault_secret_name(name) {
+            out.push(format!("`{name}` is not a Key Vault secret name"));
+        }
+        match vars.get(name) {
+            None => out.push(format!("`{name}` is not a variable of spin-keyvault.toml")),
+            Some(decl) => {
+                let default = decl.get("default").and_then(Value::as_str).unwrap_or("");
+                if value != default {
+                    out.push(format!(
+                        "`{name}` = `{value}`, but the manifest's default is `{default}`"
+                    ));
+                }
+            }
+        }
+    }
+    for name in vars.keys() {
+        if !seen.contains_key(name) {
+            out.push(format!(
+                "`{name}` has no line: the vault would miss it, and Spin fails on a missing secret"
+            ));
+        }
+    }
+    out
+}
+
+/// The fields Spin's `azure_key_vault` provider accepts (`#[serde(deny_unknown_fields)]`
+/// on `AzureKeyVaultVariablesConfig`, crates/variables-azure/src/lib.rs at
+/// v3.6.2, the Spin in the installed shim, and at main), and its
+/// `authority_host` values.
+const PROVIDER_FIELDS: [&str; 6] = [
+    "type",
+    "vault_url",
+    "client_id",
+    "client_secret",
+    "tenant_id",
+    "authority_host",
+];
+const AUTHORITY_HOSTS: [&str; 4] = [
+    "AzurePublicCloud",
+    "AzureChina",
+    "AzureGermany",
+    "AzureGovernment",
+];
+
+/// Problems of the overlay's runtime config: one Key Vault variables
+/// provider Spin would accept (known fields only; the service principal's
+/// three fields all or none, as the provider demands), and outbound
+/// connection pooling written out (docs/runtime.md#outbound-connections).
+fn runtime_config_problems(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let rc: toml::Table = match text.parse() {
+        Ok(t) => t,
+        Err(e) => return vec![format!("not TOML: {e}")],
+    };
+    let providers = rc
+        .get("variables_provider")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let kv: Vec<_> = providers
+        .iter()
+        .filter(|p| p.get("type").and_then(Value::as_str) == Some("azure_key_vault"))
+        .collect();
+    if kv.len() != 1 {
+        out.push(format!(
+            "{} azure_key_vault variables providers, not one",
+            kv.len()
+        ));
+    }
+    for p in kv {
+        let t = p.as_table().unwrap();
+        for k in t.keys() {
+            if !PROVIDER_FIELDS.contains(&k.as_str()) {
+                out.push(format!(
+                    "`{k}` is not a field of the provider (Spin refuses unknown fields)"
+                ));
+            }
+        }
+        let url = t.get("vault_url").and_then(Value::as_str).unwrap_or("");
+        if !(url.starts_with("https://") && url.trim_end_matches('/').ends_with(".vault.azure.net"))
+        {
+            out.push(format!(
+                "vault_url `{url}` is not https://<vault>.vault.azure.net/"
+            ));
+        }
+        let creds = ["client_id", "client_secret", "tenant_id"]
+            .iter()
+            .filter(|k| t.contains_key(**k))
+            .count();
+        if creds != 0 && creds != 3 {
+            out.push(format!(
+                "{creds} of client_id, client_secret, tenant_id: the provider needs all three or none"
+            ));
+        }
+        if let Some(host) = t.get("authority_host") {
+            if !host.as_str().is_some_and(|h| AUTHORITY_HOSTS.contains(&h)) {
+                out.push(format!("authority_host {host} is not one Spin knows"));
+            }
+        }
+    }
+    let pooling = rc
+        .get("outbound_http")
+        .and_then(|t| t.get("connection_pooling"))
+        .and_then(Value::as_bool);
+    if rc.contains_key("outbound_http") && pooling != Some(true) {
+        out.push("[outbound_http] without connection_pooling = true turns pooling off".into());
+    }
+    out
+}
+
+#[test]
+fn the_overlay_lists_every_variable_of_spin_keyvault_toml_as_a_vault_secret() {
+    let manifest = load("spin-keyvault.toml");
+    let list = read(&format!("{OVERLAY}/keyvault-secrets.env"));
+    assert_eq!(secret_list_problems(&list, &manifest), Vec::<String>::new());
+}
+
+#[test]
+fn a_broken_secret_list_is_refused() {
+    let manifest = load("spin-keyvault.toml");
+    let list = read(&format!("{OVERLAY}/keyvault-secrets.env"));
+    let broken = [
+        // the spin.toml name, which the vault cannot hold
+        list.replacen("\ncosmoskey=", "\ncosmos_key=", 1),
+        // one missing
+        list.replacen("\nadminkeys=\n", "\n", 1),
+        // a default that drifted
+        list.replacen("\nhsmkeychecksecs=30", "\nhsmkeychecksecs=60", 1),
+        // a secret filled in
+        list.replacen("\ningestkeys=", "\ningestkeys=abc", 1),
+        // listed twice
+        format!("{list}identity=auto\n"),
+    ];
+    for (i, b) in broken.iter().enumerate() {
+        assert_ne!(b, &list, "broken copy {i} changed nothing");
+        assert!(
+            !secret_list_problems(b, &manifest).is_empty(),
+            "broken copy {i} passed"
+        );
+    }
+}
+
+#[test]
+fn the_overlay_runtime_config_is_one_key_vault_provider_spin_accepts() {
+    let rc = read(&format!("{OVERLAY}/runtime-config.toml"));
+    assert_eq!(runtime_config_problems(&rc), Vec::<String>::new());
+}
+
+#[test]
+fn a_broken_runtime_config_is_refused() {
+    let rc = read(&format!("{OVERLAY}/runtime-config.toml"));
+    let broken = [
+        rc.replacen("type = \"azure_key_vault\"", "type = \"vault\"", 1),
+        rc.replacen("client_secret = ", "# client_secret = ", 1),
+        rc.replacen("authority_host = ", "authority = ", 1),
+        rc.replacen(
+            "connection_pooling = true",
+            "max_concurrent_requests = 200",
+            1,
+        ),
+        rc.replacen("vault.azure.net", "example.com", 1),
+    ];
+    for (i, b) in broken.iter().enumerate() {
+        assert_ne!(b, &rc, "broken copy {i} changed nothing");
+        assert!(
+            !runtime_config_problems(b).is_empty(),
+            "broken copy {i} passed"
+        );
+    }
+}

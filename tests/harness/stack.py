@@ -89,6 +89,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Seconds any one HTTP call of the start-up may block (admin calls to the
+# stand-ins, provisioning through the SDKs): a stop signal is only acted on
+# between calls, so this bounds how long a stop can wait on one.
+CALL_TIMEOUT = 5.0
+
+
+def record(workdir: Path, name: str, value: int) -> None:
+    """Appends `value` to workdir/`name` at once (one line each): `ports`
+    gets every port before anything listens on it, `children` every child's
+    pid (its process group) as soon as it runs. scripts/local reads
+    `children` to SIGKILL the groups when the stack itself had to be
+    killed; its test reads `ports`, so even a stack stopped half-way
+    through its start is checked for ports left open."""
+    with open(workdir / name, "a") as f:
+        f.write(f"{value}\n")
+
+
 class Interrupted(Exception):
     """A stop signal arrived (only under `python -m harness.stack`)."""
 
@@ -193,10 +210,13 @@ def _killpg(pgid: int, sig: int) -> None:
 
 
 def stop_all(processes: list[Process], grace: float) -> None:
-    """SIGTERM to every process group at once, SIGKILL to the groups still
-    there after `grace` seconds, then SIGKILL once more to each group so that
-    no descendant of a child survives its leader. Every child runs in its own
-    session, so its process group id is its pid."""
+    """SIGTERM to every process group at once, then SIGKILL to each group:
+    to the whole group where the leader outlived `grace` seconds, to what is
+    left of it where the leader exited, so that no descendant of a child
+    survives its leader. Each group gets one SIGKILL. Every child runs in
+    its own session, so its process group id is its pid; the kernel does not
+    hand that number to a new process while the group has members, and a
+    leader that exited is swept no later than `grace` after it was reaped."""
     for p in processes:
         if p.proc.poll() is None:
             _killpg(p.proc.pid, signal.SIGTERM)
@@ -208,10 +228,13 @@ def stop_all(processes: list[Process], grace: float) -> None:
             pass
     for p in processes:
         if p.proc.poll() is None:
+            # SIGKILL to the whole group: the leader and what it started.
             _killpg(p.proc.pid, signal.SIGKILL)
             p.proc.wait()
-        # The leader is gone; sweep whatever is left in its group.
-        _killpg(p.proc.pid, signal.SIGKILL)
+        else:
+            # The leader exited on SIGTERM; sweep whatever is left in its
+            # group (an empty group answers ProcessLookupError, ignored).
+            _killpg(p.proc.pid, signal.SIGKILL)
 
 
 @dataclass
@@ -238,6 +261,7 @@ def start(name: str, argv: list[str], workdir: Path, env_extra: dict[str, str] |
         cwd=workdir,
         start_new_session=True,
     )
+    record(workdir, "children", proc.pid)
     return Process(name, proc, log)
 
 
@@ -289,6 +313,14 @@ class Stack:
             f"QueueEndpoint={self.queue_url}/{AZURITE_ACCOUNT};"
         )
 
+    def port(self, port: int | None = None) -> int:
+        """A port for a child to listen on (a free one unless given),
+        recorded in workdir/ports before the child starts."""
+        port = port or free_port()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        record(self.workdir, "ports", port)
+        return port
+
     # -- peers -------------------------------------------------------------
 
     def start_peers(self) -> None:
@@ -299,7 +331,7 @@ class Stack:
         node_modules = Path(env("CMK_NODE_MODULES"))
         python = env("CMK_PYTHON")
 
-        raw_port = free_port()
+        raw_port = self.port()
         cosmos = start(
             "cosmosdb-server",
             ["node", str(node_modules / "@vercel/cosmosdb-server/lib/cli.js"), "-p", str(raw_port), "--no-ssl"],
@@ -310,7 +342,7 @@ class Stack:
         self.cosmos_raw_url = f"http://127.0.0.1:{raw_port}"
 
         self.start_key_services()
-        sig_port, sig_tls_port = free_port(), free_port()
+        sig_port, sig_tls_port = self.port(), self.port()
         sig_cert, sig_key = self.ca.issue("sigcheck")
         aad = ["--aad-jwks", f"{self.entra_url}/{TENANT}/discovery/v2.0/keys", "--aad-audience", COSMOS_AUDIENCE]
         for issuer in ISSUERS:
@@ -328,7 +360,7 @@ class Stack:
         self.cosmos_url = self.sigcheck_url = f"http://127.0.0.1:{sig_port}"
         self.sigcheck_tls_url = f"https://127.0.0.1:{sig_tls_port}"
 
-        queue_port = free_port()
+        queue_port = self.port()
         azurite = start(
             "azurite-queue",
             [str(node_modules / ".bin/azurite-queue"), "--queueHost", "127.0.0.1", "--queuePort", str(queue_port),
@@ -349,7 +381,7 @@ class Stack:
         python = env("CMK_PYTHON")
         principals = self.workdir / "principals.json"
         principals.write_text(json.dumps(PRINCIPALS))
-        entra_port, entra_tls_port = free_port(), free_port()
+        entra_port, entra_tls_port = self.port(), self.port()
         entra_cert, entra_key = self.ca.issue("entra")
         entra = start("entra", [python, str(ROOT / "tests/harness/entra.py"), "--listen",
                                 f"127.0.0.1:{entra_port}", "--principals", str(principals), "--state-dir", str(self.workdir),
@@ -361,7 +393,7 @@ class Stack:
         self.entra_url = f"http://127.0.0.1:{entra_port}"
         self.entra_tls_url = f"https://127.0.0.1:{entra_tls_port}"
         hsm_cert, hsm_key = self.ca.issue("hsm")
-        hsm_port, tls_port = free_port(), free_port()
+        hsm_port, tls_port = self.port(), self.port()
         hsm = start("hsm", [python, str(ROOT / "tests/harness/hsm.py"), "--listen", f"127.0.0.1:{hsm_port}",
                             "--listen-tls", f"127.0.0.1:{tls_port}", "--state-dir", str(self.workdir),
                             "--tenant", TENANT, "--jwks", f"{self.entra_url}/{TENANT}/discovery/v2.0/keys",
@@ -379,13 +411,13 @@ class Stack:
     def hsm_admin(self, method: str, path: str, body=None) -> dict:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(f"{self.hsm_url}/_admin/{path}", data=data, method=method)
-        with urllib.request.urlopen(req) as r:
+        with urllib.request.urlopen(req, timeout=CALL_TIMEOUT) as r:
             return json.load(r)
 
     def entra_admin(self, method: str, path: str, body=None) -> dict:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(f"{self.entra_url}/_entra/{path}", data=data, method=method)
-        with urllib.request.urlopen(req) as r:
+        with urllib.request.urlopen(req, timeout=CALL_TIMEOUT) as r:
             return json.load(r)
 
     def stage_two(self, identity: str = "client-secret", **extra: str) -> dict[str, str]:
@@ -450,9 +482,16 @@ class Stack:
         from azure.cosmos import PartitionKey
         from azure.storage.queue import QueueServiceClient
 
-        db = self.cosmos_client().create_database_if_not_exists(self.database)
+        # Each call bounded (CALL_TIMEOUT per attempt, a few attempts), so a
+        # stop signal during provisioning is acted on soon.
+        from azure.cosmos import CosmosClient
+
+        cosmos = CosmosClient(self.cosmos_url, credential=self.cosmos_key, enable_endpoint_discovery=False,
+                              connection_timeout=CALL_TIMEOUT, read_timeout=CALL_TIMEOUT, timeout=2 * CALL_TIMEOUT)
+        db = cosmos.create_database_if_not_exists(self.database)
         db.create_container_if_not_exists(self.container, partition_key=PartitionKey(path="/pk"))
-        qs = QueueServiceClient.from_connection_string(self.queue_connection_string)
+        qs = QueueServiceClient.from_connection_string(self.queue_connection_string, connection_timeout=CALL_TIMEOUT,
+                                                       read_timeout=CALL_TIMEOUT, retry_total=1)
         for name in (QUEUE_NAME, f"{QUEUE_NAME}-poison"):
             try:
                 qs.create_queue(name)
@@ -503,12 +542,13 @@ class Stack:
         proc = subprocess.Popen([env("CMK_BRIDGE")], stdout=log.open("wb"), stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env={**clean, **env_vars}, cwd=self.workdir,
                                 start_new_session=True)
+        record(self.workdir, "children", proc.pid)
         p = Process(name, proc, log)
         self.processes.append(p)
         return p
 
     def sigcheck_stats(self) -> dict:
-        with urllib.request.urlopen(f"{self.sigcheck_url}/_sigcheck/stats") as r:
+        with urllib.request.urlopen(f"{self.sigcheck_url}/_sigcheck/stats", timeout=CALL_TIMEOUT) as r:
             return json.load(r)
 
     # -- the component -----------------------------------------------------
@@ -540,7 +580,7 @@ class Stack:
         On the test host with `tls`, the app reaches the stand-ins over HTTPS;
         `manifest` replaces spin.toml there (same variables)."""
         variables = spin_variables({"SPIN_VARIABLE_COSMOS_ENDPOINT": self.cosmos_url, **(overrides or {})})
-        port = port or free_port()
+        port = self.port(port)
         spin = shutil.which("spin")
         runtime = runtime or os.environ.get("CMK_RUNTIME") or ""
         if runtime == "host":
@@ -631,7 +671,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("dir")
     parser.add_argument("--stage", choices=["one", "two"], default="two")
-    parser.add_argument("--grace", type=float, default=2.0, help="seconds before SIGKILL on stop")
+    # Below scripts/local's own grace (2 s), after which it SIGKILLs the
+    # stack and the children's groups itself.
+    parser.add_argument("--grace", type=float, default=1.5, help="seconds before SIGKILL on stop")
     args = parser.parse_args()
     # Handlers, not a blocked mask: children inherit a blocked mask and
     # would then ignore the SIGTERM that stops them. Set explicitly, since a
