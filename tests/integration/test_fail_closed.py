@@ -76,6 +76,22 @@ def test_an_unresolvable_protected_field_refuses_the_event(strict_app, stack, na
     assert SECRET not in logs
 
 
+def test_each_unresolvable_event_of_a_delivery_is_logged(strict_app, stack):
+    topic = f"/topics/shape-many-{uuid.uuid4()}"
+    bad = [custom_event(topic), custom_event(topic)]
+    bad[0]["data"] = f"ssn={SECRET}"
+    bad[1]["data"] = {"card": f"number {SECRET}"}
+    status, _, body = post(f"{strict_app.url}/events", [bad[0], custom_event(topic, n=1), bad[1]])
+    assert (status, body["error"]["code"]) == (400, "ProtectedFieldUnresolvable"), body
+    assert in_topic(stack, topic) == 0
+    logs = strict_app.logs()
+    lines = [json.loads(l[l.index("{"):]) for l in logs.splitlines() if "protected_field_unresolvable" in l]
+    logged = {(l["id"], l["pointer"]) for l in lines}
+    assert (document_id(topic, bad[0]["id"]), "/event/data/ssn") in logged, lines
+    assert (document_id(topic, bad[1]["id"]), "/event/data/card/number") in logged, lines
+    assert SECRET not in logs
+
+
 def test_a_text_cloudevent_cannot_carry_a_protected_field_in_plaintext(strict_app, stack):
     topic = f"/topics/shape-ce-{uuid.uuid4()}"
     ce = {"specversion": "1.0", "id": str(uuid.uuid4()), "source": topic, "type": "T",
@@ -191,6 +207,11 @@ def test_protected_fields_without_a_key_name_refuse_to_run(stack):
     assert (status, body["error"]["code"]) == (503, "ConfigurationError"), body
     assert "cmk_stage" in body["error"]["message"]
     assert in_topic(stack, topic) == 0
+    # /readyz answers it in its one 503 shape.
+    status, headers, ready = get(app, "/readyz", key=None)
+    assert status == 503 and headers["Retry-After"], ready
+    assert ready["status"] == "not-ready" and ready["kek"] == {}, ready
+    assert ready["error"]["code"] == "ConfigurationError" and "cmk_stage" in ready["error"]["message"], ready
     # The first stage chosen explicitly runs (and seals nothing).
     app1 = stack.serve_app(name="app-stage-one", overrides={
         "SPIN_VARIABLE_CMK_STAGE": "1", "SPIN_VARIABLE_PROTECTED_FIELDS": json.dumps(PROTECTED)})
