@@ -217,18 +217,21 @@ async fn seal_delivery(
     let plans = match ingest::protected_pointers(&writes.documents, &kek_cfg.protected) {
         Ok(p) => p,
         Err(u) => {
-            // The event id and the pointers only: never the value.
-            log::emit(
-                "warn",
-                "protected_field_unresolvable",
-                &[
-                    ("id", json!(u.document_id)),
-                    ("event_id", json!(u.event_id)),
-                    ("pointer", json!(u.mismatch.pointer)),
-                    ("at", json!(u.mismatch.at)),
-                    ("found", json!(u.mismatch.found)),
-                ],
-            );
+            // Each such event of the delivery, with its id and the
+            // pointers only: never the value.
+            for u in ingest::unresolvable(&writes.documents, &kek_cfg.protected) {
+                log::emit(
+                    "warn",
+                    "protected_field_unresolvable",
+                    &[
+                        ("id", json!(u.document_id)),
+                        ("event_id", json!(u.event_id)),
+                        ("pointer", json!(u.mismatch.pointer)),
+                        ("at", json!(u.mismatch.at)),
+                        ("found", json!(u.mismatch.found)),
+                    ],
+                );
+            }
             return Err(ApiError::from(&u));
         }
     };

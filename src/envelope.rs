@@ -151,21 +151,26 @@ fn kind(v: &Value) -> &'static str {
 /// RFC 6901 (escaped as written); `*` stands for every element of an array.
 /// An absent member, an index past the end, or `null` on the way means
 /// nothing is there (optional fields): no pointer, no error. Any other
-/// value where the pointer needs to go deeper is a [`ShapeMismatch`].
+/// value where the pointer needs to go deeper is a [`ShapeMismatch`] (the
+/// first one found; the writer refuses the event).
 pub fn resolve(doc: &Value, pointer: &str) -> Result<Vec<String>, ShapeMismatch> {
+    let (found, mut mismatches) = resolve_branches(doc, pointer);
+    if mismatches.is_empty() {
+        Ok(found)
+    } else {
+        Err(mismatches.swap_remove(0))
+    }
+}
+
+/// [`resolve`] that follows every branch: the concrete pointers found and,
+/// separately, every place a value has another shape. A reader needs both:
+/// one branch of another shape under `*` must not hide the others.
+pub fn resolve_branches(doc: &Value, pointer: &str) -> (Vec<String>, Vec<ShapeMismatch>) {
     let mut at: Vec<(String, &Value)> = vec![(String::new(), doc)];
+    let mut mismatches = Vec::new();
     for token in pointer.split('/').skip(1) {
         let mut next = Vec::new();
         for (path, v) in at {
-            let mismatch = || ShapeMismatch {
-                pointer: pointer.to_owned(),
-                at: if path.is_empty() {
-                    "/".into()
-                } else {
-                    path.clone()
-                },
-                found: kind(v),
-            };
             match v {
                 Value::Null => {}
                 Value::Object(m) if token != "*" => {
@@ -187,12 +192,16 @@ pub fn resolve(doc: &Value, pointer: &str) -> Result<Vec<String>, ShapeMismatch>
                         next.push((format!("{path}/{token}"), child));
                     }
                 }
-                _ => return Err(mismatch()),
+                _ => mismatches.push(ShapeMismatch {
+                    pointer: pointer.to_owned(),
+                    at: if path.is_empty() { "/".into() } else { path },
+                    found: kind(v),
+                }),
             }
         }
         at = next;
     }
-    Ok(at.into_iter().map(|(p, _)| p).collect())
+    (at.into_iter().map(|(p, _)| p).collect(), mismatches)
 }
 
 /// What a reader expects of a record's header beyond the format itself:
@@ -221,12 +230,17 @@ pub fn kid_belongs(kid: &str, hsm: &str, key_name: &str) -> bool {
         .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
-/// Step 2 of opening (docs/record-format.md): `kid` (and `sealedKid`) name
-/// a version of the configured key, and every configured pointer present
-/// in the record is sealed (listed in `fields`, or inside a listed field).
-/// A header that lists fewer fields than the configuration protects would
+/// The checks of opening that come before any key is used
+/// (docs/record-format.md, the end of step 1 and step 2): `id` and `pk` are
+/// strings; `kid` (and `sealedKid`) name a version of the configured key;
+/// every configured pointer present in the record is sealed (listed in
+/// `fields`, or inside a listed field) and meets no value of another shape
+/// outside a listed field; and no sealed-shaped value is left unlisted. A
+/// header that lists fewer fields than the configuration protects would
 /// pass plaintext off as sealed: tampered.
 pub fn check_expected(doc: &Value, h: &Header, expect: &Expect<'_>) -> Result<(), EnvelopeError> {
+    str_member(doc, "id")?;
+    str_member(doc, "pk")?;
     for (name, kid) in [("kid", &h.kid), (SEALED_KID, &h.sealed_kid)] {
         if !kid_belongs(kid, expect.hsm, expect.key_name) {
             return Err(EnvelopeError::Tampered(format!(
@@ -242,14 +256,31 @@ pub fn check_expected(doc: &Value, h: &Header, expect: &Expect<'_>) -> Result<()
             .any(|f| p == f || p.starts_with(&format!("{f}/")))
     };
     for pointer in expect.protected {
-        // A shape mismatch means nothing is at the pointer.
-        for p in resolve(doc, pointer).unwrap_or_default() {
+        let (found, mismatches) = resolve_branches(doc, pointer);
+        for p in found {
             if !covered(&p) {
                 return Err(EnvelopeError::Tampered(format!(
                     "{p} is protected by the configuration but not sealed"
                 )));
             }
         }
+        // Another shape where the configuration protects a field: the
+        // writer refuses such an event, so the record did not come from it
+        // (unless the value is inside a field sealed whole).
+        if let Some(m) = mismatches.iter().find(|m| !covered(&m.at)) {
+            return Err(EnvelopeError::Tampered(format!(
+                "{} is a {} where the configuration protects {}",
+                m.at, m.found, m.pointer
+            )));
+        }
+    }
+    if let Some(p) = sealed_pointers(doc)
+        .into_iter()
+        .find(|p| !h.fields.contains(p))
+    {
+        // A sealed value the header does not list: the header was edited to
+        // hide it (or another record's value was pasted in).
+        return Err(EnvelopeError::Tampered(p));
     }
     Ok(())
 }
@@ -430,6 +461,27 @@ pub fn header(doc: &Value) -> Result<Option<Header>, EnvelopeError> {
     let h = h
         .as_object()
         .ok_or_else(|| EnvelopeError::Malformed("`cmk` is not an object".into()))?;
+    // Version, cipher and wrapping first (absent counts as unknown): a
+    // later version may define other header members, so a reader that
+    // does not know it says unsupported, not malformed.
+    if h.get("v").and_then(Value::as_u64) != Some(FORMAT_VERSION) {
+        return Err(EnvelopeError::Unsupported(format!(
+            "record format version {}",
+            h.get("v").unwrap_or(&Value::Null)
+        )));
+    }
+    if h.get("alg").and_then(Value::as_str) != Some(CIPHER) {
+        return Err(EnvelopeError::Unsupported(format!(
+            "cipher {}",
+            h.get("alg").unwrap_or(&Value::Null)
+        )));
+    }
+    if h.get("wrap").and_then(Value::as_str) != Some(WRAP_ALGORITHM) {
+        return Err(EnvelopeError::Unsupported(format!(
+            "key wrapping {}",
+            h.get("wrap").unwrap_or(&Value::Null)
+        )));
+    }
     if let Some(extra) = h.keys().find(|k| !HEADER_MEMBERS.contains(&k.as_str())) {
         return Err(EnvelopeError::Malformed(format!(
             "`cmk` has a member `{extra}` the format does not define"
@@ -439,26 +491,6 @@ pub fn header(doc: &Value) -> Result<Option<Header>, EnvelopeError> {
         h.get(name)
             .ok_or_else(|| EnvelopeError::Malformed(format!("`cmk.{name}` is missing")))
     };
-    match field("v")?.as_u64() {
-        Some(FORMAT_VERSION) => {}
-        other => {
-            return Err(EnvelopeError::Unsupported(format!(
-                "record format version {other:?}"
-            )))
-        }
-    }
-    if field("alg")?.as_str() != Some(CIPHER) {
-        return Err(EnvelopeError::Unsupported(format!(
-            "cipher {}",
-            field("alg")?
-        )));
-    }
-    if field("wrap")?.as_str() != Some(WRAP_ALGORITHM) {
-        return Err(EnvelopeError::Unsupported(format!(
-            "key wrapping {}",
-            field("wrap")?
-        )));
-    }
     let kid = field("kid")?
         .as_str()
         .filter(|s| !s.is_empty())
@@ -1031,6 +1063,52 @@ mod tests {
             protected: &inside,
         };
         assert_eq!(check_expected(&d, &h, &e), Ok(()));
+        // Another shape inside a field sealed whole is no concern either.
+        let star: Vec<String> = vec!["/event/data/visit/*/x".into()];
+        let e = Expect {
+            hsm,
+            key_name: "app-kek",
+            protected: &star,
+        };
+        assert_eq!(check_expected(&d, &h, &e), Ok(()));
+        // Under a header listing no field: a wildcard branch of another
+        // shape does not hide its plaintext siblings, and a value of another
+        // shape where a field is protected (which the writer refuses) is
+        // tampered too.
+        let items: Vec<String> = vec!["/event/data/items/*/ssn".into()];
+        let e = Expect {
+            hsm,
+            key_name: "app-kek",
+            protected: &items,
+        };
+        for data in [
+            json!({"items": [{"ssn": "078-05-1120"}, "x"]}),
+            json!({"items": ["x", {"ssn": "078-05-1120"}]}),
+            json!({"items": ["x"]}),
+            json!({"items": "ssn=078-05-1120"}),
+            json!("ssn=078-05-1120"),
+        ] {
+            let mut f = doc();
+            f["event"]["data"] = data.clone();
+            seal_nothing(&mut f, KID).unwrap();
+            let fh = header(&f).unwrap().unwrap();
+            assert!(
+                matches!(check_expected(&f, &fh, &e), Err(EnvelopeError::Tampered(_))),
+                "{data}"
+            );
+        }
+        // `null` and an absent member stay "nothing there".
+        for data in [
+            json!({"items": null}),
+            json!({"items": [null, {}]}),
+            json!(null),
+        ] {
+            let mut f = doc();
+            f["event"]["data"] = data.clone();
+            seal_nothing(&mut f, KID).unwrap();
+            let fh = header(&f).unwrap().unwrap();
+            assert_eq!(check_expected(&f, &fh, &e), Ok(()), "{data}");
+        }
         // A key-less header must list no field.
         let mut bad = d.clone();
         bad["cmk"].as_object_mut().unwrap().remove("dek");

@@ -426,6 +426,34 @@ pub fn protected_pointers(
         .collect()
 }
 
+/// Every event of `documents` in which a configured pointer meets a value of
+/// another shape: one entry per event and configured pointer (its first
+/// mismatch), in delivery order, so each is logged, not only the first.
+pub fn unresolvable(
+    documents: &[Document],
+    protected: &crate::config::ProtectedFields,
+) -> Vec<Unresolvable> {
+    let mut out = Vec::new();
+    for d in documents {
+        let event = &d.body["event"];
+        let ty = event["type"].as_str().unwrap_or_default();
+        for p in protected.for_type(ty) {
+            if let Err(m) = crate::envelope::resolve(event, p) {
+                out.push(Unresolvable {
+                    document_id: d.id.clone(),
+                    event_id: event["id"].as_str().unwrap_or_default().to_owned(),
+                    mismatch: crate::envelope::ShapeMismatch {
+                        pointer: format!("/event{}", m.pointer),
+                        at: format!("/event{}", m.at.trim_end_matches('/')),
+                        found: m.found,
+                    },
+                });
+            }
+        }
+    }
+    out
+}
+
 /// Groups documents by partition key (first-seen order) and cuts each group
 /// into batches that fit the service's limits.
 fn write_units(
@@ -1118,6 +1146,41 @@ mod tests {
             UnixTime(0),
         )
         .is_ok());
+    }
+
+    #[test]
+    fn every_unresolvable_event_of_a_delivery_is_listed() {
+        let p = protected(r#"{"*": ["/data/ssn", "/data/card/number"]}"#);
+        let in_event = |id: &str, data: Value| {
+            let mut e = event(id);
+            e["data"] = data;
+            e
+        };
+        let w = writes(vec![
+            in_event("1", json!("ssn=1")),
+            in_event("2", json!({"ssn": "ok"})),
+            in_event("3", json!({"card": "number 4111"})),
+        ]);
+        let all = unresolvable(&w.documents, &p);
+        let got: Vec<(&str, &str)> = all
+            .iter()
+            .map(|u| (u.mismatch.pointer.as_str(), u.mismatch.at.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("/event/data/ssn", "/event/data"),
+                ("/event/data/card/number", "/event/data"),
+                ("/event/data/card/number", "/event/data/card"),
+            ]
+        );
+        assert_eq!(all[0].document_id, w.documents[0].id);
+        assert_eq!(all[2].document_id, w.documents[2].id);
+        assert_eq!(
+            protected_pointers(&w.documents, &p).unwrap_err(),
+            all[0],
+            "the answer names the first"
+        );
     }
 
     #[test]

@@ -29,6 +29,14 @@ pub enum KekError {
     /// The HSM refused or is unavailable.
     #[error(transparent)]
     Hsm(#[from] HsmError),
+    /// The HSM refused what one stored record brings, while the key itself
+    /// is usable: its wrapped data key (`400` from unwrap: not a valid
+    /// ciphertext for the key), or a key version the configured key does
+    /// not have (`404` for that version while the key answers; Managed HSM
+    /// deletes keys, never single versions, so such a version never
+    /// existed). The record is at fault, not the key.
+    #[error("the record's wrapped data key was refused: {0}")]
+    RecordKey(String),
     /// The HSM or token endpoint could not be reached.
     #[error("could not reach {what}: {detail}")]
     Transport {
@@ -46,6 +54,7 @@ impl KekError {
             KekError::Identity(e) => e.is_transient(),
             KekError::Hsm(e) => e.is_transient(),
             KekError::Transport { .. } => true,
+            KekError::RecordKey(_) => false,
         }
     }
 }
@@ -73,6 +82,12 @@ impl From<&KekError> for crate::api::ApiError {
         match e {
             KekError::Identity(e) => e.into(),
             KekError::Hsm(e) => e.into(),
+            // The stored record is at fault (docs/record-format.md, step 3).
+            KekError::RecordKey(_) => crate::api::ApiError::new(
+                http::StatusCode::UNPROCESSABLE_ENTITY,
+                "RecordTampered",
+                e.to_string(),
+            ),
             KekError::Transport { .. } => crate::api::ApiError::new(
                 http::StatusCode::SERVICE_UNAVAILABLE,
                 "KeyServiceUnavailable",
@@ -316,18 +331,56 @@ impl<'a> Kek<'a> {
             return Err(HsmError::InvalidKeyId(format!("`{kid}` names no key version")).into());
         };
         let cache_key = format!("kek-state/v1/{}/{version}", kref.name);
-        let (info, _) = self.state(&kref, &cache_key, false).await?;
+        let info = match self.state(&kref, &cache_key, false).await {
+            Ok((info, _)) => info,
+            Err(e) => return Err(self.version_missing(e, kid).await),
+        };
         hsm::check_usable(&info, KeyOp::Unwrap, UnixTime::now())?;
         let resp = self
             .call(|t| hsm::unwrap_request(&self.cfg.endpoint, &kref, wrapped, t))
             .await?;
-        hsm::parse_crypt_for(&resp, &kref, &self.cfg.endpoint)
-            .map(|r| r.value)
-            .map_err(|e| {
+        match hsm::parse_crypt_for(&resp, &kref, &self.cfg.endpoint) {
+            Ok(r) => Ok(r.value),
+            // The key version is usable (checked above) and refused these
+            // bytes as a parameter: the wrapped key is not its ciphertext.
+            Err(HsmError::Rejected {
+                status: 400, code, ..
+            }) => Err(KekError::RecordKey(format!(
+                "the HSM refused it as a parameter ({code})"
+            ))),
+            Err(e) => {
                 if matches!(e, HsmError::KeyUnavailable { .. }) {
                     self.cache_delete(&cache_key);
                 }
-                e.into()
+                Err(self.version_missing(e.into(), kid).await)
+            }
+        }
+    }
+
+    /// A `404 KeyNotFound` for the version a record names, while the key
+    /// itself answers and is usable: the version never existed (Managed
+    /// HSM deletes keys, not single versions), so the record is at fault.
+    /// Any other error, or a key that is itself missing or unusable, stays
+    /// the key's (and fails the whole request).
+    async fn version_missing(&self, e: KekError, kid: &str) -> KekError {
+        if !matches!(
+            e,
+            KekError::Hsm(HsmError::KeyUnavailable {
+                reason: hsm::Unavailable::NotFound,
+                ..
             })
+        ) {
+            return e;
+        }
+        match self.key(false).await {
+            Ok((latest, _))
+                if hsm::check_usable(&latest, KeyOp::Unwrap, UnixTime::now()).is_ok() =>
+            {
+                KekError::RecordKey(format!(
+                    "the configured key has no version named by `{kid}`"
+                ))
+            }
+            _ => e,
+        }
     }
 }

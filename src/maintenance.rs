@@ -66,6 +66,14 @@ pub(crate) async fn post_rewrap(req: IncomingRequest) -> Result<Response<Vec<u8>
                 continue;
             }
         };
+        // The checks a read makes before unwrapping (the key ids name the
+        // configured key, the header lists every configured field): a
+        // record that would not read is reported, never moved onto the
+        // latest version, which would launder a forged header.
+        if let Err(e) = crate::reader::check_expected(kek_cfg, doc, &h) {
+            report.add(refuse(e.to_string()));
+            continue;
+        }
         if h.wrapped_dek.is_empty() {
             // A header that seals nothing has no data key to move.
             let doc2 = envelope::rewrapped(doc, &latest.kid, &[]).map_err(envelope_error)?;
@@ -130,14 +138,15 @@ pub(crate) async fn post_rewrap(req: IncomingRequest) -> Result<Response<Vec<u8>
 /// Such a record is reported and passed over, so one bad record cannot stop
 /// the rest from moving; the latest version was checked usable up front.
 fn is_record_fault(e: &kek::KekError) -> bool {
-    matches!(
-        e,
-        kek::KekError::Hsm(
-            hsm::HsmError::InvalidKeyId(_)
-                | hsm::HsmError::KeyUnavailable { .. }
-                | hsm::HsmError::Rejected { .. }
+    matches!(e, kek::KekError::RecordKey(_))
+        || matches!(
+            e,
+            kek::KekError::Hsm(
+                hsm::HsmError::InvalidKeyId(_)
+                    | hsm::HsmError::KeyUnavailable { .. }
+                    | hsm::HsmError::Rejected { .. }
+            )
         )
-    )
 }
 
 /// `POST /admin/seal`: one bounded step of sealing the protected fields

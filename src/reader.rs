@@ -180,24 +180,7 @@ async fn open_one(
     })?;
     // Before anything is unwrapped or returned: the header names the
     // configured key, and lists every field the configuration protects.
-    let ty = doc["event"]["type"].as_str().unwrap_or_default();
-    let protected: Vec<String> = kek_cfg
-        .protected
-        .for_type(ty)
-        .iter()
-        .map(|p| format!("/event{p}"))
-        .collect();
-    let origin = kek_cfg.endpoint.origin();
-    envelope::check_expected(
-        doc,
-        &h,
-        &envelope::Expect {
-            hsm: &origin,
-            key_name: &kek_cfg.key_name,
-            protected: &protected,
-        },
-    )
-    .map_err(envelope_error)?;
+    check_expected(kek_cfg, doc, &h).map_err(envelope_error)?;
     if !envelope::needs_key(&h, only) {
         *doc = envelope::open_with(doc, None, only).map_err(envelope_error)?;
         return Ok(());
@@ -224,6 +207,33 @@ async fn open_one(
     };
     *doc = envelope::open(doc, &keys[idx].2, only).map_err(envelope_error)?;
     Ok(())
+}
+
+/// Step 2 of opening (docs/record-format.md) with the configured key and
+/// the pointers protected for the record's (stored) event type; reads and
+/// rewraps both run it before any unwrap.
+pub(crate) fn check_expected(
+    kek_cfg: &crate::config::KekConfig,
+    doc: &serde_json::Value,
+    h: &envelope::Header,
+) -> Result<(), envelope::EnvelopeError> {
+    let ty = doc["event"]["type"].as_str().unwrap_or_default();
+    let protected: Vec<String> = kek_cfg
+        .protected
+        .for_type(ty)
+        .iter()
+        .map(|p| format!("/event{p}"))
+        .collect();
+    let origin = kek_cfg.endpoint.origin();
+    envelope::check_expected(
+        doc,
+        h,
+        &envelope::Expect {
+            hsm: &origin,
+            key_name: &kek_cfg.key_name,
+            protected: &protected,
+        },
+    )
 }
 
 /// A stored document without an envelope header: refused if it holds

@@ -65,7 +65,13 @@ pub(crate) async fn readyz(
 }
 
 async fn details(req: &IncomingRequest, roundtrip: bool) -> Result<Response<Vec<u8>>, ApiError> {
-    let config = load_config()?;
+    // A configuration the component refuses (e.g. protected fields without
+    // a key and no explicit `cmk_stage`) is not ready either: the same 503
+    // shape, with nothing known of the key.
+    let config = match load_config() {
+        Ok(c) => c,
+        Err(e) => return Ok(not_ready(json!({}), &e)),
+    };
     let Some(kek_cfg) = &config.kek else {
         return Ok(json_response(
             StatusCode::OK,
@@ -134,8 +140,8 @@ async fn details(req: &IncomingRequest, roundtrip: bool) -> Result<Response<Vec<
 /// Every `/readyz` 503 has one shape: `{"status": "not-ready", "error":
 /// {"code", "message"}, "kek": {…what is known of the key…}}`, with
 /// `Retry-After`, whether the key's state could not be read (revoked,
-/// deleted, identity) or was read and the key is not usable (disabled,
-/// expired).
+/// deleted, identity), was read and the key is not usable (disabled,
+/// expired), or the configuration itself is refused (`kek` is then `{}`).
 fn not_ready(kek: serde_json::Value, e: &ApiError) -> Response<Vec<u8>> {
     let body = json!({
         "status": "not-ready",

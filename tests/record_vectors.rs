@@ -136,6 +136,9 @@ fn valid_records_seal_exactly_and_open() {
                 .decode(record["cmk"]["dek"].as_str().unwrap())
                 .unwrap();
             sealed = envelope::rewrapped(&sealed, new_kid.as_str().unwrap(), &wrapped).unwrap();
+        } else if record["cmk"].get("sealedKid") == Some(&Value::from(kid)) {
+            // `sealedKid` equal to `kid`: no writer makes it, readers accept it.
+            sealed["cmk"]["sealedKid"] = kid.into();
         }
         assert_eq!(&sealed, record, "{name}: sealing differs from the vector");
         // And open it.

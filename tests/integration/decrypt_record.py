@@ -6,6 +6,7 @@ a rewrap, else `kid`)."""
 
 import base64
 import json
+import math
 import re
 import struct
 
@@ -46,11 +47,19 @@ def valid_pointer(p) -> bool:
     return isinstance(p, str) and p.startswith("/") and re.fullmatch(r"(?:[^~]|~[01])*", p) is not None
 
 
-def resolve_all(doc, pointer):
-    """Concrete pointers a configured pointer (RFC 6901, `*` = every array
-    element) names in `doc`; absent members, indexes past the end and
-    `null` on the way name nothing; another shape is not "present"."""
-    at = [("", doc)]
+class ShapeMismatch(ValueError):
+    """A configured pointer meets a value of another shape (the writer
+    refuses the event: `ProtectedFieldUnresolvable`)."""
+
+
+def resolve_branches(doc, pointer):
+    """Follows a configured pointer (RFC 6901, `*` = every array element)
+    through `doc` along every branch: the concrete pointers found, and the
+    concrete pointers of values of another shape (a string, number or
+    boolean where the pointer goes deeper, an array where it names a member,
+    an object where it has `*`). Absent members, indexes past the end and
+    `null` on the way name nothing."""
+    at, mismatches = [("", doc)], []
     for token in pointer.split("/")[1:]:
         nxt = []
         for path, v in at:
@@ -66,9 +75,17 @@ def resolve_all(doc, pointer):
                 if int(token) < len(v):
                     nxt.append((f"{path}/{token}", v[int(token)]))
             else:
-                return []  # another shape: nothing at the pointer
+                mismatches.append(path or "/")
         at = nxt
-    return [p for p, _ in at]
+    return [p for p, _ in at], mismatches
+
+
+def resolve_all(doc, pointer):
+    """The writer's resolution: the concrete pointers, or ShapeMismatch."""
+    found, mismatches = resolve_branches(doc, pointer)
+    if mismatches:
+        raise ShapeMismatch(f"{pointer} meets another shape at {mismatches[0]}")
+    return found
 
 
 def kid_belongs(kid: str, hsm: str, key_name: str) -> bool:
@@ -92,7 +109,32 @@ def parse_plaintext(raw: bytes):
     def constant(name):
         raise ValueError(f"{name} is not JSON")
 
-    return json.loads(raw.decode("utf-8"), object_pairs_hook=pairs, parse_constant=constant)
+    def number(text):
+        # A number must read as a finite double (`1e400` does not).
+        if math.isinf(float(text)):
+            raise ValueError(f"{text} is out of range")
+        return float(text) if re.search(r"[.eE]", text) else int(text)
+
+    value = json.loads(raw.decode("utf-8"), object_pairs_hook=pairs, parse_constant=constant,
+                       parse_float=number, parse_int=number)
+
+    def no_lone_surrogates(v):
+        # `\ud800` escapes a lone surrogate, which is no Unicode text.
+        if isinstance(v, str):
+            v.encode("utf-8")
+        elif isinstance(v, dict):
+            for k, c in v.items():
+                no_lone_surrogates(k)
+                no_lone_surrogates(c)
+        elif isinstance(v, list):
+            for c in v:
+                no_lone_surrogates(c)
+
+    try:
+        no_lone_surrogates(value)
+    except UnicodeEncodeError as e:
+        raise ValueError("a lone surrogate") from e
+    return value
 
 
 def aad(doc_id: str, pk: str, pointer: str, kid: str) -> bytes:
@@ -182,9 +224,19 @@ def decrypt(doc: dict, private_key_pem: str | None = None, unwrap=None, hsm: str
     # Step 2: the key ids, the configured fields, no sealed value outside `fields`.
     if hsm is not None and not all(kid_belongs(k, hsm, key_name) for k in (kid, sealing_kid)):
         raise InvalidTag("the key id does not name a version of the configured key")
-    for p in (q for c in (protected or []) for q in resolve_all(doc, c)):
-        if not any(p == f or p.startswith(f + "/") for f in fields):
-            raise InvalidTag(f"{p} is protected by the configuration but not sealed")
+    def covered(p):
+        return any(p == f or p.startswith(f + "/") for f in fields)
+
+    for c in protected or []:
+        found, mismatches = resolve_branches(doc, c)
+        for p in found:
+            if not covered(p):
+                raise InvalidTag(f"{p} is protected by the configuration but not sealed")
+        # Another shape where a field is protected (outside a sealed field):
+        # the writer refuses such an event, so this record is not its own.
+        for p in mismatches:
+            if not covered(p):
+                raise InvalidTag(f"{p} has another shape where the configuration protects {c}")
     unlisted = [p for p in sealed_pointers(doc) if p not in fields]
     if unlisted:
         raise InvalidTag(f"sealed value at {unlisted[0]} is not listed in the header")

@@ -10,6 +10,7 @@ and no key name refuses to run unless the first stage is chosen. Records
 are read back through the component and through the independent decryptor
 (tests/integration/decrypt_record.py)."""
 
+import base64
 import copy
 import json
 import uuid
@@ -75,6 +76,22 @@ def test_an_unresolvable_protected_field_refuses_the_event(strict_app, stack, na
     assert SECRET not in logs
 
 
+def test_each_unresolvable_event_of_a_delivery_is_logged(strict_app, stack):
+    topic = f"/topics/shape-many-{uuid.uuid4()}"
+    bad = [custom_event(topic), custom_event(topic)]
+    bad[0]["data"] = f"ssn={SECRET}"
+    bad[1]["data"] = {"card": f"number {SECRET}"}
+    status, _, body = post(f"{strict_app.url}/events", [bad[0], custom_event(topic, n=1), bad[1]])
+    assert (status, body["error"]["code"]) == (400, "ProtectedFieldUnresolvable"), body
+    assert in_topic(stack, topic) == 0
+    logs = strict_app.logs()
+    lines = [json.loads(l[l.index("{"):]) for l in logs.splitlines() if "protected_field_unresolvable" in l]
+    logged = {(l["id"], l["pointer"]) for l in lines}
+    assert (document_id(topic, bad[0]["id"]), "/event/data/ssn") in logged, lines
+    assert (document_id(topic, bad[1]["id"]), "/event/data/card/number") in logged, lines
+    assert SECRET not in logs
+
+
 def test_a_text_cloudevent_cannot_carry_a_protected_field_in_plaintext(strict_app, stack):
     topic = f"/topics/shape-ce-{uuid.uuid4()}"
     ce = {"specversion": "1.0", "id": str(uuid.uuid4()), "source": topic, "type": "T",
@@ -136,9 +153,25 @@ def test_sealed_shaped_input_is_refused(app, strict_app, stack, stage):
 
 def test_forged_headers_are_refused_and_a_page_degrades_per_record(strict_app, stack):
     topic = f"/topics/forged-{uuid.uuid4()}"
-    events = [custom_event(topic, ssn=f"{SECRET}-{i}", public=i) for i in range(3)]
-    assert post(f"{strict_app.url}/events", events)[0] == 200
-    good, plain, foreign = (stored(stack, topic, e) for e in events)
+    events = [custom_event(topic, ssn=f"{SECRET}-{i}", public=i) for i in range(6)]
+    # Separate deliveries: each record has its own wrapped data key.
+    for e in events:
+        assert post(f"{strict_app.url}/events", [e])[0] == 200
+    good, plain, foreign, corrupt, no_version, text = (stored(stack, topic, e) for e in events)
+    # A wrapped data key the HSM refuses (400 BadParameter): this record's
+    # fault, 422, not a key failure of the whole page.
+    raw = bytearray(base64.urlsafe_b64decode(corrupt["cmk"]["dek"] + "=" * (-len(corrupt["cmk"]["dek"]) % 4)))
+    raw[0] ^= 1
+    corrupt["cmk"]["dek"] = base64.urlsafe_b64encode(bytes(raw)).decode().rstrip("=")
+    stack.container_client().upsert_item(corrupt)
+    # A version of the configured key that does not exist (the key does).
+    no_version["cmk"]["kid"] = no_version["cmk"]["kid"].rsplit("/", 1)[0] + "/0000000000000000000000000000dead"
+    stack.container_client().upsert_item(no_version)
+    # Data of another shape than the configured pointer needs (the writer
+    # refuses such an event), under a header listing no field.
+    text["event"]["data"] = "ssn=plaintext passed off as sealed"
+    text["cmk"] = {k: v for k, v in text["cmk"].items() if k != "dek"} | {"fields": []}
+    stack.container_client().upsert_item(text)
     # A header listing no field, over plaintext where the configuration
     # protects a field.
     plain["event"]["data"]["ssn"] = "plaintext passed off as sealed"
@@ -148,10 +181,12 @@ def test_forged_headers_are_refused_and_a_page_degrades_per_record(strict_app, s
     # reader refuses before it sends anything to that host).
     foreign["cmk"]["kid"] = foreign["cmk"]["kid"].replace(stack.hsm_url, "https://evil.managedhsm.azure.net")
     stack.container_client().upsert_item(foreign)
-    for doc in (plain, foreign):
+    for doc in (plain, foreign, corrupt, no_version, text):
         status, _, body = get(strict_app, f"/records/{enc(topic)}/{doc['id']}")
         assert (status, body["error"]["code"]) == (422, "RecordTampered"), body
         assert "plaintext passed off" not in json.dumps(body)
+        if doc is no_version:
+            continue  # the private key of a version that does not exist
         with pytest.raises(InvalidTag):
             decrypt(doc, private_pem(stack, good["cmk"]["kid"]), protected=["/event/data/ssn"], **reader(stack))
     # The page: the readable record returned, each unreadable one reported.
@@ -160,7 +195,7 @@ def test_forged_headers_are_refused_and_a_page_degrades_per_record(strict_app, s
     assert [r["id"] for r in body["records"]] == [good["id"]]
     assert body["records"][0]["event"]["data"]["ssn"] == f"{SECRET}-0"
     assert sorted((u["id"], u["error"]["code"]) for u in body["unreadable"]) == sorted(
-        [(plain["id"], "RecordTampered"), (foreign["id"], "RecordTampered")])
+        (d["id"], "RecordTampered") for d in (plain, foreign, corrupt, no_version, text))
     assert "plaintext passed off" not in json.dumps(body)
 
 
@@ -172,6 +207,11 @@ def test_protected_fields_without_a_key_name_refuse_to_run(stack):
     assert (status, body["error"]["code"]) == (503, "ConfigurationError"), body
     assert "cmk_stage" in body["error"]["message"]
     assert in_topic(stack, topic) == 0
+    # /readyz answers it in its one 503 shape.
+    status, headers, ready = get(app, "/readyz", key=None)
+    assert status == 503 and headers["Retry-After"], ready
+    assert ready["status"] == "not-ready" and ready["kek"] == {}, ready
+    assert ready["error"]["code"] == "ConfigurationError" and "cmk_stage" in ready["error"]["message"], ready
     # The first stage chosen explicitly runs (and seals nothing).
     app1 = stack.serve_app(name="app-stage-one", overrides={
         "SPIN_VARIABLE_CMK_STAGE": "1", "SPIN_VARIABLE_PROTECTED_FIELDS": json.dumps(PROTECTED)})

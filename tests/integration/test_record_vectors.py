@@ -14,7 +14,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from integration.decrypt_record import Malformed, Unsupported, b64u, decrypt, resolve_all, sealed_pointers
+from integration.decrypt_record import (Malformed, ShapeMismatch, Unsupported, b64u, decrypt, resolve_all,
+                                        sealed_pointers)
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "record-v1"
 VECTORS = json.loads((DATA / "vectors.json").read_text())
@@ -47,5 +48,16 @@ def test_refused_records_do_not_open(case):
 
 @pytest.mark.parametrize("case", VECTORS["refused_inputs"], ids=lambda c: c["name"])
 def test_refused_inputs_are_recognised(case):
-    shaped = sealed_pointers(case["input"])
-    assert bool(shaped) == (case["error"] == "SealedShapeInEvent")
+    """The writer's checks, in its order: a sealed-shaped value first, then
+    each configured pointer resolved (another shape raises)."""
+    if sealed_pointers(case["input"]):
+        got = "SealedShapeInEvent"
+    else:
+        got = None
+        for pointer in case["protected"]:
+            try:
+                resolve_all(case["input"], pointer)
+            except ShapeMismatch:
+                got = "ProtectedFieldUnresolvable"
+                break
+    assert got == case["error"]

@@ -159,6 +159,13 @@ def main() -> None:
                   "pointers": pointers, "nonces": nonces, "input": basic_in, "record": rewrapped,
                   "opened": basic_in})
 
+    # sealedKid equal to kid: no writer makes it (a rewrap back to the
+    # sealing version removes it), every reader accepts it.
+    same = copy.deepcopy(basic)
+    same["cmk"]["sealedKid"] = KID1
+    cases.append({"name": "sealedKid equal to kid", "dek": dek.hex(), "kid": KID1, "pointers": pointers,
+                  "nonces": nonces, "input": basic_in, "record": same, "opened": basic_in})
+
     dek2 = bytes(range(0xa0, 0xc0))
     odd_in = {
         "id": "5d8c0f0b1d1a4b8f9f3f1b2f0d7b6c5a4e3d2c1b0a99887766554433221100ff", "pk": "Ünïcødé ✓ pk", "v": 1,
@@ -211,6 +218,14 @@ def main() -> None:
         # that lists no field (and so carries no data key).
         r.update(copy.deepcopy({k: v for k, v in basic_in.items() if k != "cmk"}))
         r["cmk"] = {"v": 1, "alg": "A256GCM", "kid": KID1, "wrap": "RSA-OAEP-256", "fields": []}
+
+    def forged_data(data):
+        # A key-less header listing no field, over event data of another
+        # shape than the configured pointers need (which the writer refuses).
+        def edit(r):
+            forged(r)
+            r["event"]["data"] = copy.deepcopy(data)
+        return edit
 
     def headerless(r):
         del r["cmk"]
@@ -277,6 +292,13 @@ def main() -> None:
                lambda r: (r["event"]["data"].update(ssn="078-05-1120"),
                           r["cmk"].update(fields=["/event/data/name", "/event/data/visit"])),
                protected=["/event/data/name", "/event/data/ssn", "/event/data/visit"]),
+        broken("wildcard: one element of another shape beside a plaintext field, header listing none", "Tampered",
+               forged_data({"items": [{"ssn": "078-05-1120"}, "x"]}), protected=["/event/data/items/*/ssn"]),
+        broken("data a string where a field is protected, header listing none", "Tampered",
+               forged_data("ssn=078-05-1120"), protected=["/event/data/ssn"]),
+        broken("sealedKid of another HSM on a record that seals nothing", "Tampered",
+               lambda r: (forged_data({"public": "ok"})(r), r["cmk"].update(sealedKid=KID1.replace("contoso", "fabrikam"))),
+               protected=["/event/data/ssn"]),
         broken("headerless record holding a sealed value", "Tampered", headerless),
         # Step 1: types and encodings.
         broken("cmk null", "Malformed", lambda r: r.update(cmk=None)),
@@ -285,6 +307,10 @@ def main() -> None:
         broken("version 1.0", "Unsupported", lambda r: r["cmk"].update(v=1.0)),
         broken("version true", "Unsupported", lambda r: r["cmk"].update(v=True)),
         broken("extra header member", "Malformed", lambda r: r["cmk"].update(note="x")),
+        # The version is checked before the members (a later version may define others).
+        broken("format version 2 with an extra header member", "Unsupported",
+               lambda r: r["cmk"].update(v=2, note="x")),
+        broken("header without a version", "Unsupported", lambda r: r["cmk"].pop("v")),
         broken("id a number", "Malformed", lambda r: r.update(id=7)),
         broken("pk null", "Malformed", lambda r: r.update(pk=None)),
         broken("fields entry without a leading slash", "Malformed",
@@ -305,6 +331,8 @@ def main() -> None:
         broken("plaintext with a duplicate member name", "Tampered", junk_plaintext(b'{"a":1,"a":2}')),
         broken("plaintext NaN", "Tampered", junk_plaintext(b"NaN")),
         broken("plaintext not UTF-8", "Tampered", junk_plaintext(b'"\xff"')),
+        broken("plaintext a number out of the double range", "Tampered", junk_plaintext(b"1e400")),
+        broken("plaintext an escaped lone surrogate", "Tampered", junk_plaintext(b'"\\ud800"')),
     ]
     for case in refused:
         if case["record"] is not None and isinstance(case["record"].get("cmk"), dict) and "dek" not in case["record"]["cmk"]:
