@@ -273,8 +273,9 @@ def test_scripts_local_stage_two_tour_every_printed_command_works(tmp_path):
             line = json.loads(sh(tail_4) or "{}")
             return line if line.get("event") == "message" and line.get("status") == 503 else None
 
-        line = until(refused_and_left, "the bridge leaving the message while the key is disabled")
-        assert line["action"] == "left" and line["code"] == "KeyDisabled", line
+        line = until(refused_and_left, "the bridge putting the message back while the key is disabled")
+        # A key-state refusal spends no try: the bridge re-queues the message.
+        assert line["action"] == "requeued" and line["code"] == "KeyDisabled", line
         sh(enable)
         # The bridge honours the component's Retry-After (60 s) before it polls again.
         record = until(lambda: record_of(read_4), "the backlog drained", timeout=120)

@@ -223,7 +223,10 @@ EXPECT = {
     "key-state": lambda r: any(x["enabled"] is False and x["previous_enabled"] is True for x in r)
         and any(x["enabled"] is True and x["previous_enabled"] is False for x in r)
         and all(x["version"] for x in r),
-    "bridge-actions": lambda r: {"deleted", "left", "poisoned"} <= {x["action"] for x in r},
+    # Left for retry: `left` (transient trouble) or `requeued` (a key-state
+    # refusal, put back without spending a try).
+    "bridge-actions": lambda r: {"deleted", "poisoned"} <= {x["action"] for x in r}
+        and bool({"left", "requeued"} & {x["action"] for x in r}),
     "queue-depth": lambda r: any(x["poison"] is True and x["messages"] >= 1 for x in r)
         and any(x["poison"] is False for x in r),
     "unavailable-by-reason": lambda r: {"KeyDisabled", "StoreUnavailable", "IdentityUnavailable"}

@@ -245,9 +245,10 @@ class SlowQueueTarget(BaseHTTPRequestHandler):
         time.sleep(self.delay)
         self.send_response(200)
         self.send_header("content-type", "application/json")
-        self.send_header("content-length", "2")
+        body = b'{"accepted": 1}'  # each message holds one event
+        self.send_header("content-length", str(len(body)))
         self.end_headers()
-        self.wfile.write(b"{}")
+        self.wfile.write(body)
 
     def log_message(self, *args):
         pass
