@@ -166,14 +166,18 @@ resource "azurerm_cosmosdb_sql_container" "events" {
 }
 
 # Entra data-plane access for the app: Cosmos DB Built-in Data Contributor on
-# this account.
+# its one container only. A SQL role assignment's scope may be the account, a
+# database (/dbs/<db>) or a container (/dbs/<db>/colls/<container>)
+# (learn.microsoft.com/azure/cosmos-db/how-to-setup-rbac, "Create role
+# assignments"); the component reads and writes one container.
+# tests/infra/test_cosmos_role_scope.py keeps it there.
 resource "azurerm_cosmosdb_sql_role_assignment" "app" {
   name                = uuidv5("url", "cmk-ingest/${local.base}/cosmos/app")
   resource_group_name = azurerm_resource_group.main.name
   account_name        = azurerm_cosmosdb_account.main.name
   role_definition_id  = "${azurerm_cosmosdb_account.main.id}/sqlRoleDefinitions/00000000-0000-0000-0000-000000000002"
   principal_id        = azurerm_user_assigned_identity.consumer["app"].principal_id
-  scope               = azurerm_cosmosdb_account.main.id
+  scope               = "${azurerm_cosmosdb_account.main.id}/dbs/${azurerm_cosmosdb_sql_database.main.name}/colls/${azurerm_cosmosdb_sql_container.events.name}"
 }
 
 # The copy of a stage switch (infra/README.md, "Stage switch", step 3):
