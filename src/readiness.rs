@@ -16,8 +16,9 @@ use crate::time::UnixTime;
 
 /// `GET /readyz`: whether the key-encryption key can be used, from its cached
 /// state (no key material); anonymous callers get the status and codes only,
-/// callers with the admin key the details (see [`crate::probe`]). A failure
-/// is answered from a brief cache. `POST /readyz/roundtrip` (read key
+/// callers with the admin key the details (see [`crate::probe`]). An answer
+/// that is not ready is repeated to anonymous callers from a brief cache;
+/// callers with the admin key always get a fresh one. `POST /readyz/roundtrip` (read key
 /// required): wraps and unwraps a random 32-byte value through the HSM, end
 /// to end.
 pub(crate) async fn readyz(
@@ -35,16 +36,18 @@ pub(crate) async fn readyz(
         });
     let store = crate::token::open_store();
     let now = UnixTime::now();
+    // Callers with the admin key (operators, authenticated) get a fresh
+    // answer, which also replaces the cached one; anonymous probes get the
+    // cached one while it lasts.
     let cached = store
         .as_ref()
+        .filter(|_| !admin)
         .and_then(|s| s.get(probe::FAILURE_CACHE_KEY).ok().flatten())
         .and_then(|b| probe::cached_failure(&b, now));
     let resp = match cached {
         Some(r) => r,
         None => {
-            match details(req, false).await {
-                // A key that is not usable comes from the key state's own
-                // cache; only failed calls are remembered here.
+            let r = match details(req, false).await {
                 Ok(r) => r,
                 Err(e) => {
                     log::emit(
@@ -52,13 +55,22 @@ pub(crate) async fn readyz(
                         "readiness_failed",
                         &[("code", json!(e.code)), ("message", json!(e.message))],
                     );
-                    let r = e.to_response();
-                    if let (Some(s), Some(entry)) = (&store, probe::encode_failure(now, &r)) {
-                        let _ = s.set(probe::FAILURE_CACHE_KEY, &entry);
-                    }
-                    r
+                    e.to_response()
                 }
+            };
+            // Every answer that is not ready (a failed call to the HSM or
+            // the token endpoint, a refused configuration, a key found not
+            // usable) is remembered briefly, so probes cannot drive calls
+            // (with their retries) while it lasts; a ready answer is not
+            // (the key state has its own cache).
+            if let Some(s) = &store {
+                let _ = match probe::encode_failure(now, &r) {
+                    Some(entry) => s.set(probe::FAILURE_CACHE_KEY, &entry),
+                    None if admin => s.delete(probe::FAILURE_CACHE_KEY),
+                    None => Ok(()),
+                };
             }
+            r
         }
     };
     Ok(if admin { resp } else { probe::public(&resp) })
