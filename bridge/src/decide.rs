@@ -16,7 +16,9 @@
 //! (the service counts every Get Messages), so a key disabled for longer
 //! than a few timeouts would move the whole queue to the poison queue.
 //! Re-queued, it starts again with a dequeue count of 0 and the rest of its
-//! time to live.
+//! time to live (a message that never expires stays so); a message with
+//! less than two visibility timeouts of its time to live left is poisoned
+//! instead, as it would likely expire unseen before the key is usable.
 //!
 //! A message left for redelivery reappears after the visibility timeout.
 //! When a forward fails and the message has been dequeued
@@ -52,6 +54,9 @@ pub enum PoisonReason {
     Refused(u16),
     /// Tried `max_dequeue_count` times without success.
     MaxDequeueCount,
+    /// Refused for the key's state while too little of its time to live
+    /// is left for another round: re-queued, it could expire unseen.
+    Expiring,
 }
 
 impl PoisonReason {
@@ -60,6 +65,7 @@ impl PoisonReason {
         match self {
             PoisonReason::Refused(_) => "refused",
             PoisonReason::MaxDequeueCount => "max-dequeue-count",
+            PoisonReason::Expiring => "expiring",
         }
     }
 }
@@ -177,11 +183,48 @@ pub fn after_forward(
     }
 }
 
-/// Seconds a message expiring at `expiration` (RFC 1123, as Get Messages
-/// gives it) has left at `now`; `None` when unknown. A re-queued copy gets
-/// this as its time to live, so re-queuing never extends a message's life.
-pub fn remaining_ttl_secs(expiration: Option<&str>, now: UnixTime) -> Option<u64> {
-    UnixTime::parse_rfc1123(expiration?.trim()).map(|t| t.0.saturating_sub(now.0).max(1))
+/// A message's time to live, as a re-queued copy is given it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageTtl {
+    /// It never expires (`messagettl=-1`).
+    Never,
+    /// Seconds left.
+    Secs(u64),
+}
+
+/// The expiration time the Queue service reports for a message that never
+/// expires (`messagettl=-1`): "Fri, 31 Dec 9999 23:59:59 GMT". Anything
+/// from the start of that year on is read as "never".
+const NEVER_EXPIRES_FROM: UnixTime = UnixTime(253_370_764_800); // 9999-01-01T00:00:00Z
+
+/// The time to live a message expiring at `expiration` (RFC 1123, as Get
+/// Messages gives it) has left at `now`; `None` when unknown. A re-queued
+/// copy gets this as its time to live, so re-queuing never extends a
+/// message's life, and a message that never expires stays so.
+pub fn remaining_ttl(expiration: Option<&str>, now: UnixTime) -> Option<MessageTtl> {
+    let t = UnixTime::parse_rfc1123(expiration?.trim())?;
+    Some(if t.0 >= NEVER_EXPIRES_FROM.0 {
+        MessageTtl::Never
+    } else {
+        MessageTtl::Secs(t.0.saturating_sub(now.0).max(1))
+    })
+}
+
+/// For a message refused for the key's state: the time to live of its
+/// re-queued copy, or poison when less than two visibility timeouts of it
+/// are left (the copy is hidden up to one; it would likely expire, unseen
+/// by anyone, before the key is usable again). With an unknown expiration
+/// the copy gets the service's default time to live.
+pub fn requeue_ttl(
+    ttl: Option<MessageTtl>,
+    visibility_secs: u32,
+) -> Result<Option<MessageTtl>, PoisonReason> {
+    match ttl {
+        Some(MessageTtl::Secs(t)) if t < 2 * u64::from(visibility_secs) => {
+            Err(PoisonReason::Expiring)
+        }
+        other => Ok(other),
+    }
 }
 
 /// Reads `Retry-After`: delay-seconds, or an HTTP date (relative to `now`).
@@ -465,13 +508,46 @@ mod tests {
     fn a_requeued_copy_keeps_the_rest_of_its_time_to_live() {
         let now = UnixTime(1_795_998_519);
         let exp = UnixTime(now.0 + 3600).rfc1123();
-        assert_eq!(remaining_ttl_secs(Some(&exp), now), Some(3600));
+        assert_eq!(remaining_ttl(Some(&exp), now), Some(MessageTtl::Secs(3600)));
         assert_eq!(
-            remaining_ttl_secs(Some(&UnixTime(now.0 - 5).rfc1123()), now),
-            Some(1)
+            remaining_ttl(Some(&UnixTime(now.0 - 5).rfc1123()), now),
+            Some(MessageTtl::Secs(1))
         );
-        assert_eq!(remaining_ttl_secs(None, now), None);
-        assert_eq!(remaining_ttl_secs(Some("soon"), now), None);
+        assert_eq!(remaining_ttl(None, now), None);
+        assert_eq!(remaining_ttl(Some("soon"), now), None);
+        // What the service reports for messagettl=-1: never, not a huge
+        // number of seconds.
+        assert_eq!(
+            remaining_ttl(Some("Fri, 31 Dec 9999 23:59:59 GMT"), now),
+            Some(MessageTtl::Never)
+        );
+        assert_eq!(
+            remaining_ttl(Some("Thu, 31 Dec 9998 23:59:59 GMT"), now),
+            Some(MessageTtl::Secs(253_370_764_799 - now.0))
+        );
+    }
+
+    #[test]
+    fn a_message_about_to_expire_is_poisoned_rather_than_requeued() {
+        // Visibility timeout 30 s: a copy needs at least 60 s to live.
+        assert_eq!(
+            requeue_ttl(Some(MessageTtl::Secs(59)), 30),
+            Err(PoisonReason::Expiring)
+        );
+        assert_eq!(
+            requeue_ttl(Some(MessageTtl::Secs(1)), 30),
+            Err(PoisonReason::Expiring)
+        );
+        assert_eq!(
+            requeue_ttl(Some(MessageTtl::Secs(60)), 30),
+            Ok(Some(MessageTtl::Secs(60)))
+        );
+        assert_eq!(
+            requeue_ttl(Some(MessageTtl::Never), 30),
+            Ok(Some(MessageTtl::Never))
+        );
+        assert_eq!(requeue_ttl(None, 30), Ok(None));
+        assert_eq!(PoisonReason::Expiring.as_str(), "expiring");
     }
 
     #[test]

@@ -266,9 +266,13 @@ impl Bridge {
     /// fails, the original stays; if the delete fails, both are there and
     /// the event is written twice, identically (document ids are derived
     /// from the events).
-    fn requeue(&self, m: &Received, delay_secs: u64) -> Result<Option<String>, StorageError> {
+    fn requeue(
+        &self,
+        m: &Received,
+        delay_secs: u64,
+        ttl: Option<decide::MessageTtl>,
+    ) -> Result<Option<String>, StorageError> {
         let c = &self.cfg;
-        let ttl = decide::remaining_ttl_secs(m.expiration_time.as_deref(), UnixTime::now());
         let resp = self.storage("put message (requeue)", |a, now| {
             storage::requeue_message(&c.queue, &m.text, delay_secs, ttl, now, a)
         })?;
@@ -396,6 +400,18 @@ impl Bridge {
             }
         };
         fields.push(("forward_ms", json!(started.elapsed().as_millis() as u64)));
+        // A message re-queued keeps the rest of its time to live; one with
+        // too little of it left is poisoned instead of expiring unseen.
+        let (action, ttl) = match action {
+            Action::Requeue { .. } => {
+                let ttl = decide::remaining_ttl(m.expiration_time.as_deref(), UnixTime::now());
+                match decide::requeue_ttl(ttl, c.visibility_timeout_secs) {
+                    Ok(ttl) => (action, ttl),
+                    Err(reason) => (Action::Poison(reason), None),
+                }
+            }
+            other => (other, None),
+        };
         match action {
             Action::Delete => match self.delete(m) {
                 Ok(()) => {
@@ -430,7 +446,7 @@ impl Bridge {
             // timeout), so redelivery keeps its cadence; polling pauses for
             // the component's Retry-After as for any 503.
             Action::Requeue { delay_secs } => {
-                match self.requeue(m, delay_secs.min(u64::from(c.visibility_timeout_secs))) {
+                match self.requeue(m, delay_secs.min(u64::from(c.visibility_timeout_secs)), ttl) {
                     Ok(new_id) => {
                         fields.push(("action", json!("requeued")));
                         fields.push(("new_message_id", json!(new_id)));
