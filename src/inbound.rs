@@ -48,7 +48,7 @@ pub async fn authorize(
                 .entra
                 .as_ref()
                 .expect("a token is only taken when Entra delivery is configured");
-            verify(cfg, &token)
+            verify(cfg, config.kv_key.as_ref(), &token)
                 .await
                 .map_err(|e| ingest::token_error(&e))
         }
@@ -63,9 +63,13 @@ fn attempt_key(cfg: &SenderTokens) -> String {
     format!("jwks-attempt/v1/{}", cfg.jwks_url)
 }
 
-async fn verify(cfg: &SenderTokens, token: &Token) -> Result<(), JwtError> {
+async fn verify(
+    cfg: &SenderTokens,
+    kv_key: Option<&crate::kvseal::EntryKey>,
+    token: &Token,
+) -> Result<(), JwtError> {
     let now = UnixTime::now();
-    let store = crate::token::open_store();
+    let store = crate::token::open_store(kv_key);
     let cached = store
         .as_ref()
         .and_then(|s| s.get(&cache_key(cfg)).ok().flatten())

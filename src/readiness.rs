@@ -28,13 +28,18 @@ pub(crate) async fn readyz(
     if roundtrip {
         return details(req, true).await;
     }
-    let admin = load_config()
-        .ok()
-        .and_then(|c| c.admin.keys)
+    let config = load_config().ok();
+    let admin = config
+        .as_ref()
+        .and_then(|c| c.admin.keys.as_ref())
         .is_some_and(|keys| {
             header(req, crate::rewrap::ADMIN_KEY_HEADER).is_some_and(|k| keys.accepts(&k))
         });
-    let store = crate::token::open_store();
+    // A configuration that does not load has no store: its answer (a
+    // refused configuration, no call made) is computed each time.
+    let store = config
+        .as_ref()
+        .and_then(|c| crate::token::open_store(c.kv_key.as_ref()));
     let now = UnixTime::now();
     // Callers with the admin key (operators, authenticated) get a fresh
     // answer, which also replaces the cached one; anonymous probes get the
@@ -106,7 +111,7 @@ async fn details(req: &IncomingRequest, roundtrip: bool) -> Result<Response<Vec<
             ));
         }
     }
-    let kek = kek::Kek::new(kek_cfg, config.cosmos.retry);
+    let kek = kek::Kek::new(kek_cfg, config.cosmos.retry, config.kv_key.as_ref());
     let (key, checked) = match kek.key(roundtrip).await {
         Ok(k) => k,
         Err(e) => return Ok(not_ready(json!({"configured": true}), &ApiError::from(&e))),
