@@ -3,7 +3,7 @@
 //!
 //! | component answer | action |
 //! |---|---|
-//! | 200 with `accepted` = the message's event count | delete the message |
+//! | 200 with `accepted` (+ `conflicts`, create mode) = the message's event count | delete the message (conflicts logged) |
 //! | other 2xx, or 200 with another count | leave it for redelivery (not confirmed) |
 //! | 400, 413, 415, 422 (the message itself is bad) | poison at once |
 //! | 401, 403 (the bridge's ingest key is refused) | leave it; pause polling |
@@ -42,6 +42,9 @@ pub enum Forwarded {
         code: Option<String>,
         /// The answer's `accepted` count, if any.
         accepted: Option<u64>,
+        /// The answer's `conflicts` count (create mode: events whose
+        /// document id holds another event), if any.
+        conflicts: Option<u64>,
     },
     /// No answer: timeout, refused or reset connection, DNS failure.
     NoAnswer,
@@ -141,11 +144,17 @@ pub fn after_forward(
     max: u32,
 ) -> Action {
     let (pause, auth) = match result {
+        // Every event is accounted for: stored, or (create mode) refused
+        // because its id holds another event, which no retry changes (the
+        // conflicts are logged with the message).
         Forwarded::Answered {
             status: 200,
             accepted: Some(n),
+            conflicts,
             ..
-        } if expected.is_some_and(|e| e as u64 == *n) => return Action::Delete,
+        } if expected.is_some_and(|e| Some(e as u64) == n.checked_add(conflicts.unwrap_or(0))) => {
+            return Action::Delete
+        }
         // Any other success is not a confirmation (a proxy, a wrong
         // target, another version): leave it, it is tried again.
         Forwarded::Answered { status, .. } if (200..300).contains(status) => (None, false),
@@ -313,6 +322,7 @@ mod tests {
             retry_after_secs: None,
             code: None,
             accepted: None,
+            conflicts: None,
         }
     }
 
@@ -322,6 +332,17 @@ mod tests {
             retry_after_secs: None,
             code: None,
             accepted: Some(n),
+            conflicts: None,
+        }
+    }
+
+    fn with_conflicts(accepted: u64, conflicts: u64) -> Forwarded {
+        Forwarded::Answered {
+            status: 200,
+            retry_after_secs: None,
+            code: None,
+            accepted: Some(accepted),
+            conflicts: Some(conflicts),
         }
     }
 
@@ -331,6 +352,7 @@ mod tests {
             retry_after_secs,
             code: Some(code.into()),
             accepted: None,
+            conflicts: None,
         }
     }
 
@@ -365,6 +387,21 @@ mod tests {
         );
         // A message the bridge cannot count is never confirmed.
         assert_eq!(super::after_forward(&accepted(3), None, 1, 5), leave);
+    }
+
+    #[test]
+    fn create_mode_conflicts_count_as_accounted_for() {
+        // 3 events: 2 stored, 1 whose id holds another event.
+        assert_eq!(after_forward(&with_conflicts(2, 1), 1, 5), Action::Delete);
+        assert_eq!(after_forward(&with_conflicts(3, 0), 1, 5), Action::Delete);
+        let leave = Action::Leave {
+            pause_secs: None,
+            auth: false,
+        };
+        // Events missing either way are not confirmed.
+        assert_eq!(after_forward(&with_conflicts(1, 1), 1, 5), leave);
+        assert_eq!(after_forward(&with_conflicts(2, 2), 1, 5), leave);
+        assert_eq!(after_forward(&with_conflicts(u64::MAX, 1), 1, 5), leave);
     }
 
     #[test]
@@ -434,6 +471,7 @@ mod tests {
             retry_after_secs: Some(7),
             code: Some("StoreUnavailable".into()),
             accepted: None,
+            conflicts: None,
         };
         assert_eq!(
             after_forward(&busy, 1, 5),
@@ -466,6 +504,7 @@ mod tests {
                     retry_after_secs: Some(100_000),
                     code: None,
                     accepted: None,
+                    conflicts: None,
                 },
                 1,
                 5

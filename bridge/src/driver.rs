@@ -346,6 +346,7 @@ impl Bridge {
                         retry_after_secs,
                         code: code.clone(),
                         accepted: body.as_ref().and_then(|v| v["accepted"].as_u64()),
+                        conflicts: body.as_ref().and_then(|v| v["conflicts"].as_u64()),
                     },
                     code,
                 )
@@ -384,8 +385,16 @@ impl Bridge {
                     return None;
                 }
                 let (f, code) = self.forward(m);
-                if let Forwarded::Answered { status, .. } = f {
+                if let Forwarded::Answered {
+                    status, conflicts, ..
+                } = f
+                {
                     fields.push(("status", json!(status)));
+                    // Create mode: events whose document id holds another
+                    // event; the message is done, an operator looks at them.
+                    if let Some(n) = conflicts.filter(|n| *n > 0) {
+                        fields.push(("conflicts", json!(n)));
+                    }
                 }
                 fields.push(("code", json!(code)));
                 (
@@ -416,7 +425,8 @@ impl Bridge {
             Action::Delete => match self.delete(m) {
                 Ok(()) => {
                     fields.push(("action", json!("deleted")));
-                    emit("info", "message", &fields);
+                    let conflicted = fields.iter().any(|(k, _)| *k == "conflicts");
+                    emit(if conflicted { "warn" } else { "info" }, "message", &fields);
                 }
                 Err(e) => {
                     // Durable in the component already; it comes back and is
