@@ -6,12 +6,13 @@ use serde_json::json;
 use spin_sdk::http::IncomingRequest;
 
 use crate::api::{json_response, ApiError};
+use crate::config::{Config, KekConfig};
 use crate::hsm;
 use crate::kek;
 use crate::log;
 use crate::probe;
 use crate::records;
-use crate::request::{header, load_config};
+use crate::request::{header, load_config, load_config_quietly, log_warnings};
 use crate::time::UnixTime;
 
 /// `GET /readyz`: whether the key-encryption key can be used, from its cached
@@ -26,19 +27,26 @@ pub(crate) async fn readyz(
     roundtrip: bool,
 ) -> Result<Response<Vec<u8>>, ApiError> {
     if roundtrip {
-        return details(req, true).await;
+        return details(req, load_config().as_ref(), true, false).await;
     }
-    let config = load_config().ok();
-    let admin = config
+    // The platform probes every few seconds: its anonymous calls do not
+    // repeat the configuration's warnings in the log.
+    let loaded = load_config_quietly();
+    let admin = loaded
         .as_ref()
+        .ok()
         .and_then(|c| c.admin.keys.as_ref())
         .is_some_and(|keys| {
             header(req, crate::rewrap::ADMIN_KEY_HEADER).is_some_and(|k| keys.accepts(&k))
         });
+    if let (true, Ok(c)) = (admin, &loaded) {
+        log_warnings(c);
+    }
     // A configuration that does not load has no store: its answer (a
     // refused configuration, no call made) is computed each time.
-    let store = config
+    let store = loaded
         .as_ref()
+        .ok()
         .and_then(|c| crate::token::open_store(c.kv_key.as_ref()));
     let now = UnixTime::now();
     // Callers with the admin key (operators, authenticated) get a fresh
@@ -52,7 +60,7 @@ pub(crate) async fn readyz(
     let resp = match cached {
         Some(r) => r,
         None => {
-            let r = match details(req, false).await {
+            let r = match details(req, loaded.as_ref(), false, !admin).await {
                 Ok(r) => r,
                 Err(e) => {
                     log::emit(
@@ -81,13 +89,22 @@ pub(crate) async fn readyz(
     Ok(if admin { resp } else { probe::public(&resp) })
 }
 
-async fn details(req: &IncomingRequest, roundtrip: bool) -> Result<Response<Vec<u8>>, ApiError> {
+/// Least age of the key state an anonymous `GET /readyz` fetches afresh,
+/// whatever `hsm_key_check_secs` (with 0, every probe would call the HSM).
+pub const ANONYMOUS_MIN_CHECK_SECS: u64 = 5;
+
+async fn details(
+    req: &IncomingRequest,
+    config: Result<&Config, &ApiError>,
+    roundtrip: bool,
+    anonymous: bool,
+) -> Result<Response<Vec<u8>>, ApiError> {
     // A configuration the component refuses (e.g. protected fields without
     // a key and no explicit `cmk_stage`) is not ready either: the same 503
     // shape, with nothing known of the key.
-    let config = match load_config() {
+    let config = match config {
         Ok(c) => c,
-        Err(e) => return Ok(not_ready(json!({}), &e)),
+        Err(e) => return Ok(not_ready(json!({}), e)),
     };
     let Some(kek_cfg) = &config.kek else {
         return Ok(json_response(
@@ -111,6 +128,16 @@ async fn details(req: &IncomingRequest, roundtrip: bool) -> Result<Response<Vec<
             ));
         }
     }
+    let floored;
+    let kek_cfg = if anonymous && kek_cfg.check_secs < ANONYMOUS_MIN_CHECK_SECS {
+        floored = KekConfig {
+            check_secs: ANONYMOUS_MIN_CHECK_SECS,
+            ..kek_cfg.clone()
+        };
+        &floored
+    } else {
+        kek_cfg
+    };
     let kek = kek::Kek::new(kek_cfg, config.cosmos.retry, config.kv_key.as_ref());
     let (key, checked) = match kek.key(roundtrip).await {
         Ok(k) => k,
