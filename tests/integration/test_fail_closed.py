@@ -207,11 +207,11 @@ def test_protected_fields_without_a_key_name_refuse_to_run(stack):
     assert (status, body["error"]["code"]) == (503, "ConfigurationError"), body
     assert "cmk_stage" in body["error"]["message"]
     assert in_topic(stack, topic) == 0
-    # /readyz answers it in its one 503 shape.
+    # /readyz answers it in its one 503 shape, as an anonymous probe sees it
+    # (the admin key cannot be checked without a configuration).
     status, headers, ready = get(app, "/readyz", key=None)
     assert status == 503 and headers["Retry-After"], ready
-    assert ready["status"] == "not-ready" and ready["kek"] == {}, ready
-    assert ready["error"]["code"] == "ConfigurationError" and "cmk_stage" in ready["error"]["message"], ready
+    assert ready == {"status": "not-ready", "error": {"code": "ConfigurationError"}}, ready
     # The first stage chosen explicitly runs (and seals nothing).
     app1 = stack.serve_app(name="app-stage-one", overrides={
         "SPIN_VARIABLE_CMK_STAGE": "1", "SPIN_VARIABLE_PROTECTED_FIELDS": json.dumps(PROTECTED)})
