@@ -119,6 +119,7 @@ fn signed_token(now: u64) -> (String, Jwks, Policy) {
         issuers: Policy::default_issuers(tenant),
         tenant: tenant.into(),
         roles: vec!["AzureEventGridSecureWebhookSubscriber".into()],
+        app_ids: vec![],
     };
     (token, jwks, policy)
 }

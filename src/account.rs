@@ -24,11 +24,11 @@ pub struct Account<'a> {
 
 impl<'a> Account<'a> {
     /// Access as configured (tokens only with `cosmos_auth = entra`).
-    pub fn new(config: &'a CosmosConfig) -> Self {
+    pub fn new(config: &'a CosmosConfig, kv_key: Option<&crate::kvseal::EntryKey>) -> Self {
         let tokens = match &config.auth {
             CosmosAuth::MasterKey(_) => None,
             CosmosAuth::Entra { scope, identity } => {
-                Some((Tokens::new(identity, config.retry), scope.as_str()))
+                Some((Tokens::new(identity, config.retry, kv_key), scope.as_str()))
             }
         };
         Self { config, tokens }

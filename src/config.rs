@@ -68,6 +68,10 @@ pub struct Config {
     /// The key-encryption key in Managed HSM; `None` in the first stage
     /// (Microsoft-managed keys only, no field encryption).
     pub kek: Option<KekConfig>,
+    /// The key binding key-value store entries to this deployment, derived
+    /// from the secret `kv_store_key` (at least 16 characters); `None`
+    /// when it is not set (entries are then trusted as stored).
+    pub kv_key: Option<crate::kvseal::EntryKey>,
 }
 
 /// Which fields of an event are sealed, by event type.
@@ -750,8 +754,16 @@ impl Config {
                 &"must differ from every ingest and read key",
             ));
         }
+        let kv_key = match get("kv_store_key")? {
+            None => None,
+            Some(v) if v.trim().len() < 16 => {
+                return Err(invalid("kv_store_key", &"must be at least 16 characters"))
+            }
+            Some(v) => Some(crate::kvseal::EntryKey::derive(v.trim())),
+        };
         Ok(Config {
             kek,
+            kv_key,
             read: ReadConfig {
                 keys: read_keys,
                 accept_unsealed: match get("read_accept_unsealed")?.as_deref() {
@@ -814,6 +826,29 @@ mod tests {
             m.insert(k, v);
         }
         Config::load(|name| Ok(m.get(name).map(|v| v.to_string())))
+    }
+
+    #[test]
+    fn the_kv_store_key_is_read_once_and_must_be_long_enough() {
+        assert!(load(&[]).unwrap().kv_key.is_none());
+        assert!(load(&[("kv_store_key", "  ")]).unwrap().kv_key.is_none());
+        let e = load(&[("kv_store_key", "short-key-01234")]).unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                ConfigError::Invalid {
+                    name: "kv_store_key",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let c = load(&[("kv_store_key", " kv-store-key-0123 ")]).unwrap();
+        // Derived from the trimmed value: the same key as without spaces.
+        let k = c.kv_key.expect("a key");
+        let sealed = k.seal("n", b"v");
+        let same = crate::kvseal::EntryKey::derive("kv-store-key-0123");
+        assert_eq!(same.open("n", &sealed), Some(b"v".to_vec()));
     }
 
     #[test]

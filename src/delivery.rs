@@ -65,7 +65,7 @@ pub(crate) async fn post_events(req: IncomingRequest) -> Result<Response<Vec<u8>
         Decoded::Events(events) => events,
     };
     crate::tally::events(events.len());
-    let account = Account::new(&config.cosmos);
+    let account = Account::new(&config.cosmos, config.kv_key.as_ref());
     let credential = account.credential().await?;
     let writes = ingest::plan_events(events, &config, &credential, UnixTime::now())?;
     write_delivery(writes, &config, &account, &credential).await
@@ -107,7 +107,7 @@ pub(crate) async fn post_queue(req: IncomingRequest) -> Result<Response<Vec<u8>>
         let message = queue::decode(content_type.as_deref(), &body)?;
         decoded = Some((message.text_encoding.as_str(), message.events.len()));
         crate::tally::events(message.events.len());
-        let account = Account::new(&config.cosmos);
+        let account = Account::new(&config.cosmos, config.kv_key.as_ref());
         let credential = account.credential().await?;
         let writes = ingest::plan_events(message.events, &config, &credential, UnixTime::now())?;
         write_delivery(writes, &config, &account, &credential).await
@@ -213,7 +213,7 @@ async fn seal_delivery(
     config: &Config,
     credential: &crate::cosmos::Credential,
 ) -> Result<ingest::Writes, ApiError> {
-    let kek = kek::Kek::new(kek_cfg, config.cosmos.retry);
+    let kek = kek::Kek::new(kek_cfg, config.cosmos.retry, config.kv_key.as_ref());
     let plans = match ingest::protected_pointers(&writes.documents, &kek_cfg.protected) {
         Ok(p) => p,
         Err(u) => {

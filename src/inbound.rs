@@ -48,7 +48,7 @@ pub async fn authorize(
                 .entra
                 .as_ref()
                 .expect("a token is only taken when Entra delivery is configured");
-            verify(cfg, &token)
+            verify(cfg, config.kv_key.as_ref(), &token)
                 .await
                 .map_err(|e| ingest::token_error(&e))
         }
@@ -63,9 +63,13 @@ fn attempt_key(cfg: &SenderTokens) -> String {
     format!("jwks-attempt/v1/{}", cfg.jwks_url)
 }
 
-async fn verify(cfg: &SenderTokens, token: &Token) -> Result<(), JwtError> {
+async fn verify(
+    cfg: &SenderTokens,
+    kv_key: Option<&crate::kvseal::EntryKey>,
+    token: &Token,
+) -> Result<(), JwtError> {
     let now = UnixTime::now();
-    let store = crate::token::open_store();
+    let store = crate::token::open_store(kv_key);
     let cached = store
         .as_ref()
         .and_then(|s| s.get(&cache_key(cfg)).ok().flatten())
@@ -87,8 +91,15 @@ async fn verify(cfg: &SenderTokens, token: &Token) -> Result<(), JwtError> {
             let _ = s.set(&attempt_key(cfg), &jwt::encode_attempt(now));
         }
     }
+    // The set's fetch time and the last attempt, when a refresh was held
+    // back (the cached copy served) rather than done.
+    let mut held: Option<(UnixTime, Option<UnixTime>)> = None;
     let jwks: Jwks = match decision {
-        JwksCache::Use => cached.expect("Use implies a cached copy").0,
+        JwksCache::Use => {
+            let (jwks, at) = cached.expect("Use implies a cached copy");
+            held = Some((at, last_attempt));
+            jwks
+        }
         JwksCache::Wait => {
             return Err(JwtError::Jwks(
                 "the signing keys could not be fetched moments ago; not trying again yet".into(),
@@ -102,7 +113,8 @@ async fn verify(cfg: &SenderTokens, token: &Token) -> Result<(), JwtError> {
                 jwks
             }
             Err(e) => match cached {
-                Some((old, _)) if decision == JwksCache::Refresh => {
+                Some((old, at)) if decision == JwksCache::Refresh => {
+                    held = Some((at, Some(now)));
                     log::emit(
                         "warn",
                         "signing_keys_refresh_failed",
@@ -114,7 +126,18 @@ async fn verify(cfg: &SenderTokens, token: &Token) -> Result<(), JwtError> {
             },
         },
     };
-    let sender = jwt::verify(token, &jwks, &cfg.policy, now)?;
+    let sender = match jwt::verify(token, &jwks, &cfg.policy, now) {
+        Err(JwtError::UnknownKey) => {
+            return Err(held
+                .and_then(|(at, attempt)| {
+                    jwt::refresh_held_back(&jwks, at, attempt, token.kid(), now)
+                })
+                .map_or(JwtError::UnknownKey, |retry_after_secs| {
+                    JwtError::KeysNotRefreshed { retry_after_secs }
+                }))
+        }
+        other => other?,
+    };
     log::emit(
         "info",
         "sender_authenticated",

@@ -134,6 +134,14 @@ pub fn token_error(e: &crate::jwt::JwtError) -> ApiError {
             e.to_string(),
         )
         .retry_after(crate::api::KEY_RETRY_AFTER_SECS),
+        // A rotated key the cached set does not have yet: Event Grid does
+        // not retry a 401, so it is answered as transient.
+        JwtError::KeysNotRefreshed { retry_after_secs } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SigningKeysUnavailable",
+            e.to_string(),
+        )
+        .retry_after(u32::try_from((*retry_after_secs).max(1)).unwrap_or(u32::MAX)),
         _ => ApiError::new(StatusCode::UNAUTHORIZED, "InvalidToken", e.to_string()),
     }
 }
@@ -1342,6 +1350,15 @@ mod tests {
         let keys = crate::jwt::JwtError::Jwks("down".into());
         assert_eq!(token_error(&keys).status, 503);
         assert_eq!(token_error(&crate::jwt::JwtError::Signature).status, 401);
+        assert_eq!(token_error(&crate::jwt::JwtError::UnknownKey).status, 401);
+        // A rotated key not fetched yet: transient, retried by Event Grid.
+        let rotated = token_error(&crate::jwt::JwtError::KeysNotRefreshed {
+            retry_after_secs: 290,
+        });
+        assert_eq!(
+            (rotated.status.as_u16(), rotated.code, rotated.retry_after),
+            (503, "SigningKeysUnavailable", Some(290))
+        );
     }
 
     #[test]

@@ -67,6 +67,15 @@ pub enum JwtError {
     /// The JWKS document is not usable.
     #[error("the signing keys document is not usable: {0}")]
     Jwks(String),
+    /// The token names a key the cached set lacks (a rotated key, most
+    /// likely), and the set may not be fetched again yet.
+    #[error(
+        "the bearer token names a signing key not among the cached ones, which cannot be fetched again for another {retry_after_secs} s"
+    )]
+    KeysNotRefreshed {
+        /// Seconds until the set may be fetched again.
+        retry_after_secs: u64,
+    },
 }
 
 /// The checks a token must pass.
@@ -416,6 +425,35 @@ pub fn jwks_cache(
     } else {
         JwksCache::Use
     }
+}
+
+/// For a token naming `kid`, when the cached set `jwks` (fetched at
+/// `fetched_at`) lacks it and was not fetched again only because of the
+/// least interval between fetches ([`JWKS_MIN_REFETCH_SECS`], counted from
+/// the fetch and from `last_attempt`): the seconds until a fetch is
+/// allowed. `None` when the set has the key, the token names none, or a
+/// fetch is allowed (then the key is unknown). A key rotated by the tenant
+/// is answered so as transient, not as an invalid token.
+pub fn refresh_held_back(
+    jwks: &Jwks,
+    fetched_at: UnixTime,
+    last_attempt: Option<UnixTime>,
+    kid: Option<&str>,
+    now: UnixTime,
+) -> Option<u64> {
+    let kid = kid?;
+    if jwks.has(kid) {
+        return None;
+    }
+    let believed = |t: &UnixTime| t.0 <= now.0.saturating_add(CLOCK_SKEW_SECS);
+    let latest = [Some(fetched_at), last_attempt]
+        .into_iter()
+        .flatten()
+        .filter(believed)
+        .map(|t| t.0)
+        .max()?;
+    let allowed_at = latest.saturating_add(JWKS_MIN_REFETCH_SECS);
+    (allowed_at > now.0).then(|| allowed_at - now.0)
 }
 
 /// Least time between two fetches while nothing is cached.
@@ -769,6 +807,39 @@ mod tests {
         assert_eq!(
             jwks_cache(at(JWKS_MIN_REFETCH_SECS), None, Some("k9"), NOW),
             JwksCache::Refresh
+        );
+        // A rotated key inside the least interval: held back, so the token
+        // is answered as transient, for the rest of the interval.
+        let fetched = UnixTime(NOW.0 - 10);
+        assert_eq!(
+            refresh_held_back(&jwks, fetched, None, Some("k9"), NOW),
+            Some(JWKS_MIN_REFETCH_SECS - 10)
+        );
+        assert_eq!(
+            refresh_held_back(
+                &jwks,
+                UnixTime(NOW.0 - 3600),
+                Some(UnixTime(NOW.0 - 100)),
+                Some("k9"),
+                NOW
+            ),
+            Some(JWKS_MIN_REFETCH_SECS - 100)
+        );
+        // The key is known, the token names none, or a fetch is allowed.
+        assert_eq!(
+            refresh_held_back(&jwks, fetched, None, Some("k1"), NOW),
+            None
+        );
+        assert_eq!(refresh_held_back(&jwks, fetched, None, None, NOW), None);
+        let old = UnixTime(NOW.0 - JWKS_MIN_REFETCH_SECS);
+        assert_eq!(
+            refresh_held_back(&jwks, old, Some(old), Some("k9"), NOW),
+            None
+        );
+        // An attempt dated in the future is not believed.
+        assert_eq!(
+            refresh_held_back(&jwks, old, Some(UnixTime(NOW.0 + 3600)), Some("k9"), NOW),
+            None
         );
         // A cached copy from the future (a writer of the store) is ignored.
         let future = Some((&jwks, UnixTime(NOW.0 + CLOCK_SKEW_SECS + 1)));

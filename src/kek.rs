@@ -154,13 +154,17 @@ pub struct Kek<'a> {
 impl<'a> Kek<'a> {
     /// Opens the `default` key-value store for the caches (without it, every
     /// request fetches its own token and key state, and says so in the log).
-    pub fn new(cfg: &'a KekConfig, retry: RetryPolicy) -> Self {
-        let store = crate::token::open_store();
+    pub fn new(
+        cfg: &'a KekConfig,
+        retry: RetryPolicy,
+        kv_key: Option<&crate::kvseal::EntryKey>,
+    ) -> Self {
+        let store = crate::token::open_store(kv_key);
         Self {
             cfg,
             retry,
             store,
-            tokens: Tokens::new(&cfg.identity, retry),
+            tokens: Tokens::new(&cfg.identity, retry, kv_key),
         }
     }
 

@@ -30,11 +30,11 @@ pub(crate) async fn post_rewrap(req: IncomingRequest) -> Result<Response<Vec<u8>
         &config,
     )?;
     let kek_cfg = config.kek.as_ref().expect("rewrap::parse checks it");
-    let kek = kek::Kek::new(kek_cfg, config.cosmos.retry);
+    let kek = kek::Kek::new(kek_cfg, config.cosmos.retry, config.kv_key.as_ref());
     let (latest, _) = kek.key(true).await.map_err(|e| ApiError::from(&e))?;
     hsm::check_usable(&latest, hsm::KeyOp::Wrap, UnixTime::now())
         .map_err(|e| ApiError::from(&e))?;
-    let account = Account::new(&config.cosmos);
+    let account = Account::new(&config.cosmos, config.kv_key.as_ref());
     let credential = account.credential().await?;
     let sent = account
         .send(rewrap::query_request(
@@ -162,11 +162,11 @@ pub(crate) async fn post_seal(req: IncomingRequest) -> Result<Response<Vec<u8>>,
         &config,
     )?;
     let kek_cfg = config.kek.as_ref().expect("seal::parse checks it");
-    let kek = kek::Kek::new(kek_cfg, config.cosmos.retry);
+    let kek = kek::Kek::new(kek_cfg, config.cosmos.retry, config.kv_key.as_ref());
     let (latest, _) = kek.key(true).await.map_err(|e| ApiError::from(&e))?;
     hsm::check_usable(&latest, hsm::KeyOp::Wrap, UnixTime::now())
         .map_err(|e| ApiError::from(&e))?;
-    let account = Account::new(&config.cosmos);
+    let account = Account::new(&config.cosmos, config.kv_key.as_ref());
     let credential = account.credential().await?;
     let sent = account
         .send(seal::query_request(

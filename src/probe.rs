@@ -1,11 +1,12 @@
 //! What `GET /readyz` tells whom: anonymous callers (the platform's probe)
 //! get the status and error codes only; the dependencies' own error text,
 //! which can name the app's ids and tenant, and the key's id and dates are
-//! for callers with the admin key. A check whose call to the HSM or the
-//! token endpoint failed is remembered for [`FAILURE_CACHE_SECS`] so probes
-//! cannot drive calls (with their retries) into either while it is failing
-//! (a key found disabled or expired is not a failed call: it comes from the
-//! key state's own cache, `hsm_key_check_secs`).
+//! for callers with the admin key. Every answer that is not ready (a failed
+//! call to the HSM or the token endpoint, a refused configuration, a key
+//! found not usable) is remembered for [`FAILURE_CACHE_SECS`] so anonymous
+//! probes cannot drive calls (with their retries) into either while it
+//! lasts; callers with the admin key get a fresh answer, which replaces the
+//! cached one (a ready answer clears it).
 
 use http::{header, Response};
 use serde::{Deserialize, Serialize};
@@ -121,11 +122,14 @@ mod tests {
         let ready = json!({"status": "ready", "kek": {"configured": true, "kid": "https://h/keys/k/v1",
             "enabled": true, "notBefore": null, "checkedAt": "2026-01-01T00:00:00Z", "wrap": "hsm"}});
         assert_eq!(public_view(&ready), json!({"status": "ready"}));
-        let not_ready = json!({"status": "not-ready", "kek": {"kid": "https://h/keys/k/v1",
-            "reason": {"code": "KeyDisabled", "message": "Operation get is not allowed on a disabled key"}}});
+        // The shape `/readyz` answers when the key is not usable.
+        let not_ready = json!({"status": "not-ready",
+            "error": {"code": "KeyDisabled", "message": "Operation get is not allowed on a disabled key"},
+            "kek": {"configured": true, "kid": "https://h/keys/k/v1", "enabled": false,
+                "checkedAt": "2026-01-01T00:00:00Z", "wrap": "hsm"}});
         assert_eq!(
             public_view(&not_ready),
-            json!({"status": "not-ready", "kek": {"reason": {"code": "KeyDisabled"}}})
+            json!({"status": "not-ready", "error": {"code": "KeyDisabled"}})
         );
         let entra = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

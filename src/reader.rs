@@ -25,7 +25,7 @@ pub(crate) async fn get_records(req: IncomingRequest) -> Result<Response<Vec<u8>
         &config,
     )?;
     let only = records::fields(&path)?;
-    let account = Account::new(&config.cosmos);
+    let account = Account::new(&config.cosmos, config.kv_key.as_ref());
     let credential = account.credential().await?;
     let sent = account
         .send(records::request(
@@ -87,7 +87,7 @@ pub(crate) async fn delete_record(req: IncomingRequest) -> Result<Response<Vec<u
         header(&req, "if-match").as_deref(),
         &config,
     )?;
-    let account = Account::new(&config.cosmos);
+    let account = Account::new(&config.cosmos, config.kv_key.as_ref());
     let credential = account.credential().await?;
     let sent = account
         .send(records::delete_request(
@@ -191,7 +191,7 @@ async fn open_one(
     {
         Some(i) => i,
         None => {
-            let kek = kek::Kek::new(kek_cfg, config.cosmos.retry);
+            let kek = kek::Kek::new(kek_cfg, config.cosmos.retry, config.kv_key.as_ref());
             let raw = zeroize::Zeroizing::new(
                 kek.unwrap(&h.kid, &h.wrapped_dek)
                     .await

@@ -6,18 +6,20 @@ use serde_json::json;
 use spin_sdk::http::IncomingRequest;
 
 use crate::api::{json_response, ApiError};
+use crate::config::{Config, KekConfig};
 use crate::hsm;
 use crate::kek;
 use crate::log;
 use crate::probe;
 use crate::records;
-use crate::request::{header, load_config};
+use crate::request::{header, load_config, load_config_quietly, log_warnings};
 use crate::time::UnixTime;
 
 /// `GET /readyz`: whether the key-encryption key can be used, from its cached
 /// state (no key material); anonymous callers get the status and codes only,
-/// callers with the admin key the details (see [`crate::probe`]). A failure
-/// is answered from a brief cache. `POST /readyz/roundtrip` (read key
+/// callers with the admin key the details (see [`crate::probe`]). An answer
+/// that is not ready is repeated to anonymous callers from a brief cache;
+/// callers with the admin key always get a fresh one. `POST /readyz/roundtrip` (read key
 /// required): wraps and unwraps a random 32-byte value through the HSM, end
 /// to end.
 pub(crate) async fn readyz(
@@ -25,26 +27,40 @@ pub(crate) async fn readyz(
     roundtrip: bool,
 ) -> Result<Response<Vec<u8>>, ApiError> {
     if roundtrip {
-        return details(req, true).await;
+        return details(req, load_config().as_ref(), true, false).await;
     }
-    let admin = load_config()
+    // The platform probes every few seconds: its anonymous calls do not
+    // repeat the configuration's warnings in the log.
+    let loaded = load_config_quietly();
+    let admin = loaded
+        .as_ref()
         .ok()
-        .and_then(|c| c.admin.keys)
+        .and_then(|c| c.admin.keys.as_ref())
         .is_some_and(|keys| {
             header(req, crate::rewrap::ADMIN_KEY_HEADER).is_some_and(|k| keys.accepts(&k))
         });
-    let store = crate::token::open_store();
+    if let (true, Ok(c)) = (admin, &loaded) {
+        log_warnings(c);
+    }
+    // A configuration that does not load has no store: its answer (a
+    // refused configuration, no call made) is computed each time.
+    let store = loaded
+        .as_ref()
+        .ok()
+        .and_then(|c| crate::token::open_store(c.kv_key.as_ref()));
     let now = UnixTime::now();
+    // Callers with the admin key (operators, authenticated) get a fresh
+    // answer, which also replaces the cached one; anonymous probes get the
+    // cached one while it lasts.
     let cached = store
         .as_ref()
+        .filter(|_| !admin)
         .and_then(|s| s.get(probe::FAILURE_CACHE_KEY).ok().flatten())
         .and_then(|b| probe::cached_failure(&b, now));
     let resp = match cached {
         Some(r) => r,
         None => {
-            match details(req, false).await {
-                // A key that is not usable comes from the key state's own
-                // cache; only failed calls are remembered here.
+            let r = match details(req, loaded.as_ref(), false, !admin).await {
                 Ok(r) => r,
                 Err(e) => {
                     log::emit(
@@ -52,25 +68,43 @@ pub(crate) async fn readyz(
                         "readiness_failed",
                         &[("code", json!(e.code)), ("message", json!(e.message))],
                     );
-                    let r = e.to_response();
-                    if let (Some(s), Some(entry)) = (&store, probe::encode_failure(now, &r)) {
-                        let _ = s.set(probe::FAILURE_CACHE_KEY, &entry);
-                    }
-                    r
+                    e.to_response()
                 }
+            };
+            // Every answer that is not ready (a failed call to the HSM or
+            // the token endpoint, a refused configuration, a key found not
+            // usable) is remembered briefly, so probes cannot drive calls
+            // (with their retries) while it lasts; a ready answer is not
+            // (the key state has its own cache).
+            if let Some(s) = &store {
+                let _ = match probe::encode_failure(now, &r) {
+                    Some(entry) => s.set(probe::FAILURE_CACHE_KEY, &entry),
+                    None if admin => s.delete(probe::FAILURE_CACHE_KEY),
+                    None => Ok(()),
+                };
             }
+            r
         }
     };
     Ok(if admin { resp } else { probe::public(&resp) })
 }
 
-async fn details(req: &IncomingRequest, roundtrip: bool) -> Result<Response<Vec<u8>>, ApiError> {
+/// Least age of the key state an anonymous `GET /readyz` fetches afresh,
+/// whatever `hsm_key_check_secs` (with 0, every probe would call the HSM).
+pub const ANONYMOUS_MIN_CHECK_SECS: u64 = 5;
+
+async fn details(
+    req: &IncomingRequest,
+    config: Result<&Config, &ApiError>,
+    roundtrip: bool,
+    anonymous: bool,
+) -> Result<Response<Vec<u8>>, ApiError> {
     // A configuration the component refuses (e.g. protected fields without
     // a key and no explicit `cmk_stage`) is not ready either: the same 503
     // shape, with nothing known of the key.
-    let config = match load_config() {
+    let config = match config {
         Ok(c) => c,
-        Err(e) => return Ok(not_ready(json!({}), &e)),
+        Err(e) => return Ok(not_ready(json!({}), e)),
     };
     let Some(kek_cfg) = &config.kek else {
         return Ok(json_response(
@@ -94,7 +128,17 @@ async fn details(req: &IncomingRequest, roundtrip: bool) -> Result<Response<Vec<
             ));
         }
     }
-    let kek = kek::Kek::new(kek_cfg, config.cosmos.retry);
+    let floored;
+    let kek_cfg = if anonymous && kek_cfg.check_secs < ANONYMOUS_MIN_CHECK_SECS {
+        floored = KekConfig {
+            check_secs: ANONYMOUS_MIN_CHECK_SECS,
+            ..kek_cfg.clone()
+        };
+        &floored
+    } else {
+        kek_cfg
+    };
+    let kek = kek::Kek::new(kek_cfg, config.cosmos.retry, config.kv_key.as_ref());
     let (key, checked) = match kek.key(roundtrip).await {
         Ok(k) => k,
         Err(e) => return Ok(not_ready(json!({"configured": true}), &ApiError::from(&e))),

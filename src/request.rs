@@ -9,13 +9,27 @@ use spin_sdk::http::IncomingRequest;
 use crate::api::ApiError;
 use crate::config::Config;
 
+/// The configuration, its warnings logged (each request runs in a fresh
+/// instance, so they come once per request).
 pub(crate) fn load_config() -> Result<Config, ApiError> {
-    let config = Config::load(|name| match spin_sdk::variables::get(name) {
+    let config = load_config_quietly()?;
+    log_warnings(&config);
+    Ok(config)
+}
+
+/// The configuration without logging its warnings: for the platform's
+/// anonymous probes, which would repeat them every few seconds.
+pub(crate) fn load_config_quietly() -> Result<Config, ApiError> {
+    Config::load(|name| match spin_sdk::variables::get(name) {
         Ok(v) => Ok(Some(v)),
         Err(spin_sdk::variables::Error::Undefined(_)) => Ok(None),
         Err(e) => Err(e.to_string()),
     })
-    .map_err(ApiError::from)?;
+    .map_err(ApiError::from)
+}
+
+/// Logs the configuration's warnings.
+pub(crate) fn log_warnings(config: &Config) {
     for w in config.warnings() {
         crate::log::emit(
             "warn",
@@ -23,7 +37,6 @@ pub(crate) fn load_config() -> Result<Config, ApiError> {
             &[("message", serde_json::json!(w))],
         );
     }
-    Ok(config)
 }
 
 pub(crate) fn header(req: &IncomingRequest, name: &str) -> Option<String> {

@@ -109,12 +109,13 @@ impl KvStore {
 }
 
 /// Opens the `default` key-value store that holds the component's caches
-/// (tokens, key state, signing keys); `None`, said once in the log, when the
-/// host has none, and then every request fetches its own.
-pub fn open_store() -> Option<KvStore> {
-    let key = match spin_sdk::variables::get("kv_store_key") {
-        Ok(v) if !v.trim().is_empty() => Some(crate::kvseal::EntryKey::derive(v.trim())),
-        _ => {
+/// (tokens, key state, signing keys), its entries bound by `key` (the
+/// configuration's [`crate::config::Config::kv_key`]); `None`, said once in
+/// the log, when the host has none, and then every request fetches its own.
+pub fn open_store(key: Option<&crate::kvseal::EntryKey>) -> Option<KvStore> {
+    let key = match key {
+        Some(k) => Some(k.clone()),
+        None => {
             static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
             if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
                 log::emit(
@@ -142,8 +143,12 @@ pub fn open_store() -> Option<KvStore> {
 impl<'a> Tokens<'a> {
     /// Opens the `default` key-value store for the cache (without it, every
     /// request fetches its own token, and says so in the log).
-    pub fn new(identity: &'a IdentityConfig, retry: RetryPolicy) -> Self {
-        let store = open_store();
+    pub fn new(
+        identity: &'a IdentityConfig,
+        retry: RetryPolicy,
+        kv_key: Option<&crate::kvseal::EntryKey>,
+    ) -> Self {
+        let store = open_store(kv_key);
         Self {
             identity,
             retry,

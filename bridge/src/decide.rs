@@ -3,7 +3,7 @@
 //!
 //! | component answer | action |
 //! |---|---|
-//! | 200 with `accepted` = the message's event count | delete the message |
+//! | 200 with `accepted` (+ `conflicts`, create mode) = the message's event count | delete the message (conflicts logged) |
 //! | other 2xx, or 200 with another count | leave it for redelivery (not confirmed) |
 //! | 400, 413, 415, 422 (the message itself is bad) | poison at once |
 //! | 401, 403 (the bridge's ingest key is refused) | leave it; pause polling |
@@ -16,7 +16,9 @@
 //! (the service counts every Get Messages), so a key disabled for longer
 //! than a few timeouts would move the whole queue to the poison queue.
 //! Re-queued, it starts again with a dequeue count of 0 and the rest of its
-//! time to live.
+//! time to live (a message that never expires stays so); a message with
+//! less than two visibility timeouts of its time to live left is poisoned
+//! instead, as it would likely expire unseen before the key is usable.
 //!
 //! A message left for redelivery reappears after the visibility timeout.
 //! When a forward fails and the message has been dequeued
@@ -40,6 +42,9 @@ pub enum Forwarded {
         code: Option<String>,
         /// The answer's `accepted` count, if any.
         accepted: Option<u64>,
+        /// The answer's `conflicts` count (create mode: events whose
+        /// document id holds another event), if any.
+        conflicts: Option<u64>,
     },
     /// No answer: timeout, refused or reset connection, DNS failure.
     NoAnswer,
@@ -52,6 +57,9 @@ pub enum PoisonReason {
     Refused(u16),
     /// Tried `max_dequeue_count` times without success.
     MaxDequeueCount,
+    /// Refused for the key's state while too little of its time to live
+    /// is left for another round: re-queued, it could expire unseen.
+    Expiring,
 }
 
 impl PoisonReason {
@@ -60,6 +68,7 @@ impl PoisonReason {
         match self {
             PoisonReason::Refused(_) => "refused",
             PoisonReason::MaxDequeueCount => "max-dequeue-count",
+            PoisonReason::Expiring => "expiring",
         }
     }
 }
@@ -135,11 +144,17 @@ pub fn after_forward(
     max: u32,
 ) -> Action {
     let (pause, auth) = match result {
+        // Every event is accounted for: stored, or (create mode) refused
+        // because its id holds another event, which no retry changes (the
+        // conflicts are logged with the message).
         Forwarded::Answered {
             status: 200,
             accepted: Some(n),
+            conflicts,
             ..
-        } if expected.is_some_and(|e| e as u64 == *n) => return Action::Delete,
+        } if expected.is_some_and(|e| Some(e as u64) == n.checked_add(conflicts.unwrap_or(0))) => {
+            return Action::Delete
+        }
         // Any other success is not a confirmation (a proxy, a wrong
         // target, another version): leave it, it is tried again.
         Forwarded::Answered { status, .. } if (200..300).contains(status) => (None, false),
@@ -177,11 +192,48 @@ pub fn after_forward(
     }
 }
 
-/// Seconds a message expiring at `expiration` (RFC 1123, as Get Messages
-/// gives it) has left at `now`; `None` when unknown. A re-queued copy gets
-/// this as its time to live, so re-queuing never extends a message's life.
-pub fn remaining_ttl_secs(expiration: Option<&str>, now: UnixTime) -> Option<u64> {
-    UnixTime::parse_rfc1123(expiration?.trim()).map(|t| t.0.saturating_sub(now.0).max(1))
+/// A message's time to live, as a re-queued copy is given it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageTtl {
+    /// It never expires (`messagettl=-1`).
+    Never,
+    /// Seconds left.
+    Secs(u64),
+}
+
+/// The expiration time the Queue service reports for a message that never
+/// expires (`messagettl=-1`): "Fri, 31 Dec 9999 23:59:59 GMT". Anything
+/// from the start of that year on is read as "never".
+const NEVER_EXPIRES_FROM: UnixTime = UnixTime(253_370_764_800); // 9999-01-01T00:00:00Z
+
+/// The time to live a message expiring at `expiration` (RFC 1123, as Get
+/// Messages gives it) has left at `now`; `None` when unknown. A re-queued
+/// copy gets this as its time to live, so re-queuing never extends a
+/// message's life, and a message that never expires stays so.
+pub fn remaining_ttl(expiration: Option<&str>, now: UnixTime) -> Option<MessageTtl> {
+    let t = UnixTime::parse_rfc1123(expiration?.trim())?;
+    Some(if t.0 >= NEVER_EXPIRES_FROM.0 {
+        MessageTtl::Never
+    } else {
+        MessageTtl::Secs(t.0.saturating_sub(now.0).max(1))
+    })
+}
+
+/// For a message refused for the key's state: the time to live of its
+/// re-queued copy, or poison when less than two visibility timeouts of it
+/// are left (the copy is hidden up to one; it would likely expire, unseen
+/// by anyone, before the key is usable again). With an unknown expiration
+/// the copy gets the service's default time to live.
+pub fn requeue_ttl(
+    ttl: Option<MessageTtl>,
+    visibility_secs: u32,
+) -> Result<Option<MessageTtl>, PoisonReason> {
+    match ttl {
+        Some(MessageTtl::Secs(t)) if t < 2 * u64::from(visibility_secs) => {
+            Err(PoisonReason::Expiring)
+        }
+        other => Ok(other),
+    }
 }
 
 /// Reads `Retry-After`: delay-seconds, or an HTTP date (relative to `now`).
@@ -270,6 +322,7 @@ mod tests {
             retry_after_secs: None,
             code: None,
             accepted: None,
+            conflicts: None,
         }
     }
 
@@ -279,6 +332,17 @@ mod tests {
             retry_after_secs: None,
             code: None,
             accepted: Some(n),
+            conflicts: None,
+        }
+    }
+
+    fn with_conflicts(accepted: u64, conflicts: u64) -> Forwarded {
+        Forwarded::Answered {
+            status: 200,
+            retry_after_secs: None,
+            code: None,
+            accepted: Some(accepted),
+            conflicts: Some(conflicts),
         }
     }
 
@@ -288,6 +352,7 @@ mod tests {
             retry_after_secs,
             code: Some(code.into()),
             accepted: None,
+            conflicts: None,
         }
     }
 
@@ -322,6 +387,21 @@ mod tests {
         );
         // A message the bridge cannot count is never confirmed.
         assert_eq!(super::after_forward(&accepted(3), None, 1, 5), leave);
+    }
+
+    #[test]
+    fn create_mode_conflicts_count_as_accounted_for() {
+        // 3 events: 2 stored, 1 whose id holds another event.
+        assert_eq!(after_forward(&with_conflicts(2, 1), 1, 5), Action::Delete);
+        assert_eq!(after_forward(&with_conflicts(3, 0), 1, 5), Action::Delete);
+        let leave = Action::Leave {
+            pause_secs: None,
+            auth: false,
+        };
+        // Events missing either way are not confirmed.
+        assert_eq!(after_forward(&with_conflicts(1, 1), 1, 5), leave);
+        assert_eq!(after_forward(&with_conflicts(2, 2), 1, 5), leave);
+        assert_eq!(after_forward(&with_conflicts(u64::MAX, 1), 1, 5), leave);
     }
 
     #[test]
@@ -391,6 +471,7 @@ mod tests {
             retry_after_secs: Some(7),
             code: Some("StoreUnavailable".into()),
             accepted: None,
+            conflicts: None,
         };
         assert_eq!(
             after_forward(&busy, 1, 5),
@@ -423,6 +504,7 @@ mod tests {
                     retry_after_secs: Some(100_000),
                     code: None,
                     accepted: None,
+                    conflicts: None,
                 },
                 1,
                 5
@@ -465,13 +547,46 @@ mod tests {
     fn a_requeued_copy_keeps_the_rest_of_its_time_to_live() {
         let now = UnixTime(1_795_998_519);
         let exp = UnixTime(now.0 + 3600).rfc1123();
-        assert_eq!(remaining_ttl_secs(Some(&exp), now), Some(3600));
+        assert_eq!(remaining_ttl(Some(&exp), now), Some(MessageTtl::Secs(3600)));
         assert_eq!(
-            remaining_ttl_secs(Some(&UnixTime(now.0 - 5).rfc1123()), now),
-            Some(1)
+            remaining_ttl(Some(&UnixTime(now.0 - 5).rfc1123()), now),
+            Some(MessageTtl::Secs(1))
         );
-        assert_eq!(remaining_ttl_secs(None, now), None);
-        assert_eq!(remaining_ttl_secs(Some("soon"), now), None);
+        assert_eq!(remaining_ttl(None, now), None);
+        assert_eq!(remaining_ttl(Some("soon"), now), None);
+        // What the service reports for messagettl=-1: never, not a huge
+        // number of seconds.
+        assert_eq!(
+            remaining_ttl(Some("Fri, 31 Dec 9999 23:59:59 GMT"), now),
+            Some(MessageTtl::Never)
+        );
+        assert_eq!(
+            remaining_ttl(Some("Thu, 31 Dec 9998 23:59:59 GMT"), now),
+            Some(MessageTtl::Secs(253_370_764_799 - now.0))
+        );
+    }
+
+    #[test]
+    fn a_message_about_to_expire_is_poisoned_rather_than_requeued() {
+        // Visibility timeout 30 s: a copy needs at least 60 s to live.
+        assert_eq!(
+            requeue_ttl(Some(MessageTtl::Secs(59)), 30),
+            Err(PoisonReason::Expiring)
+        );
+        assert_eq!(
+            requeue_ttl(Some(MessageTtl::Secs(1)), 30),
+            Err(PoisonReason::Expiring)
+        );
+        assert_eq!(
+            requeue_ttl(Some(MessageTtl::Secs(60)), 30),
+            Ok(Some(MessageTtl::Secs(60)))
+        );
+        assert_eq!(
+            requeue_ttl(Some(MessageTtl::Never), 30),
+            Ok(Some(MessageTtl::Never))
+        );
+        assert_eq!(requeue_ttl(None, 30), Ok(None));
+        assert_eq!(PoisonReason::Expiring.as_str(), "expiring");
     }
 
     #[test]

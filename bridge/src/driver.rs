@@ -266,9 +266,13 @@ impl Bridge {
     /// fails, the original stays; if the delete fails, both are there and
     /// the event is written twice, identically (document ids are derived
     /// from the events).
-    fn requeue(&self, m: &Received, delay_secs: u64) -> Result<Option<String>, StorageError> {
+    fn requeue(
+        &self,
+        m: &Received,
+        delay_secs: u64,
+        ttl: Option<decide::MessageTtl>,
+    ) -> Result<Option<String>, StorageError> {
         let c = &self.cfg;
-        let ttl = decide::remaining_ttl_secs(m.expiration_time.as_deref(), UnixTime::now());
         let resp = self.storage("put message (requeue)", |a, now| {
             storage::requeue_message(&c.queue, &m.text, delay_secs, ttl, now, a)
         })?;
@@ -342,6 +346,7 @@ impl Bridge {
                         retry_after_secs,
                         code: code.clone(),
                         accepted: body.as_ref().and_then(|v| v["accepted"].as_u64()),
+                        conflicts: body.as_ref().and_then(|v| v["conflicts"].as_u64()),
                     },
                     code,
                 )
@@ -380,8 +385,16 @@ impl Bridge {
                     return None;
                 }
                 let (f, code) = self.forward(m);
-                if let Forwarded::Answered { status, .. } = f {
+                if let Forwarded::Answered {
+                    status, conflicts, ..
+                } = f
+                {
                     fields.push(("status", json!(status)));
+                    // Create mode: events whose document id holds another
+                    // event; the message is done, an operator looks at them.
+                    if let Some(n) = conflicts.filter(|n| *n > 0) {
+                        fields.push(("conflicts", json!(n)));
+                    }
                 }
                 fields.push(("code", json!(code)));
                 (
@@ -396,11 +409,24 @@ impl Bridge {
             }
         };
         fields.push(("forward_ms", json!(started.elapsed().as_millis() as u64)));
+        // A message re-queued keeps the rest of its time to live; one with
+        // too little of it left is poisoned instead of expiring unseen.
+        let (action, ttl) = match action {
+            Action::Requeue { .. } => {
+                let ttl = decide::remaining_ttl(m.expiration_time.as_deref(), UnixTime::now());
+                match decide::requeue_ttl(ttl, c.visibility_timeout_secs) {
+                    Ok(ttl) => (action, ttl),
+                    Err(reason) => (Action::Poison(reason), None),
+                }
+            }
+            other => (other, None),
+        };
         match action {
             Action::Delete => match self.delete(m) {
                 Ok(()) => {
                     fields.push(("action", json!("deleted")));
-                    emit("info", "message", &fields);
+                    let conflicted = fields.iter().any(|(k, _)| *k == "conflicts");
+                    emit(if conflicted { "warn" } else { "info" }, "message", &fields);
                 }
                 Err(e) => {
                     // Durable in the component already; it comes back and is
@@ -430,7 +456,7 @@ impl Bridge {
             // timeout), so redelivery keeps its cadence; polling pauses for
             // the component's Retry-After as for any 503.
             Action::Requeue { delay_secs } => {
-                match self.requeue(m, delay_secs.min(u64::from(c.visibility_timeout_secs))) {
+                match self.requeue(m, delay_secs.min(u64::from(c.visibility_timeout_secs)), ttl) {
                     Ok(new_id) => {
                         fields.push(("action", json!("requeued")));
                         fields.push(("new_message_id", json!(new_id)));

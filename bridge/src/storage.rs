@@ -10,6 +10,7 @@ use cmk_ingest::time::UnixTime;
 use http::{Method, Request};
 
 use crate::address::QueueAddress;
+use crate::decide::MessageTtl;
 use crate::sharedkey::{authorization, AccountKey};
 
 /// REST API version sent as `x-ms-version`. Entra ID bearer tokens need
@@ -124,23 +125,27 @@ pub fn put_message(
 }
 
 /// Put Message with `text` exactly as given, hidden for `visibility_secs`
-/// and living `ttl_secs` (the service's default of 7 days when `None`): a
-/// message put back into its own queue.
+/// and living `ttl` (the service's default of 7 days when `None`, never
+/// expiring for [`MessageTtl::Never`]): a message put back into its own
+/// queue.
 pub fn requeue_message(
     q: &QueueAddress,
     text: &str,
     visibility_secs: u64,
-    ttl_secs: Option<u64>,
+    ttl: Option<MessageTtl>,
     now: UnixTime,
     auth: &Authorization<'_>,
 ) -> Request<Vec<u8>> {
     // The visibility timeout must stay below the time to live.
-    let visibility = ttl_secs.map_or(visibility_secs, |t| {
-        visibility_secs.min(t.saturating_sub(1))
-    });
-    let ttl = ttl_secs
-        .map(|t| format!("&messagettl={t}"))
-        .unwrap_or_default();
+    let visibility = match ttl {
+        Some(MessageTtl::Secs(t)) => visibility_secs.min(t.saturating_sub(1)),
+        _ => visibility_secs,
+    };
+    let ttl = match ttl {
+        Some(MessageTtl::Secs(t)) => format!("&messagettl={t}"),
+        Some(MessageTtl::Never) => "&messagettl=-1".to_owned(),
+        None => String::new(),
+    };
     build(
         Method::POST,
         q,
@@ -420,16 +425,23 @@ mod tests {
         assert!(
             String::from_utf8_lossy(put.body()).contains("<MessageText>a&lt;b&amp;c</MessageText>")
         );
-        let again = requeue_message(&q(), "a", 60, Some(3600), now, &auth);
+        let again = requeue_message(&q(), "a", 60, Some(MessageTtl::Secs(3600)), now, &auth);
         assert_eq!(
             again.uri().path_and_query().unwrap().as_str(),
             "/devstoreaccount1/events/messages?visibilitytimeout=60&messagettl=3600"
         );
-        let short = requeue_message(&q(), "a", 60, Some(30), now, &auth);
+        let short = requeue_message(&q(), "a", 60, Some(MessageTtl::Secs(30)), now, &auth);
         assert_eq!(
             short.uri().query(),
             Some("visibilitytimeout=29&messagettl=30")
         );
+        let never = requeue_message(&q(), "a", 60, Some(MessageTtl::Never), now, &auth);
+        assert_eq!(
+            never.uri().query(),
+            Some("visibilitytimeout=60&messagettl=-1")
+        );
+        let default = requeue_message(&q(), "a", 60, None, now, &auth);
+        assert_eq!(default.uri().query(), Some("visibilitytimeout=60"));
         let bearer = get_messages(&q(), 1, 1, now, &Authorization::Bearer("tok"));
         assert_eq!(bearer.headers()["authorization"], "Bearer tok");
         let create = create_queue(&q(), now, &auth);

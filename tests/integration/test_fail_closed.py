@@ -207,8 +207,8 @@ def test_protected_fields_without_a_key_name_refuse_to_run(stack):
     assert (status, body["error"]["code"]) == (503, "ConfigurationError"), body
     assert "cmk_stage" in body["error"]["message"]
     assert in_topic(stack, topic) == 0
-    # /readyz answers it in its one 503 shape; an anonymous prober (no admin
-    # key can be checked without a configuration) sees status and code only.
+    # /readyz answers it in its one 503 shape, as an anonymous probe sees it
+    # (the admin key cannot be checked without a configuration).
     status, headers, ready = get(app, "/readyz", key=None)
     assert status == 503 and headers["Retry-After"], ready
     assert ready == {"status": "not-ready", "error": {"code": "ConfigurationError"}}, ready

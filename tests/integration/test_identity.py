@@ -62,14 +62,16 @@ def refused(stack, name, variables):
     # Anonymous probes see the code only (Entra's text can name the app's
     # ids and tenant); the admin key sees the reason.
     status, _, anonymous = call(app, "GET", "/readyz", key=None)
-    assert (status, anonymous) == (503, {"error": {"code": "IdentityFailed"}}), anonymous
-    # The failure is remembered briefly: more probes make no token request.
+    assert (status, anonymous) == (503, {"status": "not-ready", "error": {"code": "IdentityFailed"}}), anonymous
+    # The failure is remembered briefly: more anonymous probes make no token
+    # request.
     stats = stack.entra_admin("GET", "stats")
     for _ in range(3):
         assert call(app, "GET", "/readyz", key=None)[0] == 503
+    assert stack.entra_admin("GET", "stats") == stats
+    # The admin key gets a fresh answer, with the reason.
     status, _, ready = call(app, "GET", "/readyz", key=None, admin=True)
     assert (status, ready["error"]["code"]) == (503, "IdentityFailed"), ready
-    assert stack.entra_admin("GET", "stats") == stats
     assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 0
     return delivery, ready, app
 

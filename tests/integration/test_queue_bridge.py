@@ -245,7 +245,8 @@ class SlowQueueTarget(BaseHTTPRequestHandler):
         time.sleep(self.delay)
         self.send_response(200)
         self.send_header("content-type", "application/json")
-        body = b'{"accepted": 1}'  # each message holds one event
+        # The confirmation the bridge needs to delete a one-event message.
+        body = b'{"accepted": 1}'
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -478,3 +479,64 @@ def test_a_disabled_key_requeues_the_message_without_spending_its_tries(stack):
     # Still queued (hidden for the pause), not poisoned, nothing written.
     assert depth(client) == 1 and poison_texts(stack, name) == []
     assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": source}]) == 0
+
+
+@pytest.mark.parametrize("ttl", [-1, 40], ids=["never-expires", "about-to-expire"])
+def test_a_key_refused_message_keeps_its_lifetime_or_is_poisoned_before_it_expires(stack, ttl):
+    """Re-queued, a message that never expires stays so (messagettl=-1, not
+    a large number); one with less than two visibility timeouts left goes
+    to the poison queue rather than expiring unseen."""
+    from harness.stack import APP_PRINCIPALS
+    key = f"bridge-ttl-{uuid.uuid4().hex[:8]}"
+    stack.hsm_admin("POST", "keys", {"name": key, "size": 2048, "ops": ["wrapKey", "unwrapKey"]})
+    for oid in APP_PRINCIPALS:
+        stack.hsm_admin("POST", "grants", {"key": key, "object_id": oid, "ops": ["get", "wrapKey", "unwrapKey"]})
+    app = stack.serve_app(name=f"app-bridge-ttl-{'never' if ttl < 0 else 'short'}", overrides=stack.stage_two(
+        "client-secret", hsm_key_name=key, hsm_key_check_secs="0"))
+    stack.hsm_admin("POST", f"keys/{key}/state", {"enabled": False})
+    name, client = new_queue(stack)
+    text = json.dumps(cloud_event(f"/ce/ttl-{uuid.uuid4()}"))
+    client.send_message(text, time_to_live=ttl)
+    # The copy is hidden for the visibility timeout: a short one lets the
+    # test read it back; with 30 s, a copy needs 60 s of life left.
+    visibility = {"VISIBILITY_TIMEOUT_SECS": "5", "REQUEST_TIMEOUT_SECS": "4"} if ttl < 0 else {
+        "VISIBILITY_TIMEOUT_SECS": "30"}
+    result = stack.run_bridge_once(stack.bridge_env(f"{app.url}/queue", name, **visibility))
+    assert result.returncode == 0, result.stderr
+    (line,) = messages_logged(result.stderr)
+    if ttl < 0:
+        assert (line["action"], line["code"]) == ("requeued", "KeyDisabled"), line
+        assert poison_texts(stack, name) == []
+        wait_for(lambda: client.peek_messages(max_messages=1), timeout=30, what="the copy visible again")
+        (copy_,) = client.peek_messages(max_messages=1)
+        assert copy_.content == text and copy_.expires_on.year == 9999, copy_.expires_on
+    else:
+        assert (line["action"], line["reason"]) == ("poisoned", "expiring"), line
+        assert poison_texts(stack, name) == [text]
+        assert depth(client) == 0
+
+
+def test_create_mode_conflicts_confirm_the_message(stack):
+    """Create mode: a message whose events are stored except one whose
+    document id holds another event is answered 200 with accepted +
+    conflicts = its events; the bridge deletes it (no retry changes a
+    conflict) and logs the conflicts, instead of retrying it to the
+    poison queue."""
+    app = stack.serve_app(name="app-bridge-create", overrides={"SPIN_VARIABLE_COSMOS_WRITE_MODE": "create"})
+    name, client = new_queue(stack)
+    topic = f"/topics/bridge-create-{uuid.uuid4()}"
+    original = eventgrid_event(topic)
+    client.send_message(json.dumps(original))
+    result = stack.run_bridge_once(stack.bridge_env(f"{app.url}/queue", name))
+    assert [l["action"] for l in messages_logged(result.stderr)] == ["deleted"], result.stderr
+    impostor = dict(original, data={"api": "someone else"})
+    fresh = eventgrid_event(topic)
+    client.send_message(json.dumps([impostor, fresh]))
+    result = stack.run_bridge_once(stack.bridge_env(f"{app.url}/queue", name, MAX_DEQUEUE_COUNT="1"))
+    assert result.returncode == 0, result.stderr
+    (line,) = messages_logged(result.stderr)
+    assert (line["action"], line["status"], line["conflicts"], line["level"]) == ("deleted", 200, 1, "warn"), line
+    assert depth(client) == 0 and poison_texts(stack, name) == []
+    assert count_ids(stack, [document_id(topic, fresh["id"])]) == 1
+    kept = stack.container_client().read_item(document_id(topic, original["id"]), partition_key=topic)
+    assert kept["event"]["data"] == original["data"]

@@ -160,3 +160,27 @@ def test_an_allow_list_of_caller_apps_refuses_other_apps_of_the_tenant(stack):
     assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 1
     # Roles switched off is allowed, and said in the log.
     assert "ingest_entra_roles is `-`" in app.logs()
+
+
+def test_a_key_rotated_in_within_the_refetch_interval_is_answered_as_transient(entra_app, stack):
+    """A token signed by a key the cached set lacks, while the set may not be
+    fetched again yet (a key the tenant just rotated in): 503 with
+    Retry-After, which Event Grid retries, not 401, which it does not; and
+    no fetch at the authority."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from harness.entra import jwt_sign
+
+    good = token(stack, "eventgrid-sender", secret_of("eventgrid-sender"))
+    topic = f"/topics/entra-rotated-{uuid.uuid4()}"
+    assert deliver(entra_app, [custom_event(topic, n=0)], good)[0] == 200  # the set is cached
+    claims = json.loads(base64.urlsafe_b64decode(good.split(".")[1] + "=="))
+    rotated = jwt_sign(claims, rsa.generate_private_key(public_exponent=65537, key_size=2048),
+                       f"rotated-{uuid.uuid4().hex[:8]}")
+    before = stack.entra_admin("GET", "stats")["jwks"]
+    status, headers, body = deliver(entra_app, [custom_event(topic, n=1)], rotated)
+    assert (status, body["error"]["code"]) == (503, "SigningKeysUnavailable"), body
+    assert 0 < int(headers["Retry-After"]) <= 300, headers["Retry-After"]
+    assert "signing key" in body["error"]["message"], body
+    assert stack.entra_admin("GET", "stats")["jwks"] == before
+    assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 1
