@@ -9,6 +9,8 @@ use spin_sdk::http::IncomingRequest;
 
 use crate::account::Account;
 use crate::api::ApiError;
+use crate::config::Config;
+use crate::cosmos::Credential;
 use crate::envelope::{self};
 use crate::hsm;
 use crate::kek;
@@ -18,6 +20,22 @@ use crate::request::{header, load_config, query_of};
 use crate::rewrap;
 use crate::seal;
 use crate::time::UnixTime;
+
+/// What both maintenance steps start from, once their caller is checked: the
+/// key, its latest version checked usable for wrapping (so nothing is read
+/// while the key is refused), the account and its credential.
+async fn begin(
+    config: &Config,
+) -> Result<(kek::Kek<'_>, hsm::KeyInfo, Account<'_>, Credential), ApiError> {
+    let kek_cfg = config.kek.as_ref().expect("the route's parse checks it");
+    let kek = kek::Kek::new(kek_cfg, config.cosmos.retry, config.kv_key.as_ref());
+    let (latest, _) = kek.key(true).await.map_err(|e| ApiError::from(&e))?;
+    hsm::check_usable(&latest, hsm::KeyOp::Wrap, UnixTime::now())
+        .map_err(|e| ApiError::from(&e))?;
+    let account = Account::new(&config.cosmos, config.kv_key.as_ref());
+    let credential = account.credential().await?;
+    Ok((kek, latest, account, credential))
+}
 
 /// `POST /admin/rewrap`: one bounded step of moving stored data keys onto
 /// the latest key version (see `rewrap`). Key trouble stops the call and
@@ -29,13 +47,8 @@ pub(crate) async fn post_rewrap(req: IncomingRequest) -> Result<Response<Vec<u8>
         header(&req, rewrap::ADMIN_KEY_HEADER).as_deref(),
         &config,
     )?;
+    let (kek, latest, account, credential) = begin(&config).await?;
     let kek_cfg = config.kek.as_ref().expect("rewrap::parse checks it");
-    let kek = kek::Kek::new(kek_cfg, config.cosmos.retry, config.kv_key.as_ref());
-    let (latest, _) = kek.key(true).await.map_err(|e| ApiError::from(&e))?;
-    hsm::check_usable(&latest, hsm::KeyOp::Wrap, UnixTime::now())
-        .map_err(|e| ApiError::from(&e))?;
-    let account = Account::new(&config.cosmos, config.kv_key.as_ref());
-    let credential = account.credential().await?;
     let sent = account
         .send(rewrap::query_request(
             &call,
@@ -161,13 +174,7 @@ pub(crate) async fn post_seal(req: IncomingRequest) -> Result<Response<Vec<u8>>,
         header(&req, seal::ADMIN_KEY_HEADER).as_deref(),
         &config,
     )?;
-    let kek_cfg = config.kek.as_ref().expect("seal::parse checks it");
-    let kek = kek::Kek::new(kek_cfg, config.cosmos.retry, config.kv_key.as_ref());
-    let (latest, _) = kek.key(true).await.map_err(|e| ApiError::from(&e))?;
-    hsm::check_usable(&latest, hsm::KeyOp::Wrap, UnixTime::now())
-        .map_err(|e| ApiError::from(&e))?;
-    let account = Account::new(&config.cosmos, config.kv_key.as_ref());
-    let credential = account.credential().await?;
+    let (kek, _latest, account, credential) = begin(&config).await?;
     let sent = account
         .send(seal::query_request(
             &call,
