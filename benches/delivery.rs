@@ -15,10 +15,10 @@
 
 use std::time::{Duration, Instant};
 
-use cmk_ingest::config::{Config, ProtectedFields};
-use cmk_ingest::envelope::Dek;
-use cmk_ingest::ingest::{self, DeliveryKey, Plan};
-use cmk_ingest::time::UnixTime;
+use cmk_core::config::{Config, ProtectedFields};
+use cmk_core::envelope::Dek;
+use cmk_core::ingest::{self, DeliveryKey, Plan};
+use cmk_core::time::UnixTime;
 use serde_json::json;
 
 fn words(seed: u64, n: usize) -> String {

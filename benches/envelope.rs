@@ -25,11 +25,11 @@
 
 use std::time::{Duration, Instant};
 
-use cmk_ingest::cosmos::Endpoint;
-use cmk_ingest::envelope::{self, Dek};
-use cmk_ingest::hsm::{self, KeyInfo};
-use cmk_ingest::jwt::{self, Jwks, Policy, Token};
-use cmk_ingest::time::UnixTime;
+use cmk_core::cosmos::Endpoint;
+use cmk_core::envelope::{self, Dek};
+use cmk_core::hsm::{self, KeyInfo};
+use cmk_core::jwt::{self, Jwks, Policy, Token};
+use cmk_core::time::UnixTime;
 use serde_json::{json, Value};
 
 fn document(total: usize) -> Value {

@@ -6,17 +6,17 @@ use http::{Response, StatusCode};
 use serde_json::json;
 use spin_sdk::http::{IncomingRequest, Method};
 
-use crate::api::{json_response, ApiError};
-use crate::delivery::{options_events, post_events, post_queue};
-use crate::log;
-use crate::maintenance::{post_rewrap, post_seal};
-use crate::reader::{delete_record, get_records};
-use crate::readiness::readyz;
+use crate::host::log;
+use crate::routes::delivery::{options_events, post_events, post_queue};
+use crate::routes::maintenance::{post_rewrap, post_seal};
+use crate::routes::reader::{delete_record, get_records};
+use crate::routes::readiness::readyz;
+use cmk_core::api::{json_response, ApiError};
 
 #[spin_sdk::http_component]
 async fn handle(req: IncomingRequest) -> Response<Vec<u8>> {
-    crate::outbound::start_request();
-    let started_ms = crate::outbound::now_ms();
+    crate::host::outbound::start_request();
+    let started_ms = crate::host::outbound::now_ms();
     let method = req.method();
     let path = req.path_with_query().unwrap_or_default();
     let path = path.split('?').next().unwrap_or_default().to_owned();
@@ -47,7 +47,7 @@ async fn handle(req: IncomingRequest) -> Response<Vec<u8>> {
         )),
     };
     let (status, code) = match &result {
-        Ok(r) => (r.status().as_u16(), crate::api::error_code_of(r)),
+        Ok(r) => (r.status().as_u16(), cmk_core::api::error_code_of(r)),
         Err(e) => (e.status.as_u16(), Some(e.code.to_owned())),
     };
     if let Err(e) = &result {
@@ -78,10 +78,10 @@ async fn handle(req: IncomingRequest) -> Response<Vec<u8>> {
             ("code", json!(code)),
             (
                 "duration_ms",
-                json!(crate::outbound::now_ms().saturating_sub(started_ms)),
+                json!(crate::host::outbound::now_ms().saturating_sub(started_ms)),
             ),
         ];
-        fields.extend(crate::tally::current().fields());
+        fields.extend(cmk_core::tally::current().fields());
         log::emit(
             if status >= 500 {
                 "error"

@@ -4,7 +4,7 @@
 //! marked, outbound hosts come only from variables (never `*`), and the
 //! resolved outbound origin is exactly the origin the component calls.
 
-use cmk_ingest::config::{Config, VARIABLES};
+use cmk_core::config::{Config, VARIABLES};
 use std::collections::BTreeMap;
 use toml::Value;
 
@@ -175,7 +175,7 @@ fn origin(url: &str) -> String {
 
 #[test]
 fn resolved_outbound_hosts_are_exactly_the_origins_the_component_calls() {
-    use cmk_ingest::entra::Provider;
+    use cmk_core::entra::Provider;
     for (cosmos, extra) in [
         ("http://127.0.0.1:8081", vec![]),
         (

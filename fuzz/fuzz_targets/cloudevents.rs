@@ -5,8 +5,8 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = cmk_ingest::events::decode_cloudevent(data);
-    let _ = cmk_ingest::events::decode_cloudevents_batch(data);
+    let _ = cmk_core::events::decode_cloudevent(data);
+    let _ = cmk_core::events::decode_cloudevents_batch(data);
     let mut parts = data.splitn(3, |b| *b == b'\n');
     let (Some(h), Some(ct), Some(body)) = (parts.next(), parts.next(), parts.next()) else {
         return;
@@ -17,5 +17,5 @@ fuzz_target!(|data: &[u8]| {
         .map(|(k, v)| (format!("ce-{k}"), v.to_owned()))
         .collect();
     let ct = std::str::from_utf8(ct).ok();
-    let _ = cmk_ingest::events::decode_cloudevent_binary(&headers, ct, body);
+    let _ = cmk_core::events::decode_cloudevent_binary(&headers, ct, body);
 });

@@ -4,6 +4,6 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = cmk_ingest::events::shape(data);
-    let _ = cmk_ingest::events::decode_event_grid(data);
+    let _ = cmk_core::events::shape(data);
+    let _ = cmk_core::events::decode_event_grid(data);
 });

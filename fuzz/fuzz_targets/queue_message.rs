@@ -9,7 +9,7 @@ fuzz_target!(|data: &[u8]| {
         "application/json",
         "application/octet-stream",
     ] {
-        let _ = cmk_ingest::queue::decode(Some(ct), data);
+        let _ = cmk_core::queue::decode(Some(ct), data);
     }
     let text = String::from_utf8_lossy(data);
     let headers: Vec<(String, String)> = text
@@ -17,5 +17,5 @@ fuzz_target!(|data: &[u8]| {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect();
-    let _ = cmk_ingest::queue::metadata(&headers);
+    let _ = cmk_core::queue::metadata(&headers);
 });

@@ -2,7 +2,7 @@
 //! with a fixed data key (a forged or damaged record must be refused, never
 //! panic or open), the rewrap locator and the pointer listing.
 #![no_main]
-use cmk_ingest::envelope::{self, Dek};
+use cmk_core::envelope::{self, Dek};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = envelope::header(&doc);
     let _ = envelope::sealed_pointers(&doc);
-    let _ = cmk_ingest::rewrap::locate(&doc);
+    let _ = cmk_core::rewrap::locate(&doc);
     // The record-format vectors' data key, so their records (the seeds) open.
     let dek_bytes: [u8; 32] = core::array::from_fn(|i| i as u8);
     let dek = Dek::from_bytes(&dek_bytes).expect("32 bytes");

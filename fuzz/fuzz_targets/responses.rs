@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(resp) = b.body(body.to_vec()) else {
         return;
     };
-    use cmk_ingest::cosmos;
+    use cmk_core::cosmos;
     let _ = cosmos::parse_batch(&resp, 3);
     let _ = cosmos::parse_read(&resp);
     let _ = cosmos::parse_write(&resp);
@@ -38,11 +38,11 @@ fuzz_target!(|data: &[u8]| {
     let _ = cosmos::service_error(&resp);
     let _ = cosmos::transient_failure(&resp);
     let _ = cosmos::token_refused(&resp);
-    use cmk_ingest::hsm;
+    use cmk_core::hsm;
     let _ = hsm::parse_key(&resp);
     let _ = hsm::parse_crypt(&resp);
     let _ = hsm::error_from(&resp);
-    let _ = cmk_ingest::jwt::parse_jwks_response(&resp);
+    let _ = cmk_core::jwt::parse_jwks_response(&resp);
     let _ =
-        cmk_ingest::entra::parse_token_response(&resp, cmk_ingest::time::UnixTime(1_800_000_000));
+        cmk_core::entra::parse_token_response(&resp, cmk_core::time::UnixTime(1_800_000_000));
 });

@@ -3,8 +3,8 @@
 //! never panic); also JWKS documents and cached JWKS entries. The key is
 //! the public part of the record-format vectors' test key.
 #![no_main]
-use cmk_ingest::jwt::{self, Jwks, Policy, Token};
-use cmk_ingest::time::UnixTime;
+use cmk_core::jwt::{self, Jwks, Policy, Token};
+use cmk_core::time::UnixTime;
 use libfuzzer_sys::fuzz_target;
 
 const JWKS: &str = r#"{"keys":[{"kty":"RSA","use":"sig","kid":"k1","n":"1OUGoslzru2rdEMvbe03jR78DdvAHy_Qbo7KCiKnCSIvaF0EwlhH1XKdjzxEIsOqrdGXaRiVJAN7ZSq-N72k7OwfVflPSxKMJ28Bh630olgPlZTCZsVpB9g182OxoTBMCV-maGa0T6Nn235asJXDkUcA6E8MwJHyjVhHBZjFsAwb0-fsh2EKiK3dOC593-IYtDH0Jq0_M6iqlldpyksvztkJ4m7gB0FO6Naskkq583EyRC8qX_Q1ZdH0EDR5EasgFhCili0jfXev8ULdmOjQQtheTNMXM-wflM2SXIZTt-lMCwc2ol1luZq1VS72pBlp7MO_OrYi4WCGGcKkHpRI1Q","e":"AQAB"}]}"#;

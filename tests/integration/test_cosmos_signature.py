@@ -50,7 +50,7 @@ def test_signatures_match_the_python_sdk_for_generated_requests():
             "key": base64.b64encode(rng.randbytes(rng.choice([16, 32, 64, 65]))).decode(),
         })
     proc = subprocess.run(
-        ["cargo", "run", "--quiet", "--release", "--example", "cosmos-sign"],
+        ["cargo", "run", "--quiet", "--release", "-p", "cmk-core", "--example", "cosmos-sign"],
         input="".join(json.dumps(c, ensure_ascii=False) + "\n" for c in cases),
         capture_output=True, text=True, cwd=ROOT, check=True)
     ours = proc.stdout.splitlines()

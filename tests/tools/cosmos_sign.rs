@@ -6,7 +6,7 @@
 //! stdin and writes the URL-encoded `authorization` value for each, one per
 //! line, in order.
 
-use cmk_ingest::cosmos::{master_key_signature, MasterKey};
+use cmk_core::cosmos::{master_key_signature, MasterKey};
 use std::io::{BufRead, Write};
 
 fn main() {

@@ -2,18 +2,18 @@
 //! calls (Managed HSM, and the Cosmos DB account with `cosmos_auth = entra`):
 //! one token per (provider, scope), cached in the Spin key-value store until
 //! shortly before it expires, obtained from the configured source through
-//! [`crate::outbound`]. The decisions (request, parsing, freshness, cache
-//! key) are the pure ones in [`crate::entra`].
+//! [`crate::host::outbound`]. The decisions (request, parsing, freshness, cache
+//! key) are the pure ones in [`cmk_core::entra`].
 
 use serde_json::json;
 use spin_sdk::key_value::Store;
 
-use crate::config::IdentityConfig;
-use crate::entra::{self, AccessToken, EntraError, Freshness};
-use crate::log;
-use crate::outbound;
-use crate::retry::RetryPolicy;
-use crate::time::UnixTime;
+use crate::host::log;
+use crate::host::outbound;
+use cmk_core::config::IdentityConfig;
+use cmk_core::entra::{self, AccessToken, EntraError, Freshness};
+use cmk_core::retry::RetryPolicy;
+use cmk_core::time::UnixTime;
 
 /// Why no token could be had.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,16 +36,16 @@ impl TokenError {
     }
 }
 
-impl From<&TokenError> for crate::api::ApiError {
+impl From<&TokenError> for cmk_core::api::ApiError {
     fn from(e: &TokenError) -> Self {
         match e {
             TokenError::Identity(e) => e.into(),
-            TokenError::Transport(_) => crate::api::ApiError::new(
+            TokenError::Transport(_) => cmk_core::api::ApiError::new(
                 http::StatusCode::SERVICE_UNAVAILABLE,
                 "IdentityUnavailable",
                 e.to_string(),
             )
-            .retry_after(crate::api::DEFAULT_RETRY_AFTER_SECS),
+            .retry_after(cmk_core::api::DEFAULT_RETRY_AFTER_SECS),
         }
     }
 }
@@ -58,13 +58,13 @@ pub struct Tokens<'a> {
 }
 
 /// The `default` key-value store with each entry bound to this deployment
-/// by [`crate::kvseal`] when the secret `kv_store_key` is set: an entry that
+/// by [`cmk_core::kvseal`] when the secret `kv_store_key` is set: an entry that
 /// does not verify reads as absent. Without the secret, entries are kept as
 /// they are (the store is then trusted as the component itself; a warning
 /// says so).
 pub struct KvStore {
     store: Store,
-    key: Option<crate::kvseal::EntryKey>,
+    key: Option<cmk_core::kvseal::EntryKey>,
 }
 
 impl KvStore {
@@ -110,9 +110,9 @@ impl KvStore {
 
 /// Opens the `default` key-value store that holds the component's caches
 /// (tokens, key state, signing keys), its entries bound by `key` (the
-/// configuration's [`crate::config::Config::kv_key`]); `None`, said once in
+/// configuration's [`cmk_core::config::Config::kv_key`]); `None`, said once in
 /// the log, when the host has none, and then every request fetches its own.
-pub fn open_store(key: Option<&crate::kvseal::EntryKey>) -> Option<KvStore> {
+pub fn open_store(key: Option<&cmk_core::kvseal::EntryKey>) -> Option<KvStore> {
     let key = match key {
         Some(k) => Some(k.clone()),
         None => {
@@ -146,7 +146,7 @@ impl<'a> Tokens<'a> {
     pub fn new(
         identity: &'a IdentityConfig,
         retry: RetryPolicy,
-        kv_key: Option<&crate::kvseal::EntryKey>,
+        kv_key: Option<&cmk_core::kvseal::EntryKey>,
     ) -> Self {
         let store = open_store(kv_key);
         Self {
@@ -182,8 +182,8 @@ impl<'a> Tokens<'a> {
         let provider = &self.identity.provider;
         let assertion = self.identity.federated_token.as_ref().map(|s| s.expose());
         let req = entra::token_request(provider, scope, assertion)?;
-        let imds = matches!(provider, crate::entra::Provider::Imds { .. });
-        let sent = outbound::send_retrying(crate::tally::Peer::Entra, req, self.retry, |r| {
+        let imds = matches!(provider, cmk_core::entra::Provider::Imds { .. });
+        let sent = outbound::send_retrying(cmk_core::tally::Peer::Entra, req, self.retry, |r| {
             // IMDS answers 404 while an identity is still being assigned and
             // 410 while it is being updated; the Azure SDKs retry both.
             if imds && matches!(r.status().as_u16(), 404 | 410) {

@@ -1,6 +1,6 @@
 //! The Cosmos DB account at the edge: the credential each request is signed
 //! with (the account key, or an Entra ID token from the shared token cache
-//! in [`crate::token`]) and sending through [`crate::outbound`].
+//! in [`crate::host::token`]) and sending through [`crate::host::outbound`].
 //!
 //! With `cosmos_auth = entra`, an answer of 401 or 403 may mean the cached
 //! token was revoked or went stale early (the service answers an expired
@@ -9,12 +9,12 @@
 
 use serde_json::json;
 
-use crate::api::ApiError;
-use crate::config::{CosmosAuth, CosmosConfig};
-use crate::cosmos::{reauthorize, token_refused, Credential};
-use crate::log;
-use crate::outbound::{self, CosmosSent};
-use crate::token::Tokens;
+use crate::host::log;
+use crate::host::outbound::{self, CosmosSent};
+use crate::host::token::Tokens;
+use cmk_core::api::ApiError;
+use cmk_core::config::{CosmosAuth, CosmosConfig};
+use cmk_core::cosmos::{reauthorize, token_refused, Credential};
 
 /// One request's access to the account.
 pub struct Account<'a> {
@@ -24,7 +24,7 @@ pub struct Account<'a> {
 
 impl<'a> Account<'a> {
     /// Access as configured (tokens only with `cosmos_auth = entra`).
-    pub fn new(config: &'a CosmosConfig, kv_key: Option<&crate::kvseal::EntryKey>) -> Self {
+    pub fn new(config: &'a CosmosConfig, kv_key: Option<&cmk_core::kvseal::EntryKey>) -> Self {
         let tokens = match &config.auth {
             CosmosAuth::MasterKey(_) => None,
             CosmosAuth::Entra { scope, identity } => {

@@ -1,19 +1,19 @@
 //! Senders' credentials at the edge: an ingest key is checked by the core
-//! ([`crate::ingest::authorize`]); an Entra ID bearer token is verified
+//! ([`cmk_core::ingest::authorize`]); an Entra ID bearer token is verified
 //! against the tenant's signing keys, which are fetched through
-//! [`crate::outbound`] and kept in the Spin key-value store so steady-state
-//! deliveries make no outbound call for them (see [`crate::jwt::jwks_cache`]).
+//! [`crate::host::outbound`] and kept in the Spin key-value store so steady-state
+//! deliveries make no outbound call for them (see [`cmk_core::jwt::jwks_cache`]).
 
 use serde_json::json;
 
-use crate::api::ApiError;
-use crate::config::{Config, SenderTokens};
-use crate::ingest::{self, SenderCredential};
-use crate::jwt::{self, Jwks, JwksCache, JwtError, Token};
-use crate::log;
-use crate::outbound::{self, Verdict};
-use crate::retry::RetryPolicy;
-use crate::time::UnixTime;
+use crate::host::log;
+use crate::host::outbound::{self, Verdict};
+use cmk_core::api::ApiError;
+use cmk_core::config::{Config, SenderTokens};
+use cmk_core::ingest::{self, SenderCredential};
+use cmk_core::jwt::{self, Jwks, JwksCache, JwtError, Token};
+use cmk_core::retry::RetryPolicy;
+use cmk_core::time::UnixTime;
 
 /// Total time for fetching the signing keys (they are cached for a day).
 const FETCH_BUDGET_MS: u64 = 5_000;
@@ -65,11 +65,11 @@ fn attempt_key(cfg: &SenderTokens) -> String {
 
 async fn verify(
     cfg: &SenderTokens,
-    kv_key: Option<&crate::kvseal::EntryKey>,
+    kv_key: Option<&cmk_core::kvseal::EntryKey>,
     token: &Token,
 ) -> Result<(), JwtError> {
     let now = UnixTime::now();
-    let store = crate::token::open_store(kv_key);
+    let store = crate::host::token::open_store(kv_key);
     let cached = store
         .as_ref()
         .and_then(|s| s.get(&cache_key(cfg)).ok().flatten())
@@ -155,7 +155,7 @@ async fn fetch(cfg: &SenderTokens) -> Result<(Jwks, Vec<u8>), JwtError> {
         ..RetryPolicy::default()
     };
     let sent = outbound::send_retrying(
-        crate::tally::Peer::Jwks,
+        cmk_core::tally::Peer::Jwks,
         jwt::jwks_request(&cfg.jwks_url)?,
         policy,
         |r| {

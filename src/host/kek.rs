@@ -1,7 +1,7 @@
 //! The key-encryption key at the edge: Entra ID tokens (through
-//! [`crate::token`], cached per provider and scope), the key's state
+//! [`crate::host::token`], cached per provider and scope), the key's state
 //! (cached for `hsm_key_check_secs`), and wrap/unwrap calls to Managed HSM,
-//! all through [`crate::outbound`]. With `hsm_local_wrap`, wrapping uses the
+//! all through [`crate::host::outbound`]. With `hsm_local_wrap`, wrapping uses the
 //! checked key version's public part here instead.
 //!
 //! Fail closed: a key that is disabled, expired, not yet valid, deleted, or
@@ -11,14 +11,14 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::config::KekConfig;
-use crate::entra::{AccessToken, EntraError, MANAGED_HSM_SCOPE};
-use crate::hsm::{self, CryptResult, HsmError, KeyInfo, KeyOp, KeyRef};
-use crate::log;
-use crate::outbound::{self, azure_verdict as verdict};
-use crate::retry::RetryPolicy;
-use crate::time::UnixTime;
-use crate::token::{TokenError, Tokens};
+use crate::host::log;
+use crate::host::outbound::{self, azure_verdict as verdict};
+use crate::host::token::{TokenError, Tokens};
+use cmk_core::config::KekConfig;
+use cmk_core::entra::{AccessToken, EntraError, MANAGED_HSM_SCOPE};
+use cmk_core::hsm::{self, CryptResult, HsmError, KeyInfo, KeyOp, KeyRef};
+use cmk_core::retry::RetryPolicy;
+use cmk_core::time::UnixTime;
 
 /// Why the key could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,23 +77,23 @@ impl From<TokenError> for KekError {
     }
 }
 
-impl From<&KekError> for crate::api::ApiError {
+impl From<&KekError> for cmk_core::api::ApiError {
     fn from(e: &KekError) -> Self {
         match e {
             KekError::Identity(e) => e.into(),
             KekError::Hsm(e) => e.into(),
             // The stored record is at fault (docs/record-format.md, step 3).
-            KekError::RecordKey(_) => crate::api::ApiError::new(
+            KekError::RecordKey(_) => cmk_core::api::ApiError::new(
                 http::StatusCode::UNPROCESSABLE_ENTITY,
                 "RecordTampered",
                 e.to_string(),
             ),
-            KekError::Transport { .. } => crate::api::ApiError::new(
+            KekError::Transport { .. } => cmk_core::api::ApiError::new(
                 http::StatusCode::SERVICE_UNAVAILABLE,
                 "KeyServiceUnavailable",
                 e.to_string(),
             )
-            .retry_after(crate::api::DEFAULT_RETRY_AFTER_SECS),
+            .retry_after(cmk_core::api::DEFAULT_RETRY_AFTER_SECS),
         }
     }
 }
@@ -147,7 +147,7 @@ impl rsa::rand_core::CryptoRng for HostRng {}
 pub struct Kek<'a> {
     cfg: &'a KekConfig,
     retry: RetryPolicy,
-    store: Option<crate::token::KvStore>,
+    store: Option<crate::host::token::KvStore>,
     tokens: Tokens<'a>,
 }
 
@@ -157,9 +157,9 @@ impl<'a> Kek<'a> {
     pub fn new(
         cfg: &'a KekConfig,
         retry: RetryPolicy,
-        kv_key: Option<&crate::kvseal::EntryKey>,
+        kv_key: Option<&cmk_core::kvseal::EntryKey>,
     ) -> Self {
-        let store = crate::token::open_store(kv_key);
+        let store = crate::host::token::open_store(kv_key);
         Self {
             cfg,
             retry,
@@ -209,7 +209,7 @@ impl<'a> Kek<'a> {
         for round in 0..2 {
             let token = self.token().await?;
             let sent = outbound::send_retrying(
-                crate::tally::Peer::Hsm,
+                cmk_core::tally::Peer::Hsm,
                 build(&token.token)?,
                 self.retry,
                 verdict,
@@ -255,7 +255,7 @@ impl<'a> Kek<'a> {
                 // A state checked "in the future" (a clock far off, or a
                 // writer of the store) is not believed.
                 if now.0 < c.checked_at.saturating_add(self.cfg.check_secs)
-                    && c.checked_at <= now.0.saturating_add(crate::jwt::CLOCK_SKEW_SECS)
+                    && c.checked_at <= now.0.saturating_add(cmk_core::jwt::CLOCK_SKEW_SECS)
                 {
                     return Ok((c.key, UnixTime(c.checked_at)));
                 }

@@ -533,7 +533,7 @@ mod tests {
         static K: OnceLock<RsaPrivateKey> = OnceLock::new();
         // The record-format vectors' test key (test material only).
         K.get_or_init(|| {
-            RsaPrivateKey::from_pkcs8_pem(include_str!("../tests/data/record-v1/test-kek.pem"))
+            RsaPrivateKey::from_pkcs8_pem(include_str!("../../tests/data/record-v1/test-kek.pem"))
                 .unwrap()
         })
     }

@@ -4,11 +4,11 @@
 //! 100,000 for `POST /queue` (message text raw or base64, metadata headers
 //! of the bridge and of Dapr) per run.
 
-use cmk_ingest::config::Config;
-use cmk_ingest::cosmos::Credential;
-use cmk_ingest::ingest::{plan, plan_events, Plan};
-use cmk_ingest::queue;
-use cmk_ingest::time::UnixTime;
+use cmk_core::config::Config;
+use cmk_core::cosmos::Credential;
+use cmk_core::ingest::{plan, plan_events, Plan};
+use cmk_core::queue;
+use cmk_core::time::UnixTime;
 use proptest::prelude::*;
 
 fn config() -> Config {
@@ -189,7 +189,7 @@ fn check_queue(
         Ok(())
     };
     if let Err(e) = queue::metadata(headers) {
-        let e = cmk_ingest::api::ApiError::from(e);
+        let e = cmk_core::api::ApiError::from(e);
         return refused(e.status, &e.message);
     }
     let message = match queue::decode(ct, body) {

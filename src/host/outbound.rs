@@ -1,7 +1,7 @@
 //! The one place that performs outbound HTTP: through the host
 //! (`wasi:http/outgoing-handler`, which Spin governs with
 //! `allowed_outbound_hosts`), with a timeout per attempt and retries as
-//! [`crate::retry`] decides.
+//! [`cmk_core::retry`] decides.
 
 use std::future::Future;
 use std::pin::pin;
@@ -13,10 +13,10 @@ use http::{Request, Response};
 use spin_sdk::http::IncomingResponse;
 use wasi::clocks::monotonic_clock;
 
-use crate::answer;
-use crate::cosmos::{transient_failure, CosmosError};
-use crate::retry::{Decision, RetryPolicy};
-use crate::tally::{self, Peer};
+use cmk_core::answer;
+use cmk_core::cosmos::{transient_failure, CosmosError};
+use cmk_core::retry::{Decision, RetryPolicy};
+use cmk_core::tally::{self, Peer};
 
 /// Milliseconds on the host's monotonic clock.
 pub fn now_ms() -> u64 {
@@ -80,7 +80,7 @@ pub async fn send_once(
         let status = resp.status();
         let headers = resp.headers().entries();
         // Read the body ourselves: spin-sdk's conversion to `http::Response`
-        // panics when the body stream breaks off (see `crate::answer`).
+        // panics when the body stream breaks off (see `cmk_core::answer`).
         let body = resp
             .into_body()
             .await
@@ -164,7 +164,7 @@ pub async fn send_retrying(
                 Verdict::Done => None,
                 Verdict::Retry(ms) => Some(ms),
             },
-            Err(e) if crate::retry::transport_is_permanent(e) => None,
+            Err(e) if cmk_core::retry::transport_is_permanent(e) => None,
             Err(_) => Some(None),
         };
         let decision = match asked {

@@ -1112,7 +1112,7 @@ mod tests {
     /// private part for checking.
     fn test_key() -> (KeyInfo, rsa::RsaPrivateKey) {
         let v: serde_json::Value =
-            serde_json::from_str(include_str!("../tests/data/rsa-2048-test-key.json")).unwrap();
+            serde_json::from_str(include_str!("../../tests/data/rsa-2048-test-key.json")).unwrap();
         let int =
             |k: &str| rsa::BigUint::parse_bytes(v[k].as_str().unwrap().as_bytes(), 16).unwrap();
         let private = rsa::RsaPrivateKey::from_components(

@@ -7,18 +7,18 @@ use http::{Response, StatusCode};
 use serde_json::json;
 use spin_sdk::http::IncomingRequest;
 
-use crate::account::Account;
-use crate::api::ApiError;
-use crate::config::Config;
-use crate::envelope::Dek;
-use crate::inbound;
-use crate::ingest::{self, Decoded};
-use crate::kek;
-use crate::log;
-use crate::outbound;
-use crate::queue;
-use crate::request::{header, load_config, query_of, read_body};
-use crate::time::UnixTime;
+use crate::host::account::Account;
+use crate::host::inbound;
+use crate::host::kek;
+use crate::host::log;
+use crate::host::outbound;
+use crate::host::request::{header, load_config, query_of, read_body};
+use cmk_core::api::ApiError;
+use cmk_core::config::Config;
+use cmk_core::envelope::Dek;
+use cmk_core::ingest::{self, Decoded};
+use cmk_core::queue;
+use cmk_core::time::UnixTime;
 
 /// Checks the sender: an ingest key, or an Entra ID bearer token.
 async fn authorize_sender(req: &IncomingRequest, config: &Config) -> Result<(), ApiError> {
@@ -64,7 +64,7 @@ pub(crate) async fn post_events(req: IncomingRequest) -> Result<Response<Vec<u8>
         }
         Decoded::Events(events) => events,
     };
-    crate::tally::events(events.len());
+    cmk_core::tally::events(events.len());
     let account = Account::new(&config.cosmos, config.kv_key.as_ref());
     let credential = account.credential().await?;
     let writes = ingest::plan_events(events, &config, &credential, UnixTime::now())?;
@@ -106,7 +106,7 @@ pub(crate) async fn post_queue(req: IncomingRequest) -> Result<Response<Vec<u8>>
         ingest::check_shape(&body, &config)?;
         let message = queue::decode(content_type.as_deref(), &body)?;
         decoded = Some((message.text_encoding.as_str(), message.events.len()));
-        crate::tally::events(message.events.len());
+        cmk_core::tally::events(message.events.len());
         let account = Account::new(&config.cosmos, config.kv_key.as_ref());
         let credential = account.credential().await?;
         let writes = ingest::plan_events(message.events, &config, &credential, UnixTime::now())?;
@@ -114,7 +114,7 @@ pub(crate) async fn post_queue(req: IncomingRequest) -> Result<Response<Vec<u8>>
     }
     .await;
     let (status, code) = match &result {
-        Ok(r) => (r.status().as_u16(), crate::api::error_code_of(r)),
+        Ok(r) => (r.status().as_u16(), cmk_core::api::error_code_of(r)),
         Err(e) => (e.status.as_u16(), Some(e.code.to_owned())),
     };
     log::emit(
@@ -152,7 +152,7 @@ async fn write_delivery(
     writes: ingest::Writes,
     config: &Config,
     account: &Account<'_>,
-    credential: &crate::cosmos::Credential,
+    credential: &cmk_core::cosmos::Credential,
 ) -> Result<Response<Vec<u8>>, ApiError> {
     let writes = match &config.kek {
         None => writes,
@@ -173,7 +173,7 @@ async fn write_delivery(
         .zip(sent)
         .map(|(u, s)| ingest::unit_outcome(u, s.result))
         .collect();
-    if config.cosmos.write_mode == crate::config::WriteMode::Create {
+    if config.cosmos.write_mode == cmk_core::config::WriteMode::Create {
         for (unit, result) in writes.units.iter().zip(results.iter_mut()) {
             if result.as_ref().err().is_some_and(ingest::is_conflict) {
                 *result = create_or_verify(account, &writes, unit, config, credential).await;
@@ -209,9 +209,9 @@ async fn write_delivery(
 /// wrapping fails for any reason, nothing is written.
 async fn seal_delivery(
     writes: ingest::Writes,
-    kek_cfg: &crate::config::KekConfig,
+    kek_cfg: &cmk_core::config::KekConfig,
     config: &Config,
-    credential: &crate::cosmos::Credential,
+    credential: &cmk_core::cosmos::Credential,
 ) -> Result<ingest::Writes, ApiError> {
     let kek = kek::Kek::new(kek_cfg, config.cosmos.retry, config.kv_key.as_ref());
     let plans = match ingest::protected_pointers(&writes.documents, &kek_cfg.protected) {
@@ -252,7 +252,7 @@ async fn seal_delivery(
         // Nothing to seal: no data key, no wrap; the key's state is still
         // checked, so a disabled or revoked key stops these writes too.
         let (key, _) = kek.key(false).await.map_err(|e| ApiError::from(&e))?;
-        crate::hsm::check_usable(&key, crate::hsm::KeyOp::Wrap, UnixTime::now())
+        cmk_core::hsm::check_usable(&key, cmk_core::hsm::KeyOp::Wrap, UnixTime::now())
             .map_err(|e| ApiError::from(&e))?;
         return ingest::seal_none(writes, &key.kid, config, credential, UnixTime::now());
     }
@@ -301,8 +301,8 @@ async fn create_or_verify(
     writes: &ingest::Writes,
     unit: &ingest::WriteUnit,
     config: &Config,
-    credential: &crate::cosmos::Credential,
-) -> Result<ingest::UnitWritten, crate::cosmos::CosmosError> {
+    credential: &cmk_core::cosmos::Credential,
+) -> Result<ingest::UnitWritten, cmk_core::cosmos::CosmosError> {
     let one = |i: usize| async move {
         let doc = &writes.documents[i];
         if unit.batch {
@@ -327,9 +327,9 @@ async fn create_or_verify(
         .await;
     let mut written = ingest::UnitWritten {
         statuses: Vec::with_capacity(done.len()),
-        metrics: crate::cosmos::Metrics::default(),
+        metrics: cmk_core::cosmos::Metrics::default(),
     };
-    let mut failure: Option<crate::cosmos::CosmosError> = None;
+    let mut failure: Option<cmk_core::cosmos::CosmosError> = None;
     let mut existing = 0;
     let mut conflicts = 0;
     for (r, &i) in done.into_iter().zip(&unit.documents) {
@@ -341,7 +341,7 @@ async fn create_or_verify(
             }
             // Another event under this id: reported per document (409),
             // logged, and the rest of the delivery still counts.
-            Err(crate::cosmos::CosmosError::ExistsWithOtherContent { id }) => {
+            Err(cmk_core::cosmos::CosmosError::ExistsWithOtherContent { id }) => {
                 let doc = &writes.documents[i];
                 log::emit(
                     "warn",

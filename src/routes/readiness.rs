@@ -5,19 +5,19 @@ use http::{Response, StatusCode};
 use serde_json::json;
 use spin_sdk::http::IncomingRequest;
 
-use crate::api::{json_response, ApiError};
-use crate::config::{Config, KekConfig};
-use crate::hsm;
-use crate::kek;
-use crate::log;
-use crate::probe;
-use crate::records;
-use crate::request::{header, load_config, load_config_quietly, log_warnings};
-use crate::time::UnixTime;
+use crate::host::kek;
+use crate::host::log;
+use crate::host::request::{header, load_config, load_config_quietly, log_warnings};
+use cmk_core::api::{json_response, ApiError};
+use cmk_core::config::{Config, KekConfig};
+use cmk_core::hsm;
+use cmk_core::probe;
+use cmk_core::records;
+use cmk_core::time::UnixTime;
 
 /// `GET /readyz`: whether the key-encryption key can be used, from its cached
 /// state (no key material); anonymous callers get the status and codes only,
-/// callers with the admin key the details (see [`crate::probe`]). An answer
+/// callers with the admin key the details (see [`cmk_core::probe`]). An answer
 /// that is not ready is repeated to anonymous callers from a brief cache;
 /// callers with the admin key always get a fresh one. `POST /readyz/roundtrip` (read key
 /// required): wraps and unwraps a random 32-byte value through the HSM, end
@@ -37,7 +37,7 @@ pub(crate) async fn readyz(
         .ok()
         .and_then(|c| c.admin.keys.as_ref())
         .is_some_and(|keys| {
-            header(req, crate::rewrap::ADMIN_KEY_HEADER).is_some_and(|k| keys.accepts(&k))
+            header(req, cmk_core::rewrap::ADMIN_KEY_HEADER).is_some_and(|k| keys.accepts(&k))
         });
     if let (true, Ok(c)) = (admin, &loaded) {
         log_warnings(c);
@@ -47,7 +47,7 @@ pub(crate) async fn readyz(
     let store = loaded
         .as_ref()
         .ok()
-        .and_then(|c| crate::token::open_store(c.kv_key.as_ref()));
+        .and_then(|c| crate::host::token::open_store(c.kv_key.as_ref()));
     let now = UnixTime::now();
     // Callers with the admin key (operators, authenticated) get a fresh
     // answer, which also replaces the cached one; anonymous probes get the
@@ -195,7 +195,7 @@ fn not_ready(kek: serde_json::Value, e: &ApiError) -> Response<Vec<u8>> {
     let mut r = json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
     r.headers_mut().insert(
         http::header::RETRY_AFTER,
-        crate::api::KEY_RETRY_AFTER_SECS.into(),
+        cmk_core::api::KEY_RETRY_AFTER_SECS.into(),
     );
     log::emit("warn", "kek_not_ready", &[("code", json!(e.code))]);
     r

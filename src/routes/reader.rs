@@ -5,16 +5,16 @@ use http::{Response, StatusCode};
 use serde_json::json;
 use spin_sdk::http::IncomingRequest;
 
-use crate::account::Account;
-use crate::api::ApiError;
-use crate::config::Config;
-use crate::envelope::{self, Dek};
-use crate::kek;
-use crate::log;
-use crate::records;
-use crate::request::{header, load_config};
-use crate::rewrap;
-use crate::time::UnixTime;
+use crate::host::account::Account;
+use crate::host::kek;
+use crate::host::log;
+use crate::host::request::{header, load_config};
+use cmk_core::api::ApiError;
+use cmk_core::config::Config;
+use cmk_core::envelope::{self, Dek};
+use cmk_core::records;
+use cmk_core::rewrap;
+use cmk_core::time::UnixTime;
 
 pub(crate) async fn get_records(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError> {
     let config = load_config()?;
@@ -41,7 +41,7 @@ pub(crate) async fn get_records(req: IncomingRequest) -> Result<Response<Vec<u8>
         .result
         .as_ref()
         .ok()
-        .map(crate::cosmos::Metrics::from_response)
+        .map(cmk_core::cosmos::Metrics::from_response)
         .unwrap_or_default();
     let answer = match records::parse_answer(&read, sent.result) {
         Ok(mut a) => open_protected(&config, &mut a, only.as_deref())
@@ -176,7 +176,7 @@ async fn open_one(
             "KeyNotConfigured",
             "the record is sealed and no key-encryption key is configured",
         )
-        .retry_after(crate::api::KEY_RETRY_AFTER_SECS)
+        .retry_after(cmk_core::api::KEY_RETRY_AFTER_SECS)
     })?;
     // Before anything is unwrapped or returned: the header names the
     // configured key, and lists every field the configuration protects.
@@ -213,7 +213,7 @@ async fn open_one(
 /// the pointers protected for the record's (stored) event type; reads and
 /// rewraps both run it before any unwrap.
 pub(crate) fn check_expected(
-    kek_cfg: &crate::config::KekConfig,
+    kek_cfg: &cmk_core::config::KekConfig,
     doc: &serde_json::Value,
     h: &envelope::Header,
 ) -> Result<(), envelope::EnvelopeError> {

@@ -7,19 +7,19 @@ use http::Response;
 use serde_json::json;
 use spin_sdk::http::IncomingRequest;
 
-use crate::account::Account;
-use crate::api::ApiError;
-use crate::config::Config;
-use crate::cosmos::Credential;
-use crate::envelope::{self};
-use crate::hsm;
-use crate::kek;
-use crate::log;
-use crate::reader::envelope_error;
-use crate::request::{header, load_config, query_of};
-use crate::rewrap;
-use crate::seal;
-use crate::time::UnixTime;
+use crate::host::account::Account;
+use crate::host::kek;
+use crate::host::log;
+use crate::host::request::{header, load_config, query_of};
+use crate::routes::reader::envelope_error;
+use cmk_core::api::ApiError;
+use cmk_core::config::Config;
+use cmk_core::cosmos::Credential;
+use cmk_core::envelope::{self};
+use cmk_core::hsm;
+use cmk_core::rewrap;
+use cmk_core::seal;
+use cmk_core::time::UnixTime;
 
 /// What both maintenance steps start from, once their caller is checked: the
 /// key, its latest version checked usable for wrapping (so nothing is read
@@ -83,7 +83,7 @@ pub(crate) async fn post_rewrap(req: IncomingRequest) -> Result<Response<Vec<u8>
         // configured key, the header lists every configured field): a
         // record that would not read is reported, never moved onto the
         // latest version, which would launder a forged header.
-        if let Err(e) = crate::reader::check_expected(kek_cfg, doc, &h) {
+        if let Err(e) = crate::routes::reader::check_expected(kek_cfg, doc, &h) {
             report.add(refuse(e.to_string()));
             continue;
         }
@@ -215,7 +215,7 @@ pub(crate) async fn post_seal(req: IncomingRequest) -> Result<Response<Vec<u8>>,
                 .try_into()
                 .expect("12 bytes asked for")
         };
-        let key = crate::ingest::DeliveryKey {
+        let key = cmk_core::ingest::DeliveryKey {
             dek: &dek,
             kid: &wrapped.kid,
             wrapped_dek: &wrapped.value,

@@ -7,13 +7,13 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use cmk_ingest::envelope::{self, Dek, EnvelopeError};
+use cmk_core::envelope::{self, Dek, EnvelopeError};
 use serde_json::Value;
 
 fn vectors() -> Value {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/record-v1/vectors.json"
+        "/../tests/data/record-v1/vectors.json"
     ))
     .expect("vectors.json is committed");
     serde_json::from_str(&text).expect("vectors.json is JSON")
@@ -44,7 +44,7 @@ fn dek_of(case: &Value) -> Dek {
 fn unwrap(v: &Value, wrapped: &[u8]) -> Result<Vec<u8>, rsa::Error> {
     use rsa::pkcs8::DecodePrivateKey;
     let pem = std::fs::read_to_string(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/record-v1/").to_owned()
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/record-v1/").to_owned()
             + v["kek"].as_str().unwrap(),
     )
     .unwrap();

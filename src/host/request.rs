@@ -6,8 +6,8 @@ use futures::StreamExt;
 use http::StatusCode;
 use spin_sdk::http::IncomingRequest;
 
-use crate::api::ApiError;
-use crate::config::Config;
+use cmk_core::api::ApiError;
+use cmk_core::config::Config;
 
 /// The configuration, its warnings logged (each request runs in a fresh
 /// instance, so they come once per request).
@@ -31,7 +31,7 @@ pub(crate) fn load_config_quietly() -> Result<Config, ApiError> {
 /// Logs the configuration's warnings.
 pub(crate) fn log_warnings(config: &Config) {
     for w in config.warnings() {
-        crate::log::emit(
+        crate::host::log::emit(
             "warn",
             "config_warning",
             &[("message", serde_json::json!(w))],
@@ -71,7 +71,7 @@ pub(crate) async fn read_body(
     }
     let mut body = Vec::new();
     let mut stream = req.into_body_stream();
-    let deadline = crate::outbound::sleep(timeout_secs.saturating_mul(1000));
+    let deadline = crate::host::outbound::sleep(timeout_secs.saturating_mul(1000));
     futures::pin_mut!(deadline);
     loop {
         let chunk = match futures::future::select(stream.next(), deadline.as_mut()).await {
@@ -83,7 +83,7 @@ pub(crate) async fn read_body(
                     "BodyTimeout",
                     format!("the body did not arrive within {timeout_secs} s"),
                 )
-                .retry_after(crate::api::DEFAULT_RETRY_AFTER_SECS))
+                .retry_after(cmk_core::api::DEFAULT_RETRY_AFTER_SECS))
             }
         };
         let chunk = chunk.map_err(|e| {
@@ -92,7 +92,7 @@ pub(crate) async fn read_body(
                 "BodyUnreadable",
                 format!("could not read the body: {e}"),
             )
-            .retry_after(crate::api::DEFAULT_RETRY_AFTER_SECS)
+            .retry_after(cmk_core::api::DEFAULT_RETRY_AFTER_SECS)
         })?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
