@@ -48,6 +48,29 @@ impl Gate {
     }
 }
 
+/// Header that carries the read key (`GET /records`).
+pub const READ_KEY_HEADER: &str = "x-cmk-read-key";
+
+/// Header that carries the admin key (maintenance routes, readiness detail).
+pub const ADMIN_KEY_HEADER: &str = "x-cmk-admin-key";
+
+/// Reading records: 403 while no `read_keys` are configured.
+pub const READER: Gate = Gate {
+    header: READ_KEY_HEADER,
+    role: "read",
+    disabled_code: "ReadDisabled",
+    disabled_message: "reading records is not enabled (no read_keys configured)",
+};
+
+/// Maintenance calls (rewrap, seal, erasure): 403 while no `admin_keys`
+/// are configured.
+pub const ADMIN: Gate = Gate {
+    header: ADMIN_KEY_HEADER,
+    role: "admin",
+    disabled_code: "AdminDisabled",
+    disabled_message: "maintenance is not enabled (no admin_keys configured)",
+};
+
 /// One to two accepted secret values. `Debug` never shows them.
 #[derive(Clone)]
 pub struct Keys(Vec<[u8; 32]>);

@@ -8,6 +8,7 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::api::ApiError;
 use crate::events::Event;
 
 /// Domain separation for document ids, versioned with the document shape.
@@ -150,6 +151,12 @@ fn document_of(
         partition_key: pk,
         body: Value::Object(body),
     })
+}
+
+impl From<DocumentError> for ApiError {
+    fn from(e: DocumentError) -> Self {
+        ApiError::new(http::StatusCode::BAD_REQUEST, "InvalidEvent", e.to_string())
+    }
 }
 
 #[cfg(test)]

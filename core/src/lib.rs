@@ -19,6 +19,7 @@ pub mod hsm;
 pub mod ingest;
 pub mod jwt;
 pub mod kvseal;
+pub mod percent;
 pub mod probe;
 pub mod queue;
 pub mod records;

@@ -21,11 +21,9 @@ use crate::config::Config;
 use crate::cosmos::{
     parse_query, parse_write, CosmosError, CosmosRequest, Credential, Query, QueryPage,
 };
-use crate::records::percent_decode;
+use crate::percent::percent_decode;
 use crate::time::UnixTime;
 
-/// Header that carries the admin key.
-pub const ADMIN_KEY_HEADER: &str = "x-cmk-admin-key";
 /// Documents per call when `limit` is not given.
 pub const DEFAULT_LIMIT: u32 = 50;
 /// Most documents per call.
@@ -46,26 +44,13 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "InvalidRequest", msg)
 }
 
-/// Checks the admin key (`x-cmk-admin-key`) for a maintenance call:
-/// 403 when maintenance is off (no `admin_keys`), 401 without a key, 403
-/// for a key not accepted.
-pub fn authorize_admin(admin_key: Option<&str>, config: &Config) -> Result<(), ApiError> {
-    crate::access::Gate {
-        header: ADMIN_KEY_HEADER,
-        role: "admin",
-        disabled_code: "AdminDisabled",
-        disabled_message: "maintenance is not enabled (no admin_keys configured)",
-    }
-    .check(config.admin.keys.as_ref(), admin_key)
-}
-
 /// Checks the admin key and parses `?limit=&continuation=`.
 pub fn parse(
     query: &str,
     admin_key: Option<&str>,
     config: &Config,
 ) -> Result<RewrapRequest, ApiError> {
-    authorize_admin(admin_key, config)?;
+    crate::access::ADMIN.check(config.admin.keys.as_ref(), admin_key)?;
     if config.kek.is_none() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -44,7 +44,7 @@ pub(crate) async fn post_rewrap(req: IncomingRequest) -> Result<Response<Vec<u8>
     let config = load_config()?;
     let call = rewrap::parse(
         &query_of(&req),
-        header(&req, rewrap::ADMIN_KEY_HEADER).as_deref(),
+        header(&req, cmk_core::access::ADMIN_KEY_HEADER).as_deref(),
         &config,
     )?;
     let (kek, latest, account, credential) = begin(&config).await?;
@@ -171,7 +171,7 @@ pub(crate) async fn post_seal(req: IncomingRequest) -> Result<Response<Vec<u8>>,
     let config = load_config()?;
     let call = seal::parse(
         &query_of(&req),
-        header(&req, seal::ADMIN_KEY_HEADER).as_deref(),
+        header(&req, cmk_core::access::ADMIN_KEY_HEADER).as_deref(),
         &config,
     )?;
     let (kek, _latest, account, credential) = begin(&config).await?;

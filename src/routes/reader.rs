@@ -13,7 +13,6 @@ use cmk_core::api::ApiError;
 use cmk_core::config::Config;
 use cmk_core::envelope::{self, Dek};
 use cmk_core::records;
-use cmk_core::rewrap;
 use cmk_core::time::UnixTime;
 
 pub(crate) async fn get_records(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError> {
@@ -21,7 +20,7 @@ pub(crate) async fn get_records(req: IncomingRequest) -> Result<Response<Vec<u8>
     let path = req.path_with_query().unwrap_or_default();
     let read = records::parse(
         &path,
-        header(&req, records::READ_KEY_HEADER).as_deref(),
+        header(&req, cmk_core::access::READ_KEY_HEADER).as_deref(),
         &config,
     )?;
     let only = records::fields(&path)?;
@@ -83,7 +82,7 @@ pub(crate) async fn delete_record(req: IncomingRequest) -> Result<Response<Vec<u
     let config = load_config()?;
     let del = records::parse_delete_request(
         &req.path_with_query().unwrap_or_default(),
-        header(&req, rewrap::ADMIN_KEY_HEADER).as_deref(),
+        header(&req, cmk_core::access::ADMIN_KEY_HEADER).as_deref(),
         header(&req, "if-match").as_deref(),
         &config,
     )?;

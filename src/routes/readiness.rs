@@ -12,7 +12,6 @@ use cmk_core::api::{json_response, ApiError};
 use cmk_core::config::{Config, KekConfig};
 use cmk_core::hsm;
 use cmk_core::probe;
-use cmk_core::records;
 use cmk_core::time::UnixTime;
 
 /// `GET /readyz`: whether the key-encryption key can be used, from its cached
@@ -37,7 +36,7 @@ pub(crate) async fn readyz(
         .ok()
         .and_then(|c| c.admin.keys.as_ref())
         .is_some_and(|keys| {
-            header(req, cmk_core::rewrap::ADMIN_KEY_HEADER).is_some_and(|k| keys.accepts(&k))
+            header(req, cmk_core::access::ADMIN_KEY_HEADER).is_some_and(|k| keys.accepts(&k))
         });
     if let (true, Ok(c)) = (admin, &loaded) {
         log_warnings(c);
@@ -120,7 +119,7 @@ async fn details(
                 "the round-trip probe needs read_keys",
             )
         })?;
-        if !header(req, records::READ_KEY_HEADER).is_some_and(|k| keys.accepts(&k)) {
+        if !header(req, cmk_core::access::READ_KEY_HEADER).is_some_and(|k| keys.accepts(&k)) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "Forbidden",

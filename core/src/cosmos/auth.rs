@@ -6,7 +6,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::fmt;
 
-use super::link::{percent_encode, Target};
+use super::link::Target;
+use crate::percent::percent_encode;
 
 /// A Cosmos DB account key, held decoded. Its `Debug` form never shows it.
 #[derive(Clone)]

@@ -115,20 +115,7 @@ impl ContainerLink {
 /// Percent-encodes one path segment: everything but RFC 3986 unreserved
 /// characters, so spaces and non-ASCII ids reach the service intact.
 pub(crate) fn encode_segment(s: &str) -> String {
-    percent_encode(s)
-}
-
-/// Percent-encodes every byte outside `A-Z a-z 0-9 - _ . ~`.
-pub(crate) fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    crate::percent::percent_encode(s)
 }
 
 #[cfg(test)]
