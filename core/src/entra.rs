@@ -201,8 +201,8 @@ fn form(pairs: &[(&str, &str)]) -> Vec<u8> {
         .map(|(k, v)| {
             format!(
                 "{}={}",
-                crate::cosmos::encode_header_value(k),
-                crate::cosmos::encode_header_value(v)
+                crate::percent::percent_encode(k),
+                crate::percent::percent_encode(v)
             )
         })
         .collect::<Vec<_>>()

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::api::{ApiError, DEFAULT_RETRY_AFTER_SECS, KEY_RETRY_AFTER_SECS};
-use crate::cosmos::Endpoint;
+use crate::endpoint::Endpoint;
 use crate::time::UnixTime;
 
 /// Keys REST API version used for every call (the official SDK's default).

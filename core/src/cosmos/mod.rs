@@ -15,14 +15,15 @@ mod link;
 mod request;
 mod response;
 
+pub use crate::endpoint::{Endpoint, EndpointError};
 pub use auth::{
     encode_header_value, master_key_signature, reauthorize, Credential, InvalidToken, MasterKey,
     MasterKeyError,
 };
 pub use link::{ContainerLink, ResourceType, Target};
 pub use request::{
-    partition_key_header, BatchOperation, CosmosRequest, Endpoint, EndpointError, Query,
-    API_VERSION, MAX_BATCH_BYTES, MAX_BATCH_OPERATIONS, MAX_DOCUMENT_BYTES,
+    partition_key_header, BatchOperation, CosmosRequest, Query, API_VERSION, MAX_BATCH_BYTES,
+    MAX_BATCH_OPERATIONS, MAX_DOCUMENT_BYTES,
 };
 pub use response::{
     parse_batch, parse_delete, parse_query, parse_read, parse_write, same_content, service_error,

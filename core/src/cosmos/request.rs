@@ -5,6 +5,7 @@ use http::{header, Method, Request};
 use super::auth::Credential;
 use super::link::{ContainerLink, Target};
 use super::response::CosmosError;
+use crate::endpoint::Endpoint;
 use crate::time::UnixTime;
 
 /// REST API version sent as `x-ms-version` (the official Python SDK's).
@@ -18,57 +19,6 @@ pub const MAX_BATCH_OPERATIONS: usize = 100;
 
 /// Largest transactional batch request body.
 pub const MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
-
-/// The account endpoint, e.g. `https://acct.documents.azure.com:443`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
-}
-
-/// Why an endpoint was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum EndpointError {
-    /// Not an absolute `http(s)://host[:port]` URL.
-    #[error("expected an absolute http(s) URL such as https://account.documents.azure.com:443/")]
-    NotAbsolute,
-    /// A path, query or credentials were given.
-    #[error("expected only scheme, host and port, without path, query or user info")]
-    HasExtraParts,
-}
-
-impl Endpoint {
-    /// Parses `scheme://host[:port][/]`.
-    pub fn parse(s: &str) -> Result<Self, EndpointError> {
-        let uri: http::Uri = s.trim().parse().map_err(|_| EndpointError::NotAbsolute)?;
-        let scheme = uri.scheme().cloned().ok_or(EndpointError::NotAbsolute)?;
-        if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
-            return Err(EndpointError::NotAbsolute);
-        }
-        let authority = uri.authority().cloned().ok_or(EndpointError::NotAbsolute)?;
-        if authority.as_str().contains('@')
-            || !matches!(uri.path(), "" | "/")
-            || uri.query().is_some()
-        {
-            return Err(EndpointError::HasExtraParts);
-        }
-        Ok(Self { scheme, authority })
-    }
-
-    /// `scheme://authority`, as Spin's `allowed_outbound_hosts` names it.
-    pub fn origin(&self) -> String {
-        format!("{}://{}", self.scheme, self.authority)
-    }
-
-    fn uri(&self, path: &str) -> http::Uri {
-        http::Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path)
-            .build()
-            .expect("scheme, authority and an encoded path make a valid URI")
-    }
-}
 
 /// The `x-ms-documentdb-partitionkey` value for a single string key: a JSON
 /// array, with non-ASCII escaped so it is a valid header value.

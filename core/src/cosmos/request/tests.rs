@@ -25,29 +25,6 @@ fn key() -> MasterKey {
 }
 
 #[test]
-fn endpoint_parsing() {
-    let e = Endpoint::parse("https://acct.documents.azure.com:443/").unwrap();
-    assert_eq!(e.origin(), "https://acct.documents.azure.com:443");
-    assert_eq!(
-        Endpoint::parse("http://127.0.0.1:8081").unwrap().origin(),
-        "http://127.0.0.1:8081"
-    );
-    assert_eq!(
-        Endpoint::parse("acct.documents.azure.com"),
-        Err(EndpointError::NotAbsolute)
-    );
-    assert_eq!(Endpoint::parse("ftp://x"), Err(EndpointError::NotAbsolute));
-    assert_eq!(
-        Endpoint::parse("https://x/dbs"),
-        Err(EndpointError::HasExtraParts)
-    );
-    assert_eq!(
-        Endpoint::parse("https://u:p@x"),
-        Err(EndpointError::HasExtraParts)
-    );
-}
-
-#[test]
 fn upsert_request_is_signed_over_what_it_sends() {
     let endpoint = Endpoint::parse("http://127.0.0.1:8081").unwrap();
     let cred = Credential::MasterKey(key());
