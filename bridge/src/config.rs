@@ -2,7 +2,7 @@
 //! Reading is a pure function over a lookup, so every rule is unit-tested;
 //! errors name the variable, never a secret's value.
 
-use cmk_ingest::entra::{Provider, Secret, DEFAULT_AUTHORITY, IMDS_ENDPOINT};
+use cmk_core::entra::{Provider, Secret, DEFAULT_AUTHORITY, IMDS_ENDPOINT};
 use std::path::PathBuf;
 
 use crate::address::{AddressError, QueueAddress};

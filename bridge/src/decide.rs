@@ -27,7 +27,7 @@
 //! deciding) is poisoned without being forwarded again: at most
 //! `max_dequeue_count` tries, as Azure Functions' queue trigger.
 
-use cmk_ingest::time::UnixTime;
+use cmk_core::time::UnixTime;
 
 /// What forwarding one message produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,7 +131,7 @@ pub const KEY_PAUSE_SECS: u64 = 60;
 /// it decodes them (`None` if the bridge cannot tell: then no answer
 /// confirms the message).
 pub fn expected_events(text: &str) -> Option<usize> {
-    cmk_ingest::queue::decode(Some("text/plain; charset=utf-8"), text.as_bytes())
+    cmk_core::queue::decode(Some("text/plain; charset=utf-8"), text.as_bytes())
         .ok()
         .map(|m| m.events.len())
 }
@@ -443,7 +443,7 @@ mod tests {
 
     #[test]
     fn the_component_and_the_bridge_agree_on_key_state_codes() {
-        use cmk_ingest::hsm::Unavailable as U;
+        use cmk_core::hsm::Unavailable as U;
         for u in [
             U::Disabled,
             U::Expired,

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cmk_ingest::entra::{self, AccessToken, Freshness};
-use cmk_ingest::time::UnixTime;
+use cmk_core::entra::{self, AccessToken, Freshness};
+use cmk_core::time::UnixTime;
 use http::{Request, Response};
 use serde_json::json;
 

@@ -9,7 +9,7 @@
 //! [`config`] (settings) are pure and unit-tested; [`driver`] is the only
 //! module that sends, sleeps or reads the clock, and `main` wires signals.
 //! Entra ID token requests and their answers come from the component's own
-//! sans-IO `cmk_ingest::entra`.
+//! sans-IO `cmk_core::entra`.
 #![deny(missing_docs)]
 
 pub mod address;

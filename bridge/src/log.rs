@@ -9,7 +9,7 @@ pub fn emit(level: &str, event: &str, fields: &[(&str, Value)]) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let c = cmk_ingest::time::UnixTime(now.as_secs()).civil();
+    let c = cmk_core::time::UnixTime(now.as_secs()).civil();
     let mut m = Map::new();
     m.insert(
         "ts".into(),

@@ -100,7 +100,7 @@ pub fn string_to_sign<B>(req: &http::Request<B>, account: &str) -> String {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            let decode = |s: &str| cmk_ingest::records::percent_decode(s).unwrap_or(s.to_owned());
+            let decode = |s: &str| cmk_core::percent::percent_decode(s).unwrap_or(s.to_owned());
             (decode(k).to_ascii_lowercase(), decode(v))
         })
         .collect();

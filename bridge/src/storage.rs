@@ -6,7 +6,7 @@
 //! "Put Message", "Create Queue"; errors are `<Error><Code>…</Code>
 //! <Message>…</Message></Error>` with the code also in `x-ms-error-code`.
 
-use cmk_ingest::time::UnixTime;
+use cmk_core::time::UnixTime;
 use http::{Method, Request};
 
 use crate::address::QueueAddress;
@@ -29,7 +29,7 @@ pub enum Authorization<'a> {
 }
 
 fn encode(s: &str) -> String {
-    cmk_ingest::cosmos::encode_header_value(s)
+    cmk_core::cosmos::encode_header_value(s)
 }
 
 fn build(
