@@ -115,10 +115,11 @@ fn graph(files: &[(PathBuf, String)], prefix: &[&str]) -> Graph {
             format!("crate::{}::", prefix.join("::"))
         };
         names.extend(names_after(text, &via_crate));
-        // `super::x` from a file directly in the folder names a sibling
-        // (from a top-level file it names the crate root's `x`).
+        // `super::x` from a file directly in a folder module names a
+        // sibling. (In a top-level file, `super::` appears only in its
+        // `mod tests`, where it names the file's own module.)
         let depth = p.iter().count();
-        if depth == prefix.len() + 1 {
+        if !prefix.is_empty() && depth == prefix.len() + 1 {
             names.extend(names_after(text, "super::"));
         }
         for n in names {

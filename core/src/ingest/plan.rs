@@ -24,7 +24,7 @@ use crate::time::UnixTime;
 pub enum Plan {
     /// Answer at once (validation handshake).
     Respond(Response<Vec<u8>>),
-    /// Send every unit's request, then [`summarize`].
+    /// Send every unit's request, then [`summarize`](super::summarize).
     Write(Writes),
 }
 
