@@ -2,6 +2,7 @@
 from docs/capacity.json (the arithmetic is written out beside each case)."""
 
 import copy
+import csv
 import importlib.machinery
 import importlib.util
 import json
@@ -194,3 +195,19 @@ def test_document_size_matches_the_record_vectors(c):
         assert abs(predicted - actual) <= 0.05 * actual + 20, (case["name"], predicted, actual)
         checked += 1
     assert checked >= 3
+
+
+def test_measured_constants_are_the_recorded_runs(c):
+    """The CPU figures in docs/capacity.json are the component rows of the
+    runs' CSVs (rounded as docs/benchmarks.md prints them)."""
+    m = c["measured"]
+    for csv_key, table_key, rate_key in (("csv", "component_cpu_s_per_1000_events", "events_per_s_whole_machine"),
+                                         ("local_wrap_csv", "local_wrap_component_cpu_s_per_1000_events", None)):
+        rows = [r for r in csv.DictReader((infra_lib.ROOT / m[csv_key]).open()) if r["mode"] == "component"]
+        assert sorted(r["batch"] for r in rows) == sorted(m[table_key])
+        for r in rows:
+            assert m[table_key][r["batch"]] == round(float(r["cpu_s_per_1000_events"]), 2), (csv_key, r["batch"])
+            if rate_key:
+                assert m[rate_key][r["batch"]] == round(float(r["events_per_s"]))
+                assert m["p50_ms"][r["batch"]] == round(float(r["p50_ms"]), 1)
+                assert m["p99_ms"][r["batch"]] == round(float(r["p99_ms"]), 1)
