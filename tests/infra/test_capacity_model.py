@@ -1,0 +1,213 @@
+"""scripts/capacity, the capacity model, against figures computed by hand
+from docs/capacity.json (the arithmetic is written out beside each case)."""
+
+import copy
+import csv
+import importlib.machinery
+import importlib.util
+import json
+
+import pytest
+
+import infra_lib
+
+SCRIPT = infra_lib.ROOT / "scripts" / "capacity"
+
+
+def load_script():
+    loader = importlib.machinery.SourceFileLoader("capacity_script", str(SCRIPT))
+    spec = importlib.util.spec_from_loader("capacity_script", loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod
+
+
+cap = load_script()
+
+
+@pytest.fixture
+def c():
+    return cap.load_constants()
+
+
+def test_defaults_by_hand(c):
+    r = cap.defaults_model(c)
+    # 300 events/s, 1024 B, batch 1, one sealed field of 768 B.
+    # CPU: 2.04 ms measured at batch 1 + (768 - 500) / 1024 KB * 0.080 ms/KB.
+    assert r["cpu_ms_per_event"] == pytest.approx(2.04 + 268 / 1024 * 0.080)  # 2.0609375
+    # 300 * 2.0609375 ms = 0.618 vCPU; / (1 vCPU * 0.7) = 0.88 -> 1 pod, raised to min_pods 2.
+    assert r["vcpu_needed"] == pytest.approx(0.61828125)
+    assert r["pods"] == 2 and r["vcpu"] == 2
+    # Document: 1024 + 340 + header 520 + one pointer 20
+    #   + sealed value 41 + ceil(4 * (768 + 16) / 3) = 1046, minus the 768 it replaces.
+    assert r["document_bytes"] == 1024 + 340 + 520 + 20 + 41 + 1046 - 768 == 2223
+    # 2223 B = 2.1709 KB: 6.29 + 0.1709 / 2 * (6.67 - 6.29) = 6.3225, + 0.2 * 12 terms = 8.7225 RU.
+    assert r["ru_per_event"] == pytest.approx(6.29 + (2223 / 1024 - 2) / 2 * 0.38 + 2.4)
+    assert r["ru_per_s"] == pytest.approx(300 * 8.7224707)
+    # HSM: 300 wraps/s of 2,200, plus 2 pods / 30 s key GETs of 1,100.
+    assert r["hsm_wraps_per_s"] == 300
+    assert r["hsm_gets_per_s"] == pytest.approx(2 / 30)
+    assert r["hsm_pct_of_one"] == pytest.approx(100 * (300 / 2200 + (2 / 30) / 1100))
+    # Outbound: per delivery one wrap and one Cosmos batch; key GETs; 2 pods * 2 tokens/hour.
+    assert r["outbound_per_s"] == pytest.approx(600 + 2 / 30 + 4 / 3600)
+    # Bridge: 32 messages per (10 + ceil(32/8) * (50 + 10)) ms = 32 / 0.25 s = 128/s.
+    assert r["bridge_msgs_per_s_per_replica"] == pytest.approx(128)
+    assert r["bridge_replicas_at_rate"] == 3  # ceil(300 / 128)
+    assert r["keda_queue_length"] == 32 + 128  # a batch in flight + 1 s of work
+    # Peak: 2 vCPU / 2.0609375 ms = 970 events/s; / 128 = 7.6 -> 8 replicas.
+    assert r["peak_events_per_s"] == pytest.approx(2000 / 2.0609375)
+    assert r["keda_max_replicas"] == 8
+    assert r["warnings"] == []
+
+
+def test_measured_batch_sizes_use_the_measured_cpu(c):
+    for batch, ms in ((1, 2.04), (10, 0.32), (100, 0.14)):
+        r = cap.model(c, 1000, 1024, batch, 3, 500)
+        assert r["cpu_ms_per_event"] == pytest.approx(ms)
+        assert r["events_per_s_per_vcpu"] == pytest.approx(1000 / ms)
+
+
+def test_other_batch_sizes_follow_the_fixed_plus_per_event_fit(c):
+    # From batch 1 (2.04) and 100 (0.14): per delivery F = 1.90 / 0.99 = 1.91919 ms,
+    # per event E = 2.04 - F = 0.12081 ms. Batch 50: E + F / 50 = 0.15919 ms.
+    r = cap.model(c, 1000, 1024, 50, 3, 500)
+    assert r["cpu_ms_per_event"] == pytest.approx(0.12080808 + 1.91919192 / 50)
+    # The fit reproduces the measured batch 10 within 3 %: 0.12081 + 0.19192 = 0.31273 vs 0.32.
+    f = 0.12080808 + 1.91919192 / 10
+    assert abs(f - 0.32) / 0.32 < 0.03
+
+
+def test_larger_events_add_sealing_and_json_cost(c):
+    # 4 KB event, 3 KB sealed: + (3072 - 500) / 1024 * 0.080 + (4096 - 1024) / 1024 * 0.037.
+    r = cap.model(c, 100, 4096, 1, 2, 3072)
+    assert r["cpu_ms_per_event"] == pytest.approx(2.04 + 2572 / 1024 * 0.080 + 3 * 0.037)
+    # Smaller than measured: the measured cost, not less.
+    assert cap.model(c, 100, 256, 1, 1, 100)["cpu_ms_per_event"] == pytest.approx(2.04)
+
+
+def test_pods_at_an_exact_multiple_are_not_rounded_up(c):
+    # Batch 10: 4375 events/s * 0.32 ms = 1.4 vCPU = exactly 2 pods at 0.7.
+    assert cap.model(c, 4375, 1024, 10, 3, 500)["pods"] == 2
+    assert cap.model(c, 4376, 1024, 10, 3, 500)["pods"] == 3
+
+
+def test_cosmos_requests_per_delivery(c):
+    # One transactional batch per partition key, at most 100 operations each.
+    assert cap.model(c, 1000, 1024, 100, 1, 500, 4)["cosmos_requests_per_delivery"] == 4
+    assert cap.model(c, 1000, 1024, 250, 1, 500, 1)["cosmos_requests_per_delivery"] == 3
+    # And at most 2 MiB each: 100 documents of 100 KB events with half sealed
+    # (102,400 + 340 + 540 + 41 + ceil(4 * 51,216 / 3) - 51,200 = 120,409 B) = 12 MB -> 6 requests.
+    r = cap.model(c, 1000, 102400, 100, 1, 51200, 1)
+    assert r["document_bytes"] == 102400 + 340 + 540 + 41 + 68288 - 51200 == 120409
+    assert r["cosmos_requests_per_delivery"] == 6  # ceil(100 * 120409 / 2097152) = ceil(5.74)
+    # Outbound at batch 100, one key: (1 wrap + 6 batches) per 100 events.
+    assert r["outbound_per_event"] == pytest.approx((10 * 7 + r["hsm_gets_per_s"] + r["pods"] * 2 / 3600) / 1000)
+
+
+def test_ru_table_ends_and_nothing_sealed(c):
+    # Nothing sealed: no wrap, a header without a data key; 514 + 340 + 170 = 1024 B = 1 KB -> 4.95 + 2.4.
+    r = cap.model(c, 100, 514, 1, 0)
+    assert r["document_bytes"] == 1024
+    assert r["ru_per_event"] == pytest.approx(4.95 + 2.4)
+    assert r["hsm_wraps_per_s"] == 0 and r["hsm_gets_per_s"] == 0
+    # Below 1 KB the table's smallest charge.
+    assert cap.model(c, 100, 10, 1, 0)["ru_per_event"] == pytest.approx(4.95 + 2.4)
+    # Two regions write twice.
+    c2 = copy.deepcopy(c)
+    c2["cosmos"]["regions"] = 2
+    assert cap.model(c2, 100, 514, 1, 0)["ru_per_event"] == pytest.approx(2 * 7.35)
+
+
+def test_local_wrap_moves_the_cost_from_the_hsm_to_the_cpu(c):
+    r = cap.model(c, 300, 1024, 1, 3, 500, local_wrap=True)
+    assert r["hsm_wraps_per_s"] == 0
+    assert r["cpu_ms_per_event"] == pytest.approx(4.23)
+    # 300 * 4.23 ms = 1.27 vCPU / 0.7 = 1.81 -> 2 pods; outbound: one Cosmos request per event.
+    assert r["pods"] == 2
+    assert r["outbound_per_s"] == pytest.approx(300 + 2 / 30 + 4 / 3600)
+
+
+def test_hsm_key_size_and_limit_warnings(c):
+    c3 = copy.deepcopy(c)
+    c3["hsm"]["key_size"] = 3072
+    r = cap.model(c3, 1900, 1024, 1, 1, 512)
+    # 1,900 wraps/s is one RSA-3072 HSM's published wrap rate, plus the key GETs.
+    assert r["hsm_pct_of_one"] == pytest.approx(100 + 100 * r["hsm_gets_per_s"] / 1100)
+    assert any("one Managed HSM" in w for w in r["warnings"])
+    # 500 events/s * 8.7 RU > 4,000 RU/s.
+    assert any("autoscale maximum" in w for w in cap.model(c, 500, 1024, 1, 1, 768)["warnings"])
+
+
+def test_push_batches_have_no_bridge_settings(c):
+    r = cap.model(c, 1000, 1024, 10, 1, 512)
+    assert r["keda_queue_length"] is None and r["keda_max_replicas"] is None
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"rate": 0}, "rate"),
+    ({"rate": 10, "batch": 0}, "batch"),
+    ({"rate": 10, "batch": 2, "partition_keys": 3}, "partition_keys"),
+    ({"rate": 10, "event_bytes": 100, "sealed_bytes": 200}, "sealed_bytes"),
+    ({"rate": 10, "event_bytes": 3_000_000}, "2 MB"),
+])
+def test_inputs_it_cannot_size_are_refused(c, kwargs, message):
+    with pytest.raises(cap.InputError, match=message):
+        cap.model(c, **kwargs)
+
+
+def test_command_line(capsys):
+    assert cap.main(["--defaults", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["pods"] == 2 and out["keda_queue_length"] == 160
+    assert cap.main(["--rate", "300", "--batch", "10"]) == 0
+    assert "none: batches above 1" in capsys.readouterr().out
+    assert cap.main(["--rate", "10", "--event-bytes", "3000000"]) == 2
+    assert "2 MB item limit" in capsys.readouterr().err
+
+
+def compact_len(x) -> int:
+    return len(json.dumps(x, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def pointer_get(doc, pointer):
+    for token in pointer.split("/")[1:]:
+        token = token.replace("~1", "/").replace("~0", "~")
+        doc = doc[int(token)] if isinstance(doc, list) else doc[token]
+    return doc
+
+
+def test_document_size_matches_the_record_vectors(c):
+    """The growth the model adds to an event (the header, and each sealed
+    value's wrapper and base64url) against the record format's own vectors:
+    the sealed record's compact JSON minus the input's, within 5 % and 20
+    bytes (the vectors' key id is 82 characters, the model's 95)."""
+    vectors = json.loads((infra_lib.ROOT / "tests" / "data" / "record-v1" / "vectors.json").read_text())
+    checked = 0
+    for case in vectors["valid"]:
+        inp, rec = case.get("input"), case.get("record")
+        if not inp or not rec or "sealedKid" in rec["cmk"]:
+            continue
+        fields = rec["cmk"]["fields"]
+        plaintext = sum(compact_len(pointer_get(inp, p)) for p in fields)
+        event = compact_len(inp)
+        predicted = cap.document_bytes(c, event, len(fields), plaintext) - event - c["cosmos"]["document_overhead_bytes"]
+        actual = compact_len(rec) - event
+        assert abs(predicted - actual) <= 0.05 * actual + 20, (case["name"], predicted, actual)
+        checked += 1
+    assert checked >= 3
+
+
+def test_measured_constants_are_the_recorded_runs(c):
+    """The CPU figures in docs/capacity.json are the component rows of the
+    runs' CSVs (rounded as docs/benchmarks.md prints them)."""
+    m = c["measured"]
+    for csv_key, table_key, rate_key in (("csv", "component_cpu_s_per_1000_events", "events_per_s_whole_machine"),
+                                         ("local_wrap_csv", "local_wrap_component_cpu_s_per_1000_events", None)):
+        rows = [r for r in csv.DictReader((infra_lib.ROOT / m[csv_key]).open()) if r["mode"] == "component"]
+        assert sorted(r["batch"] for r in rows) == sorted(m[table_key])
+        for r in rows:
+            assert m[table_key][r["batch"]] == round(float(r["cpu_s_per_1000_events"]), 2), (csv_key, r["batch"])
+            if rate_key:
+                assert m[rate_key][r["batch"]] == round(float(r["events_per_s"]))
+                assert m["p50_ms"][r["batch"]] == round(float(r["p50_ms"]), 1)
+                assert m["p99_ms"][r["batch"]] == round(float(r["p99_ms"]), 1)
