@@ -15,8 +15,9 @@ component served by a real Wasm runtime.
   CA, so the app reaches every stand-in over HTTPS. CMK_RUNTIME=wasmtime
   selects Wasmtime (`wasmtime serve`, the engine Spin embeds) running a copy
   of the app with the test-only Spin stub plugged in (variables from
-  SPIN_VARIABLE_*, key-value in a directory), over plain HTTP. Variables are resolved from spin.toml's defaults,
-  then local/profile.env, then the caller's overrides, as Spin would.
+  SPIN_VARIABLE_*, key-value in a directory), over plain HTTP. Variables
+  are resolved from spin.toml's defaults, then local/profile.env, then the
+  caller's overrides, as Spin would.
 
 Paths to tools come from the CMK_* variables that scripts/bootstrap exports.
 """
