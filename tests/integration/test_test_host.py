@@ -181,7 +181,7 @@ def test_requests_past_the_concurrency_cap_wait_for_a_slot(stack, cap):
     assert healthz_within(app, 10) == 200  # compiled and serving
     held, rest = held_delivery(app, f"/topics/host-cap-{uuid.uuid4()}")
     try:
-        time.sleep(0.3)  # the held request has its slot
+        time.sleep(1.0)  # the held request has taken its slot (headers in, body awaited)
         with ThreadPoolExecutor(1) as pool:
             waiting = pool.submit(healthz_within, app, 20)
             if cap == 1:
