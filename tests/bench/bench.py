@@ -4,13 +4,18 @@ local ceiling, side by side on one local stack (docs/benchmarks.md).
     scripts/bench [--events N] [--batches 1,10,100] [--concurrency C] [--smoke] [--out DIR]
 
 One run starts the local peers (the Cosmos REST server behind the signature
-check, the Managed HSM and Entra ID stand-ins), serves the built component in
-Wasmtime with a customer-managed key (stage two), generates one workload
-(N events of about 1 KB, three protected fields each) and, for every batch
-size, measures three ways of landing it, one after the other:
+check, the Managed HSM and Entra ID stand-ins), serves the built component
+with a customer-managed key (stage two) on each runtime of `--runtimes`
+(default both: the test host, which runs the unmodified .wasm as Spin does,
+with HTTPS and pooled connections to the stand-ins, and `wasmtime serve`
+with the plugged Spin stub, plain HTTP and a connection per request),
+generates one workload (N events of about 1 KB, three protected fields each)
+and, for every batch size, measures these ways of landing it, one after the
+other:
 
 - component: each batch POSTed to `/events` (one delivery = one batch, all
-  events of a batch under one partition key), C requests in flight;
+  events of a batch under one partition key), C requests in flight; once
+  per runtime (the `runtime` column), their ratios side by side;
 - baseline: what a user would otherwise write, a Python worker with
   `azure-cosmos`, `azure-keyvault-keys` and `cryptography`: per batch a
   fresh data key, wrapped through the HSM stand-in (its HTTPS listener) by
@@ -327,8 +332,9 @@ def worker(job_path: str) -> None:
     job = json.loads(Path(job_path).read_text())
     mode, size, conc = job["mode"], job["batch"], job["concurrency"]
     events = make_events(job["events"] + WARMUP_BATCHES * size)
-    warm = cut_batches(events[job["events"]:], size, f"/bench/{job['run']}/{mode}-{size}-warm")
-    batches = cut_batches(events[:job["events"]], size, f"/bench/{job['run']}/{mode}-{size}")
+    way = f"{mode}-{job['runtime']}" if job.get("runtime") else mode
+    warm = cut_batches(events[job["events"]:], size, f"/bench/{job['run']}/{way}-{size}-warm")
+    batches = cut_batches(events[:job["events"]], size, f"/bench/{job['run']}/{way}-{size}")
     if mode == "component":
         work = PostToComponent(job)
         items = [(json.dumps(b).encode(), len(b)) for b in batches]
@@ -394,7 +400,7 @@ def machine() -> dict:
             "loadavg": os.getloadavg()}
 
 
-def healthz(app_url: str, wasmtime_pid: int, n: int) -> dict:
+def healthz(app_url: str, runtime_pid: int, n: int) -> dict:
     """Per-request cost of a fresh instance: a sequential loop of /healthz
     (which does no outbound I/O) over one keep-alive connection."""
     u = urllib.parse.urlsplit(app_url)
@@ -403,7 +409,7 @@ def healthz(app_url: str, wasmtime_pid: int, n: int) -> dict:
         conn.request("GET", "/healthz")
         conn.getresponse().read()
     lat = []
-    cpu0 = proc_cpu(wasmtime_pid)
+    cpu0 = proc_cpu(runtime_pid)
     for _ in range(n):
         t0 = time.perf_counter()
         conn.request("GET", "/healthz")
@@ -411,9 +417,9 @@ def healthz(app_url: str, wasmtime_pid: int, n: int) -> dict:
         r.read()
         lat.append((time.perf_counter() - t0) * 1000)
         assert r.status == 200
-    cpu = proc_cpu(wasmtime_pid) - cpu0
+    cpu = proc_cpu(runtime_pid) - cpu0
     return {"requests": n, "p50_ms": statistics.median(lat), "p99_ms": percentile(lat, 0.99),
-            "wasmtime_cpu_us_per_request": cpu / n * 1e6}
+            "runtime_cpu_us_per_request": cpu / n * 1e6}
 
 
 def run_mode(stack, job: dict, pids: dict[str, int], workdir: Path) -> dict:
@@ -436,7 +442,8 @@ def run_mode(stack, job: dict, pids: dict[str, int], workdir: Path) -> dict:
     peers_cpu = {k: cpu_after[k] - cpu_before[k] for k in pids}
     delta = {k: after[k] - before[k] for k in after}
     row = {
-        "mode": job["mode"], "batch": job["batch"], "events": n, "requests": result["requests"],
+        "mode": job["mode"], "runtime": job.get("runtime", ""), "batch": job["batch"], "events": n,
+        "requests": result["requests"],
         "concurrency": job["concurrency"], "errors": result["error_count"],
         "wall_s": round(result["wall_s"], 3), "events_per_s": round(n / result["wall_s"], 1),
         "p50_ms": round(percentile(lat, 0.5), 2), "p99_ms": round(percentile(lat, 0.99), 2),
@@ -445,14 +452,14 @@ def run_mode(stack, job: dict, pids: dict[str, int], workdir: Path) -> dict:
         "token_calls_per_event": round(delta["token"] / n, 4),
         "cosmos_requests": delta["cosmos"], "cosmos_requests_per_event": round(delta["cosmos"] / n, 4),
         "outbound_per_100_events": round((delta["cosmos"] + delta["hsm"] + delta["token"]) / n * 100, 2),
-        # The process doing the work: the Wasmtime process for the component,
+        # The process doing the work: the runtime's process for the component,
         # the worker for the baseline and the ceiling (the component's load
         # generator is reported as client_cpu).
-        "cpu_s_per_1000_events": round((peers_cpu["wasmtime"] if job["mode"] == "component" else result["cpu_s"]) / n * 1000, 4),
+        "cpu_s_per_1000_events": round((peers_cpu["runtime"] if job["mode"] == "component" else result["cpu_s"]) / n * 1000, 4),
         "client_cpu_s_per_1000_events": round(result["cpu_s"] / n * 1000, 4),
     }
     for k in pids:
-        if k != "wasmtime":
+        if k != "runtime":
             row[f"{k}_cpu_s_per_1000_events"] = round(peers_cpu[k] / n * 1000, 4)
     if result["errors"]:
         row["first_error"] = result["errors"][0]
@@ -469,6 +476,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--out", type=Path, help="where the CSV and JSON go (default docs/bench; --smoke: a temp dir)")
     ap.add_argument("--resummarize", type=Path, metavar="JSON", help="recheck the targets of a written run")
     ap.add_argument("--local-wrap", action="store_true", help="the component wraps data keys locally (hsm_local_wrap)")
+    ap.add_argument("--runtimes", default=None,
+                    help="runtimes for the component, comma-separated: host, wasmtime (default both; "
+                         "wasmtime alone without the test host)")
     args = ap.parse_args(argv)
     if args.resummarize:
         info = json.loads(args.resummarize.read_text())
@@ -482,36 +492,48 @@ def main(argv: list[str]) -> int:
     modes = args.modes.split(",")
     from harness.stack import KEK_NAME, TENANT, Stack, env, read_profile
 
+    runtimes = (args.runtimes or ("host,wasmtime" if os.environ.get("CMK_TEST_HOST") else "wasmtime")).split(",")
+    if set(runtimes) - {"host", "wasmtime"} or not runtimes:
+        ap.error("--runtimes takes host and/or wasmtime")
+
     workdir = Path(tempfile.mkdtemp(prefix="cmk-bench-"))
     out = args.out or (workdir if args.smoke else HERE.parents[1] / "docs" / "bench")
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc)
     info = {"date": stamp.isoformat(timespec="seconds"), "machine": machine(), "events": args.events,
-            "batches": batches, "concurrency": args.concurrency, "local_wrap": args.local_wrap}
+            "batches": batches, "concurrency": args.concurrency, "local_wrap": args.local_wrap,
+            "runtimes": runtimes}
     stack = Stack(workdir)
     try:
         stack.start_peers()
         extra = {"hsm_local_wrap": "true"} if args.local_wrap else {}
-        app = stack.serve_app(name="app-bench", overrides=stack.stage_two(
-            "client-secret", protected_fields=json.dumps({EVENT_TYPE: PROTECTED}), **extra))
+        apps = {rt: stack.serve_app(name=f"app-bench-{rt}", runtime=rt, overrides=stack.stage_two(
+            "client-secret", protected_fields=json.dumps({EVENT_TYPE: PROTECTED}), **extra)) for rt in runtimes}
         wasm = Path(env("CMK_APP_WASM"))
-        pids = {"wasmtime": app.process.proc.pid}
-        pids.update({p.name: p.proc.pid for p in stack.processes if p.name in ("cosmosdb-server", "sigcheck", "hsm", "entra")})
+        peers = {p.name: p.proc.pid for p in stack.processes if p.name in ("cosmosdb-server", "sigcheck", "hsm", "entra")}
         info["wasm_bytes"] = wasm.stat().st_size
-        info["healthz"] = healthz(app.url, pids["wasmtime"], 50 if args.smoke else HEALTHZ_REQUESTS)
+        info["healthz"] = {rt: healthz(app.url, app.process.proc.pid, 50 if args.smoke else HEALTHZ_REQUESTS)
+                           for rt, app in apps.items()}
         base = {"events": args.events, "concurrency": args.concurrency, "run": stamp.strftime("%Y%m%dT%H%M%S"),
-                "app": app.url, "ingest_key": read_profile()["SPIN_VARIABLE_INGEST_KEYS"].split(",")[0],
+                "ingest_key": read_profile()["SPIN_VARIABLE_INGEST_KEYS"].split(",")[0],
                 "cosmos": stack.cosmos_url, "cosmos_key": stack.cosmos_key, "database": stack.database,
                 "container": stack.container, "hsm_tls": stack.hsm_tls_url, "hsm_cert": stack.hsm_cert,
                 "kek": KEK_NAME, "entra": stack.entra_url, "tenant": TENANT}
         rows = []
         for size in batches:
             for mode in modes:
-                row = run_mode(stack, {**base, "mode": mode, "batch": size}, pids, workdir)
-                rows.append(row)
-                print(f"  {mode:9} batch {size:3}: {row['events_per_s']:8.1f} events/s  p50 {row['p50_ms']:7.2f} ms"
-                      f"  p99 {row['p99_ms']:7.2f} ms  cpu {row['cpu_s_per_1000_events']:.3f} s/1000  "
-                      f"errors {row['errors']}", file=sys.stderr, flush=True)
+                for rt in runtimes if mode == "component" else [""]:
+                    job = {**base, "mode": mode, "batch": size}
+                    pids = dict(peers)
+                    if rt:
+                        job.update(runtime=rt, app=apps[rt].url)
+                        pids["runtime"] = apps[rt].process.proc.pid
+                    row = run_mode(stack, job, pids, workdir)
+                    rows.append(row)
+                    way = f"{mode} {rt}".strip()
+                    print(f"  {way:18} batch {size:3}: {row['events_per_s']:8.1f} events/s  p50 {row['p50_ms']:7.2f} ms"
+                          f"  p99 {row['p99_ms']:7.2f} ms  cpu {row['cpu_s_per_1000_events']:.3f} s/1000  "
+                          f"errors {row['errors']}", file=sys.stderr, flush=True)
         info["machine"]["loadavg_after"] = os.getloadavg()
     finally:
         stack.stop()
@@ -529,63 +551,114 @@ def main(argv: list[str]) -> int:
     return 1 if any(r["errors"] for r in rows) else 0
 
 
+def runtime_of(row: dict) -> str:
+    """The runtime a component row ran on ("" for the other ways); rows
+    written before the test host existed ran on `wasmtime serve`."""
+    if row["mode"] != "component":
+        return ""
+    return row.get("runtime") or "wasmtime"
+
+
+def healthz_by_runtime(info: dict) -> dict[str, dict]:
+    """/healthz figures per runtime (older runs: one, `wasmtime serve`'s)."""
+    h = info["healthz"]
+    if "p50_ms" in h:
+        h = {"wasmtime": h}
+    return {rt: {**v, "runtime_cpu_us_per_request": v.get("runtime_cpu_us_per_request",
+                                                           v.get("wasmtime_cpu_us_per_request"))}
+            for rt, v in h.items()}
+
+
 def summarize(rows: list[dict], info: dict) -> dict:
-    by = {(r["mode"], r["batch"]): r for r in rows}
+    by = {(r["mode"], runtime_of(r), r["batch"]): r for r in rows}
+    runtimes = list(dict.fromkeys(runtime_of(r) for r in rows if r["mode"] == "component"))
+    health = healthz_by_runtime(info)
     ratios = {}
     for size in info["batches"]:
-        c, b, x = by.get(("component", size)), by.get(("baseline", size)), by.get(("ceiling", size))
-        if c and b:
-            ratios[f"vs_baseline_{size}"] = round(c["events_per_s"] / b["events_per_s"], 2)
-        if c and x:
-            ratios[f"vs_ceiling_{size}"] = round(c["events_per_s"] / x["events_per_s"], 3)
+        b, x = by.get(("baseline", "", size)), by.get(("ceiling", "", size))
+        for rt in runtimes:
+            c = by.get(("component", rt, size))
+            if c and b:
+                ratios[f"{rt}_vs_baseline_{size}"] = round(c["events_per_s"] / b["events_per_s"], 2)
+            if c and x:
+                ratios[f"{rt}_vs_ceiling_{size}"] = round(c["events_per_s"] / x["events_per_s"], 3)
+        h, w = by.get(("component", "host", size)), by.get(("component", "wasmtime", size))
+        if h and w:
+            # Side by side: above 1 the test host is faster (events/s) or
+            # costs more CPU per event than `wasmtime serve`.
+            ratios[f"host_vs_wasmtime_events_per_s_{size}"] = round(h["events_per_s"] / w["events_per_s"], 2)
+            ratios[f"host_vs_wasmtime_p50_{size}"] = round(h["p50_ms"] / w["p50_ms"], 2)
+            if w["cpu_s_per_1000_events"] > 0:
+                ratios[f"host_vs_wasmtime_cpu_{size}"] = round(
+                    h["cpu_s_per_1000_events"] / w["cpu_s_per_1000_events"], 2)
+    if "host" in health and "wasmtime" in health and health["wasmtime"]["runtime_cpu_us_per_request"]:
+        ratios["host_vs_wasmtime_healthz_cpu"] = round(
+            health["host"]["runtime_cpu_us_per_request"] / health["wasmtime"]["runtime_cpu_us_per_request"], 2)
     targets = []
 
     def target(name, ok, value):
         targets.append({"target": name, "met": bool(ok), "value": value})
 
-    comp = [r for r in rows if r["mode"] == "component"]
-    if "vs_baseline_10" in ratios:
-        target(">= 5x baseline events/s at batch 10", ratios["vs_baseline_10"] >= 5, f"{ratios['vs_baseline_10']}x")
-    if "vs_ceiling_10" in ratios:
-        target(">= 80% of ceiling events/s at batch 10", ratios["vs_ceiling_10"] >= 0.8, f"{ratios['vs_ceiling_10']:.0%}")
-    if comp:
+    for rt in runtimes:
+        comp = [r for r in rows if runtime_of(r) == rt]
+        tag = f"[{rt}] "
+        if f"{rt}_vs_baseline_10" in ratios:
+            v = ratios[f"{rt}_vs_baseline_10"]
+            target(tag + ">= 5x baseline events/s at batch 10", v >= 5, f"{v}x")
+        if f"{rt}_vs_ceiling_10" in ratios:
+            v = ratios[f"{rt}_vs_ceiling_10"]
+            target(tag + ">= 80% of ceiling events/s at batch 10", v >= 0.8, f"{v:.0%}")
         # Wraps: the write's own HSM call. The key-state check (a `get` every
         # hsm_key_check_secs, shared by all deliveries) is in the value.
         wraps = max(r["hsm_wraps"] / r["requests"] for r in comp)
         calls = max(r["hsm_calls"] / r["requests"] for r in comp)
-        target("<= 1 HSM call per batch on write", wraps <= 1,
+        target(tag + "<= 1 HSM call per batch on write", wraps <= 1,
                f"{wraps:.3f} wraps per batch ({calls:.4f} calls with key-state checks)")
         tokens = sum(r["token_calls"] for r in comp)
-        target("0 token calls per request after warm-up", tokens == 0, f"{tokens} in all")
+        target(tag + "0 token calls per request after warm-up", tokens == 0, f"{tokens} in all")
         cosmos = max(r["cosmos_requests"] / r["requests"] for r in comp)
-        target("1 Cosmos request per partition-key group per batch", cosmos <= 1, f"{cosmos:.3f} per batch")
+        target(tag + "1 Cosmos request per partition-key group per batch", cosmos <= 1, f"{cosmos:.3f} per batch")
         # CPU per event without the per-request fixed cost (instantiation and
         # the host's inbound HTTP, measured on /healthz): the best batch size.
-        fixed = info["healthz"]["wasmtime_cpu_us_per_request"]
-        us = min((r["cpu_s_per_1000_events"] * 1000 - fixed * r["requests"] / r["events"]) for r in comp)
-        target("component CPU per event < 50 us (best batch, instantiation excluded)", us < 50, f"{us:.0f} us")
+        if rt in health:
+            fixed = health[rt]["runtime_cpu_us_per_request"]
+            us = min((r["cpu_s_per_1000_events"] * 1000 - fixed * r["requests"] / r["events"]) for r in comp)
+            target(tag + "component CPU per event < 50 us (best batch, instantiation excluded)", us < 50,
+                   f"{us:.0f} us")
     size = info.get("wasm_bytes", 0)
     target("release .wasm <= 1.5 MiB", size <= 1.5 * 2**20, f"{size / 2**20:.2f} MiB")
     return {"ratios": ratios, "targets": targets}
 
 
 def render(info: dict) -> str:
+    health = healthz_by_runtime(info)
     lines = [f"cmk-ingest benchmark {info['date']}: {info['events']} events per way and batch size, "
              f"concurrency {info['concurrency']}",
              f"machine: {info['machine']['cpu']}, {info['machine']['cores']} cores, load before "
              f"{', '.join(f'{x:.2f}' for x in info['machine']['loadavg'])}",
-             f".wasm {info.get('wasm_bytes', 0)} bytes; /healthz p50 {info['healthz']['p50_ms']:.2f} ms, "
-             f"Wasmtime CPU {info['healthz']['wasmtime_cpu_us_per_request']:.0f} us per request", "",
-             "| way | batch | events/s | p50 ms | p99 ms | HSM/event | token/event | Cosmos req/event | "
+             f".wasm {info.get('wasm_bytes', 0)} bytes; /healthz "
+             + "; ".join(f"{rt}: p50 {h['p50_ms']:.2f} ms, runtime CPU {h['runtime_cpu_us_per_request']:.0f} us "
+                         f"per request" for rt, h in health.items()), "",
+             "| way | runtime | batch | events/s | p50 ms | p99 ms | HSM/event | token/event | Cosmos req/event | "
              "outbound/100 events | CPU s/1000 events | errors |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in info["rows"]:
-        lines.append(f"| {r['mode']} | {r['batch']} | {r['events_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+        lines.append(f"| {r['mode']} | {runtime_of(r) or '-'} | {r['batch']} | {r['events_per_s']:.0f} | "
+                     f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
                      f"{r['hsm_calls_per_event']:.3f} | {r['token_calls_per_event']:.3f} | "
                      f"{r['cosmos_requests_per_event']:.3f} | {r['outbound_per_100_events']:.1f} | "
                      f"{r['cpu_s_per_1000_events']:.3f} | {r['errors']} |")
+    ratios = info["summary"]["ratios"]
+    side = [size for size in info["batches"] if f"host_vs_wasmtime_events_per_s_{size}" in ratios]
+    if side:
+        lines += ["", "test host vs `wasmtime serve` (ratio host / wasmtime):", "",
+                  "| batch | events/s | p50 latency | runtime CPU per event |", "|---|---|---|---|"]
+        for size in side:
+            lines.append(f"| {size} | {ratios[f'host_vs_wasmtime_events_per_s_{size}']} | "
+                         f"{ratios[f'host_vs_wasmtime_p50_{size}']} | "
+                         f"{ratios.get(f'host_vs_wasmtime_cpu_{size}', '-')} |")
     lines.append("")
-    lines.append("ratios: " + ", ".join(f"{k} {v}" for k, v in info["summary"]["ratios"].items()))
+    lines.append("ratios: " + ", ".join(f"{k} {v}" for k, v in ratios.items()))
     for t in info["summary"]["targets"]:
         lines.append(f"target {'MET   ' if t['met'] else 'MISSED'} {t['target']}: {t['value']}")
     return "\n".join(lines)

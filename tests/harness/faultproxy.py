@@ -39,6 +39,13 @@ Controls (never forwarded, never faulted):
 Loopback only. Logs one line per fault (kind, method, path without query);
 never headers or bodies, so no credential reaches its log.
 
+TLS (for an app on the test host, which reaches every peer over HTTPS):
+`--listen-tls HOST:PORT --tls-cert C --tls-key K` serves the same proxy over
+HTTPS too (handshake in the request's thread; a failed one is counted as
+`tls_failures`), and an `https://` upstream is verified against
+`--upstream-ca`, so the peer sees TLS and the proxy's Host, as if the app
+had reached it directly.
+
     python faultproxy.py --listen 127.0.0.1:P --upstream http://127.0.0.1:Q --flavor cosmos
 """
 
@@ -49,6 +56,7 @@ import http.client
 import json
 import random
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -78,6 +86,7 @@ class Script:
             self.retry_after_s = 1
             self.retry_after_ms = 200
             self.requests = self.forwarded = 0
+            self.tls_connections = self.tls_failures = 0
             self.faults = {k: 0 for k in KINDS}
 
     def configure(self, cfg: dict) -> None:
@@ -108,7 +117,8 @@ class Script:
     def snapshot(self) -> dict:
         with self.lock:
             return {"requests": self.requests, "forwarded": self.forwarded, "faults": dict(self.faults),
-                    "rates": dict(self.rates)}
+                    "rates": dict(self.rates), "tls_connections": self.tls_connections,
+                    "tls_failures": self.tls_failures}
 
 
 def error_body(flavor: str, status: int) -> tuple[bytes, list[tuple[str, str]]]:
@@ -125,7 +135,8 @@ def error_body(flavor: str, status: int) -> tuple[bytes, list[tuple[str, str]]]:
                        f"Correlation ID: {cid}", "error_codes": [words[3]], "correlation_id": cid}).encode(), []
 
 
-def make_handler(upstream: urllib.parse.SplitResult, flavor: str, script: Script):
+def make_handler(upstream: urllib.parse.SplitResult, flavor: str, script: Script,
+                 upstream_tls: ssl.SSLContext | None = None):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         timeout = 120
@@ -179,7 +190,10 @@ def make_handler(upstream: urllib.parse.SplitResult, flavor: str, script: Script
                 pass
 
         def forward(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
-            conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=90)
+            if upstream.scheme == "https":
+                conn = http.client.HTTPSConnection(upstream.hostname, upstream.port, timeout=90, context=upstream_tls)
+            else:
+                conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=90)
             try:
                 headers = [(k, v) for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP]
                 if body or "Content-Length" in self.headers or "Transfer-Encoding" in self.headers:
@@ -259,17 +273,61 @@ class Server(ThreadingHTTPServer):
         sys.stderr.write(f"faultproxy: connection error: {sys.exc_info()[0].__name__}\n")
 
 
+def serve_tls(handler, script: Script, listen: str, cert: str, key: str) -> Server:
+    """The same proxy (same script and counters) over HTTPS, from a
+    background thread; the handshake runs in the request's thread, so a
+    client that stalls or refuses the certificate never blocks the accept
+    loop."""
+
+    class TlsHandler(handler):
+        def setup(self):
+            self.request.settimeout(10)
+            try:
+                self.request.do_handshake()
+            except (OSError, ValueError):
+                with script.lock:
+                    script.tls_failures += 1
+                raise
+            self.request.settimeout(None)
+            with script.lock:
+                script.tls_connections += 1
+            super().setup()
+
+    host, _, port = listen.rpartition(":")
+    tls = Server((host, int(port)), TlsHandler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    tls.socket = ctx.wrap_socket(tls.socket, server_side=True, do_handshake_on_connect=False)
+    threading.Thread(target=tls.serve_forever, name="tls", daemon=True).start()
+    return tls
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--listen", required=True, help="127.0.0.1:PORT")
-    p.add_argument("--upstream", required=True, help="http://127.0.0.1:PORT of the peer")
+    p.add_argument("--upstream", required=True, help="http(s)://127.0.0.1:PORT of the peer")
     p.add_argument("--flavor", choices=("cosmos", "keyvault", "entra"), required=True)
+    p.add_argument("--listen-tls", help="also serve HTTPS on 127.0.0.1:PORT (needs --tls-cert and --tls-key)")
+    p.add_argument("--tls-cert", help="server certificate (PEM) for --listen-tls")
+    p.add_argument("--tls-key", help="its private key (PEM)")
+    p.add_argument("--upstream-ca", help="CA file (PEM) that verifies an https:// upstream")
     args = p.parse_args(argv)
-    host, _, port = args.listen.rpartition(":")
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        sys.exit("faultproxy listens on loopback only")
+    for listen in filter(None, (args.listen, args.listen_tls)):
+        if listen.rpartition(":")[0] not in ("127.0.0.1", "localhost", "::1"):
+            sys.exit("faultproxy listens on loopback only")
+    if args.listen_tls and not (args.tls_cert and args.tls_key):
+        p.error("--listen-tls needs --tls-cert and --tls-key")
     upstream = urllib.parse.urlsplit(args.upstream)
-    server = Server((host, int(port)), make_handler(upstream, args.flavor, Script()))
+    upstream_tls = ssl.create_default_context(cafile=args.upstream_ca) if upstream.scheme == "https" else None
+    script = Script()
+    handler = make_handler(upstream, args.flavor, script, upstream_tls)
+    host, _, port = args.listen.rpartition(":")
+    server = Server((host, int(port)), handler)
+    if args.listen_tls:
+        tls = serve_tls(handler, script, args.listen_tls, args.tls_cert, args.tls_key)
+        print(f"faultproxy[{args.flavor}] listening on https://{args.listen_tls.rpartition(':')[0]}:"
+              f"{tls.server_address[1]}", flush=True)
     print(f"faultproxy[{args.flavor}] listening on http://{host}:{server.server_address[1]} -> {args.upstream}",
           flush=True)
     server.serve_forever()

@@ -9,14 +9,15 @@ component served by a real Wasm runtime.
 - TLS: a CA generated per session (tls.py) issues the stand-ins'
   certificates; the Entra ID and Managed HSM stand-ins and the signature
   check serve HTTPS next to plain HTTP (test controls stay on HTTP).
-- The component: with CMK_RUNTIME=host, the test host (tests/host, built by
-  scripts/bootstrap) runs the unmodified app.wasm as Spin does, trusting the
-  session's CA, and the app reaches every stand-in over HTTPS. Otherwise
-  `spin up` when the Spin CLI is on PATH; otherwise Wasmtime
-  (`wasmtime serve`, the engine Spin embeds) running a copy of the app with
-  the test-only Spin stub plugged in (variables from SPIN_VARIABLE_*,
-  key-value in a directory). Variables are resolved from spin.toml's defaults,
-  then local/profile.env, then the caller's overrides, as Spin would.
+- The component (`default_runtime`): `spin up` when the Spin CLI is on
+  PATH; otherwise the test host (tests/host, built by scripts/bootstrap),
+  which runs the unmodified app.wasm as Spin does, trusting the session's
+  CA, so the app reaches every stand-in over HTTPS. CMK_RUNTIME=wasmtime
+  selects Wasmtime (`wasmtime serve`, the engine Spin embeds) running a copy
+  of the app with the test-only Spin stub plugged in (variables from
+  SPIN_VARIABLE_*, key-value in a directory), over plain HTTP. Variables
+  are resolved from spin.toml's defaults, then local/profile.env, then the
+  caller's overrides, as Spin would.
 
 Paths to tools come from the CMK_* variables that scripts/bootstrap exports.
 """
@@ -200,6 +201,22 @@ def component_variables(app_values: dict[str, str]) -> dict[str, str]:
         return out + rest
 
     return {f"SPIN_VARIABLE_{k.upper()}": resolve(t) for k, t in component.get("variables", {}).items()}
+
+
+def default_runtime() -> str:
+    """The runtime the app is served with unless a caller names one:
+    CMK_RUNTIME when set ("host", "wasmtime" or "spin"); else `spin up` when
+    the Spin CLI is on PATH (and CMK_FORCE_WASMTIME is unset); else the
+    test host when scripts/bootstrap built it (CMK_TEST_HOST); else
+    `wasmtime serve` with the plugged Spin stub."""
+    chosen = os.environ.get("CMK_RUNTIME")
+    if chosen:
+        return chosen
+    if os.environ.get("CMK_FORCE_WASMTIME"):
+        return "wasmtime"
+    if shutil.which("spin"):
+        return "spin"
+    return "host" if os.environ.get("CMK_TEST_HOST") else "wasmtime"
 
 
 def _killpg(pgid: int, sig: int) -> None:
@@ -574,15 +591,18 @@ class Stack:
             self.hsm_url + "/") else kid
 
     def serve_app(self, name: str = "app", overrides: dict[str, str] | None = None, port: int | None = None,
-                  runtime: str | None = None, tls: bool = True, manifest: Path | None = None) -> App:
+                  runtime: str | None = None, tls: bool = True, manifest: Path | None = None,
+                  host_args: list[str] | None = None) -> App:
         """Serves the app. `runtime`: "host" (the test host), "wasmtime" or
-        "spin"; default CMK_RUNTIME, else spin when on PATH, else wasmtime.
-        On the test host with `tls`, the app reaches the stand-ins over HTTPS;
-        `manifest` replaces spin.toml there (same variables)."""
+        "spin"; default `default_runtime()`. On the test host with `tls`, the
+        app reaches the stand-ins over HTTPS (under `wasmtime serve` over
+        plain HTTP: it trusts only the web PKI); `manifest` replaces
+        spin.toml there (same variables) and `host_args` are passed to the
+        host last (e.g. `["--request-timeout-secs", "1"]`)."""
         variables = spin_variables({"SPIN_VARIABLE_COSMOS_ENDPOINT": self.cosmos_url, **(overrides or {})})
         port = self.port(port)
         spin = shutil.which("spin")
-        runtime = runtime or os.environ.get("CMK_RUNTIME") or ""
+        runtime = runtime or default_runtime()
         if runtime == "host":
             if tls:
                 variables = self.over_tls(variables)
@@ -592,15 +612,16 @@ class Stack:
             argv = [env("CMK_TEST_HOST"), "--manifest", str(manifest or ROOT / "spin.toml"), "--listen", f"127.0.0.1:{port}",
                     "--wasm", env("CMK_APP_WASM"), "--kv-db", str(state / "sqlite_key_value.db"),
                     "--ca-file", str(self.ca.ca_file), "--max-concurrency", cap if cap != "0" else "100000",
-                    "--cache-dir", str(Path(os.environ.get("CMK_CACHE", self.workdir)) / "host-code")]
+                    "--cache-dir", str(Path(os.environ.get("CMK_CACHE", self.workdir)) / "host-code"),
+                    *(host_args or [])]
             clean = {k: v for k, v in os.environ.items() if not k.startswith("SPIN_VARIABLE_")}
             log = self.workdir / f"{name}.log"
             proc = Process(name, subprocess.Popen(argv, stdout=log.open("wb"), stderr=subprocess.STDOUT,
                                                   stdin=subprocess.DEVNULL, env={**clean, **variables},
                                                   cwd=self.workdir, start_new_session=True), log)
-        elif runtime == "spin" or (spin and runtime != "wasmtime" and not os.environ.get("CMK_FORCE_WASMTIME")):
-            runtime = "spin"
-            argv = [spin, "up", "--from", str(ROOT / "spin.toml"), "--listen", f"127.0.0.1:{port}",
+            record(self.workdir, "children", proc.proc.pid)
+        elif runtime == "spin":
+            argv = [spin or "spin", "up", "--from", str(ROOT / "spin.toml"), "--listen", f"127.0.0.1:{port}",
                     "--state-dir", str(self.workdir / f"{name}-spin-state")]
             proc = start(name, argv, self.workdir, variables)
         else:
@@ -647,7 +668,11 @@ def serve_local(stack: Stack, stage: str, port: int) -> dict:
         info.update(hsm=stack.hsm_url, key=KEK_NAME, protected_fields=LOCAL_PROTECTED_FIELDS)
     else:
         overrides = {}
-    app = stack.serve_app(port=port, overrides=overrides)
+    # The local run serves the app as users would without Spin: `spin up`
+    # when installed, else `wasmtime serve` (CMK_RUNTIME=host for the test host).
+    runtime = os.environ.get("CMK_RUNTIME") or ("spin" if shutil.which("spin") and not os.environ.get(
+        "CMK_FORCE_WASMTIME") else "wasmtime")
+    app = stack.serve_app(port=port, overrides=overrides, runtime=runtime)
     info.update(app=app.url, runtime=app.runtime)
     if stage == "two":
         bridge_settings = dict(

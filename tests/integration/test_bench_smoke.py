@@ -1,6 +1,8 @@
 """The benchmark harness (scripts/bench) stays runnable: a smoke run with a
-few events per way and batch size must finish without errors and write
-well-formed CSV and JSON. Timings and targets are not checked here."""
+few events per way and batch size, the component on both runtimes (the test
+host and `wasmtime serve`), must finish without errors and write well-formed
+CSV and JSON with their ratios side by side. Timings and targets are not
+checked here."""
 
 import csv
 import json
@@ -19,18 +21,25 @@ def test_bench_smoke_writes_well_formed_results(tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     (csv_path,) = out.glob("bench-*-smoke.csv")
     rows = list(csv.DictReader(csv_path.open()))
-    assert {(row["mode"], row["batch"]) for row in rows} == {
-        (m, b) for m in ("component", "baseline", "ceiling") for b in ("1", "10")}
+    runtimes = ("host", "wasmtime") if os.environ.get("CMK_TEST_HOST") else ("wasmtime",)
+    assert {(row["mode"], row["runtime"], row["batch"]) for row in rows} == {
+        (m, rt, b) for m, rt in [*(("component", rt) for rt in runtimes), ("baseline", ""), ("ceiling", "")]
+        for b in ("1", "10")}
     for row in rows:
         assert row["errors"] == "0" and row["events"] == "40"
         assert float(row["events_per_s"]) > 0 and float(row["p99_ms"]) >= float(row["p50_ms"]) > 0
         assert float(row["cosmos_requests_per_event"]) > 0
-    component = {row["batch"]: row for row in rows if row["mode"] == "component"}
-    # The counts are exact, not timings: one HSM wrap and one Cosmos request per delivery.
-    assert float(component["10"]["hsm_calls_per_event"]) == 0.1
-    assert float(component["10"]["cosmos_requests_per_event"]) == 0.1
-    assert float(component["1"]["token_calls_per_event"]) == 0
+    for rt in runtimes:
+        component = {row["batch"]: row for row in rows if row["mode"] == "component" and row["runtime"] == rt}
+        # The counts are exact, not timings: one HSM wrap and one Cosmos request per delivery.
+        assert float(component["10"]["hsm_calls_per_event"]) == 0.1, rt
+        assert float(component["10"]["cosmos_requests_per_event"]) == 0.1, rt
+        assert float(component["1"]["token_calls_per_event"]) == 0, rt
     info = json.loads(next(out.glob("bench-*-smoke.json")).read_text())
-    assert info["wasm_bytes"] > 0 and info["healthz"]["p50_ms"] > 0
+    assert info["wasm_bytes"] > 0 and all(info["healthz"][rt]["p50_ms"] > 0 for rt in runtimes)
     assert {t["target"] for t in info["summary"]["targets"]}
-    assert "| way | batch |" in r.stdout and "target " in r.stdout
+    assert "| way | runtime | batch |" in r.stdout and "target " in r.stdout
+    if len(runtimes) == 2:
+        ratios = info["summary"]["ratios"]
+        assert all(ratios[f"host_vs_wasmtime_events_per_s_{b}"] > 0 for b in (1, 10)), ratios
+        assert "test host vs `wasmtime serve`" in r.stdout

@@ -46,8 +46,14 @@ def private_pem(stack, kid):
     return stack.hsm_admin("GET", f"keys/{KEK_NAME}/{version}/private-pem")["pem"]
 
 
-def reader(stack):
-    return {"hsm": stack.hsm_url, "key_name": KEK_NAME}
+def reader(app):
+    """The reader's key check: key ids on the HSM origin the app was given
+    (HTTPS on the test host)."""
+    return {"hsm": hsm_origin(app), "key_name": KEK_NAME}
+
+
+def hsm_origin(app) -> str:
+    return app.variables["SPIN_VARIABLE_HSM_ENDPOINT"]
 
 
 SECRET = "078-05-1120"
@@ -113,7 +119,7 @@ def test_wildcards_seal_each_element_and_absent_fields_stay_optional(strict_app,
     assert SECRET not in json.dumps(doc)
     assert doc["event"]["data"]["items"][0]["name"] == "n0"
     clear = decrypt(doc, private_pem(stack, doc["cmk"]["kid"]), protected=[f"/event{p}" for p in PROTECTED["*"]],
-                    **reader(stack))
+                    **reader(strict_app))
     assert clear["event"]["data"] == event["data"]
     status, _, got = get(strict_app, f"/records/{enc(topic)}/{doc['id']}")
     assert status == 200 and got["event"]["data"] == event["data"], got
@@ -131,8 +137,8 @@ def test_nothing_to_seal_makes_no_wrap_and_is_visible(strict_app, stack):
                for d in body["documents"]) == 2
     doc = stored(stack, topic, events[0])
     assert doc["cmk"]["fields"] == [] and "dek" not in doc["cmk"]
-    assert doc["cmk"]["kid"].startswith(f"{stack.hsm_url}/keys/{KEK_NAME}/")
-    assert decrypt(doc, None, **reader(stack))["event"]["data"] == {"public": 0}
+    assert doc["cmk"]["kid"].startswith(f"{hsm_origin(strict_app)}/keys/{KEK_NAME}/")
+    assert decrypt(doc, None, **reader(strict_app))["event"]["data"] == {"public": 0}
     status, _, got = get(strict_app, f"/records/{enc(topic)}/{doc['id']}")
     assert status == 200 and got["event"]["data"] == {"public": 0}, got
 
@@ -179,7 +185,8 @@ def test_forged_headers_are_refused_and_a_page_degrades_per_record(strict_app, s
     stack.container_client().upsert_item(plain)
     # A key id of another HSM (its kid is bound into the fields too, but the
     # reader refuses before it sends anything to that host).
-    foreign["cmk"]["kid"] = foreign["cmk"]["kid"].replace(stack.hsm_url, "https://evil.managedhsm.azure.net")
+    assert foreign["cmk"]["kid"].startswith(hsm_origin(strict_app) + "/")
+    foreign["cmk"]["kid"] = foreign["cmk"]["kid"].replace(hsm_origin(strict_app), "https://evil.managedhsm.azure.net")
     stack.container_client().upsert_item(foreign)
     for doc in (plain, foreign, corrupt, no_version, text):
         status, _, body = get(strict_app, f"/records/{enc(topic)}/{doc['id']}")
@@ -188,7 +195,7 @@ def test_forged_headers_are_refused_and_a_page_degrades_per_record(strict_app, s
         if doc is no_version:
             continue  # the private key of a version that does not exist
         with pytest.raises(InvalidTag):
-            decrypt(doc, private_pem(stack, good["cmk"]["kid"]), protected=["/event/data/ssn"], **reader(stack))
+            decrypt(doc, private_pem(stack, good["cmk"]["kid"]), protected=["/event/data/ssn"], **reader(strict_app))
     # The page: the readable record returned, each unreadable one reported.
     status, _, body = get(strict_app, f"/records/{enc(topic)}?limit=10")
     assert status == 200, body

@@ -1,10 +1,12 @@
 """The key-value store is not trusted beyond the deployment: with
 kv_store_key set, every entry carries an HMAC, and an entry written by
 someone without the secret (here: a key state pinned as enabled while the
-key is disabled) is ignored. Runs on the test stub's file-backed store, whose
-files can be edited like a writer of a shared store would."""
+key is disabled) is ignored. The test edits the store behind the app's back,
+as a writer of a shared store would: the test host's SQLite file (Spin's
+table) or the test stub's files under `wasmtime serve`."""
 
 import json
+import sqlite3
 import time
 import uuid
 
@@ -14,6 +16,36 @@ from harness.stack import APP_PRINCIPALS
 from integration.test_keys import call
 
 STATE_PREFIX = b"kek-state/v1/"
+
+
+class StoreEntry:
+    """One entry of the app's `default` store, read and written directly."""
+
+    def __init__(self, stack, app, name: str, key: bytes):
+        self.runtime, self.key = app.runtime, key
+        if app.runtime == "host":
+            self.path = stack.workdir / f"{name}-host-state" / "sqlite_key_value.db"
+        elif app.runtime == "wasmtime":
+            self.path = stack.workdir / f"{name}-kv" / "default" / key.hex()
+        else:
+            pytest.skip(f"the store of {app.runtime} is not edited here")
+
+    def read_bytes(self) -> bytes:
+        if self.runtime == "wasmtime":
+            return self.path.read_bytes()
+        with sqlite3.connect(self.path) as conn:
+            (value,) = conn.execute("SELECT value FROM spin_key_value WHERE store = 'default' AND key = ?",
+                                    (self.key.decode(),)).fetchone()
+        return value
+
+    def write_bytes(self, value: bytes) -> None:
+        if self.runtime == "wasmtime":
+            self.path.write_bytes(value)
+            return
+        with sqlite3.connect(self.path) as conn:
+            n = conn.execute("UPDATE spin_key_value SET value = ? WHERE store = 'default' AND key = ?",
+                             (value, self.key.decode())).rowcount
+        assert n == 1
 
 
 def own_key(stack):
@@ -31,10 +63,8 @@ def test_a_forged_key_state_is_ignored_when_entries_are_bound(stack, bound):
     name = f"app-kv-{'bound' if bound else 'unbound'}"
     app = stack.serve_app(name=name, overrides=stack.stage_two(
         "client-secret", hsm_key_name=key, hsm_key_check_secs="3600", **extra))
-    if app.runtime != "wasmtime":
-        pytest.skip("edits the test stub's file-backed store")
     assert call(app, "GET", "/readyz", key=None)[0] == 200
-    state = stack.workdir / f"{name}-kv" / "default" / (STATE_PREFIX + key.encode()).hex()
+    state = StoreEntry(stack, app, name, STATE_PREFIX + key.encode())
     stored = state.read_bytes()
     if bound:
         assert stored.startswith(b"cmk-kv1:"), stored[:16]

@@ -205,7 +205,9 @@ def test_a_forged_header_is_refused_not_moved_onto_the_latest_version(rotation, 
     plain["event"]["data"]["patient"] = "plaintext passed off as sealed"
     plain["cmk"] = {k: v for k, v in plain["cmk"].items() if k != "dek"} | {"fields": []}
     client.upsert_item(plain)
-    foreign["cmk"]["kid"] = foreign["cmk"]["kid"].replace(stack.hsm_url, "https://evil.managedhsm.azure.net")
+    hsm = app.variables["SPIN_VARIABLE_HSM_ENDPOINT"]  # the origin the app names in key ids
+    assert foreign["cmk"]["kid"].startswith(hsm + "/")
+    foreign["cmk"]["kid"] = foreign["cmk"]["kid"].replace(hsm, "https://evil.managedhsm.azure.net")
     client.upsert_item(foreign)
     stack.hsm_admin("POST", f"keys/{KEY}/rotate")
     status, _, body = rewrap(app, "?limit=100")

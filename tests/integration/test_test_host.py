@@ -7,18 +7,26 @@ origins (the plain listeners are not in it), so a success proves TLS."""
 
 import json
 import os
+import socket
 import sqlite3
 import subprocess
+import time
 import tomllib
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from harness.stack import ROOT, env
+from harness.tls import LocalCA
 from integration.eventgrid import custom_event, document_id
-from integration.test_foundation import post
+from integration.test_foundation import INGEST_KEY, post
 from integration.test_records import enc, get
+from reliability.drive import start_proxy
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +135,145 @@ def test_outbound_connections_are_pooled_across_requests_and_instances(first_sta
     connections = after["tls_connections"] - before["tls_connections"]
     assert requests >= 10
     assert connections <= 2, (connections, requests)
+
+
+# -- the host's own limits: concurrency cap, request timeout -----------------
+
+def held_delivery(app, topic: str) -> tuple[socket.socket, bytes]:
+    """A delivery whose body is only half sent: the app's instance is
+    running (it waits for the rest of the body) until the caller sends the
+    remainder. Returns the socket and that remainder."""
+    body = json.dumps([custom_event(topic, patient="held")]).encode()
+    half = len(body) // 2
+    s = socket.create_connection(("127.0.0.1", urllib.parse.urlsplit(app.url).port), timeout=30)
+    s.sendall(b"POST /events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+              + f"x-cmk-ingest-key: {INGEST_KEY}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body[:half])
+    return s, body[half:]
+
+
+def status_of(s: socket.socket) -> int:
+    line = s.makefile("rb").readline()
+    assert line.startswith(b"HTTP/1.1 "), line
+    return int(line.split()[1])
+
+
+def healthz_within(app, seconds: float) -> int | None:
+    """/healthz's status if it answers within `seconds`, else None."""
+    try:
+        with urllib.request.urlopen(f"{app.url}/healthz", timeout=seconds) as r:
+            return r.status
+    except (TimeoutError, socket.timeout):
+        return None
+    except urllib.error.URLError as e:
+        if isinstance(e.reason, (TimeoutError, socket.timeout)):
+            return None
+        raise
+
+
+@pytest.mark.parametrize("cap", [1, 2], ids=["cap-1-waits", "cap-2-answers"])
+def test_requests_past_the_concurrency_cap_wait_for_a_slot(stack, cap):
+    """With `--max-concurrency 1`, a delivery whose body is still arriving
+    holds the only slot: /healthz waits until it is done, then both answer
+    200. With a cap of 2 (the control) /healthz answers at once, so the held
+    delivery is really in flight. A host that stops capping fails the first
+    case; one that stops holding the slot for the request's whole life too."""
+    app = stack.serve_app(name=f"host-cap-{cap}", runtime="host", host_args=["--max-concurrency", str(cap)])
+    assert healthz_within(app, 10) == 200  # compiled and serving
+    held, rest = held_delivery(app, f"/topics/host-cap-{uuid.uuid4()}")
+    try:
+        time.sleep(1.0)  # the held request has taken its slot (headers in, body awaited)
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(healthz_within, app, 20)
+            if cap == 1:
+                time.sleep(1.5)
+                assert not waiting.done(), "answered past the cap"
+                held.sendall(rest)
+                assert status_of(held) == 200
+                assert waiting.result() == 200
+            else:
+                assert waiting.result() == 200
+                held.sendall(rest)
+                assert status_of(held) == 200
+    finally:
+        held.close()
+    assert "at most %d requests at once" % cap in app.logs()
+
+
+def test_the_request_timeout_ends_a_request_and_answers_500(stack):
+    """`--request-timeout-secs 1`: a delivery whose body never completes
+    (the app itself would wait 30 s for it) is ended by the host after about
+    a second with 500, and the host says why. Without the flag the host, as
+    Spin for a WASI 0.2 app, sets no timeout (docs/runtime.md)."""
+    app = stack.serve_app(name="host-timeout", runtime="host", overrides={"SPIN_VARIABLE_BODY_READ_TIMEOUT_SECS": "30"},
+                          host_args=["--request-timeout-secs", "1"])
+    assert healthz_within(app, 10) == 200
+    held, _ = held_delivery(app, f"/topics/host-timeout-{uuid.uuid4()}")
+    try:
+        started = time.monotonic()
+        held.settimeout(15)
+        assert status_of(held) == 500
+        assert time.monotonic() - started < 10
+    finally:
+        held.close()
+    assert "request timed out after 1s" in app.logs()
+    # The next request gets a fresh instance and is answered.
+    assert healthz_within(app, 10) == 200
+
+
+def test_a_store_label_the_component_does_not_list_is_refused(stack, tmp_path):
+    """With `key_value_stores = []` the app's open of `default` is refused
+    (Spin's `access-denied`): it says so, works without its cache, and
+    nothing reaches the store. A manifest naming a store other than
+    `default` does not start (Spin needs runtime config for it)."""
+    text = (ROOT / "spin.toml").read_text()
+    assert 'key_value_stores = ["default"]' in text
+    manifest = tmp_path / "spin.toml"
+    source = tomllib.loads(text)["component"]["cmk-ingest"]["source"]
+    manifest.write_text(text.replace('key_value_stores = ["default"]', "key_value_stores = []")
+                        .replace(f'source = "{source}"', f'source = "{ROOT / source}"'))
+    app = stack.serve_app(name="host-no-kv", runtime="host", manifest=manifest,
+                          overrides=stack.stage_two("client-secret", hsm_key_check_secs="0"))
+    topic = f"/topics/host-no-kv-{uuid.uuid4()}"
+    status, _, body = post(f"{app.url}/events", [custom_event(topic, patient="x")])
+    assert status == 200, (body, app.logs())
+    assert "kv_store_unavailable" in app.logs()
+    db = stack.workdir / "host-no-kv-host-state" / "sqlite_key_value.db"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM spin_key_value").fetchone()[0] == 0
+
+    other = tmp_path / "other.toml"
+    other.write_text(manifest.read_text().replace("key_value_stores = []", 'key_value_stores = ["default", "cache"]'))
+    r = subprocess.run([env("CMK_TEST_HOST"), "--manifest", str(other), "--listen", "127.0.0.1:0",
+                        "--kv-db", str(tmp_path / "kv.db")], env={**os.environ, **app.variables},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and '"cache"' in r.stderr and "not defined" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["session-ca", "unknown-ca"])
+def test_outbound_tls_needs_a_trusted_ca(stack, tmp_path, trusted):
+    """Cosmos DB reached through an HTTPS proxy whose certificate comes from
+    the session's CA (written) or from a CA the host was not given (the
+    handshake is refused: the guest sees an error, answers 503, and nothing
+    is forwarded or written)."""
+    ca = None if trusted else LocalCA(tmp_path / "unknown-ca")
+    proxy = start_proxy(stack, f"tls-{'trusted' if trusted else 'unknown'}", stack.cosmos_url, "cosmos", tls=True,
+                        ca=ca)
+    app = stack.serve_app(name=f"host-tls-{'trusted' if trusted else 'unknown'}", runtime="host",
+                          overrides={"SPIN_VARIABLE_COSMOS_ENDPOINT": proxy.app_url,
+                                     "SPIN_VARIABLE_COSMOS_RETRY_BUDGET_MS": "2000"})
+    topic = f"/topics/host-tls-{uuid.uuid4()}"
+    event = custom_event(topic, patient="p")
+    status, _, body = post(f"{app.url}/events", [event])
+    stats = proxy.control("stats")
+    doc_id = document_id(topic, event["id"])
+    written = list(stack.container_client().query_items(
+        "SELECT c.id FROM c WHERE c.id = @id", parameters=[{"name": "@id", "value": doc_id}],
+        enable_cross_partition_query=True))
+    if trusted:
+        assert status == 200, (body, app.logs())
+        assert stats["forwarded"] > 0 and stats["tls_connections"] > 0, stats
+        assert len(written) == 1
+    else:
+        assert status == 503, (status, body, app.logs())
+        assert stats["tls_failures"] > 0 and stats["forwarded"] == 0 and stats["requests"] == 0, stats
+        assert written == []

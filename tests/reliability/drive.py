@@ -149,8 +149,9 @@ class Generator:
 @dataclass
 class FaultProxy:
     name: str
-    url: str
+    url: str  # plain HTTP: the controls (and the app under `wasmtime serve`)
     process: Process
+    app_url: str = ""  # what the app is given: HTTPS when it runs on the test host
 
     def control(self, what: str, body=None) -> dict:
         data = json.dumps(body).encode() if body is not None else None
@@ -160,14 +161,31 @@ class FaultProxy:
             return json.load(r)
 
 
-def start_proxy(stack, name: str, upstream: str, flavor: str) -> FaultProxy:
+def start_proxy(stack, name: str, upstream: str, flavor: str, tls: bool = False, ca=None) -> FaultProxy:
+    """A fault proxy in front of `upstream` (a stand-in's plain origin). With
+    `tls` it also serves HTTPS with a certificate from `ca` (default the
+    session's CA; another CA makes a server the app must refuse) and reaches
+    the stand-in on its HTTPS origin, so the stand-in names the HTTPS origin
+    in what it answers (key ids), as if the app had reached it directly."""
     port = free_port()
-    proc = start(f"faultproxy-{name}", [env("CMK_PYTHON"), str(ROOT / "tests/harness/faultproxy.py"),
-                                        "--listen", f"127.0.0.1:{port}", "--upstream", upstream,
-                                        "--flavor", flavor], stack.workdir)
+    argv = [env("CMK_PYTHON"), str(ROOT / "tests/harness/faultproxy.py"), "--listen", f"127.0.0.1:{port}",
+            "--flavor", flavor]
+    app_url = f"http://127.0.0.1:{port}"
+    if tls:
+        tls_port = free_port()
+        cert, key = (ca or stack.ca).issue(f"faultproxy-{name}")
+        argv += ["--upstream", stack.over_tls({"upstream": upstream})["upstream"],
+                 "--upstream-ca", str(stack.ca.ca_file), "--listen-tls", f"127.0.0.1:{tls_port}",
+                 "--tls-cert", str(cert), "--tls-key", str(key)]
+        app_url = f"https://127.0.0.1:{tls_port}"
+    else:
+        argv += ["--upstream", upstream]
+    proc = start(f"faultproxy-{name}", argv, stack.workdir)
     stack.processes.append(proc)
     wait_for_port(port, proc.proc, f"fault proxy for {name}")
-    return FaultProxy(name, f"http://127.0.0.1:{port}", proc)
+    if tls:
+        wait_for_port(tls_port, proc.proc, f"fault proxy for {name} (TLS)")
+    return FaultProxy(name, f"http://127.0.0.1:{port}", proc, app_url)
 
 
 # -- senders -----------------------------------------------------------------

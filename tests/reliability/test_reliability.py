@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.stack import AZURITE_KEY, ROOT, read_profile
+from harness.stack import AZURITE_KEY, ROOT, default_runtime, read_profile
 from integration.decrypt_record import decrypt, sealed_pointers
 from integration.eventgrid import document_id
 from integration.test_foundation import INGEST_KEY
@@ -74,10 +74,12 @@ def rig(stack):
     container_name = f"rel-{run}"
     db = stack.cosmos_client().get_database_client(stack.database)
     container = db.create_container(container_name, partition_key=PartitionKey(path="/pk"))
+    # On the test host the app reaches the proxies over HTTPS, as the services.
+    tls = default_runtime() == "host"
     proxies = {
-        "cosmos": start_proxy(stack, "cosmos", stack.cosmos_url, "cosmos"),
-        "hsm": start_proxy(stack, "hsm", stack.hsm_url, "keyvault"),
-        "entra": start_proxy(stack, "entra", stack.entra_url, "entra"),
+        "cosmos": start_proxy(stack, "cosmos", stack.cosmos_url, "cosmos", tls=tls),
+        "hsm": start_proxy(stack, "hsm", stack.hsm_url, "keyvault", tls=tls),
+        "entra": start_proxy(stack, "entra", stack.entra_url, "entra", tls=tls),
     }
     overrides = stack.stage_two(
         "client-secret", azure_client_id=CLIENT, azure_client_secret=SECRET, hsm_key_name=key,
@@ -85,10 +87,10 @@ def rig(stack):
         protected_fields=json.dumps({"Contoso.Records.Updated": ["/data/patient", "/data/diagnosis", "/subject"],
                                      "*": ["/data"]}))
     overrides.update({
-        "SPIN_VARIABLE_COSMOS_ENDPOINT": proxies["cosmos"].url,
+        "SPIN_VARIABLE_COSMOS_ENDPOINT": proxies["cosmos"].app_url,
         "SPIN_VARIABLE_COSMOS_CONTAINER": container_name,
-        "SPIN_VARIABLE_HSM_ENDPOINT": proxies["hsm"].url,
-        "SPIN_VARIABLE_AZURE_AUTHORITY_HOST": proxies["entra"].url,
+        "SPIN_VARIABLE_HSM_ENDPOINT": proxies["hsm"].app_url,
+        "SPIN_VARIABLE_AZURE_AUTHORITY_HOST": proxies["entra"].app_url,
     })
     stack.entra_admin("POST", "config", {"lifetime": TOKEN_LIFETIME})
     app = stack.serve_app(name="app-reliability", overrides=overrides)

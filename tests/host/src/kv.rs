@@ -31,12 +31,20 @@ impl Sqlite {
         Ok(Self(Arc::new(Mutex::new(conn))))
     }
 
+    /// Runs `f` on the connection. SQLite blocks (on the disk and on the
+    /// lock other requests hold), so the call leaves the async executor's
+    /// worker with `block_in_place`, as Spin's store does around every
+    /// statement (`crates/key-value-spin/src/store.rs`): other requests'
+    /// tasks move to another worker meanwhile. Outside a runtime (the unit
+    /// tests) it simply runs `f`.
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, String> {
-        let conn = self
-            .0
-            .lock()
-            .map_err(|_| "key-value store lock poisoned".to_string())?;
-        f(&conn).map_err(|e| e.to_string())
+        tokio::task::block_in_place(|| {
+            let conn = self
+                .0
+                .lock()
+                .map_err(|_| "key-value store lock poisoned".to_string())?;
+            f(&conn).map_err(|e| e.to_string())
+        })
     }
 
     pub fn get(&self, store: &str, key: &str) -> Result<Option<Vec<u8>>, String> {

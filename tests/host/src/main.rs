@@ -6,6 +6,10 @@
 //! Usage: cmk-test-host --manifest spin.toml --listen 127.0.0.1:PORT
 //!        [--wasm app.wasm] [--kv-db FILE] [--ca-file PEM]...
 //!        [--max-concurrency N] [--request-timeout-secs S] [--cache-dir DIR]
+//!
+//! `--max-concurrency` (default 100): requests past it wait for a slot.
+//! `--request-timeout-secs` (default: none, as Spin): ends a request's
+//! instance after S seconds and answers 500.
 
 mod allowed;
 mod kv;
@@ -107,12 +111,7 @@ impl key_value::Host for Host {}
 
 impl key_value::HostStore for Host {
     fn open(&mut self, label: String) -> Result<Resource<KvStore>, key_value::Error> {
-        if !self.shared.kv_allowed.contains(&label) {
-            return Err(key_value::Error::AccessDenied);
-        }
-        if self.open_stores >= STORE_TABLE_CAPACITY {
-            return Err(key_value::Error::StoreTableFull);
-        }
+        may_open(&self.shared.kv_allowed, &label, self.open_stores)?;
         let r = self
             .table
             .push(KvStore { label })
@@ -175,6 +174,20 @@ impl key_value::HostStore for Host {
     }
 }
 
+/// Spin's checks on `store.open` (`crates/factor-key-value/src/host.rs`):
+/// a label the component's `key_value_stores` does not list is
+/// `access-denied`, whether or not the store exists; past the table's
+/// capacity, `store-table-full`.
+fn may_open(allowed: &[String], label: &str, open: usize) -> Result<(), key_value::Error> {
+    if !allowed.iter().any(|a| a == label) {
+        return Err(key_value::Error::AccessDenied);
+    }
+    if open >= STORE_TABLE_CAPACITY {
+        return Err(key_value::Error::StoreTableFull);
+    }
+    Ok(())
+}
+
 impl Host {
     fn label(&self, s: &Resource<KvStore>) -> Result<String, key_value::Error> {
         self.table
@@ -191,9 +204,21 @@ struct Args {
     kv_db: Option<PathBuf>,
     ca_files: Vec<PathBuf>,
     max_concurrency: usize,
-    request_timeout: Duration,
+    request_timeout: Option<Duration>,
     cache_dir: Option<PathBuf>,
 }
+
+/// Spin's HTTP trigger sets no per-request timeout by default:
+/// `DEFAULT_REQUEST_TIMEOUT` is `None` in `crates/trigger-http/src/lib.rs`
+/// (v4.0.2 and main), and its `--request-timeout` flag "only affects WASIp3
+/// components"; the WASI 0.2 executor (`crates/trigger-http/src/wasi.rs`)
+/// runs the handler to completion, and v3.x has no timeout at all. Spin's
+/// main branch adds an epoch deadline for WASI 0.2 (`request_deadline`,
+/// applied in `wasi.rs`), but only for embedders that build
+/// `InstanceReuseConfig::single_use_with_request_deadline`; `spin up`
+/// leaves it `None`. So a WASI 0.2 app such as this one runs unbounded
+/// under `spin up`; the timeout here is opt-in (`--request-timeout-secs`).
+const DEFAULT_REQUEST_TIMEOUT: Option<Duration> = None;
 
 fn parse_args() -> Result<Args> {
     let mut args = Args {
@@ -203,7 +228,7 @@ fn parse_args() -> Result<Args> {
         kv_db: None,
         ca_files: Vec::new(),
         max_concurrency: 100,
-        request_timeout: Duration::from_secs(60),
+        request_timeout: DEFAULT_REQUEST_TIMEOUT,
         cache_dir: None,
     };
     let mut it = std::env::args().skip(1);
@@ -216,11 +241,17 @@ fn parse_args() -> Result<Args> {
             "--kv-db" => args.kv_db = Some(value()?.into()),
             "--ca-file" => args.ca_files.push(value()?.into()),
             "--max-concurrency" => {
-                args.max_concurrency = value()?.parse().context("--max-concurrency")?
+                args.max_concurrency = value()?.parse().context("--max-concurrency")?;
+                if args.max_concurrency == 0 {
+                    bail!("--max-concurrency must be at least 1");
+                }
             }
             "--request-timeout-secs" => {
-                args.request_timeout =
-                    Duration::from_secs_f64(value()?.parse().context("--request-timeout-secs")?)
+                let secs: f64 = value()?.parse().context("--request-timeout-secs")?;
+                if !(secs.is_finite() && secs > 0.0) {
+                    bail!("--request-timeout-secs must be a positive number of seconds");
+                }
+                args.request_timeout = Some(Duration::from_secs_f64(secs));
             }
             "--cache-dir" => args.cache_dir = Some(value()?.into()),
             other => bail!("unknown argument {other:?} (see the usage in tests/host/src/main.rs)"),
@@ -318,10 +349,13 @@ async fn main() -> Result<()> {
     });
     // Values are never logged; secret ones are only counted.
     eprintln!(
-        "cmk-test-host: serving {} on http://{} (kv {}, outbound hosts {:?}, {} secret variables)",
+        "cmk-test-host: serving {} on http://{} (kv {}, at most {} requests at once, request timeout {}, outbound hosts {:?}, {} secret variables)",
         wasm.display(),
         listener.local_addr()?,
         kv_path.display(),
+        args.max_concurrency,
+        args.request_timeout
+            .map_or("none".to_string(), |t| format!("{t:?}")),
         app.allowed_outbound_hosts,
         app.secret.len()
     );
@@ -356,7 +390,7 @@ struct Server {
     pre: ProxyPre<Host>,
     shared: Arc<Shared>,
     slots: Arc<Semaphore>,
-    timeout: Duration,
+    timeout: Option<Duration>,
 }
 
 fn plain(status: u16, text: &str) -> hyper::Response<HyperOutgoingBody> {
@@ -408,6 +442,9 @@ impl Server {
                     .call_handle(&mut store, req, out)
                     .await
             };
+            let Some(timeout) = timeout else {
+                return run.await;
+            };
             match tokio::time::timeout(timeout, run).await {
                 Ok(r) => r,
                 Err(_) => Err(wasmtime::format_err!("request timed out after {timeout:?}")),
@@ -429,5 +466,39 @@ impl Server {
                 Ok(plain(500, "internal server error\n"))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_label_the_component_does_not_list_is_access_denied() {
+        let allowed = vec!["default".to_string()];
+        assert!(may_open(&allowed, "default", 0).is_ok());
+        for label in ["other", "Default", "default ", ""] {
+            assert!(
+                matches!(
+                    may_open(&allowed, label, 0),
+                    Err(key_value::Error::AccessDenied)
+                ),
+                "{label:?}"
+            );
+        }
+        assert!(matches!(
+            may_open(&[], "default", 0),
+            Err(key_value::Error::AccessDenied)
+        ));
+    }
+
+    #[test]
+    fn the_store_table_has_spins_capacity() {
+        let allowed = vec!["default".to_string()];
+        assert!(may_open(&allowed, "default", STORE_TABLE_CAPACITY - 1).is_ok());
+        assert!(matches!(
+            may_open(&allowed, "default", STORE_TABLE_CAPACITY),
+            Err(key_value::Error::StoreTableFull)
+        ));
     }
 }
