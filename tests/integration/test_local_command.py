@@ -397,7 +397,15 @@ def test_a_stack_that_cannot_stop_is_killed_with_its_children(tmp_path):
     local = Local(tmp_path, "--no-setup")
     local.wait_for_tour(timeout=120)
     os.kill(stack_pid_of(local.proc.pid), signal.SIGSTOP)
-    took = local.stop_and_check()
+    try:
+        took = local.stop_and_check()
+    finally:
+        # Whatever the outcome, leave nothing of this stack running.
+        for line in processes_left(local.proc.pid, local.run_dir):
+            try:
+                os.kill(int(line.split()[0]), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     assert took >= 2.0, took
     assert "did not stop within 2 s" in local.text(), local.text()
     assert len(local.ports_checked) >= 7, local.ports_checked
