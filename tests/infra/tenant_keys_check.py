@@ -245,3 +245,45 @@ def one_tenant_changes(tf: Path, before: dict, after: dict) -> list[str]:
         if not m or m.group(1) not in moved:
             errors.append(f"{k}: {'added' if k in added else 'removed'}, but it is not one of {sorted(moved)}'s instances")
     return errors
+
+
+# --- the erase runbook against the tenant resources ---------------------------
+
+_ADDR = re.compile(r"(azurerm_[a-z0-9_]+)\.([a-z0-9_]+)\[\"T\"\]")
+
+
+def erase_runbook(readme: str, tf: Path) -> list[str]:
+    """infra/README.md, "Erase a tenant": step 2 takes some of the tenant's
+    instances out of the state (`terraform state rm`) and says which ones
+    the plan then destroys. Every tenant resource with prevent_destroy must
+    be taken out (a plan cannot destroy it: it would stop), the plan must
+    destroy exactly the others, and none of those may carry prevent_destroy."""
+    m = re.search(r"### Erase a tenant \(crypto-shredding\)\n(.*?)(?=\n##)", readme + "\n## ", re.S)
+    section = m.group(1) if m else ""
+    step2 = re.search(r"\n2\. (.*?)\n3\. ", section, re.S)
+    if not step2:
+        return ["infra/README.md: no step 2 in \"Erase a tenant\""]
+    text = step2.group(1)
+    rm_block = re.search(r"terraform state rm (.*?)```", text, re.S)
+    removed = {(t, n) for t, n in _ADDR.findall(rm_block.group(1))} if rm_block else set()
+    plan = re.search(r"terraform plan` must show(.*?);", text, re.S)
+    destroyed = {n for n in re.findall(r"…role_assignment\.([a-z0-9_]+)\[\"T\"\]", plan.group(1))} if plan else set()
+    resources = load(tf)["resource"]
+    tenant = {addr: body for addr, body in resources.items() if _one(body.get("for_each")) == "${" + TENANT_VAR + "}"}
+    errors = []
+    if not removed:
+        errors.append("\"Erase a tenant\" step 2: no `terraform state rm` of the tenant's instances")
+    for addr in sorted(removed - set(tenant)):
+        errors.append(f"\"Erase a tenant\" step 2: state rm of {addr[0]}.{addr[1]}, which is not a tenant resource")
+    for addr, body in sorted(tenant.items()):
+        protected = _one(_lifecycle(body).get("prevent_destroy")) is True
+        label = f"{addr[0]}.{addr[1]}"
+        if addr in removed:
+            continue
+        if protected:
+            errors.append(f"\"Erase a tenant\" step 2: {label} has prevent_destroy but is not taken out of the state: the plan would stop")
+        elif not (addr[0] == ROLE_T and addr[1] in destroyed):
+            errors.append(f"\"Erase a tenant\" step 2: the plan destroys {label}[\"T\"], which the runbook does not list")
+    for name in sorted(destroyed - {n for t, n in tenant if t == ROLE_T}):
+        errors.append(f"\"Erase a tenant\" step 2: lists {name} as destroyed, not a tenant role assignment")
+    return errors

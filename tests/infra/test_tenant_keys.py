@@ -273,3 +273,31 @@ def test_a_key_rule_that_names_keys_fails(tree_copy, file, old, new, message):
     p.write_text(text.replace(old, new))
     errors = key_coverage(tree_copy / "monitoring" / "queries")
     assert any(message in e for e in errors), errors
+
+
+# --- the erase runbook matches the tenant resources -----------------------------
+
+README = infra_lib.INFRA / "README.md"
+
+
+def test_the_erase_runbook_takes_out_exactly_the_protected_instances():
+    assert tk.erase_runbook(README.read_text(), TF) == []
+
+
+@pytest.mark.parametrize("target,old,new,message", [
+    ("readme", "   terraform state rm 'azurerm_key_vault_managed_hardware_security_module_key_rotation_policy.tenant[\"T\"]' \\\n     'azurerm_key_vault_managed_hardware_security_module_key.tenant[\"T\"]'",
+     "   terraform state rm 'azurerm_key_vault_managed_hardware_security_module_key_rotation_policy.tenant[\"T\"]'",
+     "_key.tenant has prevent_destroy but is not taken out of the state"),
+    ("readme", "`…role_assignment.tenant_app[\"T\"]` and\n   `…role_assignment.tenant_key_admin[\"T\"]`",
+     "`…role_assignment.tenant_app[\"T\"]`", "the plan destroys azurerm_key_vault_managed_hardware_security_module_role_assignment.tenant_key_admin[\"T\"]"),
+    ("tf", '  principal_id       = azurerm_user_assigned_identity.consumer["app"].principal_id\n',
+     '  principal_id       = azurerm_user_assigned_identity.consumer["app"].principal_id\n  lifecycle {\n    prevent_destroy = true\n  }\n',
+     "tenant_app has prevent_destroy but is not taken out of the state"),
+], ids=["key left in the state", "a destroyed role not listed", "a protected role"])
+def test_a_stale_erase_runbook_fails(tree_copy, target, old, new, message):
+    p = tree_copy / "README.md" if target == "readme" else tree_copy / "terraform" / "hsm.tf"
+    text = p.read_text()
+    assert text.count(old) == 1, old
+    p.write_text(text.replace(old, new))
+    errors = tk.erase_runbook((tree_copy / "README.md").read_text(), tree_copy / "terraform")
+    assert any(message in e for e in errors), errors
