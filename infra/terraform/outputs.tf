@@ -40,11 +40,13 @@ output "spin_variables" {
     # Explicit either way: the app refuses to start with protected_fields
     # set and no key name unless the first stage is chosen.
     cmk_stage = var.encryption == "customer-managed" ? "2" : "1"
-    # Key scopes (tenant -> HSM key, hsm.tf "tenant" keys). The mapping names
-    # exactly the keys Terraform created, so the app is never told a key the
-    # app identity holds no role on. Off in the first stage (nothing sealed).
+    # Key scopes (tenant -> HSM key, hsm.tf "tenant" keys). The mapping is
+    # built from the app identity's role assignments on the tenant keys, so
+    # it names only keys Terraform created and the app may use (an apply
+    # that fails on a role leaves that tenant out). Off in the first stage
+    # (nothing sealed).
     key_scope_pointer = var.encryption == "customer-managed" ? var.key_scope_pointer : ""
-    key_scope_keys    = var.encryption == "customer-managed" ? jsonencode({ for t, k in azurerm_key_vault_managed_hardware_security_module_key.tenant : t => k.name }) : "{}"
+    key_scope_keys    = var.encryption == "customer-managed" ? jsonencode({ for t, a in azurerm_key_vault_managed_hardware_security_module_role_assignment.tenant_app : t => azurerm_key_vault_managed_hardware_security_module_key.tenant[t].name }) : "{}"
     key_scope_unknown = var.key_scope_unknown
     # Tokens from the token proxy, which holds the app identity's workload
     # identity federation (identities.tf).

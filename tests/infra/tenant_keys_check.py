@@ -18,8 +18,9 @@ structure(tf)  the tenant keys are built like the consumer keys and each is
                  `/keys/<that tenant's key name>`;
                - the names the variable's validation reserves are exactly the
                  consumer keys' (`local.hsm_keys`: "<consumer>-kek");
-               - the spin_variables output maps tenant -> the key resource's
-                 name (so the app is told only keys Terraform created).
+               - the spin_variables output maps each tenant whose app role
+                 assignment exists to its key resource's name (so the app is
+                 told only keys Terraform created and it may use).
 
 instances(tf, values) / diff(tf, before, after)
                every resource instance address with its arguments rendered
@@ -174,8 +175,9 @@ def structure(tf: Path) -> list[str]:
 
     spin = _one(tree["output"].get("spin_variables", {}).get("value"))
     keys_expr = (spin or {}).get("key_scope_keys", "")
-    if not re.search(r"for (\w+)\s*,\s*(\w+) in " + re.escape(KEY_T) + r"\.tenant : \1 => \2\.name", str(keys_expr)):
-        errors.append(f"spin_variables.key_scope_keys must map each tenant to its key resource's name; is {keys_expr!r}")
+    if not re.search(r"for (\w+)\s*,\s*\w+ in " + re.escape(ROLE_T) + r"\.tenant_app : \1 => " + re.escape(KEY_T) + r"\.tenant\[\1\]\.name", str(keys_expr)):
+        errors.append("spin_variables.key_scope_keys must map each tenant whose app role exists to its key resource's name; "
+                      f"is {keys_expr!r}")
     return errors
 
 
