@@ -249,6 +249,85 @@ resource "azurerm_key_vault_managed_hardware_security_module_role_assignment" "k
 }
 
 # ---------------------------------------------------------------------------
+# Key scopes: one HSM key per tenant (var.tenant_keys), for the app's envelope
+# encryption only. Every resource below is a for_each keyed by the tenant, so
+# adding or removing one tenant adds or removes that tenant's instances
+# (`...tenant["<tenant>"]`) and changes no other key, rotation policy or role
+# assignment (tests/infra/test_tenant_keys.py compares the instance addresses
+# and arguments for two values of the variable). The keys are built exactly
+# as the consumer keys above: RSA-HSM of hsm_key_size bits, wrapKey/unwrapKey
+# only, the same expiry, rotation policy and prevent_destroy.
+#
+# Erasing a tenant (crypto-shredding) is a runbook step, never a plan: a plan
+# that would destroy a tenant key stops at prevent_destroy (lifecycle cannot
+# differ per instance), and azurerm 4.55.0 would only soft-delete it anyway
+# (purge protection; features.key_vault in versions.tf). infra/README.md,
+# "Erase a tenant": the key leaves the state (`terraform state rm`), the
+# tenant leaves tenant_keys, Terraform removes the tenant's role assignments,
+# and an officer deletes the key; the HSM purges it when soft delete ends.
+# ---------------------------------------------------------------------------
+resource "azurerm_key_vault_managed_hardware_security_module_key" "tenant" {
+  for_each        = var.tenant_keys
+  name            = each.value.key_name
+  managed_hsm_id  = azurerm_key_vault_managed_hardware_security_module.hsm.id
+  key_type        = "RSA-HSM"
+  key_size        = var.hsm_key_size
+  key_opts        = ["wrapKey", "unwrapKey"]
+  expiration_date = var.key_expiration_date
+  tags            = merge(local.tags, { purpose = "the app's envelope KEK for one key scope (tenant)" })
+
+  lifecycle {
+    prevent_destroy = true
+    # Rotation creates new versions outside Terraform.
+    ignore_changes = [expiration_date, not_before_date]
+    # With features.key_vault.recover_soft_deleted_hardware_security_module_keys
+    # (versions.tf), the provider's Create answers a 409 from the HSM by
+    # recovering the soft-deleted key of that name (azurerm 4.55.0
+    # key_vault_managed_hardware_security_module_key_resource.go, Create:
+    # `RecoverSoftDeletedHSMKeys && ResponseWasConflict` -> RecoverDeletedKey).
+    # An erased tenant's key name listed in erased_tenant_key_names can
+    # therefore never come back through a plan.
+    precondition {
+      condition     = !contains([for n in var.erased_tenant_key_names : lower(n)], lower(each.value.key_name))
+      error_message = "This key name belongs to an erased tenant (erased_tenant_key_names): creating it would recover the soft-deleted key and make the erased records readable again."
+    }
+  }
+  depends_on = [azurerm_private_endpoint.hsm, azurerm_private_dns_zone_virtual_network_link.link]
+}
+
+resource "azurerm_key_vault_managed_hardware_security_module_key_rotation_policy" "tenant" {
+  for_each            = var.tenant_keys
+  managed_hsm_key_id  = azurerm_key_vault_managed_hardware_security_module_key.tenant[each.key].id
+  time_after_creation = var.key_rotation_after
+  expire_after        = var.key_expire_after
+  depends_on          = [azurerm_private_endpoint.hsm, azurerm_private_dns_zone_virtual_network_link.link]
+}
+
+# The app identity may get, wrap and unwrap with each tenant key, one
+# assignment per key, scoped to that key alone.
+resource "azurerm_key_vault_managed_hardware_security_module_role_assignment" "tenant_app" {
+  for_each           = var.tenant_keys
+  managed_hsm_id     = azurerm_key_vault_managed_hardware_security_module.hsm.id
+  name               = uuidv5("url", "cmk-ingest/${local.base}/tenant/${each.key}/crypto-service-encryption-user")
+  scope              = "/keys/${azurerm_key_vault_managed_hardware_security_module_key.tenant[each.key].name}"
+  role_definition_id = local.hsm_roles.crypto_service_encryption_user
+  principal_id       = azurerm_user_assigned_identity.consumer["app"].principal_id
+  depends_on         = [azurerm_private_endpoint.hsm, azurerm_private_dns_zone_virtual_network_link.link]
+}
+
+# Attributes and rotation of each tenant key stay with the key admin group,
+# key by key, as for the consumer keys.
+resource "azurerm_key_vault_managed_hardware_security_module_role_assignment" "tenant_key_admin" {
+  for_each           = var.tenant_keys
+  managed_hsm_id     = azurerm_key_vault_managed_hardware_security_module.hsm.id
+  name               = uuidv5("url", "cmk-ingest/${local.base}/tenant/${each.key}/key-administrator")
+  scope              = "/keys/${azurerm_key_vault_managed_hardware_security_module_key.tenant[each.key].name}"
+  role_definition_id = azurerm_key_vault_managed_hardware_security_module_role_definition.key_admin.resource_manager_id
+  principal_id       = var.key_admin_group_object_id
+  depends_on         = [azurerm_private_endpoint.hsm, azurerm_private_dns_zone_virtual_network_link.link]
+}
+
+# ---------------------------------------------------------------------------
 # Key Vault keys (see the top of this file for why these live in Key Vault).
 # ---------------------------------------------------------------------------
 resource "azurerm_key_vault_key" "hsm_backup_storage" {

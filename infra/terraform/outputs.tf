@@ -40,6 +40,14 @@ output "spin_variables" {
     # Explicit either way: the app refuses to start with protected_fields
     # set and no key name unless the first stage is chosen.
     cmk_stage = var.encryption == "customer-managed" ? "2" : "1"
+    # Key scopes (tenant -> HSM key, hsm.tf "tenant" keys). The mapping is
+    # built from the app identity's role assignments on the tenant keys, so
+    # it names only keys Terraform created and the app may use (an apply
+    # that fails on a role leaves that tenant out). Off in the first stage
+    # (nothing sealed).
+    key_scope_pointer = var.encryption == "customer-managed" ? var.key_scope_pointer : ""
+    key_scope_keys    = var.encryption == "customer-managed" ? jsonencode({ for t, a in azurerm_key_vault_managed_hardware_security_module_role_assignment.tenant_app : t => azurerm_key_vault_managed_hardware_security_module_key.tenant[t].name }) : "{}"
+    key_scope_unknown = var.key_scope_unknown
     # Tokens from the token proxy, which holds the app identity's workload
     # identity federation (identities.tf).
     identity                = "managed-identity"
@@ -54,6 +62,10 @@ output "spin_variables" {
     ingest_entra_tenant_id = ""
     ingest_entra_issuers   = ""
     ingest_entra_roles     = "AzureEventGridSecureWebhookSubscriber"
+  }
+  precondition {
+    condition     = var.key_scope_pointer == "" || length(var.tenant_keys) > 0
+    error_message = "key_scope_pointer is set but tenant_keys is empty: add the tenants' keys, or clear the pointer."
   }
 }
 
@@ -99,6 +111,11 @@ output "hsm_uri" {
 output "hsm_key_ids" {
   description = "Versionless ids of the HSM keys, per consumer."
   value       = { for k, v in azurerm_key_vault_managed_hardware_security_module_key.key : k => v.id }
+}
+
+output "hsm_tenant_key_ids" {
+  description = "Versionless ids of the tenant keys (key scopes), per tenant."
+  value       = { for t, v in azurerm_key_vault_managed_hardware_security_module_key.tenant : t => v.id }
 }
 
 output "hsm_backup_container_url" {

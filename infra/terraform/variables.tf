@@ -241,3 +241,66 @@ variable "cosmos_migration_operator_object_ids" {
   type        = list(string)
   default     = []
 }
+
+# ---------------------------------------------------------------------------
+# Key scopes (per-tenant keys). The app picks a tenant from each event with
+# key_scope_pointer, looks it up in key_scope_keys (built from tenant_keys)
+# and seals that event's protected fields under the tenant's own HSM key
+# (docs/keys-and-identity.md). Empty pointer: one key (hsm_key_name) for all.
+# ---------------------------------------------------------------------------
+variable "tenant_keys" {
+  description = "Key scopes: tenant (the value key_scope_pointer selects) -> { key_name = the tenant's RSA-HSM key in the Managed HSM }. Each entry gets its own key, rotation policy and key-scoped roles (hsm.tf); adding or removing one touches no other. Remove an entry only through the erase runbook (infra/README.md, \"Erase a tenant\")."
+  type = map(object({
+    key_name = string
+  }))
+  default = {}
+  validation {
+    # Printable ASCII without spaces: the value also appears in role
+    # assignment names (uuidv5 input) and resource addresses.
+    condition     = alltrue([for t in keys(var.tenant_keys) : can(regex("^[[:graph:]]{1,256}$", t))])
+    error_message = "tenant_keys: each tenant is 1-256 printable ASCII characters without spaces."
+  }
+  validation {
+    # Managed HSM key names: "a 1-127 character string, starting with a
+    # letter and containing only 0-9, a-z, A-Z, and -"
+    # (learn.microsoft.com/azure/key-vault/general/about-keys-secrets-certificates,
+    # "Object identifiers"); azurerm 4.55.0 does not validate the key name.
+    condition     = alltrue([for v in values(var.tenant_keys) : can(regex("^[A-Za-z][A-Za-z0-9-]{0,126}$", v.key_name))])
+    error_message = "tenant_keys: each key_name is 1-127 characters, a letter first, then letters, digits and hyphens (Managed HSM key names)."
+  }
+  validation {
+    # Key names are case-insensitive in the HSM: one key per tenant, never
+    # shared, and never one of the consumer keys (local.hsm_keys: "<consumer>-kek").
+    condition = (
+      length(distinct([for v in values(var.tenant_keys) : lower(v.key_name)])) == length(var.tenant_keys)
+      && length(setintersection([for v in values(var.tenant_keys) : lower(v.key_name)], ["cosmos-kek", "storage-kek", "app-kek", "disks-kek"])) == 0
+    )
+    error_message = "tenant_keys: every tenant needs a key name of its own (case-insensitive), other than cosmos-kek, storage-kek, app-kek and disks-kek."
+  }
+}
+
+variable "erased_tenant_key_names" {
+  description = "Key names of erased tenants (infra/README.md, \"Erase a tenant\"). A tenant key of one of these names is refused: creating it would recover the soft-deleted key. Keep every name here for good."
+  type        = list(string)
+  default     = []
+}
+
+variable "key_scope_pointer" {
+  description = "The app's key_scope_pointer: JSON Pointer (RFC 6901) into each event that selects its tenant, e.g. /data/tenantId or /source. Empty: key scopes off, every record under hsm_key_name."
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.key_scope_pointer == "" || can(regex("^(/([^~/]|~[01])*)+$", var.key_scope_pointer))
+    error_message = "key_scope_pointer is empty or a JSON Pointer: one or more /-prefixed tokens, ~ only as ~0 or ~1."
+  }
+}
+
+variable "key_scope_unknown" {
+  description = "The app's key_scope_unknown: what an event whose tenant is not in tenant_keys gets: refuse (a 4xx the sender must not retry) or default (sealed under hsm_key_name)."
+  type        = string
+  default     = "refuse"
+  validation {
+    condition     = contains(["refuse", "default"], var.key_scope_unknown)
+    error_message = "key_scope_unknown must be refuse or default."
+  }
+}

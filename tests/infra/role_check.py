@@ -63,7 +63,10 @@ NEEDS = [
     ("az keyvault key rotate", {"/keys/rotate/action"}),
     ("az keyvault key set-attributes", {"/keys/write/action"}),
     ("az keyvault key show", {"/keys/read/action"}),
+    # before "key list": the first matching prefix decides
+    ("az keyvault key list-deleted", {"/keys/deletedKeys/read/action"}),
     ("az keyvault key list", {"/keys/read/action"}),
+    ("az keyvault key delete", {"/keys/delete"}),
     ("az keyvault key recover", {"/keys/deletedKeys/recover/action"}),
     ("az keyvault backup start", {"/backup/start/action"}),
     ("az keyvault restore start", {"/restore/start/action"}),
@@ -71,6 +74,9 @@ NEEDS = [
     # the role definition and role assignments.
     ("terraform apply (keys)", {"/keys/create", "/keys/write/action", "/keys/read/action"}),
     ("terraform apply (roles)", {"/roleDefinitions/write/action", "/roleAssignments/write/action"}),
+    # A tenant removed from tenant_keys: Terraform deletes its two key-scoped
+    # role assignments (after reading them).
+    ("terraform apply (remove roles)", {"/roleAssignments/read/action", "/roleAssignments/delete/action"}),
     # Every later plan refreshes those resources; the provider's Read of an
     # HSM key, rotation policy, role definition or role assignment returns
     # every error but 404, so a plan needs all three reads.

@@ -51,8 +51,14 @@ BROKEN = [
      "  depends_on         = [azurerm_private_endpoint.hsm, azurerm_private_dns_zone_virtual_network_link.link]\n}\n\n# The daily backup",
      "}\n\n# The daily backup", "hsm_backup does not depend on"),
     ("rotation policy without the dns link", "hsm.tf",
+     "key[each.key].id\n  time_after_creation = var.key_rotation_after\n  expire_after        = var.key_expire_after\n"
      "  depends_on          = [azurerm_private_endpoint.hsm, azurerm_private_dns_zone_virtual_network_link.link]",
+     "key[each.key].id\n  time_after_creation = var.key_rotation_after\n  expire_after        = var.key_expire_after\n"
      "  depends_on          = [azurerm_private_endpoint.hsm]", "does not depend on azurerm_private_dns_zone_virtual_network_link.link"),
+    ("tenant key role without the endpoint", "hsm.tf",
+     'consumer["app"].principal_id\n  depends_on         = [azurerm_private_endpoint.hsm, azurerm_private_dns_zone_virtual_network_link.link]',
+     'consumer["app"].principal_id\n  depends_on         = [azurerm_private_dns_zone_virtual_network_link.link]',
+     "tenant_app does not depend on"),
 ]
 
 

@@ -24,7 +24,7 @@ def test_the_table_covers_the_operations_that_matter():
     cmds = " ".join(cmd for _, cmd, _ in role_check.runbook_rows(README.read_text()))
     for needed in ("security-domain download", "key rotate", "key set-attributes", "backup start", "restore start",
                    "security-domain upload", "terraform apply (keys)", "terraform apply (roles)",
-                   "terraform plan (refresh)"):
+                   "terraform plan (refresh)", "key delete", "key list-deleted", "terraform apply (remove roles)"):
         assert needed in cmds, needed
 
 
@@ -42,6 +42,10 @@ BROKEN = [
      "`Managed HSM Administrator` lacks"),
     ("plan with the backup role", "readme", "| `terraform plan (refresh)` | Managed HSM Crypto Auditor",
      "| `terraform plan (refresh)` | Managed HSM Backup", "`Managed HSM Backup` lacks"),
+    ("tenant key deleted by the key admins", "readme", "| `az keyvault key delete` | Managed HSM Crypto User (at /keys/<tenant key>)",
+     "| `az keyvault key delete` | cmk-ingest Key Administrator", "`cmk-ingest Key Administrator` lacks"),
+    ("deleted keys listed by a crypto user", "readme", "| `az keyvault key list-deleted` | Managed HSM Crypto Officer",
+     "| `az keyvault key list-deleted` | Managed HSM Crypto User", "`Managed HSM Crypto User` lacks"),
     ("custom role without rotate", "json", '    "Microsoft.KeyVault/managedHsm/keys/write/action",\n    "Microsoft.KeyVault/managedHsm/keys/rotate/action"',
      '    "Microsoft.KeyVault/managedHsm/keys/write/action"', "must be exactly read, write, rotate"),
     ("custom role may grant roles", "json", '"Microsoft.KeyVault/managedHsm/keys/rotate/action"',

