@@ -70,10 +70,39 @@ pub struct KvStore {
 impl KvStore {
     /// The value under `name`, if present and (with a key) genuine.
     pub fn get(&self, name: &str) -> Result<Option<Vec<u8>>, spin_sdk::key_value::Error> {
+        self.get_opened(name, |k, n, b| k.open(n, b))
+    }
+
+    /// The secret under `name` (stored by [`KvStore::set_secret`]), if
+    /// present and (with a key) genuine.
+    pub fn get_secret(&self, name: &str) -> Result<Option<Vec<u8>>, spin_sdk::key_value::Error> {
+        self.get_opened(name, |k, n, b| k.open_secret(n, b).map(|v| v.to_vec()))
+    }
+
+    /// Stores the secret `value` under `name`: encrypted, with a key (see
+    /// [`crate::kvseal::EntryKey::seal_secret`]).
+    pub fn set_secret(&self, name: &str, value: &[u8]) -> Result<(), spin_sdk::key_value::Error> {
+        match &self.key {
+            Some(k) => {
+                let mut nonce = [0u8; crate::kvseal::NONCE_LEN];
+                let random =
+                    wasi::random::random::get_random_bytes(crate::kvseal::NONCE_LEN as u64);
+                nonce.copy_from_slice(&random[..crate::kvseal::NONCE_LEN]);
+                self.store.set(name, &k.seal_secret(name, value, nonce))
+            }
+            None => self.store.set(name, value),
+        }
+    }
+
+    fn get_opened(
+        &self,
+        name: &str,
+        open: impl Fn(&crate::kvseal::EntryKey, &str, &[u8]) -> Option<Vec<u8>>,
+    ) -> Result<Option<Vec<u8>>, spin_sdk::key_value::Error> {
         let v = self.store.get(name)?;
         Ok(match (&self.key, v) {
             (Some(k), Some(b)) => {
-                let opened = k.open(name, &b);
+                let opened = open(k, name, &b);
                 if opened.is_none() {
                     log::emit(
                         "warn",
@@ -167,7 +196,7 @@ impl<'a> Tokens<'a> {
         let cached = self
             .store
             .as_ref()
-            .and_then(|s| s.get(&key).ok().flatten())
+            .and_then(|s| s.get_secret(&key).ok().flatten())
             .and_then(|b| entra::decode_cached(&b));
         if let (Freshness::Use, Some(t)) = (
             entra::freshness(
@@ -196,7 +225,7 @@ impl<'a> Tokens<'a> {
         let resp = sent.result.map_err(TokenError::Transport)?;
         let token = entra::parse_token_response(&resp, UnixTime::now())?;
         if let Some(s) = &self.store {
-            if let Err(e) = s.set(&key, &entra::encode_cached(&token)) {
+            if let Err(e) = s.set_secret(&key, &entra::encode_cached(&token)) {
                 log::emit(
                     "warn",
                     "kv_store_write_failed",

@@ -1,8 +1,10 @@
 """The key-value store is not trusted beyond the deployment: with
 kv_store_key set, every entry carries an HMAC, and an entry written by
 someone without the secret (here: a key state pinned as enabled while the
-key is disabled) is ignored. Runs on the test stub's file-backed store, whose
-files can be edited like a writer of a shared store would."""
+key is disabled) is ignored, and cached access tokens are encrypted, so a
+reader of the store does not learn them. Runs on the test stub's
+file-backed store, whose files can be read and edited like a reader or
+writer of a shared store would."""
 
 import json
 import time
@@ -11,9 +13,11 @@ import uuid
 import pytest
 
 from harness.stack import APP_PRINCIPALS
-from integration.test_keys import call
+from integration.test_keys import JWT, call
 
 STATE_PREFIX = b"kek-state/v1/"
+TOKEN_PREFIX = b"entra-token/v1/"
+KV_STORE_KEY = "kv-store-key-0123456789abcdef01234567"
 
 
 def own_key(stack):
@@ -27,7 +31,7 @@ def own_key(stack):
 @pytest.mark.parametrize("bound", [True, False], ids=["kv_store_key", "unbound"])
 def test_a_forged_key_state_is_ignored_when_entries_are_bound(stack, bound):
     key = own_key(stack)
-    extra = {"kv_store_key": "kv-store-key-0123456789abcdef01234567"} if bound else {}
+    extra = {"kv_store_key": KV_STORE_KEY} if bound else {}
     name = f"app-kv-{'bound' if bound else 'unbound'}"
     app = stack.serve_app(name=name, overrides=stack.stage_two(
         "client-secret", hsm_key_name=key, hsm_key_check_secs="3600", **extra))
@@ -57,3 +61,60 @@ def test_a_forged_key_state_is_ignored_when_entries_are_bound(stack, bound):
             assert "kv_store_unbound" in app.logs()
     finally:
         stack.hsm_admin("POST", f"keys/{key}/state", {"enabled": True})
+
+
+def token_entries(stack, name):
+    """The app's cached-token entries: {entry name: stored bytes}."""
+    d = stack.workdir / f"{name}-kv" / "default"
+    entries = {bytes.fromhex(f.name): f for f in d.iterdir()}
+    return {k: f for k, f in entries.items() if k.startswith(TOKEN_PREFIX)}
+
+
+@pytest.mark.parametrize("bound", [True, False], ids=["kv_store_key", "unbound"])
+def test_cached_tokens_are_encrypted_when_entries_are_bound(stack, bound):
+    extra = {"kv_store_key": KV_STORE_KEY} if bound else {}
+    name = f"app-kv-token-{'bound' if bound else 'unbound'}"
+    app = stack.serve_app(name=name, overrides=stack.stage_two(
+        "client-secret", hsm_key_check_secs="3600", **extra))
+    if app.runtime != "wasmtime":
+        pytest.skip("reads the test stub's file-backed store")
+
+    def roundtrips(n):
+        before = stack.entra_admin("GET", "stats")["client_secret"]
+        for _ in range(n):
+            status, _, body = call(app, "POST", "/readyz/roundtrip")
+            assert status == 200 and body["roundtrip"]["ok"] is True, body
+        return stack.entra_admin("GET", "stats")["client_secret"] - before
+
+    # One token for three requests: the cached entry is read back (decrypted).
+    assert roundtrips(3) == 1
+    entries = token_entries(stack, name)
+    assert len(entries) == 1, list(entries)
+    [(entry, path)] = entries.items()
+    stored = path.read_bytes()
+    issued = [t["token"] for t in stack.entra_admin("GET", "issued-tokens")["tokens"]]
+    if not bound:
+        # What the encryption prevents: the token lies in the store as it is.
+        assert json.loads(stored)["token"] in issued
+        return
+    assert stored.startswith(b"cmk-kv2:"), stored[:16]
+    assert not any(t.encode() in stored for t in issued)
+    assert not JWT.search(stored.decode("latin-1")), "a JWT is stored in the clear"
+    # An edited entry reads as absent: a new token is fetched and stored
+    # encrypted again.
+    path.write_bytes(stored[:-1] + bytes([stored[-1] ^ 1]))
+    assert roundtrips(1) == 1
+    assert "kv_entry_refused" in app.logs()
+    renewed = token_entries(stack, name)[entry].read_bytes()
+    assert renewed.startswith(b"cmk-kv2:") and renewed != stored
+    # A genuine entry moved under another name (here: the token entry copied
+    # over the key-state entry) does not open there either; the token entry
+    # still opens under its own.
+    assert call(app, "GET", "/readyz", key=None)[0] == 200
+    state = next(f for f in path.parent.iterdir() if bytes.fromhex(f.name).startswith(STATE_PREFIX))
+    state.write_bytes(renewed)
+    refused = app.logs().count("kv_entry_refused")
+    before = stack.entra_admin("GET", "stats")["client_secret"]
+    assert call(app, "GET", "/readyz", key=None)[0] == 200
+    assert app.logs().count("kv_entry_refused") > refused
+    assert stack.entra_admin("GET", "stats")["client_secret"] == before
