@@ -89,6 +89,16 @@ put("responses", "entra-token", resp(100, j({"token_type": "Bearer", "expires_in
 put("responses", "entra-error", resp(300, j({"error": "invalid_client", "error_description": "AADSTS7000215: x",
                                              "error_codes": [7000215], "correlation_id": "c"})))
 
+# signed_token: a mode byte (0: header NUL payload, signed as they are;
+# 1: edits of a valid token's claims, three bytes each plus a value).
+put("signed_token", "raw-valid", b"\x00" + j({"typ": "JWT", "alg": "RS256", "kid": "k1"}).encode() + b"\x00"
+    + j({"aud": "api://cmk-ingest", "iss": "https://login.microsoftonline.com/t/v2.0", "tid": "t",
+         "azp": "eventgrid-app", "roles": ["AzureEventGridSecureWebhookSubscriber"], "exp": 1_800_003_600}).encode())
+put("signed_token", "raw-claims", b"\x00" + j({"aud": ["x", "api://cmk-ingest"], "exp": "1800000000"}).encode())
+put("signed_token", "raw-header", b'\x00{"alg":"none","kid":"k1"}\x00{}')
+put("signed_token", "valid", b"\x01")
+put("signed_token", "edits", bytes([1, 0, 4, 3]) + b"api" + bytes([2, 0, 1]) + b"u" + bytes([0x87, 0, 0, 4, 8, 0]))
+
 # delivery: content type, then `name=value;...` headers, then the body.
 def delivery(ct, headers, body):
     return f"{ct}\n{headers}\n{body}"
