@@ -59,7 +59,8 @@ pub struct Tokens<'a> {
 
 /// The `default` key-value store with each entry bound to this deployment
 /// by [`crate::kvseal`] when the secret `kv_store_key` is set: an entry that
-/// does not verify reads as absent. Without the secret, entries are kept as
+/// does not verify reads as absent, and secrets (the cached tokens, through
+/// [`KvStore::set_secret`]) are encrypted. Without the secret, entries are kept as
 /// they are (the store is then trusted as the component itself; a warning
 /// says so).
 pub struct KvStore {
