@@ -45,10 +45,9 @@ impl std::fmt::Debug for EntryKey {
 }
 
 impl EntryKey {
-    /// Derives the entry key from the secret (HMAC-SHA256 with a fixed label,
-    /// so the secret itself is never the MAC key).
-    /// The encryption key has a label of its own, so neither key is usable
-    /// as the other.
+    /// Derives the entry keys from the secret (HMAC-SHA256 of a fixed label
+    /// each, so the secret itself is never a key, and neither key is usable
+    /// as the other).
     pub fn derive(secret: &str) -> Self {
         let sub = |label: &[u8]| {
             let mut m = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
@@ -211,6 +210,27 @@ mod tests {
             k.open_secret(NAME, &again).as_deref().map(|v| &v[..]),
             Some(TOKEN)
         );
+    }
+
+    #[test]
+    fn the_encrypted_form_matches_an_independent_implementation() {
+        // Computed with Python's `hmac` and `cryptography` (AESGCM): the
+        // key is HMAC-SHA256(secret, "cmk-ingest/kv-store/secret/v1"), the
+        // associated data "cmk-kv2:" || u64 big-endian name length || name.
+        const CT: &str = "c60ad409a1a6b5a27f610df0be55806768cf1445ad81f1112d2b649c7ea995b5\
+                          2ad1f5b3d62169e91cc206727c27ef318a075ac57746f96fe4f6eeea4c5d44de\
+                          8e76c7ab07d4bda3e948a92671c68b976ef809dd2c0f2977175371318673b7a5\
+                          427a664b";
+        let sealed = key().seal_secret(NAME, TOKEN, [7; NONCE_LEN]);
+        let hex: String = sealed[8 + NONCE_LEN..]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            &sealed[..8 + NONCE_LEN],
+            b"cmk-kv2:\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07"
+        );
+        assert_eq!(hex, CT);
     }
 
     #[test]
