@@ -108,11 +108,13 @@ def test_cached_tokens_are_encrypted_when_entries_are_bound(stack, bound):
     renewed = token_entries(stack, name)[entry].read_bytes()
     assert renewed.startswith(b"cmk-kv2:") and renewed != stored
     # A genuine entry moved under another name (here: the token entry copied
-    # over the key-state entry) does not open there either; the token entry
+    # over the key-state entries) does not open there either; the token entry
     # still opens under its own.
     assert call(app, "GET", "/readyz", key=None)[0] == 200
-    state = next(f for f in path.parent.iterdir() if bytes.fromhex(f.name).startswith(STATE_PREFIX))
-    state.write_bytes(renewed)
+    states = [f for f in path.parent.iterdir() if bytes.fromhex(f.name).startswith(STATE_PREFIX)]
+    assert states
+    for state in states:  # the latest version's and each version's
+        state.write_bytes(renewed)
     refused = app.logs().count("kv_entry_refused")
     before = stack.entra_admin("GET", "stats")["client_secret"]
     assert call(app, "GET", "/readyz", key=None)[0] == 200
