@@ -4,20 +4,39 @@
 //! without that secret cannot add a signing-key set (to forge sender
 //! tokens), pin a key state as enabled, or plant a token; an entry moved
 //! under another name does not verify either. An entry that does not verify
-//! is treated as absent (the component fetches afresh). See
-//! `docs/keys-and-identity.md` for what the store is trusted with.
+//! is treated as absent (the component fetches afresh).
+//!
+//! Secrets (the cached access tokens) are encrypted as well
+//! ([`EntryKey::seal_secret`]): AES-256-GCM under a second key derived from
+//! the same secret, with the entry's name as associated data, so a reader of
+//! the store learns nothing of them and an entry moved under another name
+//! does not open. See `docs/keys-and-identity.md` for what the store is
+//! trusted with.
 
+use aes_gcm::aead::{Aead, Payload};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use zeroize::Zeroizing;
 
 /// The prefix of a sealed entry.
 const TAG: &[u8] = b"cmk-kv1:";
 /// Length of the MAC in a sealed entry.
 const MAC_LEN: usize = 32;
+/// The prefix of an encrypted entry.
+const SECRET_TAG: &[u8] = b"cmk-kv2:";
+/// Length of an encrypted entry's nonce (AES-GCM's 96 bits).
+pub const NONCE_LEN: usize = 12;
+/// Length of the AES-GCM tag.
+const GCM_TAG_LEN: usize = 16;
 
-/// The entry key derived from the `kv_store_key` secret.
+/// The entry keys derived from the `kv_store_key` secret: one for the MAC of
+/// plain entries, one for the encryption of secret ones.
 #[derive(Clone)]
-pub struct EntryKey([u8; 32]);
+pub struct EntryKey {
+    mac: Zeroizing<[u8; 32]>,
+    enc: Zeroizing<[u8; 32]>,
+}
 
 impl std::fmt::Debug for EntryKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -26,17 +45,25 @@ impl std::fmt::Debug for EntryKey {
 }
 
 impl EntryKey {
-    /// Derives the entry key from the secret (HMAC-SHA256 with a fixed label,
-    /// so the secret itself is never the MAC key).
+    /// Derives the entry keys from the secret (HMAC-SHA256 of a fixed label
+    /// each, so the secret itself is never a key, and neither key is usable
+    /// as the other).
     pub fn derive(secret: &str) -> Self {
-        let mut m =
-            Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
-        m.update(b"cmk-ingest/kv-store/v1");
-        Self(m.finalize().into_bytes().into())
+        let sub = |label: &[u8]| {
+            let mut m = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+                .expect("HMAC takes any key length");
+            m.update(label);
+            Zeroizing::new(<[u8; 32]>::from(m.finalize().into_bytes()))
+        };
+        Self {
+            mac: sub(b"cmk-ingest/kv-store/v1"),
+            enc: sub(b"cmk-ingest/kv-store/secret/v1"),
+        }
     }
 
     fn mac(&self, name: &str, value: &[u8]) -> Hmac<Sha256> {
-        let mut m = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        let mut m =
+            Hmac::<Sha256>::new_from_slice(&self.mac[..]).expect("HMAC takes any key length");
         m.update(&(name.len() as u64).to_be_bytes());
         m.update(name.as_bytes());
         m.update(value);
@@ -62,6 +89,65 @@ impl EntryKey {
         let (tag, value) = rest.split_at(MAC_LEN);
         self.mac(name, value).verify_slice(tag).ok()?;
         Some(value.to_vec())
+    }
+
+    /// The associated data of an encrypted entry: the format prefix and the
+    /// entry's name (length-prefixed), so the ciphertext opens only under
+    /// the name it was stored under.
+    fn secret_aad(name: &str) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(SECRET_TAG.len() + 8 + name.len());
+        aad.extend_from_slice(SECRET_TAG);
+        aad.extend_from_slice(&(name.len() as u64).to_be_bytes());
+        aad.extend_from_slice(name.as_bytes());
+        aad
+    }
+
+    fn cipher(&self) -> Aes256Gcm {
+        <Aes256Gcm as aes_gcm::KeyInit>::new(Key::<Aes256Gcm>::from_slice(&self.enc[..]))
+    }
+
+    /// The stored form of the secret `value` under `name`: the prefix
+    /// `cmk-kv2:`, the nonce, then AES-256-GCM ciphertext and tag. `nonce`
+    /// must be fresh and random for each call (the caller draws it from the
+    /// host, so this stays a pure function).
+    pub fn seal_secret(&self, name: &str, value: &[u8], nonce: [u8; NONCE_LEN]) -> Vec<u8> {
+        let ct = self
+            .cipher()
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: value,
+                    aad: &Self::secret_aad(name),
+                },
+            )
+            .expect("AES-GCM encrypts any value below 64 GiB");
+        let mut out = Vec::with_capacity(SECRET_TAG.len() + NONCE_LEN + ct.len());
+        out.extend_from_slice(SECRET_TAG);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    /// The secret stored under `name`, if `stored` was encrypted by this key
+    /// under this name; `None` otherwise (edited, moved, written without the
+    /// secret, or a plain or MAC-only entry: a secret is never read from an
+    /// entry that was not encrypted).
+    pub fn open_secret(&self, name: &str, stored: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        let rest = stored.strip_prefix(SECRET_TAG)?;
+        if rest.len() < NONCE_LEN + GCM_TAG_LEN {
+            return None;
+        }
+        let (nonce, ct) = rest.split_at(NONCE_LEN);
+        self.cipher()
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: &Self::secret_aad(name),
+                },
+            )
+            .ok()
+            .map(Zeroizing::new)
     }
 }
 
@@ -90,5 +176,120 @@ mod tests {
         assert_eq!(k.open("kek-state/v1/app-kek", b"{\"enabled\":true}"), None);
         assert_eq!(k.open("kek-state/v1/app-kek", b"cmk-kv1:short"), None);
         assert!(!format!("{k:?}").contains("kv-store-key"));
+    }
+
+    const NAME: &str = "entra-token/v1/client-secret/https://h.managedhsm.azure.net/.default";
+    const TOKEN: &[u8] =
+        br#"{"token":"eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.secret-part","expires_on":1800000000}"#;
+
+    fn key() -> EntryKey {
+        EntryKey::derive("kv-store-key-0123456789abcdef")
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn secrets_are_encrypted_and_open_under_their_key_and_name() {
+        let k = key();
+        let sealed = k.seal_secret(NAME, TOKEN, [7; NONCE_LEN]);
+        assert!(sealed.starts_with(b"cmk-kv2:"));
+        assert_eq!(sealed.len(), 8 + NONCE_LEN + TOKEN.len() + GCM_TAG_LEN);
+        // Nothing of the token shows in the stored bytes.
+        assert!(!contains(&sealed, b"secret-part"));
+        assert!(!contains(&sealed, b"eyJ0eXAi"));
+        assert_eq!(
+            k.open_secret(NAME, &sealed).as_deref().map(|v| &v[..]),
+            Some(TOKEN)
+        );
+        // Another nonce, another ciphertext; both open.
+        let again = k.seal_secret(NAME, TOKEN, [8; NONCE_LEN]);
+        assert_ne!(sealed, again);
+        assert_eq!(
+            k.open_secret(NAME, &again).as_deref().map(|v| &v[..]),
+            Some(TOKEN)
+        );
+    }
+
+    #[test]
+    fn the_encrypted_form_matches_an_independent_implementation() {
+        // Computed with Python's `hmac` and `cryptography` (AESGCM): the
+        // key is HMAC-SHA256(secret, "cmk-ingest/kv-store/secret/v1"), the
+        // associated data "cmk-kv2:" || u64 big-endian name length || name.
+        const CT: &str = "c60ad409a1a6b5a27f610df0be55806768cf1445ad81f1112d2b649c7ea995b5\
+                          2ad1f5b3d62169e91cc206727c27ef318a075ac57746f96fe4f6eeea4c5d44de\
+                          8e76c7ab07d4bda3e948a92671c68b976ef809dd2c0f2977175371318673b7a5\
+                          427a664b";
+        let sealed = key().seal_secret(NAME, TOKEN, [7; NONCE_LEN]);
+        let hex: String = sealed[8 + NONCE_LEN..]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            &sealed[..8 + NONCE_LEN],
+            b"cmk-kv2:\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07"
+        );
+        assert_eq!(hex, CT);
+    }
+
+    #[test]
+    fn a_tampered_secret_does_not_open() {
+        let k = key();
+        let sealed = k.seal_secret(NAME, TOKEN, [7; NONCE_LEN]);
+        // Every single bit flipped, anywhere (prefix, nonce, ciphertext, tag).
+        for i in 0..sealed.len() {
+            for bit in 0..8 {
+                let mut t = sealed.clone();
+                t[i] ^= 1 << bit;
+                assert!(k.open_secret(NAME, &t).is_none(), "byte {i} bit {bit}");
+            }
+        }
+        // Cut short, extended, emptied.
+        assert!(k.open_secret(NAME, &sealed[..sealed.len() - 1]).is_none());
+        let mut longer = sealed.clone();
+        longer.push(0);
+        assert!(k.open_secret(NAME, &longer).is_none());
+        assert!(k.open_secret(NAME, b"cmk-kv2:").is_none());
+        assert!(k
+            .open_secret(NAME, &sealed[..8 + NONCE_LEN + GCM_TAG_LEN - 1])
+            .is_none());
+    }
+
+    #[test]
+    fn a_secret_does_not_open_under_another_key() {
+        let sealed = key().seal_secret(NAME, TOKEN, [7; NONCE_LEN]);
+        assert!(EntryKey::derive("another-secret-0123456789")
+            .open_secret(NAME, &sealed)
+            .is_none());
+        // Nor is the MAC key the encryption key: the two are derived apart.
+        let k = key();
+        assert_ne!(&k.mac[..], &k.enc[..]);
+    }
+
+    #[test]
+    fn a_secret_does_not_open_under_another_name() {
+        let k = key();
+        let hsm = k.seal_secret(NAME, TOKEN, [7; NONCE_LEN]);
+        let cosmos_name = "entra-token/v1/client-secret/https://acct.documents.azure.com/.default";
+        let cosmos = k.seal_secret(cosmos_name, b"{\"token\":\"other\"}", [9; NONCE_LEN]);
+        // Swapped: each entry written under the other's name.
+        assert!(k.open_secret(cosmos_name, &hsm).is_none());
+        assert!(k.open_secret(NAME, &cosmos).is_none());
+        // A name that is a prefix of the other (the length is bound too).
+        assert!(k.open_secret(&NAME[..NAME.len() - 1], &hsm).is_none());
+    }
+
+    #[test]
+    fn a_secret_is_never_read_from_a_plain_or_mac_only_entry() {
+        let k = key();
+        // An entry from before encryption (MAC only), or a plain one: both
+        // read as absent, so the token is fetched afresh and stored encrypted.
+        assert!(k.open_secret(NAME, &k.seal(NAME, TOKEN)).is_none());
+        assert!(k.open_secret(NAME, TOKEN).is_none());
+        // And an encrypted entry is no MAC-bound plain one.
+        assert!(k
+            .open(NAME, &k.seal_secret(NAME, TOKEN, [7; NONCE_LEN]))
+            .is_none());
     }
 }

@@ -59,7 +59,8 @@ pub struct Tokens<'a> {
 
 /// The `default` key-value store with each entry bound to this deployment
 /// by [`cmk_core::kvseal`] when the secret `kv_store_key` is set: an entry that
-/// does not verify reads as absent. Without the secret, entries are kept as
+/// does not verify reads as absent, and secrets (the cached tokens, through
+/// [`KvStore::set_secret`]) are encrypted. Without the secret, entries are kept as
 /// they are (the store is then trusted as the component itself; a warning
 /// says so).
 pub struct KvStore {
@@ -70,10 +71,39 @@ pub struct KvStore {
 impl KvStore {
     /// The value under `name`, if present and (with a key) genuine.
     pub fn get(&self, name: &str) -> Result<Option<Vec<u8>>, spin_sdk::key_value::Error> {
+        self.get_opened(name, |k, n, b| k.open(n, b))
+    }
+
+    /// The secret under `name` (stored by [`KvStore::set_secret`]), if
+    /// present and (with a key) genuine.
+    pub fn get_secret(&self, name: &str) -> Result<Option<Vec<u8>>, spin_sdk::key_value::Error> {
+        self.get_opened(name, |k, n, b| k.open_secret(n, b).map(|v| v.to_vec()))
+    }
+
+    /// Stores the secret `value` under `name`: encrypted, with a key (see
+    /// [`cmk_core::kvseal::EntryKey::seal_secret`]).
+    pub fn set_secret(&self, name: &str, value: &[u8]) -> Result<(), spin_sdk::key_value::Error> {
+        match &self.key {
+            Some(k) => {
+                let mut nonce = [0u8; cmk_core::kvseal::NONCE_LEN];
+                let random =
+                    wasi::random::random::get_random_bytes(cmk_core::kvseal::NONCE_LEN as u64);
+                nonce.copy_from_slice(&random[..cmk_core::kvseal::NONCE_LEN]);
+                self.store.set(name, &k.seal_secret(name, value, nonce))
+            }
+            None => self.store.set(name, value),
+        }
+    }
+
+    fn get_opened(
+        &self,
+        name: &str,
+        open: impl Fn(&cmk_core::kvseal::EntryKey, &str, &[u8]) -> Option<Vec<u8>>,
+    ) -> Result<Option<Vec<u8>>, spin_sdk::key_value::Error> {
         let v = self.store.get(name)?;
         Ok(match (&self.key, v) {
             (Some(k), Some(b)) => {
-                let opened = k.open(name, &b);
+                let opened = open(k, name, &b);
                 if opened.is_none() {
                     log::emit(
                         "warn",
@@ -167,7 +197,7 @@ impl<'a> Tokens<'a> {
         let cached = self
             .store
             .as_ref()
-            .and_then(|s| s.get(&key).ok().flatten())
+            .and_then(|s| s.get_secret(&key).ok().flatten())
             .and_then(|b| entra::decode_cached(&b));
         if let (Freshness::Use, Some(t)) = (
             entra::freshness(
@@ -196,7 +226,7 @@ impl<'a> Tokens<'a> {
         let resp = sent.result.map_err(TokenError::Transport)?;
         let token = entra::parse_token_response(&resp, UnixTime::now())?;
         if let Some(s) = &self.store {
-            if let Err(e) = s.set(&key, &entra::encode_cached(&token)) {
+            if let Err(e) = s.set_secret(&key, &entra::encode_cached(&token)) {
                 log::emit(
                     "warn",
                     "kv_store_write_failed",

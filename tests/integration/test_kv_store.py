@@ -1,9 +1,11 @@
 """The key-value store is not trusted beyond the deployment: with
 kv_store_key set, every entry carries an HMAC, and an entry written by
 someone without the secret (here: a key state pinned as enabled while the
-key is disabled) is ignored. The test edits the store behind the app's back,
-as a writer of a shared store would: the test host's SQLite file (Spin's
-table) or the test stub's files under `wasmtime serve`."""
+key is disabled) is ignored, and cached access tokens are encrypted, so a
+reader of the store does not learn them. The test reads and edits the store
+behind the app's back, as a reader or writer of a shared store would: the
+test host's SQLite file (Spin's table) or the test stub's files under
+`wasmtime serve`."""
 
 import json
 import sqlite3
@@ -13,9 +15,11 @@ import uuid
 import pytest
 
 from harness.stack import APP_PRINCIPALS
-from integration.test_keys import call
+from integration.test_keys import JWT, call
 
 STATE_PREFIX = b"kek-state/v1/"
+TOKEN_PREFIX = b"entra-token/v1/"
+KV_STORE_KEY = "kv-store-key-0123456789abcdef01234567"
 
 
 class StoreEntry:
@@ -48,6 +52,20 @@ class StoreEntry:
         assert n == 1
 
 
+def store_entries(stack, app, name: str, prefix: bytes) -> dict[bytes, StoreEntry]:
+    """The entries of the app's `default` store whose names start with
+    `prefix`, by name."""
+    if app.runtime == "host":
+        path = stack.workdir / f"{name}-host-state" / "sqlite_key_value.db"
+        with sqlite3.connect(path) as conn:
+            names = [k.encode() for (k,) in conn.execute(
+                "SELECT key FROM spin_key_value WHERE store = 'default'")]
+    elif app.runtime == "wasmtime":
+        names = [bytes.fromhex(f.name) for f in (stack.workdir / f"{name}-kv" / "default").iterdir()]
+    else:
+        pytest.skip(f"the store of {app.runtime} is not read here")
+    return {k: StoreEntry(stack, app, name, k) for k in names if k.startswith(prefix)}
+
 def own_key(stack):
     key = f"kv-bound-{uuid.uuid4().hex[:8]}"
     stack.hsm_admin("POST", "keys", {"name": key, "size": 2048, "ops": ["wrapKey", "unwrapKey"]})
@@ -59,7 +77,7 @@ def own_key(stack):
 @pytest.mark.parametrize("bound", [True, False], ids=["kv_store_key", "unbound"])
 def test_a_forged_key_state_is_ignored_when_entries_are_bound(stack, bound):
     key = own_key(stack)
-    extra = {"kv_store_key": "kv-store-key-0123456789abcdef01234567"} if bound else {}
+    extra = {"kv_store_key": KV_STORE_KEY} if bound else {}
     name = f"app-kv-{'bound' if bound else 'unbound'}"
     app = stack.serve_app(name=name, overrides=stack.stage_two(
         "client-secret", hsm_key_name=key, hsm_key_check_secs="3600", **extra))
@@ -87,3 +105,53 @@ def test_a_forged_key_state_is_ignored_when_entries_are_bound(stack, bound):
             assert "kv_store_unbound" in app.logs()
     finally:
         stack.hsm_admin("POST", f"keys/{key}/state", {"enabled": True})
+
+
+@pytest.mark.parametrize("bound", [True, False], ids=["kv_store_key", "unbound"])
+def test_cached_tokens_are_encrypted_when_entries_are_bound(stack, bound):
+    extra = {"kv_store_key": KV_STORE_KEY} if bound else {}
+    name = f"app-kv-token-{'bound' if bound else 'unbound'}"
+    app = stack.serve_app(name=name, overrides=stack.stage_two(
+        "client-secret", hsm_key_check_secs="3600", **extra))
+
+    def roundtrips(n):
+        before = stack.entra_admin("GET", "stats")["client_secret"]
+        for _ in range(n):
+            status, _, body = call(app, "POST", "/readyz/roundtrip")
+            assert status == 200 and body["roundtrip"]["ok"] is True, body
+        return stack.entra_admin("GET", "stats")["client_secret"] - before
+
+    # One token for three requests: the cached entry is read back (decrypted).
+    assert roundtrips(3) == 1
+    entries = store_entries(stack, app, name, TOKEN_PREFIX)
+    assert len(entries) == 1, list(entries)
+    [(entry, token_entry)] = entries.items()
+    stored = token_entry.read_bytes()
+    issued = [t["token"] for t in stack.entra_admin("GET", "issued-tokens")["tokens"]]
+    if not bound:
+        # What the encryption prevents: the token lies in the store as it is.
+        assert json.loads(stored)["token"] in issued
+        return
+    assert stored.startswith(b"cmk-kv2:"), stored[:16]
+    assert not any(t.encode() in stored for t in issued)
+    assert not JWT.search(stored.decode("latin-1")), "a JWT is stored in the clear"
+    # An edited entry reads as absent: a new token is fetched and stored
+    # encrypted again.
+    token_entry.write_bytes(stored[:-1] + bytes([stored[-1] ^ 1]))
+    assert roundtrips(1) == 1
+    assert "kv_entry_refused" in app.logs()
+    renewed = store_entries(stack, app, name, TOKEN_PREFIX)[entry].read_bytes()
+    assert renewed.startswith(b"cmk-kv2:") and renewed != stored
+    # A genuine entry moved under another name (here: the token entry copied
+    # over the key-state entries) does not open there either; the token entry
+    # still opens under its own.
+    assert call(app, "GET", "/readyz", key=None)[0] == 200
+    states = list(store_entries(stack, app, name, STATE_PREFIX).values())
+    assert states
+    for state in states:  # the latest version's and each version's
+        state.write_bytes(renewed)
+    refused = app.logs().count("kv_entry_refused")
+    before = stack.entra_admin("GET", "stats")["client_secret"]
+    assert call(app, "GET", "/readyz", key=None)[0] == 200
+    assert app.logs().count("kv_entry_refused") > refused
+    assert stack.entra_admin("GET", "stats")["client_secret"] == before
