@@ -576,6 +576,60 @@ fn no_source_file_is_long_without_a_reason() {
     }
 }
 
+/// Core files, other than the two allowed ones, that read a clock, draw
+/// randomness or keep global state (tests aside).
+fn impure_core_files(src: &Path) -> Vec<String> {
+    const ALLOWED: [&str; 2] = ["time.rs", "tally.rs"];
+    const IMPURE: [&str; 9] = [
+        "SystemTime",
+        "Instant",
+        "UnixTime::now",
+        "thread_local",
+        "static mut",
+        "OnceLock",
+        "Mutex",
+        "OsRng",
+        "thread_rng",
+    ];
+    sources(src)
+        .into_iter()
+        .filter(|(p, _)| {
+            !ALLOWED.iter().any(|a| p == Path::new(a))
+                && !p.iter().any(|c| c == "tests" || c == "tests.rs")
+        })
+        .filter_map(|(p, text)| {
+            let code = strip(&text);
+            IMPURE
+                .iter()
+                .find(|w| code.contains(*w))
+                .map(|w| format!("{}: {w}", p.display()))
+        })
+        .collect()
+}
+
+#[test]
+fn only_time_and_tally_read_a_clock_or_keep_state_in_the_core() {
+    let found = impure_core_files(&root().join("core/src"));
+    assert_eq!(found, Vec::<String>::new());
+    // Broken copy: a decision that reads the clock itself.
+    let dir = scratch(
+        "clock",
+        &[
+            ("time.rs", "pub fn now() { std::time::SystemTime::now(); }"),
+            (
+                "hsm.rs",
+                "/// Not `UnixTime::now()`.\nfn f() { let _ = crate::time::UnixTime::now(); }",
+            ),
+            (
+                "hsm/tests.rs",
+                "static C: std::sync::OnceLock<u8> = std::sync::OnceLock::new();",
+            ),
+        ],
+    );
+    assert_eq!(impure_core_files(&dir), ["hsm.rs: UnixTime::now"]);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// The packages the core crate builds with (its normal dependencies,
 /// transitively), from `cargo metadata` over the committed lockfile.
 fn core_dependencies() -> BTreeSet<String> {
