@@ -633,9 +633,16 @@ fn only_time_and_tally_read_a_clock_or_keep_state_in_the_core() {
 /// The packages the core crate builds with (its normal dependencies,
 /// transitively), from `cargo metadata` over the committed lockfile.
 fn core_dependencies() -> BTreeSet<String> {
+    core_dependencies_in(&root(), &["--locked"])
+}
+
+/// The normal dependencies, transitively, of the `cmk-core` package in the
+/// workspace at `dir`, resolved offline.
+fn core_dependencies_in(dir: &Path, args: &[&str]) -> BTreeSet<String> {
     let out = std::process::Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
-        .current_dir(root())
+        .args(["metadata", "--format-version", "1", "--offline"])
+        .args(args)
+        .current_dir(dir)
         .output()
         .expect("cargo runs");
     assert!(
@@ -683,10 +690,16 @@ fn core_dependencies() -> BTreeSet<String> {
 }
 
 /// What the core must never build with: the Spin SDK and its executor,
-/// and the component crate.
+/// macro and bindings (every `spin-` crate; the unrelated `spin` lock
+/// crate, without the dash, is allowed), the WASI bindings and the
+/// generator behind them, an OS random source, and the component crate.
 fn forbidden(deps: &BTreeSet<String>) -> Vec<&String> {
     deps.iter()
-        .filter(|d| d.starts_with("spin-") || *d == "cmk-ingest")
+        .filter(|d| {
+            d.starts_with("spin-")
+                || d.starts_with("wit-bindgen")
+                || ["wasi", "getrandom", "cmk-ingest"].contains(&d.as_str())
+        })
         .collect()
 }
 
@@ -906,7 +919,47 @@ fn a_long_file_needs_a_reason_in_its_module_doc() {
 fn a_spin_dependency_of_the_core_would_be_refused() {
     let mut deps = core_dependencies();
     assert!(forbidden(&deps).is_empty());
-    deps.insert("spin-sdk".into());
-    deps.insert("cmk-ingest".into());
-    assert_eq!(forbidden(&deps).len(), 2);
+    for d in [
+        "spin-sdk",
+        "spin-executor",
+        "wit-bindgen-rt",
+        "wasi",
+        "getrandom",
+        "cmk-ingest",
+    ] {
+        deps.insert(d.into());
+    }
+    deps.insert("spin".into());
+    assert_eq!(forbidden(&deps).len(), 6, "{:?}", forbidden(&deps));
+}
+
+#[test]
+fn a_spin_dependency_in_a_copy_of_the_core_manifest_is_found() {
+    // The core's manifest (without its examples), with a path dependency
+    // on a small crate named `spin-sdk`, in a workspace of its own that
+    // starts from the committed lockfile: the same metadata walk as above.
+    let manifest = std::fs::read_to_string(root().join("core/Cargo.toml")).unwrap();
+    let manifest = manifest[..manifest.find("[[example]]").unwrap_or(manifest.len())].replace(
+        "[dependencies]\n",
+        "[dependencies]\nspin-sdk = { path = \"spin-sdk\" }\n",
+    );
+    assert!(manifest.contains("spin-sdk = { path"), "{manifest}");
+    let lock = std::fs::read_to_string(root().join("Cargo.lock")).unwrap();
+    let dir = scratch(
+        "manifest",
+        &[
+            ("Cargo.toml", &format!("{manifest}\n[workspace]\n")),
+            ("Cargo.lock", &lock),
+            ("src/lib.rs", ""),
+            (
+                "spin-sdk/Cargo.toml",
+                "[package]\nname = \"spin-sdk\"\nversion = \"0.0.0\"\nedition = \"2021\"\n",
+            ),
+            ("spin-sdk/src/lib.rs", ""),
+        ],
+    );
+    let deps = core_dependencies_in(&dir, &[]);
+    assert!(deps.contains("aes-gcm"), "{deps:?}");
+    assert_eq!(forbidden(&deps), ["spin-sdk"]);
+    let _ = std::fs::remove_dir_all(dir);
 }
