@@ -7,9 +7,7 @@ use http::{Response, StatusCode};
 use crate::api::ApiError;
 use crate::config::Config;
 
-/// Header a sender puts its ingest key in (`?code=` in the URL only with
-/// `ingest_key_in_query = allow`).
-pub const INGEST_KEY_HEADER: &str = "x-cmk-ingest-key";
+pub use crate::access::INGEST_KEY_HEADER;
 
 /// What the sender presented, once checked as far as the core can.
 #[derive(Debug)]
