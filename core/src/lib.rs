@@ -38,6 +38,17 @@
 //! into a typed struct; [`api`] is the HTTP contract every module's error
 //! converts into.
 //!
+//! Smaller pieces: [`access`] checks inbound keys (ingest, read, admin);
+//! [`endpoint`] validates service origins; [`percent`] is the one
+//! percent-encoding; [`retry`] decides whether and when to try again;
+//! [`time`] holds `now` as a plain value; [`tally`] counts one request's
+//! outbound calls for its log line; [`probe`] decides what `GET /readyz`
+//! tells whom; [`kvseal`] binds key-value store entries to the deployment;
+//! [`answer`] assembles an outbound answer from what the host delivered.
+//! The crate's own integration tests (`core/tests/`) feed it generated
+//! malformed input, check the record format's test vectors, and check the
+//! build's key-wiping features.
+//!
 //! # Example
 //!
 //! One Event Grid event becomes a document whose `data.card` is sealed,
