@@ -130,7 +130,7 @@ fn strip(text: &str) -> String {
             out.push_str(" \"\" ");
         } else if c[i] == '\'' && next == Some('\\') {
             // An escaped character literal: '\n', '\'', '\u{..}'.
-            i += 2;
+            i += 3;
             while i < c.len() && c[i] != '\'' {
                 i += 1;
             }
@@ -884,6 +884,8 @@ fn comments_and_strings_do_not_import() {
                 const S: &str = \"super::seal::Sealed\";\n\
                 const R: &str = r#\"crate::ingest::seal\"#;\n\
                 const C: char = '\"';\n\
+                const Q: [char; 2] = ['\\'', '\"'];\n\
+                const L: &str = \"'\";\n\
                 fn f() {}";
     assert_eq!(folder_loops("doc", plan, &[]), Vec::<String>::new());
     // The same line as code is an import.
