@@ -840,6 +840,14 @@ fn a_loop_through_a_name_the_folder_root_re_exports_is_found() {
     assert!(found[0].ends_with("plan → seal → plan"), "{found:?}");
     let found = folder_loops("glob-crate", "use crate::ingest::Sealed;", &[]);
     assert_eq!(found.len(), 1, "{found:?}");
+    // An explicit re-export under another name, too.
+    let root = [(
+        "ingest.rs",
+        "mod outcome; mod plan; mod seal;\npub use plan::Plan;\npub use seal::{seal, Sealed as Closed};",
+    )];
+    let found = folder_loops("explicit", "fn f(_: super::Closed) {}", &root);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].ends_with("plan → seal → plan"), "{found:?}");
     // A name defined by another part is no loop.
     assert_eq!(
         folder_loops("glob-ok", "fn f(_: super::Outcome) {}", &[]),
