@@ -48,6 +48,10 @@ impl Gate {
     }
 }
 
+/// Header a sender puts its ingest key in (`?code=` in the URL only with
+/// `ingest_key_in_query = allow`).
+pub const INGEST_KEY_HEADER: &str = "x-cmk-ingest-key";
+
 /// Header that carries the read key (`GET /records`).
 pub const READ_KEY_HEADER: &str = "x-cmk-read-key";
 
@@ -70,6 +74,13 @@ pub const ADMIN: Gate = Gate {
     disabled_code: "AdminDisabled",
     disabled_message: "maintenance is not enabled (no admin_keys configured)",
 };
+
+/// Authorizes a maintenance call (records erasure, rewrap, seal): the
+/// caller's admin key against the configured `admin_keys` (403 while none
+/// are configured, 401 without a key, 403 for a key not accepted).
+pub fn authorize_admin(admin_key: Option<&str>, keys: Option<&Keys>) -> Result<(), ApiError> {
+    ADMIN.check(keys, admin_key)
+}
 
 /// One to two accepted secret values. `Debug` never shows them.
 #[derive(Clone)]
@@ -130,6 +141,24 @@ impl fmt::Debug for Keys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admin_calls_need_an_accepted_admin_key() {
+        let keys = Keys::parse("admin-key-0123456789").unwrap();
+        let status = |presented, keys| {
+            authorize_admin(presented, keys).map_err(|e: ApiError| (e.status.as_u16(), e.code))
+        };
+        assert_eq!(status(Some("admin-key-0123456789"), Some(&keys)), Ok(()));
+        assert_eq!(
+            status(Some("other-key-0123456789"), Some(&keys)),
+            Err((403, "Forbidden"))
+        );
+        assert_eq!(status(None, Some(&keys)), Err((401, "Unauthenticated")));
+        assert_eq!(
+            status(Some("admin-key-0123456789"), None),
+            Err((403, "AdminDisabled"))
+        );
+    }
 
     #[test]
     fn accepts_either_active_key_only() {

@@ -27,6 +27,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::Sha256;
 
+use http::StatusCode;
+
+use crate::api::{ApiError, KEY_RETRY_AFTER_SECS};
 use crate::time::UnixTime;
 
 /// Clock skew allowed on `exp` and `nbf`, in seconds.
@@ -513,6 +516,34 @@ pub fn decode_cached(bytes: &[u8]) -> Option<(Jwks, UnixTime)> {
     let nl = bytes.iter().position(|b| *b == b'\n')?;
     let at = std::str::from_utf8(&bytes[..nl]).ok()?.parse().ok()?;
     Some((Jwks::parse(&bytes[nl + 1..]).ok()?, UnixTime(at)))
+}
+
+/// A sender's token that is refused: 403 for a token of another app or
+/// without the role, 503 with `Retry-After` while the signing keys cannot
+/// be had (including a rotated key the cached set does not have yet: Event
+/// Grid does not retry a 401), 401 for anything else.
+impl From<&JwtError> for ApiError {
+    fn from(e: &JwtError) -> Self {
+        match e {
+            JwtError::Claim {
+                claim: "roles" | "appid",
+                ..
+            } => ApiError::new(StatusCode::FORBIDDEN, "Forbidden", e.to_string()),
+            JwtError::Jwks(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SigningKeysUnavailable",
+                e.to_string(),
+            )
+            .retry_after(KEY_RETRY_AFTER_SECS),
+            JwtError::KeysNotRefreshed { retry_after_secs } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SigningKeysUnavailable",
+                e.to_string(),
+            )
+            .retry_after(u32::try_from((*retry_after_secs).max(1)).unwrap_or(u32::MAX)),
+            _ => ApiError::new(StatusCode::UNAUTHORIZED, "InvalidToken", e.to_string()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,22 @@
 //! The sans-IO core of cmk-ingest: every decision the component makes, as
 //! pure functions over bytes and [`http`] values. Nothing here sends a
-//! request, reads a clock, draws a random number or touches the Spin host;
-//! the component crate (the repository root) does that and hands the
-//! results in (`now`, nonces, data keys, the answers of outbound calls).
+//! request, draws a random number or touches the Spin host, and no decision
+//! reads a clock: whatever depends on time takes `now`, and the component
+//! crate (the repository root) hands in `now`, nonces, data keys and the
+//! answers of outbound calls.
+//!
+//! Two small pieces are there for the edge and called by no core function
+//! (`tests/layout.rs` checks that no other core file reads a clock or keeps
+//! global state):
+//! - [`time::UnixTime::now`] reads the wall clock (`wasi:clocks/wall-clock`
+//!   in the component), so the component and the queue bridge take `now`
+//!   the same way;
+//! - [`tally`]'s `reset`, `attempt`, `charge`, `events` and `current` keep
+//!   the current request's call counts in a thread-local (each request runs
+//!   in an instance of its own): the one sending module counts into it and
+//!   the entry point logs it, without threading a counter through every
+//!   call.
+//!
 //! This crate has no dependency on `spin-sdk`, so the compiler keeps I/O
 //! out (`tests/layout.rs` at the root checks that it stays so).
 //!
@@ -23,6 +37,17 @@
 //! and [`jwt`] build and check tokens; [`config`] reads the settings once
 //! into a typed struct; [`api`] is the HTTP contract every module's error
 //! converts into.
+//!
+//! Smaller pieces: [`access`] checks inbound keys (ingest, read, admin);
+//! [`endpoint`] validates service origins; [`percent`] is the one
+//! percent-encoding; [`retry`] decides whether and when to try again;
+//! [`time`] holds `now` as a plain value; [`tally`] counts one request's
+//! outbound calls for its log line; [`probe`] decides what `GET /readyz`
+//! tells whom; [`kvseal`] binds key-value store entries to the deployment;
+//! [`answer`] assembles an outbound answer from what the host delivered.
+//! The crate's own integration tests (`core/tests/`) feed it generated
+//! malformed input, check the record format's test vectors, and check the
+//! build's key-wiping features.
 //!
 //! # Example
 //!

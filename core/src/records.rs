@@ -153,7 +153,7 @@ pub fn parse_delete_request(
     if_match: Option<&str>,
     config: &Config,
 ) -> Result<DeleteRequest, ApiError> {
-    crate::access::ADMIN.check(config.admin.keys.as_ref(), admin_key)?;
+    crate::access::authorize_admin(admin_key, config.admin.keys.as_ref())?;
     let (path, query) = path_and_query
         .split_once('?')
         .unwrap_or((path_and_query, ""));

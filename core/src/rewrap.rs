@@ -50,7 +50,7 @@ pub fn parse(
     admin_key: Option<&str>,
     config: &Config,
 ) -> Result<RewrapRequest, ApiError> {
-    crate::access::ADMIN.check(config.admin.keys.as_ref(), admin_key)?;
+    crate::access::authorize_admin(admin_key, config.admin.keys.as_ref())?;
     if config.kek.is_none() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

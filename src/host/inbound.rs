@@ -50,7 +50,7 @@ pub async fn authorize(
                 .expect("a token is only taken when Entra delivery is configured");
             verify(cfg, config.kv_key.as_ref(), &token)
                 .await
-                .map_err(|e| ingest::token_error(&e))
+                .map_err(|e| ApiError::from(&e))
         }
     }
 }

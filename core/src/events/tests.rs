@@ -250,3 +250,39 @@ fn each_malformation_has_its_own_error() {
     );
     assert!(matches!(d(&mixed), Err(EventError::BadValidation(_))));
 }
+
+#[test]
+fn depth_and_items_are_read_without_parsing() {
+    assert_eq!(
+        shape(b"[]"),
+        Shape {
+            depth: 1,
+            top_level_items: Some(0)
+        }
+    );
+    assert_eq!(
+        shape(b"[1, {\"a\": [2]}, \"x,]\"]"),
+        Shape {
+            depth: 3,
+            top_level_items: Some(3)
+        }
+    );
+    assert_eq!(
+        shape(b"{\"a\": {\"b\": 1}}"),
+        Shape {
+            depth: 2,
+            top_level_items: None
+        }
+    );
+    assert_eq!(
+        shape(br#"["\"[[[[", "\\"]"#),
+        Shape {
+            depth: 1,
+            top_level_items: Some(2)
+        }
+    );
+    assert_eq!(shape(b"  [ {} , {} ]  ").top_level_items, Some(2));
+    let deep = format!("{}{}", "[".repeat(500), "]".repeat(500));
+    assert_eq!(shape(deep.as_bytes()).depth, 500);
+    assert_eq!(shape(b"").depth, 0);
+}

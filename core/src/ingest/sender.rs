@@ -7,9 +7,7 @@ use http::{Response, StatusCode};
 use crate::api::ApiError;
 use crate::config::Config;
 
-/// Header a sender puts its ingest key in (`?code=` in the URL only with
-/// `ingest_key_in_query = allow`).
-pub const INGEST_KEY_HEADER: &str = "x-cmk-ingest-key";
+pub use crate::access::INGEST_KEY_HEADER;
 
 /// What the sender presented, once checked as far as the core can.
 #[derive(Debug)]
@@ -17,7 +15,8 @@ pub enum SenderCredential {
     /// A configured ingest key: accepted.
     Key,
     /// An Entra ID bearer token, to verify against the tenant's signing keys
-    /// (see [`crate::jwt::verify`] and [`token_error`]).
+    /// (see [`crate::jwt::verify`]; a refusal maps to [`ApiError`] in
+    /// [`crate::jwt`]).
     Token(crate::jwt::Token),
 }
 
@@ -35,7 +34,7 @@ pub fn authorize(
         if let Some(t) = authorization.and_then(crate::jwt::bearer) {
             return crate::jwt::Token::parse(t)
                 .map(SenderCredential::Token)
-                .map_err(|e| token_error(&e));
+                .map_err(|e| ApiError::from(&e));
         }
     }
     let code = key_in_query(query);
@@ -90,34 +89,6 @@ pub fn key_in_query(query: &str) -> Option<String> {
         .split('&')
         .find_map(|p| p.strip_prefix("code="))
         .and_then(crate::percent::percent_decode)
-}
-
-/// The answer to a refused bearer token: 403 for a valid token without the
-/// required app role, 401 otherwise (a sender cannot fix either by retrying,
-/// and Event Grid does not retry them).
-pub fn token_error(e: &crate::jwt::JwtError) -> ApiError {
-    use crate::jwt::JwtError;
-    match e {
-        JwtError::Claim {
-            claim: "roles" | "appid",
-            ..
-        } => ApiError::new(StatusCode::FORBIDDEN, "Forbidden", e.to_string()),
-        JwtError::Jwks(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "SigningKeysUnavailable",
-            e.to_string(),
-        )
-        .retry_after(crate::api::KEY_RETRY_AFTER_SECS),
-        // A rotated key the cached set does not have yet: Event Grid does
-        // not retry a 401, so it is answered as transient.
-        JwtError::KeysNotRefreshed { retry_after_secs } => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "SigningKeysUnavailable",
-            e.to_string(),
-        )
-        .retry_after(u32::try_from((*retry_after_secs).max(1)).unwrap_or(u32::MAX)),
-        _ => ApiError::new(StatusCode::UNAUTHORIZED, "InvalidToken", e.to_string()),
-    }
 }
 
 /// The CloudEvents webhook abuse-protection handshake (`OPTIONS` with

@@ -335,3 +335,29 @@ fn the_jwks_cache_refreshes_daily_and_on_unknown_keys_at_most_every_five_minutes
         "https://login.microsoftonline.com/t/discovery/v2.0/keys"
     );
 }
+
+#[test]
+fn a_refused_token_maps_to_403_503_or_401() {
+    let role = JwtError::Claim {
+        claim: "roles",
+        why: "x".into(),
+    };
+    assert_eq!(ApiError::from(&role).status, 403);
+    let app = JwtError::Claim {
+        claim: "appid",
+        why: "x".into(),
+    };
+    assert_eq!(ApiError::from(&app).status, 403);
+    let keys = JwtError::Jwks("down".into());
+    assert_eq!(ApiError::from(&keys).status, 503);
+    assert_eq!(ApiError::from(&JwtError::Signature).status, 401);
+    assert_eq!(ApiError::from(&JwtError::UnknownKey).status, 401);
+    // A rotated key not fetched yet: transient, retried by Event Grid.
+    let rotated = ApiError::from(&JwtError::KeysNotRefreshed {
+        retry_after_secs: 290,
+    });
+    assert_eq!(
+        (rotated.status.as_u16(), rotated.code, rotated.retry_after),
+        (503, "SigningKeysUnavailable", Some(290))
+    );
+}
