@@ -259,37 +259,27 @@ async fn seal_delivery(
         }
     }
     let groups = ingest::key_groups(&writes.documents, kek_cfg)?;
-    let mut prepared = Vec::with_capacity(groups.len());
-    for g in &groups {
-        let kek = kek::Kek::named(
-            kek_cfg,
-            &g.key_name,
-            config.cosmos.retry,
-            config.kv_key.as_ref(),
-        );
-        if g.documents.iter().all(|&i| plans[i].is_empty()) {
-            // Nothing to seal: no data key, no wrap; the key's state is
-            // still checked, so a disabled or revoked key stops these
-            // writes too.
-            let (key, _) = kek.key(false).await.map_err(|e| kek.api_error(&e))?;
-            cmk_core::hsm::check_usable(&key, cmk_core::hsm::KeyOp::Wrap, UnixTime::now())
-                .map_err(|e| kek.api_error(&kek::KekError::Hsm(e)))?;
-            prepared.push(Prepared::Nothing(key.kid));
-            continue;
-        }
-        let dek = Dek::from_bytes(&zeroize::Zeroizing::new(
-            wasi::random::random::get_random_bytes(32),
-        ))
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "SealFailed",
-                e.to_string(),
+    let keks: Vec<kek::Kek<'_>> = groups
+        .iter()
+        .map(|g| {
+            kek::Kek::named(
+                kek_cfg,
+                &g.key_name,
+                config.cosmos.retry,
+                config.kv_key.as_ref(),
             )
-        })?;
-        let wrapped = kek.wrap(dek.bytes()).await.map_err(|e| kek.api_error(&e))?;
-        prepared.push(Prepared::Data(dek, wrapped));
-    }
+        })
+        .collect();
+    // Every key of the delivery is checked (and its data key wrapped) at
+    // once: a delivery's latency grows with its slowest key, not with the
+    // number of keys. The first refusal, in group order, is the answer.
+    let prepared: Vec<Result<Prepared, ApiError>> =
+        futures::future::join_all(groups.iter().zip(&keks).map(|(g, kek)| {
+            let nothing = g.documents.iter().all(|&i| plans[i].is_empty());
+            prepare(kek, nothing)
+        }))
+        .await;
+    let prepared = prepared.into_iter().collect::<Result<Vec<_>, _>>()?;
     if kek_cfg.scopes.is_some() {
         // Key names and counts only: scope values stay out of the log.
         log::emit(
@@ -339,6 +329,31 @@ async fn seal_delivery(
         credential,
         UnixTime::now(),
     )
+}
+
+/// One key group's sealing material: the key's state checked, and, when
+/// the group protects something, a fresh data key wrapped by the key.
+async fn prepare(kek: &kek::Kek<'_>, nothing: bool) -> Result<Prepared, ApiError> {
+    if nothing {
+        // Nothing to seal: no data key, no wrap; the key's state is still
+        // checked, so a disabled or revoked key stops these writes too.
+        let (key, _) = kek.key(false).await.map_err(|e| kek.api_error(&e))?;
+        cmk_core::hsm::check_usable(&key, cmk_core::hsm::KeyOp::Wrap, UnixTime::now())
+            .map_err(|e| kek.api_error(&kek::KekError::Hsm(e)))?;
+        return Ok(Prepared::Nothing(key.kid));
+    }
+    let dek = Dek::from_bytes(&zeroize::Zeroizing::new(
+        wasi::random::random::get_random_bytes(32),
+    ))
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SealFailed",
+            e.to_string(),
+        )
+    })?;
+    let wrapped = kek.wrap(dek.bytes()).await.map_err(|e| kek.api_error(&e))?;
+    Ok(Prepared::Data(dek, wrapped))
 }
 
 /// Create-only mode, for a unit that met an existing document: creates each
