@@ -149,7 +149,8 @@ pub fn key_name_of<'a>(kid: &'a str, hsm: &str) -> Option<&'a str> {
         .strip_prefix(hsm)
         .or_else(|| hsm.strip_suffix(":443").and_then(|h| kid.strip_prefix(h)))?;
     let (name, _) = rest.strip_prefix("/keys/")?.split_once('/')?;
-    kid_belongs(kid, hsm, name).then_some(name)
+    let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    (valid && kid_belongs(kid, hsm, name)).then_some(name)
 }
 
 /// The checks of opening that come before any key is used
