@@ -10,7 +10,9 @@ the tenants in it, not its events; disabling one tenant's key stops exactly
 that tenant's writes and reads while the others keep 200; rotation and
 rewrap of one key leave the others' records untouched; deleting one key
 makes exactly that tenant's records unreadable with `KeyNotFound` naming the
-tenant, and `POST /admin/erase` counts and then removes exactly them."""
+tenant, and `POST /admin/erase` counts and then removes exactly them. A
+second app names keys by a rule, wraps locally and puts unknown tenants
+under its default key."""
 
 import json
 import urllib.error
@@ -312,3 +314,43 @@ def test_deleting_a_tenant_key_erases_exactly_that_tenant(scoped, stack):
     assert {d["id"] for d in remaining} == others
     status, body = admin(app, "POST", f"/admin/erase?key={gone_key}")
     assert (status, body["matched"]) == (200, 0), body
+
+
+def test_a_naming_rule_with_local_wrap_and_a_default_key(stack):
+    """Keys named by `key_scope_key_rule`, wrapped locally (no wrap calls),
+    unknown values under `hsm_key_name` (`key_scope_unknown = default`); a
+    value the rule allows but whose key was never created (nor granted)
+    refuses the whole delivery with the HSM's reason."""
+    container = f"scopes-rule-{uuid.uuid4().hex[:8]}"
+    stack.cosmos_client().get_database_client(stack.database).create_container(container, PartitionKey("/pk"))
+    rule = f"rule-{RUN}-{{value}}"
+    for value in ("alpha", "beta"):
+        key = rule.replace("{value}", value)
+        stack.hsm_admin("POST", "keys", {"name": key, "size": 2048, "ops": ["wrapKey", "unwrapKey"]})
+        for oid in APP_PRINCIPALS:
+            stack.hsm_admin("POST", "grants", {"key": key, "object_id": oid, "ops": ["get", "wrapKey", "unwrapKey"]})
+    app = stack.serve_app(name="app-scopes-rule", overrides=stack.stage_two(
+        "client-secret", hsm_key_check_secs="0", cosmos_container=container, hsm_local_wrap="true",
+        protected_fields='{"*": ["/data/patient"]}', key_scope_pointer="/data/tenantId",
+        key_scope_key_rule=rule, key_scope_unknown="default"))
+    client = stack.cosmos_client().get_database_client(stack.database).get_container_client(container)
+    topic = f"/topics/scopes-rule-{uuid.uuid4().hex[:6]}"
+    events = [event(topic, "alpha"), event(topic, "beta"), event(topic, "Gamma"), event(topic, None)]
+    before = stack.hsm_admin("GET", "stats")["wrapkey"]
+    status, _, body = post(f"{app.url}/events", events)
+    assert status == 200, body
+    assert stack.hsm_admin("GET", "stats")["wrapkey"] == before, "local wrap makes no wrap call"
+    kek_name = app.variables["SPIN_VARIABLE_HSM_KEY_NAME"]
+    keys = {d["event"]["id"]: key_of(d) for d in all_docs(client)}
+    assert [keys[e["id"]] for e in events] == [f"rule-{RUN}-alpha", f"rule-{RUN}-beta", kek_name, kek_name]
+    for e in events:
+        status, _, body = get(app, f"/records/{enc(topic)}/{document_id(topic, e['id'])}")
+        assert status == 200 and body["event"]["data"]["patient"] == e["data"]["patient"], body
+    # Allowed by the rule, but no such key in the HSM (and so no role
+    # assignment at its scope: the HSM checks access before it looks the
+    # key up): nothing of the delivery is written.
+    refused = [event(topic, "alpha"), event(topic, "delta")]
+    status, _, body = post(f"{app.url}/events", refused)
+    assert status == 503 and body["error"]["code"] == "KeyAccessDenied", body
+    assert f"rule-{RUN}-delta" in body["error"]["message"]
+    assert not {document_id(topic, e["id"]) for e in refused} & {d["id"] for d in all_docs(client)}
