@@ -118,8 +118,8 @@ pub(crate) async fn delete_record(req: IncomingRequest) -> Result<Response<Vec<u
     answer.map(|(r, _)| r)
 }
 
-/// The data keys opened for one request, and the keys found refused (with
-/// key scopes, a page may hold records of several keys).
+/// The data keys opened for one request, and the key versions found
+/// refused (with key scopes, a page may hold records of several keys).
 #[derive(Default)]
 struct Opened {
     keys: Vec<(String, Vec<u8>, Dek)>,
@@ -222,17 +222,19 @@ async fn open_one(
     {
         Some(i) => i,
         None => {
-            let name = key_of_record(kek_cfg, &h.kid);
-            if let Some((_, e)) = opened.refused.iter().find(|(k, _)| *k == name) {
+            // A refusal is remembered per key version: one version may be
+            // expired while the key's others are not.
+            if let Some((_, e)) = opened.refused.iter().find(|(kid, _)| *kid == h.kid) {
                 return Err(e.clone());
             }
+            let name = key_of_record(kek_cfg, &h.kid);
             let kek = kek::Kek::named(kek_cfg, &name, config.cosmos.retry, config.kv_key.as_ref());
             let raw = match kek.unwrap(&h.kid, &h.wrapped_dek).await {
                 Ok(raw) => zeroize::Zeroizing::new(raw),
                 Err(e) => {
                     let e = refused_read(kek_cfg, &kek, &e);
                     if is_key_refusal(&e) {
-                        opened.refused.push((name, e.clone()));
+                        opened.refused.push((h.kid.clone(), e.clone()));
                     }
                     return Err(e);
                 }
