@@ -6,8 +6,9 @@ messages forwarded by the built queue bridge to `POST /queue`).
 Proves, on one container and keys of their own: every record opens only
 with its own tenant's key (the independent decryptor given one tenant's
 private key opens exactly that tenant's records); wraps per delivery follow
-the tenants in it, not its events; disabling one tenant's key stops exactly
-that tenant's writes and reads while the others keep 200; rotation and
+the tenants in it, not its events; disabling one tenant's key, or revoking the
+app's access to it, stops exactly that tenant's writes and reads while the
+others keep 200; rotation and
 rewrap of one key leave the others' records untouched; deleting one key
 makes exactly that tenant's records unreadable with `KeyNotFound` naming the
 tenant, and `POST /admin/erase` counts and then removes exactly them. A
@@ -170,7 +171,7 @@ def test_each_tenant_opens_only_with_its_own_key(scoped, stack):
         assert not ids & {d["id"] for d in all_docs(client)}
 
 
-def test_a_disabled_tenant_key_stops_exactly_that_tenant(scoped, stack):
+def test_a_disabled_or_revoked_tenant_key_stops_exactly_that_tenant(scoped, stack):
     app, client = scoped
     topic = f"/topics/scopes-off-{uuid.uuid4().hex[:6]}"
     before = {t: event(topic, t) for t in TENANTS}
@@ -215,6 +216,24 @@ def test_a_disabled_tenant_key_stops_exactly_that_tenant(scoped, stack):
     finally:
         stack.hsm_admin("POST", f"keys/{TENANTS['fabrikam']}/state", {"enabled": True})
     assert post(f"{app.url}/events", [event(topic, "fabrikam")])[0] == 200
+    # Access revoked at one key's scope: that tenant only, until granted again.
+    for oid in APP_PRINCIPALS:
+        stack.hsm_admin("POST", "revoke", {"key": TENANTS["tailspin"], "object_id": oid})
+    try:
+        for tenant in TENANTS:
+            status, _, body = post(f"{app.url}/events", [event(topic, tenant)])
+            if tenant == "tailspin":
+                assert status == 503 and body["error"]["code"] == "KeyAccessDenied", body
+            else:
+                assert status == 200, body
+        e = before["tailspin"]
+        status, _, body = get(app, f"/records/{enc(topic)}/{document_id(topic, e['id'])}")
+        assert status == 503 and body["error"]["code"] == "KeyAccessDenied", body
+    finally:
+        for oid in APP_PRINCIPALS:
+            stack.hsm_admin("POST", "grants", {"key": TENANTS["tailspin"], "object_id": oid,
+                                               "ops": ["get", "wrapKey", "unwrapKey"]})
+    assert post(f"{app.url}/events", [event(topic, "tailspin")])[0] == 200
 
 
 def test_rotation_and_rewrap_of_one_key_leave_the_others_untouched(scoped, stack):
