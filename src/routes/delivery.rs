@@ -203,6 +203,9 @@ async fn write_delivery(
     Ok(response)
 }
 
+/// Most HSM calls one delivery has in flight while preparing its keys.
+const MAX_KEYS_IN_FLIGHT: usize = 16;
+
 /// A key group's sealing material: a data key and its wrapped form, or the
 /// key version in use when the group protects nothing.
 enum Prepared {
@@ -270,14 +273,17 @@ async fn seal_delivery(
             )
         })
         .collect();
-    // Every key of the delivery is checked (and its data key wrapped) at
-    // once: a delivery's latency grows with its slowest key, not with the
-    // number of keys. The first refusal, in group order, is the answer.
+    // The keys of the delivery are checked (and their data keys wrapped)
+    // up to MAX_KEYS_IN_FLIGHT at once: a delivery's latency follows its
+    // slowest key rather than the number of its keys. The first refusal,
+    // in group order, is the answer.
     let prepared: Vec<Result<Prepared, ApiError>> =
-        futures::future::join_all(groups.iter().zip(&keks).map(|(g, kek)| {
+        futures::stream::iter(groups.iter().zip(&keks).map(|(g, kek)| {
             let nothing = g.documents.iter().all(|&i| plans[i].is_empty());
             prepare(kek, nothing)
         }))
+        .buffered(MAX_KEYS_IN_FLIGHT)
+        .collect()
         .await;
     let prepared = prepared.into_iter().collect::<Result<Vec<_>, _>>()?;
     if kek_cfg.scopes.is_some() {
