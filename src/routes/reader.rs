@@ -126,20 +126,15 @@ struct Opened {
     refused: Vec<(String, ApiError)>,
 }
 
-/// Whether `e` is a key's own refusal (disabled, expired, deleted, access
-/// removed…), as opposed to a record's fault or a passing failure.
-fn is_key_refusal(e: &ApiError) -> bool {
-    e.status == StatusCode::SERVICE_UNAVAILABLE
-        && matches!(
-            e.code,
-            "KeyDisabled"
-                | "KeyExpired"
-                | "KeyNotYetValid"
-                | "KeyNotFound"
-                | "KeyAccessDenied"
-                | "KeyOperationForbidden"
-                | "KeyTypeNotSupported"
-        )
+impl Opened {
+    /// Whether the key version `doc` names was found refusing: disabled,
+    /// expired, deleted, access removed (the HSM's `KeyUnavailable`), as
+    /// opposed to a record's fault or a passing failure.
+    fn refuses(&self, doc: &serde_json::Value) -> bool {
+        doc["cmk"]["kid"]
+            .as_str()
+            .is_some_and(|kid| self.refused.iter().any(|(k, _)| k == kid))
+    }
 }
 
 /// Opens sealed documents in place: one unwrap per distinct wrapped data key
@@ -167,7 +162,7 @@ async fn open_protected(
                     Ok(()) => kept.push(doc),
                     Err(e)
                         if e.status == StatusCode::UNPROCESSABLE_ENTITY
-                            || (scoped && is_key_refusal(&e)) =>
+                            || (scoped && opened.refuses(&doc)) =>
                     {
                         let id = doc.get("id").cloned().unwrap_or_default();
                         log::emit(
@@ -232,8 +227,12 @@ async fn open_one(
             let raw = match kek.unwrap(&h.kid, &h.wrapped_dek).await {
                 Ok(raw) => zeroize::Zeroizing::new(raw),
                 Err(e) => {
+                    let refusal = matches!(
+                        e,
+                        kek::KekError::Hsm(cmk_core::hsm::HsmError::KeyUnavailable { .. })
+                    );
                     let e = refused_read(kek_cfg, &kek, &e);
-                    if is_key_refusal(&e) {
+                    if refusal {
                         opened.refused.push((h.kid.clone(), e.clone()));
                     }
                     return Err(e);
