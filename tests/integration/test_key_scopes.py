@@ -288,7 +288,13 @@ def test_deleting_a_tenant_key_erases_exactly_that_tenant(scoped, stack):
     assert status == 409 and body["error"]["code"] == "KeyStillExists", body
     assert admin(app, "POST", f"/admin/erase?key={gone_key}&mode=delete", key=None)[0] == 401
 
+    backup = next(d for d in all_docs(client) if key_of(d) == gone_key)  # a copy kept elsewhere
     stack.hsm_admin("DELETE", f"keys/{gone_key}")
+    # Deleted then purged: nothing in the HSM can bring the key back.
+    assert stack.hsm_admin("POST", f"keys/{gone_key}/purge", {})["purged"]
+    with pytest.raises(urllib.error.HTTPError) as no_recover:
+        stack.hsm_admin("POST", f"keys/{gone_key}/recover", {})
+    assert no_recover.value.code == 404
     # Reads: that tenant's records refused with the documented reason,
     # naming the tenant; the others read.
     for e in events:
@@ -333,6 +339,13 @@ def test_deleting_a_tenant_key_erases_exactly_that_tenant(scoped, stack):
     assert {d["id"] for d in remaining} == others
     status, body = admin(app, "POST", f"/admin/erase?key={gone_key}")
     assert (status, body["matched"]) == (200, 0), body
+    # A copy taken before (a backup, a change-feed consumer's copy) restored
+    # into the container is just as unreadable, and erased the same way.
+    client.upsert_item({k: v for k, v in backup.items() if not k.startswith("_")})
+    status, _, body = get(app, f"/records/{enc(backup['pk'])}/{backup['id']}")
+    assert status == 503 and body["error"]["code"] == "KeyNotFound", body
+    status, body = admin(app, "POST", f"/admin/erase?key={gone_key}&mode=delete")
+    assert (status, body["deleted"], body["more"]) == (200, 1, False), body
 
 
 def test_a_naming_rule_with_local_wrap_and_a_default_key(stack):
