@@ -8,7 +8,7 @@ use spin_sdk::http::{IncomingRequest, Method};
 
 use crate::host::log;
 use crate::routes::delivery::{options_events, post_events, post_queue};
-use crate::routes::maintenance::{post_rewrap, post_seal};
+use crate::routes::maintenance::{post_erase, post_rewrap, post_seal};
 use crate::routes::reader::{delete_record, get_records};
 use crate::routes::readiness::readyz;
 use cmk_core::api::{json_response, ApiError};
@@ -31,10 +31,11 @@ async fn handle(req: IncomingRequest) -> Response<Vec<u8>> {
         (Method::Delete, p) if p.starts_with("/records/") => delete_record(req).await,
         (Method::Post, "/admin/rewrap") => post_rewrap(req).await,
         (Method::Post, "/admin/seal") => post_seal(req).await,
+        (Method::Post, "/admin/erase") => post_erase(req).await,
         (
             _,
             "/healthz" | "/events" | "/queue" | "/readyz" | "/readyz/roundtrip" | "/admin/rewrap"
-            | "/admin/seal",
+            | "/admin/seal" | "/admin/erase",
         ) => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
@@ -108,6 +109,7 @@ fn route(method: &Method, path: &str) -> &'static str {
         (Method::Delete, p) if p.starts_with("/records/") => "erase",
         (_, "/admin/rewrap") => "rewrap",
         (_, "/admin/seal") => "seal",
+        (_, "/admin/erase") => "erase",
         (_, "/readyz" | "/readyz/roundtrip") => "ready",
         (_, "/healthz") => "health",
         _ => "other",

@@ -7,7 +7,8 @@
 //! One part per settings group, each with its types, defaults and loader:
 //! `cosmos` (where and how documents are written), `ingest` (who may
 //! deliver, and the limits on a delivery), `roles` (read and maintenance
-//! access), `kek` (field encryption and the stage), `identity` (where Entra
+//! access), `kek` (field encryption and the stage), `scopes` (which key
+//! seals each event), `identity` (where Entra
 //! ID tokens come from) and `kv` (the key-value store entry key), all
 //! reading through `vars`. [`Config::load`] calls each, then checks what
 //! spans groups.
@@ -22,6 +23,7 @@ mod ingest;
 mod kek;
 mod kv;
 mod roles;
+mod scopes;
 mod vars;
 
 pub use cosmos::{cosmos_scope, CosmosAuth, CosmosConfig, WriteMode, DEFAULT_MAX_CONCURRENCY};
@@ -32,6 +34,9 @@ pub use ingest::{
 };
 pub use kek::{KekConfig, ProtectedFields};
 pub use roles::{AdminConfig, ReadConfig};
+pub use scopes::{
+    valid_key_name, KeyScopes, NameRule, UnknownScope, MAX_MAPPED_KEYS, MAX_RULE_VALUE,
+};
 
 /// Every variable the component reads, with whether it is secret. `spin.toml`
 /// must declare each (a test checks it).
@@ -66,6 +71,10 @@ pub const VARIABLES: &[(&str, bool)] = &[
     ("hsm_key_name", false),
     ("hsm_key_check_secs", false),
     ("hsm_local_wrap", false),
+    ("key_scope_pointer", false),
+    ("key_scope_keys", false),
+    ("key_scope_key_rule", false),
+    ("key_scope_unknown", false),
     ("identity", false),
     ("azure_tenant_id", false),
     ("azure_client_id", false),

@@ -20,6 +20,7 @@
 mod outcome;
 mod plan;
 mod protect;
+mod scope;
 mod seal;
 mod sender;
 mod verify;
@@ -27,6 +28,7 @@ mod verify;
 pub use outcome::*;
 pub use plan::*;
 pub use protect::*;
+pub use scope::*;
 pub use seal::*;
 pub use sender::*;
 pub use verify::*;

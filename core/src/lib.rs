@@ -33,7 +33,7 @@
 //! [`ingest`] strings these steps together for `POST /events` and
 //! `POST /queue`: it authorizes the sender, plans every write before any is
 //! sent, seals, and turns the answers into the response. [`records`],
-//! [`rewrap`] and [`seal`] plan reads and maintenance the same way; [`entra`]
+//! [`rewrap`], [`seal`] and [`erase`] plan reads and maintenance the same way; [`entra`]
 //! and [`jwt`] build and check tokens; [`config`] reads the settings once
 //! into a typed struct; [`api`] is the HTTP contract every module's error
 //! converts into.
@@ -98,6 +98,7 @@ pub mod document;
 pub mod endpoint;
 pub mod entra;
 pub mod envelope;
+pub mod erase;
 pub mod events;
 pub mod hsm;
 pub mod ingest;

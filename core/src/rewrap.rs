@@ -38,13 +38,16 @@ pub struct RewrapRequest {
     pub limit: u32,
     /// Where the previous call stopped.
     pub continuation: Option<String>,
+    /// The key whose records move (`key=`); `None`: `hsm_key_name`.
+    pub key: Option<String>,
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "InvalidRequest", msg)
 }
 
-/// Checks the admin key and parses `?limit=&continuation=`.
+/// Checks the admin key and parses `?limit=&continuation=&key=`; `key`
+/// must be one of the configured keys (`hsm_key_name` or a key scope's).
 pub fn parse(
     query: &str,
     admin_key: Option<&str>,
@@ -61,6 +64,7 @@ pub fn parse(
     let mut out = RewrapRequest {
         limit: DEFAULT_LIMIT,
         continuation: None,
+        key: None,
     };
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -76,13 +80,30 @@ pub fn parse(
             }
             "continuation" if !v.is_empty() => out.continuation = Some(v),
             "continuation" => {}
+            "key" => {
+                if !config.kek.as_ref().is_some_and(|k| k.owns(&v)) {
+                    return Err(bad(format!("`{v}` is not one of the configured keys")));
+                }
+                out.key = Some(v);
+            }
             other => return Err(bad(format!("unknown query parameter `{other}`"))),
         }
     }
     Ok(out)
 }
 
-/// The query for sealed documents not yet on `latest_kid`, across partitions.
+/// The prefix every key id of the key `latest_kid` names starts with:
+/// `{hsm}/keys/{name}/`.
+pub fn kid_prefix(latest_kid: &str) -> &str {
+    latest_kid
+        .rfind('/')
+        .map(|i| &latest_kid[..=i])
+        .unwrap_or(latest_kid)
+}
+
+/// The query for sealed documents not yet on `latest_kid`, across
+/// partitions; with key scopes (or a `key` asked for), only documents of
+/// that key (whose `kid` starts with its `{hsm}/keys/{name}/`).
 pub fn query_request(
     call: &RewrapRequest,
     latest_kid: &str,
@@ -90,8 +111,17 @@ pub fn query_request(
     credential: &Credential,
     now: UnixTime,
 ) -> Result<Request<Vec<u8>>, ApiError> {
-    let q = Query::new("SELECT * FROM c WHERE IS_DEFINED(c.cmk) AND c.cmk.kid != @kid")
-        .param("@kid", latest_kid);
+    let scoped = call.key.is_some() || config.kek.as_ref().is_some_and(|k| k.scopes.is_some());
+    let q = if scoped {
+        Query::new(
+            "SELECT * FROM c WHERE IS_DEFINED(c.cmk) AND c.cmk.kid != @kid AND STARTSWITH(c.cmk.kid, @prefix)",
+        )
+        .param("@kid", latest_kid)
+        .param("@prefix", kid_prefix(latest_kid))
+    } else {
+        Query::new("SELECT * FROM c WHERE IS_DEFINED(c.cmk) AND c.cmk.kid != @kid")
+            .param("@kid", latest_kid)
+    };
     CosmosRequest::new(&config.cosmos.endpoint, credential, now)
         .query_documents(
             &config.cosmos.container,
@@ -286,17 +316,30 @@ mod tests {
             parse("", Some(KEY), &c).unwrap(),
             RewrapRequest {
                 limit: DEFAULT_LIMIT,
-                continuation: None
+                continuation: None,
+                key: None
             }
         );
         assert_eq!(
             parse("limit=7&continuation=%2BRID%3Ax", Some(KEY), &c).unwrap(),
             RewrapRequest {
                 limit: 7,
-                continuation: Some("+RID:x".into())
+                continuation: Some("+RID:x".into()),
+                key: None
             }
         );
-        for q in ["limit=0", "limit=101", "limit=x", "x=1", "continuation=%zz"] {
+        assert_eq!(
+            parse("key=app-kek", Some(KEY), &c).unwrap().key.as_deref(),
+            Some("app-kek")
+        );
+        for q in [
+            "limit=0",
+            "limit=101",
+            "limit=x",
+            "x=1",
+            "continuation=%zz",
+            "key=other-kek",
+        ] {
             assert_eq!(parse(q, Some(KEY), &c).unwrap_err().status, 400, "{q}");
         }
     }
@@ -304,9 +347,10 @@ mod tests {
     #[test]
     fn the_query_selects_other_versions_across_partitions() {
         let c = config(Some(KEY), true);
-        let call = RewrapRequest {
+        let mut call = RewrapRequest {
             limit: 5,
             continuation: Some("tok".into()),
+            key: None,
         };
         let req = query_request(
             &call,
@@ -326,6 +370,22 @@ mod tests {
         assert_eq!(h["x-ms-documentdb-query-enablecrosspartition"], "True");
         assert_eq!(h["x-ms-max-item-count"], "5");
         assert_eq!(h["x-ms-continuation"], "tok");
+        // One key's records only, when a key is named.
+        call.key = Some("k".into());
+        let req = query_request(
+            &call,
+            "https://h/keys/k/v2",
+            &c,
+            c.cosmos.auth.static_credential().unwrap(),
+            UnixTime(0),
+        )
+        .unwrap();
+        let body: Value = serde_json::from_slice(req.body()).unwrap();
+        assert!(body["query"]
+            .as_str()
+            .unwrap()
+            .ends_with("AND STARTSWITH(c.cmk.kid, @prefix)"));
+        assert_eq!(body["parameters"][1]["value"], "https://h/keys/k/");
     }
 
     #[test]

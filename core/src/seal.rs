@@ -63,7 +63,25 @@ pub fn parse(
             "sealing stored records needs the second stage: configure the key-encryption key (hsm_key_name) first",
         ));
     }
-    rewrap::parse(query, admin_key, config)
+    if config.kek.as_ref().is_some_and(|k| k.scopes.is_some()) {
+        // Which scope a plaintext record belongs to is not decided here:
+        // sealing it under `hsm_key_name` would put it outside its
+        // scope's erasure.
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "KeyScopesUnsupported",
+            "sealing stored records is not available with key scopes (key_scope_pointer); see docs/keys-and-identity.md",
+        ));
+    }
+    let call = rewrap::parse(query, admin_key, config)?;
+    if call.key.is_some() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            "unknown query parameter `key`",
+        ));
+    }
+    Ok(call)
 }
 
 /// The query for one page of every record, across partitions.

@@ -143,25 +143,39 @@ impl rsa::rand_core::RngCore for HostRng {
 
 impl rsa::rand_core::CryptoRng for HostRng {}
 
-/// Access to the configured key for one request.
+/// Access to one of the configured keys (`hsm_key_name`, or a key scope's
+/// key) for one request. Each key's state is checked and cached on its own.
 pub struct Kek<'a> {
     cfg: &'a KekConfig,
+    key_name: String,
     retry: RetryPolicy,
     store: Option<crate::host::token::KvStore>,
     tokens: Tokens<'a>,
 }
 
 impl<'a> Kek<'a> {
-    /// Opens the `default` key-value store for the caches (without it, every
-    /// request fetches its own token and key state, and says so in the log).
+    /// `hsm_key_name`, the deployment's default key. Opens the `default`
+    /// key-value store for the caches (without it, every request fetches its
+    /// own token and key state, and says so in the log).
     pub fn new(
         cfg: &'a KekConfig,
+        retry: RetryPolicy,
+        kv_key: Option<&cmk_core::kvseal::EntryKey>,
+    ) -> Self {
+        Self::named(cfg, &cfg.key_name, retry, kv_key)
+    }
+
+    /// The key `key_name` (one the configuration owns: the caller checks).
+    pub fn named(
+        cfg: &'a KekConfig,
+        key_name: &str,
         retry: RetryPolicy,
         kv_key: Option<&cmk_core::kvseal::EntryKey>,
     ) -> Self {
         let store = crate::host::token::open_store(kv_key);
         Self {
             cfg,
+            key_name: key_name.to_owned(),
             retry,
             store,
             tokens: Tokens::new(&cfg.identity, retry, kv_key),
@@ -191,7 +205,22 @@ impl<'a> Kek<'a> {
     }
 
     fn state_key(&self) -> String {
-        format!("kek-state/v1/{}", self.cfg.key_name)
+        format!("kek-state/v1/{}", self.key_name)
+    }
+
+    /// The key's name in the HSM.
+    pub fn name(&self) -> &str {
+        &self.key_name
+    }
+
+    /// `e` as an answer; with key scopes configured, the message names the
+    /// key, so the caller knows whose key refused.
+    pub fn api_error(&self, e: &KekError) -> cmk_core::api::ApiError {
+        let mut out = cmk_core::api::ApiError::from(e);
+        if self.cfg.scopes.is_some() {
+            out.message = format!("key `{}`: {}", self.key_name, out.message);
+        }
+        out
     }
 
     /// A token for Managed HSM: from the cache while it is fresh, else from
@@ -232,7 +261,7 @@ impl<'a> Kek<'a> {
     /// `fresh` is asked for.
     pub async fn key(&self, fresh: bool) -> Result<(KeyInfo, UnixTime), KekError> {
         let latest = KeyRef {
-            name: self.cfg.key_name.clone(),
+            name: self.key_name.clone(),
             version: None,
         };
         self.state(&latest, &self.state_key(), fresh).await
@@ -276,7 +305,7 @@ impl<'a> Kek<'a> {
             .and_then(|b| serde_json::from_slice::<CachedState>(&b).ok())
             .map(|c| c.key);
         log_state_change(
-            &self.cfg.key_name,
+            &self.key_name,
             self.store.is_some(),
             previous.as_ref(),
             &info,
@@ -331,6 +360,13 @@ impl<'a> Kek<'a> {
     /// does disabled ones.
     pub async fn unwrap(&self, kid: &str, wrapped: &[u8]) -> Result<Vec<u8>, KekError> {
         let kref = KeyRef::from_kid(kid, &self.cfg.endpoint)?;
+        if kref.name != self.key_name {
+            return Err(HsmError::InvalidKeyId(format!(
+                "`{kid}` names another key than {}",
+                self.key_name
+            ))
+            .into());
+        }
         let Some(version) = kref.version.as_deref() else {
             return Err(HsmError::InvalidKeyId(format!("`{kid}` names no key version")).into());
         };

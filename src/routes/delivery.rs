@@ -203,17 +203,30 @@ async fn write_delivery(
     Ok(response)
 }
 
-/// Stage two: one fresh data key for the whole delivery from the host's
-/// secure random source, wrapped once (after the key-state check), then every
-/// document's protected fields sealed before the writes are signed. If
-/// wrapping fails for any reason, nothing is written.
+/// Most HSM calls one delivery has in flight while preparing its keys.
+const MAX_KEYS_IN_FLIGHT: usize = 16;
+
+/// A key group's sealing material: a data key and its wrapped form, or the
+/// key version in use when the group protects nothing.
+enum Prepared {
+    Data(Dek, cmk_core::hsm::CryptResult),
+    Nothing(String),
+}
+
+/// Stage two: one fresh data key per key of the delivery (one key without
+/// key scopes; one per scope present with them) from the host's secure
+/// random source, each wrapped once by its key after that key's state
+/// check, then every document's protected fields sealed under its group's
+/// data key before the writes are signed. If any key refuses or wrapping
+/// fails for any reason, nothing of the delivery is written: the answer is
+/// that key's error (503 with the reason), so the sender retries the whole
+/// delivery.
 async fn seal_delivery(
     writes: ingest::Writes,
     kek_cfg: &cmk_core::config::KekConfig,
     config: &Config,
     credential: &cmk_core::cosmos::Credential,
 ) -> Result<ingest::Writes, ApiError> {
-    let kek = kek::Kek::new(kek_cfg, config.cosmos.retry, config.kv_key.as_ref());
     let plans = match ingest::protected_pointers(&writes.documents, &kek_cfg.protected) {
         Ok(p) => p,
         Err(u) => {
@@ -248,13 +261,92 @@ async fn seal_delivery(
             );
         }
     }
-    if plans.iter().all(Vec::is_empty) {
+    let groups = ingest::key_groups(&writes.documents, kek_cfg)?;
+    let keks: Vec<kek::Kek<'_>> = groups
+        .iter()
+        .map(|g| {
+            kek::Kek::named(
+                kek_cfg,
+                &g.key_name,
+                config.cosmos.retry,
+                config.kv_key.as_ref(),
+            )
+        })
+        .collect();
+    // The keys of the delivery are checked (and their data keys wrapped)
+    // up to MAX_KEYS_IN_FLIGHT at once: a delivery's latency follows its
+    // slowest key rather than the number of its keys. The first refusal,
+    // in group order, is the answer.
+    let prepared: Vec<Result<Prepared, ApiError>> =
+        futures::stream::iter(groups.iter().zip(&keks).map(|(g, kek)| {
+            let nothing = g.documents.iter().all(|&i| plans[i].is_empty());
+            prepare(kek, nothing)
+        }))
+        .buffered(MAX_KEYS_IN_FLIGHT)
+        .collect()
+        .await;
+    let prepared = prepared.into_iter().collect::<Result<Vec<_>, _>>()?;
+    if kek_cfg.scopes.is_some() {
+        // Key names and counts only: scope values stay out of the log.
+        log::emit(
+            "info",
+            "delivery_keys",
+            &[
+                (
+                    "keys",
+                    json!(groups.iter().map(|g| &g.key_name).collect::<Vec<_>>()),
+                ),
+                (
+                    "wraps",
+                    json!(prepared
+                        .iter()
+                        .filter(|p| matches!(p, Prepared::Data(..)))
+                        .count()),
+                ),
+            ],
+        );
+    }
+    let keyed: Vec<(&[usize], ingest::GroupKey<'_>)> = groups
+        .iter()
+        .zip(&prepared)
+        .map(|(g, p)| {
+            let key = match p {
+                Prepared::Data(dek, wrapped) => ingest::GroupKey::Data(ingest::DeliveryKey {
+                    dek,
+                    kid: &wrapped.kid,
+                    wrapped_dek: &wrapped.value,
+                }),
+                Prepared::Nothing(kid) => ingest::GroupKey::Nothing { kid },
+            };
+            (&g.documents[..], key)
+        })
+        .collect();
+    let mut nonce = || -> [u8; 12] {
+        wasi::random::random::get_random_bytes(12)
+            .try_into()
+            .expect("12 bytes asked for")
+    };
+    ingest::seal_groups(
+        writes,
+        &kek_cfg.protected,
+        &keyed,
+        &mut nonce,
+        config,
+        credential,
+        UnixTime::now(),
+    )
+}
+
+/// One key group's sealing material: the key's state checked, and, when
+/// the group protects something, a fresh data key wrapped by the key.
+async fn prepare(kek: &kek::Kek<'_>, nothing: bool) -> Result<Prepared, ApiError> {
+    if nothing {
         // Nothing to seal: no data key, no wrap; the key's state is still
         // checked, so a disabled or revoked key stops these writes too.
-        let (key, _) = kek.key(false).await.map_err(|e| ApiError::from(&e))?;
+        let (key, _) = kek.key(false).await.map_err(|e| kek.api_error(&e))?;
         cmk_core::hsm::check_usable(&key, cmk_core::hsm::KeyOp::Wrap, UnixTime::now())
-            .map_err(|e| ApiError::from(&e))?;
-        return ingest::seal_none(writes, &key.kid, config, credential, UnixTime::now());
+            .map_err(|e| kek.api_error(&kek::KekError::Hsm(e)))?;
+        return Ok(Prepared::Nothing(key.kid));
     }
     let dek = Dek::from_bytes(&zeroize::Zeroizing::new(
         wasi::random::random::get_random_bytes(32),
@@ -266,29 +358,8 @@ async fn seal_delivery(
             e.to_string(),
         )
     })?;
-    let wrapped = kek
-        .wrap(dek.bytes())
-        .await
-        .map_err(|e| ApiError::from(&e))?;
-    let mut nonce = || -> [u8; 12] {
-        wasi::random::random::get_random_bytes(12)
-            .try_into()
-            .expect("12 bytes asked for")
-    };
-    let key = ingest::DeliveryKey {
-        dek: &dek,
-        kid: &wrapped.kid,
-        wrapped_dek: &wrapped.value,
-    };
-    ingest::seal(
-        writes,
-        &kek_cfg.protected,
-        &key,
-        &mut nonce,
-        config,
-        credential,
-        UnixTime::now(),
-    )
+    let wrapped = kek.wrap(dek.bytes()).await.map_err(|e| kek.api_error(&e))?;
+    Ok(Prepared::Data(dek, wrapped))
 }
 
 /// Create-only mode, for a unit that met an existing document: creates each

@@ -1,7 +1,8 @@
-//! `POST /admin/rewrap` and `POST /admin/seal` at the edge: one bounded
-//! step of moving stored data keys onto the latest key version, or of
-//! sealing what stored records still hold in plaintext (the decisions live
-//! in `rewrap` and `seal`).
+//! `POST /admin/rewrap`, `POST /admin/seal` and `POST /admin/erase` at the
+//! edge: one bounded step of moving stored data keys onto the latest key
+//! version, of sealing what stored records still hold in plaintext, or of
+//! counting or removing the records of a deleted key (the decisions live in
+//! `rewrap`, `seal` and `erase`).
 
 use http::Response;
 use serde_json::json;
@@ -16,6 +17,7 @@ use cmk_core::api::ApiError;
 use cmk_core::config::Config;
 use cmk_core::cosmos::Credential;
 use cmk_core::envelope::{self};
+use cmk_core::erase;
 use cmk_core::hsm;
 use cmk_core::rewrap;
 use cmk_core::seal;
@@ -24,22 +26,29 @@ use cmk_core::time::UnixTime;
 /// What both maintenance steps start from, once their caller is checked: the
 /// key, its latest version checked usable for wrapping (so nothing is read
 /// while the key is refused), the account and its credential.
-async fn begin(
-    config: &Config,
-) -> Result<(kek::Kek<'_>, hsm::KeyInfo, Account<'_>, Credential), ApiError> {
+async fn begin<'c>(
+    config: &'c Config,
+    key_name: Option<&str>,
+) -> Result<(kek::Kek<'c>, hsm::KeyInfo, Account<'c>, Credential), ApiError> {
     let kek_cfg = config.kek.as_ref().expect("the route's parse checks it");
-    let kek = kek::Kek::new(kek_cfg, config.cosmos.retry, config.kv_key.as_ref());
-    let (latest, _) = kek.key(true).await.map_err(|e| ApiError::from(&e))?;
+    let kek = kek::Kek::named(
+        kek_cfg,
+        key_name.unwrap_or(&kek_cfg.key_name),
+        config.cosmos.retry,
+        config.kv_key.as_ref(),
+    );
+    let (latest, _) = kek.key(true).await.map_err(|e| kek.api_error(&e))?;
     hsm::check_usable(&latest, hsm::KeyOp::Wrap, UnixTime::now())
-        .map_err(|e| ApiError::from(&e))?;
+        .map_err(|e| kek.api_error(&kek::KekError::Hsm(e)))?;
     let account = Account::new(&config.cosmos, config.kv_key.as_ref());
     let credential = account.credential().await?;
     Ok((kek, latest, account, credential))
 }
 
 /// `POST /admin/rewrap`: one bounded step of moving stored data keys onto
-/// the latest key version (see `rewrap`). Key trouble stops the call and
-/// fails closed, as on every other path.
+/// the latest key version (see `rewrap`) of one key: `hsm_key_name`, or the
+/// key scope's key named by `key=` (only that key's records are walked).
+/// Key trouble stops the call and fails closed, as on every other path.
 pub(crate) async fn post_rewrap(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError> {
     let config = load_config()?;
     let call = rewrap::parse(
@@ -47,8 +56,9 @@ pub(crate) async fn post_rewrap(req: IncomingRequest) -> Result<Response<Vec<u8>
         header(&req, cmk_core::access::ADMIN_KEY_HEADER).as_deref(),
         &config,
     )?;
-    let (kek, latest, account, credential) = begin(&config).await?;
+    let (kek, latest, account, credential) = begin(&config, call.key.as_deref()).await?;
     let kek_cfg = config.kek.as_ref().expect("rewrap::parse checks it");
+    let origin = kek_cfg.endpoint.origin();
     let sent = account
         .send(rewrap::query_request(
             &call,
@@ -85,6 +95,15 @@ pub(crate) async fn post_rewrap(req: IncomingRequest) -> Result<Response<Vec<u8>
         // latest version, which would launder a forged header.
         if let Err(e) = crate::routes::reader::check_expected(kek_cfg, doc, &h) {
             report.add(refuse(e.to_string()));
+            continue;
+        }
+        // Another key's record (the query selects this key's only) is never
+        // moved under this one: that would take it out of its scope.
+        if envelope::key_name_of(&h.kid, &origin) != Some(kek.name()) {
+            report.add(refuse(format!(
+                "the record is sealed under another key than {}",
+                kek.name()
+            )));
             continue;
         }
         if h.wrapped_dek.is_empty() {
@@ -134,6 +153,7 @@ pub(crate) async fn post_rewrap(req: IncomingRequest) -> Result<Response<Vec<u8>
         "rewrap_step",
         &[
             ("kid", json!(latest.kid)),
+            ("key", json!(kek.name())),
             ("scanned", json!(report.scanned)),
             ("rewrapped", json!(report.rewrapped)),
             ("conflicts", json!(report.conflicts)),
@@ -174,7 +194,7 @@ pub(crate) async fn post_seal(req: IncomingRequest) -> Result<Response<Vec<u8>>,
         header(&req, cmk_core::access::ADMIN_KEY_HEADER).as_deref(),
         &config,
     )?;
-    let (kek, _latest, account, credential) = begin(&config).await?;
+    let (kek, _latest, account, credential) = begin(&config, None).await?;
     let sent = account
         .send(seal::query_request(
             &call,
@@ -266,4 +286,101 @@ pub(crate) async fn post_seal(req: IncomingRequest) -> Result<Response<Vec<u8>>,
         ],
     );
     Ok(report.render(kid.as_deref(), page.continuation))
+}
+
+/// `POST /admin/erase?key=<name>&mode=count|delete`: one bounded step of
+/// counting, or removing, the records sealed under a key (see `erase`).
+/// The key's state is read afresh from the HSM; `delete` goes on only when
+/// the HSM answers that the key does not exist.
+pub(crate) async fn post_erase(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError> {
+    let config = load_config()?;
+    let call = erase::parse(
+        &query_of(&req),
+        header(&req, cmk_core::access::ADMIN_KEY_HEADER).as_deref(),
+        &config,
+    )?;
+    let kek_cfg = config.kek.as_ref().expect("erase::parse checks it");
+    let kek = kek::Kek::named(
+        kek_cfg,
+        &call.key,
+        config.cosmos.retry,
+        config.kv_key.as_ref(),
+    );
+    let state = kek.key(true).await;
+    let key_state: &'static str = match &state {
+        Ok((k, _)) => match hsm::check_usable(k, hsm::KeyOp::Unwrap, UnixTime::now()) {
+            Ok(()) => "usable",
+            Err(e) => ApiError::from(&e).code,
+        },
+        Err(e) => kek.api_error(e).code,
+    };
+    if call.mode == erase::Mode::Delete {
+        let hsm_state = match &state {
+            Ok(_) => Ok(()),
+            Err(kek::KekError::Hsm(e)) => Err(e),
+            Err(e) => return Err(kek.api_error(e)),
+        };
+        erase::check_gone(&call.key, hsm_state)?;
+    }
+    let account = Account::new(&config.cosmos, config.kv_key.as_ref());
+    let credential = account.credential().await?;
+    let sent = account
+        .send(erase::query_request(
+            &call,
+            &config,
+            &credential,
+            UnixTime::now(),
+        )?)
+        .await;
+    let page = rewrap::parse_page(sent.result)?;
+    let origin = kek_cfg.endpoint.origin();
+    let targets: Vec<_> = page
+        .items
+        .iter()
+        .filter_map(|row| erase::target(row, &call, &origin))
+        .collect();
+    let mut report = erase::Report {
+        matched: targets.len(),
+        ..Default::default()
+    };
+    if call.mode == erase::Mode::Delete {
+        for t in &targets {
+            let req = cmk_core::records::delete_request(t, &config, &credential, UnixTime::now())?;
+            let sent = account.send(req).await;
+            if erase::delete_outcome(sent.result)? {
+                report.deleted += 1;
+            } else {
+                report.conflicts += 1;
+            }
+        }
+    }
+    let (more, continuation) = match call.mode {
+        erase::Mode::Count => (page.continuation.is_some(), page.continuation),
+        // Removed records no longer match: the next call starts over.
+        erase::Mode::Delete => (
+            !page.items.is_empty()
+                && (page.continuation.is_some() || page.items.len() >= call.limit as usize),
+            None,
+        ),
+    };
+    log::emit(
+        "info",
+        "erase_step",
+        &[
+            ("key", json!(call.key)),
+            ("key_state", json!(key_state)),
+            (
+                "mode",
+                json!(match call.mode {
+                    erase::Mode::Count => "count",
+                    erase::Mode::Delete => "delete",
+                }),
+            ),
+            ("matched", json!(report.matched)),
+            ("deleted", json!(report.deleted)),
+            ("conflicts", json!(report.conflicts)),
+            ("more", json!(more)),
+        ],
+    );
+    Ok(report.render(&call, key_state, more, continuation))
 }

@@ -118,26 +118,52 @@ pub(crate) async fn delete_record(req: IncomingRequest) -> Result<Response<Vec<u
     answer.map(|(r, _)| r)
 }
 
+/// The data keys opened for one request, and the key versions found
+/// refused (with key scopes, a page may hold records of several keys).
+#[derive(Default)]
+struct Opened {
+    keys: Vec<(String, Vec<u8>, Dek)>,
+    refused: Vec<(String, ApiError)>,
+}
+
+impl Opened {
+    /// Whether the key version `doc` names was found refusing: disabled,
+    /// expired, deleted, access removed (the HSM's `KeyUnavailable`), as
+    /// opposed to a record's fault or a passing failure.
+    fn refuses(&self, doc: &serde_json::Value) -> bool {
+        doc["cmk"]["kid"]
+            .as_str()
+            .is_some_and(|kid| self.refused.iter().any(|(k, _)| k == kid))
+    }
+}
+
 /// Opens sealed documents in place: one unwrap per distinct wrapped data key
-/// (a delivery's documents share one), none when `only` asks for no sealed
-/// field. A caller never gets part of a record's plaintext: one record
-/// fails whole. On a page, a record that cannot be read (422) is taken out
-/// and reported with its id and reason, so one bad record does not hide its
-/// neighbours; key and service failures (503, 502) still fail the page.
+/// (a delivery's documents share one per key), none when `only` asks for no
+/// sealed field. A caller never gets part of a record's plaintext: one
+/// record fails whole. On a page, a record that cannot be read (422) is
+/// taken out and reported with its id and reason, so one bad record does
+/// not hide its neighbours; with key scopes, so is a record whose key
+/// refuses (its scope's key disabled, deleted, access removed: that scope's
+/// records only). Service failures (503, 502), and a refusing key without
+/// key scopes, still fail the page.
 async fn open_protected(
     config: &Config,
     answer: &mut records::Answer,
     only: Option<&[String]>,
 ) -> Result<(), ApiError> {
-    let mut keys: Vec<(String, Vec<u8>, Dek)> = Vec::new();
+    let mut opened = Opened::default();
+    let scoped = config.kek.as_ref().is_some_and(|k| k.scopes.is_some());
     match answer {
-        records::Answer::One(doc, _) => open_one(config, doc, only, &mut keys).await,
+        records::Answer::One(doc, _) => open_one(config, doc, only, &mut opened).await,
         records::Answer::Page(docs, _, unreadable) => {
             let mut kept = Vec::with_capacity(docs.len());
             for mut doc in std::mem::take(docs) {
-                match open_one(config, &mut doc, only, &mut keys).await {
+                match open_one(config, &mut doc, only, &mut opened).await {
                     Ok(()) => kept.push(doc),
-                    Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => {
+                    Err(e)
+                        if e.status == StatusCode::UNPROCESSABLE_ENTITY
+                            || (scoped && opened.refuses(&doc)) =>
+                    {
                         let id = doc.get("id").cloned().unwrap_or_default();
                         log::emit(
                             "warn",
@@ -164,7 +190,7 @@ async fn open_one(
     config: &Config,
     doc: &mut serde_json::Value,
     only: Option<&[String]>,
-    keys: &mut Vec<(String, Vec<u8>, Dek)>,
+    opened: &mut Opened,
 ) -> Result<(), ApiError> {
     let Some(h) = envelope::header(doc).map_err(envelope_error)? else {
         return check_unsealed(config, doc);
@@ -177,40 +203,99 @@ async fn open_one(
         )
         .retry_after(cmk_core::api::KEY_RETRY_AFTER_SECS)
     })?;
-    // Before anything is unwrapped or returned: the header names the
+    // Before anything is unwrapped or returned: the header names a
     // configured key, and lists every field the configuration protects.
     check_expected(kek_cfg, doc, &h).map_err(envelope_error)?;
     if !envelope::needs_key(&h, only) {
         *doc = envelope::open_with(doc, None, only).map_err(envelope_error)?;
         return Ok(());
     }
-    let idx = match keys
+    let idx = match opened
+        .keys
         .iter()
         .position(|(kid, w, _)| *kid == h.kid && *w == h.wrapped_dek)
     {
         Some(i) => i,
         None => {
-            let kek = kek::Kek::new(kek_cfg, config.cosmos.retry, config.kv_key.as_ref());
-            let raw = zeroize::Zeroizing::new(
-                kek.unwrap(&h.kid, &h.wrapped_dek)
-                    .await
-                    .map_err(|e| ApiError::from(&e))?,
-            );
-            keys.push((
+            // A refusal is remembered per key version: one version may be
+            // expired while the key's others are not.
+            if let Some((_, e)) = opened.refused.iter().find(|(kid, _)| *kid == h.kid) {
+                return Err(e.clone());
+            }
+            let name = key_of_record(kek_cfg, &h.kid);
+            let kek = kek::Kek::named(kek_cfg, &name, config.cosmos.retry, config.kv_key.as_ref());
+            let raw = match kek.unwrap(&h.kid, &h.wrapped_dek).await {
+                Ok(raw) => zeroize::Zeroizing::new(raw),
+                Err(e) => {
+                    let refusal = matches!(
+                        e,
+                        kek::KekError::Hsm(cmk_core::hsm::HsmError::KeyUnavailable { .. })
+                    );
+                    let e = refused_read(kek_cfg, &kek, &e);
+                    if refusal {
+                        opened.refused.push((h.kid.clone(), e.clone()));
+                    }
+                    return Err(e);
+                }
+            };
+            opened.keys.push((
                 h.kid.clone(),
                 h.wrapped_dek.clone(),
                 Dek::from_bytes(&raw).map_err(envelope_error)?,
             ));
-            keys.len() - 1
+            opened.keys.len() - 1
         }
     };
-    *doc = envelope::open(doc, &keys[idx].2, only).map_err(envelope_error)?;
+    *doc = envelope::open(doc, &opened.keys[idx].2, only).map_err(envelope_error)?;
     Ok(())
 }
 
-/// Step 2 of opening (docs/record-format.md) with the configured key and
-/// the pointers protected for the record's (stored) event type; reads and
-/// rewraps both run it before any unwrap.
+/// The name of the configured key a record's `kid` names (`hsm_key_name`
+/// for any other: [`check_expected`] has refused those already).
+fn key_of_record(kek_cfg: &cmk_core::config::KekConfig, kid: &str) -> String {
+    let origin = kek_cfg.endpoint.origin();
+    match envelope::key_name_of(kid, &origin) {
+        Some(name) if kek_cfg.owns(name) => name.to_owned(),
+        _ => kek_cfg.key_name.clone(),
+    }
+}
+
+/// A key's refusal on a read as answered: with key scopes, the message
+/// names the key, and for a deleted key (`KeyNotFound`) the scope values it
+/// served, so the reader learns whose records are gone
+/// (docs/keys-and-identity.md, "Erasing a scope").
+fn refused_read(
+    kek_cfg: &cmk_core::config::KekConfig,
+    kek: &kek::Kek<'_>,
+    e: &kek::KekError,
+) -> ApiError {
+    let mut out = kek.api_error(e);
+    if let Some(scopes) = &kek_cfg.scopes {
+        if out.code == "KeyNotFound" {
+            let values = scopes.values_of(kek.name());
+            out.message = format!(
+                "the record's key `{}` (key scope {}) is not in the HSM: its records cannot be read (erased once the key is purged). {}",
+                kek.name(),
+                if values.is_empty() {
+                    "none configured".to_owned()
+                } else {
+                    values
+                        .iter()
+                        .map(|v| format!("`{v}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+                out.message
+            );
+        }
+    }
+    out
+}
+
+/// Step 2 of opening (docs/record-format.md) with the key the record names
+/// (one of the configured keys) and the pointers protected for the
+/// record's (stored) event type; reads and rewraps both run it before any
+/// unwrap.
 pub(crate) fn check_expected(
     kek_cfg: &cmk_core::config::KekConfig,
     doc: &serde_json::Value,
@@ -224,12 +309,13 @@ pub(crate) fn check_expected(
         .map(|p| format!("/event{p}"))
         .collect();
     let origin = kek_cfg.endpoint.origin();
+    let key_name = key_of_record(kek_cfg, &h.kid);
     envelope::check_expected(
         doc,
         h,
         &envelope::Expect {
             hsm: &origin,
-            key_name: &kek_cfg.key_name,
+            key_name: &key_name,
             protected: &protected,
         },
     )

@@ -1,6 +1,7 @@
 //! `GET /readyz` and `POST /readyz/roundtrip`: whether the key-encryption
 //! key can be used, without exposing key material.
 
+use futures::StreamExt;
 use http::{Response, StatusCode};
 use serde_json::json;
 use spin_sdk::http::IncomingRequest;
@@ -137,10 +138,31 @@ async fn details(
     } else {
         kek_cfg
     };
+    // With key scopes, callers with the admin key also get each scope
+    // key's state; one scope's key that is not usable refuses that scope's
+    // writes and reads only, so it does not make the component not ready.
+    let scoped = match (&kek_cfg.scopes, anonymous) {
+        (Some(_), false) => Some(scope_keys(kek_cfg, config, roundtrip).await),
+        _ => None,
+    };
+    let with_scoped = |mut r: Response<Vec<u8>>| {
+        if let Some(keys) = &scoped {
+            if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(r.body()) {
+                v["keys"] = keys.clone();
+                *r.body_mut() = serde_json::to_vec(&v).expect("JSON serializes");
+            }
+        }
+        r
+    };
     let kek = kek::Kek::new(kek_cfg, config.cosmos.retry, config.kv_key.as_ref());
     let (key, checked) = match kek.key(roundtrip).await {
         Ok(k) => k,
-        Err(e) => return Ok(not_ready(json!({"configured": true}), &ApiError::from(&e))),
+        Err(e) => {
+            return Ok(with_scoped(not_ready(
+                json!({"configured": true}),
+                &ApiError::from(&e),
+            )))
+        }
     };
     let now = UnixTime::now();
     let usable = |op| hsm::check_usable(&key, op, now);
@@ -158,7 +180,10 @@ async fn details(
         }
     });
     if let Err(e) = usable(hsm::KeyOp::Wrap).and(usable(hsm::KeyOp::Unwrap)) {
-        return Ok(not_ready(body["kek"].take(), &ApiError::from(&e)));
+        return Ok(with_scoped(not_ready(
+            body["kek"].take(),
+            &ApiError::from(&e),
+        )));
     }
     body["status"] = json!("ready");
     if roundtrip {
@@ -177,7 +202,52 @@ async fn details(
         }
         body["roundtrip"] = json!({"ok": true, "kid": wrapped.kid});
     }
-    Ok(json_response(StatusCode::OK, &body))
+    Ok(with_scoped(json_response(StatusCode::OK, &body)))
+}
+
+/// Each key scope's key (the mapped ones; `hsm_key_name` is `kek`) with
+/// its state: `usable`, or the code that refuses it, from the key-state
+/// cache unless `fresh`. Key names only, no scope values.
+async fn scope_keys(kek_cfg: &KekConfig, config: &Config, fresh: bool) -> serde_json::Value {
+    let now = UnixTime::now();
+    // Up to 16 keys checked at once (each from its cache while fresh), so
+    // the answer does not wait for the sum of 200 calls, nor sends them
+    // all at once.
+    let one = |name: &str| {
+        let kek = kek::Kek::named(kek_cfg, name, config.cosmos.retry, config.kv_key.as_ref());
+        let name = name.to_owned();
+        async move {
+            match kek.key(fresh).await {
+                Ok((key, checked)) => {
+                    let usable = hsm::check_usable(&key, hsm::KeyOp::Wrap, now)
+                        .and(hsm::check_usable(&key, hsm::KeyOp::Unwrap, now));
+                    json!({
+                        "name": name,
+                        "status": match &usable {
+                            Ok(()) => "usable",
+                            Err(e) => ApiError::from(e).code,
+                        },
+                        "kid": key.kid,
+                        "enabled": key.enabled,
+                        "notBefore": key.not_before.map(|t| UnixTime(t).to_string()),
+                        "expires": key.expires.map(|t| UnixTime(t).to_string()),
+                        "checkedAt": checked.to_string(),
+                    })
+                }
+                Err(e) => {
+                    let e = ApiError::from(&e);
+                    json!({"name": name, "status": e.code, "message": e.message})
+                }
+            }
+        }
+    };
+    let keys = kek_cfg.configured_keys();
+    serde_json::Value::Array(
+        futures::stream::iter(keys.into_iter().skip(1).map(one))
+            .buffered(16)
+            .collect()
+            .await,
+    )
 }
 
 /// Every `/readyz` 503 has one shape: `{"status": "not-ready", "error":

@@ -2,6 +2,7 @@
 local ceiling, side by side on one local stack (docs/benchmarks.md).
 
     scripts/bench [--events N] [--batches 1,10,100] [--concurrency C] [--smoke] [--out DIR]
+    scripts/bench --tenants 1,3,10 [--batches 30] [--events N] …
 
 One run starts the local peers (the Cosmos REST server behind the signature
 check, the Managed HSM and Entra ID stand-ins), serves the built component
@@ -34,7 +35,13 @@ timed part and reports its own CPU time. Around that part the driver reads
 the peers' counters (requests forwarded by the signature check, HSM and
 token calls) and the CPU time of every process from /proc.
 
-Prints a summary with the targets of issue 9 checked, and writes
+With `--tenants 1,3,10` the run measures key scopes instead: the component
+only, served with `key_scope_pointer = /data/tenantId` and one HSM key per
+tenant (`bench-tenant-0` …), each delivery's events spread round-robin over
+T tenants; each row reports wraps per delivery (which must equal T, whatever
+the batch size) and throughput.
+
+Prints a summary with the targets checked, and writes
 `bench-<date>.csv` (one row per way and batch size) and `bench-<date>.json`
 (everything, machine details included) to --out (default docs/bench).
 """
@@ -115,13 +122,23 @@ def make_events(n: int, seed: int = 9) -> list[dict]:
     return events
 
 
-def cut_batches(events: list[dict], size: int, prefix: str) -> list[list[dict]]:
-    """Batches of `size` events, each batch one partition key (topic)."""
+def cut_batches(events: list[dict], size: int, prefix: str, tenants: int = 0) -> list[list[dict]]:
+    """Batches of `size` events, each batch one partition key (topic); with
+    `tenants`, the events of each batch spread round-robin over that many
+    tenants (`data.tenantId` = t0, t1, …)."""
     out = []
     for b, start in enumerate(range(0, len(events), size)):
         topic = f"{prefix}/{b}"
-        out.append([dict(e, topic=topic) for e in events[start:start + size]])
+        batch = [dict(e, topic=topic) for e in events[start:start + size]]
+        if tenants:
+            for j, e in enumerate(batch):
+                e["data"] = {**e["data"], "tenantId": f"t{j % tenants}"}
+        out.append(batch)
     return out
+
+
+def tenant_key(i: int) -> str:
+    return f"bench-tenant-{i}"
 
 
 # -- the document and sealing, as a Python user would write them ------------------
@@ -330,11 +347,12 @@ def worker(job_path: str) -> None:
     """One way of landing the workload: warm up, say ready, wait for go, run,
     report (one JSON line each on stdout)."""
     job = json.loads(Path(job_path).read_text())
-    mode, size, conc = job["mode"], job["batch"], job["concurrency"]
+    mode, size, conc, tenants = job["mode"], job["batch"], job["concurrency"], job.get("tenants", 0)
     events = make_events(job["events"] + WARMUP_BATCHES * size)
     way = f"{mode}-{job['runtime']}" if job.get("runtime") else mode
-    warm = cut_batches(events[job["events"]:], size, f"/bench/{job['run']}/{way}-{size}-warm")
-    batches = cut_batches(events[:job["events"]], size, f"/bench/{job['run']}/{way}-{size}")
+    label = f"{way}-{size}" + (f"-t{tenants}" if tenants else "")
+    warm = cut_batches(events[job["events"]:], size, f"/bench/{job['run']}/{label}-warm", tenants)
+    batches = cut_batches(events[:job["events"]], size, f"/bench/{job['run']}/{label}", tenants)
     if mode == "component":
         work = PostToComponent(job)
         items = [(json.dumps(b).encode(), len(b)) for b in batches]
@@ -423,7 +441,7 @@ def healthz(app_url: str, runtime_pid: int, n: int) -> dict:
 
 
 def run_mode(stack, job: dict, pids: dict[str, int], workdir: Path) -> dict:
-    path = workdir / f"job-{job['mode']}-{job['batch']}.json"
+    path = workdir / f"job-{job['mode']}-{job['batch']}-{job.get('tenants', 0)}.json"
     path.write_text(json.dumps(job))
     w = subprocess.Popen([sys.executable, __file__, "worker", str(path)], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, text=True)
@@ -461,6 +479,9 @@ def run_mode(stack, job: dict, pids: dict[str, int], workdir: Path) -> dict:
     for k in pids:
         if k != "runtime":
             row[f"{k}_cpu_s_per_1000_events"] = round(peers_cpu[k] / n * 1000, 4)
+    if job.get("tenants"):
+        row["tenants"] = job["tenants"]
+        row["wraps_per_delivery"] = round(delta["hsm_wrap"] / result["requests"], 3)
     if result["errors"]:
         row["first_error"] = result["errors"][0]
     return row
@@ -479,6 +500,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--runtimes", default=None,
                     help="runtimes for the component, comma-separated: host, wasmtime (default both; "
                          "wasmtime alone without the test host)")
+    ap.add_argument("--tenants", help="key scopes: tenants per delivery, e.g. 1,3,10 (component only)")
     args = ap.parse_args(argv)
     if args.resummarize:
         info = json.loads(args.resummarize.read_text())
@@ -490,6 +512,9 @@ def main(argv: list[str]) -> int:
         args.events = min(args.events, 200)
     batches = [int(b) for b in args.batches.split(",")]
     modes = args.modes.split(",")
+    tenants = [int(t) for t in args.tenants.split(",")] if args.tenants else []
+    if tenants:
+        modes = ["component"]
     from harness.stack import KEK_NAME, TENANT, Stack, env, read_profile
 
     runtimes = (args.runtimes or ("host,wasmtime" if os.environ.get("CMK_TEST_HOST") else "wasmtime")).split(",")
@@ -502,11 +527,21 @@ def main(argv: list[str]) -> int:
     stamp = datetime.datetime.now(datetime.timezone.utc)
     info = {"date": stamp.isoformat(timespec="seconds"), "machine": machine(), "events": args.events,
             "batches": batches, "concurrency": args.concurrency, "local_wrap": args.local_wrap,
-            "runtimes": runtimes}
+            "runtimes": runtimes, "tenants": tenants}
     stack = Stack(workdir)
     try:
         stack.start_peers()
         extra = {"hsm_local_wrap": "true"} if args.local_wrap else {}
+        if tenants:
+            from harness.stack import APP_PRINCIPALS
+
+            for i in range(max(tenants)):
+                stack.hsm_admin("POST", "keys", {"name": tenant_key(i), "size": 2048, "ops": ["wrapKey", "unwrapKey"]})
+                for oid in APP_PRINCIPALS:
+                    stack.hsm_admin("POST", "grants", {"key": tenant_key(i), "object_id": oid,
+                                                       "ops": ["get", "wrapKey", "unwrapKey"]})
+            extra.update(key_scope_pointer="/data/tenantId",
+                         key_scope_keys=json.dumps({f"t{i}": tenant_key(i) for i in range(max(tenants))}))
         apps = {rt: stack.serve_app(name=f"app-bench-{rt}", runtime=rt, overrides=stack.stage_two(
             "client-secret", protected_fields=json.dumps({EVENT_TYPE: PROTECTED}), **extra)) for rt in runtimes}
         wasm = Path(env("CMK_APP_WASM"))
@@ -523,17 +558,22 @@ def main(argv: list[str]) -> int:
         for size in batches:
             for mode in modes:
                 for rt in runtimes if mode == "component" else [""]:
-                    job = {**base, "mode": mode, "batch": size}
-                    pids = dict(peers)
-                    if rt:
-                        job.update(runtime=rt, app=apps[rt].url)
-                        pids["runtime"] = apps[rt].process.proc.pid
-                    row = run_mode(stack, job, pids, workdir)
-                    rows.append(row)
-                    way = f"{mode} {rt}".strip()
-                    print(f"  {way:18} batch {size:3}: {row['events_per_s']:8.1f} events/s  p50 {row['p50_ms']:7.2f} ms"
-                          f"  p99 {row['p99_ms']:7.2f} ms  cpu {row['cpu_s_per_1000_events']:.3f} s/1000  "
-                          f"errors {row['errors']}", file=sys.stderr, flush=True)
+                    for t in tenants or [0]:
+                        job = {**base, "mode": mode, "batch": size, "tenants": t}
+                        pids = dict(peers)
+                        if rt:
+                            job.update(runtime=rt, app=apps[rt].url)
+                            pids["runtime"] = apps[rt].process.proc.pid
+                        row = run_mode(stack, job, pids, workdir)
+                        rows.append(row)
+                        way = f"{mode} {rt}".strip()
+                        if t:
+                            print(f"  {t:2} tenants per delivery: {row['wraps_per_delivery']:.3f} wraps per delivery",
+                                  file=sys.stderr, flush=True)
+                        print(f"  {way:18} batch {size:3}: {row['events_per_s']:8.1f} events/s"
+                              f"  p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms"
+                              f"  cpu {row['cpu_s_per_1000_events']:.3f} s/1000  errors {row['errors']}",
+                              file=sys.stderr, flush=True)
         info["machine"]["loadavg_after"] = os.getloadavg()
     finally:
         stack.stop()
@@ -599,8 +639,17 @@ def summarize(rows: list[dict], info: dict) -> dict:
     def target(name, ok, value):
         targets.append({"target": name, "met": bool(ok), "value": value})
 
+    comp_all = [r for r in rows if r["mode"] == "component"]
+    scoped = [r for r in comp_all if r.get("tenants")]
+    if scoped:
+        # Key scopes: one wrap per tenant of a delivery, never per event.
+        exact = all(r["wraps_per_delivery"] == r["tenants"] for r in scoped)
+        target("wraps per delivery = tenants per delivery (not events)", exact,
+               ", ".join(f"{r['tenants']} tenants x {r['batch']} events: {r['wraps_per_delivery']:.3f}" for r in scoped))
     for rt in runtimes:
-        comp = [r for r in rows if runtime_of(r) == rt]
+        comp = [r for r in rows if runtime_of(r) == rt and r.get("tenants", 1) in (0, 1)]
+        if not comp:
+            continue
         tag = f"[{rt}] "
         if f"{rt}_vs_baseline_10" in ratios:
             v = ratios[f"{rt}_vs_baseline_10"]
@@ -642,12 +691,18 @@ def render(info: dict) -> str:
              "| way | runtime | batch | events/s | p50 ms | p99 ms | HSM/event | token/event | Cosmos req/event | "
              "outbound/100 events | CPU s/1000 events | errors |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    if info.get("tenants"):
+        lines[-2] = lines[-2].replace("| errors |", "| wraps/delivery | errors |")
+        lines[-1] += "---|"
     for r in info["rows"]:
-        lines.append(f"| {r['mode']} | {runtime_of(r) or '-'} | {r['batch']} | {r['events_per_s']:.0f} | "
+        way = f"{r['mode']}, {r['tenants']} tenants" if r.get("tenants") else r["mode"]
+        lines.append(f"| {way} | {runtime_of(r) or '-'} | {r['batch']} | {r['events_per_s']:.0f} | "
                      f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
                      f"{r['hsm_calls_per_event']:.3f} | {r['token_calls_per_event']:.3f} | "
                      f"{r['cosmos_requests_per_event']:.3f} | {r['outbound_per_100_events']:.1f} | "
-                     f"{r['cpu_s_per_1000_events']:.3f} | {r['errors']} |")
+                     f"{r['cpu_s_per_1000_events']:.3f} | "
+                     + (f"{r.get('wraps_per_delivery', 0):.3f} | " if info.get("tenants") else "")
+                     + f"{r['errors']} |")
     ratios = info["summary"]["ratios"]
     side = [size for size in info["batches"] if f"host_vs_wasmtime_events_per_s_{size}" in ratios]
     if side:

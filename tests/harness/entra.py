@@ -283,6 +283,11 @@ def parse_listen(value: str) -> tuple[str, int]:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog (5) drops connection attempts beyond it
+    # when many arrive at once (a delivery wrapping under ten tenant keys in
+    # parallel, from several instances), and the client's SYN retry costs a
+    # second; the services themselves accept far more.
+    request_queue_size = 256
 
     def handle_error(self, request, client_address):  # one line instead of a traceback
         exc = sys.exc_info()[1]

@@ -89,6 +89,8 @@ Test controls, plain JSON on the HTTP listener only (404 on HTTPS):
   (all deleted versions, or the one given), as recovering a soft-deleted key
   does on the service (Managed HSM keeps deleted keys for the retention
   period); the key material is the same, so records wrapped before open again;
+- `POST /_admin/keys/{name}/purge`: drops the deleted versions for good (as
+  purging a soft-deleted key does): recover and private-pem find nothing;
 - `GET /_admin/keys` (names, versions, state; no private material);
 - `GET /_admin/keys/{name}/{version}/private-pem` → `{"pem"}` (tests only:
   decrypt independently of this process's code);
@@ -541,6 +543,18 @@ def make_handler(store: Store) -> type[JsonHandler]:
                 if not hit:
                     return self.send_json(404, admin_error("no deleted key or version of that name"))
                 return self.send_json(200, {"recovered": [v.version for v in hit]})
+            if len(parts) == 3 and parts[0] == "keys" and parts[2] == "purge":
+                # Purging a soft-deleted key: its deleted versions and their
+                # private material are gone for good; recover finds nothing.
+                with store.lock:
+                    versions = store.keys.get(parts[1], [])
+                    hit = [v for v in versions if v.deleted]
+                    store.keys[parts[1]] = [v for v in versions if not v.deleted]
+                    if not store.keys[parts[1]]:
+                        del store.keys[parts[1]]
+                if not hit:
+                    return self.send_json(404, admin_error("no deleted key of that name"))
+                return self.send_json(200, {"purged": [v.version for v in hit]})
             if len(parts) == 3 and parts[0] == "keys" and parts[2] == "state":
                 v = store.find(parts[1], body.get("version"))
                 if v is None:

@@ -43,3 +43,21 @@ def test_bench_smoke_writes_well_formed_results(tmp_path):
         ratios = info["summary"]["ratios"]
         assert all(ratios[f"host_vs_wasmtime_events_per_s_{b}"] > 0 for b in (1, 10)), ratios
         assert "test host vs `wasmtime serve`" in r.stdout
+
+
+def test_bench_tenants_mode_counts_one_wrap_per_tenant_of_a_delivery(tmp_path):
+    """Key scopes: with T tenants per delivery each delivery costs exactly
+    T wraps, whatever its events (an exact count, not a timing)."""
+    out = tmp_path / "bench"
+    r = subprocess.run([sys.executable, str(ROOT / "tests/bench/bench.py"), "--smoke", "--tenants", "1,3",
+                        "--events", "24", "--batches", "6", "--concurrency", "2", "--out", str(out),
+                        "--runtimes", "host" if os.environ.get("CMK_TEST_HOST") else "wasmtime"],
+                       capture_output=True, text=True, timeout=300, env=dict(os.environ), stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    (csv_path,) = out.glob("bench-*-smoke.csv")
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [(row["mode"], row["tenants"]) for row in rows] == [("component", "1"), ("component", "3")]
+    for row in rows:
+        assert row["errors"] == "0" and float(row["wraps_per_delivery"]) == float(row["tenants"])
+        assert int(row["cosmos_requests"]) == int(row["requests"]) == 4  # one batch per delivery
+    assert "wraps per delivery = tenants per delivery" in r.stdout

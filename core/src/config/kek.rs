@@ -3,6 +3,7 @@
 //! (`cmk_stage`, `hsm_*`, `protected_fields`).
 
 use super::identity::{self, IdentityConfig};
+use super::scopes::{self, KeyScopes};
 use super::vars::{invalid, Vars};
 use super::ConfigError;
 use crate::cosmos::Endpoint;
@@ -24,20 +25,48 @@ pub struct KekConfig {
     pub local_wrap: bool,
     /// Where Entra ID tokens come from.
     pub identity: IdentityConfig,
+    /// Keys per scope (tenant); `None`: every event under `key_name`.
+    pub scopes: Option<KeyScopes>,
+}
+
+impl KekConfig {
+    /// Whether `name` is one of this deployment's keys: `hsm_key_name`, or
+    /// a scope's key.
+    pub fn owns(&self, name: &str) -> bool {
+        name == self.key_name || self.scopes.as_ref().is_some_and(|s| s.owns(name))
+    }
+
+    /// The keys known from the configuration: `hsm_key_name` first, then
+    /// each mapped scope key once (keys made by a naming rule are known only
+    /// once an event names them).
+    pub fn configured_keys(&self) -> Vec<&str> {
+        let mut out = vec![self.key_name.as_str()];
+        if let Some(s) = &self.scopes {
+            for k in s.mapped_keys() {
+                if !out.contains(&k) {
+                    out.push(k);
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Reads the key-encryption key settings: `None` in the first stage
 /// (Microsoft-managed keys only). Protected fields must not overlap
 /// `partition_key`, the ingest setting.
 pub(super) fn load(vars: &Vars, partition_key: &str) -> Result<Option<KekConfig>, ConfigError> {
+    let key_scopes = scopes::load(vars)?;
     let Some(key_name) = stage(vars)? else {
+        if key_scopes.is_some() {
+            return Err(invalid(
+                "key_scope_pointer",
+                &"key scopes need field encryption (cmk_stage = 2 and hsm_key_name)",
+            ));
+        }
         return Ok(None);
     };
-    if !key_name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        || key_name.len() > 127
-    {
+    if !scopes::valid_key_name(&key_name) {
         return Err(invalid(
             "hsm_key_name",
             &"key names use letters, digits and hyphens",
@@ -72,6 +101,7 @@ pub(super) fn load(vars: &Vars, partition_key: &str) -> Result<Option<KekConfig>
         },
         local_wrap: vars.flag("hsm_local_wrap", "true", "false")?,
         identity: identity::load(vars)?,
+        scopes: key_scopes,
     }))
 }
 

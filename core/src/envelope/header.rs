@@ -53,6 +53,19 @@ pub fn kid_belongs(kid: &str, hsm: &str, key_name: &str) -> bool {
         .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
+/// The key name in `kid` when it names a version of a key of the HSM at
+/// `hsm` (`{hsm}/keys/{name}/{version}`); which keys a deployment owns is
+/// the configuration's to say.
+pub fn key_name_of<'a>(kid: &'a str, hsm: &str) -> Option<&'a str> {
+    let hsm = hsm.trim_end_matches('/');
+    let rest = kid
+        .strip_prefix(hsm)
+        .or_else(|| hsm.strip_suffix(":443").and_then(|h| kid.strip_prefix(h)))?;
+    let (name, _) = rest.strip_prefix("/keys/")?.split_once('/')?;
+    let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    (valid && kid_belongs(kid, hsm, name)).then_some(name)
+}
+
 /// The checks of opening that come before any key is used
 /// (docs/record-format.md, the end of step 1 and step 2): `id` and `pk` are
 /// strings; `kid` (and `sealedKid`) name a version of the configured key;

@@ -511,3 +511,26 @@ fn associated_data_layout() {
     }
     assert_eq!(aad, want);
 }
+
+#[test]
+fn the_key_name_of_a_kid_is_read_only_under_the_configured_hsm() {
+    let hsm = "https://contoso.managedhsm.azure.net";
+    assert_eq!(
+        key_name_of(&format!("{hsm}/keys/tenant-a/0b2d"), hsm),
+        Some("tenant-a")
+    );
+    assert_eq!(
+        key_name_of(&format!("{hsm}/keys/tenant-a/0b2d"), &format!("{hsm}:443")),
+        Some("tenant-a")
+    );
+    for kid in [
+        "https://other.managedhsm.azure.net/keys/tenant-a/0b2d".to_owned(),
+        format!("{hsm}/keys/tenant-a/"),
+        format!("{hsm}/keys/tenant-a"),
+        format!("{hsm}/keys/tenant-a/v/x"),
+        format!("{hsm}/secrets/tenant-a/0b2d"),
+        format!("{hsm}/keys//0b2d"),
+    ] {
+        assert_eq!(key_name_of(&kid, hsm), None, "{kid}");
+    }
+}

@@ -21,6 +21,83 @@ pub struct DeliveryKey<'a> {
     pub wrapped_dek: &'a [u8],
 }
 
+/// How one key group of a delivery is sealed.
+#[derive(Debug, Clone, Copy)]
+pub enum GroupKey<'a> {
+    /// Protected fields sealed under the group's data key.
+    Data(DeliveryKey<'a>),
+    /// Nothing of the group is protected: a header naming `kid` (the key
+    /// version in use), no data key (none was made or wrapped).
+    Nothing {
+        /// The key version in use.
+        kid: &'a str,
+    },
+}
+
+fn seal_failed(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "SealFailed",
+        e.to_string(),
+    )
+}
+
+/// Stage two with key scopes: each group's documents (indexes into the
+/// delivery, every document in exactly one group) sealed under the group's
+/// key, then the signed writes rebuilt over the whole delivery (documents
+/// sharing a partition key still go in one transactional batch, whatever
+/// their key). `nonce` yields a fresh random nonce per sealed value.
+#[allow(clippy::too_many_arguments)]
+pub fn seal_groups(
+    writes: Writes,
+    protected: &crate::config::ProtectedFields,
+    groups: &[(&[usize], GroupKey<'_>)],
+    nonce: &mut dyn FnMut() -> [u8; 12],
+    config: &Config,
+    credential: &Credential,
+    now: UnixTime,
+) -> Result<Writes, ApiError> {
+    let mut documents = writes.documents;
+    let mut key_of: Vec<Option<&GroupKey<'_>>> = vec![None; documents.len()];
+    for (members, key) in groups {
+        for &i in *members {
+            match key_of.get_mut(i) {
+                Some(slot @ None) => *slot = Some(key),
+                _ => {
+                    return Err(seal_failed(format!(
+                        "document {i} is not in exactly one key group"
+                    )))
+                }
+            }
+        }
+    }
+    let plans = protected_pointers(&documents, protected).map_err(|u| ApiError::from(&u))?;
+    for ((d, pointers), key) in documents.iter_mut().zip(plans).zip(key_of) {
+        match key {
+            Some(GroupKey::Data(k)) => {
+                crate::envelope::seal(
+                    &mut d.body,
+                    &pointers,
+                    k.dek,
+                    k.kid,
+                    k.wrapped_dek,
+                    &mut *nonce,
+                )
+                .map_err(seal_failed)?;
+            }
+            Some(GroupKey::Nothing { kid }) => {
+                if !pointers.is_empty() {
+                    return Err(seal_failed("a group with protected fields has no data key"));
+                }
+                crate::envelope::seal_nothing(&mut d.body, kid).map_err(seal_failed)?;
+            }
+            None => return Err(seal_failed("a document is in no key group")),
+        }
+    }
+    let units = write_units(&documents, config, credential, now).map_err(|e| ApiError::from(&e))?;
+    Ok(Writes { documents, units })
+}
+
 /// Stage two: seals each document's protected fields with the delivery's one
 /// data key (wrapped once, as `wrapped_dek` by `kid`), then rebuilds the
 /// signed writes. `nonce` yields a fresh random nonce per sealed value.
@@ -33,26 +110,16 @@ pub fn seal(
     credential: &Credential,
     now: UnixTime,
 ) -> Result<Writes, ApiError> {
-    let DeliveryKey {
-        dek,
-        kid,
-        wrapped_dek,
-    } = *key;
-    let mut documents = writes.documents;
-    let plans = protected_pointers(&documents, protected).map_err(|u| ApiError::from(&u))?;
-    for (d, pointers) in documents.iter_mut().zip(plans) {
-        crate::envelope::seal(&mut d.body, &pointers, dek, kid, wrapped_dek, &mut *nonce).map_err(
-            |e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "SealFailed",
-                    e.to_string(),
-                )
-            },
-        )?;
-    }
-    let units = write_units(&documents, config, credential, now).map_err(|e| ApiError::from(&e))?;
-    Ok(Writes { documents, units })
+    let all: Vec<usize> = (0..writes.documents.len()).collect();
+    seal_groups(
+        writes,
+        protected,
+        &[(&all, GroupKey::Data(*key))],
+        nonce,
+        config,
+        credential,
+        now,
+    )
 }
 
 /// Stage two, for a delivery in which the configuration protects nothing
@@ -68,13 +135,7 @@ pub fn seal_none(
 ) -> Result<Writes, ApiError> {
     let mut documents = writes.documents;
     for d in &mut documents {
-        crate::envelope::seal_nothing(&mut d.body, kid).map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "SealFailed",
-                e.to_string(),
-            )
-        })?;
+        crate::envelope::seal_nothing(&mut d.body, kid).map_err(seal_failed)?;
     }
     let units = write_units(&documents, config, credential, now).map_err(|e| ApiError::from(&e))?;
     Ok(Writes { documents, units })

@@ -106,10 +106,11 @@ fn callers_need_the_admin_key_and_the_second_stage() {
         parse("limit=7&continuation=%2BRID%3Ax", Some(KEY), &c).unwrap(),
         SealRequest {
             limit: 7,
-            continuation: Some("+RID:x".into())
+            continuation: Some("+RID:x".into()),
+            key: None
         }
     );
-    for q in ["limit=0", "limit=101", "x=1"] {
+    for q in ["limit=0", "limit=101", "x=1", "key=app-kek"] {
         assert_eq!(parse(q, Some(KEY), &c).unwrap_err().status, 400, "{q}");
     }
 }
@@ -120,6 +121,7 @@ fn the_query_reads_every_record_across_partitions() {
     let call = SealRequest {
         limit: 9,
         continuation: Some("tok".into()),
+        key: None,
     };
     let req = query_request(&call, &c, &cred(&c), UnixTime(0)).unwrap();
     let body: Value = serde_json::from_slice(req.body()).unwrap();

@@ -7,6 +7,7 @@ mod ingest;
 mod kek;
 mod kv;
 mod roles;
+mod scopes;
 mod vars;
 
 use super::*;

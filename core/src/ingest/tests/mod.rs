@@ -3,6 +3,7 @@
 
 mod outcome;
 mod plan;
+mod scope;
 mod seal;
 mod sender;
 mod verify;
