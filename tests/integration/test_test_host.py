@@ -111,7 +111,12 @@ def test_a_host_outside_allowed_outbound_hosts_is_refused(stack, tmp_path):
     assert status == 503, (status, body)
     after = stack.hsm_admin("GET", "stats")
     assert json.dumps(after.get("by_key", {}).get("app-kek")) == json.dumps(before.get("by_key", {}).get("app-kek"))
-    assert "denied: not in allowed_outbound_hosts" in app.logs()
+    logs = app.logs()
+    # The guest saw Spin's error for a refused destination...
+    assert "ErrorCode::HttpRequestDenied" in logs, logs
+    # ...and the host refused exactly the HSM's origin.
+    hsm = urllib.parse.urlsplit(stack.hsm_tls_url)
+    assert f"outbound request to {hsm.scheme}://{hsm.netloc} denied: not in allowed_outbound_hosts" in logs, logs
 
 
 def test_the_host_refuses_to_start_without_a_required_variable(tmp_path):
