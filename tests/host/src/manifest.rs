@@ -107,7 +107,8 @@ pub struct App {
     pub secret: Vec<String>,
     /// The component's `[component.x.variables]`, expanded.
     pub component_variables: HashMap<String, String>,
-    /// `allowed_outbound_hosts`, templates expanded (empty results skipped).
+    /// `allowed_outbound_hosts`, templates expanded (empty expansions of
+    /// templates skipped).
     pub allowed_outbound_hosts: Vec<String>,
     pub key_value_stores: Vec<String>,
 }
@@ -181,10 +182,19 @@ impl App {
         }
         let mut allowed_outbound_hosts = Vec::new();
         for host in &comp.allowed_outbound_hosts {
+            // Spin's `AllowedHostsConfig::parse_partial` and
+            // `PartialAllowedHostConfig::parse_or_skip`
+            // (`crates/outbound-networking-config/src/allowed_hosts.rs`):
+            // only a template's expansion that is empty (or a bare
+            // `http://`/`https://`) stands for an optional endpoint and is
+            // skipped; a literal entry is parsed as it is, so an empty or
+            // scheme-only one stops the start.
+            let templated = parse_template(host)?
+                .iter()
+                .any(|p| matches!(p, Part::Expr(_)));
             let resolved = expand(host)?;
-            // Spin's PartialAllowedHostConfig::parse_or_skip: an empty
-            // expansion stands for an optional endpoint and is skipped.
-            if resolved.is_empty() || resolved == "http://" || resolved == "https://" {
+            if templated && (resolved.is_empty() || resolved == "http://" || resolved == "https://")
+            {
                 continue;
             }
             allowed_outbound_hosts.push(resolved);
@@ -243,6 +253,33 @@ url = "{{ endpoint }}/{{ region }}"
         );
         assert_eq!(app.secret, vec!["key"]);
         assert_eq!(app.source, Path::new("/x/app.wasm"));
+    }
+
+    #[test]
+    fn only_templated_hosts_that_expand_to_nothing_are_skipped() {
+        let env = env_of(&[("SPIN_VARIABLE_ENDPOINT", "http://127.0.0.1:9")]);
+        // `{{ key }}` expands to "" and `https://{{ key }}` to a bare
+        // scheme: both skipped.
+        let m = MANIFEST.replace("\"{{ key }}\", ", "\"{{ key }}\", \"https://{{ key }}\", ");
+        let app = App::parse(&m, Path::new("/x"), &env).unwrap();
+        assert_eq!(
+            app.allowed_outbound_hosts,
+            vec!["http://127.0.0.1:9", "https://west.example.com"]
+        );
+        // The same values written literally are kept, and refused when the
+        // list is parsed (a start error, as in Spin).
+        for literal in ["", "https://", "http://"] {
+            let m = MANIFEST.replace("\"{{ key }}\", ", &format!("{literal:?}, "));
+            let app = App::parse(&m, Path::new("/x"), &env).unwrap();
+            assert!(
+                app.allowed_outbound_hosts.contains(&literal.to_string()),
+                "{literal:?}"
+            );
+            assert!(
+                crate::allowed::AllowedHosts::parse(&app.allowed_outbound_hosts).is_err(),
+                "{literal:?}"
+            );
+        }
     }
 
     #[test]
