@@ -303,6 +303,12 @@ async fn main() -> Result<()> {
             bail!("component {:?} uses key-value store {label:?}, which is not defined (only \"default\" is)", app.component_id);
         }
     }
+    if !app.ignored.is_empty() {
+        eprintln!(
+            "cmk-test-host: manifest fields with no effect here, ignored: {}",
+            app.ignored.join(", ")
+        );
+    }
     let allowed = allowed::AllowedHosts::parse(&app.allowed_outbound_hosts)
         .context("invalid allowed_outbound_hosts")?;
     let kv_path = args.kv_db.clone().unwrap_or_else(|| {
@@ -349,9 +355,10 @@ async fn main() -> Result<()> {
     });
     // Values are never logged; secret ones are only counted.
     eprintln!(
-        "cmk-test-host: serving {} on http://{} (kv {}, at most {} requests at once, request timeout {}, outbound hosts {:?}, {} secret variables)",
+        "cmk-test-host: serving {} on http://{}{} (kv {}, at most {} requests at once, request timeout {}, outbound hosts {:?}, {} secret variables)",
         wasm.display(),
         listener.local_addr()?,
+        app.route,
         kv_path.display(),
         args.max_concurrency,
         args.request_timeout
