@@ -5,8 +5,10 @@ that trusts the session's CA. Every stand-in the app reaches is HTTPS here,
 as the services are in production; the allowed list holds only those HTTPS
 origins (the plain listeners are not in it), so a success proves TLS."""
 
+import http.client
 import json
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -140,6 +142,30 @@ def test_outbound_connections_are_pooled_across_requests_and_instances(first_sta
     connections = after["tls_connections"] - before["tls_connections"]
     assert requests >= 10
     assert connections <= 2, (connections, requests)
+
+
+def test_each_request_gets_a_fresh_instance(stack):
+    """Spin instantiates the component anew for every request: the host
+    logs each instantiation with its request's number, and four requests
+    (three /healthz and a delivery, over one keep-alive connection and
+    over new ones) are served by four instances, one each. A host that
+    reused an instance for a second request would log fewer."""
+    app = stack.serve_app(name="host-fresh", runtime="host")
+    conn = http.client.HTTPConnection("127.0.0.1", urllib.parse.urlsplit(app.url).port, timeout=30)
+    try:
+        for _ in range(2):  # one connection, kept alive
+            conn.request("GET", "/healthz")
+            r = conn.getresponse()
+            r.read()
+            assert r.status == 200
+    finally:
+        conn.close()
+    assert healthz_within(app, 10) == 200
+    assert post(f"{app.url}/events", [custom_event(f"/topics/host-fresh-{uuid.uuid4()}")])[0] == 200
+    logs = app.logs()
+    served = re.findall(r"request (\d+): instance (\d+) instantiated", logs)
+    assert sorted(int(r) for r, _ in served) == [1, 2, 3, 4], logs
+    assert len({k for _, k in served}) == 4, served
 
 
 # -- the host's own limits: concurrency cap, request timeout -----------------

@@ -8,6 +8,8 @@
 //!        [--max-concurrency N] [--request-timeout-secs S] [--cache-dir DIR]
 //!
 //! `--max-concurrency` (default 100): requests past it wait for a slot.
+//! Each request is numbered in the log, which says which fresh instance
+//! serves it.
 //! `--request-timeout-secs` (default: none, as Spin): ends a request's
 //! instance after S seconds and answers 500.
 
@@ -21,6 +23,7 @@ use hyper::server::conn::http1;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -352,6 +355,8 @@ async fn main() -> Result<()> {
         shared,
         slots: Arc::new(Semaphore::new(args.max_concurrency)),
         timeout: args.request_timeout,
+        requests: AtomicU64::new(0),
+        instances: Arc::new(AtomicU64::new(0)),
     });
     // Values are never logged; secret ones are only counted.
     eprintln!(
@@ -398,6 +403,10 @@ struct Server {
     shared: Arc<Shared>,
     slots: Arc<Semaphore>,
     timeout: Option<Duration>,
+    /// Requests received, numbering them in the log.
+    requests: AtomicU64,
+    /// Instances created: one per request (logged, so tests can count).
+    instances: Arc<AtomicU64>,
 }
 
 fn plain(status: u16, text: &str) -> hyper::Response<HyperOutgoingBody> {
@@ -416,6 +425,7 @@ impl Server {
         &self,
         req: hyper::Request<hyper::body::Incoming>,
     ) -> Result<hyper::Response<HyperOutgoingBody>> {
+        let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
         // The concurrency cap: wait for a slot (as `wasmtime serve` does).
         let permit = self.slots.clone().acquire_owned().await?;
         let mut store = Store::new(
@@ -438,12 +448,15 @@ impl Server {
         let out = store.data_mut().http().new_response_outparam(sender)?;
         let pre = self.pre.clone();
         let timeout = self.timeout;
+        let instances = self.instances.clone();
         // A fresh instance per request, as Spin; the task runs until the
         // guest has written the whole response body, or the timeout ends it.
         let task = tokio::spawn(async move {
             let _permit = permit;
             let run = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
+                let k = instances.fetch_add(1, Ordering::Relaxed) + 1;
+                eprintln!("cmk-test-host: request {n}: instance {k} instantiated");
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)
