@@ -201,22 +201,37 @@ def healthz_within(app, seconds: float) -> int | None:
         raise
 
 
+def wait_for_log(app, text: str, timeout: float = 20.0) -> str:
+    """The app's log once it contains `text` (polled), else a failure."""
+    deadline = time.monotonic() + timeout
+    while True:
+        logs = app.logs()
+        if text in logs:
+            return logs
+        assert time.monotonic() < deadline, f"no {text!r} in the log within {timeout}s:\n{logs}"
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize("cap", [1, 2], ids=["cap-1-waits", "cap-2-answers"])
 def test_requests_past_the_concurrency_cap_wait_for_a_slot(stack, cap):
     """With `--max-concurrency 1`, a delivery whose body is still arriving
-    holds the only slot: /healthz waits until it is done, then both answer
-    200. With a cap of 2 (the control) /healthz answers at once, so the held
-    delivery is really in flight. A host that stops capping fails the first
-    case; one that stops holding the slot for the request's whole life too."""
+    holds the only slot: /healthz waits (the host says so) until it is done,
+    then both answer 200. With a cap of 2 (the control) /healthz answers at
+    once, so the held delivery is really in flight. A host that stops
+    capping fails the first case; one that stops holding the slot for the
+    request's whole life too. The host numbers requests in its log: 1 is
+    the first /healthz, 2 the held delivery, 3 the second /healthz."""
     app = stack.serve_app(name=f"host-cap-{cap}", runtime="host", host_args=["--max-concurrency", str(cap)])
     assert healthz_within(app, 10) == 200  # compiled and serving
     held, rest = held_delivery(app, f"/topics/host-cap-{uuid.uuid4()}")
     try:
-        time.sleep(1.0)  # the held request has taken its slot (headers in, body awaited)
+        # The held request has taken its slot (headers in, body awaited).
+        wait_for_log(app, f"request 2: slot taken (1 of {cap} in use)")
         with ThreadPoolExecutor(1) as pool:
             waiting = pool.submit(healthz_within, app, 20)
             if cap == 1:
-                time.sleep(1.5)
+                logs = wait_for_log(app, "request 3: waiting for a slot (1 of 1 in use)")
+                assert "request 3: slot taken" not in logs
                 assert not waiting.done(), "answered past the cap"
                 held.sendall(rest)
                 assert status_of(held) == 200
@@ -227,7 +242,10 @@ def test_requests_past_the_concurrency_cap_wait_for_a_slot(stack, cap):
                 assert status_of(held) == 200
     finally:
         held.close()
-    assert "at most %d requests at once" % cap in app.logs()
+    logs = app.logs()
+    assert "at most %d requests at once" % cap in logs
+    assert f"request 3: slot taken ({1 if cap == 1 else 2} of {cap} in use)" in logs, logs
+    assert ("request 3: waiting for a slot" in logs) == (cap == 1), logs
 
 
 def test_the_request_timeout_ends_a_request_and_answers_500(stack):

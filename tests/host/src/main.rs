@@ -8,8 +8,8 @@
 //!        [--max-concurrency N] [--request-timeout-secs S] [--cache-dir DIR]
 //!
 //! `--max-concurrency` (default 100): requests past it wait for a slot.
-//! Each request is numbered in the log, which says which fresh instance
-//! serves it.
+//! Each request is numbered in the log, which says when it waits for a
+//! slot, when it takes one and which fresh instance serves it.
 //! `--request-timeout-secs` (default: none, as Spin): ends a request's
 //! instance after S seconds and answers 500.
 
@@ -354,6 +354,7 @@ async fn main() -> Result<()> {
         pre,
         shared,
         slots: Arc::new(Semaphore::new(args.max_concurrency)),
+        cap: args.max_concurrency,
         timeout: args.request_timeout,
         requests: AtomicU64::new(0),
         instances: Arc::new(AtomicU64::new(0)),
@@ -402,6 +403,7 @@ struct Server {
     pre: ProxyPre<Host>,
     shared: Arc<Shared>,
     slots: Arc<Semaphore>,
+    cap: usize,
     timeout: Option<Duration>,
     /// Requests received, numbering them in the log.
     requests: AtomicU64,
@@ -427,7 +429,22 @@ impl Server {
     ) -> Result<hyper::Response<HyperOutgoingBody>> {
         let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
         // The concurrency cap: wait for a slot (as `wasmtime serve` does).
-        let permit = self.slots.clone().acquire_owned().await?;
+        // Each request logs when it waits and when it has its slot.
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                eprintln!(
+                    "cmk-test-host: request {n}: waiting for a slot ({} of {} in use)",
+                    self.cap, self.cap
+                );
+                self.slots.clone().acquire_owned().await?
+            }
+        };
+        eprintln!(
+            "cmk-test-host: request {n}: slot taken ({} of {} in use)",
+            self.cap - self.slots.available_permits(),
+            self.cap
+        );
         let mut store = Store::new(
             self.pre.engine(),
             Host {
