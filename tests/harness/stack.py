@@ -17,7 +17,8 @@ component served by a real Wasm runtime.
   of the app with the test-only Spin stub plugged in (variables from
   SPIN_VARIABLE_*, key-value in a directory), over plain HTTP. Variables
   are resolved from spin.toml's defaults, then local/profile.env, then the
-  caller's overrides, as Spin would.
+  caller's overrides, as Spin would; the test host is given only the
+  profile and the overrides and reads the defaults from spin.toml itself.
 
 Paths to tools come from the CMK_* variables that scripts/bootstrap exports.
 """
@@ -168,14 +169,16 @@ def read_profile(path: Path = ROOT / "local" / "profile.env") -> dict[str, str]:
     return out
 
 
-def spin_variables(overrides: dict[str, str]) -> dict[str, str]:
+def spin_variables(overrides: dict[str, str], defaults: bool = True) -> dict[str, str]:
     """Resolves the app's variables like Spin: manifest defaults, then the local
     profile, then overrides (as SPIN_VARIABLE_* env). Fails, like `spin up`,
-    when a required variable has no value."""
+    when a required variable has no value. With `defaults=False`, only the
+    profile and the overrides: what a runtime that reads spin.toml's defaults
+    itself (the test host, `spin up`) is given."""
     manifest = tomllib.loads((ROOT / "spin.toml").read_text())
     values = {}
     for name, decl in manifest["variables"].items():
-        if "default" in decl:
+        if "default" in decl and defaults:
             values[f"SPIN_VARIABLE_{name.upper()}"] = decl["default"]
     values.update(read_profile())
     values.update(overrides)
@@ -604,8 +607,13 @@ class Stack:
         spin = shutil.which("spin")
         runtime = runtime or default_runtime()
         if runtime == "host":
+            # The host is given only the profile and the overrides and
+            # resolves spin.toml's defaults itself, as `spin up` does;
+            # `variables` (App.variables) stays the whole resolved set.
+            passed = spin_variables({"SPIN_VARIABLE_COSMOS_ENDPOINT": self.cosmos_url, **(overrides or {})},
+                                    defaults=False)
             if tls:
-                variables = self.over_tls(variables)
+                variables, passed = self.over_tls(variables), self.over_tls(passed)
             state = self.workdir / f"{name}-host-state"
             state.mkdir(exist_ok=True)
             cap = os.environ.get("CMK_MAX_CONCURRENT_REQUESTS", str(MAX_CONCURRENT_REQUESTS))
@@ -617,7 +625,7 @@ class Stack:
             clean = {k: v for k, v in os.environ.items() if not k.startswith("SPIN_VARIABLE_")}
             log = self.workdir / f"{name}.log"
             proc = Process(name, subprocess.Popen(argv, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                                                  stdin=subprocess.DEVNULL, env={**clean, **variables},
+                                                  stdin=subprocess.DEVNULL, env={**clean, **passed},
                                                   cwd=self.workdir, start_new_session=True), log)
             record(self.workdir, "children", proc.proc.pid)
         elif runtime == "spin":

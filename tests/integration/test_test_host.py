@@ -5,8 +5,10 @@ that trusts the session's CA. Every stand-in the app reaches is HTTPS here,
 as the services are in production; the allowed list holds only those HTTPS
 origins (the plain listeners are not in it), so a success proves TLS."""
 
+import http.client
 import json
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -111,7 +113,12 @@ def test_a_host_outside_allowed_outbound_hosts_is_refused(stack, tmp_path):
     assert status == 503, (status, body)
     after = stack.hsm_admin("GET", "stats")
     assert json.dumps(after.get("by_key", {}).get("app-kek")) == json.dumps(before.get("by_key", {}).get("app-kek"))
-    assert "denied: not in allowed_outbound_hosts" in app.logs()
+    logs = app.logs()
+    # The guest saw Spin's error for a refused destination...
+    assert "ErrorCode::HttpRequestDenied" in logs, logs
+    # ...and the host refused exactly the HSM's origin.
+    hsm = urllib.parse.urlsplit(stack.hsm_tls_url)
+    assert f"outbound request to {hsm.scheme}://{hsm.netloc} denied: not in allowed_outbound_hosts" in logs, logs
 
 
 def test_the_host_refuses_to_start_without_a_required_variable(tmp_path):
@@ -135,6 +142,30 @@ def test_outbound_connections_are_pooled_across_requests_and_instances(first_sta
     connections = after["tls_connections"] - before["tls_connections"]
     assert requests >= 10
     assert connections <= 2, (connections, requests)
+
+
+def test_each_request_gets_a_fresh_instance(stack):
+    """Spin instantiates the component anew for every request: the host
+    logs each instantiation with its request's number, and four requests
+    (three /healthz and a delivery, over one keep-alive connection and
+    over new ones) are served by four instances, one each. A host that
+    reused an instance for a second request would log fewer."""
+    app = stack.serve_app(name="host-fresh", runtime="host")
+    conn = http.client.HTTPConnection("127.0.0.1", urllib.parse.urlsplit(app.url).port, timeout=30)
+    try:
+        for _ in range(2):  # one connection, kept alive
+            conn.request("GET", "/healthz")
+            r = conn.getresponse()
+            r.read()
+            assert r.status == 200
+    finally:
+        conn.close()
+    assert healthz_within(app, 10) == 200
+    assert post(f"{app.url}/events", [custom_event(f"/topics/host-fresh-{uuid.uuid4()}")])[0] == 200
+    logs = app.logs()
+    served = re.findall(r"request (\d+): instance (\d+) instantiated", logs)
+    assert sorted(int(r) for r, _ in served) == [1, 2, 3, 4], logs
+    assert len({k for _, k in served}) == 4, served
 
 
 # -- the host's own limits: concurrency cap, request timeout -----------------
@@ -170,22 +201,37 @@ def healthz_within(app, seconds: float) -> int | None:
         raise
 
 
+def wait_for_log(app, text: str, timeout: float = 20.0) -> str:
+    """The app's log once it contains `text` (polled), else a failure."""
+    deadline = time.monotonic() + timeout
+    while True:
+        logs = app.logs()
+        if text in logs:
+            return logs
+        assert time.monotonic() < deadline, f"no {text!r} in the log within {timeout}s:\n{logs}"
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize("cap", [1, 2], ids=["cap-1-waits", "cap-2-answers"])
 def test_requests_past_the_concurrency_cap_wait_for_a_slot(stack, cap):
     """With `--max-concurrency 1`, a delivery whose body is still arriving
-    holds the only slot: /healthz waits until it is done, then both answer
-    200. With a cap of 2 (the control) /healthz answers at once, so the held
-    delivery is really in flight. A host that stops capping fails the first
-    case; one that stops holding the slot for the request's whole life too."""
+    holds the only slot: /healthz waits (the host says so) until it is done,
+    then both answer 200. With a cap of 2 (the control) /healthz answers at
+    once, so the held delivery is really in flight. A host that stops
+    capping fails the first case; one that stops holding the slot for the
+    request's whole life too. The host numbers requests in its log: 1 is
+    the first /healthz, 2 the held delivery, 3 the second /healthz."""
     app = stack.serve_app(name=f"host-cap-{cap}", runtime="host", host_args=["--max-concurrency", str(cap)])
     assert healthz_within(app, 10) == 200  # compiled and serving
     held, rest = held_delivery(app, f"/topics/host-cap-{uuid.uuid4()}")
     try:
-        time.sleep(1.0)  # the held request has taken its slot (headers in, body awaited)
+        # The held request has taken its slot (headers in, body awaited).
+        wait_for_log(app, f"request 2: slot taken (1 of {cap} in use)")
         with ThreadPoolExecutor(1) as pool:
             waiting = pool.submit(healthz_within, app, 20)
             if cap == 1:
-                time.sleep(1.5)
+                logs = wait_for_log(app, "request 3: waiting for a slot (1 of 1 in use)")
+                assert "request 3: slot taken" not in logs
                 assert not waiting.done(), "answered past the cap"
                 held.sendall(rest)
                 assert status_of(held) == 200
@@ -196,7 +242,10 @@ def test_requests_past_the_concurrency_cap_wait_for_a_slot(stack, cap):
                 assert status_of(held) == 200
     finally:
         held.close()
-    assert "at most %d requests at once" % cap in app.logs()
+    logs = app.logs()
+    assert "at most %d requests at once" % cap in logs
+    assert f"request 3: slot taken ({1 if cap == 1 else 2} of {cap} in use)" in logs, logs
+    assert ("request 3: waiting for a slot" in logs) == (cap == 1), logs
 
 
 def test_the_request_timeout_ends_a_request_and_answers_500(stack):

@@ -8,6 +8,8 @@
 //!        [--max-concurrency N] [--request-timeout-secs S] [--cache-dir DIR]
 //!
 //! `--max-concurrency` (default 100): requests past it wait for a slot.
+//! Each request is numbered in the log, which says when it waits for a
+//! slot, when it takes one and which fresh instance serves it.
 //! `--request-timeout-secs` (default: none, as Spin): ends a request's
 //! instance after S seconds and answers 500.
 
@@ -21,6 +23,7 @@ use hyper::server::conn::http1;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -303,6 +306,12 @@ async fn main() -> Result<()> {
             bail!("component {:?} uses key-value store {label:?}, which is not defined (only \"default\" is)", app.component_id);
         }
     }
+    if !app.ignored.is_empty() {
+        eprintln!(
+            "cmk-test-host: manifest fields with no effect here, ignored: {}",
+            app.ignored.join(", ")
+        );
+    }
     let allowed = allowed::AllowedHosts::parse(&app.allowed_outbound_hosts)
         .context("invalid allowed_outbound_hosts")?;
     let kv_path = args.kv_db.clone().unwrap_or_else(|| {
@@ -345,13 +354,17 @@ async fn main() -> Result<()> {
         pre,
         shared,
         slots: Arc::new(Semaphore::new(args.max_concurrency)),
+        cap: args.max_concurrency,
         timeout: args.request_timeout,
+        requests: AtomicU64::new(0),
+        instances: Arc::new(AtomicU64::new(0)),
     });
     // Values are never logged; secret ones are only counted.
     eprintln!(
-        "cmk-test-host: serving {} on http://{} (kv {}, at most {} requests at once, request timeout {}, outbound hosts {:?}, {} secret variables)",
+        "cmk-test-host: serving {} on http://{}{} (kv {}, at most {} requests at once, request timeout {}, outbound hosts {:?}, {} secret variables)",
         wasm.display(),
         listener.local_addr()?,
+        app.route,
         kv_path.display(),
         args.max_concurrency,
         args.request_timeout
@@ -390,7 +403,12 @@ struct Server {
     pre: ProxyPre<Host>,
     shared: Arc<Shared>,
     slots: Arc<Semaphore>,
+    cap: usize,
     timeout: Option<Duration>,
+    /// Requests received, numbering them in the log.
+    requests: AtomicU64,
+    /// Instances created: one per request (logged, so tests can count).
+    instances: Arc<AtomicU64>,
 }
 
 fn plain(status: u16, text: &str) -> hyper::Response<HyperOutgoingBody> {
@@ -409,8 +427,24 @@ impl Server {
         &self,
         req: hyper::Request<hyper::body::Incoming>,
     ) -> Result<hyper::Response<HyperOutgoingBody>> {
+        let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
         // The concurrency cap: wait for a slot (as `wasmtime serve` does).
-        let permit = self.slots.clone().acquire_owned().await?;
+        // Each request logs when it waits and when it has its slot.
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                eprintln!(
+                    "cmk-test-host: request {n}: waiting for a slot ({} of {} in use)",
+                    self.cap, self.cap
+                );
+                self.slots.clone().acquire_owned().await?
+            }
+        };
+        eprintln!(
+            "cmk-test-host: request {n}: slot taken ({} of {} in use)",
+            self.cap - self.slots.available_permits(),
+            self.cap
+        );
         let mut store = Store::new(
             self.pre.engine(),
             Host {
@@ -431,12 +465,15 @@ impl Server {
         let out = store.data_mut().http().new_response_outparam(sender)?;
         let pre = self.pre.clone();
         let timeout = self.timeout;
+        let instances = self.instances.clone();
         // A fresh instance per request, as Spin; the task runs until the
         // guest has written the whole response body, or the timeout ends it.
         let task = tokio::spawn(async move {
             let _permit = permit;
             let run = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
+                let k = instances.fetch_add(1, Ordering::Relaxed) + 1;
+                eprintln!("cmk-test-host: request {n}: instance {k} instantiated");
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)

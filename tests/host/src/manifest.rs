@@ -28,16 +28,54 @@ pub struct Variable {
     pub secret: bool,
 }
 
+// The manifest as far as this host understands it: every table refuses
+// fields it does not list (`deny_unknown_fields`), so a manifest using a
+// Spin feature the host does not implement stops the start instead of
+// being run without it. The `Option<toml::Value>` fields are Spin-valid
+// metadata with no effect on how the app runs (Spin's
+// `crates/manifest/src/schema/v2.rs`): accepted, and named in the start
+// log as ignored.
+
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawManifest {
     spin_manifest_version: u32,
     #[serde(default)]
+    application: RawApplication,
+    #[serde(default)]
     variables: BTreeMap<String, Variable>,
+    #[serde(default)]
+    trigger: RawTriggers,
     #[serde(default)]
     component: BTreeMap<String, RawComponent>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApplication {
+    name: Option<toml::Value>,
+    version: Option<toml::Value>,
+    description: Option<toml::Value>,
+    authors: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTriggers {
+    #[serde(default)]
+    http: Vec<RawHttpTrigger>,
+}
+
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttpTrigger {
+    route: String,
+    component: String,
+    id: Option<toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawComponent {
     source: String,
     #[serde(default)]
@@ -46,6 +84,38 @@ struct RawComponent {
     key_value_stores: Vec<String>,
     #[serde(default)]
     variables: BTreeMap<String, String>,
+    description: Option<toml::Value>,
+    /// `spin build`'s settings: not used when running.
+    build: Option<toml::Value>,
+}
+
+/// The dotted names of the accepted fields that have no effect here.
+fn ignored_fields(raw: &RawManifest) -> Vec<String> {
+    let mut out = Vec::new();
+    let a = &raw.application;
+    for (name, v) in [
+        ("name", &a.name),
+        ("version", &a.version),
+        ("description", &a.description),
+        ("authors", &a.authors),
+    ] {
+        if v.is_some() {
+            out.push(format!("application.{name}"));
+        }
+    }
+    for t in &raw.trigger.http {
+        if t.id.is_some() {
+            out.push("trigger.http.id".to_string());
+        }
+    }
+    for (id, c) in &raw.component {
+        for (name, v) in [("description", &c.description), ("build", &c.build)] {
+            if v.is_some() {
+                out.push(format!("component.{id}.{name}"));
+            }
+        }
+    }
+    out
 }
 
 /// A `{{ name }}` template (Spin's `crates/expressions/src/template.rs`).
@@ -107,9 +177,14 @@ pub struct App {
     pub secret: Vec<String>,
     /// The component's `[component.x.variables]`, expanded.
     pub component_variables: HashMap<String, String>,
-    /// `allowed_outbound_hosts`, templates expanded (empty results skipped).
+    /// `allowed_outbound_hosts`, templates expanded (empty expansions of
+    /// templates skipped).
     pub allowed_outbound_hosts: Vec<String>,
     pub key_value_stores: Vec<String>,
+    /// The single `[[trigger.http]]`'s route.
+    pub route: String,
+    /// Spin-valid fields accepted without effect (logged at start).
+    pub ignored: Vec<String>,
 }
 
 impl App {
@@ -154,6 +229,7 @@ impl App {
             .filter(|(_, v)| v.secret)
             .map(|(k, _)| k.clone())
             .collect();
+        let ignored = ignored_fields(&raw);
         let mut components = raw.component.into_iter();
         let Some((component_id, comp)) = components.next() else {
             bail!("the manifest has no component");
@@ -161,6 +237,31 @@ impl App {
         if components.next().is_some() {
             bail!("this host runs one component per app");
         }
+        let route = match raw.trigger.http.as_slice() {
+            [t] => {
+                if !t.route.starts_with('/') {
+                    bail!("[[trigger.http]] route {:?} must start with '/'", t.route);
+                }
+                // Every path is handed to the component (no router here).
+                if t.route != "/..." {
+                    bail!(
+                        "[[trigger.http]] route {:?}: this host serves only the wildcard route \"/...\"",
+                        t.route
+                    );
+                }
+                if t.component != component_id {
+                    bail!(
+                        "[[trigger.http]] names component {:?}, but the manifest's component is {component_id:?}",
+                        t.component
+                    );
+                }
+                t.route.clone()
+            }
+            triggers => bail!(
+                "this host runs exactly one [[trigger.http]], the manifest has {}",
+                triggers.len()
+            ),
+        };
         let expand = |template: &str| -> Result<String> {
             let mut out = String::new();
             for part in parse_template(template)? {
@@ -181,10 +282,19 @@ impl App {
         }
         let mut allowed_outbound_hosts = Vec::new();
         for host in &comp.allowed_outbound_hosts {
+            // Spin's `AllowedHostsConfig::parse_partial` and
+            // `PartialAllowedHostConfig::parse_or_skip`
+            // (`crates/outbound-networking-config/src/allowed_hosts.rs`):
+            // only a template's expansion that is empty (or a bare
+            // `http://`/`https://`) stands for an optional endpoint and is
+            // skipped; a literal entry is parsed as it is, so an empty or
+            // scheme-only one stops the start.
+            let templated = parse_template(host)?
+                .iter()
+                .any(|p| matches!(p, Part::Expr(_)));
             let resolved = expand(host)?;
-            // Spin's PartialAllowedHostConfig::parse_or_skip: an empty
-            // expansion stands for an optional endpoint and is skipped.
-            if resolved.is_empty() || resolved == "http://" || resolved == "https://" {
+            if templated && (resolved.is_empty() || resolved == "http://" || resolved == "https://")
+            {
                 continue;
             }
             allowed_outbound_hosts.push(resolved);
@@ -196,6 +306,8 @@ impl App {
             component_variables,
             allowed_outbound_hosts,
             key_value_stores: comp.key_value_stores,
+            route,
+            ignored,
         })
     }
 }
@@ -246,6 +358,33 @@ url = "{{ endpoint }}/{{ region }}"
     }
 
     #[test]
+    fn only_templated_hosts_that_expand_to_nothing_are_skipped() {
+        let env = env_of(&[("SPIN_VARIABLE_ENDPOINT", "http://127.0.0.1:9")]);
+        // `{{ key }}` expands to "" and `https://{{ key }}` to a bare
+        // scheme: both skipped.
+        let m = MANIFEST.replace("\"{{ key }}\", ", "\"{{ key }}\", \"https://{{ key }}\", ");
+        let app = App::parse(&m, Path::new("/x"), &env).unwrap();
+        assert_eq!(
+            app.allowed_outbound_hosts,
+            vec!["http://127.0.0.1:9", "https://west.example.com"]
+        );
+        // The same values written literally are kept, and refused when the
+        // list is parsed (a start error, as in Spin).
+        for literal in ["", "https://", "http://"] {
+            let m = MANIFEST.replace("\"{{ key }}\", ", &format!("{literal:?}, "));
+            let app = App::parse(&m, Path::new("/x"), &env).unwrap();
+            assert!(
+                app.allowed_outbound_hosts.contains(&literal.to_string()),
+                "{literal:?}"
+            );
+            assert!(
+                crate::allowed::AllowedHosts::parse(&app.allowed_outbound_hosts).is_err(),
+                "{literal:?}"
+            );
+        }
+    }
+
+    #[test]
     fn refuses_a_missing_required_variable() {
         let err = App::parse(MANIFEST, Path::new("/x"), &env_of(&[])).unwrap_err();
         assert!(err.to_string().contains("endpoint"), "{err}");
@@ -256,6 +395,122 @@ url = "{{ endpoint }}/{{ region }}"
         let m = MANIFEST.replace("{{ endpoint }}/{{ region }}", "{{ nope }}");
         let env = env_of(&[("SPIN_VARIABLE_ENDPOINT", "http://a")]);
         assert!(App::parse(&m, Path::new("/x"), &env).is_err());
+    }
+
+    fn parse_err(manifest: &str) -> String {
+        let env = env_of(&[("SPIN_VARIABLE_ENDPOINT", "http://a")]);
+        format!(
+            "{:#}",
+            App::parse(manifest, Path::new("/x"), &env).unwrap_err()
+        )
+    }
+
+    #[test]
+    fn refuses_fields_it_does_not_understand() {
+        for (from, to, field) in [
+            ("[application]", "[application]\nfoo = 1", "foo"),
+            (
+                "[application]",
+                "[application.trigger.http]\nbase = \"/b\"\n[application]",
+                "trigger",
+            ),
+            (
+                "[variables]",
+                "[variables]\nx = { default = \"\", y = 1 }",
+                "y",
+            ),
+            (
+                "component = \"c\"",
+                "component = \"c\"\nexecutor = { type = \"wagi\" }",
+                "executor",
+            ),
+            ("[component.c]", "[component.c]\nfiles = [\"a\"]", "files"),
+            (
+                "[component.c]",
+                "[component.c]\nenvironment = { A = \"1\" }",
+                "environment",
+            ),
+            (
+                "spin_manifest_version = 2",
+                "spin_manifest_version = 2\n[[trigger.redis]]\nchannel = \"c\"\ncomponent = \"c\"",
+                "redis",
+            ),
+            (
+                "spin_manifest_version = 2",
+                "spin_manifest_version = 2\n[tool.x]\ny = 1",
+                "tool",
+            ),
+        ] {
+            let m = MANIFEST.replacen(from, to, 1);
+            assert_ne!(m, MANIFEST, "{from}");
+            let err = parse_err(&m);
+            assert!(
+                err.contains(&format!("unknown field `{field}`")),
+                "{field}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn accepts_and_names_harmless_metadata() {
+        let env = env_of(&[("SPIN_VARIABLE_ENDPOINT", "http://a")]);
+        let m = MANIFEST
+            .replace(
+                "source = \"app.wasm\"",
+                "source = \"app.wasm\"\ndescription = \"d\"",
+            )
+            .replace(
+                "[component.c.variables]",
+                "[component.c.build]\ncommand = \"make\"\n[component.c.variables]",
+            );
+        let app = App::parse(&m, Path::new("/x"), &env).unwrap();
+        assert_eq!(app.route, "/...");
+        assert_eq!(
+            app.ignored,
+            vec![
+                "application.name",
+                "component.c.description",
+                "component.c.build"
+            ]
+        );
+    }
+
+    #[test]
+    fn needs_exactly_one_http_trigger_for_the_component() {
+        let trigger = "[[trigger.http]]\nroute = \"/...\"\ncomponent = \"c\"\n";
+        assert!(MANIFEST.contains(trigger));
+        let none = MANIFEST.replace(trigger, "");
+        assert!(parse_err(&none).contains("exactly one [[trigger.http]], the manifest has 0"));
+        let two = MANIFEST.replace(trigger, &format!("{trigger}{trigger}"));
+        assert!(parse_err(&two).contains("exactly one [[trigger.http]], the manifest has 2"));
+        let relative = MANIFEST.replace("route = \"/...\"", "route = \"...\"");
+        assert!(parse_err(&relative).contains("must start with '/'"));
+        let narrower = MANIFEST.replace("route = \"/...\"", "route = \"/api/...\"");
+        assert!(parse_err(&narrower).contains("only the wildcard route"));
+        let other = MANIFEST.replace("component = \"c\"", "component = \"d\"");
+        assert!(parse_err(&other).contains("names component \"d\""));
+    }
+
+    #[test]
+    fn the_repositorys_manifests_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let env = |k: &str| {
+            let required = [
+                "SPIN_VARIABLE_COSMOS_ENDPOINT",
+                "SPIN_VARIABLE_COSMOS_DATABASE",
+                "SPIN_VARIABLE_COSMOS_CONTAINER",
+                "SPIN_VARIABLE_COSMOSENDPOINT",
+                "SPIN_VARIABLE_COSMOSDATABASE",
+                "SPIN_VARIABLE_COSMOSCONTAINER",
+            ];
+            required
+                .contains(&k)
+                .then(|| "https://x.example.com".to_string())
+        };
+        for name in ["spin.toml", "spin-keyvault.toml"] {
+            let app = App::load(&root.join(name), &env).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            assert_eq!(app.route, "/...", "{name}");
+        }
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! keep-alive connections are reused across requests and instances (Spin
 //! >= 3.4, `HttpClients`). TLS trusts the web PKI roots plus extra CA files,
 //! as Spin's runtime-config `[[client_tls]] ca_roots_file`
-//! (`crates/factor-outbound-networking/src/tls.rs`).
+//! (`crates/factor-outbound-networking/src/tls.rs`). Connect and TLS
+//! failures reach the guest as the error codes Spin's connector gives them
+//! (`client_error`).
 
 use crate::allowed::AllowedHosts;
 use anyhow::{Context, Result};
@@ -79,32 +81,67 @@ impl Outbound {
 
 pub struct Hooks(Outbound);
 
-/// Maps a client error to the wasi:http error code, as Spin's
-/// `hyper_legacy_request_error` and connector do.
+/// Maps a client error to the wasi:http error code the guest sees, as
+/// Spin's connector does (`crates/factor-outbound-http/src/wasi.rs` in
+/// spinframework/spin, `ConnectOptions::connect_tcp` / `connect_tls`, and
+/// `hyper_legacy_request_error` for the rest): a failed name lookup is
+/// `DnsError` ("address not available"), a TCP connect past its timeout
+/// `ConnectionTimeout`, `AddrNotAvailable` a `DnsError` too, any other
+/// connect failure `ConnectionRefused`; a host name that is no valid TLS
+/// server name is `DnsError` ("invalid dns name"); any failed TLS handshake
+/// (untrusted certificate, protocol error, connection closed mid-handshake)
+/// is `TlsProtocolError`; everything else `HttpProtocolError`.
 fn client_error(err: hyper_util::client::legacy::Error) -> Error {
     if err.is_connect() {
-        let mut source = err.source();
-        while let Some(s) = source {
-            if let Some(io) = s.downcast_ref::<std::io::Error>() {
-                if io
-                    .get_ref()
-                    .is_some_and(|inner| inner.is::<rustls::Error>())
-                {
-                    return Error::TlsCertificateError;
-                }
-                if io.kind() == std::io::ErrorKind::TimedOut {
-                    return Error::ConnectionTimeout;
-                }
-            }
-            if s.is::<rustls::Error>() {
-                return Error::TlsCertificateError;
-            }
-            source = s.source();
+        if let Some(cause) = err.source() {
+            return connect_error(cause);
         }
-        return Error::ConnectionRefused;
     }
     eprintln!("cmk-test-host: outbound request failed: {err:?}");
     Error::HttpProtocolError
+}
+
+fn dns_error(rcode: &str) -> Error {
+    Error::DnsError {
+        rcode: Some(rcode.to_string()),
+        info_code: Some(0),
+    }
+}
+
+/// `cause`: the connector's error. hyper-rustls 0.27 (`connector.rs`)
+/// returns a failed handshake as `io::Error::other(<tokio-rustls's
+/// io::Error>)`, an unusable server name as the `InvalidDnsNameError`, and
+/// the TCP connector's error as it is: hyper-util's `ConnectError` (not
+/// exported; its `Display` is its message, "dns error" for a failed
+/// lookup), whose source is the `io::Error`.
+fn connect_error(cause: &(dyn std::error::Error + 'static)) -> Error {
+    if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+        if io
+            .get_ref()
+            .is_some_and(|inner| inner.is::<std::io::Error>())
+        {
+            eprintln!("cmk-test-host: outbound TLS handshake failed: {io}");
+            return Error::TlsProtocolError;
+        }
+    }
+    if cause.is::<rustls::pki_types::InvalidDnsNameError>() {
+        return dns_error("invalid dns name");
+    }
+    if cause.to_string() == "dns error" {
+        return dns_error("address not available");
+    }
+    let mut source = Some(cause);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::TimedOut => return Error::ConnectionTimeout,
+                std::io::ErrorKind::AddrNotAvailable => return dns_error("address not available"),
+                _ => {}
+            }
+        }
+        source = s.source();
+    }
+    Error::ConnectionRefused
 }
 
 impl WasiHttpHooks for Hooks {
@@ -149,5 +186,58 @@ impl WasiHttpHooks for Hooks {
                 Box::new(async { Ok(()) }) as Box<dyn Future<Output = Result<(), Error>> + Send>,
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn send(url: &str) -> Error {
+        let out = Outbound::new(AllowedHosts::default(), &[]).unwrap();
+        let body = http_body_util::Empty::<bytes::Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let req = hyper::Request::get(url).body(body).unwrap();
+        client_error(out.client.request(req).await.unwrap_err())
+    }
+
+    #[tokio::test]
+    async fn connect_failures_map_as_spin_maps_them() {
+        // Nothing listens on the port.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        assert!(matches!(
+            send(&format!("http://127.0.0.1:{port}/")).await,
+            Error::ConnectionRefused
+        ));
+        // A name no resolver knows (RFC 6761 reserves .invalid).
+        assert!(matches!(
+            send("https://cmk-test-host.invalid/").await,
+            Error::DnsError { rcode, .. } if rcode.as_deref() == Some("address not available")
+        ));
+    }
+
+    #[tokio::test]
+    async fn any_failed_tls_handshake_is_a_tls_protocol_error() {
+        // A peer that answers the ClientHello with plain text, and one that
+        // closes the connection: both fail the handshake.
+        for reply in [&b"HTTP/1.1 400 Bad Request\r\n\r\n"[..], &b""[..]] {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let server = std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let (mut conn, _) = listener.accept().unwrap();
+                let _ = conn.read(&mut [0; 512]);
+                let _ = conn.write_all(reply);
+            });
+            assert!(matches!(
+                send(&format!("https://127.0.0.1:{port}/")).await,
+                Error::TlsProtocolError
+            ));
+            server.join().unwrap();
+        }
     }
 }
