@@ -147,7 +147,8 @@ impl rsa::rand_core::CryptoRng for HostRng {}
 pub struct Kek<'a> {
     cfg: &'a KekConfig,
     retry: RetryPolicy,
-    store: Option<crate::host::token::KvStore>,
+    /// Its key-value store (token, key state) is the key's cache too: one
+    /// store opened per request.
     tokens: Tokens<'a>,
 }
 
@@ -159,21 +160,19 @@ impl<'a> Kek<'a> {
         retry: RetryPolicy,
         kv_key: Option<&cmk_core::kvseal::EntryKey>,
     ) -> Self {
-        let store = crate::host::token::open_store(kv_key);
         Self {
             cfg,
             retry,
-            store,
             tokens: Tokens::new(&cfg.identity, retry, kv_key),
         }
     }
 
     fn cache_get(&self, key: &str) -> Option<Vec<u8>> {
-        self.store.as_ref().and_then(|s| s.get(key).ok().flatten())
+        self.tokens.store().and_then(|s| s.get(key).ok().flatten())
     }
 
     fn cache_set(&self, key: &str, value: &[u8]) {
-        if let Some(s) = &self.store {
+        if let Some(s) = self.tokens.store() {
             if let Err(e) = s.set(key, value) {
                 log::emit(
                     "warn",
@@ -185,7 +184,7 @@ impl<'a> Kek<'a> {
     }
 
     fn cache_delete(&self, key: &str) {
-        if let Some(s) = &self.store {
+        if let Some(s) = self.tokens.store() {
             let _ = s.delete(key);
         }
     }
@@ -277,7 +276,7 @@ impl<'a> Kek<'a> {
             .map(|c| c.key);
         log_state_change(
             &self.cfg.key_name,
-            self.store.is_some(),
+            self.tokens.store().is_some(),
             previous.as_ref(),
             &info,
         );

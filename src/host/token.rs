@@ -13,6 +13,7 @@ use crate::host::outbound;
 use cmk_core::config::IdentityConfig;
 use cmk_core::entra::{self, AccessToken, EntraError, Freshness};
 use cmk_core::retry::RetryPolicy;
+use cmk_core::tally::{self, HostCall};
 use cmk_core::time::UnixTime;
 
 /// Why no token could be had.
@@ -70,6 +71,7 @@ pub struct KvStore {
 impl KvStore {
     /// The value under `name`, if present and (with a key) genuine.
     pub fn get(&self, name: &str) -> Result<Option<Vec<u8>>, spin_sdk::key_value::Error> {
+        tally::host(HostCall::KvGet);
         let v = self.store.get(name)?;
         Ok(match (&self.key, v) {
             (Some(k), Some(b)) => {
@@ -96,6 +98,7 @@ impl KvStore {
 
     /// Stores `value` under `name` (sealed, with a key).
     pub fn set(&self, name: &str, value: &[u8]) -> Result<(), spin_sdk::key_value::Error> {
+        tally::host(HostCall::KvWrite);
         match &self.key {
             Some(k) => self.store.set(name, &k.seal(name, value)),
             None => self.store.set(name, value),
@@ -104,6 +107,7 @@ impl KvStore {
 
     /// Removes the entry under `name`.
     pub fn delete(&self, name: &str) -> Result<(), spin_sdk::key_value::Error> {
+        tally::host(HostCall::KvWrite);
         self.store.delete(name)
     }
 }
@@ -127,6 +131,7 @@ pub fn open_store(key: Option<&cmk_core::kvseal::EntryKey>) -> Option<KvStore> {
             None
         }
     };
+    tally::host(HostCall::KvOpen);
     match Store::open_default() {
         Ok(store) => Some(KvStore { store, key }),
         Err(e) => {
@@ -154,6 +159,12 @@ impl<'a> Tokens<'a> {
             retry,
             store,
         }
+    }
+
+    /// The key-value store the tokens are cached in, for the caller's
+    /// other entries (one store opened per request).
+    pub fn store(&self) -> Option<&KvStore> {
+        self.store.as_ref()
     }
 
     fn key(&self, scope: &str) -> String {
