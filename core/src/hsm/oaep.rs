@@ -1,7 +1,7 @@
 //! RSAES-OAEP encryption with SHA-256 (RFC 8017, section 7.1.1; MGF1 with
 //! SHA-256, empty label), public key only; and the same exponentiation as
 //! the signature verification primitive RSAVP1 (section 5.2.2), with which
-//! [`crate::jwt`] checks RS256 tokens.
+//! the sender-token check verifies RS256 tokens.
 //!
 //! The modular exponentiation works on 32-bit limbs with 64-bit products,
 //! which WebAssembly has as single instructions: Montgomery multiplication
