@@ -10,7 +10,8 @@
 //! of about 1 KB with three protected fields of about 500 bytes in all.
 //! Built natively and for `wasm32-wasip2` and run in Wasmtime by
 //! scripts/bench-envelope (`--events N` for one size only, e.g. under
-//! callgrind). Output: CSV lines
+//! callgrind; with `--deliveries N` exactly N deliveries, for instruction
+//! counts). Output: CSV lines
 //! `target,events_per_delivery,op,ns_per_delivery,ns_per_event,iterations`.
 
 use std::time::{Duration, Instant};
@@ -67,6 +68,7 @@ fn batch_answer(n: usize) -> http::Response<Vec<u8>> {
 fn main() {
     let mut secs = 2.0;
     let mut sizes = vec![1usize, 10, 100];
+    let mut deliveries: Option<u64> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -76,6 +78,13 @@ fn main() {
                     .next()
                     .and_then(|v| v.parse().ok())
                     .expect("--events N")]
+            }
+            "--deliveries" => {
+                deliveries = Some(
+                    args.next()
+                        .and_then(|v| v.parse().ok())
+                        .expect("--deliveries N"),
+                )
             }
             _ => {}
         }
@@ -118,7 +127,10 @@ fn main() {
         let budget = Duration::from_secs_f64(secs);
         let start = Instant::now();
         let mut n = 0u64;
-        while start.elapsed() < budget || n < 10 {
+        while match deliveries {
+            Some(d) => n < d,
+            None => start.elapsed() < budget || n < 10,
+        } {
             let Ok(Plan::Write(writes)) = ingest::plan(
                 Some("application/json"),
                 &[],
@@ -162,7 +174,7 @@ fn main() {
             std::hint::black_box(ingest::respond(&writes, results));
             n += 1;
         }
-        let ns = start.elapsed().as_nanos() as f64 / n as f64;
+        let ns = start.elapsed().as_nanos() as f64 / n.max(1) as f64;
         println!(
             "{target},{events},deliver,{ns:.0},{:.0},{n}",
             ns / events as f64

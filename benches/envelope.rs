@@ -143,17 +143,21 @@ fn test_key() -> KeyInfo {
 
 fn main() {
     let mut secs = 2.0;
-    let mut wrap_only = None;
+    // `--only OP N`: OP (wrap-local or jwt-verify) exactly N times and
+    // nothing else, for instruction counts; `--wrap-only N` is
+    // `--only wrap-local N`.
+    let mut only: Option<(String, u64)> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if a == "--secs" {
             secs = args.next().and_then(|v| v.parse().ok()).expect("--secs N");
-        } else if a == "--wrap-only" {
-            wrap_only = Some(
-                args.next()
-                    .and_then(|v| v.parse().ok())
-                    .expect("--wrap-only N"),
-            );
+        } else if a == "--wrap-only" || a == "--only" {
+            let op = match a.as_str() {
+                "--only" => args.next().expect("--only OP N"),
+                _ => "wrap-local".into(),
+            };
+            let n = args.next().and_then(|v| v.parse().ok()).expect("a count");
+            only = Some((op, n));
         }
     }
     let target = if cfg!(target_arch = "wasm32") {
@@ -169,11 +173,21 @@ fn main() {
         let w = hsm::wrap_locally(&key, &vault, &dek, &mut rng).expect("wrap");
         std::hint::black_box(w);
     };
-    if let Some(n) = wrap_only {
+    let now = 1_800_000_000;
+    let (token, jwks, policy) = signed_token(now);
+    let mut verify = || {
+        let parsed = Token::parse(&token).expect("token");
+        std::hint::black_box(jwt::verify(&parsed, &jwks, &policy, UnixTime(now)).expect("valid"));
+    };
+    if let Some((op, n)) = only {
         for _ in 0..n {
-            wrap();
+            match op.as_str() {
+                "wrap-local" => wrap(),
+                "jwt-verify" => verify(),
+                other => panic!("no op {other}"),
+            }
         }
-        println!("{target},wrap-local,{n}");
+        println!("{target},{op},{n}");
         return;
     }
     let dek = Dek::from_bytes(&[7u8; 32]).unwrap();
@@ -208,12 +222,7 @@ fn main() {
     let (n, t) = run(secs, &mut wrap);
     report(target, 32, "wrap-local", n, t);
     // One token check per delivery; ns_per_kb is per KB of the token.
-    let now = 1_800_000_000;
-    let (token, jwks, policy) = signed_token(now);
-    let (n, t) = run(secs, || {
-        let parsed = Token::parse(&token).expect("token");
-        std::hint::black_box(jwt::verify(&parsed, &jwks, &policy, UnixTime(now)).expect("valid"));
-    });
+    let (n, t) = run(secs, &mut verify);
     report(target, token.len(), "jwt-verify", n, t);
 }
 

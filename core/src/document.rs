@@ -76,10 +76,11 @@ pub fn document_id(source: &str, id: &str) -> String {
     h.update((source.len() as u64).to_be_bytes());
     h.update(source.as_bytes());
     h.update(id.as_bytes());
-    let digest = h.finalize();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(64);
-    for b in digest {
-        out.push_str(&format!("{b:02x}"));
+    for b in h.finalize() {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 15)] as char);
     }
     out
 }

@@ -361,40 +361,63 @@ pub fn open_with(
 /// `cmk` header. A reader uses it to refuse records whose header was
 /// removed or edited to unlist a field.
 pub fn sealed_pointers(doc: &Value) -> Vec<String> {
-    fn escape(k: &str) -> String {
-        k.replace('~', "~0").replace('/', "~1")
+    /// One step of the path walked so far.
+    enum Step<'a> {
+        Member(&'a str),
+        Element(usize),
     }
-    fn walk(v: &Value, at: &mut String, out: &mut Vec<String>, root: bool) {
+    /// The path as a JSON Pointer, built only for a sealed value found
+    /// (every event is checked, and almost none holds one).
+    fn pointer(path: &[Step]) -> String {
+        let mut p = String::new();
+        for step in path {
+            p.push('/');
+            match step {
+                Step::Member(k) => {
+                    for c in k.chars() {
+                        match c {
+                            '~' => p.push_str("~0"),
+                            '/' => p.push_str("~1"),
+                            c => p.push(c),
+                        }
+                    }
+                }
+                Step::Element(i) => p.push_str(&i.to_string()),
+            }
+        }
+        p
+    }
+    fn walk<'a>(v: &'a Value, path: &mut Vec<Step<'a>>, out: &mut Vec<String>) {
         match v {
             Value::Object(m) => {
-                if !root && m.len() == 3 && ["cmk", "iv", "ct"].iter().all(|k| m.contains_key(*k)) {
-                    out.push(at.clone());
+                if !path.is_empty()
+                    && m.len() == 3
+                    && ["cmk", "iv", "ct"].iter().all(|k| m.contains_key(*k))
+                {
+                    out.push(pointer(path));
                     return;
                 }
                 for (k, child) in m {
-                    if root && k == HEADER {
+                    if path.is_empty() && k == HEADER {
                         continue;
                     }
-                    let len = at.len();
-                    at.push('/');
-                    at.push_str(&escape(k));
-                    walk(child, at, out, false);
-                    at.truncate(len);
+                    path.push(Step::Member(k));
+                    walk(child, path, out);
+                    path.pop();
                 }
             }
             Value::Array(a) => {
                 for (i, child) in a.iter().enumerate() {
-                    let len = at.len();
-                    at.push_str(&format!("/{i}"));
-                    walk(child, at, out, false);
-                    at.truncate(len);
+                    path.push(Step::Element(i));
+                    walk(child, path, out);
+                    path.pop();
                 }
             }
             _ => {}
         }
     }
     let mut out = Vec::new();
-    walk(doc, &mut String::new(), &mut out, true);
+    walk(doc, &mut Vec::new(), &mut out);
     out
 }
 

@@ -68,37 +68,33 @@ pub struct Event {
 impl Event {
     /// The event as a CloudEvents 1.0 JSON object (structured mode).
     pub fn to_cloudevent_json(&self) -> Value {
-        let mut m = Map::new();
-        m.insert("specversion".into(), Value::from("1.0"));
-        m.insert("id".into(), Value::from(self.id.clone()));
-        m.insert("source".into(), Value::from(self.source.clone()));
-        m.insert("type".into(), Value::from(self.ty.clone()));
-        let opt = |m: &mut Map<String, Value>, k: &str, v: &Option<String>| {
-            if let Some(v) = v {
-                m.insert(k.into(), Value::from(v.clone()));
-            }
-        };
-        opt(&mut m, "subject", &self.subject);
-        opt(&mut m, "time", &self.time);
-        opt(&mut m, "datacontenttype", &self.data_content_type);
-        opt(&mut m, "dataschema", &self.data_schema);
-        for (k, v) in &self.extensions {
-            m.insert(k.clone(), v.clone());
-        }
-        if let Some(d) = &self.data {
-            m.insert("data".into(), d.clone());
-        }
-        Value::Object(m)
+        self.clone().into_cloudevent_json()
     }
 
-    /// [`Self::to_cloudevent_json`], moving the data instead of copying it.
-    pub fn into_cloudevent_json(mut self) -> Value {
-        let data = self.data.take();
-        let mut v = self.to_cloudevent_json();
-        if let (Some(d), Value::Object(m)) = (data, &mut v) {
+    /// [`Self::to_cloudevent_json`], moving the attributes and data
+    /// instead of copying them.
+    pub fn into_cloudevent_json(self) -> Value {
+        let mut m = Map::new();
+        m.insert("specversion".into(), Value::from("1.0"));
+        m.insert("id".into(), Value::from(self.id));
+        m.insert("source".into(), Value::from(self.source));
+        m.insert("type".into(), Value::from(self.ty));
+        let mut opt = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                m.insert(k.into(), Value::from(v));
+            }
+        };
+        opt("subject", self.subject);
+        opt("time", self.time);
+        opt("datacontenttype", self.data_content_type);
+        opt("dataschema", self.data_schema);
+        for (k, v) in self.extensions {
+            m.insert(k, v);
+        }
+        if let Some(d) = self.data {
             m.insert("data".into(), d);
         }
-        v
+        Value::Object(m)
     }
 }
 
@@ -202,24 +198,32 @@ pub struct Shape {
 
 /// Scans `body` for its [`Shape`] in one pass, without allocating.
 pub fn shape(body: &[u8]) -> Shape {
-    let (mut depth, mut max, mut in_str, mut esc) = (0usize, 0usize, false, false);
+    let (mut depth, mut max) = (0usize, 0usize);
     let mut top_array = None;
     let (mut items, mut seen_value) = (0usize, false);
-    for &b in body {
-        if in_str {
-            match (esc, b) {
-                (true, _) => esc = false,
-                (false, b'\\') => esc = true,
-                (false, b'"') => in_str = false,
-                _ => {}
-            }
-            continue;
-        }
+    let mut i = 0;
+    while let Some(&b) = body.get(i) {
+        i += 1;
         match b {
             b'"' => {
-                in_str = true;
                 if depth == 1 {
                     seen_value = true;
+                }
+                // Most of a body is string content: skip it in one tight
+                // loop to the closing quote, stepping over escapes.
+                loop {
+                    match body[i.min(body.len())..]
+                        .iter()
+                        .position(|&c| c == b'"' || c == b'\\')
+                    {
+                        None => i = body.len(),
+                        Some(j) if body[i + j] == b'\\' => {
+                            i += j + 2;
+                            continue;
+                        }
+                        Some(j) => i += j + 1,
+                    }
+                    break;
                 }
             }
             b'[' | b'{' => {

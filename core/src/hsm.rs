@@ -359,7 +359,7 @@ pub fn wrap_locally(
     })
 }
 
-mod oaep;
+pub(crate) mod oaep;
 
 /// A wrap or unwrap result.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,12 +20,11 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use rsa::pkcs1v15::{Signature, VerifyingKey};
-use rsa::signature::Verifier;
-use rsa::{BigUint, RsaPublicKey};
 use serde::Deserialize;
 use serde_json::Value;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
+
+use crate::hsm::oaep::PublicKey;
 
 use http::StatusCode;
 
@@ -177,7 +176,7 @@ impl Token {
 /// RSA signing keys by key id.
 #[derive(Debug, Clone, Default)]
 pub struct Jwks {
-    keys: Vec<(String, RsaPublicKey)>,
+    keys: Vec<(String, PublicKey)>,
 }
 
 #[derive(Deserialize)]
@@ -216,13 +215,10 @@ impl Jwks {
             let (Ok(n), Ok(e)) = (URL_SAFE_NO_PAD.decode(&n), URL_SAFE_NO_PAD.decode(&e)) else {
                 continue;
             };
-            let Ok(key) = RsaPublicKey::new(BigUint::from_bytes_be(&n), BigUint::from_bytes_be(&e))
-            else {
+            // 2048 to 4096 bits, an odd exponent of at most 64 bits.
+            let Ok(key) = PublicKey::new(&n, &e) else {
                 continue;
             };
-            if n.len() * 8 < 2048 {
-                continue;
-            }
             keys.push((kid, key));
         }
         if keys.is_empty() {
@@ -238,7 +234,7 @@ impl Jwks {
         self.keys.iter().any(|(k, _)| k == kid)
     }
 
-    fn get(&self, kid: &str) -> Option<&RsaPublicKey> {
+    fn get(&self, kid: &str) -> Option<&PublicKey> {
         self.keys.iter().find(|(k, _)| k == kid).map(|(_, v)| v)
     }
 }
@@ -270,6 +266,24 @@ fn claim_time(claims: &Value, name: &'static str) -> Result<Option<u64>, JwtErro
     }
 }
 
+/// EMSA-PKCS1-v1_5 (RFC 8017, 9.2) of SHA-256(`message`) for a `k`-byte
+/// modulus: 0x00 0x01, 0xFF padding, 0x00, the DigestInfo prefix of
+/// SHA-256 (note 1 of 9.2), the hash.
+fn pkcs1_sha256_encoding(message: &[u8], k: usize) -> Vec<u8> {
+    const DIGEST_INFO: [u8; 19] = [
+        0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
+        0x05, 0x00, 0x04, 0x20,
+    ];
+    let t_len = DIGEST_INFO.len() + 32;
+    let mut em = vec![0xffu8; k];
+    em[0] = 0;
+    em[1] = 1;
+    em[k - t_len - 1] = 0;
+    em[k - t_len..k - 32].copy_from_slice(&DIGEST_INFO);
+    em[k - 32..].copy_from_slice(&Sha256::digest(message));
+    em
+}
+
 /// Verifies `token` against `jwks` and `policy` at `now`.
 pub fn verify(
     token: &Token,
@@ -282,11 +296,14 @@ pub fn verify(
     }
     let kid = token.kid.as_deref().ok_or(JwtError::UnknownKey)?;
     let key = jwks.get(kid).ok_or(JwtError::UnknownKey)?;
-    let signature =
-        Signature::try_from(token.signature.as_slice()).map_err(|_| JwtError::Signature)?;
-    VerifyingKey::<Sha256>::new(key.clone())
-        .verify(&token.signing_input, &signature)
-        .map_err(|_| JwtError::Signature)?;
+    // RSASSA-PKCS1-v1_5 with SHA-256 (RFC 8017, 8.2.2): the signature
+    // opened with the public key must be exactly the encoding of the hash.
+    let opened = key
+        .verify_primitive(&token.signature)
+        .ok_or(JwtError::Signature)?;
+    if opened != pkcs1_sha256_encoding(&token.signing_input, key.modulus_len()) {
+        return Err(JwtError::Signature);
+    }
 
     let c = &token.claims;
     let exp = claim_time(c, "exp")?.ok_or(JwtError::Claim {

@@ -50,6 +50,46 @@ impl Calls {
     }
 }
 
+/// Calls into the runtime host that are not outbound requests: Spin
+/// variables read and key-value store operations. Each crosses the
+/// component boundary (and, in Spin, a variables provider may itself ask a
+/// secret store), so a delivery should make few.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostCalls {
+    /// `variables.get`.
+    pub variables: u32,
+    /// `key-value.store.open`.
+    pub kv_open: u32,
+    /// `key-value.store.get`.
+    pub kv_get: u32,
+    /// `key-value.store.set` and `delete`.
+    pub kv_write: u32,
+}
+
+/// One kind of host call, for [`host`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostCall {
+    /// A Spin variable read.
+    Variable,
+    /// A key-value store opened.
+    KvOpen,
+    /// A key-value entry read.
+    KvGet,
+    /// A key-value entry written or deleted.
+    KvWrite,
+}
+
+impl HostCalls {
+    fn to_json(self) -> Value {
+        json!({
+            "variables": self.variables,
+            "kv_open": self.kv_open,
+            "kv_get": self.kv_get,
+            "kv_write": self.kv_write,
+        })
+    }
+}
+
 /// The tally of one request.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Tally {
@@ -65,6 +105,8 @@ pub struct Tally {
     pub request_charge: f64,
     /// Events the delivery carried, once decoded.
     pub events: Option<usize>,
+    /// Variables and key-value calls into the runtime host.
+    pub host: HostCalls,
 }
 
 impl Tally {
@@ -94,6 +136,7 @@ impl Tally {
             ("entra", self.entra.to_json()),
             ("jwks", self.jwks.to_json()),
             ("cosmos", self.cosmos.to_json()),
+            ("host", self.host.to_json()),
             // Rounded as Cosmos DB reports it (two decimals).
             (
                 "request_charge",
@@ -115,6 +158,20 @@ pub fn reset() {
 /// Counts one attempt of the current request.
 pub fn attempt(peer: Peer, status: Option<u16>) {
     CURRENT.with(|t| t.borrow_mut().attempt(peer, status));
+}
+
+/// Counts one call into the runtime host for the current request.
+pub fn host(call: HostCall) {
+    CURRENT.with(|t| {
+        let h = &mut t.borrow_mut().host;
+        let n = match call {
+            HostCall::Variable => &mut h.variables,
+            HostCall::KvOpen => &mut h.kv_open,
+            HostCall::KvGet => &mut h.kv_get,
+            HostCall::KvWrite => &mut h.kv_write,
+        };
+        *n = n.saturating_add(1);
+    });
 }
 
 /// Adds request units billed to the current request.
@@ -181,6 +238,34 @@ mod tests {
         assert_eq!(f["jwks"]["calls"], 0);
         assert_eq!(f["request_charge"], 10.48);
         assert_eq!(f["events"], Value::Null);
+        assert_eq!(f["host"]["variables"], 0);
+    }
+
+    #[test]
+    fn host_calls_are_counted_by_kind() {
+        reset();
+        for c in [
+            HostCall::Variable,
+            HostCall::Variable,
+            HostCall::KvOpen,
+            HostCall::KvGet,
+            HostCall::KvGet,
+            HostCall::KvGet,
+            HostCall::KvWrite,
+        ] {
+            host(c);
+        }
+        assert_eq!(
+            current().host,
+            HostCalls {
+                variables: 2,
+                kv_open: 1,
+                kv_get: 3,
+                kv_write: 1
+            }
+        );
+        reset();
+        assert_eq!(current().host, HostCalls::default());
     }
 
     #[test]

@@ -149,7 +149,8 @@ pub struct Kek<'a> {
     cfg: &'a KekConfig,
     key_name: String,
     retry: RetryPolicy,
-    store: Option<crate::host::token::KvStore>,
+    /// Its key-value store (token, key state) is the key's cache too: one
+    /// store opened per request.
     tokens: Tokens<'a>,
 }
 
@@ -172,22 +173,20 @@ impl<'a> Kek<'a> {
         retry: RetryPolicy,
         kv_key: Option<&cmk_core::kvseal::EntryKey>,
     ) -> Self {
-        let store = crate::host::token::open_store(kv_key);
         Self {
             cfg,
             key_name: key_name.to_owned(),
             retry,
-            store,
             tokens: Tokens::new(&cfg.identity, retry, kv_key),
         }
     }
 
     fn cache_get(&self, key: &str) -> Option<Vec<u8>> {
-        self.store.as_ref().and_then(|s| s.get(key).ok().flatten())
+        self.tokens.store().and_then(|s| s.get(key).ok().flatten())
     }
 
     fn cache_set(&self, key: &str, value: &[u8]) {
-        if let Some(s) = &self.store {
+        if let Some(s) = self.tokens.store() {
             if let Err(e) = s.set(key, value) {
                 log::emit(
                     "warn",
@@ -199,7 +198,7 @@ impl<'a> Kek<'a> {
     }
 
     fn cache_delete(&self, key: &str) {
-        if let Some(s) = &self.store {
+        if let Some(s) = self.tokens.store() {
             let _ = s.delete(key);
         }
     }
@@ -306,7 +305,7 @@ impl<'a> Kek<'a> {
             .map(|c| c.key);
         log_state_change(
             &self.key_name,
-            self.store.is_some(),
+            self.tokens.store().is_some(),
             previous.as_ref(),
             &info,
         );

@@ -20,10 +20,13 @@ pub(crate) fn load_config() -> Result<Config, ApiError> {
 /// The configuration without logging its warnings: for the platform's
 /// anonymous probes, which would repeat them every few seconds.
 pub(crate) fn load_config_quietly() -> Result<Config, ApiError> {
-    Config::load(|name| match spin_sdk::variables::get(name) {
-        Ok(v) => Ok(Some(v)),
-        Err(spin_sdk::variables::Error::Undefined(_)) => Ok(None),
-        Err(e) => Err(e.to_string()),
+    Config::load(|name| {
+        cmk_core::tally::host(cmk_core::tally::HostCall::Variable);
+        match spin_sdk::variables::get(name) {
+            Ok(v) => Ok(Some(v)),
+            Err(spin_sdk::variables::Error::Undefined(_)) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
     })
     .map_err(ApiError::from)
 }

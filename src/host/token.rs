@@ -13,6 +13,7 @@ use crate::host::outbound;
 use cmk_core::config::IdentityConfig;
 use cmk_core::entra::{self, AccessToken, EntraError, Freshness};
 use cmk_core::retry::RetryPolicy;
+use cmk_core::tally::{self, HostCall};
 use cmk_core::time::UnixTime;
 
 /// Why no token could be had.
@@ -83,6 +84,7 @@ impl KvStore {
     /// Stores the secret `value` under `name`: encrypted, with a key (see
     /// [`cmk_core::kvseal::EntryKey::seal_secret`]).
     pub fn set_secret(&self, name: &str, value: &[u8]) -> Result<(), spin_sdk::key_value::Error> {
+        tally::host(HostCall::KvWrite);
         match &self.key {
             Some(k) => {
                 let mut nonce = [0u8; cmk_core::kvseal::NONCE_LEN];
@@ -100,6 +102,7 @@ impl KvStore {
         name: &str,
         open: impl Fn(&cmk_core::kvseal::EntryKey, &str, &[u8]) -> Option<Vec<u8>>,
     ) -> Result<Option<Vec<u8>>, spin_sdk::key_value::Error> {
+        tally::host(HostCall::KvGet);
         let v = self.store.get(name)?;
         Ok(match (&self.key, v) {
             (Some(k), Some(b)) => {
@@ -126,6 +129,7 @@ impl KvStore {
 
     /// Stores `value` under `name` (sealed, with a key).
     pub fn set(&self, name: &str, value: &[u8]) -> Result<(), spin_sdk::key_value::Error> {
+        tally::host(HostCall::KvWrite);
         match &self.key {
             Some(k) => self.store.set(name, &k.seal(name, value)),
             None => self.store.set(name, value),
@@ -134,6 +138,7 @@ impl KvStore {
 
     /// Removes the entry under `name`.
     pub fn delete(&self, name: &str) -> Result<(), spin_sdk::key_value::Error> {
+        tally::host(HostCall::KvWrite);
         self.store.delete(name)
     }
 }
@@ -157,6 +162,7 @@ pub fn open_store(key: Option<&cmk_core::kvseal::EntryKey>) -> Option<KvStore> {
             None
         }
     };
+    tally::host(HostCall::KvOpen);
     match Store::open_default() {
         Ok(store) => Some(KvStore { store, key }),
         Err(e) => {
@@ -184,6 +190,12 @@ impl<'a> Tokens<'a> {
             retry,
             store,
         }
+    }
+
+    /// The key-value store the tokens are cached in, for the caller's
+    /// other entries (one store opened per request).
+    pub fn store(&self) -> Option<&KvStore> {
+        self.store.as_ref()
     }
 
     fn key(&self, scope: &str) -> String {

@@ -22,46 +22,47 @@ pub struct IdentityConfig {
 /// takes the first that is configured, in this order: workload identity
 /// (tenant, client id and a federated token), client secret (tenant, client
 /// id, secret), App Service / Container Apps managed identity (an
-/// `identity_header`), IMDS managed identity.
+/// `identity_header`), IMDS managed identity. A named source reads only its
+/// own variables (each read is a call into the host, on every request);
+/// `auto` reads what it needs to decide.
 pub(super) fn load(vars: &Vars) -> Result<IdentityConfig, ConfigError> {
-    let tenant = vars.get("azure_tenant_id")?;
-    let client_id = vars.get("azure_client_id")?;
+    let choice = vars.get("identity")?.unwrap_or_else(|| "auto".into());
+    // Checked whichever the source: a wrong authority is refused even
+    // while a managed identity (which does not use it) is picked.
     let authority = vars
         .get("azure_authority_host")?
         .unwrap_or_else(|| DEFAULT_AUTHORITY.into());
     Endpoint::parse(&authority).map_err(|e| invalid("azure_authority_host", &e))?;
-    let secret = vars.get("azure_client_secret")?.map(Secret::new);
-    let federated = vars.get("azure_federated_token")?.map(Secret::new);
-    let header = vars.get("identity_header")?.map(Secret::new);
-    let mi_endpoint = vars.get("managed_identity_endpoint")?;
-    let choice = vars.get("identity")?.unwrap_or_else(|| "auto".into());
-    let need = |v: &Option<String>, name: &'static str, why: &str| -> Result<String, ConfigError> {
-        v.clone()
+    let need = |name: &'static str, why: &str| -> Result<String, ConfigError> {
+        vars.get(name)?
             .ok_or_else(|| invalid(name, &format!("is required for {why}")))
     };
     let workload = || -> Result<Provider, ConfigError> {
         Ok(Provider::WorkloadIdentity {
             authority: authority.clone(),
-            tenant: need(&tenant, "azure_tenant_id", "workload identity")?,
-            client_id: need(&client_id, "azure_client_id", "workload identity")?,
+            tenant: need("azure_tenant_id", "workload identity")?,
+            client_id: need("azure_client_id", "workload identity")?,
         })
     };
     let client_secret = || -> Result<Provider, ConfigError> {
         Ok(Provider::ClientSecret {
             authority: authority.clone(),
-            tenant: need(&tenant, "azure_tenant_id", "a client secret")?,
-            client_id: need(&client_id, "azure_client_id", "a client secret")?,
-            secret: secret.clone().ok_or_else(|| {
-                invalid(
-                    "azure_client_secret",
-                    &"is required for identity = client-secret",
-                )
-            })?,
+            tenant: need("azure_tenant_id", "a client secret")?,
+            client_id: need("azure_client_id", "a client secret")?,
+            secret: vars
+                .get("azure_client_secret")?
+                .map(Secret::new)
+                .ok_or_else(|| {
+                    invalid(
+                        "azure_client_secret",
+                        &"is required for identity = client-secret",
+                    )
+                })?,
         })
     };
     let managed = || -> Result<Provider, ConfigError> {
-        let endpoint = mi_endpoint
-            .clone()
+        let endpoint = vars
+            .get("managed_identity_endpoint")?
             .unwrap_or_else(|| crate::entra::IMDS_ENDPOINT.into());
         let parsed: http::Uri = endpoint
             .parse()
@@ -72,26 +73,29 @@ pub(super) fn load(vars: &Vars) -> Result<IdentityConfig, ConfigError> {
                 &"must be an absolute http(s) URL",
             ));
         }
-        Ok(match &header {
-            Some(h) => Provider::AppService {
+        let client_id = vars.get("azure_client_id")?;
+        Ok(match vars.get("identity_header")?.map(Secret::new) {
+            Some(header) => Provider::AppService {
                 endpoint,
-                header: h.clone(),
-                client_id: client_id.clone(),
+                header,
+                client_id,
             },
             None => Provider::Imds {
                 endpoint,
-                client_id: client_id.clone(),
+                client_id,
             },
         })
     };
+    let set = |name: &'static str| -> Result<bool, ConfigError> { Ok(vars.get(name)?.is_some()) };
     let provider = match choice.as_str() {
         "workload-identity" => workload()?,
         "client-secret" => client_secret()?,
         "managed-identity" => managed()?,
         "auto" => {
-            if tenant.is_some() && client_id.is_some() && federated.is_some() {
+            let ids = set("azure_tenant_id")? && set("azure_client_id")?;
+            if ids && set("azure_federated_token")? {
                 workload()?
-            } else if tenant.is_some() && client_id.is_some() && secret.is_some() {
+            } else if ids && set("azure_client_secret")? {
                 client_secret()?
             } else {
                 managed()?
@@ -106,12 +110,14 @@ pub(super) fn load(vars: &Vars) -> Result<IdentityConfig, ConfigError> {
             ))
         }
     };
-    if provider.needs_assertion() && federated.is_none() {
-        return Err(invalid(
+    // Only workload identity uses the federated token.
+    let federated = match provider.needs_assertion() {
+        true => Some(Secret::new(need(
             "azure_federated_token",
-            &"is required for workload identity",
-        ));
-    }
+            "workload identity",
+        )?)),
+        false => None,
+    };
     Ok(IdentityConfig {
         provider,
         federated_token: federated,

@@ -9,9 +9,12 @@ use crate::access::Keys;
 pub(super) type Lookup<'a> = dyn Fn(&'static str) -> Result<Option<String>, String> + 'a;
 
 /// The variables, read through a lookup; every error names the variable,
-/// never its value.
+/// never its value. Each variable is looked up at most once per load (a
+/// lookup is a call into the host): settings groups that share one, such
+/// as `azure_tenant_id`, get the remembered value.
 pub(super) struct Vars<'a> {
     lookup: &'a Lookup<'a>,
+    seen: std::cell::RefCell<Vec<(&'static str, Option<String>)>>,
 }
 
 /// A variable's value is not acceptable, and why.
@@ -24,14 +27,22 @@ pub(super) fn invalid(name: &'static str, reason: &dyn std::fmt::Display) -> Con
 
 impl<'a> Vars<'a> {
     pub(super) fn new(lookup: &'a Lookup<'a>) -> Self {
-        Self { lookup }
+        Self {
+            lookup,
+            seen: Default::default(),
+        }
     }
 
     /// The value, `None` when it is unset or blank.
     pub(super) fn get(&self, name: &'static str) -> Result<Option<String>, ConfigError> {
-        (self.lookup)(name)
+        if let Some((_, v)) = self.seen.borrow().iter().find(|(n, _)| *n == name) {
+            return Ok(v.clone());
+        }
+        let v = (self.lookup)(name)
             .map(|v| v.filter(|s| !s.trim().is_empty()))
-            .map_err(|reason| ConfigError::Unreadable { name, reason })
+            .map_err(|reason| ConfigError::Unreadable { name, reason })?;
+        self.seen.borrow_mut().push((name, v.clone()));
+        Ok(v)
     }
 
     /// The value, which must be set.

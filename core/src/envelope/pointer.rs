@@ -20,8 +20,14 @@ pub fn valid_pointer(p: &str) -> bool {
     }
 }
 
-fn unescape(token: &str) -> String {
-    token.replace("~1", "/").replace("~0", "~")
+/// The member name a token stands for (borrowed when nothing is escaped,
+/// as in almost every configured pointer).
+fn unescape(token: &str) -> std::borrow::Cow<'_, str> {
+    if token.contains('~') {
+        token.replace("~1", "/").replace("~0", "~").into()
+    } else {
+        token.into()
+    }
 }
 
 /// Where a configured pointer meets a value of another shape than the
@@ -75,7 +81,7 @@ pub fn resolve_branches(doc: &Value, pointer: &str) -> (Vec<String>, Vec<ShapeMi
             match v {
                 Value::Null => {}
                 Value::Object(m) if token != "*" => {
-                    if let Some(child) = m.get(&unescape(token)) {
+                    if let Some(child) = m.get(unescape(token).as_ref()) {
                         next.push((format!("{path}/{token}"), child));
                     }
                 }

@@ -286,3 +286,69 @@ fn depth_and_items_are_read_without_parsing() {
     assert_eq!(shape(deep.as_bytes()).depth, 500);
     assert_eq!(shape(b"").depth, 0);
 }
+
+#[test]
+fn strings_are_skipped_as_a_byte_by_byte_scan_would() {
+    // The byte-by-byte state machine the scan replaces, as the reference.
+    fn reference(body: &[u8]) -> Shape {
+        let (mut depth, mut max, mut in_str, mut esc) = (0usize, 0usize, false, false);
+        let (mut top_array, mut items, mut seen_value) = (None, 0usize, false);
+        for &b in body {
+            if in_str {
+                match (esc, b) {
+                    (true, _) => esc = false,
+                    (false, b'\\') => esc = true,
+                    (false, b'"') => in_str = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => {
+                    in_str = true;
+                    seen_value |= depth == 1;
+                }
+                b'[' | b'{' => {
+                    if depth == 0 && top_array.is_none() {
+                        top_array = Some(b == b'[');
+                    } else if depth == 1 {
+                        seen_value = true;
+                    }
+                    depth += 1;
+                    max = max.max(depth);
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                b',' if depth == 1 => {
+                    items += 1;
+                    seen_value = false;
+                }
+                b' ' | b'\t' | b'\n' | b'\r' => {}
+                _ if depth == 1 => seen_value = true,
+                _ => {}
+            }
+        }
+        Shape {
+            depth: max,
+            top_level_items: (top_array == Some(true))
+                .then_some(items + usize::from(seen_value)),
+        }
+    }
+    let alphabet = b"[]{},\"\\ a1";
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for len in 0..400 {
+        let body: Vec<u8> = (0..len % 40)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                alphabet[(x % alphabet.len() as u64) as usize]
+            })
+            .collect();
+        assert_eq!(
+            shape(&body),
+            reference(&body),
+            "{:?}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+}

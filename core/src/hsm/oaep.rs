@@ -1,5 +1,7 @@
 //! RSAES-OAEP encryption with SHA-256 (RFC 8017, section 7.1.1; MGF1 with
-//! SHA-256, empty label), public key only.
+//! SHA-256, empty label), public key only; and the same exponentiation as
+//! the signature verification primitive RSAVP1 (section 5.2.2), with which
+//! the sender-token check verifies RS256 tokens.
 //!
 //! The modular exponentiation works on 32-bit limbs with 64-bit products,
 //! which WebAssembly has as single instructions: Montgomery multiplication
@@ -30,7 +32,8 @@ pub enum OaepError {
     MessageTooLong,
 }
 
-/// An RSA public key prepared for encryption.
+/// An RSA public key prepared for encryption and signature checks.
+#[derive(Debug, Clone)]
 pub struct PublicKey {
     /// Modulus, little-endian 32-bit limbs, top limb non-zero.
     n: Vec<u32>,
@@ -93,6 +96,26 @@ impl PublicKey {
     pub fn raw(&self, m: &[u8]) -> Vec<u8> {
         let m = Zeroizing::new(limbs(m, self.n.len()));
         to_bytes(&self.pow_e(&m), self.k)
+    }
+
+    /// RSAVP1: s^e mod n as k bytes, for a signature of exactly k bytes;
+    /// `None` when it is not below n ("signature representative out of
+    /// range").
+    pub fn verify_primitive(&self, s: &[u8]) -> Option<Vec<u8>> {
+        if s.len() != self.k {
+            return None;
+        }
+        let s = limbs(s, self.n.len());
+        // Public values: an ordinary comparison, most significant limb first.
+        if s.iter().rev().cmp(self.n.iter().rev()) != std::cmp::Ordering::Less {
+            return None;
+        }
+        Some(to_bytes(&self.pow_e(&s), self.k))
+    }
+
+    /// Length of the modulus in bytes.
+    pub fn modulus_len(&self) -> usize {
+        self.k
     }
 
     /// m^e mod n, for m < n.

@@ -179,6 +179,42 @@ fn signatures_keys_and_algorithms() {
 }
 
 #[test]
+fn only_the_exact_pkcs1_sha256_encoding_below_the_modulus_verifies() {
+    let jwks = Jwks::parse(&jwks_json("k1")).unwrap();
+    let token = sign(rs256(), claims());
+    let (input, _) = token.rsplit_once('.').unwrap();
+    let with_signature = |sig: &[u8]| {
+        let t = Token::parse(&format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))).unwrap();
+        verify(&t, &jwks, &policy(), NOW)
+    };
+    let good = SigningKey::<Sha256>::new(key().clone()).sign(input.as_bytes());
+    assert!(with_signature(&good.to_bytes()).is_ok());
+    let n = key().to_public_key().n().to_bytes_be();
+    let mut longer = vec![0u8];
+    longer.extend_from_slice(&good.to_bytes());
+    let mut flipped = good.to_vec();
+    flipped[10] ^= 1;
+    // Signed by the same key over the same input, with another hash.
+    let sha384 = SigningKey::<sha2::Sha384>::new(key().clone())
+        .sign(input.as_bytes())
+        .to_vec();
+    for (why, sig) in [
+        ("the modulus itself", n.clone()),
+        ("above the modulus", vec![0xff; n.len()]),
+        ("a byte longer than the modulus", longer),
+        ("one bit changed", flipped),
+        ("SHA-384", sha384),
+        ("zero", vec![0; n.len()]),
+    ] {
+        assert_eq!(
+            with_signature(&sig).unwrap_err(),
+            JwtError::Signature,
+            "{why}"
+        );
+    }
+}
+
+#[test]
 fn malformed_tokens_and_documents() {
     for t in [
         "",

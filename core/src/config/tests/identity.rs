@@ -66,3 +66,73 @@ fn identity_is_picked_in_the_documented_order() {
     );
     assert!(load(&[("hsm_key_name", "bad/name"), hsm[1]]).is_err());
 }
+
+/// The variables one load reads, in order, with `pairs` set.
+fn reads(pairs: &[(&str, &str)]) -> Vec<&'static str> {
+    let m: HashMap<&str, &str> = pairs.iter().copied().collect();
+    let seen = std::cell::RefCell::new(Vec::new());
+    Config::load(|name| {
+        seen.borrow_mut().push(name);
+        Ok(m.get(name).map(|v| v.to_string()))
+    })
+    .unwrap();
+    seen.into_inner()
+}
+
+#[test]
+fn a_named_source_reads_only_its_own_variables_and_each_once() {
+    let base = [
+        ("cosmos_endpoint", "http://127.0.0.1:8081"),
+        ("cosmos_database", "db"),
+        ("cosmos_container", "events"),
+        ("cosmos_key", KEY),
+        ("hsm_key_name", "app-kek"),
+        ("hsm_endpoint", "https://contoso.managedhsm.azure.net"),
+        ("azure_tenant_id", "t"),
+        ("azure_client_id", "c"),
+        ("ingest_entra_audiences", "api://x"),
+    ];
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut all = base.to_vec();
+        all.extend_from_slice(extra);
+        reads(&all)
+    };
+    for (named, absent) in [
+        (
+            [("identity", "client-secret"), ("azure_client_secret", "s")],
+            &[
+                "azure_federated_token",
+                "identity_header",
+                "managed_identity_endpoint",
+            ][..],
+        ),
+        (
+            [
+                ("identity", "workload-identity"),
+                ("azure_federated_token", "eyJ"),
+            ],
+            &[
+                "azure_client_secret",
+                "identity_header",
+                "managed_identity_endpoint",
+            ][..],
+        ),
+        (
+            [("identity", "managed-identity"), ("identity_header", "h")],
+            &["azure_client_secret", "azure_federated_token"][..],
+        ),
+    ] {
+        let r = with(&named);
+        for &a in absent {
+            assert!(!r.contains(&a), "{named:?} read {a}");
+        }
+        let mut unique = r.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), r.len(), "a variable read twice: {r:?}");
+    }
+    // `auto` still reads what it needs to decide, and picks as before.
+    let r = with(&[("azure_client_secret", "s")]);
+    assert!(r.contains(&"azure_federated_token") && r.contains(&"azure_client_secret"));
+    assert!(!r.contains(&"identity_header"), "{r:?}");
+}
