@@ -44,10 +44,11 @@ output "spin_variables" {
     # built from the app identity's role assignments on the tenant keys, so
     # it names only keys Terraform created and the app may use (an apply
     # that fails on a role leaves that tenant out). Off in the first stage
-    # (nothing sealed).
+    # (nothing sealed). Off, the values are the ones the app reads as unset
+    # (empty pointer, "{}", "refuse"; tests/deploy_settings.rs loads them).
     key_scope_pointer = var.encryption == "customer-managed" ? var.key_scope_pointer : ""
     key_scope_keys    = var.encryption == "customer-managed" ? jsonencode({ for t, a in azurerm_key_vault_managed_hardware_security_module_role_assignment.tenant_app : t => azurerm_key_vault_managed_hardware_security_module_key.tenant[t].name }) : "{}"
-    key_scope_unknown = var.key_scope_unknown
+    key_scope_unknown = var.encryption == "customer-managed" && var.key_scope_pointer != "" ? var.key_scope_unknown : "refuse"
     # Tokens from the token proxy, which holds the app identity's workload
     # identity federation (identities.tf).
     identity                = "managed-identity"

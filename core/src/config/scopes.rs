@@ -154,12 +154,22 @@ pub(super) fn load(vars: &Vars) -> Result<Option<KeyScopes>, ConfigError> {
     let rule = vars.get("key_scope_key_rule")?;
     let unknown = vars.get("key_scope_unknown")?;
     let Some(pointer) = pointer.map(|p| p.trim().to_owned()) else {
-        for (name, v) in [
-            ("key_scope_keys", &mapped),
-            ("key_scope_key_rule", &rule),
-            ("key_scope_unknown", &unknown),
+        // Without a pointer, the off-state values a deployment template
+        // writes for every variable (an empty mapping, the default `refuse`)
+        // mean "unset"; anything that would choose a key stays a mistake.
+        let mapping_is_empty = mapped.as_deref().is_some_and(|m| {
+            serde_json::from_str::<serde_json::Value>(m)
+                .ok()
+                .and_then(|v| v.as_object().map(serde_json::Map::is_empty))
+                .unwrap_or(false)
+        });
+        let unknown_is_default = unknown.as_deref().map(str::trim) == Some("refuse");
+        for (name, v, off) in [
+            ("key_scope_keys", &mapped, mapping_is_empty),
+            ("key_scope_key_rule", &rule, false),
+            ("key_scope_unknown", &unknown, unknown_is_default),
         ] {
-            if v.is_some() {
+            if v.is_some() && !off {
                 return Err(invalid(
                     name,
                     &"is set while key_scope_pointer is not; set key_scope_pointer to the event's scope value (e.g. /data/tenantId)",

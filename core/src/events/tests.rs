@@ -329,8 +329,7 @@ fn strings_are_skipped_as_a_byte_by_byte_scan_would() {
         }
         Shape {
             depth: max,
-            top_level_items: (top_array == Some(true))
-                .then_some(items + usize::from(seen_value)),
+            top_level_items: (top_array == Some(true)).then_some(items + usize::from(seen_value)),
         }
     }
     let alphabet = b"[]{},\"\\ a1";

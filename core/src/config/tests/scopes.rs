@@ -39,6 +39,27 @@ fn without_a_pointer_there_are_no_scopes() {
     for name in ["key_scope_keys", "key_scope_key_rule", "key_scope_unknown"] {
         assert_eq!(refused(&[(name, "x")]), name);
     }
+    // The off-state values of a deployment template (empty pointer, `{}`,
+    // `refuse`) are "unset"; a mapping or rule without a pointer is not.
+    let off = with(&[
+        ("key_scope_pointer", ""),
+        ("key_scope_keys", " { } "),
+        ("key_scope_unknown", "refuse"),
+    ]);
+    assert!(off.unwrap().kek.unwrap().scopes.is_none());
+    assert_eq!(
+        refused(&[("key_scope_keys", r#"{"a": "tenant-a"}"#)]),
+        "key_scope_keys"
+    );
+    assert_eq!(refused(&[("key_scope_keys", "[]")]), "key_scope_keys");
+    assert_eq!(
+        refused(&[("key_scope_key_rule", "t-{value}")]),
+        "key_scope_key_rule"
+    );
+    assert_eq!(
+        refused(&[("key_scope_unknown", "default")]),
+        "key_scope_unknown"
+    );
     // Scopes need field encryption.
     assert_eq!(refused_first_stage(), "key_scope_pointer");
 }
