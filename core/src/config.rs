@@ -35,7 +35,8 @@ pub use ingest::{
 pub use kek::{KekConfig, ProtectedFields};
 pub use roles::{AdminConfig, ReadConfig};
 pub use scopes::{
-    valid_key_name, KeyScopes, NameRule, UnknownScope, MAX_MAPPED_KEYS, MAX_RULE_VALUE,
+    valid_key_name, KeyScopes, NameRule, RuleCollision, UnknownScope, MAX_MAPPED_KEYS,
+    MAX_RULE_VALUE,
 };
 
 /// Every variable the component reads, with whether it is secret. `spin.toml`

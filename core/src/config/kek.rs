@@ -72,6 +72,14 @@ pub(super) fn load(vars: &Vars, partition_key: &str) -> Result<Option<KekConfig>
             &"key names use letters, digits and hyphens",
         ));
     }
+    let key_scopes = match key_scopes {
+        None => None,
+        Some(mut s) => {
+            s.default_key = key_name.clone();
+            s.check()?;
+            Some(s)
+        }
+    };
     let endpoint = Endpoint::parse(&vars.required("hsm_endpoint")?)
         .map_err(|e| invalid("hsm_endpoint", &e))?;
     let protected = ProtectedFields::parse(

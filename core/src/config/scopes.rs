@@ -88,16 +88,100 @@ pub struct KeyScopes {
     pub rule: Option<NameRule>,
     /// What an event without a configured scope gets.
     pub unknown: UnknownScope,
+    /// `hsm_key_name`, which no scope value may choose.
+    pub default_key: String,
+}
+
+/// A naming rule made a key name that belongs to a mapped scope or is
+/// `hsm_key_name` (key names compare case-insensitively in Managed HSM).
+/// The configuration refuses such rules at load; this is the last guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleCollision;
+
+impl NameRule {
+    /// The value the rule would turn into `key_name`, comparing key names
+    /// the way Managed HSM does (case-insensitively).
+    fn value_making(&self, key_name: &str) -> Option<String> {
+        let lower = key_name.to_ascii_lowercase();
+        lower
+            .strip_prefix(&self.prefix.to_ascii_lowercase())
+            .and_then(|r| r.strip_suffix(&self.suffix.to_ascii_lowercase()))
+            .filter(|v| self.apply(v).is_some())
+            .map(str::to_owned)
+    }
 }
 
 impl KeyScopes {
-    /// The key for a scope value: mapped first, else by the rule.
-    pub fn key_for(&self, value: &str) -> Option<String> {
-        self.mapped
-            .iter()
-            .find(|(v, _)| v == value)
-            .map(|(_, k)| k.clone())
-            .or_else(|| self.rule.as_ref().and_then(|r| r.apply(value)))
+    /// The key for a scope value: mapped first, else by the rule; `None`
+    /// when neither configures the value. A rule-made name that is a mapped
+    /// key or `hsm_key_name` (in any case) is refused, never used: one
+    /// scope's value must not select another scope's key or the default.
+    pub fn key_for(&self, value: &str) -> Result<Option<String>, RuleCollision> {
+        if let Some((_, k)) = self.mapped.iter().find(|(v, _)| v == value) {
+            return Ok(Some(k.clone()));
+        }
+        let Some(made) = self.rule.as_ref().and_then(|r| r.apply(value)) else {
+            return Ok(None);
+        };
+        let taken = |k: &str| k.eq_ignore_ascii_case(&made);
+        if taken(&self.default_key) || self.mapped.iter().any(|(_, k)| taken(k)) {
+            return Err(RuleCollision);
+        }
+        Ok(Some(made))
+    }
+
+    /// Whether `key_name` is made by the naming rule (not mapped, not the
+    /// default key).
+    pub fn rule_made(&self, key_name: &str) -> bool {
+        !self.mapped.iter().any(|(_, k)| k == key_name)
+            && key_name != self.default_key
+            && self
+                .rule
+                .as_ref()
+                .is_some_and(|r| r.value_of(key_name).is_some())
+    }
+
+    /// Refuses a configuration in which one scope value could select
+    /// another scope's key or `hsm_key_name`. Managed HSM key names are
+    /// case-insensitive, so every comparison of key names ignores case.
+    pub(super) fn check(&self) -> Result<(), ConfigError> {
+        let keys = self.mapped_keys();
+        for (i, a) in keys.iter().enumerate() {
+            if keys[..i].iter().any(|b| b.eq_ignore_ascii_case(a)) {
+                return Err(invalid(
+                    "key_scope_keys",
+                    &format!("`{a}` is named twice in different cases; key names are case-insensitive, write each key one way"),
+                ));
+            }
+            if a.eq_ignore_ascii_case(&self.default_key) {
+                return Err(invalid(
+                    "key_scope_keys",
+                    &format!(
+                        "`{a}` is hsm_key_name, the default key; a scope needs a key of its own"
+                    ),
+                ));
+            }
+        }
+        let Some(rule) = &self.rule else {
+            return Ok(());
+        };
+        if rule.value_making(&self.default_key).is_some() {
+            return Err(invalid(
+                "key_scope_key_rule",
+                &"can make hsm_key_name (the default key) from a scope value; choose a prefix or suffix the default key does not have",
+            ));
+        }
+        for k in keys {
+            if let Some(v) = rule.value_making(k) {
+                if !self.mapped.iter().any(|(m, _)| *m == v) {
+                    return Err(invalid(
+                        "key_scope_key_rule",
+                        &format!("can make the mapped key `{k}` from an unmapped scope value; choose a prefix or suffix no mapped key has"),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether `key_name` is a scope's key (mapped, or made by the rule).
@@ -211,17 +295,53 @@ pub(super) fn load(vars: &Vars) -> Result<Option<KeyScopes>, ConfigError> {
         mapped,
         rule,
         unknown,
+        default_key: String::new(),
     }))
+}
+
+/// The entries of a JSON object in the order written, duplicates kept
+/// (`serde_json::Map` keeps only the last of two equal names).
+struct Entries(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Entries;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object of scope value -> key name")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Entries, A::Error> {
+                let mut out = Vec::new();
+                while let Some(e) = a.next_entry::<String, serde_json::Value>()? {
+                    out.push(e);
+                }
+                Ok(Entries(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// Parses `{"<scope value>": "<key name>", …}`.
 fn parse_mapping(text: &str) -> Result<Vec<(String, String)>, String> {
     let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-    let obj = v
-        .as_object()
-        .ok_or("expected a JSON object of scope value -> key name")?;
-    let mut out = Vec::with_capacity(obj.len());
-    for (value, key) in obj {
+    if !v.is_object() {
+        return Err("expected a JSON object of scope value -> key name".into());
+    }
+    let Entries(obj) = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let mut out: Vec<(String, String)> = Vec::with_capacity(obj.len());
+    for (value, key) in &obj {
+        if out.iter().any(|(v, _)| v == value) {
+            // Which entry, not which value: scope values stay out of the log.
+            return Err(format!(
+                "entry {} repeats an earlier scope value; each value is mapped once",
+                out.len() + 1
+            ));
+        }
         let key = key.as_str().ok_or_else(|| {
             format!(
                 "the key name of entry {} entries in is not a string",

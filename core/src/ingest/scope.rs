@@ -6,7 +6,7 @@
 use http::StatusCode;
 
 use crate::api::ApiError;
-use crate::config::{KekConfig, UnknownScope};
+use crate::config::{KekConfig, RuleCollision, UnknownScope};
 use crate::document::Document;
 
 /// The documents of a delivery sealed under one key.
@@ -33,11 +33,25 @@ pub fn key_groups(documents: &[Document], kek: &KekConfig) -> Result<Vec<KeyGrou
             Some(scopes) => {
                 let event = &d.body["event"];
                 let value = event.pointer(&scopes.pointer).and_then(|v| v.as_str());
-                match (value.and_then(|v| scopes.key_for(v)), scopes.unknown) {
+                let id = event["id"].as_str().unwrap_or_default();
+                let chosen = match value.map(|v| scopes.key_for(v)) {
+                    None => None,
+                    Some(Ok(k)) => k,
+                    Some(Err(RuleCollision)) => {
+                        return Err(ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "KeyScopeConflict",
+                            format!(
+                                "event `{id}`: the value at {} would make the name of another scope's key or of the default key; the event is refused (do not retry)",
+                                scopes.pointer
+                            ),
+                        ))
+                    }
+                };
+                match (chosen, scopes.unknown) {
                     (Some(k), _) => k,
                     (None, UnknownScope::DefaultKey) => kek.key_name.clone(),
                     (None, UnknownScope::Refuse) => {
-                        let id = event["id"].as_str().unwrap_or_default();
                         return Err(match value {
                             None => ApiError::new(
                                 StatusCode::BAD_REQUEST,

@@ -1,7 +1,7 @@
 //! Tests of key scopes (`key_scope_*`).
 
 use super::*;
-use crate::config::{KeyScopes, NameRule, UnknownScope};
+use crate::config::{KeyScopes, NameRule, RuleCollision, UnknownScope};
 
 const HSM: [(&str, &str); 6] = [
     ("hsm_key_name", "app-kek"),
@@ -86,9 +86,15 @@ fn a_mapping_names_each_scopes_key() {
     ]);
     assert_eq!(s.pointer, "/data/tenantId");
     assert_eq!(s.unknown, UnknownScope::Refuse);
-    assert_eq!(s.key_for("contoso").as_deref(), Some("tenant-contoso"));
-    assert_eq!(s.key_for("fabrikam-eu").as_deref(), Some("tenant-fabrikam"));
-    assert_eq!(s.key_for("Contoso"), None);
+    assert_eq!(
+        s.key_for("contoso").unwrap().as_deref(),
+        Some("tenant-contoso")
+    );
+    assert_eq!(
+        s.key_for("fabrikam-eu").unwrap().as_deref(),
+        Some("tenant-fabrikam")
+    );
+    assert_eq!(s.key_for("Contoso").unwrap(), None);
     assert!(s.owns("tenant-contoso") && !s.owns("app-kek"));
     let mut v = s.values_of("tenant-fabrikam");
     v.sort();
@@ -118,11 +124,11 @@ fn a_naming_rule_allows_lowercase_letters_digits_and_hyphens() {
         ("key_scope_key_rule", "tenant-{value}-kek"),
     ]);
     assert_eq!(
-        s.key_for("contoso-1").as_deref(),
+        s.key_for("contoso-1").unwrap().as_deref(),
         Some("tenant-contoso-1-kek")
     );
     for bad in ["", "Contoso", "a/b", "a.b", "ä", &"x".repeat(64)] {
-        assert_eq!(s.key_for(bad), None, "{bad}");
+        assert_eq!(s.key_for(bad).unwrap(), None, "{bad}");
     }
     assert!(s.owns("tenant-contoso-kek"));
     assert!(!s.owns("tenant--kek") && !s.owns("app-kek") && !s.owns("tenant-A-kek"));
@@ -133,8 +139,8 @@ fn a_naming_rule_allows_lowercase_letters_digits_and_hyphens() {
         ("key_scope_keys", r#"{"Big": "big-kek"}"#),
         ("key_scope_key_rule", "t-{value}"),
     ]);
-    assert_eq!(s.key_for("Big").as_deref(), Some("big-kek"));
-    assert_eq!(s.key_for("small").as_deref(), Some("t-small"));
+    assert_eq!(s.key_for("Big").unwrap().as_deref(), Some("big-kek"));
+    assert_eq!(s.key_for("small").unwrap().as_deref(), Some("t-small"));
     for bad in [
         "tenant",
         "{value}{value}",
@@ -192,4 +198,78 @@ fn bad_scope_settings_are_refused() {
     // The error names no scope value.
     let e = with(&[p, ("key_scope_keys", r#"{"secret-tenant": 7}"#)]).unwrap_err();
     assert!(!e.to_string().contains("secret-tenant"), "{e}");
+}
+
+#[test]
+fn no_scope_value_can_select_another_scopes_key_or_the_default() {
+    let p = ("key_scope_pointer", "/data/tenantId");
+    for (extra, name) in [
+        // The rule makes hsm_key_name (app-kek) from the value "kek".
+        (
+            vec![p, ("key_scope_key_rule", "app-{value}")],
+            "key_scope_key_rule",
+        ),
+        (
+            vec![p, ("key_scope_key_rule", "APP-{value}")],
+            "key_scope_key_rule",
+        ),
+        // The rule makes a mapped key from an unmapped value ("b").
+        (
+            vec![
+                p,
+                ("key_scope_keys", r#"{"a": "t-b"}"#),
+                ("key_scope_key_rule", "t-{value}"),
+            ],
+            "key_scope_key_rule",
+        ),
+        (
+            vec![
+                p,
+                ("key_scope_keys", r#"{"a": "T-B"}"#),
+                ("key_scope_key_rule", "t-{value}"),
+            ],
+            "key_scope_key_rule",
+        ),
+        // Mapped keys differing only in case.
+        (
+            vec![
+                p,
+                ("key_scope_keys", r#"{"a": "tenant-a", "b": "Tenant-A"}"#),
+            ],
+            "key_scope_keys",
+        ),
+        // A tenant mapped to the default key.
+        (
+            vec![p, ("key_scope_keys", r#"{"a": "APP-kek"}"#)],
+            "key_scope_keys",
+        ),
+        // The same value twice (serde_json alone keeps the last).
+        (
+            vec![
+                p,
+                ("key_scope_keys", r#"{"a": "tenant-a", "a": "tenant-b"}"#),
+            ],
+            "key_scope_keys",
+        ),
+    ] {
+        assert_eq!(refused(&extra), name, "{extra:?}");
+    }
+    // A mapped value whose rule-made name is its own mapped key is fine.
+    let s = scopes(&[
+        p,
+        ("key_scope_keys", r#"{"b": "t-b"}"#),
+        ("key_scope_key_rule", "t-{value}"),
+    ]);
+    assert_eq!(s.key_for("b").unwrap().as_deref(), Some("t-b"));
+    assert_eq!(s.key_for("c").unwrap().as_deref(), Some("t-c"));
+    assert!(s.rule_made("t-c") && !s.rule_made("t-b") && !s.rule_made("app-kek"));
+    // The last guard: a rule-made name that is a mapped key or the default
+    // key (in any case) is refused even if the load checks were bypassed.
+    let mut bad = s.clone();
+    bad.mapped = vec![("a".into(), "T-X".into())];
+    assert_eq!(bad.key_for("x"), Err(RuleCollision));
+    bad.mapped.clear();
+    bad.default_key = "t-y".into();
+    assert_eq!(bad.key_for("y"), Err(RuleCollision));
+    assert_eq!(bad.key_for("z").unwrap().as_deref(), Some("t-z"));
 }
