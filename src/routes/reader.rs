@@ -144,7 +144,8 @@ impl Opened {
 /// taken out and reported with its id and reason, so one bad record does
 /// not hide its neighbours; with key scopes, so is a record whose key
 /// refuses (its scope's key disabled, deleted, access removed: that scope's
-/// records only). Service failures (503, 502), and a refusing key without
+/// records only), and a record whose key is no longer configured (503
+/// `KeyNotConfigured`, with or without key scopes). Service failures (503, 502), and a refusing key without
 /// key scopes, still fail the page.
 async fn open_protected(
     config: &Config,
@@ -162,7 +163,8 @@ async fn open_protected(
                     Ok(()) => kept.push(doc),
                     Err(e)
                         if e.status == StatusCode::UNPROCESSABLE_ENTITY
-                            || (scoped && opened.refuses(&doc)) =>
+                            || ((scoped || e.code == "KeyNotConfigured")
+                                && opened.refuses(&doc)) =>
                     {
                         let id = doc.get("id").cloned().unwrap_or_default();
                         log::emit(
@@ -203,6 +205,13 @@ async fn open_one(
         )
         .retry_after(cmk_core::api::KEY_RETRY_AFTER_SECS)
     })?;
+    // A key of this HSM that the configuration no longer names (its scope
+    // was taken out, e.g. while it is being erased): not a forged record,
+    // and not readable here; remembered like a refusing key.
+    if let Some(e) = unconfigured_key(kek_cfg, &h.kid) {
+        opened.refused.push((h.kid.clone(), e.clone()));
+        return Err(e);
+    }
     // Before anything is unwrapped or returned: the header names a
     // configured key, and lists every field the configuration protects.
     check_expected(kek_cfg, doc, &h).map_err(envelope_error)?;
@@ -248,6 +257,25 @@ async fn open_one(
     };
     *doc = envelope::open(doc, &opened.keys[idx].2, only).map_err(envelope_error)?;
     Ok(())
+}
+
+/// 503 `KeyNotConfigured` naming the key, for a record whose `kid` names a
+/// key of the configured HSM that the configuration does not (a scope taken
+/// out of `key_scope_keys`); `None` for a configured key or another HSM's
+/// (refused as tampered by [`check_expected`]).
+fn unconfigured_key(kek_cfg: &cmk_core::config::KekConfig, kid: &str) -> Option<ApiError> {
+    let origin = kek_cfg.endpoint.origin();
+    let name = envelope::key_name_of(kid, &origin).filter(|n| !kek_cfg.owns(n))?;
+    Some(
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "KeyNotConfigured",
+            format!(
+                "the record's key `{name}` is not configured in this deployment (its key scope was removed, e.g. to erase it): the record is not read; configure the key again to read it, or finish its erasure (docs/keys-and-identity.md, \"Erasing a scope\")"
+            ),
+        )
+        .retry_after(cmk_core::api::KEY_RETRY_AFTER_SECS),
+    )
 }
 
 /// The name of the configured key a record's `kid` names (`hsm_key_name`

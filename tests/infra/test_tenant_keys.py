@@ -291,11 +291,11 @@ def test_the_erase_runbook_takes_out_exactly_the_protected_instances():
     ("readme", "   terraform state rm 'azurerm_key_vault_managed_hardware_security_module_key_rotation_policy.tenant[\"T\"]' \\\n     'azurerm_key_vault_managed_hardware_security_module_key.tenant[\"T\"]'",
      "   terraform state rm 'azurerm_key_vault_managed_hardware_security_module_key_rotation_policy.tenant[\"T\"]'",
      "_key.tenant has prevent_destroy but is not taken out of the state"),
-    ("readme", "`…role_assignment.tenant_app[\"T\"]` and\n   `…role_assignment.tenant_key_admin[\"T\"]`",
-     "`…role_assignment.tenant_app[\"T\"]`", "the plan destroys azurerm_key_vault_managed_hardware_security_module_role_assignment.tenant_key_admin[\"T\"]"),
-    ("tf", '  principal_id       = azurerm_user_assigned_identity.consumer["app"].principal_id\n',
-     '  principal_id       = azurerm_user_assigned_identity.consumer["app"].principal_id\n  lifecycle {\n    prevent_destroy = true\n  }\n',
-     "tenant_app has prevent_destroy but is not taken out of the state"),
+    ("readme", "`…role_assignment.tenant_key_admin[\"T\"]`,\n   and",
+     "nothing,\n   and", "the plan destroys azurerm_key_vault_managed_hardware_security_module_role_assignment.tenant_key_admin[\"T\"]"),
+    ("tf", '/tenant/${each.key}/key-administrator")\n',
+     '/tenant/${each.key}/key-administrator")\n  lifecycle {\n    prevent_destroy = true\n  }\n',
+     "tenant_key_admin has prevent_destroy but is not taken out of the state"),
 ], ids=["key left in the state", "a destroyed role not listed", "a protected role"])
 def test_a_stale_erase_runbook_fails(tree_copy, target, old, new, message):
     p = tree_copy / "README.md" if target == "readme" else tree_copy / "terraform" / "hsm.tf"

@@ -386,3 +386,98 @@ def test_a_naming_rule_with_local_wrap_and_a_default_key(stack):
     assert status == 503 and body["error"]["code"] == "KeyAccessDenied", body
     assert f"rule-{RUN}-delta" in body["error"]["message"]
     assert not {document_id(topic, e["id"]) for e in refused} & {d["id"] for d in all_docs(client)}
+
+
+def test_the_documented_erasure_procedure_gives_the_documented_answers(stack):
+    """docs/keys-and-identity.md, "Erasing a scope", step by step: the
+    tenant leaves `key_scope_keys` first (a restart with the new mapping),
+    its records then answer 503 `KeyNotConfigured` naming the key (pages
+    list them as unreadable) and its events are refused; the erase route
+    still counts the key's records by name; the key is deleted and purged
+    with the app's role kept; the records are removed; a final count finds
+    none; the role goes last (removed earlier, the HSM answers 403 and the
+    route removes nothing)."""
+    container = f"scopes-erase-{uuid.uuid4().hex[:8]}"
+    stack.cosmos_client().get_database_client(stack.database).create_container(container, PartitionKey("/pk"))
+    keys = {t: f"erase-{t}-{RUN}" for t in ("northwind", "wingtip")}
+    for key in keys.values():
+        stack.hsm_admin("POST", "keys", {"name": key, "size": 2048, "ops": ["wrapKey", "unwrapKey"]})
+        for oid in APP_PRINCIPALS:
+            stack.hsm_admin("POST", "grants", {"key": key, "object_id": oid, "ops": ["get", "wrapKey", "unwrapKey"]})
+
+    def serve(name, mapping):
+        return stack.serve_app(name=name, overrides=stack.stage_two(
+            "client-secret", hsm_key_check_secs="0", cosmos_container=container,
+            protected_fields='{"*": ["/data/patient"]}', key_scope_pointer="/data/tenantId",
+            key_scope_keys=json.dumps(mapping)))
+
+    before = serve("app-erase-before", keys)
+    client = stack.cosmos_client().get_database_client(stack.database).get_container_client(container)
+    topic = f"/topics/scopes-erase-{uuid.uuid4().hex[:6]}"
+    events = [event(topic, t) for t in keys for _ in range(3)]
+    assert post(f"{before.url}/events", events)[0] == 200
+    gone = keys["northwind"]
+    erased = {d["id"] for d in all_docs(client) if key_of(d) == gone}
+    kept = {d["id"] for d in all_docs(client) if key_of(d) != gone}
+    assert len(erased) == 3 and len(kept) == 3
+
+    # 1. Stop new writes: the tenant leaves key_scope_keys (a restart).
+    app = serve("app-erase-after", {"wingtip": keys["wingtip"]})
+    status, _, body = post(f"{app.url}/events", [event(topic, "northwind")])
+    assert status == 400 and body["error"]["code"] == "KeyScopeUnknown", body
+    for e in events:
+        status, headers, body = get(app, f"/records/{enc(topic)}/{document_id(topic, e['id'])}")
+        if e["data"]["tenantId"] == "northwind":
+            assert status == 503 and body["error"]["code"] == "KeyNotConfigured", body
+            assert f"`{gone}`" in body["error"]["message"]
+        else:
+            assert status == 200 and body["event"]["data"]["patient"] == e["data"]["patient"], body
+    status, _, body = get(app, f"/records/{enc(topic)}?limit=100")
+    assert status == 200, body
+    assert {u["id"] for u in body["unreadable"]} == erased, body
+    assert {u["error"]["code"] for u in body["unreadable"]} == {"KeyNotConfigured"}, body
+    assert {r["id"] for r in body["records"]} == kept
+
+    # 2. Count, by the key's name although no scope maps it any more.
+    status, body = admin(app, "POST", f"/admin/erase?key={gone}")
+    assert status == 200 and (body["matched"], body["keyState"], body["more"]) == (3, "usable", False), body
+    status, body = admin(app, "POST", f"/admin/erase?key={gone}&mode=delete")
+    assert status == 409 and body["error"]["code"] == "KeyStillExists", body
+
+    # 3. Delete the key, keeping the app's role; 4. purge it.
+    stack.hsm_admin("DELETE", f"keys/{gone}")
+    assert stack.hsm_admin("POST", f"keys/{gone}/purge", {})["purged"]
+    status, _, body = get(app, f"/records/{enc(topic)}?limit=100")
+    assert status == 200 and {u["id"] for u in body["unreadable"]} == erased, body
+
+    # Out of order: without the app's role the HSM answers 403, not 404, and
+    # the route removes nothing.
+    for oid in APP_PRINCIPALS:
+        stack.hsm_admin("POST", "revoke", {"key": gone, "object_id": oid})
+    status, body = admin(app, "POST", f"/admin/erase?key={gone}&mode=delete")
+    assert status == 503 and body["error"]["code"] == "KeyAccessDenied", body
+    assert {d["id"] for d in all_docs(client)} == erased | kept
+    for oid in APP_PRINCIPALS:
+        stack.hsm_admin("POST", "grants", {"key": gone, "object_id": oid, "ops": ["get", "wrapKey", "unwrapKey"]})
+
+    # 5. Remove the records, then a final count pass.
+    deleted, calls = 0, 0
+    while True:
+        status, body = admin(app, "POST", f"/admin/erase?key={gone}&mode=delete&limit=2")
+        assert status == 200 and body["keyState"] == "KeyNotFound", body
+        deleted += body["deleted"]
+        calls += 1
+        if not body["more"]:
+            break
+        assert calls < 20
+    assert deleted == 3
+    status, body = admin(app, "POST", f"/admin/erase?key={gone}")
+    assert (status, body["matched"], body["more"]) == (200, 0, False), body
+    assert {d["id"] for d in all_docs(client)} == kept
+
+    # 6. The role goes last; the other tenant reads and writes as before.
+    for oid in APP_PRINCIPALS:
+        stack.hsm_admin("POST", "revoke", {"key": gone, "object_id": oid})
+    status, _, body = get(app, f"/records/{enc(topic)}?limit=100")
+    assert status == 200 and not body["unreadable"] and {r["id"] for r in body["records"]} == kept, body
+    assert post(f"{app.url}/events", [event(topic, "wingtip")])[0] == 200
