@@ -30,6 +30,19 @@ use crate::time::UnixTime;
 pub const DEFAULT_LIMIT: u32 = 50;
 /// Most records per call.
 pub const MAX_LIMIT: u32 = 100;
+/// Most empty pages a `delete` call follows the store's continuation
+/// through (a cross-partition query may answer an empty page with a
+/// continuation while matching rows are further on).
+pub const MAX_EMPTY_PAGES: u32 = 20;
+
+/// Whether a `delete` call that looked at a page of `rows` rows, with or
+/// without a continuation after it, leaves more to do: removed records no
+/// longer match, so the next call starts over. An empty page with a
+/// continuation is not the end (the edge follows such pages first, up to
+/// [`MAX_EMPTY_PAGES`]).
+pub fn delete_more(rows: usize, continuation: bool, limit: u32) -> bool {
+    continuation || rows >= limit as usize
+}
 
 /// What a call does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,6 +225,9 @@ pub struct Report {
     pub deleted: usize,
     /// Records changed or removed meanwhile (not removed by this call).
     pub conflicts: usize,
+    /// Rows the query returned that are not the key's records when checked
+    /// again (left alone; a final `count` pass shows what is left).
+    pub skipped: usize,
 }
 
 impl Report {
@@ -233,6 +249,7 @@ impl Report {
                 "matched": self.matched,
                 "deleted": self.deleted,
                 "conflicts": self.conflicts,
+                "skipped": self.skipped,
                 "more": more,
                 "continuation": continuation,
             }),

@@ -324,15 +324,31 @@ pub(crate) async fn post_erase(req: IncomingRequest) -> Result<Response<Vec<u8>>
     }
     let account = Account::new(&config.cosmos, config.kv_key.as_ref());
     let credential = account.credential().await?;
-    let sent = account
-        .send(erase::query_request(
-            &call,
-            &config,
-            &credential,
-            UnixTime::now(),
-        )?)
-        .await;
-    let page = rewrap::parse_page(sent.result)?;
+    // `delete` follows the continuation past empty pages (a
+    // cross-partition query may answer one while rows are further on).
+    let mut step = call.clone();
+    let mut empty_pages = 0;
+    let page = loop {
+        let sent = account
+            .send(erase::query_request(
+                &step,
+                &config,
+                &credential,
+                UnixTime::now(),
+            )?)
+            .await;
+        let page = rewrap::parse_page(sent.result)?;
+        if call.mode == erase::Mode::Delete
+            && page.items.is_empty()
+            && page.continuation.is_some()
+            && empty_pages < erase::MAX_EMPTY_PAGES
+        {
+            empty_pages += 1;
+            step.continuation = page.continuation;
+            continue;
+        }
+        break page;
+    };
     let origin = kek_cfg.endpoint.origin();
     let targets: Vec<_> = page
         .items
@@ -341,6 +357,7 @@ pub(crate) async fn post_erase(req: IncomingRequest) -> Result<Response<Vec<u8>>
         .collect();
     let mut report = erase::Report {
         matched: targets.len(),
+        skipped: page.items.len() - targets.len(),
         ..Default::default()
     };
     if call.mode == erase::Mode::Delete {
@@ -358,8 +375,7 @@ pub(crate) async fn post_erase(req: IncomingRequest) -> Result<Response<Vec<u8>>
         erase::Mode::Count => (page.continuation.is_some(), page.continuation),
         // Removed records no longer match: the next call starts over.
         erase::Mode::Delete => (
-            !page.items.is_empty()
-                && (page.continuation.is_some() || page.items.len() >= call.limit as usize),
+            erase::delete_more(page.items.len(), page.continuation.is_some(), call.limit),
             None,
         ),
     };
@@ -379,6 +395,8 @@ pub(crate) async fn post_erase(req: IncomingRequest) -> Result<Response<Vec<u8>>
             ("matched", json!(report.matched)),
             ("deleted", json!(report.deleted)),
             ("conflicts", json!(report.conflicts)),
+            ("skipped", json!(report.skipped)),
+            ("empty_pages", json!(empty_pages)),
             ("more", json!(more)),
         ],
     );

@@ -156,12 +156,22 @@ fn delete_outcomes_and_report() {
         matched: 3,
         deleted: 2,
         conflicts: 1,
+        skipped: 1,
     };
     let v: Value =
         serde_json::from_slice(r.render(&call, "KeyNotFound", true, None).body()).unwrap();
     assert_eq!(
         v,
         json!({"key": "k", "keyState": "KeyNotFound", "mode": "delete", "matched": 3, "deleted": 2,
-               "conflicts": 1, "more": true, "continuation": null})
+               "conflicts": 1, "skipped": 1, "more": true, "continuation": null})
     );
+}
+
+#[test]
+fn an_empty_delete_page_with_a_continuation_is_not_the_end() {
+    assert!(delete_more(0, true, 50));
+    assert!(!delete_more(0, false, 50));
+    assert!(delete_more(50, false, 50));
+    assert!(!delete_more(49, false, 50));
+    assert!(delete_more(3, true, 50));
 }
