@@ -263,12 +263,11 @@ pub(super) fn load(vars: &Vars) -> Result<Option<KeyScopes>, ConfigError> {
         return Ok(None);
     };
     if !crate::envelope::valid_pointer(&pointer)
-        || pointer.len() < 2
-        || pointer.split('/').any(|t| t == "*")
+        || pointer.split('/').skip(1).any(|t| t.is_empty() || t == "*")
     {
         return Err(invalid(
             "key_scope_pointer",
-            &"must be a JSON Pointer to one field of the event (RFC 6901; no `*`)",
+            &"must be a JSON Pointer to one field of the event (RFC 6901; no empty token, no `*`)",
         ));
     }
     let mapped = match mapped {

@@ -9,6 +9,13 @@ use crate::api::ApiError;
 use crate::config::{KekConfig, RuleCollision, UnknownScope};
 use crate::document::Document;
 
+/// Most distinct keys made by the naming rule in one delivery: each new
+/// key costs HSM calls (key check, wrap), so one sender must not spend the
+/// HSM's rate limit with many scope values in one delivery. Mapped keys and
+/// `hsm_key_name` do not count (at most [`crate::config::MAX_MAPPED_KEYS`]
+/// of them, all checked at readiness).
+pub const MAX_RULE_KEYS_PER_DELIVERY: usize = 16;
+
 /// The documents of a delivery sealed under one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyGroup {
@@ -24,9 +31,11 @@ pub struct KeyGroup {
 /// value is missing, not a string, or not configured is refused (400, the
 /// sender must not retry), or goes under `hsm_key_name` with
 /// `key_scope_unknown = default`. The error names the event and the
-/// pointer, never the value.
+/// pointer, never the value. More than [`MAX_RULE_KEYS_PER_DELIVERY`]
+/// rule-made keys refuse the delivery (400 `TooManyKeyScopes`).
 pub fn key_groups(documents: &[Document], kek: &KekConfig) -> Result<Vec<KeyGroup>, ApiError> {
     let mut groups: Vec<KeyGroup> = Vec::new();
+    let mut rule_made = 0;
     for (i, d) in documents.iter().enumerate() {
         let key_name = match &kek.scopes {
             None => kek.key_name.clone(),
@@ -76,10 +85,24 @@ pub fn key_groups(documents: &[Document], kek: &KekConfig) -> Result<Vec<KeyGrou
         };
         match groups.iter_mut().find(|g| g.key_name == key_name) {
             Some(g) => g.documents.push(i),
-            None => groups.push(KeyGroup {
-                key_name,
-                documents: vec![i],
-            }),
+            None => {
+                if kek.scopes.as_ref().is_some_and(|s| s.rule_made(&key_name)) {
+                    rule_made += 1;
+                    if rule_made > MAX_RULE_KEYS_PER_DELIVERY {
+                        return Err(ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "TooManyKeyScopes",
+                            format!(
+                                "the delivery names more than {MAX_RULE_KEYS_PER_DELIVERY} keys made by key_scope_key_rule (each costs HSM calls); send fewer scopes per delivery (the delivery is refused, do not retry it as is)"
+                            ),
+                        ));
+                    }
+                }
+                groups.push(KeyGroup {
+                    key_name,
+                    documents: vec![i],
+                })
+            }
         }
     }
     Ok(groups)

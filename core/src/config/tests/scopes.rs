@@ -165,6 +165,13 @@ fn bad_scope_settings_are_refused() {
         ),
         (
             vec![
+                ("key_scope_pointer", "/data//t"),
+                ("key_scope_key_rule", "t-{value}"),
+            ],
+            "key_scope_pointer",
+        ),
+        (
+            vec![
                 ("key_scope_pointer", "/data/*/t"),
                 ("key_scope_key_rule", "t-{value}"),
             ],

@@ -187,3 +187,23 @@ fn a_mixed_delivery_seals_each_scope_under_its_own_data_key_in_one_batch() {
     assert_eq!(s.documents[0].body["cmk"]["kid"], kid_b);
     assert!(s.documents[0].body["cmk"].get("dek").is_none());
 }
+
+#[test]
+fn a_delivery_may_name_a_bounded_number_of_rule_made_keys() {
+    let c = scoped(&[("key_scope_key_rule", "t-{value}")]);
+    let kek = c.kek.as_ref().unwrap();
+    let at = |n: usize| {
+        let mut events: Vec<Value> = (0..n)
+            .map(|i| tenant_event(&format!("r{i}"), "/t", json!(format!("v{i}"))))
+            .collect();
+        // Mapped keys do not count, and repeated values add no key.
+        events.push(tenant_event("m1", "/t", json!("a")));
+        events.push(tenant_event("m2", "/t", json!("b")));
+        events.push(tenant_event("again", "/t", json!("v0")));
+        writes(events)
+    };
+    let ok = key_groups(&at(MAX_RULE_KEYS_PER_DELIVERY).documents, kek).unwrap();
+    assert_eq!(ok.len(), MAX_RULE_KEYS_PER_DELIVERY + 2);
+    let e = key_groups(&at(MAX_RULE_KEYS_PER_DELIVERY + 1).documents, kek).unwrap_err();
+    assert_eq!((e.status.as_u16(), e.code), (400, "TooManyKeyScopes"));
+}
