@@ -255,6 +255,12 @@ variable "tenant_keys" {
   }))
   default = {}
   validation {
+    # The app refuses a key_scope_keys of more entries (MAX_MAPPED_KEYS in
+    # core/src/config/scopes.rs): every pod would stay unready.
+    condition     = length(var.tenant_keys) <= 200
+    error_message = "tenant_keys: at most 200 tenants (the app's key_scope_keys limit)."
+  }
+  validation {
     # Printable ASCII without spaces: the value also appears in role
     # assignment names (uuidv5 input) and resource addresses.
     condition     = alltrue([for t in keys(var.tenant_keys) : can(regex("^[[:graph:]]{1,256}$", t))])
@@ -290,8 +296,10 @@ variable "key_scope_pointer" {
   type        = string
   default     = ""
   validation {
-    condition     = var.key_scope_pointer == "" || can(regex("^(/([^~/]|~[01])*)+$", var.key_scope_pointer))
-    error_message = "key_scope_pointer is empty or a JSON Pointer: one or more /-prefixed tokens, ~ only as ~0 or ~1."
+    # As the app checks it (core/src/config/scopes.rs): no empty token and no
+    # token that is exactly `*` (the app's wildcard, not one field).
+    condition     = var.key_scope_pointer == "" || can(regex("^(/(([^~/*]|~[01])([^~/]|~[01])*|[*]([^~/]|~[01])+))+$", var.key_scope_pointer))
+    error_message = "key_scope_pointer is empty or a JSON Pointer to one field: one or more /-prefixed non-empty tokens, none exactly *, ~ only as ~0 or ~1."
   }
 }
 

@@ -86,10 +86,21 @@ def test_variable_validation_patterns():
         assert re.fullmatch(key_name, ok), ok
     for bad in ("", "1tenant", "tenant_acme", "tenant.acme", "tenant acme", "-x", "a" * 128):
         assert not re.fullmatch(key_name, bad), bad
-    for ok in ("/data/tenantId", "/source", "/data/a~1b", "/data/~0x", "/"):
+    for ok in ("/data/tenantId", "/source", "/data/a~1b", "/data/~0x", "/data/*x", "/data/a*", "/*a"):
         assert re.fullmatch(pointer, ok), ok
-    for bad in ("data/tenantId", "/data/~2", "/data/~", "#/data"):
+    for bad in ("data/tenantId", "/data/~2", "/data/~", "#/data", "/", "/data/*", "/*/t", "/data//t", "/data/"):
         assert not re.fullmatch(pointer, bad), bad
+
+
+def test_the_tenant_count_is_bounded_like_the_app():
+    """tenant_keys has at most as many entries as the app accepts in
+    key_scope_keys (MAX_MAPPED_KEYS): more would leave every pod unready."""
+    with open(TF / "variables.tf") as f:
+        variables = {k: v for e in hcl2.load(f)["variable"] for k, v in e.items()}
+    conds = [str(v["condition"]) for v in variables["tenant_keys"]["validation"]]
+    app = re.search(r"pub const MAX_MAPPED_KEYS: usize = (\d+);",
+                    (infra_lib.ROOT / "core/src/config/scopes.rs").read_text()).group(1)
+    assert any(re.search(rf"length\(var\.tenant_keys\)\s*<=\s*{app}\b", c) for c in conds), conds
 
 
 def test_the_key_scope_settings_reach_the_app():
