@@ -132,6 +132,9 @@ pub fn parse(
 /// that answers, enabled or not, is refused with 409 `KeyStillExists`; any
 /// other failure (the service, a token, access refused) says nothing about
 /// the key and is answered as itself, so nothing is removed on a guess.
+/// A soft-deleted key, still recoverable, answers `404` like a purged one:
+/// removal is irreversible in the container even then (the runbooks run it
+/// after the purge, or say why not: docs/keys-and-identity.md).
 pub fn check_gone(key: &str, state: Result<(), &HsmError>) -> Result<(), ApiError> {
     match state {
         Ok(()) => Err(ApiError::new(
