@@ -55,7 +55,8 @@ impl KeyRef {
             .ok_or_else(|| {
                 HsmError::InvalidKeyId(format!("`{kid}` is not a key of {}", vault.origin()))
             })?;
-        let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+        // One trailing slash (a versionless key's path); no more.
+        let parts: Vec<&str> = rest.strip_suffix('/').unwrap_or(rest).split('/').collect();
         match parts.as_slice() {
             ["", "keys", name] if valid_segment(name) => Ok(Self {
                 name: (*name).into(),

@@ -101,6 +101,8 @@ fn key_ids_must_name_this_vault() {
         "https://contoso.managedhsm.azure.net/secrets/kek/1",
         "https://contoso.managedhsm.azure.net/keys/../x/1",
         "https://contoso.managedhsm.azure.net/keys/kek/1/wrapkey",
+        "https://contoso.managedhsm.azure.net/keys/kek/1//",
+        "https://contoso.managedhsm.azure.net/keys/kek//",
     ] {
         assert!(KeyRef::from_kid(bad, &v).is_err(), "{bad}");
     }
