@@ -7,7 +7,7 @@
 //! | other 2xx, or 200 with another count | leave it for redelivery (not confirmed) |
 //! | 400, 413, 415, 422 (the message itself is bad) | poison at once |
 //! | 401, 403 (the bridge's ingest key is refused) | leave it; pause polling |
-//! | 503 with a key-state code (`KeyDisabled`, …) | re-queue it as a new message, hidden for the pause; pause polling |
+//! | 503 with a key-state code (`KeyDisabled`, …) | re-queue it as a new message, hidden for the `Retry-After`; keep polling |
 //! | 408, 429, 5xx, other 4xx, timeout, connection error | leave it for redelivery |
 //!
 //! A key-state refusal says nothing about the message: while an operator
@@ -19,6 +19,10 @@
 //! time to live (a message that never expires stays so); a message with
 //! less than two visibility timeouts of its time to live left is poisoned
 //! instead, as it would likely expire unseen before the key is usable.
+//! Polling goes on ([`Action::pause_secs`]): the key may be one tenant's
+//! (each tenant's records are sealed under its own key), and pausing the
+//! queue would stall every other tenant behind it; the re-queued message
+//! stays hidden for its delay, so it is not tried again sooner.
 //!
 //! A message left for redelivery reappears after the visibility timeout.
 //! When a forward fails and the message has been dequeued
@@ -83,7 +87,7 @@ pub enum Action {
     /// Put it back as a new message (dequeue count 0) hidden for
     /// `delay_secs`, then delete it: the refusal was not the message's.
     Requeue {
-        /// Visibility delay of the new message, and the pause of polling.
+        /// Visibility delay of the new message.
         delay_secs: u64,
     },
     /// Leave it: it reappears after the visibility timeout.
@@ -93,6 +97,19 @@ pub enum Action {
         /// The bridge's own credential was refused (401/403).
         auth: bool,
     },
+}
+
+impl Action {
+    /// How long polling of the whole queue pauses after this action: only
+    /// when the bridge's own credential is refused or the component asks
+    /// for a pause with a message left. A key-state refusal re-queues the
+    /// message without a pause: it speaks for one key, perhaps one tenant's.
+    pub fn pause_secs(&self) -> Option<u64> {
+        match self {
+            Action::Leave { pause_secs, .. } => *pause_secs,
+            Action::Delete | Action::Poison(_) | Action::Requeue { .. } => None,
+        }
+    }
 }
 
 /// Pause after 401/403 when the component gives none: an operator has to
@@ -425,6 +442,24 @@ mod tests {
             Action::Requeue {
                 delay_secs: MAX_PAUSE_SECS
             }
+        );
+        // Polling goes on: another tenant's messages behind this one are
+        // forwarded; a busy component (a plain 503) or a refused bridge
+        // credential pauses the queue.
+        for code in KEY_STATE_CODES {
+            assert_eq!(
+                after_forward(&refused(503, code, Some(60)), 1, 5).pause_secs(),
+                None,
+                "{code}"
+            );
+        }
+        assert_eq!(
+            after_forward(&refused(503, "StoreUnavailable", Some(5)), 1, 5).pause_secs(),
+            Some(5)
+        );
+        assert_eq!(
+            after_forward(&refused(401, "Unauthorized", None), 1, 5).pause_secs(),
+            Some(AUTH_PAUSE_SECS)
         );
         // Other 503s (the store or the HSM briefly unavailable, a body
         // that broke off) spend a try as before.

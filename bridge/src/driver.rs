@@ -453,20 +453,21 @@ impl Bridge {
                 }
             }
             // Hidden as long as a message left would be (the visibility
-            // timeout), so redelivery keeps its cadence; polling pauses for
-            // the component's Retry-After as for any 503.
+            // timeout), so redelivery keeps its cadence; polling goes on (the
+            // key may be one tenant's: decide::Action::pause_secs).
             Action::Requeue { delay_secs } => {
-                match self.requeue(m, delay_secs.min(u64::from(c.visibility_timeout_secs)), ttl) {
+                let delay = delay_secs.min(u64::from(c.visibility_timeout_secs));
+                match self.requeue(m, delay, ttl) {
                     Ok(new_id) => {
                         fields.push(("action", json!("requeued")));
                         fields.push(("new_message_id", json!(new_id)));
-                        fields.push(("pause_secs", json!(delay_secs)));
+                        fields.push(("delay_secs", json!(delay)));
                         fields.push((
                         "hint",
                         json!("the component cannot use its key-encryption key; the message keeps its tries"),
                     ));
                         emit("warn", "message", &fields);
-                        return Some(delay_secs);
+                        return action.pause_secs();
                     }
                     Err(e) => {
                         // The original stays and comes back after the visibility
@@ -474,7 +475,7 @@ impl Bridge {
                         fields.push(("action", json!("requeue-failed")));
                         fields.push(("error", json!(e.to_string())));
                         emit("warn", "message", &fields);
-                        return Some(delay_secs);
+                        return action.pause_secs();
                     }
                 }
             }

@@ -55,7 +55,8 @@ impl KeyRef {
             .ok_or_else(|| {
                 HsmError::InvalidKeyId(format!("`{kid}` is not a key of {}", vault.origin()))
             })?;
-        let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+        // One trailing slash (a versionless key's path); no more.
+        let parts: Vec<&str> = rest.strip_suffix('/').unwrap_or(rest).split('/').collect();
         match parts.as_slice() {
             ["", "keys", name] if valid_segment(name) => Ok(Self {
                 name: (*name).into(),
@@ -424,6 +425,16 @@ pub fn state_changed(remembers: bool, previous: Option<&KeyInfo>, now: &KeyInfo)
         }
         None => remembers,
     }
+}
+
+/// Whether a key state cached at `checked_at` may be used at `now` without
+/// asking the HSM again: checked less than `check_secs` ago, and not "in the
+/// future" by more than [`crate::time::CLOCK_SKEW_SECS`] (a clock far off, or
+/// a writer of the key-value store pinning a state): such a state is not
+/// believed. `check_secs` 0 caches nothing.
+pub fn cached_state_usable(checked_at: UnixTime, now: UnixTime, check_secs: u64) -> bool {
+    now.0 < checked_at.0.saturating_add(check_secs)
+        && checked_at.0 <= now.0.saturating_add(crate::time::CLOCK_SKEW_SECS)
 }
 
 #[cfg(test)]

@@ -479,9 +479,7 @@ pub fn refresh_held_back(
 /// Least time between two fetches while nothing is cached.
 pub const JWKS_RETRY_SECS: u64 = 30;
 
-/// How far in the future a cached time may lie (clock skew between
-/// instances sharing the store) before it is disbelieved.
-pub const CLOCK_SKEW_SECS: u64 = 60;
+pub use crate::time::CLOCK_SKEW_SECS;
 
 /// The key-value store value recording a fetch attempt at `at`.
 pub fn encode_attempt(at: UnixTime) -> Vec<u8> {

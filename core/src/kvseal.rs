@@ -178,6 +178,28 @@ mod tests {
         assert!(!format!("{k:?}").contains("kv-store-key"));
     }
 
+    #[test]
+    fn a_byte_moved_from_the_value_to_the_name_does_not_verify() {
+        // Without the name's length in the MAC, `name ‖ value` would read
+        // the same with the value's first byte moved to the end of the name,
+        // and the entry would verify under that other name.
+        let k = key();
+        let (name, value) = ("kek-state/v1/app-kek", &b"{\"enabled\":true}"[..]);
+        let sealed = k.seal(name, value);
+        let mac = &sealed[TAG.len()..TAG.len() + MAC_LEN];
+        let mut forged = TAG.to_vec();
+        forged.extend_from_slice(mac);
+        forged.extend_from_slice(&value[1..]);
+        let moved = format!("{name}{}", std::str::from_utf8(&value[..1]).unwrap());
+        assert_eq!(k.open(&moved, &forged), None);
+        // The same split the other way: a name byte moved into the value.
+        let mut forged = TAG.to_vec();
+        forged.extend_from_slice(mac);
+        forged.extend_from_slice(&name.as_bytes()[name.len() - 1..]);
+        forged.extend_from_slice(value);
+        assert_eq!(k.open(&name[..name.len() - 1], &forged), None);
+    }
+
     const NAME: &str = "entra-token/v1/client-secret/https://h.managedhsm.azure.net/.default";
     const TOKEN: &[u8] =
         br#"{"token":"eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.secret-part","expires_on":1800000000}"#;

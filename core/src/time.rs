@@ -3,6 +3,10 @@
 
 use std::fmt;
 
+/// How far in the future a cached time may lie (clock skew between
+/// instances sharing the store) before it is disbelieved.
+pub const CLOCK_SKEW_SECS: u64 = 60;
+
 /// Seconds since the Unix epoch (UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct UnixTime(pub u64);

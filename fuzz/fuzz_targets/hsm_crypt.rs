@@ -55,9 +55,18 @@ fuzz_target!(|data: &[u8]| {
         .expect("a response");
     if let Ok(r) = hsm::parse_crypt_for(&resp, &requested, &vault) {
         assert_eq!(resp.status(), 200);
-        assert_eq!(
-            KeyRef::from_kid(&r.kid, &vault).ok().as_ref(),
-            Some(&requested),
+        // Written out here rather than parsed with the code under test: this
+        // vault, with or without its default port, this key, this version
+        // (and at most the one trailing slash a key path may end with).
+        let version = requested.version.as_deref().expect("a version");
+        let allowed = [
+            "https://contoso.managedhsm.azure.net",
+            "https://contoso.managedhsm.azure.net:443",
+        ]
+        .map(|origin| format!("{origin}/keys/app-kek/{version}"));
+        let kid = r.kid.strip_suffix('/').unwrap_or(&r.kid);
+        assert!(
+            allowed.iter().any(|a| a == kid),
             "accepted an answer for {}",
             r.kid
         );

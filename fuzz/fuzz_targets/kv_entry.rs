@@ -1,7 +1,8 @@
 //! Key-value store entries (`kvseal`): MAC-bound entries and encrypted
 //! secrets under a fixed test key. Any stored bytes are refused or opened,
 //! never a panic; what is sealed under a name opens to exactly itself under
-//! that name and under no other; an edited sealed entry never opens to
+//! that name and under no other (nor with a byte moved between name and
+//! value); an edited sealed entry never opens to
 //! anything but its original value.
 #![no_main]
 use cmk_core::kvseal::{EntryKey, NONCE_LEN};
@@ -41,6 +42,19 @@ fuzz_target!(|data: &[u8]| {
     );
     assert!(k.open_secret(&other, &secret).is_none());
     assert!(k.open(&name, &secret).is_none());
+    // A byte moved across the line between name and value leaves
+    // `name ‖ value` as it was; the name's length in the MAC refuses it.
+    let mac = &sealed[..sealed.len() - value.len()];
+    if let Some((&first, rest)) = value.split_first().filter(|(b, _)| b.is_ascii()) {
+        let forged = [mac, rest].concat();
+        let moved = format!("{name}{}", char::from(first));
+        assert!(k.open(&moved, &forged).is_none());
+    }
+    if let Some(last) = name.chars().last() {
+        let cut = name.len() - last.len_utf8();
+        let forged = [mac, name[cut..].as_bytes(), value].concat();
+        assert!(k.open(&name[..cut], &forged).is_none());
+    }
     // One edit, chosen by the value: a flipped bit or a cut.
     if let Some(&b) = value.first() {
         for stored in [sealed, secret] {

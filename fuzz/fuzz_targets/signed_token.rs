@@ -180,11 +180,22 @@ fn satisfies(c: &Value, p: &Policy) -> bool {
             .any(|x| x == "AzureEventGridSecureWebhookSubscriber")
     });
     let app = s("appid").or_else(|| s("azp"));
+    // NumericDate (RFC 7519, 2): a non-negative JSON number, fractions
+    // allowed; the verifier counts whole seconds.
+    let time = |k: &str| c.get(k).and_then(Value::as_f64).filter(|t| *t >= 0.0);
+    let leeway = jwt::LEEWAY_SECS as f64;
+    let now = NOW as f64;
+    let exp_ok = time("exp").is_some_and(|exp| exp + leeway >= now);
+    let nbf_ok = match c.get("nbf") {
+        None => true,
+        Some(_) => time("nbf").is_some_and(|nbf| nbf.floor() <= now + leeway),
+    };
     aud && s("iss").is_some_and(|i| p.issuers.iter().any(|x| x == i))
         && s("tid") == Some("t")
         && roles
         && app == Some("eventgrid-app")
-        && c.get("exp").and_then(Value::as_u64).is_some()
+        && exp_ok
+        && nbf_ok
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -94,6 +94,9 @@ put("responses", "entra-error", resp(300, j({"error": "invalid_client", "error_d
 put("signed_token", "raw-valid", b"\x00" + j({"typ": "JWT", "alg": "RS256", "kid": "k1"}).encode() + b"\x00"
     + j({"aud": "api://cmk-ingest", "iss": "https://login.microsoftonline.com/t/v2.0", "tid": "t",
          "azp": "eventgrid-app", "roles": ["AzureEventGridSecureWebhookSubscriber"], "exp": 1_800_003_600}).encode())
+put("signed_token", "raw-float-exp", b"\x00" + j({"typ": "JWT", "alg": "RS256", "kid": "k1"}).encode() + b"\x00"
+    + j({"aud": "api://cmk-ingest", "iss": "https://login.microsoftonline.com/t/v2.0", "tid": "t",
+         "azp": "eventgrid-app", "roles": ["AzureEventGridSecureWebhookSubscriber"], "exp": 1_800_003_600.5}).encode())
 put("signed_token", "raw-claims", b"\x00" + j({"aud": ["x", "api://cmk-ingest"], "exp": "1800000000"}).encode())
 put("signed_token", "raw-header", b'\x00{"alg":"none","kid":"k1"}\x00{}')
 put("signed_token", "valid", b"\x01")

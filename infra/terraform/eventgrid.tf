@@ -107,4 +107,17 @@ resource "azurerm_eventgrid_event_subscription" "webhook" {
     max_delivery_attempts = 30
     event_time_to_live    = 1440
   }
+  lifecycle {
+    # The key goes in the header, never in the URL (see above).
+    precondition {
+      condition     = !strcontains(lower(var.app_webhook_url), "code=")
+      error_message = "app_webhook_url must not carry a key (code=): set webhook_ingest_key, which Event Grid sends in the x-cmk-ingest-key header."
+    }
+    # Without Entra protected delivery the key is the webhook's only
+    # credential: with an empty one the app refuses every delivery.
+    precondition {
+      condition     = var.ingest_entra_app_id_or_uri != "" || var.webhook_ingest_key != ""
+      error_message = "app_webhook_url needs ingest_entra_app_id_or_uri (Entra protected delivery) or webhook_ingest_key (one of the app's ingest_keys)."
+    }
+  }
 }

@@ -280,11 +280,7 @@ impl<'a> Kek<'a> {
                 .cache_get(cache_key)
                 .and_then(|b| serde_json::from_slice::<CachedState>(&b).ok())
             {
-                // A state checked "in the future" (a clock far off, or a
-                // writer of the store) is not believed.
-                if now.0 < c.checked_at.saturating_add(self.cfg.check_secs)
-                    && c.checked_at <= now.0.saturating_add(cmk_core::jwt::CLOCK_SKEW_SECS)
-                {
+                if hsm::cached_state_usable(UnixTime(c.checked_at), now, self.cfg.check_secs) {
                     return Ok((c.key, UnixTime(c.checked_at)));
                 }
             }

@@ -145,8 +145,12 @@ impl KvStore {
 
 /// Opens the `default` key-value store that holds the component's caches
 /// (tokens, key state, signing keys), its entries bound by `key` (the
-/// configuration's [`cmk_core::config::Config::kv_key`]); `None`, said once in
-/// the log, when the host has none, and then every request fetches its own.
+/// configuration's [`cmk_core::config::Config::kv_key`]); `None` when the host
+/// has none, and then every request fetches its own. Without the key,
+/// `kv_store_unbound` is logged once per instance, that is once per request
+/// that opens the store (Spin gives each request an instance of its own and
+/// there is no other state across requests): on purpose, as the
+/// configuration's warnings are, since production needs the key.
 pub fn open_store(key: Option<&cmk_core::kvseal::EntryKey>) -> Option<KvStore> {
     let key = match key {
         Some(k) => Some(k.clone()),

@@ -1,7 +1,9 @@
 """The optional webhook subscription never carries the ingest key in its URL:
 without Entra ID authentication it sends the key as a secret static delivery
 property `x-cmk-ingest-key` (Event Grid: "Delivery properties"; provider
-block `delivery_property`). A broken copy fails the check."""
+block `delivery_property`), and preconditions refuse a plan whose URL
+carries `code=` or whose key is empty without Entra ID authentication. A
+broken copy fails the check."""
 
 from pathlib import Path
 
@@ -46,6 +48,13 @@ def webhook_key_problems(tf: Path) -> list[str]:
             problems.append("the key property is not secret")
         if "webhook_ingest_key" not in str(p.get("value")):
             problems.append("the key property does not take webhook_ingest_key")
+    conditions = [str(one(p.get("condition"))) for lc in webhook.get("lifecycle", [])
+                  for p in one(lc).get("precondition", [])]
+    compact = [c.replace(" ", "").removeprefix("${").removesuffix("}") for c in conditions]
+    if '!strcontains(lower(var.app_webhook_url),"code=")' not in compact:
+        problems.append("no precondition refusing code= in app_webhook_url")
+    if 'var.ingest_entra_app_id_or_uri!=""||var.webhook_ingest_key!=""' not in compact:
+        problems.append("no precondition refusing an empty webhook_ingest_key without Entra ID")
     return problems
 
 
@@ -58,6 +67,13 @@ def test_webhook_sends_the_key_in_a_secret_header():
     ('header_name = "x-cmk-ingest-key"', 'header_name = "x-other"', "no x-cmk-ingest-key"),
     ("url                               = var.app_webhook_url",
      'url                               = "${var.app_webhook_url}?code=${var.webhook_ingest_key}"', "?code="),
+    ('condition     = !strcontains(lower(var.app_webhook_url), "code=")',
+     'condition     = strcontains(lower(var.app_webhook_url), "code=")', "refusing code="),
+    ('condition     = !strcontains(lower(var.app_webhook_url), "code=")', "condition     = true", "refusing code="),
+    ('condition     = var.ingest_entra_app_id_or_uri != "" || var.webhook_ingest_key != ""',
+     'condition     = var.ingest_entra_app_id_or_uri != "" || var.webhook_ingest_key == ""', "empty webhook_ingest_key"),
+    ('condition     = var.ingest_entra_app_id_or_uri != "" || var.webhook_ingest_key != ""',
+     'condition     = var.ingest_entra_app_id_or_uri == "" || var.webhook_ingest_key != ""', "empty webhook_ingest_key"),
 ])
 def test_broken_copies_fail(tree_copy, old, new, problem):
     f = tree_copy / "terraform" / "eventgrid.tf"

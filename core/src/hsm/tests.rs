@@ -101,6 +101,8 @@ fn key_ids_must_name_this_vault() {
         "https://contoso.managedhsm.azure.net/secrets/kek/1",
         "https://contoso.managedhsm.azure.net/keys/../x/1",
         "https://contoso.managedhsm.azure.net/keys/kek/1/wrapkey",
+        "https://contoso.managedhsm.azure.net/keys/kek/1//",
+        "https://contoso.managedhsm.azure.net/keys/kek//",
     ] {
         assert!(KeyRef::from_kid(bad, &v).is_err(), "{bad}");
     }
@@ -576,4 +578,23 @@ fn a_state_is_news_only_when_it_changed_or_is_first_remembered() {
     // read is a first read, and none is logged.
     assert!(state_changed(true, None, &on));
     assert!(!state_changed(false, None, &on));
+}
+
+#[test]
+fn a_cached_key_state_is_used_only_while_fresh_and_not_from_the_future() {
+    let now = UnixTime(1_800_000_000);
+    let skew = crate::time::CLOCK_SKEW_SECS;
+    let at = |t: u64| UnixTime(t);
+    // Fresh: checked just now, or a little less than the period ago.
+    assert!(cached_state_usable(now, now, 300));
+    assert!(cached_state_usable(at(now.0 - 299), now, 300));
+    // Stale: the period is over.
+    assert!(!cached_state_usable(at(now.0 - 300), now, 300));
+    assert!(!cached_state_usable(at(0), now, 300));
+    // Checked in the future: believed within the clock skew, not beyond.
+    assert!(cached_state_usable(at(now.0 + skew), now, 300));
+    assert!(!cached_state_usable(at(now.0 + skew + 1), now, 300));
+    assert!(!cached_state_usable(at(u64::MAX), now, 300));
+    // No caching at all.
+    assert!(!cached_state_usable(now, now, 0));
 }
