@@ -113,3 +113,6 @@ pub mod rewrap;
 pub mod seal;
 pub mod tally;
 pub mod time;
+
+#[cfg(test)]
+mod testing;

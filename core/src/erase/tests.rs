@@ -3,23 +3,7 @@
 use super::*;
 
 fn config(admin: Option<&str>, kek: bool) -> Config {
-    Config::load(|name| {
-        Ok(match name {
-            "cosmos_endpoint" => Some("http://127.0.0.1:8081".into()),
-            "cosmos_database" => Some("db".into()),
-            "cosmos_container" => Some("events".into()),
-            "cosmos_key" => Some("c2VjcmV0".into()),
-            "admin_keys" => admin.map(str::to_owned),
-            "hsm_key_name" if kek => Some("app-kek".into()),
-            "hsm_endpoint" => Some("https://contoso.managedhsm.azure.net".into()),
-            "identity" => Some("client-secret".into()),
-            "azure_tenant_id" => Some("t".into()),
-            "azure_client_id" => Some("c".into()),
-            "azure_client_secret" => Some("s".into()),
-            _ => None,
-        })
-    })
-    .unwrap()
+    crate::testing::maintenance(admin, kek)
 }
 
 const KEY: &str = "admin-key-0123456789";

@@ -6,25 +6,16 @@ const KEY: &str = "admin-key-0123456789";
 const KID: &str = "https://contoso.managedhsm.azure.net/keys/app-kek/v2";
 
 fn config_with(kek: bool, protected: &str) -> Config {
-    Config::load(|name| {
-        Ok(match name {
-            "cosmos_endpoint" => Some("http://127.0.0.1:8081".into()),
-            "cosmos_database" => Some("db".into()),
-            "cosmos_container" => Some("events".into()),
-            "cosmos_key" => Some("c2VjcmV0".into()),
-            "admin_keys" => Some(KEY.into()),
-            "protected_fields" => Some(protected.into()),
-            "hsm_key_name" if kek => Some("app-kek".into()),
-            "cmk_stage" => Some(if kek { "2" } else { "1" }.into()),
-            "hsm_endpoint" => Some("https://contoso.managedhsm.azure.net".into()),
-            "identity" => Some("client-secret".into()),
-            "azure_tenant_id" => Some("t".into()),
-            "azure_client_id" => Some("c".into()),
-            "azure_client_secret" => Some("s".into()),
-            _ => None,
-        })
-    })
-    .unwrap()
+    let stage = if kek { "2" } else { "1" };
+    let mut extra = vec![
+        ("admin_keys", KEY),
+        ("protected_fields", protected),
+        ("cmk_stage", stage),
+    ];
+    if kek {
+        extra.push(("hsm_key_name", "app-kek"));
+    }
+    crate::testing::config(&extra)
 }
 
 fn config() -> Config {
