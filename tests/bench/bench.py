@@ -60,6 +60,7 @@ import json
 import os
 import platform
 import random
+import ssl
 import statistics
 import struct
 import subprocess
@@ -287,7 +288,8 @@ class SdkWorker:
         from azure.cosmos import CosmosClient
 
         self.crypto = crypto_client(job)
-        self.container = CosmosClient(job["cosmos"], credential=job["cosmos_key"], enable_endpoint_discovery=False) \
+        self.container = CosmosClient(job["cosmos"], credential=job["cosmos_key"], enable_endpoint_discovery=False,
+                                      connection_verify=job["hsm_cert"]) \
             .get_database_client(job["database"]).get_container_client(job["container"])
 
     def state(self):
@@ -307,9 +309,12 @@ class RawCosmos:
         self.key = base64.b64decode(job["cosmos_key"])
         self.link = f"dbs/{job['database']}/colls/{job['container']}"
         self.path = "/" + urllib.parse.quote(self.link) + "/docs"
+        self.tls = ssl.create_default_context(cafile=job["hsm_cert"])
 
     def state(self):
-        return http.client.HTTPConnection(self.url.hostname, self.url.port, timeout=60)
+        # Cosmos DB takes HTTPS only: the ceiling pays for TLS as the
+        # component (on the test host) and the SDK way do.
+        return http.client.HTTPSConnection(self.url.hostname, self.url.port, timeout=60, context=self.tls)
 
     def __call__(self, item, conn):
         body, pk, batch = item
@@ -551,7 +556,7 @@ def main(argv: list[str]) -> int:
                            for rt, app in apps.items()}
         base = {"events": args.events, "concurrency": args.concurrency, "run": stamp.strftime("%Y%m%dT%H%M%S"),
                 "ingest_key": read_profile()["SPIN_VARIABLE_INGEST_KEYS"].split(",")[0],
-                "cosmos": stack.cosmos_url, "cosmos_key": stack.cosmos_key, "database": stack.database,
+                "cosmos": stack.sigcheck_tls_url, "cosmos_key": stack.cosmos_key, "database": stack.database,
                 "container": stack.container, "hsm_tls": stack.hsm_tls_url, "hsm_cert": stack.hsm_cert,
                 "kek": KEK_NAME, "entra": stack.entra_url, "tenant": TENANT}
         rows = []
@@ -651,12 +656,21 @@ def summarize(rows: list[dict], info: dict) -> dict:
         if not comp:
             continue
         tag = f"[{rt}] "
-        if f"{rt}_vs_baseline_10" in ratios:
-            v = ratios[f"{rt}_vs_baseline_10"]
-            target(tag + ">= 5x baseline events/s at batch 10", v >= 5, f"{v}x")
-        if f"{rt}_vs_ceiling_10" in ratios:
-            v = ratios[f"{rt}_vs_ceiling_10"]
-            target(tag + ">= 80% of ceiling events/s at batch 10", v >= 0.8, f"{v:.0%}")
+        # The ratio targets (one run, same peers): against the Python-SDK
+        # way and against the minimal client straight to Cosmos.
+        for key, floor, what in (
+            ("baseline_1", 1.5, ">= 1.5x baseline events/s at batch 1"),
+            ("baseline_10", 10, ">= 10x baseline events/s at batch 10"),
+            ("ceiling_1", 0.6, ">= 60% of ceiling events/s at batch 1"),
+            ("ceiling_10", 0.8, ">= 80% of ceiling events/s at batch 10"),
+        ):
+            v = ratios.get(f"{rt}_vs_{key}")
+            if v is not None:
+                target(tag + what, v >= floor, f"{v:.0%}" if key.startswith("ceiling") else f"{v}x")
+        one = next((r for r in comp if r["batch"] == 1), None)
+        if one:
+            ms = one["cpu_s_per_1000_events"] * one["events"] / one["requests"]
+            target(tag + "runtime CPU per delivery at batch 1 <= 0.5 ms", ms <= 0.5, f"{ms:.2f} ms")
         # Wraps: the write's own HSM call. The key-state check (a `get` every
         # hsm_key_check_secs, shared by all deliveries) is in the value.
         wraps = max(r["hsm_wraps"] / r["requests"] for r in comp)
