@@ -17,6 +17,7 @@ mod allowed;
 mod kv;
 mod manifest;
 mod outbound;
+mod pooling;
 
 use anyhow::{bail, Context, Result};
 use hyper::server::conn::http1;
@@ -297,6 +298,11 @@ fn load_component(
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = parse_args()?;
+    // The engine's settings first: a bad allocator setting stops the start
+    // before anything else is read, as in Spin (its engine is built first).
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    let allocator = pooling::configure(&mut config, &|k| std::env::var(k).ok())?;
     let app = manifest::App::load(&args.manifest, &|k| std::env::var(k).ok())
         .with_context(|| format!("loading {}", args.manifest.display()))?;
     // Spin refuses to start on a store the runtime config does not define;
@@ -328,8 +334,6 @@ async fn main() -> Result<()> {
         outbound: outbound::Outbound::new(allowed, &args.ca_files)?,
     });
 
-    let mut config = Config::new();
-    config.epoch_interruption(true);
     let engine = Engine::new(&config)?;
     let wasm = args.wasm.clone().unwrap_or(app.source.clone());
     let component = load_component(&engine, &wasm, args.cache_dir.as_deref())?;
@@ -361,10 +365,11 @@ async fn main() -> Result<()> {
     });
     // Values are never logged; secret ones are only counted.
     eprintln!(
-        "cmk-test-host: serving {} on http://{}{} (kv {}, at most {} requests at once, request timeout {}, outbound hosts {:?}, {} secret variables)",
+        "cmk-test-host: serving {} on http://{}{} ({}, kv {}, at most {} requests at once, request timeout {}, outbound hosts {:?}, {} secret variables)",
         wasm.display(),
         listener.local_addr()?,
         app.route,
+        allocator.describe(),
         kv_path.display(),
         args.max_concurrency,
         args.request_timeout
