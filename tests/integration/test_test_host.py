@@ -163,7 +163,7 @@ def test_each_request_gets_a_fresh_instance(stack):
     assert healthz_within(app, 10) == 200
     assert post(f"{app.url}/events", [custom_event(f"/topics/host-fresh-{uuid.uuid4()}")])[0] == 200
     logs = app.logs()
-    served = re.findall(r"request (\d+): instance (\d+) instantiated", logs)
+    served = re.findall(r"request (\d+): slot taken \([^)]*\), instance (\d+) instantiated", logs)
     assert sorted(int(r) for r, _ in served) == [1, 2, 3, 4], logs
     assert len({k for _, k in served}) == 4, served
 
@@ -187,7 +187,7 @@ def test_instances_come_from_the_allocator_spin_chooses(stack, monkeypatch, sett
     for _ in range(2):
         assert healthz_within(app, 10) == 200
         assert post(f"{app.url}/events", [custom_event(f"/topics/host-alloc-{uuid.uuid4()}")])[0] == 200
-    served = re.findall(r"request (\d+): instance (\d+) instantiated", app.logs())
+    served = re.findall(r"request (\d+): slot taken \([^)]*\), instance (\d+) instantiated", app.logs())
     assert len(served) == 4 and len({k for _, k in served}) == 4, served
 
 

@@ -434,7 +434,9 @@ impl Server {
     ) -> Result<hyper::Response<HyperOutgoingBody>> {
         let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
         // The concurrency cap: wait for a slot (as `wasmtime serve` does).
-        // Each request logs when it waits and when it has its slot.
+        // Each request logs when it waits, and once instantiated, one line
+        // with its slot and its instance (one write per request: Spin logs
+        // nothing per request, so the host keeps its own cost to that).
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
@@ -445,11 +447,8 @@ impl Server {
                 self.slots.clone().acquire_owned().await?
             }
         };
-        eprintln!(
-            "cmk-test-host: request {n}: slot taken ({} of {} in use)",
-            self.cap - self.slots.available_permits(),
-            self.cap
-        );
+        let in_use = self.cap - self.slots.available_permits();
+        let cap = self.cap;
         let mut store = Store::new(
             self.pre.engine(),
             Host {
@@ -478,7 +477,9 @@ impl Server {
             let run = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 let k = instances.fetch_add(1, Ordering::Relaxed) + 1;
-                eprintln!("cmk-test-host: request {n}: instance {k} instantiated");
+                eprintln!(
+                    "cmk-test-host: request {n}: slot taken ({in_use} of {cap} in use), instance {k} instantiated"
+                );
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)
