@@ -16,6 +16,7 @@ of it, so the bench's own CPU figures are not valid in that run):
         --modes component --batches 1 --events 1000 --runtimes host --out /tmp/bench-profiled
     perf script --no-inline -i /tmp/host-pooled.data -F comm,tid,ip,sym,dso > /tmp/host-pooled.txt
     "$CMK_PYTHON" tests/bench/host_profile.py pooled=/tmp/host-pooled.txt [other=/tmp/...]
+    "$CMK_PYTHON" tests/bench/host_profile.py --imports /tmp/host-pooled.txt
 
 (`--no-inline` matters: with inline resolution perf script takes many
 minutes.) Unwinding stops where Wasmtime enters compiled Wasm, so a host
@@ -68,7 +69,7 @@ def samples(path: str):
 
 
 def host_call(j: str) -> str | None:
-    if "rusqlite" in j or "sqlite3" in j:
+    if "rusqlite" in j or "sqlite3" in j or "key_value::HostStore" in j:
         return KV
     if "send_request" in j or "hyper_util::client" in j or "hyper_rustls" in j or "rustls" in j or "ring_core" in j:
         return OUTBOUND
@@ -90,7 +91,7 @@ def part(stack: list[tuple[str, str]]) -> str:
             return LIBCALLS
         if found := host_call(j):
             return found
-        if "variables" in j:
+        if "spin::variables::Host" in j:
             return VARIABLES
         if "wasmtime_wasi_http" in j:
             return WASI_HTTP
@@ -119,6 +120,37 @@ def part(stack: list[tuple[str, str]]) -> str:
     return OTHER
 
 
+IMPORT = re.compile(r"component-trampolines\[\d+\]-wasm-call-component-lower-import\[(\d+)\]")
+HOST_FN = re.compile(r"(\w+::Host\w*)(?: for [^>]*)?>::(\w+)|(Host[A-Z]\w*)::(\w+)")
+
+
+def imports(path: str, top: int = 10) -> None:
+    """The guest's costliest imports: samples under each lowered import's
+    trampoline (host function, lifting and lowering, kernel), named by the
+    host function found most often under it."""
+    per: collections.Counter = collections.Counter()
+    names: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    n = 0
+    for stack in samples(path):
+        n += 1
+        if not (m := IMPORT.match(stack[-1][0])):
+            continue
+        per[m.group(1)] += 1
+        for sym, _ in stack:
+            if "HostFn" in sym or "HostResourceTables" in sym:
+                continue
+            if f := HOST_FN.search(sym):
+                trait, fn = (f.group(1), f.group(2)) if f.group(1) else (f.group(3), f.group(4))
+                names[m.group(1)][f"{trait}::{fn}"] += 1
+                break
+    print(f"\n{path}: samples under each import's trampoline (of {n})\n")
+    print("| import | host function seen under it | share |")
+    print("|---|---|---:|")
+    for imp, count in per.most_common(top):
+        name = names[imp].most_common(1)[0][0] if names[imp] else "(not resolved)"
+        print(f"| {imp} | `{name}` | {100 * count / n:.1f} % |")
+
+
 def main(argv: list[str]) -> None:
     columns = []
     for arg in argv:
@@ -144,4 +176,7 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         sys.exit(__doc__)
-    main(sys.argv[1:])
+    if sys.argv[1] == "--imports":
+        imports(sys.argv[2])
+    else:
+        main(sys.argv[1:])
