@@ -163,9 +163,43 @@ def test_each_request_gets_a_fresh_instance(stack):
     assert healthz_within(app, 10) == 200
     assert post(f"{app.url}/events", [custom_event(f"/topics/host-fresh-{uuid.uuid4()}")])[0] == 200
     logs = app.logs()
-    served = re.findall(r"request (\d+): instance (\d+) instantiated", logs)
+    served = re.findall(r"request (\d+): slot taken \([^)]*\), instance (\d+) instantiated", logs)
     assert sorted(int(r) for r, _ in served) == [1, 2, 3, 4], logs
     assert len({k for _, k in served}) == 4, served
+
+
+
+@pytest.mark.parametrize("setting,allocator", [(None, "pooling"), ("1", "pooling"), ("0", "on-demand")],
+                         ids=["probe", "pooling-on", "pooling-off"])
+def test_instances_come_from_the_allocator_spin_chooses(stack, monkeypatch, setting, allocator):
+    """Spin runs on Wasmtime's pooling allocator when the machine can
+    reserve 42 bits of address space (this one can), and
+    SPIN_WASMTIME_POOLING=1/0 overrides the probe: the host's start line
+    names the allocator it uses, and the app is served either way, a fresh
+    instance per request (a pooled slot is reset between them)."""
+    if setting is None:
+        monkeypatch.delenv("SPIN_WASMTIME_POOLING", raising=False)
+    else:
+        monkeypatch.setenv("SPIN_WASMTIME_POOLING", setting)
+    app = stack.serve_app(name=f"host-alloc-{setting or 'probe'}", runtime="host")
+    start_line = next(line for line in app.logs().splitlines() if "cmk-test-host: serving" in line)
+    assert f"({allocator} instance allocator," in start_line, start_line
+    for _ in range(2):
+        assert healthz_within(app, 10) == 200
+        assert post(f"{app.url}/events", [custom_event(f"/topics/host-alloc-{uuid.uuid4()}")])[0] == 200
+    served = re.findall(r"request (\d+): slot taken \([^)]*\), instance (\d+) instantiated", app.logs())
+    assert len(served) == 4 and len({k for _, k in served}) == 4, served
+
+
+def test_an_unknown_pooling_setting_stops_the_start(tmp_path):
+    """Spin accepts only 1 or 0 in SPIN_WASMTIME_POOLING (it panics
+    otherwise); the host refuses to start with Spin's message."""
+    r = subprocess.run([env("CMK_TEST_HOST"), "--manifest", str(ROOT / "spin.toml"), "--listen", "127.0.0.1:0",
+                        "--kv-db", str(tmp_path / "kv.db")],
+                       env={**os.environ, "SPIN_WASMTIME_POOLING": "yes"},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert "SPIN_WASMTIME_POOLING=yes not supported, only 1/0 supported" in r.stderr, r.stderr
 
 
 # -- the host's own limits: concurrency cap, request timeout -----------------

@@ -17,6 +17,7 @@ mod allowed;
 mod kv;
 mod manifest;
 mod outbound;
+mod pooling;
 
 use anyhow::{bail, Context, Result};
 use hyper::server::conn::http1;
@@ -297,6 +298,11 @@ fn load_component(
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = parse_args()?;
+    // The engine's settings first: a bad allocator setting stops the start
+    // before anything else is read, as in Spin (its engine is built first).
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    let allocator = pooling::configure(&mut config, &|k| std::env::var(k).ok())?;
     let app = manifest::App::load(&args.manifest, &|k| std::env::var(k).ok())
         .with_context(|| format!("loading {}", args.manifest.display()))?;
     // Spin refuses to start on a store the runtime config does not define;
@@ -328,8 +334,6 @@ async fn main() -> Result<()> {
         outbound: outbound::Outbound::new(allowed, &args.ca_files)?,
     });
 
-    let mut config = Config::new();
-    config.epoch_interruption(true);
     let engine = Engine::new(&config)?;
     let wasm = args.wasm.clone().unwrap_or(app.source.clone());
     let component = load_component(&engine, &wasm, args.cache_dir.as_deref())?;
@@ -361,10 +365,11 @@ async fn main() -> Result<()> {
     });
     // Values are never logged; secret ones are only counted.
     eprintln!(
-        "cmk-test-host: serving {} on http://{}{} (kv {}, at most {} requests at once, request timeout {}, outbound hosts {:?}, {} secret variables)",
+        "cmk-test-host: serving {} on http://{}{} ({}, kv {}, at most {} requests at once, request timeout {}, outbound hosts {:?}, {} secret variables)",
         wasm.display(),
         listener.local_addr()?,
         app.route,
+        allocator.describe(),
         kv_path.display(),
         args.max_concurrency,
         args.request_timeout
@@ -429,7 +434,9 @@ impl Server {
     ) -> Result<hyper::Response<HyperOutgoingBody>> {
         let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
         // The concurrency cap: wait for a slot (as `wasmtime serve` does).
-        // Each request logs when it waits and when it has its slot.
+        // Each request logs when it waits, and once instantiated, one line
+        // with its slot and its instance (one write per request: Spin logs
+        // nothing per request, so the host keeps its own cost to that).
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
@@ -440,11 +447,8 @@ impl Server {
                 self.slots.clone().acquire_owned().await?
             }
         };
-        eprintln!(
-            "cmk-test-host: request {n}: slot taken ({} of {} in use)",
-            self.cap - self.slots.available_permits(),
-            self.cap
-        );
+        let in_use = self.cap - self.slots.available_permits();
+        let cap = self.cap;
         let mut store = Store::new(
             self.pre.engine(),
             Host {
@@ -473,7 +477,9 @@ impl Server {
             let run = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 let k = instances.fetch_add(1, Ordering::Relaxed) + 1;
-                eprintln!("cmk-test-host: request {n}: instance {k} instantiated");
+                eprintln!(
+                    "cmk-test-host: request {n}: slot taken ({in_use} of {cap} in use), instance {k} instantiated"
+                );
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)
