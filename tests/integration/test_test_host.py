@@ -73,7 +73,11 @@ def test_second_stage_seals_through_hsm_and_entra_over_https(second_stage, stack
 
 def test_key_value_lands_in_spins_sqlite_store(second_stage):
     # The token cache and key state live in the `default` store: Spin's
-    # table layout, in the file the host was given.
+    # table layout, in the file the host was given. A delivery of its own
+    # fills them, so the test stands alone.
+    topic = f"/topics/host-store-{uuid.uuid4()}"
+    status, _, body = post(f"{second_stage.url}/events", [custom_event(topic, patient="Ada")])
+    assert status == 200, (body, second_stage.logs())
     db = Path(second_stage.process.log).parent / "host-second-stage-host-state" / "sqlite_key_value.db"
     with sqlite3.connect(db) as conn:
         stores = {row[0] for row in conn.execute("SELECT DISTINCT store FROM spin_key_value")}
