@@ -236,7 +236,7 @@ pub fn seal(
         let Some(slot) = doc.pointer_mut(pointer) else {
             continue;
         };
-        let plaintext = Zeroizing::new(serde_json::to_vec(slot).expect("JSON values serialize"));
+        let plaintext = Zeroizing::new(crate::compact_json::to_vec(slot));
         let n = nonce();
         let aad = associated_data(&id, &pk, pointer, kid);
         let ct = cipher

@@ -237,7 +237,7 @@ fn write_units(
     // the same bytes go into the request.
     let mut bodies: Vec<Option<Vec<u8>>> = documents
         .iter()
-        .map(|d| Some(serde_json::to_vec(&d.body).expect("JSON values serialize")))
+        .map(|d| Some(crate::compact_json::to_vec(&d.body)))
         .collect();
     let mut groups: Vec<(&str, Vec<(usize, usize)>)> = Vec::new();
     for (i, d) in documents.iter().enumerate() {
