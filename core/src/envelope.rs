@@ -233,7 +233,7 @@ pub fn seal(
     let cipher = dek.cipher();
     let mut sealed = Vec::new();
     for pointer in pointers {
-        let Some(slot) = doc.pointer_mut(pointer) else {
+        let Some(slot) = lookup_mut(doc, pointer) else {
             continue;
         };
         let plaintext = Zeroizing::new(crate::compact_json::to_vec(slot));
@@ -310,7 +310,7 @@ pub fn open_with(
     }
     let mut out = doc.clone();
     for pointer in &h.fields {
-        let sealed = doc.pointer(pointer).ok_or_else(|| {
+        let sealed = lookup(doc, pointer).ok_or_else(|| {
             EnvelopeError::Malformed(format!("sealed field {pointer} is missing"))
         })?;
         let obj = sealed.as_object().filter(|o| {
@@ -348,7 +348,7 @@ pub fn open_with(
         );
         let value =
             parse_plaintext(&plaintext).ok_or_else(|| EnvelopeError::Tampered(pointer.clone()))?;
-        *out.pointer_mut(pointer).expect("checked above") = value;
+        *lookup_mut(&mut out, pointer).expect("checked above") = value;
     }
     out.as_object_mut()
         .expect("documents are objects")
