@@ -63,11 +63,11 @@ pub fn seal_groups(
     if plans.len() != documents.len() {
         return Err(seal_failed("one list of protected pointers per document"));
     }
-    let mut key_of: Vec<Option<&GroupKey<'_>>> = vec![None; documents.len()];
-    for (members, key) in groups {
+    let mut key_of: Vec<Option<(usize, &GroupKey<'_>)>> = vec![None; documents.len()];
+    for (g, (members, key)) in groups.iter().enumerate() {
         for &i in *members {
             match key_of.get_mut(i) {
-                Some(slot @ None) => *slot = Some(key),
+                Some(slot @ None) => *slot = Some((g, key)),
                 _ => {
                     return Err(seal_failed(format!(
                         "document {i} is not in exactly one key group"
@@ -76,20 +76,25 @@ pub fn seal_groups(
             }
         }
     }
+    // Each group's data key made ready once (key schedule, wrapped key's
+    // text), not once per document.
+    let sealers: Vec<Option<crate::envelope::Sealer<'_>>> = groups
+        .iter()
+        .map(|(_, key)| match key {
+            GroupKey::Data(k) => Some(crate::envelope::Sealer::new(k.dek, k.kid, k.wrapped_dek)),
+            GroupKey::Nothing { .. } => None,
+        })
+        .collect();
     for ((d, pointers), key) in documents.iter_mut().zip(plans).zip(key_of) {
         match key {
-            Some(GroupKey::Data(k)) => {
-                crate::envelope::seal(
-                    &mut d.body,
-                    &pointers,
-                    k.dek,
-                    k.kid,
-                    k.wrapped_dek,
-                    &mut *nonce,
-                )
-                .map_err(seal_failed)?;
+            Some((g, GroupKey::Data(_))) => {
+                sealers[g]
+                    .as_ref()
+                    .expect("a sealer per data key")
+                    .seal(&mut d.body, &pointers, &mut *nonce)
+                    .map_err(seal_failed)?;
             }
-            Some(GroupKey::Nothing { kid }) => {
+            Some((_, GroupKey::Nothing { kid })) => {
                 if !pointers.is_empty() {
                     return Err(seal_failed("a group with protected fields has no data key"));
                 }
