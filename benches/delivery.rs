@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use cmk_core::config::{Config, ProtectedFields};
 use cmk_core::envelope::Dek;
-use cmk_core::ingest::{self, DeliveryKey, Plan};
+use cmk_core::ingest::{self, Decoded, DeliveryKey};
 use cmk_core::time::UnixTime;
 use serde_json::json;
 
@@ -131,23 +131,21 @@ fn main() {
             Some(d) => n < d,
             None => start.elapsed() < budget || n < 10,
         } {
-            let Ok(Plan::Write(writes)) = ingest::plan(
-                Some("application/json"),
-                &[],
-                &body,
-                &config,
-                &credential,
-                now,
-            ) else {
-                panic!("planned no writes")
+            // The route's flow: check and decode, map to documents, seal,
+            // then plan (serialize and sign) the writes once.
+            ingest::check_shape(&body, &config).unwrap();
+            let Ok(Decoded::Events(events)) = ingest::decode(Some("application/json"), &[], &body)
+            else {
+                panic!("decoded no events")
             };
+            let documents = ingest::documents_of(events, &config).unwrap();
             let key = DeliveryKey {
                 dek: &dek,
                 kid,
                 wrapped_dek: &wrapped,
             };
             let writes = ingest::seal(
-                writes,
+                documents,
                 &protected,
                 &key,
                 &mut nonce,

@@ -221,48 +221,94 @@ pub fn seal(
     dek: &Dek,
     kid: &str,
     wrapped_dek: &[u8],
-    mut nonce: impl FnMut() -> [u8; NONCE_LEN],
+    nonce: impl FnMut() -> [u8; NONCE_LEN],
 ) -> Result<Vec<String>, EnvelopeError> {
-    if doc.get(HEADER).is_some() {
-        return Err(EnvelopeError::Malformed(
-            "the document already has a `cmk` member".into(),
-        ));
+    Sealer::new(dek, kid, wrapped_dek).seal(doc, pointers, nonce)
+}
+
+/// One data key made ready to seal many documents ([`seal`] for each):
+/// its AES-GCM key schedule and the header's text of the wrapped key are
+/// computed once, not per document.
+pub struct Sealer<'a> {
+    cipher: Aes256Gcm,
+    kid: &'a str,
+    wrapped_dek: String,
+}
+
+impl std::fmt::Debug for Sealer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
-    let id = str_member(doc, "id")?.to_owned();
-    let pk = str_member(doc, "pk")?.to_owned();
-    let cipher = dek.cipher();
-    let mut sealed = Vec::new();
-    for pointer in pointers {
-        let Some(slot) = doc.pointer_mut(pointer) else {
-            continue;
-        };
-        let plaintext = Zeroizing::new(serde_json::to_vec(slot).expect("JSON values serialize"));
-        let n = nonce();
-        let aad = associated_data(&id, &pk, pointer, kid);
-        let ct = cipher
-            .encrypt(
-                Nonce::from_slice(&n),
-                Payload {
-                    msg: &plaintext,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| EnvelopeError::Malformed("encryption failed".into()))?;
-        *slot = json!({"cmk": FORMAT_VERSION, "iv": URL_SAFE_NO_PAD.encode(n), "ct": URL_SAFE_NO_PAD.encode(ct)});
-        sealed.push(pointer.clone());
+}
+
+impl<'a> Sealer<'a> {
+    /// `dek`, wrapped as `wrapped_dek` by the key version `kid`.
+    pub fn new(dek: &Dek, kid: &'a str, wrapped_dek: &[u8]) -> Self {
+        Self {
+            cipher: dek.cipher(),
+            kid,
+            wrapped_dek: URL_SAFE_NO_PAD.encode(wrapped_dek),
+        }
     }
-    let header = json!({
-        "v": FORMAT_VERSION,
-        "alg": CIPHER,
-        "kid": kid,
-        "wrap": WRAP_ALGORITHM,
-        "dek": URL_SAFE_NO_PAD.encode(wrapped_dek),
-        "fields": sealed,
-    });
-    doc.as_object_mut()
-        .ok_or_else(|| EnvelopeError::Malformed("a document is a JSON object".into()))?
-        .insert(HEADER.into(), header);
-    Ok(sealed)
+
+    /// [`seal`] with this data key.
+    pub fn seal(
+        &self,
+        doc: &mut Value,
+        pointers: &[String],
+        mut nonce: impl FnMut() -> [u8; NONCE_LEN],
+    ) -> Result<Vec<String>, EnvelopeError> {
+        if doc.get(HEADER).is_some() {
+            return Err(EnvelopeError::Malformed(
+                "the document already has a `cmk` member".into(),
+            ));
+        }
+        let id = str_member(doc, "id")?.to_owned();
+        let pk = str_member(doc, "pk")?.to_owned();
+        let kid = self.kid;
+        let mut sealed = Vec::new();
+        for pointer in pointers {
+            let Some(slot) = lookup_mut(doc, pointer) else {
+                continue;
+            };
+            let plaintext = Zeroizing::new(crate::compact_json::to_vec(slot));
+            let n = nonce();
+            let aad = associated_data(&id, &pk, pointer, kid);
+            let ct = self
+                .cipher
+                .encrypt(
+                    Nonce::from_slice(&n),
+                    Payload {
+                        msg: &plaintext,
+                        aad: &aad,
+                    },
+                )
+                .map_err(|_| EnvelopeError::Malformed("encryption failed".into()))?;
+            // The members json! would give, built without copying the texts.
+            let mut value = Map::new();
+            value.insert("cmk".into(), Value::from(FORMAT_VERSION));
+            value.insert("iv".into(), Value::String(URL_SAFE_NO_PAD.encode(n)));
+            value.insert("ct".into(), Value::String(URL_SAFE_NO_PAD.encode(ct)));
+            *slot = Value::Object(value);
+            sealed.push(pointer.clone());
+        }
+        let mut header = Map::new();
+        header.insert("v".into(), Value::from(FORMAT_VERSION));
+        header.insert("alg".into(), Value::from(CIPHER));
+        header.insert("kid".into(), Value::from(kid));
+        header.insert("wrap".into(), Value::from(WRAP_ALGORITHM));
+        header.insert("dek".into(), Value::String(self.wrapped_dek.clone()));
+        header.insert(
+            "fields".into(),
+            Value::Array(sealed.iter().cloned().map(Value::String).collect()),
+        );
+        doc.as_object_mut()
+            .ok_or_else(|| EnvelopeError::Malformed("a document is a JSON object".into()))?
+            .insert(HEADER.into(), Value::Object(header));
+        Ok(sealed)
+    }
 }
 
 /// Opens a sealed document with its unwrapped DEK. `only` limits which fields
@@ -310,7 +356,7 @@ pub fn open_with(
     }
     let mut out = doc.clone();
     for pointer in &h.fields {
-        let sealed = doc.pointer(pointer).ok_or_else(|| {
+        let sealed = lookup(doc, pointer).ok_or_else(|| {
             EnvelopeError::Malformed(format!("sealed field {pointer} is missing"))
         })?;
         let obj = sealed.as_object().filter(|o| {
@@ -348,7 +394,7 @@ pub fn open_with(
         );
         let value =
             parse_plaintext(&plaintext).ok_or_else(|| EnvelopeError::Tampered(pointer.clone()))?;
-        *out.pointer_mut(pointer).expect("checked above") = value;
+        *lookup_mut(&mut out, pointer).expect("checked above") = value;
     }
     out.as_object_mut()
         .expect("documents are objects")

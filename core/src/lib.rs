@@ -92,6 +92,7 @@
 pub mod access;
 pub mod answer;
 pub mod api;
+pub mod compact_json;
 pub mod config;
 pub mod cosmos;
 pub mod document;

@@ -142,16 +142,21 @@ fn seal_as_written(
     now: UnixTime,
 ) -> Result<Value, String> {
     let kek = config.kek.as_ref().ok_or("the second stage is off")?;
-    let writes = ingest::Writes {
-        documents: vec![Document {
-            id: at.id.clone(),
-            partition_key: at.partition_key.clone(),
-            body,
-        }],
-        units: Vec::new(),
-    };
-    let mut sealed = ingest::seal(writes, &kek.protected, key, nonce, config, credential, now)
-        .map_err(|e| e.message)?;
+    let documents = vec![Document {
+        id: at.id.clone(),
+        partition_key: at.partition_key.clone(),
+        body,
+    }];
+    let mut sealed = ingest::seal(
+        documents,
+        &kek.protected,
+        key,
+        nonce,
+        config,
+        credential,
+        now,
+    )
+    .map_err(|e| e.message)?;
     Ok(sealed
         .documents
         .pop()

@@ -146,6 +146,12 @@ put("proxy_head", "no-identity", "GET /msi/token?api-version=2019-08-01&resource
 put("proxy_head", "healthz", "GET /healthz HTTP/1.0\r\n\r\n")
 put("proxy_head", "post", "POST /msi/token?resource=x&principal_id=p HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
 
+# compact_json: JSON values and texts with every escape class, at and
+# across eight-byte boundaries.
+put("compact_json", "document", j({"id": "e1", "pk": "/t", "event": {"data": {"text": "line\none\ttab \"q\" \\ \u0001\u001f\u007f",
+    "n": [0, -1, 1.5, 1e300, 18446744073709551615], "x": None, "b": True, "\u00e9\u65e5\U0001f980": ""}}}))
+put("compact_json", "raw-text", b"abcdefg\"hijklmn\\op\x00q\x1frstu\xc3\xa9\xff\xfe")
+
 # sealed_record: a mode byte (0 round trip, 1 plaintext, 2 edits), then the
 # value, the plaintext bytes or the edit operations.
 put("sealed_record", "round-trip-object", b"\x00" + j({"name": "n", "a/b": [1, 2.5, None], "t~": {"x": True}}).encode())

@@ -67,8 +67,8 @@ pub(crate) async fn post_events(req: IncomingRequest) -> Result<Response<Vec<u8>
     cmk_core::tally::events(events.len());
     let account = Account::new(&config.cosmos, config.kv_key.as_ref());
     let credential = account.credential().await?;
-    let writes = ingest::plan_events(events, &config, &credential, UnixTime::now())?;
-    write_delivery(writes, &config, &account, &credential).await
+    let documents = ingest::documents_of(events, &config)?;
+    write_delivery(documents, &config, &account, &credential).await
 }
 
 /// `POST /queue`: one Storage queue message from the queue bridge or a Dapr
@@ -109,8 +109,8 @@ pub(crate) async fn post_queue(req: IncomingRequest) -> Result<Response<Vec<u8>>
         cmk_core::tally::events(message.events.len());
         let account = Account::new(&config.cosmos, config.kv_key.as_ref());
         let credential = account.credential().await?;
-        let writes = ingest::plan_events(message.events, &config, &credential, UnixTime::now())?;
-        write_delivery(writes, &config, &account, &credential).await
+        let documents = ingest::documents_of(message.events, &config)?;
+        write_delivery(documents, &config, &account, &credential).await
     }
     .await;
     let (status, code) = match &result {
@@ -146,17 +146,19 @@ pub(crate) async fn post_queue(req: IncomingRequest) -> Result<Response<Vec<u8>>
     result
 }
 
-/// Seals (stage two), sends and summarizes a planned delivery: the part of
-/// every ingest route after its events are decoded.
+/// Seals (stage two), plans, sends and summarizes a delivery's checked
+/// documents ([`ingest::documents_of`]): the part of every ingest route
+/// after its events are decoded. The writes are planned (serialized and
+/// signed) once, after sealing.
 async fn write_delivery(
-    writes: ingest::Writes,
+    documents: Vec<cmk_core::document::Document>,
     config: &Config,
     account: &Account<'_>,
     credential: &cmk_core::cosmos::Credential,
 ) -> Result<Response<Vec<u8>>, ApiError> {
     let writes = match &config.kek {
-        None => writes,
-        Some(kek_cfg) => seal_delivery(writes, kek_cfg, config, credential).await?,
+        None => ingest::plan_writes(documents, config, credential, UnixTime::now())?,
+        Some(kek_cfg) => seal_delivery(documents, kek_cfg, config, credential).await?,
     };
     let requests = writes
         .units
@@ -222,17 +224,17 @@ enum Prepared {
 /// that key's error (503 with the reason), so the sender retries the whole
 /// delivery.
 async fn seal_delivery(
-    writes: ingest::Writes,
+    documents: Vec<cmk_core::document::Document>,
     kek_cfg: &cmk_core::config::KekConfig,
     config: &Config,
     credential: &cmk_core::cosmos::Credential,
 ) -> Result<ingest::Writes, ApiError> {
-    let plans = match ingest::protected_pointers(&writes.documents, &kek_cfg.protected) {
+    let plans = match ingest::protected_pointers(&documents, &kek_cfg.protected) {
         Ok(p) => p,
         Err(u) => {
             // Each such event of the delivery, with its id and the
             // pointers only: never the value.
-            for u in ingest::unresolvable(&writes.documents, &kek_cfg.protected) {
+            for u in ingest::unresolvable(&documents, &kek_cfg.protected) {
                 log::emit(
                     "warn",
                     "protected_field_unresolvable",
@@ -248,7 +250,7 @@ async fn seal_delivery(
             return Err(ApiError::from(&u));
         }
     };
-    for (d, p) in writes.documents.iter().zip(&plans) {
+    for (d, p) in documents.iter().zip(&plans) {
         if p.is_empty() {
             log::emit(
                 "warn",
@@ -261,7 +263,7 @@ async fn seal_delivery(
             );
         }
     }
-    let groups = ingest::key_groups(&writes.documents, kek_cfg)?;
+    let groups = ingest::key_groups(&documents, kek_cfg)?;
     let keks: Vec<kek::Kek<'_>> = groups
         .iter()
         .map(|g| {
@@ -327,8 +329,8 @@ async fn seal_delivery(
             .expect("12 bytes asked for")
     };
     ingest::seal_groups(
-        writes,
-        &kek_cfg.protected,
+        documents,
+        plans,
         &keyed,
         &mut nonce,
         config,

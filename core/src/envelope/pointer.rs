@@ -110,3 +110,49 @@ pub fn resolve_branches(doc: &Value, pointer: &str) -> (Vec<String>, Vec<ShapeMi
     }
     (at.into_iter().map(|(p, _)| p).collect(), mismatches)
 }
+
+/// `Value::pointer`, without allocating: serde_json unescapes every token
+/// into a new `String`; here only a token holding `~` is unescaped.
+pub(crate) fn lookup<'a>(doc: &'a Value, pointer: &str) -> Option<&'a Value> {
+    if pointer.is_empty() {
+        return Some(doc);
+    }
+    if !pointer.starts_with('/') {
+        return None;
+    }
+    pointer
+        .split('/')
+        .skip(1)
+        .try_fold(doc, |target, token| match target {
+            Value::Object(map) => map.get(unescape(token).as_ref()),
+            Value::Array(list) => array_index(&unescape(token)).and_then(|i| list.get(i)),
+            _ => None,
+        })
+}
+
+/// `Value::pointer_mut`, without allocating (see [`lookup`]).
+pub(crate) fn lookup_mut<'a>(doc: &'a mut Value, pointer: &str) -> Option<&'a mut Value> {
+    if pointer.is_empty() {
+        return Some(doc);
+    }
+    if !pointer.starts_with('/') {
+        return None;
+    }
+    pointer
+        .split('/')
+        .skip(1)
+        .try_fold(doc, |target, token| match target {
+            Value::Object(map) => map.get_mut(unescape(token).as_ref()),
+            Value::Array(list) => array_index(&unescape(token)).and_then(move |i| list.get_mut(i)),
+            _ => None,
+        })
+}
+
+/// An array index as serde_json's pointers read one: no sign, no leading
+/// zero.
+fn array_index(token: &str) -> Option<usize> {
+    if token.starts_with('+') || (token.starts_with('0') && token.len() != 1) {
+        return None;
+    }
+    token.parse().ok()
+}

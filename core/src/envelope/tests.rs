@@ -534,3 +534,33 @@ fn the_key_name_of_a_kid_is_read_only_under_the_configured_hsm() {
         assert_eq!(key_name_of(&kid, hsm), None, "{kid}");
     }
 }
+
+#[test]
+fn pointer_lookups_find_what_serde_json_finds() {
+    let v = json!({"a": {"b/c": [10, {"~d": 1, "": 2}], "0": "zero"}, "": {"": 3}, "e~1": 4});
+    for p in [
+        "",
+        "/",
+        "//",
+        "/a",
+        "/a/b~1c",
+        "/a/b~1c/0",
+        "/a/b~1c/1/~0d",
+        "/a/b~1c/1/",
+        "/a/b~1c/01",
+        "/a/b~1c/+1",
+        "/a/b~1c/2",
+        "/a/b~1c/-",
+        "/a/0",
+        "/e~01",
+        "/e~1",
+        "a",
+        "/x/y",
+        "/a/b~1c/0/z",
+    ] {
+        assert_eq!(lookup(&v, p), v.pointer(p), "{p}");
+        let mut ours = v.clone();
+        let mut theirs = v.clone();
+        assert_eq!(lookup_mut(&mut ours, p), theirs.pointer_mut(p), "{p}");
+    }
+}

@@ -161,12 +161,25 @@ pub fn plan(
 
 /// Checks the event count, maps events to documents and signs every write:
 /// the part of [`plan`] every encoding shares once its events are decoded.
+/// Stage one's whole plan; stage two seals [`documents_of`]'s documents
+/// first and then plans once, with [`plan_writes`].
 pub fn plan_events(
     events: Vec<crate::events::Event>,
     config: &Config,
     credential: &Credential,
     now: UnixTime,
 ) -> Result<Writes, ApiError> {
+    plan_writes(documents_of(events, config)?, config, credential, now)
+}
+
+/// Every check of [`plan_events`] before its writes are signed: the event
+/// count, each event's nesting, the mapping to documents and the refusal of
+/// the sealed shape. Cheap, and free of I/O: stage two runs it before any
+/// key is asked for.
+pub fn documents_of(
+    events: Vec<crate::events::Event>,
+    config: &Config,
+) -> Result<Vec<Document>, ApiError> {
     if events.len() > config.ingest.max_events {
         return Err(too_many_events(events.len(), config));
     }
@@ -192,13 +205,26 @@ pub fn plan_events(
     for d in &documents {
         check_no_sealed_shape(d)?;
     }
+    Ok(documents)
+}
+
+/// Serializes and signs the writes of `documents` (as they will be stored:
+/// in stage two, once sealed). A document or batch over Cosmos DB's limits
+/// is refused here (413 `DocumentTooLarge` / `BatchTooLarge`), before
+/// anything is sent.
+pub fn plan_writes(
+    documents: Vec<Document>,
+    config: &Config,
+    credential: &Credential,
+    now: UnixTime,
+) -> Result<Writes, ApiError> {
     let units = write_units(&documents, config, credential, now).map_err(|e| ApiError::from(&e))?;
     Ok(Writes { documents, units })
 }
 
 /// Groups documents by partition key (first-seen order) and cuts each group
 /// into batches that fit the service's limits.
-pub(super) fn write_units(
+fn write_units(
     documents: &[Document],
     config: &Config,
     credential: &Credential,
@@ -209,9 +235,18 @@ pub(super) fn write_units(
     let create = config.cosmos.write_mode == WriteMode::Create;
     // Each document is serialized once: its length sizes the batches, and
     // the same bytes go into the request.
+    // A delivery's documents are mostly alike in size: each buffer starts at
+    // the previous document's size (and a little more), not at a few bytes
+    // doubled again and again.
+    let mut room = 1024;
     let mut bodies: Vec<Option<Vec<u8>>> = documents
         .iter()
-        .map(|d| Some(serde_json::to_vec(&d.body).expect("JSON values serialize")))
+        .map(|d| {
+            let mut body = Vec::with_capacity(room);
+            crate::compact_json::write_value(&mut body, &d.body);
+            room = body.len() + body.len() / 8;
+            Some(body)
+        })
         .collect();
     let mut groups: Vec<(&str, Vec<(usize, usize)>)> = Vec::new();
     for (i, d) in documents.iter().enumerate() {

@@ -1,13 +1,14 @@
-//! Sealing a planned delivery's protected fields under its data key, and
-//! planning its writes again with the sealed documents.
+//! Sealing a delivery's documents' protected fields under its data key,
+//! then planning their writes once, with the sealed documents.
 
-use super::plan::{write_units, Writes};
+use super::plan::{plan_writes, Writes};
 use super::protect::protected_pointers;
 use http::StatusCode;
 
 use crate::api::ApiError;
 use crate::config::Config;
 use crate::cosmos::Credential;
+use crate::document::Document;
 use crate::time::UnixTime;
 
 /// A delivery's data key, and the same key wrapped by a KEK version.
@@ -44,25 +45,29 @@ fn seal_failed(e: impl std::fmt::Display) -> ApiError {
 
 /// Stage two with key scopes: each group's documents (indexes into the
 /// delivery, every document in exactly one group) sealed under the group's
-/// key, then the signed writes rebuilt over the whole delivery (documents
-/// sharing a partition key still go in one transactional batch, whatever
-/// their key). `nonce` yields a fresh random nonce per sealed value.
+/// key, then the signed writes planned once over the whole delivery
+/// (documents sharing a partition key still go in one transactional batch,
+/// whatever their key). `plans` holds each document's pointers to seal
+/// ([`protected_pointers`], computed once by the caller). `nonce` yields a
+/// fresh random nonce per sealed value.
 #[allow(clippy::too_many_arguments)]
 pub fn seal_groups(
-    writes: Writes,
-    protected: &crate::config::ProtectedFields,
+    mut documents: Vec<Document>,
+    plans: Vec<Vec<String>>,
     groups: &[(&[usize], GroupKey<'_>)],
     nonce: &mut dyn FnMut() -> [u8; 12],
     config: &Config,
     credential: &Credential,
     now: UnixTime,
 ) -> Result<Writes, ApiError> {
-    let mut documents = writes.documents;
-    let mut key_of: Vec<Option<&GroupKey<'_>>> = vec![None; documents.len()];
-    for (members, key) in groups {
+    if plans.len() != documents.len() {
+        return Err(seal_failed("one list of protected pointers per document"));
+    }
+    let mut key_of: Vec<Option<(usize, &GroupKey<'_>)>> = vec![None; documents.len()];
+    for (g, (members, key)) in groups.iter().enumerate() {
         for &i in *members {
             match key_of.get_mut(i) {
-                Some(slot @ None) => *slot = Some(key),
+                Some(slot @ None) => *slot = Some((g, key)),
                 _ => {
                     return Err(seal_failed(format!(
                         "document {i} is not in exactly one key group"
@@ -71,21 +76,25 @@ pub fn seal_groups(
             }
         }
     }
-    let plans = protected_pointers(&documents, protected).map_err(|u| ApiError::from(&u))?;
+    // Each group's data key made ready once (key schedule, wrapped key's
+    // text), not once per document.
+    let sealers: Vec<Option<crate::envelope::Sealer<'_>>> = groups
+        .iter()
+        .map(|(_, key)| match key {
+            GroupKey::Data(k) => Some(crate::envelope::Sealer::new(k.dek, k.kid, k.wrapped_dek)),
+            GroupKey::Nothing { .. } => None,
+        })
+        .collect();
     for ((d, pointers), key) in documents.iter_mut().zip(plans).zip(key_of) {
         match key {
-            Some(GroupKey::Data(k)) => {
-                crate::envelope::seal(
-                    &mut d.body,
-                    &pointers,
-                    k.dek,
-                    k.kid,
-                    k.wrapped_dek,
-                    &mut *nonce,
-                )
-                .map_err(seal_failed)?;
+            Some((g, GroupKey::Data(_))) => {
+                sealers[g]
+                    .as_ref()
+                    .expect("a sealer per data key")
+                    .seal(&mut d.body, &pointers, &mut *nonce)
+                    .map_err(seal_failed)?;
             }
-            Some(GroupKey::Nothing { kid }) => {
+            Some((_, GroupKey::Nothing { kid })) => {
                 if !pointers.is_empty() {
                     return Err(seal_failed("a group with protected fields has no data key"));
                 }
@@ -94,15 +103,14 @@ pub fn seal_groups(
             None => return Err(seal_failed("a document is in no key group")),
         }
     }
-    let units = write_units(&documents, config, credential, now).map_err(|e| ApiError::from(&e))?;
-    Ok(Writes { documents, units })
+    plan_writes(documents, config, credential, now)
 }
 
 /// Stage two: seals each document's protected fields with the delivery's one
-/// data key (wrapped once, as `wrapped_dek` by `kid`), then rebuilds the
-/// signed writes. `nonce` yields a fresh random nonce per sealed value.
+/// data key (wrapped once, as `wrapped_dek` by `kid`), then plans the signed
+/// writes. `nonce` yields a fresh random nonce per sealed value.
 pub fn seal(
-    writes: Writes,
+    documents: Vec<Document>,
     protected: &crate::config::ProtectedFields,
     key: &DeliveryKey<'_>,
     nonce: &mut dyn FnMut() -> [u8; 12],
@@ -110,10 +118,11 @@ pub fn seal(
     credential: &Credential,
     now: UnixTime,
 ) -> Result<Writes, ApiError> {
-    let all: Vec<usize> = (0..writes.documents.len()).collect();
+    let plans = protected_pointers(&documents, protected).map_err(|u| ApiError::from(&u))?;
+    let all: Vec<usize> = (0..documents.len()).collect();
     seal_groups(
-        writes,
-        protected,
+        documents,
+        plans,
         &[(&all, GroupKey::Data(*key))],
         nonce,
         config,
@@ -127,16 +136,14 @@ pub fn seal(
 /// field and names `kid`, the key version in use, without a data key, so
 /// no key is made or wrapped.
 pub fn seal_none(
-    writes: Writes,
+    mut documents: Vec<Document>,
     kid: &str,
     config: &Config,
     credential: &Credential,
     now: UnixTime,
 ) -> Result<Writes, ApiError> {
-    let mut documents = writes.documents;
     for d in &mut documents {
         crate::envelope::seal_nothing(&mut d.body, kid).map_err(seal_failed)?;
     }
-    let units = write_units(&documents, config, credential, now).map_err(|e| ApiError::from(&e))?;
-    Ok(Writes { documents, units })
+    plan_writes(documents, config, credential, now)
 }

@@ -25,7 +25,7 @@ pub fn create_request(
     CosmosRequest::new(&config.cosmos.endpoint, credential, now).create_document(
         &config.cosmos.container,
         &doc.partition_key,
-        serde_json::to_vec(&doc.body).expect("JSON values serialize"),
+        crate::compact_json::to_vec(&doc.body),
     )
 }
 

@@ -128,8 +128,8 @@ fn a_mixed_delivery_seals_each_scope_under_its_own_data_key_in_one_batch() {
         [n; 12]
     };
     let sealed = seal_groups(
-        w,
-        &protected(r#"{"*": ["/data/secret"]}"#),
+        w.documents.clone(),
+        protected_pointers(&w.documents, &protected(r#"{"*": ["/data/secret"]}"#)).unwrap(),
         &keyed,
         &mut nonce,
         &c,
@@ -159,8 +159,8 @@ fn a_mixed_delivery_seals_each_scope_under_its_own_data_key_in_one_batch() {
     let none: Vec<(&[usize], GroupKey<'_>)> = vec![];
     assert_eq!(
         seal_groups(
-            w,
-            &protected("{}"),
+            w.documents.clone(),
+            protected_pointers(&w.documents, &protected("{}")).unwrap(),
             &none,
             &mut nonce,
             &c,
@@ -175,8 +175,8 @@ fn a_mixed_delivery_seals_each_scope_under_its_own_data_key_in_one_batch() {
     let w = writes(vec![tenant_event("1", "/t", json!("b"))]);
     let nothing: Vec<(&[usize], GroupKey<'_>)> = vec![(&[0], GroupKey::Nothing { kid: kid_b })];
     let s = seal_groups(
-        w,
-        &protected(r#"{"*": []}"#),
+        w.documents.clone(),
+        protected_pointers(&w.documents, &protected(r#"{"*": []}"#)).unwrap(),
         &nothing,
         &mut nonce,
         &c,

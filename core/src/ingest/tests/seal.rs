@@ -25,7 +25,7 @@ fn sealing_rewrites_every_request_without_plaintext() {
         wrapped_dek: b"wrapped",
     };
     let sealed = seal(
-        w,
+        w.documents,
         &protected,
         &key,
         &mut nonce,
@@ -87,7 +87,16 @@ fn a_protected_pointer_through_another_shape_refuses_the_event() {
             wrapped_dek: b"w",
         };
         let mut nonce = || [1u8; 12];
-        let e = seal(w, &p, &key, &mut nonce, &config(), &cred(), UnixTime(0)).unwrap_err();
+        let e = seal(
+            w.documents,
+            &p,
+            &key,
+            &mut nonce,
+            &config(),
+            &cred(),
+            UnixTime(0),
+        )
+        .unwrap_err();
         assert_eq!(e.code, "ProtectedFieldUnresolvable");
     }
     // Absent leaves and absent or null parents are optional fields.
@@ -236,7 +245,7 @@ fn a_delivery_with_nothing_to_seal_gets_key_less_headers() {
         .iter()
         .all(Vec::is_empty));
     let kid = "https://h.managedhsm.azure.net/keys/k/v1";
-    let sealed = seal_none(w, kid, &config(), &cred(), UnixTime(0)).unwrap();
+    let sealed = seal_none(w.documents, kid, &config(), &cred(), UnixTime(0)).unwrap();
     let d = &sealed.documents[0].body;
     assert_eq!(d["cmk"]["fields"], json!([]));
     assert_eq!(d["cmk"]["kid"], kid);

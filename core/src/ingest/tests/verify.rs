@@ -104,7 +104,7 @@ fn a_redelivery_sealed_under_a_fresh_key_matches_its_stored_document() {
             wrapped_dek: &[key_byte; 8],
         };
         seal(
-            writes(events),
+            writes(events).documents,
             &protected,
             &key,
             &mut nonce,
