@@ -11,7 +11,7 @@
 //! nothing else, so the difference from `STEP=none` is its cost:
 //!
 //!     cargo build --release -p cmk-core --example fixed-cost
-//!     for s in none config kv hsm log; do STEP=$s valgrind --tool=callgrind \
+//!     for s in none config kv hsm log log-map; do STEP=$s valgrind --tool=callgrind \
 //!         --callgrind-out-file=/tmp/cg.$s target/release/examples/fixed-cost; done
 
 use cmk_core::config::Config;
@@ -87,20 +87,29 @@ fn main() {
         if step == "hsm" || step == "all" {
             black_box(hsm::wrap_request(&vault, &kref, black_box(&[9u8; 32]), &tok).unwrap());
         }
+        let fields = [
+            ("route", json!("push")),
+            ("method", json!("POST")),
+            ("status", json!(200)),
+            ("code", json!(null)),
+            ("duration_ms", json!(3)),
+            ("events", json!(1)),
+            ("hsm", json!({"calls": 1, "attempts": 1, "failures": 0})),
+        ];
         if step == "log" || step == "all" {
+            black_box(cmk_core::logline::format(
+                "info",
+                "request",
+                black_box(&fields),
+            ));
+        }
+        if step == "log-map" {
+            // The line as it was built before cmk_core::logline: a map.
             let mut m = Map::new();
             m.insert("level".into(), Value::from("info"));
             m.insert("event".into(), Value::from("request"));
-            for (k, v) in [
-                ("route", json!("push")),
-                ("method", json!("POST")),
-                ("status", json!(200)),
-                ("code", json!(null)),
-                ("duration_ms", json!(3)),
-                ("events", json!(1)),
-                ("hsm", json!({"calls": 1, "attempts": 1, "failures": 0})),
-            ] {
-                m.insert(k.into(), v);
+            for (k, v) in black_box(&fields) {
+                m.insert((*k).into(), v.clone());
             }
             let mut line = serde_json::to_vec(&Value::Object(m)).unwrap();
             line.push(b'\n');

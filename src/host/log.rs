@@ -4,22 +4,14 @@
 //! Callers pass only values that are safe to record: never a key, token,
 //! secret or protected field value.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// Writes one log line with an event name and fields.
 pub fn emit(level: &str, event: &str, fields: &[(&str, Value)]) {
-    let mut m = Map::new();
-    m.insert("level".into(), Value::from(level));
-    m.insert("event".into(), Value::from(event));
-    for (k, v) in fields {
-        m.insert((*k).into(), v.clone());
-    }
     // One write per line: `eprintln!` formats a value in many small writes
     // to the unbuffered stderr, and the runtime interleaves the pieces of
     // requests running at the same time, garbling their lines.
-    let mut line = serde_json::to_vec(&Value::Object(m)).expect("JSON values serialize");
-    line.push(b'\n');
-    write_line(&line);
+    write_line(&cmk_core::logline::format(level, event, fields));
 }
 
 thread_local! {
