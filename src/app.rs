@@ -4,7 +4,7 @@
 
 use http::{Response, StatusCode};
 use serde_json::json;
-use spin_sdk::http::{IncomingRequest, Method};
+use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
 
 use crate::host::log;
 use crate::routes::delivery::{options_events, post_events, post_queue};
@@ -14,9 +14,14 @@ use crate::routes::readiness::readyz;
 use cmk_core::api::{json_response, ApiError};
 
 #[spin_sdk::http_component]
-async fn handle(req: IncomingRequest) -> Response<Vec<u8>> {
-    crate::host::outbound::start_request();
-    let started_ms = crate::host::outbound::now_ms();
+async fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    let resp = answer(req).await;
+    crate::host::wire::respond(out, resp).await;
+}
+
+async fn answer(req: IncomingRequest) -> Response<Vec<u8>> {
+    let started_ms = crate::host::outbound::start_request();
+    crate::host::request::start_request();
     let method = req.method();
     let path = req.path_with_query().unwrap_or_default();
     let path = path.split('?').next().unwrap_or_default().to_owned();

@@ -105,6 +105,7 @@ pub mod hsm;
 pub mod ingest;
 pub mod jwt;
 pub mod kvseal;
+pub mod logline;
 pub mod percent;
 pub mod probe;
 pub mod queue;

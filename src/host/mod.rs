@@ -9,3 +9,4 @@ pub mod log;
 pub mod outbound;
 pub mod request;
 pub mod token;
+pub mod wire;

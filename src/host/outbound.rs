@@ -10,8 +10,9 @@ use std::task::Poll;
 
 use futures::future::{self, Either};
 use http::{Request, Response};
-use spin_sdk::http::IncomingResponse;
 use wasi::clocks::monotonic_clock;
+
+use crate::host::wire;
 
 use cmk_core::answer;
 use cmk_core::cosmos::{transient_failure, CosmosError};
@@ -28,6 +29,7 @@ pub fn now_ms() -> u64 {
 pub fn sleep(ms: u64) -> Sleep {
     Sleep {
         deadline: monotonic_clock::now().saturating_add(ms.saturating_mul(1_000_000)),
+        fresh: ms > 0,
         _registration: None,
     }
 }
@@ -35,6 +37,10 @@ pub fn sleep(ms: u64) -> Sleep {
 /// The future returned by [`sleep`].
 pub struct Sleep {
     deadline: u64,
+    // Not polled yet and due in the future: the first poll subscribes
+    // without reading the clock again (a host call); if the deadline has
+    // passed meanwhile, the pollable is ready at once.
+    fresh: bool,
     // Dropping it (on completion, or when a race is lost) takes the waker off
     // the executor's list.
     _registration: Option<spin_executor::CancelOnDropToken>,
@@ -44,7 +50,7 @@ impl Future for Sleep {
     type Output = ();
 
     fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
-        if monotonic_clock::now() >= self.deadline {
+        if !std::mem::take(&mut self.fresh) && monotonic_clock::now() >= self.deadline {
             return Poll::Ready(());
         }
         let pollable = monotonic_clock::subscribe_instant(self.deadline);
@@ -72,20 +78,14 @@ pub fn copy(req: &Request<Vec<u8>>) -> Request<Vec<u8>> {
 /// Transport failures (refused, reset, denied by the host) come back as text
 /// without secrets.
 pub async fn send_once(
-    req: Request<Vec<u8>>,
+    req: &Request<Vec<u8>>,
     timeout_ms: u64,
 ) -> Result<Response<Vec<u8>>, String> {
     let exchange = pin!(async {
-        let resp: IncomingResponse = spin_sdk::http::send(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status();
-        let headers = resp.headers().entries();
         // Read the body ourselves: spin-sdk's conversion to `http::Response`
         // panics when the body stream breaks off (see `cmk_core::answer`).
-        let body = resp
-            .into_body()
-            .await
-            .map_err(|_| "the connection ended inside the body".to_string());
-        answer::assemble(status, headers, body)
+        let a = wire::exchange(req).await?;
+        answer::assemble(a.status, a.headers, a.body)
     });
     let timer = pin!(sleep(timeout_ms));
     match future::select(exchange, timer).await {
@@ -122,17 +122,13 @@ static DEADLINE_MS: AtomicU64 = AtomicU64::new(u64::MAX);
 
 /// Starts the inbound request's clock: every later call's retry budget is
 /// cut to what is left of [`REQUEST_BUDGET_MS`]. (Each request runs in its
-/// own instance, so one deadline per instance is one per request.)
-pub fn start_request() {
+/// own instance, so one deadline per instance is one per request.) Returns
+/// the start time in ms.
+pub fn start_request() -> u64 {
     tally::reset();
-    DEADLINE_MS.store(
-        now_ms().saturating_add(REQUEST_BUDGET_MS),
-        Ordering::Relaxed,
-    );
-}
-
-fn remaining_ms() -> u64 {
-    DEADLINE_MS.load(Ordering::Relaxed).saturating_sub(now_ms())
+    let now = now_ms();
+    DEADLINE_MS.store(now.saturating_add(REQUEST_BUDGET_MS), Ordering::Relaxed);
+    now
 }
 
 /// Sends a request, retrying transport failures and answers that `verdict`
@@ -146,7 +142,8 @@ pub async fn send_retrying(
     policy: RetryPolicy,
     verdict: impl Fn(&Response<Vec<u8>>) -> Verdict,
 ) -> Sent {
-    let policy = policy.within(remaining_ms());
+    let start = now_ms();
+    let policy = policy.within(DEADLINE_MS.load(Ordering::Relaxed).saturating_sub(start));
     if policy.budget_ms == 0 {
         return Sent {
             result: Err("the request's time budget is spent".into()),
@@ -154,10 +151,11 @@ pub async fn send_retrying(
             duration_ms: 0,
         };
     }
-    let start = now_ms();
     let mut attempt = 1;
     loop {
-        let result = send_once(copy(&req), policy.attempt_timeout(now_ms() - start)).await;
+        // The first attempt starts at `start` (one clock read fewer).
+        let spent = if attempt == 1 { 0 } else { now_ms() - start };
+        let result = send_once(&req, policy.attempt_timeout(spent)).await;
         count(peer, &result);
         let asked = match &result {
             Ok(resp) => match verdict(resp) {

@@ -1,10 +1,15 @@
 //! The incoming request at the edge: configuration read from Spin variables,
 //! headers, the query string, and a body read within its limit.
 
+use std::cell::RefCell;
+use std::pin::pin;
+
 use futures::future::Either;
-use futures::StreamExt;
 use http::StatusCode;
 use spin_sdk::http::IncomingRequest;
+use spin_sdk::wit::wasi::http0_2_0::types::IncomingBody;
+
+use crate::host::wire::{self, ReadError};
 
 use cmk_core::api::ApiError;
 use cmk_core::config::Config;
@@ -42,19 +47,36 @@ pub(crate) fn log_warnings(config: &Config) {
     }
 }
 
+thread_local! {
+    /// The incoming request's header entries, read from the host once: each
+    /// `headers()` and `get` is a call across the component boundary.
+    static HEADERS: RefCell<Option<Vec<(String, Vec<u8>)>>> = const { RefCell::new(None) };
+}
+
+/// Forgets the header entries read for the previous request (called as a
+/// request starts; each request normally runs in a fresh instance).
+pub(crate) fn start_request() {
+    HEADERS.with(|h| h.borrow_mut().take());
+}
+
+/// The first value of header `name` (case-insensitive), as UTF-8.
 pub(crate) fn header(req: &IncomingRequest, name: &str) -> Option<String> {
-    req.headers()
-        .get(name)
-        .into_iter()
-        .next()
-        .and_then(|v| String::from_utf8(v).ok())
+    HEADERS.with(|h| {
+        let mut h = h.borrow_mut();
+        let entries = h.get_or_insert_with(|| req.headers().entries());
+        entries
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| String::from_utf8(v.clone()).ok())
+    })
 }
 
 /// Reads the body, refusing more than `limit` bytes before buffering them,
 /// within `timeout_secs` in all (a sender that trickles or stalls does not
 /// hold the instance). A body that breaks off or does not arrive in time is
 /// the transport's failure, not the event's: 503 with `Retry-After`, so
-/// Event Grid and the queue bridge try again.
+/// Event Grid and the queue bridge try again. A declared `content-length`
+/// is read to its end without a further read for the end of the stream.
 pub(crate) async fn read_body(
     req: IncomingRequest,
     limit: usize,
@@ -67,42 +89,46 @@ pub(crate) async fn read_body(
             format!("request body exceeds {limit} bytes"),
         )
     };
-    if let Some(len) = header(&req, "content-length").and_then(|v| v.trim().parse::<usize>().ok()) {
-        if len > limit {
-            return Err(too_large());
-        }
+    let declared = header(&req, "content-length").and_then(|v| v.trim().parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(too_large());
     }
-    let mut body = Vec::new();
-    let mut stream = req.into_body_stream();
+    let unreadable = |e: String| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "BodyUnreadable",
+            format!("could not read the body: {e}"),
+        )
+        .retry_after(cmk_core::api::DEFAULT_RETRY_AFTER_SECS)
+    };
+    let body = req
+        .consume()
+        .map_err(|()| unreadable("the body was already taken".into()))?;
+    let stream = body
+        .stream()
+        .map_err(|()| unreadable("the body was already taken".into()))?;
     let deadline = crate::host::outbound::sleep(timeout_secs.saturating_mul(1000));
-    futures::pin_mut!(deadline);
-    loop {
-        let chunk = match futures::future::select(stream.next(), deadline.as_mut()).await {
-            Either::Left((Some(chunk), _)) => chunk,
-            Either::Left((None, _)) => break,
-            Either::Right(_) => {
-                return Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "BodyTimeout",
-                    format!("the body did not arrive within {timeout_secs} s"),
-                )
-                .retry_after(cmk_core::api::DEFAULT_RETRY_AFTER_SECS))
-            }
-        };
-        let chunk = chunk.map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "BodyUnreadable",
-                format!("could not read the body: {e}"),
-            )
-            .retry_after(cmk_core::api::DEFAULT_RETRY_AFTER_SECS)
-        })?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_large());
+    let raced = {
+        let read = pin!(wire::read_all(&stream, declared, limit));
+        match futures::future::select(read, pin!(deadline)).await {
+            Either::Left((r, _)) => Some(r),
+            Either::Right(_) => None,
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+    };
+    let result = match raced {
+        Some(Ok(bytes)) => Ok(bytes),
+        Some(Err(ReadError::TooLarge)) => Err(too_large()),
+        Some(Err(ReadError::Broken(e))) => Err(unreadable(e)),
+        None => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "BodyTimeout",
+            format!("the body did not arrive within {timeout_secs} s"),
+        )
+        .retry_after(cmk_core::api::DEFAULT_RETRY_AFTER_SECS)),
+    };
+    drop(stream);
+    IncomingBody::finish(body);
+    result
 }
 
 pub(crate) fn query_of(req: &IncomingRequest) -> String {
