@@ -657,8 +657,11 @@ def summarize(rows: list[dict], info: dict) -> dict:
             continue
         tag = f"[{rt}] "
         # The ratio targets (one run, same peers): against the Python-SDK
-        # way and against the minimal client straight to Cosmos.
-        for key, floor, what in (
+        # way and against the minimal client straight to Cosmos. Both reach
+        # Cosmos over TLS, as the component does on the test host; under
+        # `wasmtime serve` (the plugged stub) it goes over plain HTTP, so its
+        # ratios are printed but not held to the targets.
+        for key, floor, what in () if rt == "wasmtime" else (
             ("baseline_1", 1.5, ">= 1.5x baseline events/s at batch 1"),
             ("baseline_10", 10, ">= 10x baseline events/s at batch 10"),
             ("ceiling_1", 0.6, ">= 60% of ceiling events/s at batch 1"),
