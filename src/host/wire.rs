@@ -17,7 +17,9 @@ use spin_sdk::http::{
     Scheme,
 };
 use spin_sdk::wit::wasi::http0_2_0::outgoing_handler;
-use spin_sdk::wit::wasi::http0_2_0::types::{FutureIncomingResponse, IncomingBody};
+use spin_sdk::wit::wasi::http0_2_0::types::{
+    ErrorCode, FutureIncomingResponse, IncomingBody, ResponseOutparam as WitResponseOutparam,
+};
 use wasi::io::streams::{InputStream, OutputStream, StreamError};
 
 /// The most one `blocking-write-and-flush` may carry (`wasi:io/streams`).
@@ -247,39 +249,25 @@ async fn read_answer_body(
 
 /// Hands the answer to the host: headers in one `fields.from-list`, the
 /// body in one write when it fits. A header sent more than once keeps its
-/// last value, as spin-sdk's own conversion did.
+/// last value, as spin-sdk's own conversion did. If the host refuses the
+/// headers or the status, the request is still answered, once: with the
+/// host's internal error (a 500 to the client), and the reason is logged.
 pub async fn respond(out: ResponseOutparam, resp: http::Response<Vec<u8>>) {
-    let headers: Vec<(String, Vec<u8>)> = resp
-        .headers()
-        .keys()
-        .filter_map(|k| {
-            let v = resp.headers().get_all(k).iter().next_back()?;
-            Some((k.as_str().to_owned(), v.as_bytes().to_owned()))
-        })
-        .collect();
-    let fields = match Headers::from_list(&headers) {
-        Ok(f) => f,
+    let response = match outgoing(&resp) {
+        Ok(r) => r,
         Err(e) => {
             crate::host::log::emit(
                 "error",
-                "response_not_sent",
-                &[("error", serde_json::json!(format!("{e:?}")))],
+                "response_not_built",
+                &[
+                    ("error", serde_json::json!(e)),
+                    ("status", serde_json::json!(resp.status().as_u16())),
+                ],
             );
+            WitResponseOutparam::set(out.into_inner(), Err(ErrorCode::InternalError(Some(e))));
             return;
         }
     };
-    let response = OutgoingResponse::new(fields);
-    if response.set_status_code(resp.status().as_u16()).is_err() {
-        crate::host::log::emit(
-            "error",
-            "response_not_sent",
-            &[(
-                "error",
-                serde_json::json!(format!("bad status {}", resp.status())),
-            )],
-        );
-        return;
-    }
     let body = response.body().expect("a new response's body is available");
     out.set(response);
     let written = match body.write() {
@@ -303,4 +291,23 @@ pub async fn respond(out: ResponseOutparam, resp: http::Response<Vec<u8>>) {
             &[("error", serde_json::json!(e.to_string()))],
         );
     }
+}
+
+/// The host's response for `resp`'s status and headers, or why the host
+/// refused them.
+fn outgoing(resp: &http::Response<Vec<u8>>) -> Result<OutgoingResponse, String> {
+    let headers: Vec<(String, Vec<u8>)> = resp
+        .headers()
+        .keys()
+        .filter_map(|k| {
+            let v = resp.headers().get_all(k).iter().next_back()?;
+            Some((k.as_str().to_owned(), v.as_bytes().to_owned()))
+        })
+        .collect();
+    let fields = Headers::from_list(&headers).map_err(|e| format!("headers refused: {e:?}"))?;
+    let response = OutgoingResponse::new(fields);
+    response
+        .set_status_code(resp.status().as_u16())
+        .map_err(|()| format!("status {} refused", resp.status()))?;
+    Ok(response)
 }
