@@ -79,3 +79,27 @@ def test_stage_two_refuses_an_oversized_document_before_any_key_is_asked_for(sta
     assert body["error"]["code"] == "DocumentTooLarge"
     assert stack.sigcheck_stats()["total"] == sent, "nothing may reach Cosmos DB"
     assert count(stack, "c.pk = @pk", pk) == 1
+
+
+def test_event_checks_answer_while_the_token_endpoint_is_down(stack):
+    """The checks of the events themselves need no credential: with Entra ID
+    failing every token request, a delivery with a sealed-shaped value or an
+    oversized document still gets its 4xx (not a 503 that Event Grid would
+    retry for a day), while a valid one gets 503."""
+    app = stack.serve_app(name=f"app-tokenless-{uuid.uuid4().hex[:8]}", overrides={
+        **stack.stage_two("client-secret", max_body_bytes=str(4 * 1024 * 1024)),
+        **stack.entra_cosmos("client-secret")})
+    topic = f"/topics/tokenless-{uuid.uuid4()}"
+    shaped = {"cmk": 1, "iv": "AQEBAQEBAQEBAQEB", "ct": "VYKBVEjJBxCxOAZ7fUU8GbL8v12UrKpcN7Uu3eiS"}
+    stack.entra_admin("POST", "faults", [{"status": 500, "count": 200}])
+    try:
+        status, _, body = post(f"{app.url}/events", [custom_event(topic, note=shaped)])
+        assert (status, body["error"]["code"]) == (400, "SealedShapeInEvent"), body
+        status, _, body = post(f"{app.url}/events", [custom_event(topic, blob="x" * 2_100_000)])
+        assert (status, body["error"]["code"]) == (413, "DocumentTooLarge"), body
+        # The control: this app really has no token.
+        status, headers, body = post(f"{app.url}/events", [custom_event(topic)])
+        assert status == 503 and headers.get("retry-after"), body
+    finally:
+        stack.entra_admin("POST", "reset")
+    assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 0
