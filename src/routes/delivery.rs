@@ -67,8 +67,10 @@ pub(crate) async fn post_events(req: IncomingRequest) -> Result<Response<Vec<u8>
     cmk_core::tally::events(events.len());
     // Every check that needs no credential and no key answers first, so a
     // bad or oversized delivery gets its 4xx while Entra or the HSM is down.
-    // Attributes sent as `ce-*` headers are part of the documents too.
+    // Attributes sent as headers (`ce-*`, and the content type in binary
+    // mode) are part of the documents too.
     let input_len = body.len()
+        + content_type.as_ref().map_or(0, String::len)
         + headers
             .iter()
             .map(|(k, v)| k.len() + v.len())

@@ -9,10 +9,11 @@ use crate::cosmos::{CosmosError, MAX_DOCUMENT_BYTES};
 use crate::document::Document;
 
 /// How many times longer a value's compact text can be than its text in the
-/// request. Re-serializing a parsed string never lengthens it (escapes come
-/// out as short as or shorter than they went in); a number can (`1E15` is
-/// written `1000000000000000.0`, 4.5 times as long), and a non-JSON body
-/// stored as text escapes a control byte as `\u00XX` (six times as long).
+/// request, with margin. Re-serializing a parsed string never lengthens it
+/// (escapes come out as short as or shorter than they went in); a number
+/// can (`1E15` is written `1000000000000000.0`, 4.5 times as long); a
+/// binary-mode body that is not JSON is stored as base64 (4/3), and an
+/// attribute sent as a header at most doubles (a tab becomes `\t`).
 pub const MAX_GROWTH: usize = 6;
 
 /// Room for what a document adds to its event's own text: `id`, `pk`
