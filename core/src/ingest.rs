@@ -23,6 +23,7 @@ mod protect;
 mod scope;
 mod seal;
 mod sender;
+mod size;
 mod verify;
 
 pub use outcome::*;
@@ -31,6 +32,7 @@ pub use protect::*;
 pub use scope::*;
 pub use seal::*;
 pub use sender::*;
+pub use size::*;
 pub use verify::*;
 
 #[cfg(test)]

@@ -115,6 +115,7 @@ pub mod rewrap;
 pub mod seal;
 pub mod tally;
 pub mod time;
+pub mod wire_body;
 
 #[cfg(test)]
 mod testing;

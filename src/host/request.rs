@@ -47,10 +47,13 @@ pub(crate) fn log_warnings(config: &Config) {
     }
 }
 
+/// Header entries as the host hands them over: names and raw values.
+type Entries = Vec<(String, Vec<u8>)>;
+
 thread_local! {
     /// The incoming request's header entries, read from the host once: each
     /// `headers()` and `get` is a call across the component boundary.
-    static HEADERS: RefCell<Option<Vec<(String, Vec<u8>)>>> = const { RefCell::new(None) };
+    static HEADERS: RefCell<Option<Entries>> = const { RefCell::new(None) };
 }
 
 /// Forgets the header entries read for the previous request (called as a

@@ -10,20 +10,20 @@
 
 use std::task::Poll;
 
+use cmk_core::wire_body::{self, BodyError};
 use spin_executor::CancelOnDropToken;
 use spin_sdk::http::{
     Headers, IncomingResponse, OutgoingBody, OutgoingRequest, OutgoingResponse, ResponseOutparam,
     Scheme,
 };
 use spin_sdk::wit::wasi::http0_2_0::outgoing_handler;
-use spin_sdk::wit::wasi::http0_2_0::types::{FutureIncomingResponse, IncomingBody};
+use spin_sdk::wit::wasi::http0_2_0::types::{
+    ErrorCode, FutureIncomingResponse, IncomingBody, ResponseOutparam as WitResponseOutparam,
+};
 use wasi::io::streams::{InputStream, OutputStream, StreamError};
 
 /// The most one `blocking-write-and-flush` may carry (`wasi:io/streams`).
 const BLOCKING_WRITE_MAX: usize = 4096;
-
-/// How much one read asks for: a whole answer of Cosmos DB's usual size.
-const READ_SIZE: u64 = 64 * 1024;
 
 /// Writes all of `data` to a body stream and flushes it: one host call for
 /// a body that fits in [`BLOCKING_WRITE_MAX`], else as much per `write` as
@@ -69,20 +69,22 @@ pub async fn write_all(stream: &OutputStream, data: &[u8]) -> Result<(), StreamE
 }
 
 /// Reads a body to its end, or to `expected` bytes when the sender declared
-/// a `content-length` (the transport has then delivered all of it).
+/// a `content-length` (the transport has then delivered all of it). The
+/// steps are [`cmk_core::wire_body`]'s: room reserved from the declared
+/// length only up to a cap, more than `limit` (or than declared) refused,
+/// a body that ends short of its declared length an error.
 pub async fn read_all(
     stream: &InputStream,
     expected: Option<usize>,
     limit: usize,
 ) -> Result<Vec<u8>, ReadError> {
-    let mut body = Vec::with_capacity(expected.unwrap_or(0).min(limit));
+    let mut body = Vec::with_capacity(wire_body::start(expected, limit)?);
     let mut registration: Option<CancelOnDropToken> = None;
     std::future::poll_fn(|cx| loop {
-        if expected.is_some_and(|n| body.len() >= n) {
+        let Some(want) = wire_body::next_read(body.len(), expected) else {
             return Poll::Ready(Ok(()));
-        }
-        let want = expected.map_or(READ_SIZE, |n| (n - body.len()) as u64);
-        match stream.read(want.max(1)) {
+        };
+        match stream.read(want) {
             Ok(chunk) if chunk.is_empty() => {
                 registration = Some(
                     spin_executor::push_waker_and_get_token(stream.subscribe(), cx.waker().clone())
@@ -91,12 +93,14 @@ pub async fn read_all(
                 return Poll::Pending;
             }
             Ok(chunk) => {
-                if body.len() + chunk.len() > limit {
-                    return Poll::Ready(Err(ReadError::TooLarge));
-                }
+                wire_body::accept_chunk(body.len(), chunk.len(), expected, limit)?;
                 body.extend_from_slice(&chunk);
             }
-            Err(StreamError::Closed) => return Poll::Ready(Ok(())),
+            Err(StreamError::Closed) => {
+                return Poll::Ready(
+                    wire_body::at_end(body.len(), expected).map_err(ReadError::from),
+                )
+            }
             Err(StreamError::LastOperationFailed(e)) => {
                 return Poll::Ready(Err(ReadError::Broken(e.to_debug_string())))
             }
@@ -110,10 +114,20 @@ pub async fn read_all(
 /// Why a body could not be read whole.
 #[derive(Debug)]
 pub enum ReadError {
-    /// More than the limit arrived.
+    /// More than the limit (or than declared) was declared or arrived.
     TooLarge,
-    /// The stream broke off (the host's description).
+    /// The stream broke off (the host's description), or ended before its
+    /// declared length.
     Broken(String),
+}
+
+impl From<BodyError> for ReadError {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::TooLarge { .. } => ReadError::TooLarge,
+            e @ BodyError::Short { .. } => ReadError::Broken(e.to_string()),
+        }
+    }
 }
 
 /// The declared `content-length`, if any and well-formed.
@@ -182,7 +196,11 @@ pub async fn exchange(req: &http::Request<Vec<u8>>) -> Result<Answer, String> {
     drop(future);
     let status = resp.status();
     let headers = resp.headers().entries();
-    let expected = content_length(&headers);
+    let expected = wire_body::expected_length(
+        content_length(&headers),
+        Some(status),
+        req.method() == http::Method::HEAD,
+    );
     let body = read_answer_body(&resp, expected).await;
     Ok(Answer {
         status,
@@ -216,47 +234,40 @@ async fn read_answer_body(
     let broke = || "the connection ended inside the body".to_string();
     let body: IncomingBody = resp.consume().map_err(|()| broke())?;
     let stream = body.stream().map_err(|()| broke())?;
-    let read = read_all(&stream, expected, usize::MAX).await;
+    let read = read_all(&stream, expected, wire_body::MAX_ANSWER_BYTES).await;
     drop(stream);
     IncomingBody::finish(body);
-    read.map_err(|_| broke())
+    // Either way a transport failure: retried, then 503 with Retry-After.
+    read.map_err(|e| match e {
+        ReadError::TooLarge => format!(
+            "the answer is larger than {} bytes",
+            wire_body::MAX_ANSWER_BYTES
+        ),
+        ReadError::Broken(e) => format!("{}: {e}", broke()),
+    })
 }
 
 /// Hands the answer to the host: headers in one `fields.from-list`, the
 /// body in one write when it fits. A header sent more than once keeps its
-/// last value, as spin-sdk's own conversion did.
+/// last value, as spin-sdk's own conversion did. If the host refuses the
+/// headers or the status, the request is still answered, once: with the
+/// host's internal error (a 500 to the client), and the reason is logged.
 pub async fn respond(out: ResponseOutparam, resp: http::Response<Vec<u8>>) {
-    let headers: Vec<(String, Vec<u8>)> = resp
-        .headers()
-        .keys()
-        .filter_map(|k| {
-            let v = resp.headers().get_all(k).iter().last()?;
-            Some((k.as_str().to_owned(), v.as_bytes().to_owned()))
-        })
-        .collect();
-    let fields = match Headers::from_list(&headers) {
-        Ok(f) => f,
+    let response = match outgoing(&resp) {
+        Ok(r) => r,
         Err(e) => {
             crate::host::log::emit(
                 "error",
-                "response_not_sent",
-                &[("error", serde_json::json!(format!("{e:?}")))],
+                "response_not_built",
+                &[
+                    ("error", serde_json::json!(e)),
+                    ("status", serde_json::json!(resp.status().as_u16())),
+                ],
             );
+            WitResponseOutparam::set(out.into_inner(), Err(ErrorCode::InternalError(Some(e))));
             return;
         }
     };
-    let response = OutgoingResponse::new(fields);
-    if response.set_status_code(resp.status().as_u16()).is_err() {
-        crate::host::log::emit(
-            "error",
-            "response_not_sent",
-            &[(
-                "error",
-                serde_json::json!(format!("bad status {}", resp.status())),
-            )],
-        );
-        return;
-    }
     let body = response.body().expect("a new response's body is available");
     out.set(response);
     let written = match body.write() {
@@ -280,4 +291,23 @@ pub async fn respond(out: ResponseOutparam, resp: http::Response<Vec<u8>>) {
             &[("error", serde_json::json!(e.to_string()))],
         );
     }
+}
+
+/// The host's response for `resp`'s status and headers, or why the host
+/// refused them.
+fn outgoing(resp: &http::Response<Vec<u8>>) -> Result<OutgoingResponse, String> {
+    let headers: Vec<(String, Vec<u8>)> = resp
+        .headers()
+        .keys()
+        .filter_map(|k| {
+            let v = resp.headers().get_all(k).iter().next_back()?;
+            Some((k.as_str().to_owned(), v.as_bytes().to_owned()))
+        })
+        .collect();
+    let fields = Headers::from_list(&headers).map_err(|e| format!("headers refused: {e:?}"))?;
+    let response = OutgoingResponse::new(fields);
+    response
+        .set_status_code(resp.status().as_u16())
+        .map_err(|()| format!("status {} refused", resp.status()))?;
+    Ok(response)
 }

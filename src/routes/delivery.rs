@@ -65,9 +65,20 @@ pub(crate) async fn post_events(req: IncomingRequest) -> Result<Response<Vec<u8>
         Decoded::Events(events) => events,
     };
     cmk_core::tally::events(events.len());
+    // Every check that needs no credential and no key answers first, so a
+    // bad or oversized delivery gets its 4xx while Entra or the HSM is down.
+    // Attributes sent as headers (`ce-*`, and the content type in binary
+    // mode) are part of the documents too.
+    let input_len = body.len()
+        + content_type.as_ref().map_or(0, String::len)
+        + headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>();
+    let documents = ingest::documents_of(events, &config)?;
+    ingest::check_unsealed_sizes(&documents, input_len)?;
     let account = Account::new(&config.cosmos, config.kv_key.as_ref());
     let credential = account.credential().await?;
-    let documents = ingest::documents_of(events, &config)?;
     write_delivery(documents, &config, &account, &credential).await
 }
 
@@ -107,9 +118,12 @@ pub(crate) async fn post_queue(req: IncomingRequest) -> Result<Response<Vec<u8>>
         let message = queue::decode(content_type.as_deref(), &body)?;
         decoded = Some((message.text_encoding.as_str(), message.events.len()));
         cmk_core::tally::events(message.events.len());
+        // As for `POST /events`: refused before any credential or key is
+        // asked for. The raw message body bounds its decoded events' size.
+        let documents = ingest::documents_of(message.events, &config)?;
+        ingest::check_unsealed_sizes(&documents, body.len())?;
         let account = Account::new(&config.cosmos, config.kv_key.as_ref());
         let credential = account.credential().await?;
-        let documents = ingest::documents_of(message.events, &config)?;
         write_delivery(documents, &config, &account, &credential).await
     }
     .await;

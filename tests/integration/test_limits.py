@@ -29,3 +29,77 @@ def test_a_document_over_2_mb_is_refused_before_sending(stack):
     ok = custom_event(topic, blob="x" * (MAX_DOCUMENT_BYTES - 4096))
     status, _, body = post(f"{app.url}/events", [ok])
     assert status == 200, body
+
+
+def hsm_calls(stack) -> int:
+    """Every call the HSM stand-in has seen: answered (get, wrapkey,
+    unwrapkey), refused by status, or faulted."""
+    stats = stack.hsm_admin("GET", "stats")
+    return sum(v for k, v in stats.items() if isinstance(v, int) and k != "pending_faults")
+
+
+def test_stage_two_refuses_an_oversized_document_before_any_key_is_asked_for(stack):
+    """Sealing only makes a document larger: one already over 2 MB unsealed
+    is refused (413, the same answer as after sealing) before the key check
+    and the wrap, so it is not answered 503 and retried while the HSM is
+    down. One that only the sealing pushes over the limit is still refused,
+    after the wrap, with nothing written."""
+    app = stack.serve_app(name="app-big-sealed", overrides=stack.stage_two(
+        "client-secret", hsm_key_check_secs="0", max_body_bytes=str(4 * 1024 * 1024),
+        protected_fields='{"*": ["/data/secret"]}'))
+    topic = f"/topics/too-large-sealed-{uuid.uuid4()}"
+    pk = [{"name": "@pk", "value": topic}]
+
+    # Proof that the counter sees this app's calls: a small delivery wraps.
+    before = hsm_calls(stack)
+    status, _, body = post(f"{app.url}/events", [custom_event(topic, secret="s", n=1)])
+    assert status == 200, body
+    assert hsm_calls(stack) > before
+    assert count(stack, "c.pk = @pk", pk) == 1
+
+    for events in ([custom_event(topic, blob="x" * (2_100_000))],
+                   [custom_event(topic, secret="s"), custom_event(topic, blob="x" * 2_100_000, secret="s")]):
+        before = stack.hsm_admin("GET", "stats")
+        calls, sent = hsm_calls(stack), stack.sigcheck_stats()["total"]
+        status, headers, body = post(f"{app.url}/events", events)
+        assert status == 413, body
+        assert body["error"]["code"] == "DocumentTooLarge"
+        assert "2097152" in body["error"]["message"]
+        assert headers.get("retry-after") is None
+        after = stack.hsm_admin("GET", "stats")
+        assert hsm_calls(stack) == calls, f"no key may be asked for: {before} -> {after}"
+        assert stack.sigcheck_stats()["total"] == sent, "nothing may reach Cosmos DB"
+    assert count(stack, "c.pk = @pk", pk) == 1
+
+    # Under the limit unsealed, over it sealed (the envelope's base64 is a
+    # third longer): still 413, after the wrap, nothing written.
+    sent = stack.sigcheck_stats()["total"]
+    status, _, body = post(f"{app.url}/events", [custom_event(topic, secret="y" * 1_900_000)])
+    assert status == 413, body
+    assert body["error"]["code"] == "DocumentTooLarge"
+    assert stack.sigcheck_stats()["total"] == sent, "nothing may reach Cosmos DB"
+    assert count(stack, "c.pk = @pk", pk) == 1
+
+
+def test_event_checks_answer_while_the_token_endpoint_is_down(stack):
+    """The checks of the events themselves need no credential: with Entra ID
+    failing every token request, a delivery with a sealed-shaped value or an
+    oversized document still gets its 4xx (not a 503 that Event Grid would
+    retry for a day), while a valid one gets 503."""
+    app = stack.serve_app(name=f"app-tokenless-{uuid.uuid4().hex[:8]}", overrides={
+        **stack.stage_two("client-secret", max_body_bytes=str(4 * 1024 * 1024)),
+        **stack.entra_cosmos("client-secret")})
+    topic = f"/topics/tokenless-{uuid.uuid4()}"
+    shaped = {"cmk": 1, "iv": "AQEBAQEBAQEBAQEB", "ct": "VYKBVEjJBxCxOAZ7fUU8GbL8v12UrKpcN7Uu3eiS"}
+    stack.entra_admin("POST", "faults", [{"status": 500, "count": 200}])
+    try:
+        status, _, body = post(f"{app.url}/events", [custom_event(topic, note=shaped)])
+        assert (status, body["error"]["code"]) == (400, "SealedShapeInEvent"), body
+        status, _, body = post(f"{app.url}/events", [custom_event(topic, blob="x" * 2_100_000)])
+        assert (status, body["error"]["code"]) == (413, "DocumentTooLarge"), body
+        # The control: this app really has no token.
+        status, headers, body = post(f"{app.url}/events", [custom_event(topic)])
+        assert status == 503 and headers.get("retry-after"), body
+    finally:
+        stack.entra_admin("POST", "reset")
+    assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 0

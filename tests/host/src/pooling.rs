@@ -162,24 +162,34 @@ mod tests {
 
     /// A pooled slot is reused by the next instance and starts zeroed: the
     /// counter a finished instance left at 1 is 0 again for the next one,
-    /// so no state passes from one request's instance to the next.
+    /// so no state passes from one request's instance to the next. Checked
+    /// on both of Wasmtime's reset paths: `madvise` alone (nothing kept
+    /// resident) and `memset` of the resident part, with Spin's own
+    /// `linear_memory_keep_resident` (2 MiB, more than the module's page)
+    /// and `table_keep_resident` (512 KiB).
     #[test]
     fn a_reused_pool_slot_starts_from_fresh_memory() {
-        let mut config = Config::new();
-        let mut p = PoolingAllocationConfig::default();
-        // One slot, so the second instance must reuse the first's memory.
-        p.total_memories(1).total_core_instances(1).total_tables(1);
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
-        let engine = wasmtime::Engine::new(&config).unwrap();
-        let module = wasmtime::Module::new(&engine, BUMP).unwrap();
-        for _ in 0..3 {
-            let mut store = wasmtime::Store::new(&engine, ());
-            let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
-            let bump = instance
-                .get_typed_func::<(), i32>(&mut store, "bump")
-                .unwrap();
-            assert_eq!(bump.call(&mut store, ()).unwrap(), 1);
-            assert_eq!(bump.call(&mut store, ()).unwrap(), 2);
+        for (memory, table) in [(0, 0), (2 << 20, 512 << 10)] {
+            let mut config = Config::new();
+            let mut p = PoolingAllocationConfig::default();
+            // One slot, so the second instance must reuse the first's memory.
+            p.total_memories(1)
+                .total_core_instances(1)
+                .total_tables(1)
+                .linear_memory_keep_resident(memory)
+                .table_keep_resident(table);
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
+            let engine = wasmtime::Engine::new(&config).unwrap();
+            let module = wasmtime::Module::new(&engine, BUMP).unwrap();
+            for _ in 0..3 {
+                let mut store = wasmtime::Store::new(&engine, ());
+                let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+                let bump = instance
+                    .get_typed_func::<(), i32>(&mut store, "bump")
+                    .unwrap();
+                assert_eq!(bump.call(&mut store, ()).unwrap(), 1, "keep resident {memory}");
+                assert_eq!(bump.call(&mut store, ()).unwrap(), 2, "keep resident {memory}");
+            }
         }
     }
 

@@ -6,6 +6,7 @@ mod plan;
 mod scope;
 mod seal;
 mod sender;
+mod size;
 mod verify;
 
 use super::*;
