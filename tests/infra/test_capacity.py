@@ -85,7 +85,7 @@ def test_broken_copies_fail(tmp_path):
     p = app / "spinapp.yaml"
     p.write_text(p.read_text().replace("  replicas: 2\n", "  replicas: 3\n").replace('      cpu: "1"\n      memory: 64Mi', "      cpu: 100m\n      memory: 64Mi"))
     p = app / "keda.yaml"
-    p.write_text(p.read_text().replace('queueLength: "160"', 'queueLength: "64"').replace("maxReplicaCount: 8", "maxReplicaCount: 10"))
+    p.write_text(p.read_text().replace('queueLength: "160"', 'queueLength: "64"').replace("maxReplicaCount: 12", "maxReplicaCount: 10"))
     p = app / "config.yaml"
     p.write_text(p.read_text().replace('BRIDGE_BATCH_SIZE: "32"', 'BRIDGE_BATCH_SIZE: "16"').replace('hsm_key_check_secs: "30"', 'hsm_key_check_secs: "300"'))
     cosmos = COSMOS_TF.read_text().replace("max_throughput = 4000", "max_throughput = 1000")
@@ -93,7 +93,7 @@ def test_broken_copies_fail(tmp_path):
     errs = capacity_problems(app, cosmos, variables, c)
     assert "SpinApp replicas 3, the model needs 2" in errs
     assert "SpinApp requests.cpu 100m, the model counts 1 vCPU per pod" in errs
-    assert "ScaledObject maxReplicaCount 10, the model gives 8" in errs
+    assert "ScaledObject maxReplicaCount 10, the model gives 12" in errs
     assert "ScaledObject queueLength '64', the model gives '160'" in errs
     assert "bridge BRIDGE_BATCH_SIZE '16', the model assumes 32" in errs
     assert "hsm_key_check_secs '300', the model assumes 30" in errs
