@@ -25,6 +25,19 @@ use wasi::io::streams::{InputStream, OutputStream, StreamError};
 /// The most one `blocking-write-and-flush` may carry (`wasi:io/streams`).
 const BLOCKING_WRITE_MAX: usize = 4096;
 
+/// Writes all of `data` into an outgoing body (request or response) and
+/// closes its stream; the caller then finishes the body.
+async fn write_body(body: &OutgoingBody, data: &[u8]) -> Result<(), StreamError> {
+    let stream = body.write().map_err(|()| StreamError::Closed)?;
+    let written = if data.is_empty() {
+        Ok(())
+    } else {
+        write_all(&stream, data).await
+    };
+    drop(stream);
+    written
+}
+
 /// Writes all of `data` to a body stream and flushes it: one host call for
 /// a body that fits in [`BLOCKING_WRITE_MAX`], else as much per `write` as
 /// the stream accepts, waiting (without blocking other futures) when it
@@ -176,18 +189,7 @@ pub async fn exchange(req: &http::Request<Vec<u8>>) -> Result<Answer, String> {
     let future = outgoing_handler::handle(out, None);
     // The body is written after `handle`, as the host starts sending: a
     // body larger than the host's buffer could not be written before.
-    let written = match body.write() {
-        Ok(stream) => {
-            let r = if req.body().is_empty() {
-                Ok(())
-            } else {
-                write_all(&stream, req.body()).await
-            };
-            drop(stream);
-            r
-        }
-        Err(()) => Err(StreamError::Closed),
-    };
+    let written = write_body(&body, req.body()).await;
     let finished = OutgoingBody::finish(body, None);
     let future = future.map_err(|e| e.to_string())?;
     written.map_err(|e| e.to_string())?;
@@ -270,18 +272,7 @@ pub async fn respond(out: ResponseOutparam, resp: http::Response<Vec<u8>>) {
     };
     let body = response.body().expect("a new response's body is available");
     out.set(response);
-    let written = match body.write() {
-        Ok(stream) => {
-            let r = if resp.body().is_empty() {
-                Ok(())
-            } else {
-                write_all(&stream, resp.body()).await
-            };
-            drop(stream);
-            r
-        }
-        Err(()) => Err(StreamError::Closed),
-    };
+    let written = write_body(&body, resp.body()).await;
     let _ = OutgoingBody::finish(body, None);
     if let Err(e) = written {
         // The client went away; the answer's summary line is already written.
