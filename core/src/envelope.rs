@@ -72,7 +72,7 @@ impl Dek {
     }
 
     fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&self.0[..]))
+        Aes256Gcm::new(<&Key<Aes256Gcm>>::try_from(&self.0[..]).expect("a data key is 32 bytes"))
     }
 }
 
@@ -279,7 +279,7 @@ impl<'a> Sealer<'a> {
             let ct = self
                 .cipher
                 .encrypt(
-                    Nonce::from_slice(&n),
+                    &Nonce::from(n),
                     Payload {
                         msg: &plaintext,
                         aad: &aad,
@@ -384,7 +384,7 @@ pub fn open_with(
         let plaintext = Zeroizing::new(
             cipher
                 .decrypt(
-                    Nonce::from_slice(&iv),
+                    &Nonce::try_from(&iv[..]).expect("the iv's length is checked above"),
                     Payload {
                         msg: &ct,
                         aad: &aad,

@@ -106,7 +106,9 @@ impl EntryKey {
     }
 
     fn cipher(&self) -> Aes256Gcm {
-        <Aes256Gcm as aes_gcm::KeyInit>::new(Key::<Aes256Gcm>::from_slice(&self.enc[..]))
+        <Aes256Gcm as aes_gcm::KeyInit>::new(
+            <&Key<Aes256Gcm>>::try_from(&self.enc[..]).expect("the key is 32 bytes"),
+        )
     }
 
     /// The stored form of the secret `value` under `name`: the prefix
@@ -117,7 +119,7 @@ impl EntryKey {
         let ct = self
             .cipher()
             .encrypt(
-                Nonce::from_slice(&nonce),
+                &Nonce::from(nonce),
                 Payload {
                     msg: value,
                     aad: &Self::secret_aad(name),
@@ -143,7 +145,7 @@ impl EntryKey {
         let (nonce, ct) = rest.split_at(NONCE_LEN);
         self.cipher()
             .decrypt(
-                Nonce::from_slice(nonce),
+                &Nonce::try_from(nonce).expect("split at the nonce's length"),
                 Payload {
                     msg: ct,
                     aad: &Self::secret_aad(name),

@@ -100,9 +100,9 @@ fn plaintext(rest: &[u8]) {
     let pk = sealed["pk"].as_str().unwrap().to_owned();
     let aad = envelope::associated_data(&id, &pk, "/event/data", KID);
     let iv = [9u8; 12];
-    let ct = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&DEK))
+    let ct = Aes256Gcm::new(&Key::<Aes256Gcm>::from(DEK))
         .encrypt(
-            Nonce::from_slice(&iv),
+            &Nonce::from(iv),
             Payload {
                 msg: rest,
                 aad: &aad,
