@@ -59,16 +59,11 @@ pub(crate) async fn post_rewrap(req: IncomingRequest) -> Result<Response<Vec<u8>
     let (kek, latest, account, credential) = begin(&config, call.key.as_deref()).await?;
     let kek_cfg = config.kek.as_ref().expect("rewrap::parse checks it");
     let origin = kek_cfg.endpoint.origin();
-    let sent = account
-        .send(rewrap::query_request(
-            &call,
-            &latest.kid,
-            &config,
-            &credential,
-            UnixTime::now(),
-        )?)
-        .await;
-    let page = rewrap::parse_page(sent.result)?;
+    let page = query_page(
+        &account,
+        rewrap::query_request(&call, &latest.kid, &config, &credential, UnixTime::now())?,
+    )
+    .await?;
     let mut report = rewrap::Report::default();
     // (old kid, old wrapped DEK) → the DEK wrapped under the latest version.
     let mut moved: Vec<(String, Vec<u8>, hsm::CryptResult)> = Vec::new();
@@ -195,15 +190,11 @@ pub(crate) async fn post_seal(req: IncomingRequest) -> Result<Response<Vec<u8>>,
         &config,
     )?;
     let (kek, _latest, account, credential) = begin(&config, None).await?;
-    let sent = account
-        .send(seal::query_request(
-            &call,
-            &config,
-            &credential,
-            UnixTime::now(),
-        )?)
-        .await;
-    let page = rewrap::parse_page(sent.result)?;
+    let page = query_page(
+        &account,
+        seal::query_request(&call, &config, &credential, UnixTime::now())?,
+    )
+    .await?;
     let plans = seal::plan_page(&page.items, &config, &credential, UnixTime::now());
     let mut report = seal::Report::default();
     let mut kid = None;
@@ -329,15 +320,11 @@ pub(crate) async fn post_erase(req: IncomingRequest) -> Result<Response<Vec<u8>>
     let mut step = call.clone();
     let mut empty_pages = 0;
     let page = loop {
-        let sent = account
-            .send(erase::query_request(
-                &step,
-                &config,
-                &credential,
-                UnixTime::now(),
-            )?)
-            .await;
-        let page = rewrap::parse_page(sent.result)?;
+        let page = query_page(
+            &account,
+            erase::query_request(&step, &config, &credential, UnixTime::now())?,
+        )
+        .await?;
         if call.mode == erase::Mode::Delete
             && page.items.is_empty()
             && page.continuation.is_some()
@@ -401,4 +388,12 @@ pub(crate) async fn post_erase(req: IncomingRequest) -> Result<Response<Vec<u8>>
         ],
     );
     Ok(report.render(&call, key_state, more, continuation))
+}
+
+/// Sends one page's query to the store and parses the page it answers.
+async fn query_page(
+    account: &Account<'_>,
+    request: http::Request<Vec<u8>>,
+) -> Result<cmk_core::cosmos::QueryPage, ApiError> {
+    rewrap::parse_page(account.send(request).await.result)
 }
