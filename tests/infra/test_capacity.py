@@ -1,5 +1,5 @@
 """The deployment's sizes follow the capacity model (scripts/capacity,
-docs/capacity.md): the SpinApp's replicas and CPU, the bridge's KEDA
+docs/capacity.md): the SpinApp's replicas, CPU and memory, the bridge's KEDA
 ScaledObject, the bridge and app settings the model assumes, and the Cosmos
 DB container's autoscale maximum, all against `scripts/capacity --defaults`.
 Broken copies fail; docs/capacity.md's tables are the script's output."""
@@ -22,6 +22,18 @@ def cpu_cores(q) -> float:
     return int(q[:-1]) / 1000 if q.endswith("m") else float(q)
 
 
+MEMORY_UNITS = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "k": 1000 / 2**20, "M": 10**6 / 2**20, "G": 10**9 / 2**20}
+
+
+def memory_mib(q) -> float | None:
+    """A Kubernetes memory quantity in MiB (plain bytes or a binary or
+    decimal suffix); None for anything else."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(Ki|Mi|Gi|k|M|G)?", str(q))
+    if not m:
+        return None
+    return float(m.group(1)) * (MEMORY_UNITS[m.group(2)] if m.group(2) else 1 / 2**20)
+
+
 def capacity_problems(app_dir, cosmos_tf: str, variables_tf: str, c: dict) -> list[str]:
     r = cap.defaults_model(c)
     by = infra_lib.by_kind_name(
@@ -39,6 +51,9 @@ def capacity_problems(app_dir, cosmos_tf: str, variables_tf: str, c: dict) -> li
         cpu = res.get(kind, {}).get("cpu")
         if cpu is None or cpu_cores(cpu) != r["vcpu_per_pod"]:
             out.append(f"SpinApp {kind}.cpu {cpu}, the model counts {r['vcpu_per_pod']} vCPU per pod")
+        mem = res.get(kind, {}).get("memory")
+        if mem is None or memory_mib(mem) != r["pod_memory_mib"]:
+            out.append(f"SpinApp {kind}.memory {mem}, the model gives {r['pod_memory_mib']}Mi")
 
     scaled = by[("ScaledObject", "cmk-ingest-bridge")]["spec"]
     if scaled.get("maxReplicaCount") != r["keda_max_replicas"]:
@@ -83,7 +98,9 @@ def test_broken_copies_fail(tmp_path):
     app = tmp_path / "app"
     shutil.copytree(DEPLOY_APP, app)
     p = app / "spinapp.yaml"
-    p.write_text(p.read_text().replace("  replicas: 2\n", "  replicas: 3\n").replace('      cpu: "1"\n      memory: 64Mi', "      cpu: 100m\n      memory: 64Mi"))
+    p.write_text(p.read_text().replace("  replicas: 2\n", "  replicas: 3\n")
+                 .replace('    limits:\n      cpu: "1"\n      memory: 288Mi', '    limits:\n      cpu: "1"\n      memory: 256Mi')
+                 .replace('    requests:\n      cpu: "1"\n      memory: 288Mi', "    requests:\n      cpu: 100m\n      memory: 64Mi"))
     p = app / "keda.yaml"
     p.write_text(p.read_text().replace('queueLength: "160"', 'queueLength: "64"').replace("maxReplicaCount: 12", "maxReplicaCount: 10"))
     p = app / "config.yaml"
@@ -93,6 +110,8 @@ def test_broken_copies_fail(tmp_path):
     errs = capacity_problems(app, cosmos, variables, c)
     assert "SpinApp replicas 3, the model needs 2" in errs
     assert "SpinApp requests.cpu 100m, the model counts 1 vCPU per pod" in errs
+    assert "SpinApp limits.memory 256Mi, the model gives 288Mi" in errs
+    assert "SpinApp requests.memory 64Mi, the model gives 288Mi" in errs
     assert "ScaledObject maxReplicaCount 10, the model gives 12" in errs
     assert "ScaledObject queueLength '64', the model gives '160'" in errs
     assert "bridge BRIDGE_BATCH_SIZE '16', the model assumes 32" in errs

@@ -73,6 +73,16 @@ def test_defaults_by_hand(hand):
     # Peak: 2 vCPU / 2.0609375 ms = 970 events/s; / 128 = 7.6 -> 8 replicas.
     assert r["peak_events_per_s"] == pytest.approx(2000 / 2.0609375)
     assert r["keda_max_replicas"] == 8
+    # Memory: Little's law at full CPU, 970 / 2 pods = 485.2 deliveries/s x 50 ms = 24.3 -> 25
+    # requests at once; the bridge at its maximum, 8 replicas x 8 forwards = 64: the larger.
+    assert r["pod_latency_ms"] == 50
+    assert r["pod_concurrency_at_full_cpu"] == 25
+    assert r["bridge_in_flight_max"] == 64 and r["pod_concurrency"] == 64
+    # 1 KB deliveries hold the 2 MiB resident slot (14.5 * 1024 / 952190 = 0.016 MiB is less):
+    # 64 base + 64 * 2 + 14.5 for one request near the body limit = 206.5 -> 224 (a multiple of 32).
+    assert r["memory_per_request_mib"] == 2
+    assert r["pod_memory_needed_mib"] == pytest.approx(206.5)
+    assert r["pod_memory_mib"] == 224
     assert r["warnings"] == []
 
 
@@ -157,6 +167,37 @@ def test_hsm_key_size_and_limit_warnings(c):
 def test_push_batches_have_no_bridge_settings(c):
     r = cap.model(c, 1000, 1024, 10, 1, 512)
     assert r["keda_queue_length"] is None and r["keda_max_replicas"] is None
+    assert r["bridge_in_flight_max"] is None
+
+
+def test_push_memory_follows_the_rate_and_the_body(hand):
+    # Batch 10 of 1 KB: 0.32 ms/event; 1,000 events/s needs 0.32 vCPU -> 2 pods, 6,250 events/s
+    # at full CPU, 312.5 deliveries/s per pod. A delivery: 50 ms + 9 more events * 0.32 ms = 52.88 ms,
+    # so 16.5 -> 17 at once; no bridge. 10 KB bodies hold the 2 MiB slot: 64 + 34 + 14.5 = 112.5 -> 128.
+    r = cap.model(hand, 1000, 1024, 10, 1, 500)
+    assert r["pod_latency_ms"] == pytest.approx(52.88)
+    assert r["pod_concurrency"] == r["pod_concurrency_at_full_cpu"] == 17
+    assert r["pod_memory_needed_mib"] == pytest.approx(112.5) and r["pod_memory_mib"] == 128
+    # Batch 100 of 9 KB events (921,600 B, near the body limit): each in flight holds
+    # 14.5 * 921600 / 952190 = 14.03 MiB.
+    r = cap.model(hand, 1000, 9216, 100, 1, 4096)
+    assert r["memory_per_request_mib"] == pytest.approx(14.5 * 921600 / 952190)
+    assert r["pod_memory_needed_mib"] == pytest.approx(64 + r["pod_concurrency"] * 14.5 * 921600 / 952190 + 14.5)
+    assert r["pod_memory_mib"] % 32 == 0 and 0 <= r["pod_memory_mib"] - r["pod_memory_needed_mib"] < 32
+
+
+def test_memory_constants_are_the_recorded_figures(c):
+    """The memory per request and per large delivery are the ones the docs
+    record (docs/runtime.md's burst under Spin's pool; docs/reliability.md's
+    overload figures), and Spin keeps 2 MiB of a slot resident."""
+    m = c["memory"]
+    runtime = (infra_lib.ROOT / "docs" / "runtime.md").read_text()
+    assert "**1.6 MiB per concurrent request**" in runtime
+    assert 1.6 <= m["per_concurrent_request_mib"] <= 2  # measured .. Spin's linear_memory_keep_resident
+    reliability = (infra_lib.ROOT / "docs" / "reliability.md").read_text()
+    figures = json.loads(reliability.split("<!-- figures:overload:begin -->")[1].split("```json")[1].split("```")[0])
+    assert figures["one_request"]["body_bytes"] == m["large_request_body_bytes"]
+    assert figures["one_request"]["rss_growth_mib"] == m["large_request_mib"]
 
 
 @pytest.mark.parametrize("kwargs, message", [
