@@ -252,7 +252,9 @@ mod tests {
                     inner,
                     0..5
                 )
-                .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())),
+                .prop_map(|m| Value::Object(
+                    m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+                )),
             ]
         })
     }
