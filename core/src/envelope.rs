@@ -11,6 +11,7 @@
 //!
 //! Pure: the DEK, nonces and the wrapped DEK are inputs.
 
+mod gcm;
 mod header;
 mod pointer;
 
@@ -230,7 +231,7 @@ pub fn seal(
 /// its AES-GCM key schedule and the header's text of the wrapped key are
 /// computed once, not per document.
 pub struct Sealer<'a> {
-    cipher: Aes256Gcm,
+    cipher: gcm::Gcm,
     kid: &'a str,
     wrapped_dek: String,
 }
@@ -247,7 +248,7 @@ impl<'a> Sealer<'a> {
     /// `dek`, wrapped as `wrapped_dek` by the key version `kid`.
     pub fn new(dek: &Dek, kid: &'a str, wrapped_dek: &[u8]) -> Self {
         Self {
-            cipher: dek.cipher(),
+            cipher: gcm::Gcm::new(&dek.0),
             kid,
             wrapped_dek: URL_SAFE_NO_PAD.encode(wrapped_dek),
         }
@@ -265,32 +266,38 @@ impl<'a> Sealer<'a> {
                 "the document already has a `cmk` member".into(),
             ));
         }
-        let id = str_member(doc, "id")?.to_owned();
-        let pk = str_member(doc, "pk")?.to_owned();
         let kid = self.kid;
+        // Every field's associated data starts with the same domain tag, id
+        // and partition key: hashed once per document.
+        let head = {
+            let (id, pk) = (str_member(doc, "id")?, str_member(doc, "pk")?);
+            let mut head = Vec::with_capacity(AAD_DOMAIN.len() + 8 + id.len() + pk.len());
+            head.extend_from_slice(AAD_DOMAIN);
+            put_len_prefixed(&mut head, id);
+            put_len_prefixed(&mut head, pk);
+            self.cipher.aad_head(&head)
+        };
         let mut sealed = Vec::new();
+        let mut ct = Vec::new();
+        let mut aad_rest = Vec::new();
         for pointer in pointers {
             let Some(slot) = lookup_mut(doc, pointer) else {
                 continue;
             };
             let plaintext = Zeroizing::new(crate::compact_json::to_vec(slot));
             let n = nonce();
-            let aad = associated_data(&id, &pk, pointer, kid);
-            let ct = self
-                .cipher
-                .encrypt(
-                    &Nonce::from(n),
-                    Payload {
-                        msg: &plaintext,
-                        aad: &aad,
-                    },
-                )
-                .map_err(|_| EnvelopeError::Malformed("encryption failed".into()))?;
+            // The rest of `associated_data(id, pk, pointer, kid)`.
+            aad_rest.clear();
+            put_len_prefixed(&mut aad_rest, pointer);
+            put_len_prefixed(&mut aad_rest, kid);
+            ct.clear();
+            self.cipher
+                .seal_into(&n, &head, &aad_rest, &plaintext, &mut ct);
             // The members json! would give, built without copying the texts.
             let mut value = Map::new();
             value.insert("cmk".into(), Value::from(FORMAT_VERSION));
             value.insert("iv".into(), Value::String(URL_SAFE_NO_PAD.encode(n)));
-            value.insert("ct".into(), Value::String(URL_SAFE_NO_PAD.encode(ct)));
+            value.insert("ct".into(), Value::String(URL_SAFE_NO_PAD.encode(&ct)));
             *slot = Value::Object(value);
             sealed.push(pointer.clone());
         }

@@ -61,7 +61,18 @@ fn kind(v: &Value) -> &'static str {
 /// value where the pointer needs to go deeper is a [`ShapeMismatch`] (the
 /// first one found; the writer refuses the event).
 pub fn resolve(doc: &Value, pointer: &str) -> Result<Vec<String>, ShapeMismatch> {
-    let (found, mut mismatches) = resolve_branches(doc, pointer);
+    resolve_under(doc, pointer, "")
+}
+
+/// [`resolve`], each concrete pointer found written after `prefix` (the
+/// pointer of `doc` inside a larger document, e.g. `/event`); a mismatch's
+/// pointers are `doc`'s own.
+pub fn resolve_under(
+    doc: &Value,
+    pointer: &str,
+    prefix: &str,
+) -> Result<Vec<String>, ShapeMismatch> {
+    let (found, mut mismatches) = walk(doc, pointer, prefix);
     if mismatches.is_empty() {
         Ok(found)
     } else {
@@ -73,42 +84,92 @@ pub fn resolve(doc: &Value, pointer: &str) -> Result<Vec<String>, ShapeMismatch>
 /// separately, every place a value has another shape. A reader needs both:
 /// one branch of another shape under `*` must not hide the others.
 pub fn resolve_branches(doc: &Value, pointer: &str) -> (Vec<String>, Vec<ShapeMismatch>) {
+    walk(doc, pointer, "")
+}
+
+/// The child a member or index token names in `v`: `Ok(None)` when nothing
+/// is there (absent member, index past the end, `null` on the way),
+/// `Err(())` when `v` has another shape than the token needs. `*` is the
+/// caller's.
+fn step<'a>(v: &'a Value, token: &str) -> Result<Option<&'a Value>, ()> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Object(m) => Ok(m.get(unescape(token).as_ref())),
+        // Digits without a leading zero; one too large for an index names
+        // nothing there, like an index past the end.
+        Value::Array(a)
+            if !token.is_empty()
+                && token.bytes().all(|b| b.is_ascii_digit())
+                && (token == "0" || !token.starts_with('0')) =>
+        {
+            Ok(token.parse::<usize>().ok().and_then(|i| a.get(i)))
+        }
+        _ => Err(()),
+    }
+}
+
+fn mismatch(pointer: &str, at: &str, v: &Value) -> ShapeMismatch {
+    ShapeMismatch {
+        pointer: pointer.to_owned(),
+        at: if at.is_empty() { "/".into() } else { at.into() },
+        found: kind(v),
+    }
+}
+
+fn walk(doc: &Value, pointer: &str, prefix: &str) -> (Vec<String>, Vec<ShapeMismatch>) {
+    let with_prefix = |p: &str| {
+        let mut s = String::with_capacity(prefix.len() + p.len());
+        s.push_str(prefix);
+        s.push_str(p);
+        s
+    };
+    // Without `*` (almost every configured pointer) the concrete pointer is
+    // the pointer itself: one walk, nothing built on the way.
+    if !pointer.split('/').any(|t| t == "*") {
+        let mut v = doc;
+        let mut end = 0;
+        for token in pointer.split('/').skip(1) {
+            match step(v, token) {
+                Ok(Some(child)) => v = child,
+                Ok(None) => return (Vec::new(), Vec::new()),
+                Err(()) => return (Vec::new(), vec![mismatch(pointer, &pointer[..end], v)]),
+            }
+            end += 1 + token.len();
+        }
+        return (vec![with_prefix(pointer)], Vec::new());
+    }
+    walk_branches(doc, pointer, prefix)
+}
+
+/// The walk that follows every branch of every `*`.
+fn walk_branches(doc: &Value, pointer: &str, prefix: &str) -> (Vec<String>, Vec<ShapeMismatch>) {
     let mut at: Vec<(String, &Value)> = vec![(String::new(), doc)];
     let mut mismatches = Vec::new();
     for token in pointer.split('/').skip(1) {
         let mut next = Vec::new();
         for (path, v) in at {
-            match v {
-                Value::Null => {}
-                Value::Object(m) if token != "*" => {
-                    if let Some(child) = m.get(unescape(token).as_ref()) {
-                        next.push((format!("{path}/{token}"), child));
-                    }
-                }
-                Value::Array(a) if token == "*" => {
+            match (token, v) {
+                (_, Value::Null) => {}
+                ("*", Value::Array(a)) => {
                     for (i, child) in a.iter().enumerate() {
                         next.push((format!("{path}/{i}"), child));
                     }
                 }
-                Value::Array(a)
-                    if !token.is_empty()
-                        && token.bytes().all(|b| b.is_ascii_digit())
-                        && (token == "0" || !token.starts_with('0')) =>
-                {
-                    if let Some(child) = token.parse::<usize>().ok().and_then(|i| a.get(i)) {
-                        next.push((format!("{path}/{token}"), child));
-                    }
-                }
-                _ => mismatches.push(ShapeMismatch {
-                    pointer: pointer.to_owned(),
-                    at: if path.is_empty() { "/".into() } else { path },
-                    found: kind(v),
-                }),
+                ("*", _) => mismatches.push(mismatch(pointer, &path, v)),
+                _ => match step(v, token) {
+                    Ok(Some(child)) => next.push((format!("{path}/{token}"), child)),
+                    Ok(None) => {}
+                    Err(()) => mismatches.push(mismatch(pointer, &path, v)),
+                },
             }
         }
         at = next;
     }
-    (at.into_iter().map(|(p, _)| p).collect(), mismatches)
+    let found = at
+        .into_iter()
+        .map(|(p, _)| format!("{prefix}{p}"))
+        .collect();
+    (found, mismatches)
 }
 
 /// `Value::pointer`, without allocating: serde_json unescapes every token
@@ -155,4 +216,58 @@ fn array_index(token: &str) -> Option<usize> {
         return None;
     }
     token.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{walk, walk_branches};
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    const TOKENS: [&str; 10] = [
+        "a",
+        "b",
+        "a~1b",
+        "a~0b",
+        "0",
+        "1",
+        "01",
+        "",
+        "x",
+        "99999999999999999999999",
+    ];
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            Just(Value::from(1)),
+            Just(Value::from("s")),
+            Just(Value::from(true)),
+        ];
+        leaf.prop_recursive(4, 40, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    proptest::sample::select(&["a", "b", "a/b", "a~b", "0", "", "x"][..]),
+                    inner,
+                    0..5
+                )
+                .prop_map(|m| Value::Object(
+                    m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+                )),
+            ]
+        })
+    }
+
+    proptest! {
+        /// The walk without `*` finds what the branch-following walk finds.
+        #[test]
+        fn the_direct_walk_agrees_with_the_branch_walk(
+            doc in value(),
+            tokens in proptest::collection::vec(proptest::sample::select(&TOKENS[..]), 1..5),
+        ) {
+            let pointer: String = tokens.iter().map(|t| format!("/{t}")).collect();
+            prop_assert_eq!(walk(&doc, &pointer, "/event"), walk_branches(&doc, &pointer, "/event"));
+        }
+    }
 }

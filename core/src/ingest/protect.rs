@@ -70,8 +70,8 @@ pub fn protected_pointers(
             let ty = event["type"].as_str().unwrap_or_default();
             let mut out = Vec::new();
             for p in protected.for_type(ty) {
-                match crate::envelope::resolve(event, p) {
-                    Ok(found) => out.extend(found.into_iter().map(|f| format!("/event{f}"))),
+                match crate::envelope::resolve_under(event, p, "/event") {
+                    Ok(found) => out.extend(found),
                     Err(m) => {
                         return Err(Unresolvable {
                             document_id: d.id.clone(),
