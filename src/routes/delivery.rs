@@ -276,19 +276,6 @@ fn plan_sealing<'c>(
             return Err(ApiError::from(&u));
         }
     };
-    for (d, p) in documents.iter().zip(&plans) {
-        if p.is_empty() {
-            log::emit(
-                "warn",
-                "nothing_sealed",
-                &[
-                    ("id", json!(d.id)),
-                    ("event_id", json!(d.body["event"]["id"])),
-                    ("type", json!(d.body["event"]["type"])),
-                ],
-            );
-        }
-    }
     let groups = ingest::key_groups(documents, kek_cfg)?;
     ingest::check_sealed_sizes(documents, &plans, &groups, &kek_cfg.endpoint, input_len)?;
     Ok(Some(Sealing {
@@ -341,6 +328,21 @@ async fn seal_delivery(
         .collect()
         .await;
     let prepared = prepared.into_iter().collect::<Result<Vec<_>, _>>()?;
+    // Logged only now that the delivery will be sealed and written: not for
+    // one refused before (a 4xx) or answered 503 while a key is unavailable.
+    for (d, p) in documents.iter().zip(&plans) {
+        if p.is_empty() {
+            log::emit(
+                "warn",
+                "nothing_sealed",
+                &[
+                    ("id", json!(d.id)),
+                    ("event_id", json!(d.body["event"]["id"])),
+                    ("type", json!(d.body["event"]["type"])),
+                ],
+            );
+        }
+    }
     if kek_cfg.scopes.is_some() {
         // Key names and counts only: scope values stay out of the log.
         log::emit(
