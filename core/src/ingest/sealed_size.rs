@@ -4,15 +4,21 @@
 //!
 //! Sealing (`envelope::Sealer::seal`) replaces each protected value, whose
 //! canonical text of `p` bytes is what it encrypts, by
-//! `{"cmk":1,"iv":"<16 characters>","ct":"<base64url of p + 16 bytes>"}`,
+//! `{"cmk":1,"ct":"<base64url of p + 16 bytes>","iv":"<16 characters>"}`
+//! (members in the stored, sorted order),
 //! and adds the member
-//! `"cmk":{"v":1,"alg":"A256GCM","kid":…,"wrap":"RSA-OAEP-256","dek":…,"fields":[…]}`.
+//! `"cmk":{"alg":"A256GCM","dek":…,"fields":[…],"kid":…,"v":1,"wrap":"RSA-OAEP-256"}`.
 //! Everything but two texts of the header is known from the unsealed
 //! document and its pointers ([`sealed_length`], exact). The two come
 //! from the wrap:
 //!
 //! - the key id `kid`: `{origin}/keys/{name}/{version}`, the origin and
-//!   name known, the version (1 to 127 characters; 32 in Managed HSM) not;
+//!   name known, the version (1 to 127 characters; 32 in Managed HSM) not.
+//!   This assumes the key id stored is a version of the configured key in the
+//!   configured HSM, as `hsm::KeyRef::from_kid` checks for a wrapped key
+//!   (the wrap asks for, and accepts an answer for, only that version); a
+//!   group that seals nothing stores the key id read with the key's state,
+//!   which the HSM answers for the configured name;
 //! - the wrapped data key, as long as the key's RSA modulus: 256, 384 or
 //!   512 bytes (2048, 3072 or 4096 bits), 342, 512 or 683 characters of
 //!   base64url.
@@ -50,8 +56,8 @@ pub const MIN_WRAPPED_KEY_BYTES: usize = 256;
 const TAG_BYTES: usize = 16;
 
 /// A sealed value's text but its ciphertext's base64url:
-/// `{"cmk":1,"iv":"","ct":""}` and the 16 characters of the 12-byte nonce.
-const SEALED_VALUE_TEXT: usize = r#"{"cmk":1,"iv":"","ct":""}"#.len() + 16;
+/// `{"cmk":1,"ct":"","iv":""}` and the 16 characters of the 12-byte nonce.
+const SEALED_VALUE_TEXT: usize = r#"{"cmk":1,"ct":"","iv":""}"#.len() + 16;
 
 /// The most a sealed value's text is longer than its plaintext of `p`
 /// bytes, less `p / 3`: base64url of `p + 16` bytes is at most
@@ -62,7 +68,7 @@ pub const MAX_VALUE_GROWTH: usize = SEALED_VALUE_TEXT + 22;
 /// of its key id, wrapped key and field list (one more member of the
 /// document, so after a comma: a document has an `id`).
 const HEADER_TEXT: usize =
-    r#","cmk":{"v":1,"alg":"A256GCM","kid":,"wrap":"RSA-OAEP-256","dek":,"fields":[]}"#.len();
+    r#","cmk":{"alg":"A256GCM","dek":,"fields":[],"kid":,"v":1,"wrap":"RSA-OAEP-256"}"#.len();
 
 /// The header member of a document that seals nothing (no data key).
 const EMPTY_HEADER_TEXT: usize = HEADER_TEXT - r#","dek":"#.len();
@@ -188,6 +194,9 @@ pub fn shortest_kid_text(vault: &Endpoint, name: &str) -> usize {
 /// document are disjoint, so their `p` add up to at most `U`, and the
 /// delivery's pointers bound any one document's. So many tiny values count
 /// (`1` grows to 64 bytes, and its pointer is listed), not only long ones.
+/// (The six bytes for each byte of a pointer over-count its leading `/`,
+/// never escaped, by five, more than its quotes and comma: those 3 are
+/// kept for a plain derivation, not because a document needs them.)
 pub fn sealed_length_bound(input_len: usize, plans: &[Vec<String>]) -> usize {
     let unsealed = input_len
         .saturating_mul(MAX_GROWTH)

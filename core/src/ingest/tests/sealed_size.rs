@@ -397,3 +397,93 @@ fn a_common_delivery_is_not_measured() {
     let (docs, plans, _) = delivery(vec![secret_and_blob(2_000_000, 0)], SECRET);
     check_sealed_sizes(&docs, &plans, &groups(1), &vault(), 1024).unwrap();
 }
+
+/// The smallest delivery length [`sealed_length_bound`] may be called with
+/// for a document of `doc_len` bytes: the bound assumes each document's
+/// unsealed text is at most `input_len * MAX_GROWTH + DOCUMENT_OVERHEAD`.
+fn least_input_len(doc_len: usize) -> usize {
+    doc_len
+        .saturating_sub(DOCUMENT_OVERHEAD)
+        .div_ceil(MAX_GROWTH)
+}
+
+/// The longest key id the bound allows for: an origin of a 253-character
+/// host name and a 5-digit port, a 127-character name and version.
+fn longest_kid() -> String {
+    let host = format!("{}.net", "h".repeat(249));
+    format!(
+        "https://{host}:65535/keys/{}/{}",
+        "k".repeat(127),
+        "v".repeat(127)
+    )
+}
+
+/// `sealed_length_bound` at the smallest input length consistent with the
+/// document, less the document's length sealed with the longest key id and
+/// a 512-byte wrapped key: what the bound keeps in reserve.
+fn bound_margin(doc: &Value, pointers: &[String]) -> isize {
+    let doc_len = crate::compact_json::to_vec(doc).len();
+    let bound = sealed_length_bound(least_input_len(doc_len), &[pointers.to_vec()]);
+    let actual = sealed(doc, pointers, &longest_kid(), &[0xa5u8; 512]);
+    bound as isize - actual as isize
+}
+
+/// The bound at the smallest input length a document allows holds for it,
+/// and would not without the header's room (a long value) or the
+/// per-pointer growth (many tiny values): lowering either fails here. The
+/// `+ 3` of quotes and comma alone cannot be shown needed: the six bytes
+/// allowed for each byte of a pointer count its leading `/`, never
+/// escaped, five too many.
+#[test]
+fn each_term_of_the_skip_bound_is_needed() {
+    assert_eq!(least_input_len(DOCUMENT_OVERHEAD + 7), 2);
+    assert_eq!(least_input_len(10), 0);
+    crate::hsm::KeyRef::from_kid(
+        &longest_kid(),
+        &Endpoint::parse(&longest_kid()[..longest_kid().find("/keys").unwrap()]).unwrap(),
+    )
+    .unwrap();
+    // One long value: the header's room is what the bound keeps beyond
+    // the value's growth, so half the room fails.
+    let long = json!({"id": "1", "pk": "p", "s": "y".repeat(1_500_000)});
+    let margin = bound_margin(&long, &["/s".to_owned()]);
+    assert!(margin >= 0, "{margin}");
+    assert!(
+        margin < (SEALED_HEADER_ROOM / 2) as isize,
+        "the header's room is needed: {margin}"
+    );
+    // Many tiny values: `1` grows to 64 bytes and lists its pointer. In
+    // an array, without the per-pointer growth the bound would not hold.
+    let n = 30_000;
+    let tiny = json!({"id": "1", "pk": "p", "a": vec![1; n]});
+    let pointers: Vec<String> = (0..n).map(|i| format!("/a/{i}")).collect();
+    let margin = bound_margin(&tiny, &pointers);
+    assert!(margin >= 0, "{margin}");
+    assert!(
+        margin < (n * (MAX_VALUE_GROWTH + 3)) as isize,
+        "the per-pointer growth is needed: {margin}"
+    );
+    // Members whose names are all escapes (as listed in the header too):
+    // even half of it would not hold.
+    let control = |i: usize| char::from(u8::try_from(1 + i % 31).unwrap());
+    let n = 31 * 31 * 31;
+    let names: Vec<String> = (0..n)
+        .map(|i| {
+            [control(i), control(i / 31), control(i / 961)]
+                .iter()
+                .collect()
+        })
+        .collect();
+    let mut tiny = json!({"id": "1", "pk": "p"});
+    for name in &names {
+        tiny[name] = json!(1);
+    }
+    let pointers: Vec<String> = names.iter().map(|k| format!("/{k}")).collect();
+    assert_eq!(tiny.as_object().unwrap().len(), n + 2);
+    let margin = bound_margin(&tiny, &pointers);
+    assert!(margin >= 0, "{margin}");
+    assert!(
+        margin < (n * (MAX_VALUE_GROWTH + 3) / 2) as isize,
+        "half the per-pointer growth does not hold: {margin}"
+    );
+}
