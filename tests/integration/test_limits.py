@@ -5,6 +5,7 @@ check in front of the Cosmos server sees no request and nothing is
 written, not even the delivery's other, small events."""
 
 import json
+import re
 import uuid
 
 from integration.eventgrid import custom_event
@@ -44,7 +45,9 @@ def test_stage_two_refuses_an_oversized_document_before_any_key_is_asked_for(sta
     is refused (413, the same answer as after sealing) before the key check
     and the wrap, so it is not answered 503 and retried while the HSM is
     down. So is one that only the sealing pushes over the limit, its sealed
-    size computed before the wrap (see test_sealed_size_is_known_before_the_wrap)."""
+    size computed before the wrap (see test_sealed_size_is_known_before_the_wrap).
+    One over the limit only with the actual key id and wrapped key (the
+    band between) is refused after the wrap, with nothing written."""
     app = stack.serve_app(name="app-big-sealed", overrides=stack.stage_two(
         "client-secret", hsm_key_check_secs="0", max_body_bytes=str(4 * 1024 * 1024),
         protected_fields='{"*": ["/data/secret"]}'))
@@ -71,6 +74,49 @@ def test_stage_two_refuses_an_oversized_document_before_any_key_is_asked_for(sta
         assert hsm_calls(stack) == calls, f"no key may be asked for: {before} -> {after}"
         assert stack.sigcheck_stats()["total"] == sent, "nothing may reach Cosmos DB"
     assert count(stack, "c.pk = @pk", pk) == 1
+
+    # The band between the two checks. The early answer's figure is the
+    # document's sealed size with the shortest key texts; a blob that much
+    # shorter puts it exactly on the limit: it passes the early check, is
+    # over once the actual key id (a 32-character version) and wrapped key
+    # are known, and is refused after the wrap, nothing sent or written.
+    secret = "y" * 10_000
+    blob = MAX_DOCUMENT_BYTES - len(json.dumps(custom_event(topic, blob="", secret=secret))) - 2_000
+    status, _, body = post(f"{app.url}/events", [custom_event(topic, blob="x" * blob, secret=secret)])
+    assert (status, body["error"]["code"]) == (413, "DocumentTooLarge"), body
+    least = int(re.search(r"at least (\d+) bytes once its protected fields are sealed",
+                          body["error"]["message"]).group(1))
+    assert least > MAX_DOCUMENT_BYTES
+    at_limit = blob - (least - MAX_DOCUMENT_BYTES)
+
+    def send(blob_len: int):
+        before, sent = stack.hsm_admin("GET", "stats"), stack.sigcheck_stats()["total"]
+        status, headers, body = post(f"{app.url}/events", [custom_event(topic, blob="x" * blob_len, secret=secret)])
+        wraps = stack.hsm_admin("GET", "stats").get("wrapkey", 0) - before.get("wrapkey", 0)
+        return status, headers, body, wraps, stack.sigcheck_stats()["total"] - sent
+
+    # One byte more than the limit with the shortest texts: refused early.
+    status, headers, body, wraps, sent = send(at_limit + 1)
+    assert (status, body["error"]["code"]) == (413, "DocumentTooLarge"), body
+    assert f"at least {MAX_DOCUMENT_BYTES + 1} bytes" in body["error"]["message"], body
+    assert (wraps, sent) == (0, 0)
+    # On the limit: wrapped, then refused, its actual size in the answer.
+    status, headers, body, wraps, sent = send(at_limit)
+    assert (status, body["error"]["code"]) == (413, "DocumentTooLarge"), body
+    assert headers.get("retry-after") is None
+    assert "once its protected fields are sealed" not in body["error"]["message"], body
+    assert (wraps, sent) == (1, 0), "one wrap, no request to Cosmos DB"
+    assert count(stack, "c.pk = @pk", pk) == 1
+    actual = int(re.search(r"document is (\d+) bytes", body["error"]["message"]).group(1))
+    # The band is at least the key id's version less its one character
+    # assumed early: 31 with the stand-in's 32-character versions.
+    assert actual - MAX_DOCUMENT_BYTES >= 31, body
+    # Shorter by what the actual texts add: exactly the limit once sealed,
+    # written.
+    status, _, body, wraps, sent = send(at_limit - (actual - MAX_DOCUMENT_BYTES))
+    assert status == 200, body
+    assert wraps == 1 and sent >= 1
+    assert count(stack, "c.pk = @pk", pk) == 2
 
 
 def test_sealed_size_is_known_before_the_wrap(stack):
