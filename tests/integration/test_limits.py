@@ -171,11 +171,13 @@ def test_sealed_size_is_known_before_the_wrap(stack):
 
 def test_event_checks_answer_while_the_token_endpoint_is_down(stack):
     """The checks of the events themselves need no credential: with Entra ID
-    failing every token request, a delivery with a sealed-shaped value or an
-    oversized document still gets its 4xx (not a 503 that Event Grid would
-    retry for a day), while a valid one gets 503."""
+    failing every token request, a delivery with a sealed-shaped value, an
+    oversized document (unsealed, or only once sealed) or a protected field
+    that cannot be resolved still gets its 4xx (not a 503 that Event Grid or
+    the queue bridge would retry for a day), while a valid one gets 503."""
     app = stack.serve_app(name=f"app-tokenless-{uuid.uuid4().hex[:8]}", overrides={
-        **stack.stage_two("client-secret", max_body_bytes=str(4 * 1024 * 1024)),
+        **stack.stage_two("client-secret", max_body_bytes=str(4 * 1024 * 1024),
+                          protected_fields='{"*": ["/data/secret", "/data/items/*"]}'),
         **stack.entra_cosmos("client-secret")})
     topic = f"/topics/tokenless-{uuid.uuid4()}"
     shaped = {"cmk": 1, "iv": "AQEBAQEBAQEBAQEB", "ct": "VYKBVEjJBxCxOAZ7fUU8GbL8v12UrKpcN7Uu3eiS"}
@@ -185,6 +187,16 @@ def test_event_checks_answer_while_the_token_endpoint_is_down(stack):
         assert (status, body["error"]["code"]) == (400, "SealedShapeInEvent"), body
         status, _, body = post(f"{app.url}/events", [custom_event(topic, blob="x" * 2_100_000)])
         assert (status, body["error"]["code"]) == (413, "DocumentTooLarge"), body
+        # Over the limit only once sealed (each `1` grows to 64 bytes), on
+        # both routes.
+        tiny = [custom_event(topic, items=[1] * 25_000)]
+        for route in ("events", "queue"):
+            status, _, body = post(f"{app.url}/{route}", json.dumps(tiny).encode())
+            assert (status, body["error"]["code"]) == (413, "DocumentTooLarge"), (route, body)
+            assert "once its protected fields are sealed" in body["error"]["message"], body
+        # A wildcard over an object: the field cannot be resolved.
+        status, _, body = post(f"{app.url}/events", [custom_event(topic, items={"a": "b"})])
+        assert (status, body["error"]["code"]) == (400, "ProtectedFieldUnresolvable"), body
         # The control: this app really has no token.
         status, headers, body = post(f"{app.url}/events", [custom_event(topic)])
         assert status == 503 and headers.get("retry-after"), body
