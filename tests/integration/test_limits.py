@@ -200,6 +200,8 @@ def test_event_checks_answer_while_the_token_endpoint_is_down(stack):
         # The control: this app really has no token.
         status, headers, body = post(f"{app.url}/events", [custom_event(topic)])
         assert status == 503 and headers.get("retry-after"), body
+        # Its document seals nothing, but is not written: not logged as such.
+        assert '"nothing_sealed"' not in app.logs()
     finally:
         stack.entra_admin("POST", "reset")
     assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 0
