@@ -77,9 +77,10 @@ pub(crate) async fn post_events(req: IncomingRequest) -> Result<Response<Vec<u8>
             .sum::<usize>();
     let documents = ingest::documents_of(events, &config)?;
     ingest::check_unsealed_sizes(&documents, input_len)?;
+    let sealing = plan_sealing(&documents, &config, input_len)?;
     let account = Account::new(&config.cosmos, config.kv_key.as_ref());
     let credential = account.credential().await?;
-    write_delivery(documents, &config, &account, &credential).await
+    write_delivery(documents, sealing, &config, &account, &credential).await
 }
 
 /// `POST /queue`: one Storage queue message from the queue bridge or a Dapr
@@ -122,9 +123,10 @@ pub(crate) async fn post_queue(req: IncomingRequest) -> Result<Response<Vec<u8>>
         // asked for. The raw message body bounds its decoded events' size.
         let documents = ingest::documents_of(message.events, &config)?;
         ingest::check_unsealed_sizes(&documents, body.len())?;
+        let sealing = plan_sealing(&documents, &config, body.len())?;
         let account = Account::new(&config.cosmos, config.kv_key.as_ref());
         let credential = account.credential().await?;
-        write_delivery(documents, &config, &account, &credential).await
+        write_delivery(documents, sealing, &config, &account, &credential).await
     }
     .await;
     let (status, code) = match &result {
@@ -160,19 +162,20 @@ pub(crate) async fn post_queue(req: IncomingRequest) -> Result<Response<Vec<u8>>
     result
 }
 
-/// Seals (stage two), plans, sends and summarizes a delivery's checked
-/// documents ([`ingest::documents_of`]): the part of every ingest route
-/// after its events are decoded. The writes are planned (serialized and
-/// signed) once, after sealing.
+/// Seals (stage two, as `sealing` says), plans, sends and summarizes a
+/// delivery's checked documents ([`ingest::documents_of`]): the part of
+/// every ingest route after its events are decoded. The writes are planned
+/// (serialized and signed) once, after sealing.
 async fn write_delivery(
     documents: Vec<cmk_core::document::Document>,
+    sealing: Option<Sealing<'_>>,
     config: &Config,
     account: &Account<'_>,
     credential: &cmk_core::cosmos::Credential,
 ) -> Result<Response<Vec<u8>>, ApiError> {
-    let writes = match &config.kek {
+    let writes = match sealing {
         None => ingest::plan_writes(documents, config, credential, UnixTime::now())?,
-        Some(kek_cfg) => seal_delivery(documents, kek_cfg, config, credential).await?,
+        Some(sealing) => seal_delivery(documents, sealing, config, credential).await?,
     };
     let requests = writes
         .units
@@ -229,26 +232,35 @@ enum Prepared {
     Nothing(String),
 }
 
-/// Stage two: one fresh data key per key of the delivery (one key without
-/// key scopes; one per scope present with them) from the host's secure
-/// random source, each wrapped once by its key after that key's state
-/// check, then every document's protected fields sealed under its group's
-/// data key before the writes are signed. If any key refuses or wrapping
-/// fails for any reason, nothing of the delivery is written: the answer is
-/// that key's error (503 with the reason), so the sender retries the whole
-/// delivery.
-async fn seal_delivery(
-    documents: Vec<cmk_core::document::Document>,
-    kek_cfg: &cmk_core::config::KekConfig,
-    config: &Config,
-    credential: &cmk_core::cosmos::Credential,
-) -> Result<ingest::Writes, ApiError> {
-    let plans = match ingest::protected_pointers(&documents, &kek_cfg.protected) {
+/// Stage two's plan for a delivery, made before any credential or key is
+/// asked for: each document's pointers to seal, and the key groups.
+struct Sealing<'c> {
+    kek_cfg: &'c cmk_core::config::KekConfig,
+    plans: Vec<Vec<String>>,
+    groups: Vec<ingest::KeyGroup>,
+}
+
+/// Stage two's checks that need no credential and no key: every protected
+/// pointer resolves ([`ingest::protected_pointers`]; each event where one
+/// does not is logged), every event has its key
+/// ([`ingest::key_groups`]), and no document will be over Cosmos DB's
+/// limit once sealed ([`ingest::check_sealed_sizes`]), so such a delivery
+/// gets its 4xx while Entra ID or the HSM is down, and costs no wrap.
+/// `None` in the first stage.
+fn plan_sealing<'c>(
+    documents: &[cmk_core::document::Document],
+    config: &'c Config,
+    input_len: usize,
+) -> Result<Option<Sealing<'c>>, ApiError> {
+    let Some(kek_cfg) = &config.kek else {
+        return Ok(None);
+    };
+    let plans = match ingest::protected_pointers(documents, &kek_cfg.protected) {
         Ok(p) => p,
         Err(u) => {
             // Each such event of the delivery, with its id and the
             // pointers only: never the value.
-            for u in ingest::unresolvable(&documents, &kek_cfg.protected) {
+            for u in ingest::unresolvable(documents, &kek_cfg.protected) {
                 log::emit(
                     "warn",
                     "protected_field_unresolvable",
@@ -264,20 +276,34 @@ async fn seal_delivery(
             return Err(ApiError::from(&u));
         }
     };
-    for (d, p) in documents.iter().zip(&plans) {
-        if p.is_empty() {
-            log::emit(
-                "warn",
-                "nothing_sealed",
-                &[
-                    ("id", json!(d.id)),
-                    ("event_id", json!(d.body["event"]["id"])),
-                    ("type", json!(d.body["event"]["type"])),
-                ],
-            );
-        }
-    }
-    let groups = ingest::key_groups(&documents, kek_cfg)?;
+    let groups = ingest::key_groups(documents, kek_cfg)?;
+    ingest::check_sealed_sizes(documents, &plans, &groups, &kek_cfg.endpoint, input_len)?;
+    Ok(Some(Sealing {
+        kek_cfg,
+        plans,
+        groups,
+    }))
+}
+
+/// Stage two: one fresh data key per key of the delivery (one key without
+/// key scopes; one per scope present with them) from the host's secure
+/// random source, each wrapped once by its key after that key's state
+/// check, then every document's protected fields sealed under its group's
+/// data key before the writes are signed. If any key refuses or wrapping
+/// fails for any reason, nothing of the delivery is written: the answer is
+/// that key's error (503 with the reason), so the sender retries the whole
+/// delivery.
+async fn seal_delivery(
+    documents: Vec<cmk_core::document::Document>,
+    sealing: Sealing<'_>,
+    config: &Config,
+    credential: &cmk_core::cosmos::Credential,
+) -> Result<ingest::Writes, ApiError> {
+    let Sealing {
+        kek_cfg,
+        plans,
+        groups,
+    } = sealing;
     let keks: Vec<kek::Kek<'_>> = groups
         .iter()
         .map(|g| {
@@ -302,6 +328,21 @@ async fn seal_delivery(
         .collect()
         .await;
     let prepared = prepared.into_iter().collect::<Result<Vec<_>, _>>()?;
+    // Logged only now that the delivery will be sealed and written: not for
+    // one refused before (a 4xx) or answered 503 while a key is unavailable.
+    for (d, p) in documents.iter().zip(&plans) {
+        if p.is_empty() {
+            log::emit(
+                "warn",
+                "nothing_sealed",
+                &[
+                    ("id", json!(d.id)),
+                    ("event_id", json!(d.body["event"]["id"])),
+                    ("type", json!(d.body["event"]["type"])),
+                ],
+            );
+        }
+    }
     if kek_cfg.scopes.is_some() {
         // Key names and counts only: scope values stay out of the log.
         log::emit(

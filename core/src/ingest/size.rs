@@ -2,7 +2,9 @@
 //! (each protected value becomes an envelope of base64 text), so one whose
 //! unsealed text is already over Cosmos DB's limit is refused before any
 //! key is asked for, with the answer [`plan_writes`](super::plan_writes)
-//! would give after sealing.
+//! would give after sealing. One that only the sealing pushes over the
+//! limit is refused before the wrap by
+//! [`check_sealed_sizes`](super::check_sealed_sizes).
 
 use crate::api::ApiError;
 use crate::cosmos::{CosmosError, MAX_DOCUMENT_BYTES};

@@ -5,6 +5,7 @@ mod outcome;
 mod plan;
 mod scope;
 mod seal;
+mod sealed_size;
 mod sender;
 mod size;
 mod verify;
