@@ -108,32 +108,11 @@ fn values_of_every_kind() {
 }
 
 fn text() -> impl Strategy<Value = String> {
-    // Mostly the characters that matter (controls, quote, backslash,
-    // DEL, multi-byte), and any character at all.
-    let ch = prop_oneof![
-        4 => prop::char::range('\u{0}', '\u{7f}'),
-        2 => prop::sample::select(vec!['"', '\\', '\n', '\u{1}', '\u{1f}', '\u{7f}', 'é', '€', '🦀']),
-        1 => any::<char>(),
-    ];
-    prop::collection::vec(ch, 0..40).prop_map(|c| c.into_iter().collect())
+    crate::testing::json_text(40)
 }
 
 fn value() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(Value::from),
-        any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_map(Value::from),
-        text().prop_map(Value::String),
-    ];
-    leaf.prop_recursive(4, 64, 8, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
-            prop::collection::vec((text(), inner), 0..8)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
+    crate::testing::json_value(40, 4, 64, 8)
 }
 
 proptest! {

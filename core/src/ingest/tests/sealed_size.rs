@@ -58,29 +58,11 @@ fn groups(n: usize) -> Vec<KeyGroup> {
 }
 
 fn text() -> impl Strategy<Value = String> {
-    let ch = prop_oneof![
-        4 => prop::char::range('\u{0}', '\u{7f}'),
-        2 => prop::sample::select(vec!['"', '\\', '\n', '\u{1}', '~', '/', 'é', '🦀']),
-        1 => any::<char>(),
-    ];
-    prop::collection::vec(ch, 0..24).prop_map(|c| c.into_iter().collect())
+    crate::testing::json_text(24)
 }
 
 fn value() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_map(Value::from),
-        text().prop_map(Value::String),
-    ];
-    leaf.prop_recursive(3, 32, 6, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            prop::collection::vec((text(), inner), 0..6)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
+    crate::testing::json_value(24, 3, 32, 6)
 }
 
 fn escape(token: &str) -> String {
