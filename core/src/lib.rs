@@ -118,4 +118,6 @@ pub mod time;
 pub mod wire_body;
 
 #[cfg(test)]
+mod arbitrary_json;
+#[cfg(test)]
 mod testing;

@@ -108,11 +108,11 @@ fn values_of_every_kind() {
 }
 
 fn text() -> impl Strategy<Value = String> {
-    crate::testing::json_text(40)
+    crate::arbitrary_json::text(40)
 }
 
 fn value() -> impl Strategy<Value = Value> {
-    crate::testing::json_value(40, 4, 64, 8)
+    crate::arbitrary_json::value(40, 4, 64, 8)
 }
 
 proptest! {

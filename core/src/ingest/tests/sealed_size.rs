@@ -58,11 +58,11 @@ fn groups(n: usize) -> Vec<KeyGroup> {
 }
 
 fn text() -> impl Strategy<Value = String> {
-    crate::testing::json_text(24)
+    crate::arbitrary_json::text(24)
 }
 
 fn value() -> impl Strategy<Value = Value> {
-    crate::testing::json_value(24, 3, 32, 6)
+    crate::arbitrary_json::value(24, 3, 32, 6)
 }
 
 fn escape(token: &str) -> String {
