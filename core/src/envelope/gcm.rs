@@ -10,8 +10,9 @@
 //! suffices. Here every call to the block cipher is a full group of four
 //! counter blocks, E(J0) included. The output is byte for byte
 //! `aes-gcm`'s (checked against it for every length up to several groups
-//! and for random inputs in the tests below, and by the record-format
-//! vectors); opening stays with `aes-gcm`, which checks the tag.
+//! and for random inputs in the tests below, which share its primitives,
+//! and independently by the record-format vectors, made with Python's
+//! `cryptography`); opening stays with `aes-gcm`, which checks the tag.
 
 use aes::cipher::{BlockCipherEncrypt, KeyInit};
 use aes::{Aes256, Block};
@@ -84,11 +85,16 @@ impl Gcm {
         plaintext: &[u8],
         out: &mut Vec<u8>,
     ) {
+        debug_assert!(
+            (plaintext.len() as u64) <= (1 << 36) - 32,
+            "SP 800-38D: at most 2^39 - 256 bits of plaintext"
+        );
         let start = out.len();
         out.reserve(plaintext.len() + 16);
         // Counter blocks: nonce ‖ 32-bit big-endian counter; J0 has counter
         // 1 (its encryption masks the tag), the plaintext uses 2, 3, … (inc32
-        // wraps modulo 2^32, which `aes-gcm`'s length limit never reaches).
+        // wraps modulo 2^32, which no plaintext under SP 800-38D's limit of
+        // 2^32 - 2 blocks reaches; the component's bodies are at most 1 MiB).
         let mut counter: u32 = 1;
         let mut stream = [Block::default(); GROUP];
         let mut tag_mask = Block::default();
@@ -146,6 +152,7 @@ impl Gcm {
         ghash.update(&[lengths]);
         let tag = ghash.finalize();
         out.extend(tag.iter().zip(tag_mask.iter()).map(|(s, m)| s ^ m));
+        tag_mask.as_mut_slice().zeroize();
     }
 }
 
