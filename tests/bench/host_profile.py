@@ -19,7 +19,10 @@ of it, so the bench's own CPU figures are not valid in that run):
     "$CMK_PYTHON" tests/bench/host_profile.py --imports /tmp/host-pooled.txt
 
 (`--no-inline` matters: with inline resolution perf script takes many
-minutes.) Unwinding stops where Wasmtime enters compiled Wasm, so a host
+minutes.) To name the guest's own functions, set `CMK_TEST_HOST_PERFMAP=1`
+for the host (Wasmtime then writes `/tmp/perf-<pid>.map`) and pass a
+`.wasm` built with `CARGO_PROFILE_RELEASE_STRIP=false` as `CMK_APP_WASM`;
+docs/bench/runtime-profile-2026-12-06.md, "Later run", has the commands. Unwinding stops where Wasmtime enters compiled Wasm, so a host
 call made by the guest shows as a stack whose outermost frame is a
 `component-trampolines[...]` symbol of the `.cwasm` file: those are sorted
 by the host code under them (SQLite, wasi:http, the component ABI).

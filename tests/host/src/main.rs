@@ -12,6 +12,9 @@
 //! slot, when it takes one and which fresh instance serves it.
 //! `--request-timeout-secs` (default: none, as Spin): ends a request's
 //! instance after S seconds and answers 500.
+//! `CMK_TEST_HOST_PERFMAP=1` (for profiling, see tests/bench/host_profile.py):
+//! Wasmtime writes `/tmp/perf-<pid>.map`, so `perf` names the guest's
+//! compiled functions (with a `.wasm` built without stripping its names).
 
 mod allowed;
 mod kv;
@@ -302,6 +305,9 @@ async fn main() -> Result<()> {
     // before anything else is read, as in Spin (its engine is built first).
     let mut config = Config::new();
     config.epoch_interruption(true);
+    if std::env::var("CMK_TEST_HOST_PERFMAP").as_deref() == Ok("1") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     let allocator = pooling::configure(&mut config, &|k| std::env::var(k).ok())?;
     let app = manifest::App::load(&args.manifest, &|k| std::env::var(k).ok())
         .with_context(|| format!("loading {}", args.manifest.display()))?;
