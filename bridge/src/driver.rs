@@ -118,6 +118,13 @@ impl Bridge {
             // Never follow a redirect with a signed request or a key.
             .max_redirects(0)
             .timeout_global(Some(Duration::from_secs(cfg.request_timeout_secs)))
+            // A pooled connection idle longer than the server keeps it open
+            // can be closed by the server just as a request is sent on it:
+            // the request then fails with a reset (seen against the local
+            // queue service, Azurite, whose idle timeout is Node's 5 s, when
+            // ureq's default reuse age is 15 s). Reusing a connection only
+            // within 4 s stays under the shortest common server idle timeout.
+            .max_idle_age(Duration::from_secs(4))
             .user_agent(concat!("cmk-ingest-bridge/", env!("CARGO_PKG_VERSION")))
             .build()
             .new_agent();
