@@ -261,10 +261,25 @@ impl Bridge {
     }
 
     fn delete(&self, m: &Received) -> Result<(), StorageError> {
-        self.storage("delete message", |a, now| {
-            storage::delete_message(&self.cfg.queue, &m.id, &m.pop_receipt, now, a)
-        })
-        .map(drop)
+        let once = || {
+            self.storage("delete message", |a, now| {
+                storage::delete_message(&self.cfg.queue, &m.id, &m.pop_receipt, now, a)
+            })
+        };
+        match once() {
+            // No answer (e.g. the connection was reset as the service closed
+            // it): a delete is safe to send again. If the first one arrived,
+            // the second finds the message gone (404 `MessageNotFound`),
+            // which is what was asked; it cannot have been received again in
+            // between, as it stays hidden for the visibility timeout.
+            Err(StorageError::NoAnswer { .. }) => match once() {
+                Err(StorageError::Service {
+                    status: 404, code, ..
+                }) if code == "MessageNotFound" => Ok(()),
+                r => r.map(drop),
+            },
+            r => r.map(drop),
+        }
     }
 
     /// Puts a copy of a message back into its queue as a new message
