@@ -15,6 +15,9 @@
 //! `CMK_TEST_HOST_PERFMAP=1` (for profiling, see tests/bench/host_profile.py):
 //! Wasmtime writes `/tmp/perf-<pid>.map`, so `perf` names the guest's
 //! compiled functions (with a `.wasm` built without stripping its names).
+//! `CMK_TEST_HOST_MEMSTATS=1` (for measuring): each request logs the size
+//! its instance's linear memory reached, which is what a pooled slot
+//! zeroes when the instance ends (docs/runtime.md, "Memory on SpinKube").
 
 mod allowed;
 mod kv;
@@ -79,6 +82,35 @@ struct Host {
     hooks: outbound::Hooks,
     shared: Arc<Shared>,
     open_stores: usize,
+    memory: Option<MemoryPeak>,
+}
+
+/// Records the largest size the instance's linear memories reached
+/// (`CMK_TEST_HOST_MEMSTATS=1`); allows every growth, as without it.
+#[derive(Default)]
+struct MemoryPeak {
+    bytes: usize,
+}
+
+impl wasmtime::ResourceLimiter for MemoryPeak {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.bytes = self.bytes.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(true)
+    }
 }
 
 impl WasiView for Host {
@@ -368,6 +400,7 @@ async fn main() -> Result<()> {
         timeout: args.request_timeout,
         requests: AtomicU64::new(0),
         instances: Arc::new(AtomicU64::new(0)),
+        memstats: std::env::var("CMK_TEST_HOST_MEMSTATS").as_deref() == Ok("1"),
     });
     // Values are never logged; secret ones are only counted.
     eprintln!(
@@ -420,6 +453,8 @@ struct Server {
     requests: AtomicU64,
     /// Instances created: one per request (logged, so tests can count).
     instances: Arc<AtomicU64>,
+    /// `CMK_TEST_HOST_MEMSTATS=1`: log each instance's linear memory size.
+    memstats: bool,
 }
 
 fn plain(status: u16, text: &str) -> hyper::Response<HyperOutgoingBody> {
@@ -464,8 +499,12 @@ impl Server {
                 hooks: self.shared.outbound.hooks(),
                 shared: self.shared.clone(),
                 open_stores: 0,
+                memory: self.memstats.then(MemoryPeak::default),
             },
         );
+        if self.memstats {
+            store.limiter(|host| host.memory.as_mut().expect("set with memstats"));
+        }
         store.epoch_deadline_async_yield_and_update(1);
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = store
@@ -486,10 +525,17 @@ impl Server {
                 eprintln!(
                     "cmk-test-host: request {n}: slot taken ({in_use} of {cap} in use), instance {k} instantiated"
                 );
-                proxy
+                let handled = proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)
-                    .await
+                    .await;
+                if let Some(peak) = &store.data().memory {
+                    eprintln!(
+                        "cmk-test-host: request {n}: linear memory reached {} bytes",
+                        peak.bytes
+                    );
+                }
+                handled
             };
             let Some(timeout) = timeout else {
                 return run.await;
