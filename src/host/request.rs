@@ -74,6 +74,19 @@ pub(crate) fn header(req: &IncomingRequest, name: &str) -> Option<String> {
     })
 }
 
+/// Every header entry whose value is UTF-8, in the order received (from
+/// the same one read of the host's entries as [`header`]).
+pub(crate) fn header_entries(req: &IncomingRequest) -> Vec<(String, String)> {
+    HEADERS.with(|h| {
+        let mut h = h.borrow_mut();
+        let entries = h.get_or_insert_with(|| req.headers().entries());
+        entries
+            .iter()
+            .filter_map(|(n, v)| Some((n.clone(), String::from_utf8(v.clone()).ok()?)))
+            .collect()
+    })
+}
+
 /// Reads the body, refusing more than `limit` bytes before buffering them,
 /// within `timeout_secs` in all (a sender that trickles or stalls does not
 /// hold the instance). A body that breaks off or does not arrive in time is

@@ -12,7 +12,7 @@ use crate::host::inbound;
 use crate::host::kek;
 use crate::host::log;
 use crate::host::outbound;
-use crate::host::request::{header, load_config, query_of, read_body};
+use crate::host::request::{header, header_entries, load_config, query_of, read_body};
 use cmk_core::api::ApiError;
 use cmk_core::config::Config;
 use cmk_core::envelope::Dek;
@@ -41,12 +41,9 @@ pub(crate) async fn post_events(req: IncomingRequest) -> Result<Response<Vec<u8>
     let config = load_config()?;
     authorize_sender(&req, &config).await?;
     let content_type = header(&req, "content-type");
-    let headers: Vec<(String, String)> = req
-        .headers()
-        .entries()
+    let headers: Vec<(String, String)> = header_entries(&req)
         .into_iter()
         .filter(|(k, _)| k.to_ascii_lowercase().starts_with("ce-"))
-        .filter_map(|(k, v)| String::from_utf8(v).ok().map(|v| (k, v)))
         .collect();
     let body = read_body(
         req,
@@ -87,12 +84,7 @@ pub(crate) async fn post_events(req: IncomingRequest) -> Result<Response<Vec<u8>
 /// sidecar. Same key, limits and answers as `POST /events`; every answer is
 /// logged with the message's id and dequeue count (never its text).
 pub(crate) async fn post_queue(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError> {
-    let headers: Vec<(String, String)> = req
-        .headers()
-        .entries()
-        .into_iter()
-        .filter_map(|(k, v)| String::from_utf8(v).ok().map(|v| (k, v)))
-        .collect();
+    let headers = header_entries(&req);
     let meta = queue::metadata(&headers);
     let mut decoded: Option<(&'static str, usize)> = None;
     let result = async {
