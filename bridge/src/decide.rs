@@ -146,11 +146,17 @@ pub const KEY_PAUSE_SECS: u64 = 60;
 
 /// The number of events the component should accept for a message text, as
 /// it decodes them (`None` if the bridge cannot tell: then no answer
-/// confirms the message).
+/// confirms the message). The bridge does not know the component's
+/// `max_nesting_depth`, so it decodes with the highest value that setting
+/// may have: whatever the component accepts, the bridge can count.
 pub fn expected_events(text: &str) -> Option<usize> {
-    cmk_core::queue::decode(Some("text/plain; charset=utf-8"), text.as_bytes())
-        .ok()
-        .map(|m| m.events.len())
+    cmk_core::queue::decode(
+        Some("text/plain; charset=utf-8"),
+        text.as_bytes(),
+        cmk_core::config::MAX_DEPTH,
+    )
+    .ok()
+    .map(|m| m.events.len())
 }
 
 /// After forwarding a message the bridge expects `expected` events of.

@@ -116,6 +116,15 @@ pub enum QueueError {
     /// Client-side encrypted by a Storage SDK; only its sender holds the key.
     #[error("the message is client-side encrypted by a Storage SDK; send the events unencrypted (the queue and Cosmos DB encrypt at rest with the customer-managed key)")]
     ClientSideEncrypted,
+    /// The base64-decoded text nests deeper than the delivery limit (a
+    /// message sent as JSON is held to it before it is decoded).
+    #[error("the decoded message nests {depth} levels deep; at most {max} are accepted")]
+    TooDeep {
+        /// Levels in the decoded text.
+        depth: usize,
+        /// `max_nesting_depth`.
+        max: usize,
+    },
     /// Event Grid's handshake has no meaning on a queue.
     #[error("a subscription validation event cannot be answered through a queue")]
     Validation,
@@ -131,6 +140,7 @@ impl From<QueueError> for ApiError {
     fn from(e: QueueError) -> Self {
         let code = match e {
             QueueError::Event(_) => "InvalidEvent",
+            QueueError::TooDeep { .. } => "NestingTooDeep",
             _ => "InvalidMessage",
         };
         ApiError::new(StatusCode::BAD_REQUEST, code, e.to_string())
@@ -227,7 +237,11 @@ pub fn accepts_content_type(content_type: Option<&str>) -> bool {
 
 /// The JSON a message text holds: tried as JSON first, then as base64 of
 /// JSON (standard alphabet, as the Storage SDKs' base64 policies write it).
-pub fn message_json(body: &[u8]) -> Result<(Value, TextEncoding), QueueError> {
+/// The decoded text of a base64 message is held to `max_depth` levels
+/// before it is parsed, as a message sent as JSON is (by the route's
+/// check of the raw body): every event in it, not only its `data`, stays
+/// within the delivery limit, and parsing recurses no deeper.
+pub fn message_json(body: &[u8], max_depth: usize) -> Result<(Value, TextEncoding), QueueError> {
     let text = body.trim_ascii();
     if text.is_empty() {
         return Err(QueueError::Empty);
@@ -240,6 +254,13 @@ pub fn message_json(body: &[u8]) -> Result<(Value, TextEncoding), QueueError> {
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(text)
         .map_err(|_| QueueError::NotJson(format!("{json_error}; not base64 either")))?;
+    let depth = crate::events::shape(decoded.trim_ascii()).depth;
+    if depth > max_depth {
+        return Err(QueueError::TooDeep {
+            depth,
+            max: max_depth,
+        });
+    }
     match serde_json::from_slice::<Value>(decoded.trim_ascii()) {
         Ok(v @ (Value::Object(_) | Value::Array(_))) => Ok((v, TextEncoding::Base64)),
         Ok(_) => Err(QueueError::NotJson(
@@ -286,7 +307,11 @@ pub fn events_of(value: Value) -> Result<Vec<Event>, QueueError> {
 }
 
 /// Decodes one forwarded message body into its events.
-pub fn decode(content_type: Option<&str>, body: &[u8]) -> Result<Message, ApiError> {
+pub fn decode(
+    content_type: Option<&str>,
+    body: &[u8],
+    max_depth: usize,
+) -> Result<Message, ApiError> {
     if !accepts_content_type(content_type) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -294,7 +319,7 @@ pub fn decode(content_type: Option<&str>, body: &[u8]) -> Result<Message, ApiErr
             "send the queue message text as text/plain, application/json or application/octet-stream",
         ));
     }
-    let (value, text_encoding) = message_json(body)?;
+    let (value, text_encoding) = message_json(body, max_depth)?;
     Ok(Message {
         text_encoding,
         events: events_of(value)?,
@@ -304,6 +329,9 @@ pub fn decode(content_type: Option<&str>, body: &[u8]) -> Result<Message, ApiErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `max_nesting_depth`'s default.
+    const DEPTH: usize = 32;
     use crate::events::Encoding;
     use serde_json::json;
 
@@ -337,8 +365,8 @@ mod tests {
     #[test]
     fn raw_and_base64_text_give_the_same_events() {
         let text = event_grid().to_string();
-        let raw = decode(Some("text/plain"), text.as_bytes()).unwrap();
-        let based = decode(None, &b64(&text)).unwrap();
+        let raw = decode(Some("text/plain"), text.as_bytes(), DEPTH).unwrap();
+        let based = decode(None, &b64(&text), DEPTH).unwrap();
         assert_eq!(raw.text_encoding, TextEncoding::Raw);
         assert_eq!(based.text_encoding, TextEncoding::Base64);
         assert_eq!(raw.events, based.events);
@@ -348,15 +376,23 @@ mod tests {
         assert_eq!(e.source, event_grid()["topic"]);
         // Surrounding whitespace (a trailing newline) is not part of the text.
         let padded = format!("\n{}\n", String::from_utf8(b64(&text)).unwrap());
-        assert_eq!(decode(None, padded.as_bytes()).unwrap().events, raw.events);
+        assert_eq!(
+            decode(None, padded.as_bytes(), DEPTH).unwrap().events,
+            raw.events
+        );
     }
 
     #[test]
     fn event_grid_single_and_array() {
-        let one = decode(None, event_grid().to_string().as_bytes()).unwrap();
+        let one = decode(None, event_grid().to_string().as_bytes(), DEPTH).unwrap();
         let mut second = event_grid();
         second["id"] = json!("2");
-        let many = decode(None, json!([event_grid(), second]).to_string().as_bytes()).unwrap();
+        let many = decode(
+            None,
+            json!([event_grid(), second]).to_string().as_bytes(),
+            DEPTH,
+        )
+        .unwrap();
         assert_eq!(one.events.len(), 1);
         assert_eq!(many.events.len(), 2);
         assert_eq!(many.events[0], one.events[0]);
@@ -367,23 +403,27 @@ mod tests {
         let one = decode(
             Some("application/cloudevents+json"),
             &b64(&cloud_event("a").to_string()),
+            DEPTH,
         )
         .unwrap();
         assert_eq!(one.events[0].encoding, Encoding::CloudEventsStructured);
         assert_eq!(one.events[0].id, "a");
         let batch = json!([cloud_event("a"), cloud_event("b")]).to_string();
-        assert_eq!(decode(None, batch.as_bytes()).unwrap().events.len(), 2);
+        assert_eq!(
+            decode(None, batch.as_bytes(), DEPTH).unwrap().events.len(),
+            2
+        );
         // Batch rules still hold: no two events with one source and id.
         let dup = json!([cloud_event("a"), cloud_event("a")]).to_string();
         assert!(matches!(
-            message_json(dup.as_bytes()).and_then(|(v, _)| events_of(v)),
+            message_json(dup.as_bytes(), DEPTH).and_then(|(v, _)| events_of(v)),
             Err(QueueError::Event(EventError::Duplicate { .. }))
         ));
     }
 
     #[test]
     fn the_same_event_is_the_same_document_via_queue_or_push() {
-        let via_queue = decode(None, &b64(&event_grid().to_string()))
+        let via_queue = decode(None, &b64(&event_grid().to_string()), DEPTH)
             .unwrap()
             .events;
         let crate::events::Delivery::Events(via_push) =
@@ -446,7 +486,7 @@ mod tests {
         assert_eq!(m.insertion_time.as_deref(), Some("2026-11-25T10:00:00Z"));
         let decoded = cloud_event("a").to_string();
         assert_eq!(
-            decode(Some("application/json"), decoded.as_bytes())
+            decode(Some("application/json"), decoded.as_bytes(), DEPTH)
                 .unwrap()
                 .events[0]
                 .id,
@@ -454,7 +494,7 @@ mod tests {
         );
         // decodeBase64 off: the base64 text as stored arrives and is unwrapped here.
         assert_eq!(
-            decode(Some("application/json"), &b64(&decoded))
+            decode(Some("application/json"), &b64(&decoded), DEPTH)
                 .unwrap()
                 .text_encoding,
             TextEncoding::Base64
@@ -499,10 +539,35 @@ mod tests {
                      "eventTime": "2024-01-01T00:00:00Z", "data": {"validationCode": "c"}}]).to_string().into_bytes(), "validation"),
         ];
         for (body, reason) in cases {
-            let e = decode(None, &body).unwrap_err();
+            let e = decode(None, &body, DEPTH).unwrap_err();
             assert_eq!(e.status, 400, "{reason}");
             assert!(e.message.contains(reason), "{reason}: got `{}`", e.message);
         }
+    }
+
+    #[test]
+    fn a_base64_message_is_held_to_the_nesting_limit_before_it_is_parsed() {
+        // An Event Grid event whose unknown member nests: `data` alone is
+        // shallow, so only the decoded text's own depth catches it.
+        let event = |levels: usize| {
+            let mut e = event_grid();
+            e["x"] = json!("DEEP");
+            let deep = format!("{}1{}", r#"{"a":"#.repeat(levels), "}".repeat(levels));
+            json!([e]).to_string().replace(r#""DEEP""#, &deep)
+        };
+        // The array and the event: two levels around the member's.
+        let fits = decode(None, &b64(&event(DEPTH - 2)), DEPTH).unwrap();
+        assert_eq!(fits.events.len(), 1);
+        let e = decode(None, &b64(&event(DEPTH - 1)), DEPTH).unwrap_err();
+        assert_eq!(
+            (e.status.as_u16(), e.code),
+            (400, "NestingTooDeep"),
+            "{}",
+            e.message
+        );
+        // Past serde_json's own limit, the refusal is still this one.
+        let e = decode(None, &b64(&event(10_000)), DEPTH).unwrap_err();
+        assert_eq!(e.code, "NestingTooDeep", "{}", e.message);
     }
 
     #[test]
@@ -522,7 +587,7 @@ mod tests {
             "image/png",
         ] {
             assert!(!accepts_content_type(Some(bad)), "{bad}");
-            let e = decode(Some(bad), event_grid().to_string().as_bytes()).unwrap_err();
+            let e = decode(Some(bad), event_grid().to_string().as_bytes(), DEPTH).unwrap_err();
             assert_eq!(e.status, 415);
         }
     }

@@ -192,7 +192,7 @@ fn check_queue(
         let e = cmk_core::api::ApiError::from(e);
         return refused(e.status, &e.message);
     }
-    let message = match queue::decode(ct, body) {
+    let message = match queue::decode(ct, body, config().ingest.max_depth) {
         Ok(m) => m,
         Err(e) => return refused(e.status, &e.message),
     };

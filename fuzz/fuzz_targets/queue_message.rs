@@ -9,7 +9,7 @@ fuzz_target!(|data: &[u8]| {
         "application/json",
         "application/octet-stream",
     ] {
-        let _ = cmk_core::queue::decode(Some(ct), data);
+        let _ = cmk_core::queue::decode(Some(ct), data, cmk_core::config::MAX_DEPTH);
     }
     let text = String::from_utf8_lossy(data);
     let headers: Vec<(String, String)> = text

@@ -108,7 +108,7 @@ pub(crate) async fn post_queue(req: IncomingRequest) -> Result<Response<Vec<u8>>
         )
         .await?;
         ingest::check_shape(&body, &config)?;
-        let message = queue::decode(content_type.as_deref(), &body)?;
+        let message = queue::decode(content_type.as_deref(), &body, config.ingest.max_depth)?;
         decoded = Some((message.text_encoding.as_str(), message.events.len()));
         cmk_core::tally::events(message.events.len());
         // As for `POST /events`: refused before any credential or key is
