@@ -361,7 +361,18 @@ pub fn parse_answer(
                 }
                 e => ApiError::from(&e),
             })?;
-            Ok(Answer::Page(page.items, page.continuation, Vec::new()))
+            // A document too deep to parse is reported as its point read
+            // would answer (`StoreRejected`), and the page goes on.
+            let unreadable = page
+                .unparsed
+                .into_iter()
+                .map(|u| Unreadable {
+                    id: u.id.map_or(Value::Null, Value::String),
+                    code: "StoreRejected",
+                    message: u.reason,
+                })
+                .collect();
+            Ok(Answer::Page(page.items, page.continuation, unreadable))
         }
     }
 }

@@ -15,7 +15,8 @@
 //!   sealed staying sealed;
 //! - everything else is already sealed; a record that cannot be read as the
 //!   format requires (a malformed header, sealed values without a header, a
-//!   data key the HSM refuses) is counted as failed and left as it is.
+//!   data key the HSM refuses), or nested deeper than the component parses
+//!   (127 levels), is counted as failed and left as it is.
 //!
 //! [`seal_page`] builds the new form of each record to seal; each is
 //! written back with `If-Match` on the etag it was read with, so a record

@@ -65,6 +65,12 @@ pub(crate) async fn post_rewrap(req: IncomingRequest) -> Result<Response<Vec<u8>
     )
     .await?;
     let mut report = rewrap::Report::default();
+    for u in &page.unparsed {
+        report.add(rewrap::Outcome::Refused {
+            id: u.id.clone(),
+            reason: u.reason.clone(),
+        });
+    }
     // (old kid, old wrapped DEK) → the DEK wrapped under the latest version.
     let mut moved: Vec<(String, Vec<u8>, hsm::CryptResult)> = Vec::new();
     for doc in &page.items {
@@ -197,6 +203,12 @@ pub(crate) async fn post_seal(req: IncomingRequest) -> Result<Response<Vec<u8>>,
     .await?;
     let plans = seal::plan_page(&page.items, &config, &credential, UnixTime::now());
     let mut report = seal::Report::default();
+    for u in &page.unparsed {
+        report.add(seal::Outcome::Failed {
+            id: u.id.clone(),
+            reason: u.reason.clone(),
+        });
+    }
     let mut kid = None;
     if seal::needs_data_key(&plans) {
         let mut opened = seal::OpenedKeys::default();
@@ -344,7 +356,8 @@ pub(crate) async fn post_erase(req: IncomingRequest) -> Result<Response<Vec<u8>>
         .collect();
     let mut report = erase::Report {
         matched: targets.len(),
-        skipped: page.items.len() - targets.len(),
+        // Rows too deep to parse are not the key's records as checked.
+        skipped: page.items.len() - targets.len() + page.unparsed.len(),
         ..Default::default()
     };
     if call.mode == erase::Mode::Delete {

@@ -163,23 +163,34 @@ def test_a_stored_document_at_the_parsers_limit_is_returned_whole(app, stack):
 
 def test_a_first_stage_document_at_the_parsers_limit_is_sealed_whole(stack):
     """`POST /admin/seal` parses the page, seals the deep field's canonical
-    form and writes the record back: the deepest work on stored input."""
+    form and writes the record back: the deepest work on stored input. A
+    document deeper than the parser takes (written by something else) is
+    reported as failed, and the pass goes on past it."""
     db = stack.cosmos_client().get_database_client(stack.database)
     container = db.create_container(f"deep-seal-{uuid.uuid4().hex[:8]}", PartitionKey("/pk"))
     app = stack.serve_app(name="app-stack-depth-seal", overrides=stack.stage_two(
         "client-secret", cosmos_container=container.id, protected_fields='{"*": ["/data/deep"]}'))
     pk = f"deep-seal-{uuid.uuid4()}"
-    # The page's object and its `Documents` array, the document, `event`
-    # and `data`: five levels.
-    doc = {"id": "a" * 64, "pk": pk, "event": {"type": "T", "data": {"deep": nested(SERDE_JSON_LEVELS - 5)}}}
-    assert depth({"Documents": [doc]}) == SERDE_JSON_LEVELS
+    # The document, `event` and `data`: three levels. Each document of a
+    # page is parsed on its own, so the page's object and array do not count.
+    doc = {"id": "a" * 64, "pk": pk, "event": {"type": "T", "data": {"deep": nested(SERDE_JSON_LEVELS - 3)}}}
+    assert depth(doc) == SERDE_JSON_LEVELS
     container.upsert_item(doc)
+    foreign = {"id": "b" * 64, "pk": pk, "event": {"type": "T", "data": {"deep": nested(SERDE_JSON_LEVELS)}}}
+    container.upsert_item(foreign)
     status, body = seal(app)
-    assert status == 200 and body["sealed"] == 1 and body["failed"] == 0, body
+    assert status == 200 and body["sealed"] == 1 and body["continuation"] is None, body
+    assert body["failed"] == 1 and body["failedDocuments"][0]["id"] == foreign["id"], body
+    assert "recursion limit" in body["failedDocuments"][0]["reason"], body
     stored = container.read_item(doc["id"], partition_key=pk)
     assert stored["cmk"]["fields"] == ["/event/data/deep"] and "bottom" not in json.dumps(stored)
     status, _, body = get(app, f"/records/{enc(pk)}/{doc['id']}")
     assert status == 200 and body["event"] == doc["event"], body
+    assert container.read_item(foreign["id"], partition_key=pk)["event"] == foreign["event"], "left as it is"
+    # A page of the partition lists it as unreadable, the rest as records.
+    status, _, body = get(app, f"/records/{enc(pk)}")
+    assert status == 200 and [r["id"] for r in body["records"]] == [doc["id"]], body
+    assert [(u["id"], u["error"]["code"]) for u in body["unreadable"]] == [(foreign["id"], "StoreRejected")], body
 
 
 def deep_member_event(topic, levels):

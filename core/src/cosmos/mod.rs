@@ -28,5 +28,5 @@ pub use request::{
 pub use response::{
     parse_batch, parse_delete, parse_query, parse_read, parse_write, same_content, service_error,
     token_refused, transient_failure, BatchOutcome, CosmosError, Metrics, OperationResult,
-    QueryPage, ServiceError, StoredDocument, WriteOutcome, SYSTEM_PROPERTIES,
+    QueryPage, ServiceError, StoredDocument, Unparsed, WriteOutcome, SYSTEM_PROPERTIES,
 };

@@ -402,16 +402,38 @@ pub fn parse_delete(resp: &Response<Vec<u8>>) -> Result<Metrics, CosmosError> {
 pub struct QueryPage {
     /// The page's documents (or values, for `SELECT VALUE`).
     pub items: Vec<serde_json::Value>,
+    /// The page's documents that could not be parsed (nested past
+    /// `serde_json`'s 127 levels: written by something other than the
+    /// component), taken out of `items`: each caller counts them as failed
+    /// and goes on with the rest, so one such document never stops a pass.
+    pub unparsed: Vec<Unparsed>,
     /// `x-ms-continuation`: pass it back for the next page; `None` at the end.
     pub continuation: Option<String>,
     /// Charge and activity id.
     pub metrics: Metrics,
 }
 
+/// A document of a query page that could not be parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unparsed {
+    /// Its `id`, when it has a string one (read without parsing the rest).
+    pub id: Option<String>,
+    /// Why it could not be parsed.
+    pub reason: String,
+}
+
 #[derive(Deserialize)]
 struct RawQueryPage {
+    // Each document is parsed on its own, so one past the recursion limit
+    // does not make the page unreadable (skipping a value does not recurse).
     #[serde(rename = "Documents")]
-    documents: Vec<serde_json::Value>,
+    documents: Vec<Box<serde_json::value::RawValue>>,
+}
+
+/// The `id` of a document, its other members skipped unparsed.
+#[derive(Deserialize)]
+struct IdOnly {
+    id: Option<serde_json::Value>,
 }
 
 /// Parses one page of a query.
@@ -432,8 +454,23 @@ pub fn parse_query(resp: &Response<Vec<u8>>) -> Result<QueryPage, CosmosError> {
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty())
         .map(str::to_owned);
+    let mut items = Vec::with_capacity(raw.documents.len());
+    let mut unparsed = Vec::new();
+    for doc in raw.documents {
+        match serde_json::from_str(doc.get()) {
+            Ok(v) => items.push(v),
+            Err(e) => unparsed.push(Unparsed {
+                id: serde_json::from_str::<IdOnly>(doc.get())
+                    .ok()
+                    .and_then(|d| d.id)
+                    .and_then(|id| id.as_str().map(str::to_owned)),
+                reason: format!("the stored document cannot be parsed: {e}"),
+            }),
+        }
+    }
     Ok(QueryPage {
-        items: raw.documents,
+        items,
+        unparsed,
         continuation,
         metrics: Metrics::from_response(resp),
     })

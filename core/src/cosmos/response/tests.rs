@@ -243,6 +243,37 @@ fn reads_deletes_and_queries() {
 }
 
 #[test]
+fn a_document_too_deep_to_parse_is_set_aside_and_the_page_goes_on() {
+    let deep = |levels: usize, id: &str| {
+        format!(
+            r#"{{"id":"{id}","pk":"p","event":{}1{}}}"#,
+            r#"{"a":"#.repeat(levels),
+            "}".repeat(levels)
+        )
+    };
+    // Each document counts its own levels: 127 parse (the page's object
+    // and array no longer count), 128 do not.
+    let page = format!(
+        r#"{{"Documents":[{},{},{{"pk":"p","x":{}}}],"_count":3}}"#,
+        deep(126, "fits"),
+        deep(127, "too-deep"),
+        deep(5_000, "unused")
+    );
+    let q = parse_query(&resp(200, &[], &page)).unwrap();
+    assert_eq!(q.items.len(), 1);
+    assert_eq!(q.items[0]["id"], "fits");
+    let ids: Vec<_> = q.unparsed.iter().map(|u| u.id.as_deref()).collect();
+    assert_eq!(ids, [Some("too-deep"), None]);
+    assert!(
+        q.unparsed
+            .iter()
+            .all(|u| u.reason.contains("recursion limit")),
+        "{:?}",
+        q.unparsed
+    );
+}
+
+#[test]
 fn same_content_ignores_system_properties_only() {
     let ours = serde_json::json!({"id": "a", "pk": "p", "event": {"n": 1}});
     let stored = serde_json::json!({"id": "a", "pk": "p", "event": {"n": 1}, "_rid": "r", "_etag": "e", "_ts": 5, "_self": "s", "_attachments": "at"});
