@@ -503,6 +503,20 @@ mod tests {
         let one = r#"{"specversion":"1.0","id":"1","source":"/s","type":"t"}"#;
         assert_eq!(expected_events(one), Some(1));
         assert_eq!(expected_events("not json"), None);
+        // Base64 of a message at the deepest nesting the component may be
+        // set to accept (100 levels: the array, the event, 98 in `x`) is
+        // still counted; one level more is not.
+        use base64::Engine as _;
+        let nested = |levels: usize| {
+            let text = format!(
+                r#"[{{"id":"1","topic":"/t","subject":"s","eventType":"T","eventTime":"2024-01-01T00:00:00Z","data":{{}},"dataVersion":"1","x":{}1{}}}]"#,
+                r#"{"a":"#.repeat(levels),
+                "}".repeat(levels)
+            );
+            base64::engine::general_purpose::STANDARD.encode(text)
+        };
+        assert_eq!(expected_events(&nested(98)), Some(1));
+        assert_eq!(expected_events(&nested(99)), None);
     }
 
     #[test]

@@ -43,9 +43,22 @@ pub(crate) async fn get_records(req: IncomingRequest) -> Result<Response<Vec<u8>
         .map(cmk_core::cosmos::Metrics::from_response)
         .unwrap_or_default();
     let answer = match records::parse_answer(&read, sent.result) {
-        Ok(mut a) => open_protected(&config, &mut a, only.as_deref())
-            .await
-            .map(|()| records::render(a)),
+        Ok(mut a) => {
+            // Documents of the page the store's answer held but the
+            // component could not parse.
+            if let records::Answer::Page(_, _, unreadable) = &a {
+                for u in unreadable {
+                    log::emit(
+                        "warn",
+                        "record_unreadable",
+                        &[("id", u.id.clone()), ("code", json!(u.code))],
+                    );
+                }
+            }
+            open_protected(&config, &mut a, only.as_deref())
+                .await
+                .map(|()| records::render(a))
+        }
         Err(e) => Err(e),
     };
     log::emit(

@@ -191,6 +191,8 @@ def test_a_first_stage_document_at_the_parsers_limit_is_sealed_whole(stack):
     status, _, body = get(app, f"/records/{enc(pk)}")
     assert status == 200 and [r["id"] for r in body["records"]] == [doc["id"]], body
     assert [(u["id"], u["error"]["code"]) for u in body["unreadable"]] == [(foreign["id"], "StoreRejected")], body
+    assert any(l.get("event") == "record_unreadable" and l.get("id") == foreign["id"]
+               for l in map(json.loads, (x for x in app.logs().splitlines() if x.startswith("{")))), app.logs()
 
 
 def deep_member_event(topic, levels):

@@ -424,16 +424,35 @@ pub struct Unparsed {
 
 #[derive(Deserialize)]
 struct RawQueryPage {
-    // Each document is parsed on its own, so one past the recursion limit
-    // does not make the page unreadable (skipping a value does not recurse).
     #[serde(rename = "Documents")]
-    documents: Vec<Box<serde_json::value::RawValue>>,
+    documents: Vec<serde_json::Value>,
 }
 
-/// The `id` of a document, its other members skipped unparsed.
+/// The `id` of a document, its other members skipped unparsed (skipping a
+/// value does not recurse).
 #[derive(Deserialize)]
 struct IdOnly {
-    id: Option<serde_json::Value>,
+    id: Option<String>,
+}
+
+/// The documents of a page whose whole parse failed, each parsed on its
+/// own; `None` if the page cannot be split into documents either.
+fn documents_one_by_one(body: &[u8]) -> Option<(Vec<serde_json::Value>, Vec<Unparsed>)> {
+    let mut items = Vec::new();
+    let mut unparsed = Vec::new();
+    for (start, end) in documents::ranges(body)? {
+        let doc = &body[start..end];
+        match serde_json::from_slice(doc) {
+            Ok(v) => items.push(v),
+            Err(e) => unparsed.push(Unparsed {
+                id: serde_json::from_slice::<IdOnly>(doc)
+                    .ok()
+                    .and_then(|d| d.id),
+                reason: format!("the stored document cannot be parsed: {e}"),
+            }),
+        }
+    }
+    Some((items, unparsed))
 }
 
 /// Parses one page of a query.
@@ -445,29 +464,22 @@ pub fn parse_query(resp: &Response<Vec<u8>>) -> Result<QueryPage, CosmosError> {
             service_error(resp)
         });
     }
-    let raw: RawQueryPage = serde_json::from_slice(resp.body()).map_err(|e| {
-        CosmosError::InvalidResponse(format!("query page without a Documents array: {e}"))
-    })?;
+    // Parsed whole first. A document nested past the parser's limit fails
+    // that parse; the page is then split and parsed document by document
+    // (each counts its levels from its own root), so one such document is
+    // set aside instead of making the whole page unreadable.
+    let (items, unparsed) = match serde_json::from_slice::<RawQueryPage>(resp.body()) {
+        Ok(raw) => (raw.documents, Vec::new()),
+        Err(e) => documents_one_by_one(resp.body()).ok_or_else(|| {
+            CosmosError::InvalidResponse(format!("query page without a Documents array: {e}"))
+        })?,
+    };
     let continuation = resp
         .headers()
         .get("x-ms-continuation")
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty())
         .map(str::to_owned);
-    let mut items = Vec::with_capacity(raw.documents.len());
-    let mut unparsed = Vec::new();
-    for doc in raw.documents {
-        match serde_json::from_str(doc.get()) {
-            Ok(v) => items.push(v),
-            Err(e) => unparsed.push(Unparsed {
-                id: serde_json::from_str::<IdOnly>(doc.get())
-                    .ok()
-                    .and_then(|d| d.id)
-                    .and_then(|id| id.as_str().map(str::to_owned)),
-                reason: format!("the stored document cannot be parsed: {e}"),
-            }),
-        }
-    }
     Ok(QueryPage {
         items,
         unparsed,
@@ -566,6 +578,8 @@ impl From<&CosmosError> for ApiError {
         }
     }
 }
+
+mod documents;
 
 #[cfg(test)]
 mod tests;

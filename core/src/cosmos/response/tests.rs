@@ -253,15 +253,19 @@ fn a_document_too_deep_to_parse_is_set_aside_and_the_page_goes_on() {
     };
     // Each document counts its own levels: 127 parse (the page's object
     // and array no longer count), 128 do not.
+    // A member named like serde_json's private raw-value marker is data
+    // like any other (its `raw_value` feature, which would reinterpret it,
+    // is off in this workspace).
     let page = format!(
-        r#"{{"Documents":[{},{},{{"pk":"p","x":{}}}],"_count":3}}"#,
+        r#"{{"Documents":[{},{},{{"pk":"p","x":{}}},{{"id":"m","$serde_json::private::RawValue":"not json"}}],"_count":4}}"#,
         deep(126, "fits"),
         deep(127, "too-deep"),
         deep(5_000, "unused")
     );
     let q = parse_query(&resp(200, &[], &page)).unwrap();
-    assert_eq!(q.items.len(), 1);
+    assert_eq!(q.items.len(), 2);
     assert_eq!(q.items[0]["id"], "fits");
+    assert_eq!(q.items[1]["$serde_json::private::RawValue"], "not json");
     let ids: Vec<_> = q.unparsed.iter().map(|u| u.id.as_deref()).collect();
     assert_eq!(ids, [Some("too-deep"), None]);
     assert!(
