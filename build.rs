@@ -14,7 +14,8 @@
 //! tokens at `serde_json`'s 127 levels) need between 40 and 48 KiB:
 //! tests/integration/test_stack_depth.py holds the shipped build to them
 //! and to this layout; a build with `CMK_STACK_SIZE=40960`
-//! fails six of its cases, one with 49152 passes them (2026-12-06).
+//! fails five of its depth cases, one with 49152 passes them all (2026-12-06;
+//! its layout check fails on any size but this one, by design).
 
 /// The component's shadow-stack size in bytes.
 const STACK_SIZE: u32 = 128 * 1024;
