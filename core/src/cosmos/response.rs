@@ -402,8 +402,9 @@ pub fn parse_delete(resp: &Response<Vec<u8>>) -> Result<Metrics, CosmosError> {
 pub struct QueryPage {
     /// The page's documents (or values, for `SELECT VALUE`).
     pub items: Vec<serde_json::Value>,
-    /// The page's documents that could not be parsed (nested past
-    /// `serde_json`'s 127 levels: written by something other than the
+    /// The page's documents that could not be parsed on their own (nested
+    /// past `serde_json`'s 127 levels, or otherwise not acceptable to it,
+    /// such as a lone surrogate escape: written by something other than the
     /// component), taken out of `items`: each caller counts them as failed
     /// and goes on with the rest, so one such document never stops a pass.
     pub unparsed: Vec<Unparsed>,

@@ -17,17 +17,27 @@ pub(super) fn ranges(body: &[u8]) -> Option<Vec<(usize, usize)>> {
     }
     loop {
         expect(body, i, b'"')?;
+        let key_start = i;
         let key_end = string_end(body, i)?;
         let key = &body[i + 1..key_end - 1];
         i = ws(body, key_end);
         expect(body, i, b':')?;
         i = ws(body, i + 1);
-        if key == b"Documents" && found.is_none() {
+        // The key, and every member but the documents, must be what the
+        // whole parse would take (checked without recursion): the only
+        // thing this path tolerates is a document that does not parse.
+        valid(&body[key_start..key_end])?;
+        if key == b"Documents" {
+            if found.is_some() {
+                return None;
+            }
             let (elements, end) = array(body, i)?;
             found = Some(elements);
             i = end;
         } else {
-            i = value_end(body, i)?;
+            let end = value_end(body, i)?;
+            valid(&body[i..end])?;
+            i = end;
         }
         i = ws(body, i);
         match body.get(i)? {
@@ -110,6 +120,14 @@ fn string_end(body: &[u8], i: usize) -> Option<usize> {
     }
 }
 
+/// Whether `v` is one well-formed JSON value, checked by serde_json
+/// skipping it (which does not recurse).
+fn valid(v: &[u8]) -> Option<()> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(v)
+        .ok()
+        .map(|_| ())
+}
+
 fn ws(body: &[u8], mut i: usize) -> usize {
     while body
         .get(i)
@@ -172,6 +190,12 @@ mod tests {
             r#"{"Documents":[{]}"#,
             r#"{"Other":[1]}"#,
             r#"{"Documents" [1]}"#,
+            // What the whole parse refuses for another reason than depth.
+            r#"{"Documents":[1],"Documents":[2]}"#,
+            r#"{"_rid":"x\q","Documents":[1]}"#,
+            r#"{"Documents":[1],"_count":tru}"#,
+            r#"{"x":{],"Documents":[1]}"#,
+            r#"{"\q":1,"Documents":[1]}"#,
         ] {
             assert_eq!(ranges(body.as_bytes()), None, "{body}");
         }
@@ -181,7 +205,7 @@ mod tests {
         /// On any page serde_json parses, the ranges are exactly its
         /// documents, each parsing to the same value.
         #[test]
-        fn agrees_with_the_parser(docs in proptest::collection::vec(crate::arbitrary_json::value(6, 4, 24, 4), 0..5), pad in "[ \n]{0,2}") {
+        fn agrees_with_the_parser(docs in proptest::collection::vec(crate::arbitrary_json::value(6, 4, 24, 4), 0..5), pad in "[ \t\r\n]{0,2}") {
             let body = format!(
                 r#"{{"_rid":"r",{pad}"Documents"{pad}:{pad}[{pad}{}{pad}],"_count":{}}}"#,
                 docs.iter().map(|d| serde_json::to_string(d).unwrap()).collect::<Vec<_>>().join(&format!("{pad},{pad}")),
@@ -193,6 +217,12 @@ mod tests {
                 .map(|&(s, e)| serde_json::from_slice(&body.as_bytes()[s..e]).unwrap())
                 .collect();
             prop_assert_eq!(parsed, docs);
+            // No proper prefix of a page is one.
+            for cut in 0..body.len() {
+                if body.is_char_boundary(cut) {
+                    prop_assert_eq!(ranges(&body.as_bytes()[..cut]), None, "{}", &body[..cut]);
+                }
+            }
         }
     }
 }

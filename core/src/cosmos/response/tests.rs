@@ -251,23 +251,25 @@ fn a_document_too_deep_to_parse_is_set_aside_and_the_page_goes_on() {
             "}".repeat(levels)
         )
     };
+    let brackets = |levels: usize| format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
     // Each document counts its own levels: 127 parse (the page's object
-    // and array no longer count), 128 do not.
-    // A member named like serde_json's private raw-value marker is data
-    // like any other (its `raw_value` feature, which would reinterpret it,
-    // is off in this workspace).
+    // and array no longer count), 128 do not. A member named like
+    // serde_json's private raw-value marker is data like any other (its
+    // `raw_value` feature, which would reinterpret it, is off here).
     let page = format!(
-        r#"{{"Documents":[{},{},{{"pk":"p","x":{}}},{{"id":"m","$serde_json::private::RawValue":"not json"}}],"_count":4}}"#,
+        r#"{{"Documents":[{},{},{{"pk":"p","x":{},"id":"last"}},{{"id":"m","$serde_json::private::RawValue":"not json"}},{{"pk":"p","x":{}}}],"_count":5}}"#,
         deep(126, "fits"),
         deep(127, "too-deep"),
-        deep(5_000, "unused")
+        brackets(5_000),
+        brackets(200)
     );
     let q = parse_query(&resp(200, &[], &page)).unwrap();
     assert_eq!(q.items.len(), 2);
     assert_eq!(q.items[0]["id"], "fits");
     assert_eq!(q.items[1]["$serde_json::private::RawValue"], "not json");
     let ids: Vec<_> = q.unparsed.iter().map(|u| u.id.as_deref()).collect();
-    assert_eq!(ids, [Some("too-deep"), None]);
+    // The id is read past a member far deeper than the parser's limit.
+    assert_eq!(ids, [Some("too-deep"), Some("last"), None]);
     assert!(
         q.unparsed
             .iter()
