@@ -62,11 +62,18 @@ pub(crate) fn start_request() {
     HEADERS.with(|h| h.borrow_mut().take());
 }
 
+/// Runs `f` on the incoming request's header entries, read from the host
+/// on first use.
+fn with_entries<R>(req: &IncomingRequest, f: impl FnOnce(&Entries) -> R) -> R {
+    HEADERS.with(|h| {
+        f(h.borrow_mut()
+            .get_or_insert_with(|| req.headers().entries()))
+    })
+}
+
 /// The first value of header `name` (case-insensitive), as UTF-8.
 pub(crate) fn header(req: &IncomingRequest, name: &str) -> Option<String> {
-    HEADERS.with(|h| {
-        let mut h = h.borrow_mut();
-        let entries = h.get_or_insert_with(|| req.headers().entries());
+    with_entries(req, |entries| {
         entries
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -74,12 +81,9 @@ pub(crate) fn header(req: &IncomingRequest, name: &str) -> Option<String> {
     })
 }
 
-/// Every header entry whose value is UTF-8, in the order received (from
-/// the same one read of the host's entries as [`header`]).
+/// Every header entry whose value is UTF-8, in the order received.
 pub(crate) fn header_entries(req: &IncomingRequest) -> Vec<(String, String)> {
-    HEADERS.with(|h| {
-        let mut h = h.borrow_mut();
-        let entries = h.get_or_insert_with(|| req.headers().entries());
+    with_entries(req, |entries| {
         entries
             .iter()
             .filter_map(|(n, v)| Some((n.clone(), String::from_utf8(v.clone()).ok()?)))

@@ -43,22 +43,22 @@ pub(crate) async fn get_records(req: IncomingRequest) -> Result<Response<Vec<u8>
         .map(cmk_core::cosmos::Metrics::from_response)
         .unwrap_or_default();
     let answer = match records::parse_answer(&read, sent.result) {
-        Ok(mut a) => {
-            // Documents of the page the store's answer held but the
-            // component could not parse.
-            if let records::Answer::Page(_, _, unreadable) = &a {
-                for u in unreadable {
-                    log::emit(
-                        "warn",
-                        "record_unreadable",
-                        &[("id", u.id.clone()), ("code", json!(u.code))],
-                    );
+        Ok(mut a) => open_protected(&config, &mut a, only.as_deref())
+            .await
+            .map(|()| {
+                // Every record of a page left out: not parsed from the
+                // store's answer, or not opened.
+                if let records::Answer::Page(_, _, unreadable) = &a {
+                    for u in unreadable {
+                        log::emit(
+                            "warn",
+                            "record_unreadable",
+                            &[("id", u.id.clone()), ("code", json!(u.code))],
+                        );
+                    }
                 }
-            }
-            open_protected(&config, &mut a, only.as_deref())
-                .await
-                .map(|()| records::render(a))
-        }
+                records::render(a)
+            }),
         Err(e) => Err(e),
     };
     log::emit(
@@ -179,14 +179,8 @@ async fn open_protected(
                             || ((scoped || e.code == "KeyNotConfigured")
                                 && opened.refuses(&doc)) =>
                     {
-                        let id = doc.get("id").cloned().unwrap_or_default();
-                        log::emit(
-                            "warn",
-                            "record_unreadable",
-                            &[("id", id.clone()), ("code", json!(e.code))],
-                        );
                         unreadable.push(records::Unreadable {
-                            id,
+                            id: doc.get("id").cloned().unwrap_or_default(),
                             code: e.code,
                             message: e.message,
                         });
