@@ -114,8 +114,10 @@ pub struct KeyInfo {
     /// Permitted operations.
     pub key_ops: Vec<String>,
     /// RSA modulus (big-endian).
+    #[serde(with = "base64url_bytes")]
     pub n: Vec<u8>,
     /// RSA public exponent (big-endian).
+    #[serde(with = "base64url_bytes")]
     pub e: Vec<u8>,
     /// `attributes.enabled`.
     pub enabled: bool,
@@ -125,6 +127,28 @@ pub struct KeyInfo {
     pub expires: Option<u64>,
     /// `attributes.recoveryLevel`.
     pub recovery_level: Option<String>,
+}
+
+/// `n` and `e` in [`KeyInfo`]'s serialized form (the component's cached
+/// key state) as base64url strings, as JWK writes them: serde's default, an
+/// array of numbers, took about a tenth of the component's own instructions
+/// per delivery to read back (docs/benchmarks.md, "Instructions per
+/// delivery").
+mod base64url_bytes {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        URL_SAFE_NO_PAD
+            .decode(text)
+            .map_err(|_| serde::de::Error::custom("not unpadded base64url"))
+    }
 }
 
 fn request(

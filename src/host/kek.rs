@@ -204,7 +204,7 @@ impl<'a> Kek<'a> {
     }
 
     fn state_key(&self) -> String {
-        format!("kek-state/v1/{}", self.key_name)
+        format!("kek-state/v2/{}", self.key_name)
     }
 
     /// The key's name in the HSM.
@@ -365,7 +365,7 @@ impl<'a> Kek<'a> {
         let Some(version) = kref.version.as_deref() else {
             return Err(HsmError::InvalidKeyId(format!("`{kid}` names no key version")).into());
         };
-        let cache_key = format!("kek-state/v1/{}/{version}", kref.name);
+        let cache_key = format!("kek-state/v2/{}/{version}", kref.name);
         let info = match self.state(&kref, &cache_key, false).await {
             Ok((info, _)) => info,
             Err(e) => return Err(self.version_missing(e, kid).await),

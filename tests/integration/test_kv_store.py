@@ -17,7 +17,7 @@ import pytest
 from harness.stack import APP_PRINCIPALS
 from integration.test_keys import JWT, call
 
-STATE_PREFIX = b"kek-state/v1/"
+STATE_PREFIX = b"kek-state/v2/"
 TOKEN_PREFIX = b"entra-token/v1/"
 KV_STORE_KEY = "kv-store-key-0123456789abcdef01234567"
 

@@ -598,3 +598,23 @@ fn a_cached_key_state_is_used_only_while_fresh_and_not_from_the_future() {
     // No caching at all.
     assert!(!cached_state_usable(now, now, 0));
 }
+
+#[test]
+fn a_key_state_serializes_its_public_numbers_as_base64url_and_reads_back() {
+    let (key, _) = test_key();
+    let text = serde_json::to_string(&key).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["e"], "AQAB", "e = 65537, unpadded base64url");
+    let n = v["n"].as_str().unwrap();
+    assert_eq!(URL_SAFE_NO_PAD.decode(n).unwrap(), key.n);
+    assert!(!n.contains(['=', '+', '/']), "{n}");
+    assert_eq!(serde_json::from_str::<KeyInfo>(&text).unwrap(), key);
+    // What an older build cached (numbers) and anything not base64url does
+    // not read as a state: the component fetches the key afresh.
+    let mut old = v.clone();
+    old["n"] = serde_json::json!(key.n);
+    assert!(serde_json::from_value::<KeyInfo>(old).is_err());
+    let mut padded = v;
+    padded["e"] = serde_json::json!("AQAB=");
+    assert!(serde_json::from_value::<KeyInfo>(padded).is_err());
+}
