@@ -168,15 +168,17 @@ impl ProtectedFields {
                 .as_array()
                 .and_then(|a| a.iter().map(|p| p.as_str().map(str::to_owned)).collect())
                 .ok_or_else(|| format!("`{ty}`: expected a list of JSON Pointers"))?;
-            // `a` is `b` or inside it; `*` (every element of an array) may
-            // stand for any token, so it overlaps any name or index.
+            // `a` is `b` or inside it: every token of `b` has its match in
+            // `a` (so `a` has at least as many); `*` (every element of an
+            // array) may stand for any token, so it overlaps any name or
+            // index. Read each request, so without collecting the tokens
+            // (and split as bytes: a pointer is ASCII-delimited).
+            fn tokens(p: &str) -> impl Iterator<Item = &[u8]> {
+                p.as_bytes().split(|&c| c == b'/')
+            }
             let overlaps = |a: &str, b: &str| {
-                let (a, b): (Vec<&str>, Vec<&str>) =
-                    (a.split('/').collect(), b.split('/').collect());
-                a.len() >= b.len()
-                    && a.iter()
-                        .zip(&b)
-                        .all(|(x, y)| x == y || *x == "*" || *y == "*")
+                let mut a = tokens(a);
+                tokens(b).all(|y| a.next().is_some_and(|x| x == y || x == b"*" || y == b"*"))
             };
             for (i, p) in pointers.iter().enumerate() {
                 if !crate::envelope::valid_pointer(p) || p.len() < 2 {
