@@ -132,8 +132,8 @@ pub struct KeyInfo {
 /// `n` and `e` in [`KeyInfo`]'s serialized form (the component's cached
 /// key state) as base64url strings, as JWK writes them: serde's default, an
 /// array of numbers, took about a tenth of the component's own instructions
-/// per delivery to read back (docs/benchmarks.md, "Instructions per
-/// delivery").
+/// per delivery to read back (docs/benchmarks.md, "Run of 2026-12-06
+/// (evening)").
 mod base64url_bytes {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;

@@ -163,23 +163,23 @@ mod tests {
     #[test]
     fn entries_open_only_under_their_key_and_name() {
         let k = EntryKey::derive("kv-store-key-0123456789abcdef");
-        let sealed = k.seal("kek-state/v1/app-kek", b"{\"enabled\":true}");
+        let sealed = k.seal("kek-state/v2/app-kek", b"{\"enabled\":true}");
         assert_eq!(
-            k.open("kek-state/v1/app-kek", &sealed).as_deref(),
+            k.open("kek-state/v2/app-kek", &sealed).as_deref(),
             Some(&b"{\"enabled\":true}"[..])
         );
         // Another name (an entry moved), another key, an edited value, a
         // plain value (written by someone without the secret): refused.
-        assert_eq!(k.open("kek-state/v1/other", &sealed), None);
+        assert_eq!(k.open("kek-state/v2/other", &sealed), None);
         assert_eq!(
-            EntryKey::derive("another-secret-0123456789").open("kek-state/v1/app-kek", &sealed),
+            EntryKey::derive("another-secret-0123456789").open("kek-state/v2/app-kek", &sealed),
             None
         );
         let mut edited = sealed.clone();
         *edited.last_mut().unwrap() ^= 1;
-        assert_eq!(k.open("kek-state/v1/app-kek", &edited), None);
-        assert_eq!(k.open("kek-state/v1/app-kek", b"{\"enabled\":true}"), None);
-        assert_eq!(k.open("kek-state/v1/app-kek", b"cmk-kv1:short"), None);
+        assert_eq!(k.open("kek-state/v2/app-kek", &edited), None);
+        assert_eq!(k.open("kek-state/v2/app-kek", b"{\"enabled\":true}"), None);
+        assert_eq!(k.open("kek-state/v2/app-kek", b"cmk-kv1:short"), None);
         assert!(!format!("{k:?}").contains("kv-store-key"));
     }
 
@@ -189,7 +189,7 @@ mod tests {
         // the same with the value's first byte moved to the end of the name,
         // and the entry would verify under that other name.
         let k = key();
-        let (name, value) = ("kek-state/v1/app-kek", &b"{\"enabled\":true}"[..]);
+        let (name, value) = ("kek-state/v2/app-kek", &b"{\"enabled\":true}"[..]);
         let sealed = k.seal(name, value);
         let mac = &sealed[TAG.len()..TAG.len() + MAC_LEN];
         let mut forged = TAG.to_vec();
