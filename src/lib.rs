@@ -20,6 +20,9 @@
 
 #[cfg(target_arch = "wasm32")]
 mod app;
+// Built natively too, for its tests; only the component installs it.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+mod heap;
 #[cfg(target_arch = "wasm32")]
 mod host;
 #[cfg(target_arch = "wasm32")]

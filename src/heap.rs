@@ -1,0 +1,470 @@
+//! The component's heap: small allocations (up to [`MAX_SMALL`] bytes, at
+//! most 16-byte aligned) come from size classes in one region of
+//! [`REGION`] bytes, everything else from the standard allocator
+//! (dlmalloc).
+//!
+//! Every request runs in a fresh instance, and a small delivery makes about
+//! 600 allocations, nearly all of them small and short-lived. dlmalloc's
+//! bookkeeping for them was about a sixth of the component's own
+//! instructions per delivery. Here a small allocation is the head of its
+//! class's free list, or else the next bytes of the region; a freed one
+//! goes back on its class's list (the class follows from the size Rust
+//! passes to both calls, so a block carries no header). Once the region is
+//! used up, allocations are dlmalloc's, as before.
+//!
+//! Which allocator a block belongs to is decided by its address alone: a
+//! block inside the region is the heap's, anything else dlmalloc's. That
+//! matters because not every block the component frees was allocated by
+//! it: the host writes strings and lists into the guest's memory through
+//! `cabi_realloc`, which allocates from dlmalloc here ([`cabi_realloc`]),
+//! since wasi-libc frees some of those buffers with its own `free` (the
+//! environment it reads, for one) while the bindings free others with
+//! Rust's `dealloc`. Both then reach dlmalloc.
+//!
+//! Freed blocks are reused, so the memory an instance reaches stays close
+//! to dlmalloc's; a bump allocator that never reused memory took fewer
+//! instructions still, but grew every request's memory by a 64 KiB page,
+//! and each page costs the runtime on every request (its pooled slot is
+//! reset). docs/benchmarks.md ("Run of 2026-12-06 (evening)") has the
+//! measurements.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+/// The largest small allocation; larger ones are dlmalloc's.
+pub const MAX_SMALL: usize = 2048;
+/// The alignment every small block has (and the smallest class).
+const ALIGN: usize = 16;
+/// Classes: 16, 32, 64, … [`MAX_SMALL`] bytes.
+const CLASSES: usize = 8;
+/// The region's size, taken from dlmalloc on the first small allocation.
+pub const REGION: usize = 32 * 1024;
+
+/// The allocator: size classes in one region, over dlmalloc.
+pub struct Heap {
+    /// Each class's free blocks: the first one's address (0: none); each
+    /// free block holds the next one's address in its first bytes.
+    free: [Cell<usize>; CLASSES],
+    /// The region (`end` 0: not taken yet) and its unused rest.
+    start: Cell<usize>,
+    end: Cell<usize>,
+    next: Cell<usize>,
+}
+
+// SAFETY: a wasm32-wasip2 component runs on one thread; there is no other
+// thread to share the cells with.
+unsafe impl Sync for Heap {}
+
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static HEAP: Heap = Heap::new();
+
+/// The canonical ABI's allocator, with which the host writes strings and
+/// lists into the guest's memory: dlmalloc's, whatever the global
+/// allocator, since wasi-libc frees some of these buffers with its own
+/// `free`. Rust code that frees one reaches dlmalloc too: the heap hands
+/// every block outside its region to it.
+#[cfg(target_arch = "wasm32")]
+#[no_mangle]
+pub unsafe extern "C" fn cabi_realloc(
+    old_ptr: *mut u8,
+    old_len: usize,
+    align: usize,
+    new_len: usize,
+) -> *mut u8 {
+    if new_len == 0 {
+        return align as *mut u8;
+    }
+    // SAFETY: the canonical ABI passes a power-of-two alignment.
+    let layout = unsafe { Layout::from_size_align_unchecked(new_len, align) };
+    let p = if old_ptr.is_null() {
+        // SAFETY: a nonzero size.
+        unsafe { System.alloc(layout) }
+    } else {
+        // SAFETY: an earlier `cabi_realloc` allocation of `old_len` bytes.
+        unsafe {
+            System.realloc(
+                old_ptr,
+                Layout::from_size_align_unchecked(old_len, align),
+                new_len,
+            )
+        }
+    };
+    if p.is_null() {
+        std::process::abort();
+    }
+    p
+}
+
+/// The class of a small layout, `None` for dlmalloc's.
+#[inline]
+fn class(layout: Layout) -> Option<usize> {
+    if layout.size() > MAX_SMALL || layout.align() > ALIGN {
+        return None;
+    }
+    // 0 for up to 16 bytes, 1 for 17 to 32, … 7 for 1025 to 2048.
+    let above = (layout.size().max(ALIGN) - 1) >> 4;
+    Some((usize::BITS - above.leading_zeros()) as usize)
+}
+
+/// The size of a class's blocks.
+#[inline]
+fn class_size(class: usize) -> usize {
+    ALIGN << class
+}
+
+impl Heap {
+    /// An empty heap: the region is taken when the first small allocation
+    /// needs it.
+    pub const fn new() -> Self {
+        Self {
+            free: [const { Cell::new(0) }; CLASSES],
+            start: Cell::new(0),
+            end: Cell::new(0),
+            next: Cell::new(0),
+        }
+    }
+
+    /// Whether `ptr` is one of the region's blocks.
+    #[inline]
+    fn owns(&self, ptr: *mut u8) -> bool {
+        (self.start.get()..self.end.get()).contains(&(ptr as usize))
+    }
+
+    /// A block of `class` from the region, or null once it is used up.
+    #[inline]
+    fn small(&self, class: usize) -> *mut u8 {
+        let head = self.free[class].get();
+        if head != 0 {
+            // SAFETY: a free block of this class, holding the next one's
+            // address (written by `give_back`).
+            self.free[class].set(unsafe { (head as *const usize).read() });
+            return head as *mut u8;
+        }
+        if self.end.get() == 0 {
+            self.take_region();
+        }
+        let size = class_size(class);
+        let at = self.next.get();
+        if self.end.get() - at < size {
+            return std::ptr::null_mut();
+        }
+        self.next.set(at + size);
+        at as *mut u8
+    }
+
+    #[cold]
+    fn take_region(&self) {
+        // SAFETY: a nonzero size and a power-of-two alignment.
+        let base =
+            unsafe { System.alloc(Layout::from_size_align_unchecked(REGION, ALIGN)) } as usize;
+        // Without one, an empty region at address 1, never taken again.
+        let (start, end) = if base == 0 {
+            (1, 1)
+        } else {
+            (base, base + REGION)
+        };
+        self.start.set(start);
+        self.next.set(start);
+        self.end.set(end);
+    }
+
+    #[inline]
+    fn give_back(&self, block: *mut u8, class: usize) {
+        // SAFETY: a block of this class (at least 16 bytes, 16-aligned)
+        // that nothing uses any more.
+        unsafe { (block as *mut usize).write(self.free[class].get()) };
+        self.free[class].set(block as usize);
+    }
+}
+
+// Not inlined: the allocator is called from hundreds of places, and inlined
+// into each it made the `.wasm` 290 KB larger.
+unsafe impl GlobalAlloc for Heap {
+    #[inline(never)]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if let Some(c) = class(layout) {
+            let p = self.small(c);
+            if !p.is_null() {
+                return p;
+            }
+        }
+        // SAFETY: the caller's layout, as `GlobalAlloc::alloc` requires.
+        unsafe { System.alloc(layout) }
+    }
+
+    #[inline(never)]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if let Some(c) = class(layout) {
+            let p = self.small(c);
+            if !p.is_null() {
+                // SAFETY: a block of at least `layout.size()` bytes, which
+                // a freed allocation may have written to.
+                unsafe { p.write_bytes(0, layout.size()) };
+                return p;
+            }
+        }
+        // SAFETY: as in `alloc`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    #[inline(never)]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if self.owns(ptr) {
+            // A block of the region was allocated with a small layout, and
+            // `realloc` keeps it small: the class is always there.
+            if let Some(c) = class(layout) {
+                self.give_back(ptr, c);
+            }
+            return;
+        }
+        // SAFETY: outside the region: dlmalloc allocated `ptr` (through
+        // `System` or `cabi_realloc`) with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    #[inline(never)]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if !self.owns(ptr) {
+            // SAFETY: dlmalloc's allocation, with the caller's layout; it
+            // stays dlmalloc's.
+            return unsafe { System.realloc(ptr, layout, new_size) };
+        }
+        // SAFETY: the caller guarantees a nonzero `new_size` that, rounded
+        // up to `layout.align()`, does not overflow.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        if class(new_layout).is_some() && class(new_layout) == class(layout) {
+            return ptr;
+        }
+        // SAFETY: as in `alloc`.
+        let new = unsafe { self.alloc(new_layout) };
+        if !new.is_null() {
+            // SAFETY: both hold at least the smaller size, and a fresh
+            // allocation does not overlap a live one.
+            unsafe { std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size)) };
+            // SAFETY: `ptr` was allocated with `layout`.
+            unsafe { self.dealloc(ptr, layout) };
+        }
+        new
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The allocator on its own (natively, over the system allocator):
+    //! random sequences of allocations (some from the system allocator, as
+    //! the host's buffers are), reallocations and frees, every live
+    //! allocation filled with its own pattern and all of them checked every
+    //! 50 steps, so an overlap, a lost copy or a misaligned pointer fails.
+
+    use super::*;
+
+    struct Live {
+        ptr: *mut u8,
+        layout: Layout,
+        fill: u8,
+    }
+
+    fn check(live: &[Live]) {
+        for l in live {
+            // SAFETY: a live allocation of `layout.size()` bytes.
+            let bytes = unsafe { std::slice::from_raw_parts(l.ptr, l.layout.size()) };
+            assert!(
+                bytes.iter().all(|&b| b == l.fill),
+                "allocation {:p} overwritten",
+                l.ptr
+            );
+            assert_eq!(l.ptr as usize % l.layout.align(), 0);
+        }
+    }
+
+    fn paint(l: &Live) {
+        // SAFETY: as in `check`.
+        unsafe { l.ptr.write_bytes(l.fill, l.layout.size()) };
+    }
+
+    /// xorshift64: a reproducible sequence without a dependency.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    #[test]
+    fn random_use_keeps_every_allocation_intact() {
+        for seed in 1..=16u64 {
+            let heap = Heap::new();
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut live: Vec<Live> = Vec::new();
+            let (mut small, mut large) = (0, 0);
+            for step in 0..2000u32 {
+                let fill = (step % 251) as u8 + 1;
+                match rng.next(10) {
+                    0..=4 => {
+                        let most = if rng.next(8) == 0 { 20_000 } else { 300 };
+                        let size = 1 + rng.next(most) as usize;
+                        let align = 1 << rng.next(7);
+                        let layout = Layout::from_size_align(size, align).unwrap();
+                        let how = rng.next(8);
+                        let zeroed = how < 2;
+                        // SAFETY: a nonzero size. One in eight comes from
+                        // the system allocator, as the host's buffers do
+                        // (`cabi_realloc`), and is freed through the heap.
+                        let ptr = unsafe {
+                            match how {
+                                0 | 1 => heap.alloc_zeroed(layout),
+                                2 => System.alloc_zeroed(layout),
+                                _ => heap.alloc(layout),
+                            }
+                        };
+                        assert!(!ptr.is_null());
+                        if zeroed {
+                            // SAFETY: just allocated with this size.
+                            let bytes = unsafe { std::slice::from_raw_parts(ptr, size) };
+                            assert!(
+                                bytes.iter().all(|&b| b == 0),
+                                "alloc_zeroed gave dirty memory"
+                            );
+                        }
+                        if heap.owns(ptr) {
+                            small += 1
+                        } else {
+                            large += 1
+                        }
+                        live.push(Live { ptr, layout, fill });
+                        paint(live.last().unwrap());
+                    }
+                    5..=7 if !live.is_empty() => {
+                        // Mostly the newest (a growing buffer), sometimes any.
+                        let any = rng.next(live.len() as u64) as usize;
+                        let i = if rng.next(2) == 0 {
+                            live.len() - 1
+                        } else {
+                            any
+                        };
+                        let l = &live[i];
+                        let new_size = 1 + rng.next(2 * l.layout.size() as u64 + 64) as usize;
+                        let keep = l.layout.size().min(new_size);
+                        // SAFETY: a live allocation with its layout, a nonzero size.
+                        let ptr = unsafe { heap.realloc(l.ptr, l.layout, new_size) };
+                        assert!(!ptr.is_null());
+                        // SAFETY: the new allocation holds at least `keep` bytes.
+                        let kept = unsafe { std::slice::from_raw_parts(ptr, keep) };
+                        assert!(
+                            kept.iter().all(|&b| b == l.fill),
+                            "realloc lost the contents"
+                        );
+                        let layout = Layout::from_size_align(new_size, l.layout.align()).unwrap();
+                        live[i] = Live { ptr, layout, fill };
+                        paint(&live[i]);
+                    }
+                    _ if !live.is_empty() => {
+                        let any = rng.next(live.len() as u64) as usize;
+                        let i = if rng.next(2) == 0 {
+                            live.len() - 1
+                        } else {
+                            any
+                        };
+                        let l = live.swap_remove(i);
+                        // SAFETY: a live allocation with its layout.
+                        unsafe { heap.dealloc(l.ptr, l.layout) };
+                    }
+                    _ => {}
+                }
+                // An overlap shows as a painted-over allocation.
+                if step % 50 == 0 {
+                    check(&live);
+                }
+            }
+            check(&live);
+            assert!(
+                small > 0 && large > 0,
+                "seed {seed}: the region and dlmalloc both used"
+            );
+            for l in live {
+                // SAFETY: as above.
+                unsafe { heap.dealloc(l.ptr, l.layout) };
+            }
+        }
+    }
+
+    #[test]
+    fn sizes_map_to_the_smallest_class_that_holds_them() {
+        let layout = |size, align| Layout::from_size_align(size, align).unwrap();
+        for (size, want) in [
+            (1, 0),
+            (16, 0),
+            (17, 1),
+            (32, 1),
+            (33, 2),
+            (1024, 6),
+            (1025, 7),
+            (2048, 7),
+        ] {
+            assert_eq!(class(layout(size, 8)), Some(want), "{size}");
+            assert!(class_size(want) >= size);
+        }
+        assert_eq!(class(layout(2049, 8)), None);
+        assert_eq!(class(layout(64, 32)), None, "over-aligned: dlmalloc's");
+    }
+
+    #[test]
+    fn a_freed_block_is_the_next_of_its_class_and_the_region_has_an_end() {
+        let heap = Heap::new();
+        let l = |size| Layout::from_size_align(size, 8).unwrap();
+        // SAFETY: nonzero sizes; each pointer is used with its own layout.
+        unsafe {
+            let a = heap.alloc(l(24));
+            let b = heap.alloc(l(24));
+            assert!(heap.owns(a) && heap.owns(b));
+            assert_eq!(b as usize, a as usize + 32, "in order");
+            heap.dealloc(a, l(24));
+            assert_eq!(heap.alloc(l(30)), a, "the freed block comes back first");
+            assert_eq!(heap.realloc(b, l(24), 32), b, "within its class: in place");
+            b.write_bytes(9, 32);
+            let moved = heap.realloc(b, l(32), 100);
+            assert_ne!(moved, b);
+            assert_eq!(std::slice::from_raw_parts(moved, 32), &[9; 32]);
+            // Past the region's end, small blocks are dlmalloc's.
+            let mut taken = vec![];
+            while heap.owns(*taken.last().unwrap_or(&a)) {
+                taken.push(heap.alloc(l(2048)));
+            }
+            let outside = taken.pop().unwrap();
+            assert!(!heap.owns(outside) && !outside.is_null());
+            outside.write_bytes(1, 2048);
+            heap.dealloc(outside, l(2048));
+            for p in taken {
+                heap.dealloc(p, l(2048));
+            }
+        }
+    }
+
+    #[test]
+    fn a_block_from_elsewhere_goes_back_to_the_system_allocator() {
+        // What the host writes through `cabi_realloc` and the bindings free
+        // with Rust's `dealloc`: small, but not the heap's to reuse.
+        let heap = Heap::new();
+        let l = |size| Layout::from_size_align(size, 4).unwrap();
+        // SAFETY: nonzero sizes; each pointer is used with its own layout.
+        unsafe {
+            let mine = heap.alloc(l(20));
+            let foreign = System.alloc(l(20));
+            assert!(heap.owns(mine) && !heap.owns(foreign));
+            foreign.write_bytes(5, 20);
+            let grown = heap.realloc(foreign, l(20), 40);
+            assert!(!heap.owns(grown), "stays the system allocator's");
+            assert_eq!(std::slice::from_raw_parts(grown, 20), &[5; 20]);
+            heap.dealloc(grown, l(40));
+            let again = heap.alloc(l(40));
+            assert_ne!(again, grown, "never on the heap's free lists");
+            assert!(heap.owns(again));
+            heap.dealloc(again, l(40));
+            heap.dealloc(mine, l(20));
+        }
+    }
+}
