@@ -1,0 +1,85 @@
+"""Runtime CPU per batch-1 delivery for several builds of the component,
+side by side on the test host: one host per `.wasm`, all serving at once
+against the same peers, rounds interleaved (the builds' order rotating),
+each round N sequential deliveries over one keep-alive connection, CPU
+from `/proc` (utime + stime of the host process). One request at a time
+keeps the peers' and the load generator's work out of the host's way, so
+the figure moves less between rounds than the bench's (eight in flight).
+
+    . scripts/bootstrap
+    SPIN_WASMTIME_POOLING=1 "$CMK_PYTHON" tests/bench/delivery_ab.py A.wasm B.wasm [--rounds 9] [--deliveries 1500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from bench import EVENT_TYPE, PROTECTED, make_events  # noqa: E402
+from harness.stack import Stack, read_profile  # noqa: E402
+from host_instructions import WARM, deliveries  # noqa: E402
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("wasm", nargs="+", type=Path)
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--deliveries", type=int, default=1500)
+    ap.add_argument("--local-wrap", action="store_true")
+    args = ap.parse_args()
+    key = read_profile()["SPIN_VARIABLE_INGEST_KEYS"].split(",")[0]
+    extra = {"hsm_local_wrap": "true"} if args.local_wrap else {}
+    stack = Stack(Path(tempfile.mkdtemp(prefix="cmk-delivery-ab-")))
+    names = [w.name for w in args.wasm]
+    print("round," + ",".join(names))
+    per = {n: [] for n in names}
+    try:
+        stack.start_peers()
+        apps = []
+        for i, wasm in enumerate(args.wasm):
+            os.environ["CMK_APP_WASM"] = str(wasm)
+            apps.append(stack.serve_app(name=f"app-ab-{i}", runtime="host", overrides=stack.stage_two(
+                "client-secret", protected_fields=json.dumps({EVENT_TYPE: PROTECTED}), hsm_key_check_secs="3600",
+                **extra)))
+        for i, app in enumerate(apps):
+            deliveries(app.url, make_events(WARM, seed=1), key, f"/topics/ab-warm-{i}")
+        for r in range(args.rounds):
+            events = make_events(args.deliveries, seed=100 + r)
+            k = r % len(apps)
+            row = {}
+            for i in list(range(k, len(apps))) + list(range(k)):
+                pid = apps[i].process.proc.pid
+                before = cpu_seconds(pid)
+                deliveries(apps[i].url, events, key, f"/topics/ab-{r}-{i}")
+                row[names[i]] = (cpu_seconds(pid) - before) / args.deliveries * 1e6
+            for n in names:
+                per[n].append(row[n])
+            print(f"{r}," + ",".join(f"{row[n]:.1f}" for n in names), flush=True)
+    finally:
+        stack.stop()
+    for n in names:
+        print(f"# {n}: median {statistics.median(per[n]):.1f} us, best {min(per[n]):.1f} us")
+    if len(names) > 1:
+        for n in names[1:]:
+            ratios = [b / a for a, b in zip(per[names[0]], per[n])]
+            lower = sum(x < 1 for x in ratios)
+            print(f"# {n} / {names[0]}: median ratio {statistics.median(ratios):.3f}, "
+                  f"lower in {lower} of {len(ratios)} rounds")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

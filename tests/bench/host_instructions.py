@@ -1,0 +1,143 @@
+"""Instructions the test host's process executes per batch-1 delivery, for
+several builds of the component: the whole process (the host's HTTP, TLS,
+Wasmtime, the key-value store and the guest's compiled code) under
+Valgrind's callgrind, one build after the other against the same peers.
+
+Time on this machine moves by 20 % and more between runs of a few seconds
+(docs/benchmarks.md); an instruction count does not, so a change of a few
+per cent shows here when a CPU A/B cannot see it. Instructions are not time
+(a cache miss, a page fault or a system call's kernel side is not in them),
+so a claim of speed still comes from `bench.py`; this answers "does the
+runtime process do less work per delivery with B than with A".
+
+Per build: serve it (stage two, client-secret identity, remote wrap unless
+`--local-wrap`, the bench's three protected fields, the key state checked
+once an hour), warm up with a few
+deliveries (token, key state, connections), zero the counters, send N
+sequential deliveries of one ~1 KB event over one keep-alive connection,
+dump, and divide.
+
+    . scripts/bootstrap
+    "$CMK_PYTHON" tests/bench/host_instructions.py A.wasm B.wasm [--deliveries 200] [--rounds 2] [--local-wrap]
+
+`--rounds` serves the builds in turn that many times (the same events for
+every build of a round); the callgrind dumps stay in the run's folder,
+named on stderr, for `callgrind_annotate`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from bench import EVENT_TYPE, PROTECTED, make_events  # noqa: E402
+from harness.stack import Stack, env, read_profile  # noqa: E402
+
+WARM = 20
+
+
+def wrapper(workdir: Path, tag: str) -> Path:
+    """The test host under callgrind: `exec`, so the app's pid is Valgrind's."""
+    out = workdir / f"callgrind-{tag}.out"
+    script = workdir / f"host-{tag}.sh"
+    script.write_text("#!/bin/sh\n"
+                      f"exec valgrind --tool=callgrind --callgrind-out-file={out} --dump-instr=no "
+                      f"--compress-strings=no {env('CMK_TEST_HOST')} \"$@\"\n")
+    script.chmod(0o755)
+    return script
+
+
+def measured(workdir: Path, tag: str) -> Path:
+    """The dump `callgrind_control --dump=measured` wrote (Valgrind numbers
+    each dump after the first, and writes another when the host exits)."""
+    for p in sorted(workdir.glob(f"callgrind-{tag}.out*")):
+        if "desc: Trigger: dump measured" in p.read_text(errors="replace")[:4000]:
+            return p
+    raise SystemExit(f"no measured dump for {tag} in {workdir}")
+
+
+def total(path: Path) -> int:
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("summary:"):
+            return int(line.split()[1])
+    raise SystemExit(f"no summary in {path}")
+
+
+def deliveries(url: str, events: list[dict], key: str, topic: str) -> None:
+    u = url.split("//", 1)[1]
+    host, port = u.split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=300)
+    for e in events:
+        body = json.dumps([{**e, "topic": topic}]).encode()
+        conn.request("POST", "/events", body, {"content-type": "application/json", "x-cmk-ingest-key": key})
+        r = conn.getresponse()
+        answer = r.read()
+        if r.status != 200:
+            raise SystemExit(f"delivery answered {r.status}: {answer[:300]!r}")
+    conn.close()
+
+
+def measure(stack: Stack, wasm: Path, tag: str, n: int, extra: dict[str, str], key: str, seed: int) -> int:
+    os.environ["CMK_APP_WASM"] = str(wasm)
+    os.environ["CMK_TEST_HOST"] = str(wrapper(stack.workdir, tag))
+    # The key state checked once, in the warm-up: a recheck would add an
+    # HSM request and a key-value write to some runs and not to others.
+    app = stack.serve_app(name=f"app-{tag}", runtime="host", overrides=stack.stage_two(
+        "client-secret", protected_fields=json.dumps({EVENT_TYPE: PROTECTED}), hsm_key_check_secs="3600",
+        **extra))
+    # The same events for every build of a round.
+    events = make_events(WARM + n, seed=seed)
+    topic = f"/topics/icount-{tag}"
+    deliveries(app.url, events[:WARM], key, topic)
+    pid = str(app.process.proc.pid)
+    subprocess.run(["callgrind_control", "--zero", pid], check=True, capture_output=True)
+    deliveries(app.url, events[WARM:], key, topic)
+    subprocess.run(["callgrind_control", "--dump=measured", pid], check=True, capture_output=True)
+    time.sleep(1)
+    app.process.stop()
+    stack.processes.remove(app.process)
+    return total(measured(stack.workdir, tag))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("wasm", nargs="+", type=Path)
+    ap.add_argument("--deliveries", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=1, help="builds interleaved, this many times each")
+    ap.add_argument("--local-wrap", action="store_true")
+    args = ap.parse_args()
+    host = os.environ.get("CMK_TEST_HOST")
+    if not host:
+        raise SystemExit("CMK_TEST_HOST is not set: `. scripts/bootstrap` first")
+    if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
+        raise SystemExit("needs Valgrind (Debian: apt-get install valgrind)")
+    key = read_profile()["SPIN_VARIABLE_INGEST_KEYS"].split(",")[0]
+    extra = {"hsm_local_wrap": "true"} if args.local_wrap else {}
+    stack = Stack(Path(tempfile.mkdtemp(prefix="cmk-icount-")))
+    print(f"callgrind dumps: {stack.workdir}/callgrind-*.out (callgrind_annotate)", file=sys.stderr)
+    print("round,build,instructions_per_delivery")
+    try:
+        stack.start_peers()
+        for r in range(args.rounds):
+            for i, wasm in enumerate(args.wasm):
+                n = measure(stack, wasm, f"r{r}b{i}", args.deliveries, extra, key, seed=9 + r)
+                print(f"{r + 1},{wasm},{n // args.deliveries}", flush=True)
+                os.environ["CMK_TEST_HOST"] = host
+    finally:
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
