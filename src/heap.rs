@@ -52,7 +52,9 @@ pub struct Heap {
 }
 
 // SAFETY: a wasm32-wasip2 component runs on one thread; there is no other
-// thread to share the cells with.
+// thread to share the cells with. Not on a target with threads (natively,
+// or wasm32 with atomics), where the global `HEAP` then does not compile.
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
 unsafe impl Sync for Heap {}
 
 #[cfg(target_arch = "wasm32")]
@@ -63,7 +65,10 @@ static HEAP: Heap = Heap::new();
 /// lists into the guest's memory: dlmalloc's, whatever the global
 /// allocator, since wasi-libc frees some of these buffers with its own
 /// `free`. Rust code that frees one reaches dlmalloc too: the heap hands
-/// every block outside its region to it.
+/// every block outside its region to it (the bindings make these buffers
+/// `Vec`s and `String`s, so the heap accepts any block of `System`'s as
+/// well as its own). This strong definition replaces the weak ones of std
+/// (which allocates from the global allocator) and wasi-libc.
 #[cfg(target_arch = "wasm32")]
 #[no_mangle]
 pub unsafe extern "C" fn cabi_realloc(
@@ -72,16 +77,34 @@ pub unsafe extern "C" fn cabi_realloc(
     align: usize,
     new_len: usize,
 ) -> *mut u8 {
+    // SAFETY: the canonical ABI's contract, passed on.
+    let p = unsafe { host_buffer(old_ptr, old_len, align, new_len) };
+    if p.is_null() {
+        std::process::abort();
+    }
+    p
+}
+
+/// [`cabi_realloc`]'s work, from `System`: a new buffer when `old_len` is
+/// 0 (as std's and wit-bindgen's versions decide), else `old_ptr` grown;
+/// an empty one is the dangling `align`. Null if the size is not a valid
+/// layout or memory runs out.
+///
+/// # Safety
+/// `align` is a power of two; a nonzero `old_len` comes with the
+/// `old_ptr` of an earlier call that returned `old_len` bytes.
+unsafe fn host_buffer(old_ptr: *mut u8, old_len: usize, align: usize, new_len: usize) -> *mut u8 {
     if new_len == 0 {
         return align as *mut u8;
     }
-    // SAFETY: the canonical ABI passes a power-of-two alignment.
-    let layout = unsafe { Layout::from_size_align_unchecked(new_len, align) };
-    let p = if old_ptr.is_null() {
+    let Ok(layout) = Layout::from_size_align(new_len, align) else {
+        return std::ptr::null_mut();
+    };
+    if old_len == 0 {
         // SAFETY: a nonzero size.
         unsafe { System.alloc(layout) }
     } else {
-        // SAFETY: an earlier `cabi_realloc` allocation of `old_len` bytes.
+        // SAFETY: the caller's earlier buffer of `old_len` bytes.
         unsafe {
             System.realloc(
                 old_ptr,
@@ -89,11 +112,7 @@ pub unsafe extern "C" fn cabi_realloc(
                 new_len,
             )
         }
-    };
-    if p.is_null() {
-        std::process::abort();
     }
-    p
 }
 
 /// The class of a small layout, `None` for dlmalloc's.
@@ -169,8 +188,10 @@ impl Heap {
         self.end.set(end);
     }
 
+    /// # Safety
+    /// `block` is one of the region's blocks of `class`, no longer used.
     #[inline]
-    fn give_back(&self, block: *mut u8, class: usize) {
+    unsafe fn give_back(&self, block: *mut u8, class: usize) {
         // SAFETY: a block of this class (at least 16 bytes, 16-aligned)
         // that nothing uses any more.
         unsafe { (block as *mut usize).write(self.free[class].get()) };
@@ -213,8 +234,14 @@ unsafe impl GlobalAlloc for Heap {
         if self.owns(ptr) {
             // A block of the region was allocated with a small layout, and
             // `realloc` keeps it small: the class is always there.
+            debug_assert!(
+                class(layout).is_some(),
+                "a region block with a large layout"
+            );
             if let Some(c) = class(layout) {
-                self.give_back(ptr, c);
+                // SAFETY: the caller frees a block the region gave out,
+                // with the layout it was given for (of this class).
+                unsafe { self.give_back(ptr, c) };
             }
             return;
         }
@@ -465,6 +492,31 @@ mod tests {
             assert!(heap.owns(again));
             heap.dealloc(again, l(40));
             heap.dealloc(mine, l(20));
+        }
+    }
+
+    #[test]
+    fn host_buffers_come_from_the_system_allocator_and_grow() {
+        let heap = Heap::new();
+        // SAFETY: the canonical ABI's calls: new buffers (old_len 0),
+        // then one grown with its own pointer and length.
+        unsafe {
+            assert_eq!(
+                host_buffer(std::ptr::null_mut(), 0, 8, 0),
+                8 as *mut u8,
+                "empty: dangling"
+            );
+            let p = host_buffer(std::ptr::null_mut(), 0, 4, 20);
+            assert!(!p.is_null() && (p as usize).is_multiple_of(4));
+            p.write_bytes(3, 20);
+            let q = host_buffer(p, 20, 4, 4000);
+            assert_eq!(std::slice::from_raw_parts(q, 20), &[3; 20]);
+            assert!(host_buffer(std::ptr::null_mut(), 0, 8, usize::MAX - 4).is_null());
+            // The bindings free it as a `Vec`, through the heap: it goes
+            // back to the system allocator, never onto a free list.
+            let _ = heap.alloc(Layout::from_size_align(16, 4).unwrap());
+            assert!(!heap.owns(q));
+            heap.dealloc(q, Layout::from_size_align(4000, 4).unwrap());
         }
     }
 }
