@@ -25,12 +25,8 @@ sys.path.insert(0, str(HERE.parent))
 
 from bench import EVENT_TYPE, PROTECTED, make_events  # noqa: E402
 from harness.stack import Stack, read_profile  # noqa: E402
+from healthz_ab import cpu_seconds  # noqa: E402
 from host_instructions import WARM, deliveries  # noqa: E402
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:
