@@ -1,4 +1,8 @@
 //! Known-answer and behaviour tests of [`super`] (`hsm`).
+//!
+//! Length: every request, answer and refusal of the Managed HSM boundary in
+//! one place, each test short; split by topic, the parts would share the
+//! test key, the vault and the answer builders.
 
 use super::*;
 use crate::api::ApiError;
