@@ -25,7 +25,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from bench import EVENT_TYPE, PROTECTED, make_events  # noqa: E402
 from harness.stack import Stack, read_profile  # noqa: E402
-from healthz_ab import cpu_seconds  # noqa: E402
+from healthz_ab import cpu_times  # noqa: E402
 from host_instructions import WARM, deliveries  # noqa: E402
 
 
@@ -42,6 +42,7 @@ def main() -> int:
     names = [w.name for w in args.wasm]
     print("round," + ",".join(names))
     per = {n: [] for n in names}
+    user = {n: [] for n in names}
     try:
         stack.start_peers()
         apps = []
@@ -58,16 +59,19 @@ def main() -> int:
             row = {}
             for i in list(range(k, len(apps))) + list(range(k)):
                 pid = apps[i].process.proc.pid
-                before = cpu_seconds(pid)
+                before = cpu_times(pid)
                 deliveries(apps[i].url, events, key, f"/topics/ab-{r}-{i}")
-                row[names[i]] = (cpu_seconds(pid) - before) / args.deliveries * 1e6
+                after = cpu_times(pid)
+                row[names[i]] = (sum(after) - sum(before)) / args.deliveries * 1e6
+                user[names[i]].append((after[0] - before[0]) / args.deliveries * 1e6)
             for n in names:
                 per[n].append(row[n])
             print(f"{r}," + ",".join(f"{row[n]:.1f}" for n in names), flush=True)
     finally:
         stack.stop()
     for n in names:
-        print(f"# {n}: median {statistics.median(per[n]):.1f} us, best {min(per[n]):.1f} us")
+        print(f"# {n}: median {statistics.median(per[n]):.1f} us, best {min(per[n]):.1f} us "
+              f"(user {statistics.median(user[n]):.1f} us, system {statistics.median(per[n]) - statistics.median(user[n]):.1f} us, medians)")
     if len(names) > 1:
         for n in names[1:]:
             ratios = [b / a for a, b in zip(per[names[0]], per[n])]

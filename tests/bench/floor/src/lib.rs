@@ -1,0 +1,230 @@
+//! The floor of a batch-1 delivery: the I/O the component cannot do
+//! without, and nothing else, for `tests/bench/delivery_ab.py` and
+//! `tests/bench/host_instructions.py` to measure beside the component.
+//!
+//! Per `POST` it reads the whole body, reads one key-value entry (an access
+//! token and the key's exact version, fetched once on a miss, as the
+//! component caches them), sends one `wrapkey` of 32 random bytes to the
+//! HSM and one signed document upsert to Cosmos DB holding the event and
+//! the wrapped key, and answers 200. No sealing, no parsing of the event,
+//! no configuration beyond the variables it needs, no log line: what the
+//! runtime process spends on this is what a delivery costs it whatever the
+//! component computes (inbound HTTP, an instance, one key-value read, two
+//! outbound HTTPS exchanges). Every wait is a blocking host call, the
+//! fewest calls across the component boundary an exchange can take. With
+//! `hsm_local_wrap = true` it skips the HSM exchange (and computes no RSA):
+//! the floor of a local-wrap delivery.
+//!
+//! It reads the component's variables (spin.toml) and is served in its
+//! place (`--wasm`); stage two, client-secret identity, master-key Cosmos
+//! DB. Not a product: it seals nothing.
+
+use cmk_core::cosmos::{ContainerLink, CosmosRequest, Credential, Endpoint, MasterKey};
+use cmk_core::entra::{self, Provider, Secret, MANAGED_HSM_SCOPE};
+use cmk_core::hsm::{self, KeyRef};
+use cmk_core::time::UnixTime;
+use spin_sdk::http::{
+    Fields, IncomingRequest, OutgoingBody, OutgoingRequest, OutgoingResponse, ResponseOutparam,
+    Scheme,
+};
+use spin_sdk::key_value::Store;
+use spin_sdk::wit::wasi::http0_2_0::outgoing_handler;
+use wasi::io::streams::{InputStream, StreamError};
+
+/// The key-value entry: `token \n key version`.
+const ENTRY: &str = "bench-floor/v1";
+
+#[spin_sdk::http_component]
+async fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    let (status, body) = match deliver(req) {
+        Ok(()) => (200, b"{\"written\":1}".to_vec()),
+        Err(e) => (502, e.into_bytes()),
+    };
+    let headers = Fields::from_list(&[("content-type".to_owned(), b"application/json".to_vec())])
+        .expect("valid header");
+    let resp = OutgoingResponse::new(headers);
+    resp.set_status_code(status).expect("valid status");
+    let body_out = resp.body().expect("a new response's body");
+    out.set(resp);
+    let stream = body_out.write().expect("a new body's stream");
+    let _ = stream.blocking_write_and_flush(&body);
+    drop(stream);
+    let _ = OutgoingBody::finish(body_out, None);
+}
+
+fn var(name: &str) -> Result<String, String> {
+    spin_sdk::variables::get(name).map_err(|e| format!("variable {name}: {e}"))
+}
+
+fn deliver(req: IncomingRequest) -> Result<(), String> {
+    let length = req
+        .headers()
+        .get("content-length")
+        .first()
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
+    let body = req.consume().map_err(|()| "no body")?;
+    let event = read_to_end(&body.stream().map_err(|()| "no body stream")?, length)?;
+
+    let vault = Endpoint::parse(&var("hsm_endpoint")?).map_err(|e| e.to_string())?;
+    let store = Store::open_default().map_err(|e| e.to_string())?;
+    let entry = match store.get(ENTRY).map_err(|e| e.to_string())? {
+        Some(entry) => String::from_utf8(entry).map_err(|_| "entry is not text")?,
+        None => {
+            let entry = fetch_entry(&vault)?;
+            store
+                .set(ENTRY, entry.as_bytes())
+                .map_err(|e| e.to_string())?;
+            entry
+        }
+    };
+    let (token, version) = entry.split_once('\n').ok_or("entry without a version")?;
+    let key = KeyRef {
+        name: var("hsm_key_name")?,
+        version: Some(version.to_owned()),
+    };
+
+    let wrapped = if var("hsm_local_wrap")? == "true" {
+        // The floor of a local-wrap delivery: no HSM exchange (and no RSA
+        // either: 256 random bytes stand in for the wrapped key).
+        hsm::CryptResult {
+            kid: format!("{}/keys/{}/{version}", vault.origin(), key.name),
+            value: wasi::random::random::get_random_bytes(256),
+        }
+    } else {
+        let mut dek = wasi::random::random::get_random_bytes(32);
+        let wrap = hsm::wrap_request(&vault, &key, &dek, token).map_err(|e| e.to_string())?;
+        dek.fill(0);
+        hsm::parse_crypt(&exchange(wrap)?).map_err(|e| e.to_string())?
+    };
+
+    let id: String = wasi::random::random::get_random_bytes(16)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut doc = format!(
+        "{{\"id\":\"{id}\",\"pk\":\"bench-floor\",\"kid\":\"{}\",\"wrapped\":\"{}\",\"event\":",
+        wrapped.kid,
+        hsm_b64(&wrapped.value)
+    )
+    .into_bytes();
+    doc.extend_from_slice(&event);
+    doc.push(b'}');
+    let account = Endpoint::parse(&var("cosmos_endpoint")?).map_err(|e| e.to_string())?;
+    let credential = Credential::MasterKey(
+        MasterKey::from_base64(&var("cosmos_key")?).map_err(|e| e.to_string())?,
+    );
+    let container = ContainerLink::new(var("cosmos_database")?, var("cosmos_container")?);
+    let upsert = CosmosRequest::new(&account, &credential, UnixTime::now())
+        .upsert_document(&container, "bench-floor", doc)
+        .map_err(|e| e.to_string())?;
+    let answer = exchange(upsert)?;
+    if !answer.status().is_success() {
+        return Err(format!("Cosmos DB answered {}", answer.status()));
+    }
+    Ok(())
+}
+
+/// A token for the HSM and the key's current version, on a miss.
+fn fetch_entry(vault: &Endpoint) -> Result<String, String> {
+    let provider = Provider::ClientSecret {
+        authority: var("azure_authority_host")?,
+        tenant: var("azure_tenant_id")?,
+        client_id: var("azure_client_id")?,
+        secret: Secret::new(var("azure_client_secret")?),
+    };
+    let req =
+        entra::token_request(&provider, MANAGED_HSM_SCOPE, None).map_err(|e| e.to_string())?;
+    let token =
+        entra::parse_token_response(&exchange(req)?, UnixTime::now()).map_err(|e| e.to_string())?;
+    let latest = KeyRef {
+        name: var("hsm_key_name")?,
+        version: None,
+    };
+    let get = hsm::get_key_request(vault, &latest, &token.token);
+    let info = hsm::parse_key(&exchange(get)?).map_err(|e| e.to_string())?;
+    let version = KeyRef::from_kid(&info.kid, vault)
+        .map_err(|e| e.to_string())?
+        .version
+        .ok_or("the key id has no version")?;
+    Ok(format!("{}\n{version}", token.token))
+}
+
+fn hsm_b64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut s = String::with_capacity(bytes.len() * 4 / 3 + 3);
+    for c in bytes.chunks(3) {
+        let n = c
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=c.len() {
+            s.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    s
+}
+
+/// Reads a body to its end (or to its declared length), waiting in the host.
+fn read_to_end(stream: &InputStream, length: Option<usize>) -> Result<Vec<u8>, String> {
+    let mut body = Vec::with_capacity(length.unwrap_or(0));
+    loop {
+        let want = match length {
+            Some(n) if body.len() >= n => break,
+            Some(n) => n - body.len(),
+            None => 65_536,
+        };
+        match stream.blocking_read(want as u64) {
+            Ok(chunk) => body.extend_from_slice(&chunk),
+            Err(StreamError::Closed) => break,
+            Err(e) => return Err(format!("body: {e}")),
+        }
+    }
+    Ok(body)
+}
+
+/// Sends a request and reads its whole answer, each wait a blocking call.
+fn exchange(req: http::Request<Vec<u8>>) -> Result<http::Response<Vec<u8>>, String> {
+    let headers: Vec<(String, Vec<u8>)> = req
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_owned()))
+        .collect();
+    let out = OutgoingRequest::new(Fields::from_list(&headers).map_err(|e| format!("{e:?}"))?);
+    out.set_method(&req.method().clone().into())
+        .map_err(|()| "method refused")?;
+    out.set_path_with_query(req.uri().path_and_query().map(|p| p.as_str()))
+        .map_err(|()| "path refused")?;
+    out.set_scheme(Some(&Scheme::Https))
+        .map_err(|()| "scheme refused")?;
+    out.set_authority(req.uri().authority().map(|a| a.as_str()))
+        .map_err(|()| "authority refused")?;
+    let body = out.body().expect("a new request's body");
+    let future = outgoing_handler::handle(out, None).map_err(|e| e.to_string())?;
+    if !req.body().is_empty() {
+        let stream = body.write().expect("a new body's stream");
+        for part in req.body().chunks(4096) {
+            stream
+                .blocking_write_and_flush(part)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    OutgoingBody::finish(body, None).map_err(|e| e.to_string())?;
+    future.subscribe().block();
+    let resp = future
+        .get()
+        .ok_or("no answer")?
+        .map_err(|()| "answer taken")?
+        .map_err(|e| e.to_string())?;
+    let length = resp
+        .headers()
+        .get("content-length")
+        .first()
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
+    let mut answer = http::Response::builder().status(resp.status());
+    for (n, v) in resp.headers().entries() {
+        answer = answer.header(n, v);
+    }
+    let incoming = resp.consume().map_err(|()| "no answer body")?;
+    let bytes = read_to_end(&incoming.stream().map_err(|()| "no answer stream")?, length)?;
+    answer.body(bytes).map_err(|e| e.to_string())
+}

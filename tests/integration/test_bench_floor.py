@@ -1,0 +1,73 @@
+"""The benchmarks' floor component (tests/bench/floor): the least I/O of a
+batch-1 delivery, measured beside the component to say what the runtime
+spends whatever the component computes (docs/benchmarks.md). A floor that
+quietly skipped an exchange would make that figure a fiction, so this
+checks each one against the stand-ins: one `wrapkey` per delivery (none
+with local wrap), one document per delivery in Cosmos DB behind the
+signature check, one token for all of them, and `delivery_ab.py` runs
+the floor and the component side by side."""
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+import uuid
+
+import pytest
+from azure.cosmos import PartitionKey
+
+from harness.stack import KEK_NAME, ROOT
+
+pytestmark = pytest.mark.skipif(not os.environ.get("CMK_TEST_HOST"), reason="the floor is measured on the test host")
+
+
+def floor_wasm():
+    """Builds the floor (seconds once the component is built: same crates)."""
+    subprocess.run(["cargo", "build", "--quiet", "--release", "--target", "wasm32-wasip2", "-p", "cmk-bench-floor"],
+                   cwd=ROOT, check=True, timeout=900)
+    return ROOT / "target/wasm32-wasip2/release/cmk_bench_floor.wasm"
+
+
+def post(url, body):
+    req = urllib.request.Request(f"{url}/events", data=body, method="POST",
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return r.status, r.read()
+
+
+@pytest.mark.parametrize("local_wrap", [False, True], ids=["remote-wrap", "local-wrap"])
+def test_the_floor_does_a_deliverys_exchanges_and_nothing_is_skipped(stack, monkeypatch, local_wrap):
+    monkeypatch.setenv("CMK_APP_WASM", str(floor_wasm()))
+    container = f"floor-{uuid.uuid4().hex[:8]}"
+    db = stack.cosmos_client().get_database_client(stack.database)
+    db.create_container(container, PartitionKey("/pk"))
+    app = stack.serve_app(name=f"app-floor-{local_wrap}", runtime="host", overrides=stack.stage_two(
+        "client-secret", cosmos_container=container, hsm_local_wrap=str(local_wrap).lower()))
+    before = (stack.hsm_admin("GET", "stats"), stack.entra_admin("GET", "stats"), stack.sigcheck_stats())
+    events = [[{"id": f"e{i}", "eventType": "Bench.Floor", "data": {"n": i, "text": "x" * 900}}] for i in range(3)]
+    for e in events:
+        status, answer = post(app.url, json.dumps(e).encode())
+        assert (status, answer) == (200, b'{"written":1}')
+    hsm, entra, sig = stack.hsm_admin("GET", "stats"), stack.entra_admin("GET", "stats"), stack.sigcheck_stats()
+    assert hsm["wrapkey"] - before[0]["wrapkey"] == (0 if local_wrap else 3)
+    assert entra["issued"] - before[1]["issued"] == 1, "one token, then the key-value entry"
+    assert sig["forwarded"] - before[2]["forwarded"] == 3 and sig["rejected"] == before[2]["rejected"]
+    docs = list(db.get_container_client(container).query_items("SELECT * FROM c", enable_cross_partition_query=True))
+    assert sorted(d["event"][0]["data"]["n"] for d in docs) == [0, 1, 2]
+    for d in docs:
+        wrapped = base64.urlsafe_b64decode(d["wrapped"] + "=" * (-len(d["wrapped"]) % 4))
+        assert len(wrapped) == 256 and d["kid"].split("/keys/")[1].startswith(f"{KEK_NAME}/")
+
+
+def test_delivery_ab_runs_the_component_beside_the_floor():
+    r = subprocess.run([sys.executable, str(ROOT / "tests/bench/delivery_ab.py"), os.environ["CMK_APP_WASM"],
+                        str(floor_wasm()), "--rounds", "2", "--deliveries", "20"],
+                       capture_output=True, text=True, timeout=600, env=dict(os.environ), stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    lines = r.stdout.splitlines()
+    assert lines[0] == "round,cmk_ingest.wasm,cmk_bench_floor.wasm"
+    assert [line.split(",")[0] for line in lines[1:3]] == ["0", "1"]
+    assert all(float(x) > 0 for line in lines[1:3] for x in line.split(",")[1:])
+    assert "# cmk_bench_floor.wasm / cmk_ingest.wasm: median ratio" in r.stdout
