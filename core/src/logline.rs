@@ -53,9 +53,12 @@ mod tests {
         line
     }
 
+    /// A log line's level, event and fields.
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, Value)>);
+
     #[test]
     fn lines_are_those_of_a_serialized_map() {
-        let cases: Vec<(&str, &str, Vec<(&str, Value)>)> = vec![
+        let cases: Vec<Case> = vec![
             ("info", "subscription_validated", vec![]),
             (
                 "info",
