@@ -14,11 +14,13 @@ import subprocess
 import sys
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 from azure.cosmos import PartitionKey
 
 from harness.stack import KEK_NAME, ROOT
+from integration.test_stack_depth import main_layout
 
 pytestmark = pytest.mark.skipif(not os.environ.get("CMK_TEST_HOST"), reason="the floor is measured on the test host")
 
@@ -28,6 +30,16 @@ def floor_wasm():
     subprocess.run(["cargo", "build", "--quiet", "--release", "--target", "wasm32-wasip2", "-p", "cmk-bench-floor"],
                    cwd=ROOT, check=True, timeout=900)
     return ROOT / "target/wasm32-wasip2/release/cmk_bench_floor.wasm"
+
+
+def test_the_floor_lays_out_its_memory_as_the_component_does():
+    """The same 128 KiB of stack below the data (tests/bench/floor/build.rs):
+    a pooled slot is reset as far as memory reached, so a floor with Rust's
+    default megabyte of stack would charge the runtime for memory the
+    component does not touch."""
+    floor, component = main_layout(floor_wasm()), main_layout(Path(os.environ["CMK_APP_WASM"]))
+    assert floor["stack_pointer"] == component["stack_pointer"] == 128 * 1024 == floor["data_start"], (floor, component)
+    assert floor["min_pages"] <= component["min_pages"], (floor, component)
 
 
 def post(url, body):

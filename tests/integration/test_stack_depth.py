@@ -98,7 +98,14 @@ def test_the_shipped_build_has_128_kib_of_stack_below_its_data():
     itself: the stack pointer starts at 128 KiB (build.rs), the data lies
     above it (`--stack-first`: an overflow traps rather than overwrites),
     and the memory starts at no more than 4 pages."""
-    component = Path(os.environ["CMK_APP_WASM"]).read_bytes()
+    main = main_layout(Path(os.environ["CMK_APP_WASM"]))
+    assert main["stack_pointer"] == 128 * 1024 == main["data_start"], main
+    assert main["min_pages"] <= 4, main
+
+
+def main_layout(wasm: Path) -> dict:
+    """[`memory_layout`] of a component's one core module with data."""
+    component = wasm.read_bytes()
     layouts, i = [], 8
     while i < len(component):
         section, (size, i) = component[i], leb128(component, i + 1)
@@ -107,8 +114,7 @@ def test_the_shipped_build_has_128_kib_of_stack_below_its_data():
         i += size
     main = [l for l in layouts if "data_start" in l]
     assert len(main) == 1, layouts
-    assert main[0]["stack_pointer"] == 128 * 1024 == main[0]["data_start"], main
-    assert main[0]["min_pages"] <= 4, main
+    return main[0]
 
 
 def product_answer(status, body):
