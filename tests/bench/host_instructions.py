@@ -20,6 +20,10 @@ dump, and divide.
     . scripts/bootstrap
     "$CMK_PYTHON" tests/bench/host_instructions.py A.wasm B.wasm [--deliveries 200] [--rounds 2] [--local-wrap]
 
+Valgrind cannot reserve the address space of Wasmtime's pooling
+allocator, so under it the host runs (as its probe decides) with the
+on-demand allocator; the counts are of that allocator's work.
+
 `--rounds` serves the builds in turn that many times (the same events for
 every build of a round); the callgrind dumps stay in the run's folder,
 named on stderr, for `callgrind_annotate`.
