@@ -43,6 +43,7 @@ def main() -> int:
     print("round," + ",".join(names))
     per = {n: [] for n in names}
     user = {n: [] for n in names}
+    system = {n: [] for n in names}
     try:
         stack.start_peers()
         apps = []
@@ -64,6 +65,7 @@ def main() -> int:
                 after = cpu_times(pid)
                 row[names[i]] = (sum(after) - sum(before)) / args.deliveries * 1e6
                 user[names[i]].append((after[0] - before[0]) / args.deliveries * 1e6)
+                system[names[i]].append((after[1] - before[1]) / args.deliveries * 1e6)
             for n in names:
                 per[n].append(row[n])
             print(f"{r}," + ",".join(f"{row[n]:.1f}" for n in names), flush=True)
@@ -71,7 +73,7 @@ def main() -> int:
         stack.stop()
     for n in names:
         print(f"# {n}: median {statistics.median(per[n]):.1f} us, best {min(per[n]):.1f} us "
-              f"(user {statistics.median(user[n]):.1f} us, system {statistics.median(per[n]) - statistics.median(user[n]):.1f} us, medians)")
+              f"(medians: user {statistics.median(user[n]):.1f} us, system {statistics.median(system[n]):.1f} us)")
     if len(names) > 1:
         for n in names[1:]:
             ratios = [b / a for a, b in zip(per[names[0]], per[n])]

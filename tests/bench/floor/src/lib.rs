@@ -19,6 +19,8 @@
 //! place (`--wasm`); stage two, client-secret identity, master-key Cosmos
 //! DB. Not a product: it seals nothing.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use cmk_core::cosmos::{ContainerLink, CosmosRequest, Credential, Endpoint, MasterKey};
 use cmk_core::entra::{self, Provider, Secret, MANAGED_HSM_SCOPE};
 use cmk_core::hsm::{self, KeyRef};
@@ -104,7 +106,7 @@ fn deliver(req: IncomingRequest) -> Result<(), String> {
     let mut doc = format!(
         "{{\"id\":\"{id}\",\"pk\":\"bench-floor\",\"kid\":\"{}\",\"wrapped\":\"{}\",\"event\":",
         wrapped.kid,
-        hsm_b64(&wrapped.value)
+        URL_SAFE_NO_PAD.encode(&wrapped.value)
     )
     .into_bytes();
     doc.extend_from_slice(&event);
@@ -147,21 +149,6 @@ fn fetch_entry(vault: &Endpoint) -> Result<String, String> {
         .version
         .ok_or("the key id has no version")?;
     Ok(format!("{}\n{version}", token.token))
-}
-
-fn hsm_b64(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut s = String::with_capacity(bytes.len() * 4 / 3 + 3);
-    for c in bytes.chunks(3) {
-        let n = c
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..=c.len() {
-            s.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    s
 }
 
 /// Reads a body to its end (or to its declared length), waiting in the host.
