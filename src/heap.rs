@@ -260,7 +260,9 @@ unsafe impl GlobalAlloc for Heap {
         // SAFETY: the caller guarantees a nonzero `new_size` that, rounded
         // up to `layout.align()`, does not overflow.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        if class(new_layout).is_some() && class(new_layout) == class(layout) {
+        // A region block's layout always has a class (see `dealloc`), so
+        // equal classes mean the block already fits.
+        if class(new_layout) == class(layout) {
             return ptr;
         }
         // SAFETY: as in `alloc`.
