@@ -7,7 +7,7 @@
 //! ends, so that megabyte is paid for on every request even though a
 //! request uses a few kilobytes of it: 128 KiB of stack brings a small
 //! delivery's memory from 1,179,648 to 262,144 bytes (327,680 since the
-//! small-allocation region of src/heap.rs) and a `/healthz`
+//! small-allocation region of heap/src/lib.rs) and a `/healthz`
 //! request's runtime CPU by about a third (docs/benchmarks.md, "Run of
 //! 2026-12-06 (afternoon): 128 KiB of stack"). The deepest inputs the
 //! component accepts (deliveries and queue messages at

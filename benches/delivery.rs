@@ -8,6 +8,9 @@
 //!
 //! The workload is the end-to-end benchmark's (tests/bench/bench.py): events
 //! of about 1 KB with three protected fields of about 500 bytes in all.
+//! Inside Wasm it allocates as the component does, from the component's
+//! heap (the `cmk-heap` crate, linked below); natively, from the system's.
+//!
 //! Built natively and for `wasm32-wasip2` and run in Wasmtime by
 //! scripts/bench-envelope (`--events N` for one size only, e.g. under
 //! callgrind; with `--deliveries N` exactly N deliveries, for instruction
@@ -21,6 +24,9 @@ use cmk_core::envelope::Dek;
 use cmk_core::ingest::{self, Decoded, DeliveryKey};
 use cmk_core::time::UnixTime;
 use serde_json::json;
+
+// The component's global allocator (wasm32 only) and `cabi_realloc`.
+use cmk_heap as _;
 
 fn words(seed: u64, n: usize) -> String {
     const W: [&str; 8] = [

@@ -20,9 +20,8 @@
 
 #[cfg(target_arch = "wasm32")]
 mod app;
-// Built natively too, for its tests; only the component installs it.
-#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
-mod heap;
+// The component's allocator and `cabi_realloc` (installed on wasm32 only).
+use cmk_heap as _;
 #[cfg(target_arch = "wasm32")]
 mod host;
 #[cfg(target_arch = "wasm32")]

@@ -949,10 +949,14 @@ fn a_spin_dependency_in_a_copy_of_the_core_manifest_is_found() {
     // on a small crate named `spin-sdk`, in a workspace of its own that
     // starts from the committed lockfile: the same metadata walk as above.
     let manifest = std::fs::read_to_string(root().join("core/Cargo.toml")).unwrap();
-    let manifest = manifest[..manifest.find("[[example]]").unwrap_or(manifest.len())].replace(
-        "[dependencies]\n",
-        "[dependencies]\nspin-sdk = { path = \"spin-sdk\" }\n",
-    );
+    // Its path dev-dependency (the component's heap, for the benches)
+    // points at a stand-in beside it.
+    let manifest = manifest[..manifest.find("[[example]]").unwrap_or(manifest.len())]
+        .replace(
+            "[dependencies]\n",
+            "[dependencies]\nspin-sdk = { path = \"spin-sdk\" }\n",
+        )
+        .replace("path = \"../heap\"", "path = \"heap\"");
     assert!(manifest.contains("spin-sdk = { path"), "{manifest}");
     let lock = std::fs::read_to_string(root().join("Cargo.lock")).unwrap();
     let dir = scratch(
@@ -966,6 +970,11 @@ fn a_spin_dependency_in_a_copy_of_the_core_manifest_is_found() {
                 "[package]\nname = \"spin-sdk\"\nversion = \"0.0.0\"\nedition = \"2021\"\n",
             ),
             ("spin-sdk/src/lib.rs", ""),
+            (
+                "heap/Cargo.toml",
+                "[package]\nname = \"cmk-heap\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+            ),
+            ("heap/src/lib.rs", ""),
         ],
     );
     let deps = core_dependencies_in(&dir, &[]);

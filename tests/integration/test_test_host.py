@@ -180,7 +180,7 @@ def test_a_small_request_keeps_the_instance_memory_small(stack, monkeypatch):
     `CMK_TEST_HOST_MEMSTATS=1` the host logs that size per request. A
     `/healthz` request and a sealed one-event delivery stay within 512 KiB
     (262,144 and 327,680 bytes with the 128 KiB stack of build.rs and the
-    small-allocation region of src/heap.rs; 1,179,648 with Rust's default
+    small-allocation region of heap/src/lib.rs; 1,179,648 with Rust's default
     1 MiB), while a delivery near the body limit grows the memory past
     1 MiB, so the figure is measured, not fixed."""
     monkeypatch.setenv("CMK_TEST_HOST_MEMSTATS", "1")
