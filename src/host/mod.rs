@@ -7,6 +7,7 @@ pub mod inbound;
 pub mod kek;
 pub mod log;
 pub mod outbound;
+pub mod random;
 pub mod request;
 pub mod token;
 pub mod wire;

@@ -12,6 +12,7 @@ use crate::host::inbound;
 use crate::host::kek;
 use crate::host::log;
 use crate::host::outbound;
+use crate::host::random;
 use crate::host::request::{header, header_entries, load_config, query_of, read_body};
 use cmk_core::api::ApiError;
 use cmk_core::config::Config;
@@ -370,11 +371,9 @@ async fn seal_delivery(
             (&g.documents[..], key)
         })
         .collect();
-    let mut nonce = || -> [u8; 12] {
-        wasi::random::random::get_random_bytes(12)
-            .try_into()
-            .expect("12 bytes asked for")
-    };
+    // One nonce per protected value the plans resolved, drawn in one call.
+    let mut nonces = random::Nonces::new(plans.iter().map(Vec::len).sum());
+    let mut nonce = || nonces.next_nonce();
     ingest::seal_groups(
         documents,
         plans,

@@ -233,11 +233,10 @@ pub(crate) async fn post_seal(req: IncomingRequest) -> Result<Response<Vec<u8>>,
             .wrap(dek.bytes())
             .await
             .map_err(|e| ApiError::from(&e))?;
-        let mut nonce = || -> [u8; 12] {
-            wasi::random::random::get_random_bytes(12)
-                .try_into()
-                .expect("12 bytes asked for")
-        };
+        // How many values the page seals is known only while sealing:
+        // nonces are drawn a few at a time.
+        let mut nonces = crate::host::random::Nonces::new(0);
+        let mut nonce = || nonces.next_nonce();
         let key = cmk_core::ingest::DeliveryKey {
             dek: &dek,
             kid: &wrapped.kid,

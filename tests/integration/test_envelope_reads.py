@@ -100,6 +100,25 @@ def test_no_protected_value_is_anywhere_in_the_store_or_the_logs(app, stack):
         assert s not in app.logs()
 
 
+def test_every_sealed_value_has_a_nonce_of_its_own(app, stack):
+    """A delivery's nonces are drawn from the host's random source in one
+    call and handed out in order: no two sealed values share one, within a
+    delivery or across deliveries, and every record still opens."""
+    topic = f"/topics/nonces-{uuid.uuid4()}"
+    for _ in range(2):
+        assert post(f"{app.url}/events", [sealed_event(topic) for _ in range(20)])[0] == 200
+    docs = list(stack.container_client().query_items(
+        "SELECT * FROM c WHERE c.pk = @pk", parameters=[{"name": "@pk", "value": topic}],
+        enable_cross_partition_query=True))
+    assert len(docs) == 40
+    ivs = [base64.urlsafe_b64decode(doc["event"]["data"][f]["iv"] + "==") for doc in docs
+           for f in ("patient", "mrn", "notes")]
+    assert len(ivs) == 120 and all(len(iv) == 12 for iv in ivs)
+    assert len(set(ivs)) == 120, "a nonce used twice"
+    status, _, body = get(app, f"/records/{enc(topic)}/{docs[0]['id']}")
+    assert status == 200 and body["event"]["data"]["patient"] == SECRETS[0], body
+
+
 def test_the_decryptor_unwraps_through_the_hsm_with_the_official_sdk(app, stack):
     topic = f"/topics/sdk-unwrap-{uuid.uuid4()}"
     e = sealed_event(topic)

@@ -79,12 +79,15 @@ def test_a_warm_delivery_makes_few_wasi_calls(stack, monkeypatch):
     fetched from the host once, for every lookup and the route's `ce-*`
     attributes alike; each body read up to its declared length
     with no further read for its end; the clock read only where a deadline
-    or a duration needs it. Before: 141 calls in all, 11 `check-write`, 6
+    or a duration needs it; two draws of random bytes, the data key and
+    every nonce of the delivery (three protected fields; before, a draw per
+    nonce: four). Before: 141 calls in all, 11 `check-write`, 6
     `write`, 3 `blocking-flush`, 5 `headers`, 4 `fields.get`, 7 reads, 17
     clock reads."""
     monkeypatch.setenv("WASMTIME_LOG", "wasmtime_wasi=trace,wasmtime_wasi_http=trace")
-    app = stack.serve_app(name="app-wasi-calls", overrides=stack.stage_two("client-secret"),
-                          runtime="wasmtime")
+    app = stack.serve_app(name="app-wasi-calls", overrides=stack.stage_two(
+        "client-secret", protected_fields='{"*": ["/data/patient", "/data/mrn", "/data/notes"]}'),
+        runtime="wasmtime")
     monkeypatch.delenv("WASMTIME_LOG")
     topic = f"/topics/wasi-calls-{uuid.uuid4()}"
     for i in range(2):
@@ -92,7 +95,7 @@ def test_a_warm_delivery_makes_few_wasi_calls(stack, monkeypatch):
         assert status == 200, body
     wait_for(lambda: len(summaries(app)) >= 2, timeout=15, what="two delivery summaries")
     mark = len(settled(app))
-    status, _, body = post(f"{app.url}/events", [custom_event(topic, patient="Patient 2")])
+    status, _, body = post(f"{app.url}/events", [custom_event(topic, patient="Patient 2", mrn="A2", notes="t")])
     assert status == 200, body
     wait_for(lambda: len(summaries(app)) >= 3, timeout=15, what="the third delivery's summary")
     text = settled(app)[mark:]
@@ -110,3 +113,4 @@ def test_a_warm_delivery_makes_few_wasi_calls(stack, monkeypatch):
     # 7, a read past the end of each and a wait for it).
     assert calls["streams [method]input-stream.read"] <= 4, calls
     assert calls["monotonic-clock now"] <= 10, calls
+    assert calls["random get-random-bytes"] == 2, calls
