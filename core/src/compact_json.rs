@@ -77,49 +77,22 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGHS: u64 = 0x8080_8080_8080_8080;
-
-/// A byte's high bit set in each byte of `w` that is zero, and possibly in
-/// bytes above (more significant than) such a byte, never in a byte below
-/// the first zero byte: the lowest set bit always marks a zero byte.
-#[inline]
-fn zero_bytes(w: u64) -> u64 {
-    w.wrapping_sub(ONES) & !w & HIGHS
-}
-
-/// Flags the bytes of `w` that need an escape; the lowest flag is exact
-/// (see [`zero_bytes`]; bytes of 0x80 and above are never flagged).
-#[inline]
-fn escape_flags(w: u64) -> u64 {
-    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
-    control | zero_bytes(w ^ (ONES * u64::from(b'"'))) | zero_bytes(w ^ (ONES * u64::from(b'\\')))
-}
-
 #[inline]
 fn needs_escape(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\'
 }
 
-/// The index of the first byte at or after `from` that needs an escape.
+/// The index of the first byte at or after `from` that needs an escape,
+/// found eight bytes at a time.
 #[inline]
 fn next_escape(bytes: &[u8], from: usize) -> Option<usize> {
-    let mut i = from;
-    while let Some(chunk) = bytes.get(i..i + 8) {
-        let w = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-        let flags = escape_flags(w);
-        if flags != 0 {
-            // Little-endian: the lowest flag is the first such byte.
-            let at = i + (flags.trailing_zeros() / 8) as usize;
-            debug_assert!(needs_escape(bytes[at]));
-            return Some(at);
-        }
-        i += 8;
-    }
-    bytes[i..]
-        .iter()
-        .position(|&b| needs_escape(b))
-        .map(|p| i + p)
+    use crate::swar::{bytes_equal, control_bytes, find};
+    find(
+        bytes,
+        from,
+        |w| control_bytes(w) | bytes_equal(w, b'"') | bytes_equal(w, b'\\'),
+        needs_escape,
+    )
 }
 
 fn write_escape(out: &mut Vec<u8>, b: u8) {

@@ -212,16 +212,18 @@ pub fn shape(body: &[u8]) -> Shape {
                 // Most of a body is string content: skip it in one tight
                 // loop to the closing quote, stepping over escapes.
                 loop {
-                    match body[i.min(body.len())..]
-                        .iter()
-                        .position(|&c| c == b'"' || c == b'\\')
-                    {
+                    match crate::swar::find(
+                        body,
+                        i,
+                        |w| crate::swar::bytes_equal(w, b'"') | crate::swar::bytes_equal(w, b'\\'),
+                        |c| c == b'"' || c == b'\\',
+                    ) {
                         None => i = body.len(),
-                        Some(j) if body[i + j] == b'\\' => {
-                            i += j + 2;
+                        Some(j) if body[j] == b'\\' => {
+                            i = j + 2;
                             continue;
                         }
-                        Some(j) => i += j + 1,
+                        Some(j) => i = j + 1,
                     }
                     break;
                 }

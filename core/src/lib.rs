@@ -113,6 +113,7 @@ pub mod records;
 pub mod retry;
 pub mod rewrap;
 pub mod seal;
+mod swar;
 pub mod tally;
 pub mod time;
 pub mod wire_body;
