@@ -65,13 +65,31 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) {
 /// Appends `s` as a JSON string (quoted and escaped as serde_json does).
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
+    match next_escape(bytes, 0) {
+        // Most strings (every member name of a document, the base64 of
+        // sealed values) need no escape: one copy between the quotes.
+        None => {
+            out.reserve(bytes.len() + 2);
+            out.push(b'"');
+            out.extend_from_slice(bytes);
+            out.push(b'"');
+        }
+        Some(first) => write_escaped(out, bytes, first),
+    }
+}
+
+/// [`write_str`] for a string whose first byte to escape is at `first`.
+#[inline(never)]
+fn write_escaped(out: &mut Vec<u8>, bytes: &[u8], first: usize) {
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut clean = 0;
-    while let Some(at) = next_escape(bytes, clean) {
-        out.extend_from_slice(&bytes[clean..at]);
-        write_escape(out, bytes[at]);
-        clean = at + 1;
+    let mut at = Some(first);
+    while let Some(i) = at {
+        out.extend_from_slice(&bytes[clean..i]);
+        write_escape(out, bytes[i]);
+        clean = i + 1;
+        at = next_escape(bytes, clean);
     }
     out.extend_from_slice(&bytes[clean..]);
     out.push(b'"');
