@@ -14,11 +14,11 @@ Per build: serve it (stage two, client-secret identity, remote wrap unless
 `--local-wrap`, the bench's three protected fields, the key state checked
 once an hour), warm up with a few
 deliveries (token, key state, connections), zero the counters, send N
-sequential deliveries of one ~1 KB event over one keep-alive connection,
-dump, and divide.
+sequential deliveries of one ~1 KB event (`--batch N`: N events, under
+one partition key) over one keep-alive connection, dump, and divide.
 
     . scripts/bootstrap
-    "$CMK_PYTHON" tests/bench/host_instructions.py A.wasm B.wasm [--deliveries 200] [--rounds 2] [--local-wrap]
+    "$CMK_PYTHON" tests/bench/host_instructions.py A.wasm B.wasm [--deliveries 200] [--rounds 2] [--local-wrap] [--batch 10]
 
 Valgrind cannot reserve the address space of Wasmtime's pooling
 allocator, so under it the host runs (as its probe decides) with the
@@ -78,12 +78,12 @@ def total(path: Path) -> int:
     raise SystemExit(f"no summary in {path}")
 
 
-def deliveries(url: str, events: list[dict], key: str, topic: str) -> None:
+def deliveries(url: str, events: list[dict], key: str, topic: str, batch: int) -> None:
     u = url.split("//", 1)[1]
     host, port = u.split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=300)
-    for e in events:
-        body = json.dumps([{**e, "topic": topic}]).encode()
+    for i in range(0, len(events), batch):
+        body = json.dumps([{**e, "topic": topic} for e in events[i:i + batch]]).encode()
         conn.request("POST", "/events", body, {"content-type": "application/json", "x-cmk-ingest-key": key})
         r = conn.getresponse()
         answer = r.read()
@@ -92,7 +92,8 @@ def deliveries(url: str, events: list[dict], key: str, topic: str) -> None:
     conn.close()
 
 
-def measure(stack: Stack, wasm: Path, tag: str, n: int, extra: dict[str, str], key: str, seed: int) -> int:
+def measure(stack: Stack, wasm: Path, tag: str, n: int, extra: dict[str, str], key: str, seed: int,
+            batch: int) -> int:
     os.environ["CMK_APP_WASM"] = str(wasm)
     os.environ["CMK_TEST_HOST"] = str(wrapper(stack.workdir, tag))
     # The key state checked once, in the warm-up: a recheck would add an
@@ -101,12 +102,12 @@ def measure(stack: Stack, wasm: Path, tag: str, n: int, extra: dict[str, str], k
         "client-secret", protected_fields=json.dumps({EVENT_TYPE: PROTECTED}), hsm_key_check_secs="3600",
         **extra))
     # The same events for every build of a round.
-    events = make_events(WARM + n, seed=seed)
+    events = make_events((WARM + n) * batch, seed=seed)
     topic = f"/topics/icount-{tag}"
-    deliveries(app.url, events[:WARM], key, topic)
+    deliveries(app.url, events[:WARM * batch], key, topic, batch)
     pid = str(app.process.proc.pid)
     subprocess.run(["callgrind_control", "--zero", pid], check=True, capture_output=True)
-    deliveries(app.url, events[WARM:], key, topic)
+    deliveries(app.url, events[WARM * batch:], key, topic, batch)
     subprocess.run(["callgrind_control", "--dump=measured", pid], check=True, capture_output=True)
     time.sleep(1)
     app.process.stop()
@@ -120,6 +121,7 @@ def main() -> int:
     ap.add_argument("--deliveries", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=1, help="builds interleaved, this many times each")
     ap.add_argument("--local-wrap", action="store_true")
+    ap.add_argument("--batch", type=int, default=1, help="events per delivery")
     args = ap.parse_args()
     host = os.environ.get("CMK_TEST_HOST")
     if not host:
@@ -135,7 +137,8 @@ def main() -> int:
         stack.start_peers()
         for r in range(args.rounds):
             for i, wasm in enumerate(args.wasm):
-                n = measure(stack, wasm, f"r{r}b{i}", args.deliveries, extra, key, seed=9 + r)
+                n = measure(stack, wasm, f"r{r}b{i}", args.deliveries, extra, key, seed=9 + r,
+                            batch=args.batch)
                 print(f"{r + 1},{wasm},{n // args.deliveries}", flush=True)
                 os.environ["CMK_TEST_HOST"] = host
     finally:
