@@ -35,6 +35,11 @@ def test_bench_smoke_writes_well_formed_results(tmp_path):
         assert float(component["10"]["hsm_calls_per_event"]) == 0.1, rt
         assert float(component["10"]["cosmos_requests_per_event"]) == 0.1, rt
         assert float(component["1"]["token_calls_per_event"]) == 0, rt
+    # The SDK way wraps each batch's data key with the public key its
+    # CryptographyClient fetched once (in the warm-up): no HSM request in
+    # the timed part, like the component with hsm_local_wrap.
+    baseline = {row["batch"]: row for row in rows if row["mode"] == "baseline"}
+    assert float(baseline["1"]["hsm_calls_per_event"]) == 0 and float(baseline["10"]["hsm_calls_per_event"]) == 0
     info = json.loads(next(out.glob("bench-*-smoke.json")).read_text())
     assert info["wasm_bytes"] > 0 and all(info["healthz"][rt]["p50_ms"] > 0 for rt in runtimes)
     assert {t["target"] for t in info["summary"]["targets"]}
