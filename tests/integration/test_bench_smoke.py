@@ -10,13 +10,15 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from harness.stack import ROOT
 
 
 def test_bench_smoke_writes_well_formed_results(tmp_path):
     out = tmp_path / "bench"
     r = subprocess.run([sys.executable, str(ROOT / "tests/bench/bench.py"), "--smoke", "--events", "40",
-                        "--batches", "1,10", "--concurrency", "4", "--out", str(out)],
+                        "--batches", "1,10", "--concurrency", "4", "--rounds", "2", "--out", str(out)],
                        capture_output=True, text=True, timeout=300, env=dict(os.environ), stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     (csv_path,) = out.glob("bench-*-smoke.csv")
@@ -25,6 +27,8 @@ def test_bench_smoke_writes_well_formed_results(tmp_path):
     assert {(row["mode"], row["runtime"], row["batch"]) for row in rows} == {
         (m, rt, b) for m, rt in [*(("component", rt) for rt in runtimes), ("baseline", ""), ("ceiling", "")]
         for b in ("1", "10")}
+    # Two rounds: every way of every batch size measured twice, in turn.
+    assert sorted(row["round"] for row in rows) == ["1"] * (len(rows) // 2) + ["2"] * (len(rows) // 2)
     for row in rows:
         assert row["errors"] == "0" and row["events"] == "40"
         assert float(row["events_per_s"]) > 0 and float(row["p99_ms"]) >= float(row["p50_ms"]) > 0
@@ -48,6 +52,10 @@ def test_bench_smoke_writes_well_formed_results(tmp_path):
         ratios = info["summary"]["ratios"]
         assert all(ratios[f"host_vs_wasmtime_events_per_s_{b}"] > 0 for b in (1, 10)), ratios
         assert "test host vs `wasmtime serve`" in r.stdout
+    by_round = info["summary"]["ratios_by_round"]
+    for key, values in by_round.items():
+        assert len(values) == 2 and info["summary"]["ratios"][key] == pytest.approx(sum(values) / 2, abs=0.01), key
+    assert f"{runtimes[0]}_vs_baseline_1 by round:" in r.stdout
 
 
 def test_bench_tenants_mode_counts_one_wrap_per_tenant_of_a_delivery(tmp_path):
