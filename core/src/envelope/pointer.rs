@@ -133,7 +133,7 @@ fn walk(doc: &Value, pointer: &str, prefix: &str) -> (Vec<String>, Vec<ShapeMism
     };
     // Without `*` (almost every configured pointer) the concrete pointer is
     // the pointer itself: one walk, nothing built on the way.
-    if !tokens(pointer).any(|t| t == "*") {
+    if !pointer.split(['/']).any(|t| t == "*") {
         let mut v = doc;
         let mut end = 0;
         for token in tokens(pointer) {
