@@ -26,7 +26,7 @@ use cmk_core::time::UnixTime;
 use serde_json::json;
 
 // The component's global allocator (wasm32 only) and `cabi_realloc`.
-use cmk_heap as _;
+cmk_heap::cabi_realloc!();
 
 fn words(seed: u64, n: usize) -> String {
     const W: [&str; 8] = [

@@ -20,8 +20,9 @@
 
 #[cfg(target_arch = "wasm32")]
 mod app;
-// The component's allocator and `cabi_realloc` (installed on wasm32 only).
-use cmk_heap as _;
+// The component's allocator (its global allocator on wasm32), and the
+// canonical ABI's `cabi_realloc` defined here, in the component's own code.
+cmk_heap::cabi_realloc!();
 #[cfg(target_arch = "wasm32")]
 mod host;
 #[cfg(target_arch = "wasm32")]

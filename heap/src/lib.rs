@@ -20,7 +20,7 @@
 //! block inside a region is the heap's, anything else dlmalloc's. That
 //! matters because not every block the component frees was allocated by
 //! it: the host writes strings and lists into the guest's memory through
-//! `cabi_realloc`, which allocates from dlmalloc here ([`cabi_realloc`]),
+//! `cabi_realloc`, which allocates from dlmalloc here ([`cabi_realloc!`]),
 //! since wasi-libc frees some of those buffers with its own `free` (the
 //! environment it reads, for one) while the bindings free others with
 //! Rust's `dealloc`. Both then reach dlmalloc.
@@ -30,8 +30,8 @@
 //! instructions still, but grew every request's memory by a 64 KiB page,
 //! and each page costs the runtime on every request (its pooled slot is
 //! reset). docs/benchmarks.md ("Run of 2026-12-06 (evening)", and "Run of
-//! 2026-12-06 (late): the heap for every delivery" for the growing
-//! regions) has the measurements.
+//! 2026-12-06 (late): the heap for every delivery, scans a word at a time,
+//! one draw of nonces" for the growing regions) has the measurements.
 //!
 //! Its own crate so that the delivery bench links it as the component does.
 #![deny(missing_docs)]
@@ -86,36 +86,51 @@ unsafe impl Sync for Heap {}
 #[global_allocator]
 static HEAP: Heap = Heap::new();
 
-/// The canonical ABI's allocator, with which the host writes strings and
-/// lists into the guest's memory: dlmalloc's, whatever the global
-/// allocator, since wasi-libc frees some of these buffers with its own
-/// `free`. Rust code that frees one reaches dlmalloc too: the heap hands
-/// every block outside its regions to it (the bindings make these buffers
-/// `Vec`s and `String`s, so the heap accepts any block of `System`'s as
-/// well as its own). This strong definition replaces the weak ones of std
-/// (which allocates from the global allocator) and wasi-libc.
+/// Defines the canonical ABI's allocator, `cabi_realloc`, with which the
+/// host writes strings and lists into the guest's memory: dlmalloc's
+/// ([`host_buffer`]), whatever the global allocator, since wasi-libc frees
+/// some of these buffers with its own `free`. Rust code that frees one
+/// reaches dlmalloc too: the heap hands every block outside its regions to
+/// it (the bindings make these buffers `Vec`s and `String`s, so the heap
+/// accepts any block of `System`'s as well as its own). Its strong
+/// definition replaces the weak ones of std (which allocates from the
+/// global allocator) and wasi-libc.
 ///
-/// # Safety
-/// The canonical ABI's contract: `align` is a power of two, and a nonzero
-/// `old_len` comes with the `old_ptr` of an earlier call that returned
-/// `old_len` bytes at that alignment.
-#[cfg(target_arch = "wasm32")]
-#[no_mangle]
-pub unsafe extern "C" fn cabi_realloc(
-    old_ptr: *mut u8,
-    old_len: usize,
-    align: usize,
-    new_len: usize,
-) -> *mut u8 {
-    // SAFETY: the canonical ABI's contract, passed on.
-    let p = unsafe { host_buffer(old_ptr, old_len, align, new_len) };
-    if p.is_null() {
-        std::process::abort();
-    }
-    p
+/// A macro, invoked at the root of the crate that is linked (the
+/// component, the delivery bench), so that the definition sits in that
+/// crate's own object: a linker takes every object of the crate it links,
+/// but an archive member of a dependency only for a symbol still missing,
+/// and std's weak `cabi_realloc` is not missing. On other targets it
+/// defines nothing.
+#[macro_export]
+macro_rules! cabi_realloc {
+    () => {
+        /// The canonical ABI's allocator: `cmk_heap::host_buffer`, from
+        /// dlmalloc (see the `cmk_heap::cabi_realloc!` macro).
+        ///
+        /// # Safety
+        /// The canonical ABI's contract: `align` is a power of two, and a
+        /// nonzero `old_len` comes with the `old_ptr` of an earlier call
+        /// that returned `old_len` bytes at that alignment.
+        #[cfg(target_arch = "wasm32")]
+        #[no_mangle]
+        pub unsafe extern "C" fn cabi_realloc(
+            old_ptr: *mut u8,
+            old_len: usize,
+            align: usize,
+            new_len: usize,
+        ) -> *mut u8 {
+            // SAFETY: the canonical ABI's contract, passed on.
+            let p = unsafe { $crate::host_buffer(old_ptr, old_len, align, new_len) };
+            if p.is_null() {
+                ::std::process::abort();
+            }
+            p
+        }
+    };
 }
 
-/// [`cabi_realloc`]'s work, from `System`: a new buffer when `old_len` is
+/// `cabi_realloc`'s work ([`cabi_realloc!`]), from `System`: a new buffer when `old_len` is
 /// 0 (as std's and wit-bindgen's versions decide), else `old_ptr` grown;
 /// an empty one is the dangling `align`. Null if the size is not a valid
 /// layout or memory runs out.
@@ -123,7 +138,12 @@ pub unsafe extern "C" fn cabi_realloc(
 /// # Safety
 /// `align` is a power of two; a nonzero `old_len` comes with the
 /// `old_ptr` of an earlier call that returned `old_len` bytes.
-unsafe fn host_buffer(old_ptr: *mut u8, old_len: usize, align: usize, new_len: usize) -> *mut u8 {
+pub unsafe fn host_buffer(
+    old_ptr: *mut u8,
+    old_len: usize,
+    align: usize,
+    new_len: usize,
+) -> *mut u8 {
     if new_len == 0 {
         return align as *mut u8;
     }
