@@ -302,8 +302,11 @@ fn deep_nesting_is_refused_not_a_stack_overflow() {
 
 /// The Event Grid decoder parses a body straight into its events' members;
 /// a message that carries the array inside another envelope arrives as a
-/// parsed `Value` and goes the other way. Both must give the same answer,
-/// error or events, for every body.
+/// parsed `Value`, whose members are taken out of its maps. Both then go
+/// through the same checks, so this holds the first parser to what
+/// serde_json's own `Value` makes of the same bytes (members sent twice,
+/// escaped names, every type, malformed JSON): the same answer, error or
+/// events, for every body.
 fn event_grid_both_ways(body: &[u8]) -> Result<(), TestCaseError> {
     use cmk_core::events::{decode_event_grid, event_grid_delivery, EventError};
     let direct = decode_event_grid(body);
@@ -319,8 +322,11 @@ fn event_grid_both_ways(body: &[u8]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// Event Grid arrays of objects whose members are the schema's names and
-/// others, of every JSON type, sent twice or not at all.
+/// Event Grid arrays whose events mostly carry the members the schema
+/// requires (so that the checks past them, the extensions and the
+/// reserved names are reached), with other members of every JSON type
+/// before or after them, the schema's names among them (sent twice, null,
+/// of another type, escaped).
 fn event_grid_arrays() -> impl Strategy<Value = Vec<u8>> {
     let name = prop::sample::select(vec![
         "id",
@@ -355,9 +361,65 @@ fn event_grid_arrays() -> impl Strategy<Value = Vec<u8>> {
         "\"\\ud800\"",
     ]);
     let member = (name, value).prop_map(|(n, v)| format!("\"{n}\":{v}"));
-    let object = prop::collection::vec(member, 0..8).prop_map(|m| format!("{{{}}}", m.join(",")));
-    let element = prop_oneof![6 => object, 1 => Just("1".to_owned()), 1 => Just("[{}]".to_owned()), 1 => Just("null".to_owned())];
-    prop::collection::vec(element, 0..4).prop_map(|e| format!("[{}]", e.join(",")).into_bytes())
+    let core = (prop::sample::select(vec!["a", "b"]), prop::sample::select(vec!["/t1", "/t2"])).prop_map(
+        |(id, topic)| {
+            format!(
+                "\"id\":\"{id}\",\"topic\":\"{topic}\",\"eventType\":\"T\",\"subject\":\"s\",\"eventTime\":\"2026-01-01T00:00:00Z\""
+            )
+        },
+    );
+    let object = (
+        prop::option::weighted(0.8, core),
+        prop::collection::vec(member, 0..5),
+        any::<bool>(),
+    )
+        .prop_map(|(core, others, core_last)| {
+            let mut m = others;
+            if let Some(c) = core {
+                if core_last {
+                    m.push(c)
+                } else {
+                    m.insert(0, c)
+                }
+            }
+            format!("{{{}}}", m.join(","))
+        });
+    let element = prop_oneof![8 => object, 1 => Just("1".to_owned()), 1 => Just("[{}]".to_owned()), 1 => Just("null".to_owned())];
+    prop::collection::vec(element, 0..5).prop_map(|e| format!("[{}]", e.join(",")).into_bytes())
+}
+
+/// How often the generated arrays reach each outcome: a property test
+/// whose cases all fail at the first check would hold little.
+#[test]
+fn event_grid_arrays_reach_events_and_each_kind_of_refusal() {
+    use cmk_core::events::{decode_event_grid, Delivery, EventError};
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let (mut events, mut with_extensions, mut reserved, mut duplicate, mut wrong_type) =
+        (0, 0, 0, 0, 0);
+    for _ in 0..4000 {
+        let body = event_grid_arrays().new_tree(&mut runner).unwrap().current();
+        match decode_event_grid(&body) {
+            Ok(Delivery::Events(e)) => {
+                events += 1;
+                with_extensions += usize::from(e.iter().any(|e| !e.extensions.is_empty()));
+            }
+            Err(EventError::Reserved { .. }) => reserved += 1,
+            Err(EventError::Duplicate { .. }) => duplicate += 1,
+            Err(EventError::WrongType { .. }) => wrong_type += 1,
+            _ => {}
+        }
+    }
+    for (what, n) in [
+        ("events", events),
+        ("extensions", with_extensions),
+        ("reserved", reserved),
+        ("duplicate", duplicate),
+        ("wrong type", wrong_type),
+    ] {
+        assert!(n >= 10, "{what}: {n} of 4000 ({events} events, {reserved} reserved, {duplicate} duplicate, {wrong_type} wrong type)");
+    }
 }
 
 proptest! {
