@@ -78,7 +78,7 @@ def total(path: Path) -> int:
     raise SystemExit(f"no summary in {path}")
 
 
-def deliveries(url: str, events: list[dict], key: str, topic: str, batch: int) -> None:
+def deliveries(url: str, events: list[dict], key: str, topic: str, batch: int = 1) -> None:
     u = url.split("//", 1)[1]
     host, port = u.split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=300)
