@@ -170,6 +170,31 @@ fn delivery(items: Vec<Item>) -> Result<Delivery, EventError> {
     Ok(Delivery::Events(events))
 }
 
+/// The visitor methods for JSON's scalars (booleans, numbers, strings,
+/// null), each answering `$answer`: the shape that is not the one sought.
+macro_rules! scalars_are {
+    ($answer:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($answer)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($answer)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($answer)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($answer)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($answer)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok($answer)
+        }
+    };
+}
+
 /// The body as parsed: its elements when it is an array, `None` for any
 /// other JSON (parsed in full all the same, so a malformed body is refused
 /// as malformed JSON wherever it is malformed).
@@ -194,24 +219,7 @@ impl<'de> Deserialize<'de> for Body {
                 while map.next_entry::<String, Value>()?.is_some() {}
                 Ok(Body(None))
             }
-            fn visit_bool<E>(self, _: bool) -> Result<Body, E> {
-                Ok(Body(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Body, E> {
-                Ok(Body(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Body, E> {
-                Ok(Body(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Body, E> {
-                Ok(Body(None))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Body, E> {
-                Ok(Body(None))
-            }
-            fn visit_unit<E>(self) -> Result<Body, E> {
-                Ok(Body(None))
-            }
+            scalars_are!(Body(None));
         }
         d.deserialize_any(V)
     }
@@ -237,24 +245,7 @@ impl<'de> Deserialize<'de> for Item {
                 while seq.next_element::<Value>()?.is_some() {}
                 Ok(Item::NotObject)
             }
-            fn visit_bool<E>(self, _: bool) -> Result<Item, E> {
-                Ok(Item::NotObject)
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Item, E> {
-                Ok(Item::NotObject)
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Item, E> {
-                Ok(Item::NotObject)
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Item, E> {
-                Ok(Item::NotObject)
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Item, E> {
-                Ok(Item::NotObject)
-            }
-            fn visit_unit<E>(self) -> Result<Item, E> {
-                Ok(Item::NotObject)
-            }
+            scalars_are!(Item::NotObject);
         }
         d.deserialize_any(V)
     }
