@@ -14,6 +14,9 @@
 mod gcm;
 mod header;
 mod pointer;
+// The block cipher of sealing on Wasm SIMD (and of its native tests).
+#[cfg(any(test, all(target_arch = "wasm32", target_feature = "simd128")))]
+mod vector_aes;
 
 pub use header::*;
 pub use pointer::*;
