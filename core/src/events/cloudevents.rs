@@ -263,8 +263,7 @@ pub fn decode_cloudevent_binary(
             .map(|m| m.trim().to_ascii_lowercase())
             .unwrap_or_default();
         if media == "application/json" || media.ends_with("+json") {
-            let data: Value =
-                serde_json::from_slice(body).map_err(|e| EventError::NotJson(e.to_string()))?;
+            let data: Value = super::parse_body(body)?;
             obj.insert("data".into(), data);
         } else {
             use base64::Engine;

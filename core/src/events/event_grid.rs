@@ -12,14 +12,15 @@
 //! property test holds them to the same answer for every body.
 
 use super::cloudevents::CE_ATTRIBUTES;
-use super::{check_unique, Delivery, Encoding, Event, EventError, Need, VALIDATION_EVENT_TYPE};
+use super::{
+    check_unique, parse_body, Delivery, Encoding, Event, EventError, Need, VALIDATION_EVENT_TYPE,
+};
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 /// Decodes an Event Grid schema delivery (a JSON array of events).
 pub fn decode_event_grid(body: &[u8]) -> Result<Delivery, EventError> {
-    let Body(items) =
-        serde_json::from_slice(body).map_err(|e| EventError::NotJson(e.to_string()))?;
+    let Body(items) = parse_body(body)?;
     delivery(items.ok_or(EventError::NotArray)?)
 }
 

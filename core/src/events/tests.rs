@@ -192,6 +192,17 @@ fn each_malformation_has_its_own_error() {
     };
     let d = |s: &str| decode_event_grid(s.as_bytes());
     assert!(matches!(d("{"), Err(EventError::NotJson(_))));
+    // Bytes that are not UTF-8 are refused with serde_json's own answer,
+    // which says where: in a string, and outside one.
+    for (body, at) in [
+        (&b"[{\"id\": \"a\xff\"}]"[..], "line 1 column 11"),
+        (&b"[\xc3]"[..], "line 1 column 2"),
+    ] {
+        match decode_event_grid(body) {
+            Err(EventError::NotJson(m)) => assert!(m.contains(at), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
     assert_eq!(d("{}"), Err(EventError::NotArray));
     assert_eq!(d("[]"), Err(EventError::Empty));
     assert_eq!(d("[1]"), Err(EventError::NotObject { index: 0 }));
