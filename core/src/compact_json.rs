@@ -5,10 +5,11 @@
 //! itself), same escapes: `\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, every
 //! other control character below U+0020 as `\u00XX` in lowercase hex, and
 //! nothing else (not U+007F, not non-ASCII). What differs is how a string's
-//! bytes are scanned: serde_json looks up every byte in a table; here eight
-//! bytes at a time are tested for the three classes that need an escape
-//! (below 0x20, `"`, `\`) with word arithmetic, and each clean run between
-//! two escapes is copied with one `extend_from_slice`. A delivery's
+//! bytes are scanned: serde_json looks up every byte in a table; here sixteen
+//! bytes at a time (Wasm SIMD) or eight (word arithmetic) are tested for the
+//! three classes that need an escape (below 0x20, `"`, `\`; [`crate::scan`]),
+//! and each clean run between two escapes is copied with one
+//! `extend_from_slice`. A delivery's
 //! documents are mostly long clean strings (the sealed fields' base64, the
 //! events' own text), where this is several times fewer instructions.
 //!
@@ -95,22 +96,11 @@ fn write_escaped(out: &mut Vec<u8>, bytes: &[u8], first: usize) {
     out.push(b'"');
 }
 
-#[inline]
-fn needs_escape(b: u8) -> bool {
-    b < 0x20 || b == b'"' || b == b'\\'
-}
-
 /// The index of the first byte at or after `from` that needs an escape,
-/// found eight bytes at a time.
+/// found sixteen or eight bytes at a time ([`crate::scan`]).
 #[inline]
 fn next_escape(bytes: &[u8], from: usize) -> Option<usize> {
-    use crate::swar::{bytes_equal, control_bytes, find};
-    find(
-        bytes,
-        from,
-        |w| control_bytes(w) | bytes_equal(w, b'"') | bytes_equal(w, b'\\'),
-        needs_escape,
-    )
+    crate::scan::find::<crate::scan::JsonEscape>(bytes, from)
 }
 
 fn write_escape(out: &mut Vec<u8>, b: u8) {

@@ -225,12 +225,7 @@ pub fn shape(body: &[u8]) -> Shape {
                 // Most of a body is string content: skip it in one tight
                 // loop to the closing quote, stepping over escapes.
                 loop {
-                    match crate::swar::find(
-                        body,
-                        i,
-                        |w| crate::swar::bytes_equal(w, b'"') | crate::swar::bytes_equal(w, b'\\'),
-                        |c| c == b'"' || c == b'\\',
-                    ) {
+                    match crate::scan::find::<crate::scan::QuoteOrBackslash>(body, i) {
                         None => i = body.len(),
                         Some(j) if body[j] == b'\\' => {
                             i = j + 2;
