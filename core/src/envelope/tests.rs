@@ -1,6 +1,7 @@
 //! Known-answer and behaviour tests of [`super`] (`envelope`).
 
 use super::*;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 const KID: &str =
     "https://contoso.managedhsm.azure.net/keys/app-kek/0123456789abcdef0123456789abcdef";
