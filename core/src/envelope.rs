@@ -11,6 +11,7 @@
 //!
 //! Pure: the DEK, nonces and the wrapped DEK are inputs.
 
+mod base64url;
 mod gcm;
 mod header;
 mod pointer;
@@ -24,7 +25,6 @@ pub use pointer::*;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use base64::alphabet::URL_SAFE;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 use serde_json::{json, Map, Value};
@@ -253,7 +253,7 @@ impl<'a> Sealer<'a> {
         Self {
             cipher: gcm::Gcm::new(&dek.0),
             kid,
-            wrapped_dek: URL_SAFE_NO_PAD.encode(wrapped_dek),
+            wrapped_dek: base64url::encode(wrapped_dek),
         }
     }
 
@@ -299,8 +299,8 @@ impl<'a> Sealer<'a> {
             // The members json! would give, built without copying the texts.
             let mut value = Map::new();
             value.insert("cmk".into(), Value::from(FORMAT_VERSION));
-            value.insert("iv".into(), Value::String(URL_SAFE_NO_PAD.encode(n)));
-            value.insert("ct".into(), Value::String(URL_SAFE_NO_PAD.encode(&ct)));
+            value.insert("iv".into(), Value::String(base64url::encode(&n)));
+            value.insert("ct".into(), Value::String(base64url::encode(&ct)));
             *slot = Value::Object(value);
             sealed.push(pointer.clone());
         }
@@ -499,7 +499,7 @@ pub fn rewrapped(doc: &Value, kid: &str, wrapped_dek: &[u8]) -> Result<Value, En
         return Ok(out);
     }
     m.insert("kid".into(), json!(kid));
-    m.insert("dek".into(), json!(URL_SAFE_NO_PAD.encode(wrapped_dek)));
+    m.insert("dek".into(), json!(base64url::encode(wrapped_dek)));
     if h.sealed_kid == kid {
         m.remove(SEALED_KID);
     } else {
