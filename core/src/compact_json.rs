@@ -7,7 +7,7 @@
 //! nothing else (not U+007F, not non-ASCII). What differs is how a string's
 //! bytes are scanned: serde_json looks up every byte in a table; here sixteen
 //! bytes at a time (Wasm SIMD) or eight (word arithmetic) are tested for the
-//! three classes that need an escape (below 0x20, `"`, `\`; [`crate::scan`]),
+//! three classes that need an escape (below 0x20, `"`, `\`; the `scan` module),
 //! and each clean run between two escapes is copied with one
 //! `extend_from_slice`. A delivery's
 //! documents are mostly long clean strings (the sealed fields' base64, the
