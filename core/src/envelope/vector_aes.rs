@@ -1,7 +1,7 @@
 //! AES-256 encryption (FIPS 197) on sixteen-byte vectors, for Wasm SIMD.
 //!
 //! Why: inside Wasm the `aes` crate runs its bitsliced software (`fixslice`,
-//! four blocks a call, 8 × 64-bit words a state), about 3,500 machine
+//! four blocks a call, 8 × 64-bit words a state), about 3,100 machine
 //! instructions a block as Wasmtime compiles it: a third of a sealed
 //! delivery's instructions (docs/benchmarks.md). Wasm SIMD has a byte
 //! permute with a variable index, `i8x16.swizzle` (`pshufb` on x86-64,
@@ -16,7 +16,7 @@
 //!   x ↦ aY + b (two lookups per nibble of the four-bit halves);
 //! - (aY + b)⁻¹ = (aΔ⁻¹)Y + (a + b)Δ⁻¹ with Δ = λa² + ab + b², every product
 //!   of two nibbles taken as exp(log u + log v), and 0 carried by a log
-//!   (0x40) that sends every sum it is in out of both exp tables' range,
+//!   (0xf0) that sends every sum it is in out of the exp table's range,
 //!   where a permute answers 0;
 //! - the inverse mapped back and the S-box's affine map applied, one linear
 //!   map and a constant: two lookups.
@@ -339,6 +339,8 @@ impl<L> Drop for VectorAes256<L> {
     }
 }
 
+impl<L> zeroize::ZeroizeOnDrop for VectorAes256<L> {}
+
 impl<L: Lanes> VectorAes256<L> {
     pub(crate) fn new(key: &[u8; 32]) -> Self {
         // Words w[0..60]; w[i] = w[i-8] ⊕ temp, where temp is w[i-1], after
@@ -362,18 +364,21 @@ impl<L: Lanes> VectorAes256<L> {
             for j in 0..4 {
                 w[i][j] = w[i - 8][j] ^ temp[j];
             }
+            temp.zeroize();
         }
-        let mut round_keys = [[0u8; 16]; ROUNDS + 1];
-        for (r, key) in round_keys.iter_mut().enumerate() {
+        // Filled in place: a schedule built on the stack and moved in
+        // would leave a copy behind.
+        let mut aes = Self {
+            round_keys: [[0u8; 16]; ROUNDS + 1],
+            lanes: core::marker::PhantomData,
+        };
+        for (r, key) in aes.round_keys.iter_mut().enumerate() {
             for j in 0..4 {
                 key[4 * j..4 * j + 4].copy_from_slice(&w[4 * r + j]);
             }
         }
         w.zeroize();
-        Self {
-            round_keys,
-            lanes: core::marker::PhantomData,
-        }
+        aes
     }
 
     /// Encrypts each block in place.
@@ -432,9 +437,11 @@ impl<L: Lanes> VectorAes256<L> {
 fn sub_word<L: Lanes>(word: [u8; 4]) -> [u8; 4] {
     let mut bytes = [0u8; 16];
     bytes[..4].copy_from_slice(&word);
-    let out = sub_bytes(L::from_bytes(&bytes)).to_bytes();
+    let mut out = sub_bytes(L::from_bytes(&bytes)).to_bytes();
     bytes.zeroize();
-    [out[0], out[1], out[2], out[3]]
+    let word = [out[0], out[1], out[2], out[3]];
+    out.zeroize();
+    word
 }
 
 mod lanes;

@@ -130,6 +130,21 @@ fn the_byte_operations_are_what_the_cipher_assumes() {
     );
 }
 
+// Built for Wasm, these tests are only worth running with SIMD: without it
+// (a `RUSTFLAGS` without `+simd128` replaces `.cargo/config.toml`'s) the
+// lanes under test would be the portable ones again, and pass.
+#[cfg(all(target_arch = "wasm32", not(target_feature = "simd128")))]
+compile_error!("the core's tests for Wasm need `-C target-feature=+simd128`");
+
+/// As `core/tests/hardening.rs` checks the native cipher: fails to compile
+/// if the schedule is not wiped on drop (its `Drop` zeroizes it).
+#[test]
+fn the_key_schedule_is_wiped_on_drop() {
+    fn wipes_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+    wipes_on_drop::<VectorAes256<Native>>();
+    wipes_on_drop::<VectorAes256<Portable>>();
+}
+
 fn encrypt<L: Lanes>(key: &[u8; 32], blocks: &[[u8; 16]]) -> Vec<[u8; 16]> {
     let mut out = blocks.to_vec();
     VectorAes256::<L>::new(key).encrypt_blocks(&mut out);
