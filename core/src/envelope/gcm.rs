@@ -209,16 +209,13 @@ mod tests {
             .unwrap()
     }
 
+    /// A key, a nonce, associated data, where to split it, a plaintext.
+    type Input<'a> = (&'a [u8; 32], &'a [u8; 12], &'a [u8], usize, &'a [u8]);
+
     /// Sealed with the associated data split after `split` bytes (its head
     /// hashed first), or whole when `split` is past its end, with the
     /// block cipher `C`.
-    fn sealed_with<C: BlockEncrypt>(
-        key: &[u8; 32],
-        nonce: &[u8; 12],
-        aad: &[u8],
-        split: usize,
-        pt: &[u8],
-    ) -> Vec<u8> {
+    fn sealed_with<C: BlockEncrypt>((key, nonce, aad, split, pt): Input<'_>) -> Vec<u8> {
         let split = split.min(aad.len());
         let gcm = Gcm::<C>::new(key);
         let mut out = b"prefix".to_vec();
@@ -242,15 +239,10 @@ mod tests {
         split: usize,
         pt: &[u8],
     ) -> Vec<u8> {
-        let sealed = sealed_with::<Cipher>(key, nonce, aad, split, pt);
-        assert_eq!(
-            sealed,
-            sealed_with::<aes::Aes256>(key, nonce, aad, split, pt)
-        );
-        assert_eq!(
-            sealed,
-            sealed_with::<VectorAes256<Portable>>(key, nonce, aad, split, pt)
-        );
+        let input = (key, nonce, aad, split, pt);
+        let sealed = sealed_with::<Cipher>(input);
+        assert_eq!(sealed, sealed_with::<aes::Aes256>(input));
+        assert_eq!(sealed, sealed_with::<VectorAes256<Portable>>(input));
         sealed
     }
 

@@ -36,42 +36,31 @@
 
 use zeroize::Zeroize;
 
+/// A permutation of the state's sixteen bytes: byte `r + 4c` (row `r`,
+/// column `c`) takes the byte at the index `$at` gives.
+macro_rules! permutation {
+    (|$r:ident, $c:ident| $at:expr) => {{
+        let mut p = [0; 16];
+        let mut i = 0;
+        while i < 16 {
+            let ($r, $c) = (i % 4, i / 4);
+            p[i] = $at;
+            i += 1;
+        }
+        p
+    }};
+}
+
 /// The state is column-major (FIPS 197 §3.4): byte `r + 4c` is row `r`,
 /// column `c`. ShiftRows: row `r` moves left by `r`.
-pub(crate) const SHIFT_ROWS: [usize; 16] = {
-    let mut p = [0; 16];
-    let mut i = 0;
-    while i < 16 {
-        let (r, c) = (i % 4, i / 4);
-        p[i] = r + 4 * ((c + r) % 4);
-        i += 1;
-    }
-    p
-};
+pub(crate) const SHIFT_ROWS: [usize; 16] = permutation!(|r, c| r + 4 * ((c + r) % 4));
 
 /// ShiftRows, then row `r` of a column takes row `r + 1`'s byte.
-pub(crate) const SHIFT_ROWS_ROTATE1: [usize; 16] = {
-    let mut p = [0; 16];
-    let mut i = 0;
-    while i < 16 {
-        let (r, c) = (i % 4, i / 4);
-        p[i] = SHIFT_ROWS[(r + 1) % 4 + 4 * c];
-        i += 1;
-    }
-    p
-};
+pub(crate) const SHIFT_ROWS_ROTATE1: [usize; 16] =
+    permutation!(|r, c| SHIFT_ROWS[(r + 1) % 4 + 4 * c]);
 
 /// Row `r` of a column takes row `r + 2`'s byte.
-pub(crate) const ROTATE2: [usize; 16] = {
-    let mut p = [0; 16];
-    let mut i = 0;
-    while i < 16 {
-        let (r, c) = (i % 4, i / 4);
-        p[i] = (r + 2) % 4 + 4 * c;
-        i += 1;
-    }
-    p
-};
+pub(crate) const ROTATE2: [usize; 16] = permutation!(|r, c| (r + 2) % 4 + 4 * c);
 
 /// GF(2^4) with the polynomial x⁴ + x + 1, whose x (2) generates its
 /// fifteen non-zero elements.
