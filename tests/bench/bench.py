@@ -1,7 +1,7 @@
 """End-to-end ingest benchmark: the component, the Python-SDK way and the
 local ceiling, side by side on one local stack (docs/benchmarks.md).
 
-    scripts/bench [--events N] [--batches 1,10,100] [--concurrency C] [--rounds R] [--smoke] [--out DIR]
+    scripts/bench [--events N] [--batches 1,10,100] [--concurrency C] [--rounds R] [--floor] [--smoke] [--out DIR]
     scripts/bench --tenants 1,3,10 [--batches 30] [--events N] …
 
 One run starts the local peers (the Cosmos REST server behind the signature
@@ -40,6 +40,12 @@ warms up (tokens, keys, connections), reports ready, and on "go" runs the
 timed part and reports its own CPU time. Around that part the driver reads
 the peers' counters (requests forwarded by the signature check, HSM and
 token calls) and the CPU time of every process from /proc.
+
+With `--floor` the floor component (tests/bench/floor: a delivery's I/O,
+a document per event, and nothing else) is served on the test host too and
+measured in the same rounds as a further runtime of the component way
+(`floor`): a ratio the floor does not reach, no component reaches on this
+machine with these peers; `host_vs_floor_*` is the component's share of it.
 
 With `--tenants 1,3,10` the run measures key scopes instead: the component
 only, served with `key_scope_pointer = /data/tenantId` and one HSM key per
@@ -518,6 +524,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--runtimes", default=None,
                     help="runtimes for the component, comma-separated: host, wasmtime (default both; "
                          "wasmtime alone without the test host)")
+    ap.add_argument("--floor", action="store_true",
+                    help="also serve the floor component (tests/bench/floor) on the test host, measured in the same "
+                         "rounds as runtime 'floor'")
     ap.add_argument("--tenants", help="key scopes: tenants per delivery, e.g. 1,3,10 (component only)")
     ap.add_argument("--rounds", type=int, default=1,
                     help="measure every way of a batch size this many times, in turn (ratios: the median of the "
@@ -543,6 +552,8 @@ def main(argv: list[str]) -> int:
     runtimes = (args.runtimes or ("host,wasmtime" if os.environ.get("CMK_TEST_HOST") else "wasmtime")).split(",")
     if set(runtimes) - {"host", "wasmtime"} or not runtimes:
         ap.error("--runtimes takes host and/or wasmtime")
+    if args.floor and not os.environ.get("CMK_TEST_HOST"):
+        ap.error("--floor runs on the test host (CMK_TEST_HOST)")
 
     workdir = Path(tempfile.mkdtemp(prefix="cmk-bench-"))
     out = args.out or (workdir if args.smoke else HERE.parents[1] / "docs" / "bench")
@@ -565,9 +576,16 @@ def main(argv: list[str]) -> int:
                                                        "ops": ["get", "wrapKey", "unwrapKey"]})
             extra.update(key_scope_pointer="/data/tenantId",
                          key_scope_keys=json.dumps({f"t{i}": tenant_key(i) for i in range(max(tenants))}))
-        apps = {rt: stack.serve_app(name=f"app-bench-{rt}", runtime=rt, overrides=stack.stage_two(
-            "client-secret", protected_fields=json.dumps({EVENT_TYPE: PROTECTED}), **extra)) for rt in runtimes}
+        overrides = stack.stage_two("client-secret", protected_fields=json.dumps({EVENT_TYPE: PROTECTED}), **extra)
+        apps = {rt: stack.serve_app(name=f"app-bench-{rt}", runtime=rt, overrides=overrides) for rt in runtimes}
         wasm = Path(env("CMK_APP_WASM"))
+        if args.floor:
+            os.environ["CMK_APP_WASM"] = str(floor_wasm())
+            try:
+                apps["floor"] = stack.serve_app(name="app-bench-floor", runtime="host", overrides=overrides)
+            finally:
+                os.environ["CMK_APP_WASM"] = str(wasm)
+            runtimes.append("floor")
         peers = {p.name: p.proc.pid for p in stack.processes if p.name in ("cosmosdb-server", "sigcheck", "hsm", "entra")}
         info["wasm_bytes"] = wasm.stat().st_size
         info["healthz"] = {rt: healthz(app.url, app.process.proc.pid, 50 if args.smoke else HEALTHZ_REQUESTS)
@@ -615,6 +633,15 @@ def main(argv: list[str]) -> int:
     return 1 if any(r["errors"] for r in rows) else 0
 
 
+def floor_wasm() -> Path:
+    """Builds the floor component (seconds once the component is built:
+    the same crates and pins)."""
+    root = HERE.parents[1]
+    subprocess.run(["cargo", "build", "--quiet", "--release", "--target", "wasm32-wasip2", "-p", "cmk-bench-floor"],
+                   cwd=root, check=True, timeout=1800)
+    return root / "target/wasm32-wasip2/release/cmk_bench_floor.wasm"
+
+
 def runtime_of(row: dict) -> str:
     """The runtime a component row ran on ("" for the other ways); rows
     written before the test host existed ran on `wasmtime serve`."""
@@ -646,6 +673,13 @@ def round_ratios(rows: list[dict], runtimes: list[str], batches: list[int]) -> d
             if c and x:
                 ratios[f"{rt}_vs_ceiling_{size}"] = c["events_per_s"] / x["events_per_s"]
         h, w = by.get(("component", "host", size)), by.get(("component", "wasmtime", size))
+        f = by.get(("component", "floor", size))
+        if h and f:
+            # The component's events/s and CPU per event against the floor's
+            # on the same host in the same round.
+            ratios[f"host_vs_floor_events_per_s_{size}"] = h["events_per_s"] / f["events_per_s"]
+            if f["cpu_s_per_1000_events"] > 0:
+                ratios[f"host_vs_floor_cpu_{size}"] = h["cpu_s_per_1000_events"] / f["cpu_s_per_1000_events"]
         if h and w:
             # Side by side: above 1 the test host is faster (events/s) or
             # costs more CPU per event than `wasmtime serve`.
@@ -667,7 +701,7 @@ def summarize(rows: list[dict], info: dict) -> dict:
     ratios = {}
     for key in dict.fromkeys(k for e in each for k in e):
         values = [e[key] for e in each if key in e]
-        ratios[key] = round(statistics.median(values), 3 if "_vs_ceiling_" in key else 2)
+        ratios[key] = round(statistics.median(values), 3 if "_vs_ceiling_" in key or "_vs_floor_" in key else 2)
     by_round = {key: [round(e[key], 3) for e in each if key in e] for key in ratios} if len(rounds) > 1 else {}
     if "host" in health and "wasmtime" in health and health["wasmtime"]["runtime_cpu_us_per_request"]:
         ratios["host_vs_wasmtime_healthz_cpu"] = round(
@@ -686,7 +720,8 @@ def summarize(rows: list[dict], info: dict) -> dict:
                ", ".join(f"{r['tenants']} tenants x {r['batch']} events: {r['wraps_per_delivery']:.3f}" for r in scoped))
     for rt in runtimes:
         comp = [r for r in rows if runtime_of(r) == rt and r.get("tenants", 1) in (0, 1)]
-        if not comp:
+        if not comp or rt == "floor":
+            # The floor is a yardstick (its ratios are printed), not the product.
             continue
         tag = f"[{rt}] "
         # The ratio targets (one run, same peers): against the Python-SDK
@@ -773,7 +808,7 @@ def render(info: dict) -> str:
     lines.append("")
     lines.append("ratios: " + ", ".join(f"{k} {v}" for k, v in ratios.items()))
     for key, values in info["summary"].get("ratios_by_round", {}).items():
-        if "_vs_baseline_" in key or "_vs_ceiling_" in key:
+        if "_vs_baseline_" in key or "_vs_ceiling_" in key or "_vs_floor_events" in key:
             lines.append(f"  {key} by round: {', '.join(str(v) for v in values)} (median {ratios[key]})")
     for t in info["summary"]["targets"]:
         lines.append(f"target {'MET   ' if t['met'] else 'MISSED'} {t['target']}: {t['value']}")

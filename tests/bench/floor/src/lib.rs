@@ -1,23 +1,25 @@
-//! The floor of a batch-1 delivery: the I/O the component cannot do
-//! without, and nothing else, for `tests/bench/delivery_ab.py` and
-//! `tests/bench/host_instructions.py` to measure beside the component.
+//! The floor of a delivery: the I/O the component cannot do without, and
+//! nothing else, for `tests/bench/delivery_ab.py`,
+//! `tests/bench/host_instructions.py` and `scripts/bench --floor` to
+//! measure beside the component.
 //!
 //! Per `POST` it reads the whole body, reads one key-value entry (an access
 //! token and the key's exact version, fetched once on a miss, as the
 //! component caches them), sends one `wrapkey` of 32 random bytes to the
-//! HSM and one signed document upsert to Cosmos DB holding the event and
-//! the wrapped key, and answers 200 with the number of events (counted by
-//! the component's scan before parsing). No sealing, no parsing of events,
-//! no configuration beyond the variables it needs, no log line: what the
-//! runtime process spends on this is what a delivery costs it whatever the
-//! component computes (inbound HTTP, an instance, one key-value read, two
-//! outbound HTTPS exchanges). Every wait is a blocking host call, the
-//! fewest calls across the component boundary an exchange can take. With
+//! HSM and writes a document per event to Cosmos DB, each holding its event
+//! as it came and the wrapped key: one signed upsert for a single event, a
+//! transactional batch of upserts for several (as the component writes
+//! them; up to 100 a request, Cosmos DB's limit). It answers 200 with the
+//! number of events. No sealing, no parsing (the events are found by a
+//! scan of the body's top-level array), no configuration beyond the
+//! variables it needs, no log line: what the runtime process spends on
+//! this is what a delivery costs it whatever the component computes
+//! (inbound HTTP, an instance, one key-value read, the outbound HTTPS
+//! exchanges, and Cosmos DB's and the signature check's work for the same
+//! number of documents). Every wait is a blocking host call, the fewest
+//! calls across the component boundary an exchange can take. With
 //! `hsm_local_wrap = true` it skips the HSM exchange (and computes no RSA):
-//! the floor of a local-wrap delivery. A delivery of several events goes
-//! into the one document, less work for every peer than the component's
-//! transactional batch of a document per event: for a batch, a bound below
-//! the floor.
+//! below the floor of a local-wrap delivery by the one wrap it makes.
 //!
 //! It reads the component's variables (spin.toml) and is served in its
 //! place (`--wasm`); stage two, client-secret identity, master-key Cosmos
@@ -26,7 +28,9 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use cmk_core::cosmos::{ContainerLink, CosmosRequest, Credential, Endpoint, MasterKey};
+use cmk_core::cosmos::{
+    BatchOperation, ContainerLink, CosmosRequest, Credential, Endpoint, MasterKey,
+};
 use cmk_core::entra::{self, Provider, Secret, MANAGED_HSM_SCOPE};
 use cmk_core::hsm::{self, KeyRef};
 use cmk_core::time::UnixTime;
@@ -69,7 +73,7 @@ fn var(name: &str) -> Result<String, String> {
     spin_sdk::variables::get(name).map_err(|e| format!("variable {name}: {e}"))
 }
 
-/// Delivers the body as one document; the number of events it holds.
+/// Delivers the body's events, a document each; their number.
 fn deliver(req: IncomingRequest) -> Result<usize, String> {
     let length = req
         .headers()
@@ -77,10 +81,8 @@ fn deliver(req: IncomingRequest) -> Result<usize, String> {
         .first()
         .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
     let body = req.consume().map_err(|()| "no body")?;
-    let event = read_to_end(&body.stream().map_err(|()| "no body stream")?, length)?;
-    // The component's scan before parsing, here only to count the events
-    // for the answer (the bench checks it).
-    let events = cmk_core::events::shape(&event).top_level_items.unwrap_or(1);
+    let body = read_to_end(&body.stream().map_err(|()| "no body stream")?, length)?;
+    let events = elements(&body);
 
     let vault = Endpoint::parse(&var("hsm_endpoint")?).map_err(|e| e.to_string())?;
     let store = Store::open_default().map_err(|e| e.to_string())?;
@@ -101,8 +103,8 @@ fn deliver(req: IncomingRequest) -> Result<usize, String> {
     };
 
     let wrapped = if var("hsm_local_wrap")? == "true" {
-        // The floor of a local-wrap delivery: no HSM exchange (and no RSA
-        // either: 256 random bytes stand in for the wrapped key).
+        // Below the floor of a local-wrap delivery: no HSM exchange and no
+        // RSA either (256 random bytes stand in for the wrapped key).
         hsm::CryptResult {
             kid: format!("{}/keys/{}/{version}", vault.origin(), key.name),
             value: wasi::random::random::get_random_bytes(256),
@@ -113,32 +115,92 @@ fn deliver(req: IncomingRequest) -> Result<usize, String> {
         dek.fill(0);
         hsm::parse_crypt(&exchange(wrap)?).map_err(|e| e.to_string())?
     };
-
-    let id: String = wasi::random::random::get_random_bytes(16)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let mut doc = format!(
-        "{{\"id\":\"{id}\",\"pk\":\"bench-floor\",\"kid\":\"{}\",\"wrapped\":\"{}\",\"event\":",
+    let head = format!(
+        "\",\"pk\":\"bench-floor\",\"kid\":\"{}\",\"wrapped\":\"{}\",\"event\":",
         wrapped.kid,
         URL_SAFE_NO_PAD.encode(&wrapped.value)
-    )
-    .into_bytes();
-    doc.extend_from_slice(&event);
-    doc.push(b'}');
+    );
+    let ids = wasi::random::random::get_random_bytes(16 * events.len() as u64);
+    let docs: Vec<Vec<u8>> = events
+        .iter()
+        .zip(ids.chunks(16))
+        .map(|(event, id)| {
+            let mut doc = Vec::with_capacity(8 + 32 + head.len() + event.len() + 1);
+            doc.extend_from_slice(b"{\"id\":\"");
+            for b in id {
+                doc.extend_from_slice(format!("{b:02x}").as_bytes());
+            }
+            doc.extend_from_slice(head.as_bytes());
+            doc.extend_from_slice(event);
+            doc.push(b'}');
+            doc
+        })
+        .collect();
+
     let account = Endpoint::parse(&var("cosmos_endpoint")?).map_err(|e| e.to_string())?;
     let credential = Credential::MasterKey(
         MasterKey::from_base64(&var("cosmos_key")?).map_err(|e| e.to_string())?,
     );
     let container = ContainerLink::new(var("cosmos_database")?, var("cosmos_container")?);
-    let upsert = CosmosRequest::new(&account, &credential, UnixTime::now())
-        .upsert_document(&container, "bench-floor", doc)
+    let cosmos = CosmosRequest::new(&account, &credential, UnixTime::now());
+    for chunk in docs.chunks(100) {
+        let write = match chunk {
+            [one] => cosmos.upsert_document(&container, "bench-floor", one.clone()),
+            _ => {
+                let docs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+                cosmos.batch(&container, "bench-floor", &docs, BatchOperation::Upsert)
+            }
+        }
         .map_err(|e| e.to_string())?;
-    let answer = exchange(upsert)?;
-    if !answer.status().is_success() {
-        return Err(format!("Cosmos DB answered {}", answer.status()));
+        let answer = exchange(write)?;
+        // A batch that failed answers 207 (one operation's status each):
+        // only 200 (batch) or 200/201 (upsert) is a write.
+        if !matches!(answer.status().as_u16(), 200 | 201) {
+            return Err(format!("Cosmos DB answered {}", answer.status()));
+        }
     }
-    Ok(events)
+    Ok(events.len())
+}
+
+/// The elements of a top-level JSON array, or the whole body as one: a
+/// scan for the array's commas outside strings and nested values, with
+/// no parsing (the component's parser checks far more).
+fn elements(body: &[u8]) -> Vec<&[u8]> {
+    let trimmed = body.trim_ascii();
+    let Some(inner) = trimmed
+        .strip_prefix(b"[")
+        .and_then(|t| t.strip_suffix(b"]"))
+    else {
+        return vec![trimmed];
+    };
+    let (mut out, mut start, mut depth) = (Vec::new(), 0, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for (i, &b) in inner.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b',' if depth == 0 => {
+                out.push(inner[start..i].trim_ascii());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    let last = inner[start..].trim_ascii();
+    if !last.is_empty() || !out.is_empty() {
+        out.push(last);
+    }
+    out
 }
 
 /// A token for the HSM and the key's current version, on a miss.
