@@ -441,9 +441,10 @@ fn the_local_wrap_is_the_rsa_crates_oaep_byte_for_byte() {
 
 #[test]
 fn the_modular_exponentiation_agrees_with_num_bigint() {
-    // Random odd moduli of every length class (whole limbs and not; whole
-    // 16-limb windows of the Montgomery loop and 1, 2, 14 or 15 limbs
-    // past them), exponents from 3 to 64 bits, messages from 0 to n - 1.
+    // Random odd moduli of every length class (whole 27-bit limbs and not,
+    // whole eight-limb SIMD steps and a four-limb one past them, whole
+    // bytes and not), exponents from 3 to 64 bits, messages from 0 to
+    // n - 1; and moduli of all ones, whose limbs and sums are the largest.
     use rsa::BigUint;
     let mut rng = TestRng(7);
     let mut bytes = |len: usize| {
@@ -451,11 +452,17 @@ fn the_modular_exponentiation_agrees_with_num_bigint() {
         rsa::rand_core::RngCore::fill_bytes(&mut rng, &mut b);
         b
     };
-    for bits in [
+    let sizes = [
         2048usize, 2049, 2070, 2100, 2500, 3000, 3072, 3100, 4095, 4096,
-    ] {
+    ];
+    let all_ones = [2048usize, 2052, 4096];
+    for (bits, ones) in sizes
+        .iter()
+        .map(|&b| (b, false))
+        .chain(all_ones.iter().map(|&b| (b, true)))
+    {
         let k = bits.div_ceil(8);
-        let mut n = bytes(k);
+        let mut n = if ones { vec![0xff; k] } else { bytes(k) };
         n[0] &= 0xffu8 >> (8 * k - bits);
         n[0] |= 0x80u8 >> (8 * k - bits);
         n[k - 1] |= 1;
