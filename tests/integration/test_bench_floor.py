@@ -3,11 +3,12 @@ delivery, measured beside the component to say what the runtime spends
 whatever the component computes (docs/benchmarks.md). A floor that
 quietly skipped an exchange or a document would make that figure a
 fiction, so this checks each against the stand-ins: one `wrapkey` per
-delivery (none with local wrap), one request per delivery to Cosmos DB
-behind the signature check with a document per event (a transactional
-batch for several, as the component writes them), one token for all of
-them, and `delivery_ab.py` runs the floor and the component side by
-side."""
+delivery (none with local wrap, where the floor wraps with the
+component's RSA code; either way the HSM unwraps what was stored), one
+request per delivery to Cosmos DB behind the signature check with a
+document per event (a transactional batch for several, as the component
+writes them), one token for all of them, and `delivery_ab.py` runs the
+floor and the component side by side."""
 
 import base64
 import json
@@ -20,8 +21,10 @@ from pathlib import Path
 
 import pytest
 from azure.cosmos import PartitionKey
+from azure.keyvault.keys.crypto import CryptographyClient, KeyWrapAlgorithm
 
 from harness.stack import KEK_NAME, ROOT
+from integration.test_envelope_reads import StandInToken
 from integration.test_stack_depth import main_layout
 
 pytestmark = pytest.mark.skipif(not os.environ.get("CMK_TEST_HOST"), reason="the floor is measured on the test host")
@@ -83,9 +86,18 @@ def test_the_floor_does_a_deliverys_exchanges_and_nothing_is_skipped(stack, monk
     with urllib.request.urlopen(f"{app.url}/healthz", timeout=30) as r:
         assert r.status == 200
     assert exchanges() == before_get
-    for d in docs:
-        wrapped = base64.urlsafe_b64decode(d["wrapped"] + "=" * (-len(d["wrapped"]) % 4))
-        assert len(wrapped) == 256 and d["kid"].split("/keys/")[1].startswith(f"{KEK_NAME}/")
+    # Each delivery's key is a real RSA-OAEP-256 wrap under the key version
+    # it names, made by the HSM or, with local wrap, by the component's own
+    # code: the HSM unwraps it to 32 bytes.
+    unwrapped = set()
+    for kid, value in {(d["kid"], d["wrapped"]) for d in docs}:
+        assert kid.split("/keys/")[1].startswith(f"{KEK_NAME}/")
+        wrapped = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        client = CryptographyClient(kid.replace(stack.hsm_url, stack.hsm_tls_url),
+                                    credential=StandInToken(stack.entra_url),
+                                    verify_challenge_resource=False, connection_verify=stack.hsm_cert)
+        unwrapped.add(client.unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, wrapped).key)
+    assert len(unwrapped) == len(events) and all(len(k) == 32 for k in unwrapped)
 
 
 def test_delivery_ab_runs_the_component_beside_the_floor():

@@ -4,9 +4,9 @@
 //! measure beside the component.
 //!
 //! Per `POST` it reads the whole body, reads one key-value entry (an access
-//! token and the key's exact version, fetched once on a miss, as the
-//! component caches them), sends one `wrapkey` of 32 random bytes to the
-//! HSM and writes a document per event to Cosmos DB, each holding its event
+//! token and the key's state, fetched once on a miss, as the component
+//! caches them), sends one `wrapkey` of 32 random bytes to the HSM and
+//! writes a document per event to Cosmos DB, each holding its event
 //! as it came and the wrapped key: one signed upsert for a single event, a
 //! transactional batch of upserts for several (as the component writes
 //! them; up to 100 a request, Cosmos DB's limit). It answers 200 with the
@@ -18,8 +18,9 @@
 //! exchanges, and Cosmos DB's and the signature check's work for the same
 //! number of documents). Every wait is a blocking host call, the fewest
 //! calls across the component boundary an exchange can take. With
-//! `hsm_local_wrap = true` it skips the HSM exchange (and computes no RSA):
-//! below the floor of a local-wrap delivery by the one wrap it makes.
+//! `hsm_local_wrap = true` it wraps the 32 bytes with the key's public part
+//! instead, with the component's own RSA-OAEP-256 code
+//! (`cmk_core::hsm::wrap_locally`), as every local-wrap delivery must.
 //!
 //! It reads the component's variables (spin.toml) and is served in its
 //! place (`--wasm`); stage two, client-secret identity, master-key Cosmos
@@ -42,8 +43,8 @@ use spin_sdk::key_value::Store;
 use spin_sdk::wit::wasi::http0_2_0::outgoing_handler;
 use wasi::io::streams::{InputStream, StreamError};
 
-/// The key-value entry: `token \n key version`.
-const ENTRY: &str = "bench-floor/v1";
+/// The key-value entry: `token \n key state (JSON)`.
+const ENTRY: &str = "bench-floor/v2";
 
 #[spin_sdk::http_component]
 async fn handle(req: IncomingRequest, out: ResponseOutparam) {
@@ -96,25 +97,20 @@ fn deliver(req: IncomingRequest) -> Result<usize, String> {
             entry
         }
     };
-    let (token, version) = entry.split_once('\n').ok_or("entry without a version")?;
-    let key = KeyRef {
-        name: var("hsm_key_name")?,
-        version: Some(version.to_owned()),
-    };
+    let (token, state) = entry.split_once('\n').ok_or("entry without a key state")?;
+    let info: hsm::KeyInfo = serde_json::from_str(state).map_err(|e| e.to_string())?;
 
+    let mut dek = wasi::random::random::get_random_bytes(32);
     let wrapped = if var("hsm_local_wrap")? == "true" {
-        // Below the floor of a local-wrap delivery: no HSM exchange and no
-        // RSA either (256 random bytes stand in for the wrapped key).
-        hsm::CryptResult {
-            kid: format!("{}/keys/{}/{version}", vault.origin(), key.name),
-            value: wasi::random::random::get_random_bytes(256),
-        }
+        hsm::wrap_locally(&info, &vault, &dek, &mut HostRng).map_err(|e| e.to_string())
     } else {
-        let mut dek = wasi::random::random::get_random_bytes(32);
-        let wrap = hsm::wrap_request(&vault, &key, &dek, token).map_err(|e| e.to_string())?;
-        dek.fill(0);
-        hsm::parse_crypt(&exchange(wrap)?).map_err(|e| e.to_string())?
+        let key = KeyRef::from_kid(&info.kid, &vault).map_err(|e| e.to_string())?;
+        hsm::wrap_request(&vault, &key, &dek, token)
+            .map_err(|e| e.to_string())
+            .and_then(|wrap| hsm::parse_crypt(&exchange(wrap)?).map_err(|e| e.to_string()))
     };
+    dek.fill(0);
+    let wrapped = wrapped?;
     let head = format!(
         "\",\"pk\":\"bench-floor\",\"kid\":\"{}\",\"wrapped\":\"{}\",\"event\":",
         wrapped.kid,
@@ -203,7 +199,7 @@ fn elements(body: &[u8]) -> Vec<&[u8]> {
     out
 }
 
-/// A token for the HSM and the key's current version, on a miss.
+/// A token for the HSM and the key's current state, on a miss.
 fn fetch_entry(vault: &Endpoint) -> Result<String, String> {
     let provider = Provider::ClientSecret {
         authority: var("azure_authority_host")?,
@@ -221,12 +217,30 @@ fn fetch_entry(vault: &Endpoint) -> Result<String, String> {
     };
     let get = hsm::get_key_request(vault, &latest, &token.token);
     let info = hsm::parse_key(&exchange(get)?).map_err(|e| e.to_string())?;
-    let version = KeyRef::from_kid(&info.kid, vault)
-        .map_err(|e| e.to_string())?
-        .version
-        .ok_or("the key id has no version")?;
-    Ok(format!("{}\n{version}", token.token))
+    let state = serde_json::to_string(&info).map_err(|e| e.to_string())?;
+    Ok(format!("{}\n{state}", token.token))
 }
+
+/// The host's secure random source, for the OAEP seed of a local wrap.
+struct HostRng;
+
+impl rsa::rand_core::RngCore for HostRng {
+    fn next_u32(&mut self) -> u32 {
+        wasi::random::random::get_random_u64() as u32
+    }
+    fn next_u64(&mut self) -> u64 {
+        wasi::random::random::get_random_u64()
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        dest.copy_from_slice(&wasi::random::random::get_random_bytes(dest.len() as u64));
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rsa::rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+impl rsa::rand_core::CryptoRng for HostRng {}
 
 /// Reads a body to its end (or to its declared length), waiting in the host.
 fn read_to_end(stream: &InputStream, length: Option<usize>) -> Result<Vec<u8>, String> {
