@@ -30,7 +30,8 @@ other:
   upsert, or a transactional batch as the component sends it), C in flight.
 
 With `--rounds R` every way of a batch size is measured R times in turn
-(component, baseline, ceiling, component, …), and each ratio is the median
+(component, baseline, ceiling, then baseline, ceiling, component, …: each
+round starts one way later), and each ratio is the median
 of the rounds' own ratios: on a shared machine whose speed moves between
 minutes, a ratio of two ways measured minutes apart is only as good as the
 minutes were alike.
@@ -596,26 +597,29 @@ def main(argv: list[str]) -> int:
                 "container": stack.container, "hsm_tls": stack.hsm_tls_url, "hsm_cert": stack.hsm_cert,
                 "kek": KEK_NAME, "entra": stack.entra_url, "tenant": TENANT}
         rows = []
+        ways = [(mode, rt) for mode in modes for rt in (runtimes if mode == "component" else [""])]
         for size in batches:
             for rnd in range(1, args.rounds + 1):
-                for mode in modes:
-                    for rt in runtimes if mode == "component" else [""]:
-                        for t in tenants or [0]:
-                            job = {**base, "mode": mode, "batch": size, "tenants": t}
-                            pids = dict(peers)
-                            if rt:
-                                job.update(runtime=rt, app=apps[rt].url)
-                                pids["runtime"] = apps[rt].process.proc.pid
-                            row = {**run_mode(stack, job, pids, workdir), "round": rnd}
-                            rows.append(row)
-                            way = f"{mode} {rt}".strip()
-                            if t:
-                                print(f"  {t:2} tenants per delivery: {row['wraps_per_delivery']:.3f} wraps per "
-                                      "delivery", file=sys.stderr, flush=True)
-                            print(f"  {way:18} batch {size:3} round {rnd}: {row['events_per_s']:8.1f} events/s"
-                                  f"  p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms"
-                                  f"  cpu {row['cpu_s_per_1000_events']:.3f} s/1000  errors {row['errors']}",
-                                  file=sys.stderr, flush=True)
+                # Each round starts one way later than the one before, so
+                # that no way is always measured just after the same other.
+                turn = (rnd - 1) % len(ways)
+                for mode, rt in ways[turn:] + ways[:turn]:
+                    for t in tenants or [0]:
+                        job = {**base, "mode": mode, "batch": size, "tenants": t}
+                        pids = dict(peers)
+                        if rt:
+                            job.update(runtime=rt, app=apps[rt].url)
+                            pids["runtime"] = apps[rt].process.proc.pid
+                        row = {**run_mode(stack, job, pids, workdir), "round": rnd}
+                        rows.append(row)
+                        way = f"{mode} {rt}".strip()
+                        if t:
+                            print(f"  {t:2} tenants per delivery: {row['wraps_per_delivery']:.3f} wraps per "
+                                  "delivery", file=sys.stderr, flush=True)
+                        print(f"  {way:18} batch {size:3} round {rnd}: {row['events_per_s']:8.1f} events/s"
+                              f"  p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms"
+                              f"  cpu {row['cpu_s_per_1000_events']:.3f} s/1000  errors {row['errors']}",
+                              file=sys.stderr, flush=True)
         info["machine"]["loadavg_after"] = os.getloadavg()
     finally:
         stack.stop()

@@ -27,8 +27,12 @@ def test_bench_smoke_writes_well_formed_results(tmp_path):
     assert {(row["mode"], row["runtime"], row["batch"]) for row in rows} == {
         (m, rt, b) for m, rt in [*(("component", rt) for rt in runtimes), ("baseline", ""), ("ceiling", "")]
         for b in ("1", "10")}
-    # Two rounds: every way of every batch size measured twice, in turn.
+    # Two rounds: every way of every batch size measured twice, in turn,
+    # the second round starting one way later than the first.
     assert sorted(row["round"] for row in rows) == ["1"] * (len(rows) // 2) + ["2"] * (len(rows) // 2)
+    order = {k: [(row["mode"], row["runtime"]) for row in rows if row["round"] == k and row["batch"] == "1"]
+             for k in ("1", "2")}
+    assert order["2"] == order["1"][1:] + order["1"][:1], order
     for row in rows:
         assert row["errors"] == "0" and row["events"] == "40"
         assert float(row["events_per_s"]) > 0 and float(row["p99_ms"]) >= float(row["p50_ms"]) > 0

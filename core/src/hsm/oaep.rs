@@ -41,6 +41,17 @@ pub enum OaepError {
 /// room to spare.
 const LIMB_BITS: usize = 27;
 const LIMB_MASK: u32 = (1 << LIMB_BITS) - 1;
+/// Limbs of the largest modulus (4096 bits: 512 bytes).
+const MAX_LIMBS: usize = (8 * 512 + 1usize).div_ceil(LIMB_BITS).next_multiple_of(4);
+
+// A sum takes at most MAX_LIMBS passes' `a[j] * b[i] + n[j] * m` and one
+// carry (a sum shifted right by LIMB_BITS): it must stay below 2^64, or
+// the multiplication is wrong without a trace.
+const _: () = {
+    let limb = LIMB_MASK as u128;
+    let most = MAX_LIMBS as u128 * 2 * limb * limb + (1u128 << (64 - LIMB_BITS));
+    assert!(most < 1u128 << 64);
+};
 
 /// An RSA public key prepared for encryption and signature checks.
 #[derive(Debug, Clone)]
@@ -204,7 +215,7 @@ impl PublicKey {
 
     /// x = x - n if carry * R + x >= n, without branching on x.
     fn reduce_once(&self, x: &mut [u32], carry: u32) {
-        let mut d = [0u32; 152];
+        let mut d = Zeroizing::new([0u32; MAX_LIMBS]);
         let d = &mut d[..x.len()];
         let mut borrow = 0u32;
         for ((di, &xi), &ni) in d.iter_mut().zip(x.iter()).zip(self.n.iter()) {
@@ -260,7 +271,8 @@ mod mac {
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     pub(super) fn mac(sums: &mut [u64], a: &[u32], n: &[u32], b: u32, m: u32) {
         use core::arch::wasm32::*;
-        debug_assert!(sums.len() == a.len() && a.len() == n.len() && a.len().is_multiple_of(4));
+        // Whole steps of four or the last limbs would be left out.
+        assert!(sums.len() == a.len() && a.len() == n.len() && a.len().is_multiple_of(4));
         let (b, m) = (u32x4_splat(b), u32x4_splat(m));
         let mut sums8 = sums.chunks_exact_mut(8);
         let (mut a8, mut n8) = (a.chunks_exact(8), n.chunks_exact(8));
