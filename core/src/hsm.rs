@@ -353,15 +353,17 @@ pub fn check_usable(key: &KeyInfo, op: KeyOp, now: UnixTime) -> Result<(), HsmEr
 }
 
 /// Wraps `dek` as the HSM's `wrapkey` would, with the public part of `key`
-/// (RSA-OAEP-256: SHA-256 for the hash and MGF1, empty label), drawing the
-/// OAEP seed from `rng`. The result names `key.kid`, which must be a
-/// versioned key id of `vault`, so the stored record unwraps with exactly
-/// this version. The caller checks the key's state first ([`check_usable`]).
+/// (RSA-OAEP-256: SHA-256 for the hash and MGF1, empty label). `seed` is
+/// OAEP's random seed (RFC 8017, 7.1.1 step 2d): 32 bytes from a secure
+/// random source, fresh for every wrap; the caller draws it, so this stays
+/// free of I/O. The result names `key.kid`, which must be a versioned key
+/// id of `vault`, so the stored record unwraps with exactly this version.
+/// The caller checks the key's state first ([`check_usable`]).
 pub fn wrap_locally(
     key: &KeyInfo,
     vault: &Endpoint,
     dek: &[u8],
-    rng: &mut impl rsa::rand_core::CryptoRngCore,
+    seed: &[u8; 32],
 ) -> Result<CryptResult, HsmError> {
     let kref = KeyRef::from_kid(&key.kid, vault)?;
     if kref.version.is_none() {
@@ -373,10 +375,8 @@ pub fn wrap_locally(
     let public = oaep::PublicKey::new(&key.n, &key.e).map_err(|e| {
         HsmError::InvalidResponse(format!("the key's public part is unusable: {e}"))
     })?;
-    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
-    rng.fill_bytes(&mut seed[..]);
     let value = public
-        .encrypt(dek, &seed)
+        .encrypt(dek, seed)
         .map_err(|e| HsmError::InvalidResponse(format!("local wrap failed: {e}")))?;
     Ok(CryptResult {
         kid: key.kid.clone(),

@@ -120,29 +120,6 @@ fn log_state_change(name: &str, remembers: bool, previous: Option<&KeyInfo>, now
     );
 }
 
-/// The host's secure random source (`wasi:random/random`, as for nonces),
-/// for the OAEP seed of a local wrap.
-struct HostRng;
-
-impl rsa::rand_core::RngCore for HostRng {
-    fn next_u32(&mut self) -> u32 {
-        wasi::random::random::get_random_u64() as u32
-    }
-    fn next_u64(&mut self) -> u64 {
-        wasi::random::random::get_random_u64()
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        let bytes = wasi::random::random::get_random_bytes(dest.len() as u64);
-        dest.copy_from_slice(&bytes);
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rsa::rand_core::Error> {
-        self.fill_bytes(dest);
-        Ok(())
-    }
-}
-
-impl rsa::rand_core::CryptoRng for HostRng {}
-
 /// Access to one of the configured keys (`hsm_key_name`, or a key scope's
 /// key) for one request. Each key's state is checked and cached on its own.
 pub struct Kek<'a> {
@@ -325,12 +302,14 @@ impl<'a> Kek<'a> {
         let (key, _) = self.key(false).await?;
         hsm::check_usable(&key, KeyOp::Wrap, UnixTime::now())?;
         if self.cfg.local_wrap {
-            return Ok(hsm::wrap_locally(
-                &key,
-                &self.cfg.endpoint,
-                dek,
-                &mut HostRng,
-            )?);
+            // The OAEP seed, from the host's secure random source
+            // (`wasi:random/random`, as for nonces).
+            let seed: zeroize::Zeroizing<[u8; 32]> = zeroize::Zeroizing::new(
+                wasi::random::random::get_random_bytes(32)
+                    .try_into()
+                    .expect("32 bytes asked for"),
+            );
+            return Ok(hsm::wrap_locally(&key, &self.cfg.endpoint, dek, &seed)?);
         }
         let kref = KeyRef::from_kid(&key.kid, &self.cfg.endpoint)?;
         if kref.version.is_none() {

@@ -104,7 +104,10 @@ fn deliver(req: IncomingRequest) -> Result<usize, String> {
 
     let mut dek = wasi::random::random::get_random_bytes(32);
     let wrapped = if var("hsm_local_wrap")? == "true" {
-        hsm::wrap_locally(&info, &vault, &dek, &mut HostRng).map_err(|e| e.to_string())
+        let seed: [u8; 32] = wasi::random::random::get_random_bytes(32)
+            .try_into()
+            .expect("32 bytes asked for");
+        hsm::wrap_locally(&info, &vault, &dek, &seed).map_err(|e| e.to_string())
     } else {
         let key = KeyRef::from_kid(&info.kid, &vault).map_err(|e| e.to_string())?;
         hsm::wrap_request(&vault, &key, &dek, token)
@@ -222,28 +225,6 @@ fn fetch_entry(vault: &Endpoint) -> Result<String, String> {
     let state = serde_json::to_string(&info).map_err(|e| e.to_string())?;
     Ok(format!("{}\n{state}", token.token))
 }
-
-/// The host's secure random source, for the OAEP seed of a local wrap.
-struct HostRng;
-
-impl rsa::rand_core::RngCore for HostRng {
-    fn next_u32(&mut self) -> u32 {
-        wasi::random::random::get_random_u64() as u32
-    }
-    fn next_u64(&mut self) -> u64 {
-        wasi::random::random::get_random_u64()
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        dest.copy_from_slice(&wasi::random::random::get_random_bytes(dest.len() as u64));
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rsa::rand_core::Error> {
-        self.fill_bytes(dest);
-        Ok(())
-    }
-}
-
-impl rsa::rand_core::CryptoRng for HostRng {}
-
 /// Reads a body to its end (or to its declared length), waiting in the host.
 fn read_to_end(stream: &InputStream, length: Option<usize>) -> Result<Vec<u8>, String> {
     let mut body = Vec::with_capacity(length.unwrap_or(0));
