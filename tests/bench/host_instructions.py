@@ -27,11 +27,21 @@ on-demand allocator; the counts are of that allocator's work.
 `--rounds` serves the builds in turn that many times (the same events for
 every build of a round); the callgrind dumps stay in the run's folder,
 named on stderr, for `callgrind_annotate`.
+
+`--phases OUT.csv` also writes where each build's instructions went, by
+the component's steps (`phases.py`: the configuration, the sender check,
+the wrap, the sealing, each exchange, the log lines) and for the floor
+its own; the host names the guest's functions (`CMK_TEST_HOST_PERFMAP`),
+so pass builds that keep their symbols:
+
+    CARGO_PROFILE_RELEASE_STRIP=none CARGO_TARGET_DIR=target/named \
+        cargo build --release --target wasm32-wasip2 -p cmk-ingest -p cmk-bench-floor
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import http.client
 import json
 import os
@@ -45,18 +55,23 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+import phases  # noqa: E402
 from bench import EVENT_TYPE, PROTECTED, make_events  # noqa: E402
 from harness.stack import Stack, env, read_profile  # noqa: E402
 
 WARM = 20
 
 
-def wrapper(workdir: Path, tag: str) -> Path:
-    """The test host under callgrind: `exec`, so the app's pid is Valgrind's."""
+def wrapper(workdir: Path, tag: str, named: bool = False) -> Path:
+    """The test host under callgrind: `exec`, so the app's pid is Valgrind's.
+    `named`: costs by instruction address, and the host's perf map of the
+    guest's functions, for `phases.py`."""
     out = workdir / f"callgrind-{tag}.out"
     script = workdir / f"host-{tag}.sh"
+    dump = "--dump-instr=yes --compress-pos=no" if named else "--dump-instr=no"
+    perfmap = "CMK_TEST_HOST_PERFMAP=1 " if named else ""
     script.write_text("#!/bin/sh\n"
-                      f"exec valgrind --tool=callgrind --callgrind-out-file={out} --dump-instr=no "
+                      f"{perfmap}exec valgrind --tool=callgrind --callgrind-out-file={out} {dump} "
                       f"--compress-strings=no {env('CMK_TEST_HOST')} \"$@\"\n")
     script.chmod(0o755)
     return script
@@ -93,9 +108,10 @@ def deliveries(url: str, events: list[dict], key: str, topic: str, batch: int = 
 
 
 def measure(stack: Stack, wasm: Path, tag: str, n: int, extra: dict[str, str], key: str, seed: int,
-            batch: int) -> int:
+            batch: int, named: bool = False) -> tuple[int, list[tuple[str, int]]]:
+    """Instructions per delivery, and with `named` the rows of `phases.py`."""
     os.environ["CMK_APP_WASM"] = str(wasm)
-    os.environ["CMK_TEST_HOST"] = str(wrapper(stack.workdir, tag))
+    os.environ["CMK_TEST_HOST"] = str(wrapper(stack.workdir, tag, named))
     # The key state checked once, in the warm-up: a recheck would add an
     # HSM request and a key-value write to some runs and not to others.
     app = stack.serve_app(name=f"app-{tag}", runtime="host", overrides=stack.stage_two(
@@ -112,7 +128,16 @@ def measure(stack: Stack, wasm: Path, tag: str, n: int, extra: dict[str, str], k
     time.sleep(1)
     app.process.stop()
     stack.processes.remove(app.process)
-    return total(measured(stack.workdir, tag))
+    dump = measured(stack.workdir, tag)
+    rows = []
+    if named:
+        perfmap = Path(f"/tmp/perf-{pid}.map")
+        if not perfmap.exists():
+            raise SystemExit(f"no perf map {perfmap}: the host did not write one")
+        rows = phases.table(dump, perfmap, n)
+        if len(rows) <= 3:
+            raise SystemExit(f"{wasm}: no step of phases.py found: build it with its symbols (see --help)")
+    return total(dump), rows
 
 
 def main() -> int:
@@ -122,7 +147,10 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=1, help="builds interleaved, this many times each")
     ap.add_argument("--local-wrap", action="store_true")
     ap.add_argument("--batch", type=int, default=1, help="events per delivery")
+    ap.add_argument("--phases", type=Path, help="write each build's steps (phases.py) to this CSV")
     args = ap.parse_args()
+    # The host runs in the run's folder: paths from here must not be relative.
+    args.wasm = [w.resolve() for w in args.wasm]
     host = os.environ.get("CMK_TEST_HOST")
     if not host:
         raise SystemExit("CMK_TEST_HOST is not set: `. scripts/bootstrap` first")
@@ -133,14 +161,22 @@ def main() -> int:
     stack = Stack(Path(tempfile.mkdtemp(prefix="cmk-icount-")))
     print(f"callgrind dumps: {stack.workdir}/callgrind-*.out (callgrind_annotate)", file=sys.stderr)
     print("round,build,instructions_per_delivery")
+    steps = []
     try:
         stack.start_peers()
         for r in range(args.rounds):
             for i, wasm in enumerate(args.wasm):
-                n = measure(stack, wasm, f"r{r}b{i}", args.deliveries, extra, key, seed=9 + r,
-                            batch=args.batch)
+                n, rows = measure(stack, wasm, f"r{r}b{i}", args.deliveries, extra, key, seed=9 + r,
+                                  batch=args.batch, named=args.phases is not None)
                 print(f"{r + 1},{wasm},{n // args.deliveries}", flush=True)
+                steps += [(r + 1, wasm.name, label.strip(), (len(label) - len(label.lstrip())) // 2, v)
+                          for label, v in rows]
                 os.environ["CMK_TEST_HOST"] = host
+        if args.phases:
+            with open(args.phases, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["round", "build", "step", "depth", "instructions_per_delivery"])
+                w.writerows(steps)
     finally:
         stack.stop()
     return 0
