@@ -95,14 +95,20 @@ def test_manifests_follow_the_capacity_model():
 
 def test_broken_copies_fail(tmp_path):
     c = cap.load_constants()
+    r = cap.defaults_model(c)
+    mem, keda = f"{r['pod_memory_mib']}Mi", r["keda_max_replicas"]
     app = tmp_path / "app"
     shutil.copytree(DEPLOY_APP, app)
     p = app / "spinapp.yaml"
-    p.write_text(p.read_text().replace("  replicas: 2\n", "  replicas: 3\n")
-                 .replace('    limits:\n      cpu: "1"\n      memory: 288Mi', '    limits:\n      cpu: "1"\n      memory: 256Mi')
-                 .replace('    requests:\n      cpu: "1"\n      memory: 288Mi', "    requests:\n      cpu: 100m\n      memory: 64Mi"))
+    text = p.read_text()
+    broken = (text.replace("  replicas: 2\n", "  replicas: 3\n")
+              .replace(f'    limits:\n      cpu: "1"\n      memory: {mem}', '    limits:\n      cpu: "1"\n      memory: 256Mi')
+              .replace(f'    requests:\n      cpu: "1"\n      memory: {mem}', "    requests:\n      cpu: 100m\n      memory: 64Mi"))
+    assert broken.count("256Mi") == 1 and broken.count("64Mi") == 1, "the copy was not broken as meant"
+    p.write_text(broken)
     p = app / "keda.yaml"
-    p.write_text(p.read_text().replace('queueLength: "160"', 'queueLength: "64"').replace("maxReplicaCount: 12", "maxReplicaCount: 10"))
+    p.write_text(p.read_text().replace('queueLength: "160"', 'queueLength: "64"')
+                 .replace(f"maxReplicaCount: {keda}", "maxReplicaCount: 10"))
     p = app / "config.yaml"
     p.write_text(p.read_text().replace('BRIDGE_BATCH_SIZE: "32"', 'BRIDGE_BATCH_SIZE: "16"').replace('hsm_key_check_secs: "30"', 'hsm_key_check_secs: "300"'))
     cosmos = COSMOS_TF.read_text().replace("max_throughput = 4000", "max_throughput = 1000")
@@ -110,9 +116,9 @@ def test_broken_copies_fail(tmp_path):
     errs = capacity_problems(app, cosmos, variables, c)
     assert "SpinApp replicas 3, the model needs 2" in errs
     assert "SpinApp requests.cpu 100m, the model counts 1 vCPU per pod" in errs
-    assert "SpinApp limits.memory 256Mi, the model gives 288Mi" in errs
-    assert "SpinApp requests.memory 64Mi, the model gives 288Mi" in errs
-    assert "ScaledObject maxReplicaCount 10, the model gives 12" in errs
+    assert f"SpinApp limits.memory 256Mi, the model gives {mem}" in errs
+    assert f"SpinApp requests.memory 64Mi, the model gives {mem}" in errs
+    assert f"ScaledObject maxReplicaCount 10, the model gives {keda}" in errs
     assert "ScaledObject queueLength '64', the model gives '160'" in errs
     assert "bridge BRIDGE_BATCH_SIZE '16', the model assumes 32" in errs
     assert "hsm_key_check_secs '300', the model assumes 30" in errs
