@@ -12,7 +12,11 @@ measures; docs/benchmarks.md ("Run of 2026-12-07 (morning): where a delivery's
 instructions go") has a run.
 
 A step's figure is the sum over the calls into its function from outside
-it, as callgrind records each call's inclusive cost. Two caveats: a step
+it, as callgrind records each call's inclusive cost; only direct
+recursion is told apart (a step that re-enters itself through another
+function would count twice), and the steps may overlap (the log lines).
+Addresses are taken as callgrind prints them, which for Wasmtime's
+compiled code (mapped apart from the host's objects) are the perf map's. Two caveats: a step
 that waits on the host (an outbound exchange) runs on Wasmtime's fiber,
 and callgrind's view of calls across a fiber switch is approximate: check
 a run's steps against the whole (the component's request against the sum
@@ -20,9 +24,10 @@ of its steps), and a step that matters against an A/B of the whole
 process (a build that does the step twice; docs/benchmarks.md has one
 for the configuration, which agreed within 3 %). The floor's own steps
 (`tests/bench/floor`, whose waits are blocking host calls) came out
-inconsistent that way (a caller smaller than its callee), so for any
-build but the component only the exact figures come out: the whole
-process and the guest's own instructions, both counted by address. A
+inconsistent that way (a caller smaller than its callee), so the list
+below has none: for the floor, as for any build without the component's
+steps, only the exact figures come out, the whole process and the
+guest's own instructions, both counted by address. A
 figure per delivery is the dump's total divided by the deliveries
 measured.
 
@@ -59,7 +64,10 @@ STEPS: list[tuple[str, ...]] = [
     ("      sealing the protected fields", r"envelope6Sealer4seal17"),
     ("      serializing and signing the write", r"ingest4plan11plan_writes"),
     ("    the Cosmos DB exchange", r"account7Account4send28"),
-    ("  log lines", r"cmk_ingest4host3log4emit"),
+    # Every log line, wherever written: also counted in the steps above
+    # that write them (`documents_written` in the write, a key-value
+    # warning where the store is opened).
+    ("log lines, all of them (also inside the steps above)", r"cmk_ingest4host3log4emit"),
 ]
 
 
