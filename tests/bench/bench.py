@@ -412,6 +412,15 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def machine_cpu() -> tuple[float, float]:
+    """The whole machine's busy and idle CPU seconds so far, every core and
+    every process (the kernel's too), from /proc/stat: busy is user, nice,
+    system, irq, softirq and steal; idle is idle and iowait."""
+    user, nice, system, idle, iowait, irq, softirq, steal = (
+        int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK, (idle + iowait) / CLK_TCK
+
+
 def get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=30) as r:
         return json.load(r)
@@ -475,9 +484,11 @@ def run_mode(stack, job: dict, pids: dict[str, int], workdir: Path) -> dict:
         w.wait()
         raise RuntimeError(f"{job['mode']} worker failed during warm-up (exit {w.returncode})")
     before, cpu_before = counters(stack), {k: proc_cpu(p) for k, p in pids.items()}
+    machine_before = machine_cpu()
     w.stdin.write("go\n")
     w.stdin.flush()
     result = json.loads(w.stdout.readline())
+    machine_after = machine_cpu()
     after, cpu_after = counters(stack), {k: proc_cpu(p) for k, p in pids.items()}
     w.wait()
     n = job["events"]
@@ -500,6 +511,13 @@ def run_mode(stack, job: dict, pids: dict[str, int], workdir: Path) -> dict:
         # generator is reported as client_cpu).
         "cpu_s_per_1000_events": round((peers_cpu["runtime"] if job["mode"] == "component" else result["cpu_s"]) / n * 1000, 4),
         "client_cpu_s_per_1000_events": round(result["cpu_s"] / n * 1000, 4),
+        # The whole machine while the way ran, in cores: what its processes
+        # kept busy (peers, kernel and all) and what they left idle. The
+        # per-process figures above count the ceiling's and the baseline's
+        # worker twice (as the way's CPU and as its client's), so their sum
+        # is not the machine's.
+        "machine_busy_cores": round((machine_after[0] - machine_before[0]) / result["wall_s"], 3),
+        "machine_idle_cores": round((machine_after[1] - machine_before[1]) / result["wall_s"], 3),
     }
     for k in pids:
         if k != "runtime":

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -33,10 +34,21 @@ def test_bench_smoke_writes_well_formed_results(tmp_path):
     order = {k: [(row["mode"], row["runtime"]) for row in rows if row["round"] == k and row["batch"] == "1"]
              for k in ("1", "2")}
     assert order["2"] == order["1"][1:] + order["1"][:1], order
+    cores = os.cpu_count()
     for row in rows:
         assert row["errors"] == "0" and row["events"] == "40"
         assert float(row["events_per_s"]) > 0 and float(row["p99_ms"]) >= float(row["p50_ms"]) > 0
         assert float(row["cosmos_requests_per_event"]) > 0
+        assert float(row["machine_busy_cores"]) >= 0 and float(row["machine_idle_cores"]) >= 0, row
+    # The whole machine while each way ran: busy and idle add up to its
+    # cores. A smoke window lasts tens of milliseconds, a few of the
+    # kernel's 10 ms ticks, so the check is on all the rows' seconds
+    # together, each row allowed a tick per core either way.
+    seconds = sum(float(row["wall_s"]) for row in rows)
+    counted = sum((float(row["machine_busy_cores"]) + float(row["machine_idle_cores"])) * float(row["wall_s"])
+                  for row in rows)
+    assert abs(counted - cores * seconds) <= 0.02 * cores * len(rows) + 0.1 * cores * seconds, (counted, seconds)
+    assert sum(float(row["machine_busy_cores"]) * float(row["wall_s"]) for row in rows) > 0
     for rt in runtimes:
         component = {row["batch"]: row for row in rows if row["mode"] == "component" and row["runtime"] == rt}
         # The counts are exact, not timings: one HSM wrap and one Cosmos request per delivery.
@@ -111,3 +123,23 @@ def test_bench_floor_mode_measures_the_floor_in_the_same_rounds(tmp_path):
     assert all(ratios[k] > 0 for b in (1, 10) for k in (f"floor_vs_ceiling_{b}", f"host_vs_floor_events_per_s_{b}"))
     assert not [t for t in info["summary"]["targets"] if "floor" in t["target"]]
     assert info["healthz"]["floor"]["p50_ms"] > 0
+
+
+def test_machine_cpu_counts_every_core_busy_or_idle():
+    """The bench's whole-machine figures: over half a second in which this
+    process spins for a quarter, busy and idle add up to the machine's
+    cores (a 10 ms tick per core either way), and the spin is in busy."""
+    sys.path.insert(0, str(ROOT / "tests/bench"))
+    import bench
+
+    busy0, idle0 = bench.machine_cpu()
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < 0.25:
+        pass
+    time.sleep(0.25)
+    busy1, idle1 = bench.machine_cpu()
+    wall = time.perf_counter() - t0
+    cores = os.cpu_count()
+    busy, idle = busy1 - busy0, idle1 - idle0
+    assert busy >= 0.2 and idle >= 0, (busy, idle)
+    assert abs(busy + idle - cores * wall) <= 0.03 * cores + 0.05 * cores * wall, (busy, idle, wall)
