@@ -61,9 +61,9 @@ calls=1 0x3000 0
 0x3020 0 10
 
 fn=(4) wasm-wrap
-0x4000 0 40
 calls=1 0x5000 0
 0x4010 0 60
+0x4000 0 40
 
 fn=(5) wasm-send
 0x5000 0 130
