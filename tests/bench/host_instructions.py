@@ -139,7 +139,7 @@ def measure(stack: Stack, wasm: Path, tag: str, n: int, extra: dict[str, str], k
         if not perfmap.exists() or perfmap.stat().st_mtime < started - 1:
             raise SystemExit(f"no fresh perf map {perfmap}: the host did not write one (remove a stale one)")
         rows = phases.table(dump, perfmap, n)
-        if len(rows) == 2:
+        if len(rows) == len(phases.EXACT_ROWS):
             print(f"{wasm.name}: no step of phases.py found (only the component has steps; "
                   "a stripped build names none: see --help)", file=sys.stderr)
     return total(dump), rows

@@ -16,9 +16,10 @@ it, as callgrind records each call's inclusive cost; only direct
 recursion is told apart (a step that re-enters itself through another
 function would count twice), and the steps may overlap (the log lines).
 Addresses are taken as callgrind prints them, which for Wasmtime's
-compiled code (mapped apart from the host's objects) are the perf map's. Two caveats: a step
-that waits on the host (an outbound exchange) runs on Wasmtime's fiber,
-and callgrind's view of calls across a fiber switch is approximate: check
+compiled code (mapped apart from the host's objects) are the perf map's.
+A step that waits on the host (an outbound exchange) runs on Wasmtime's
+fiber, and callgrind's view of calls across a fiber switch is
+approximate: check
 a run's steps against the whole (the component's request against the sum
 of its steps), and a step that matters against an A/B of the whole
 process (a build that does the step twice; docs/benchmarks.md has one
@@ -69,6 +70,10 @@ STEPS: list[tuple[str, ...]] = [
     # warning where the store is opened).
     ("log lines, all of them (also inside the steps above)", r"cmk_ingest4host3log4emit"),
 ]
+
+
+# The rows every build gets, exact (counted by address), before any step.
+EXACT_ROWS = ("whole process", "guest code (compiled Wasm), its own instructions")
 
 
 class Symbols:
@@ -136,8 +141,7 @@ def table(dump: Path, perfmap: Path, deliveries: int) -> list[tuple[str, int]]:
     """Rows of (label, instructions per delivery), steps that ran only."""
     syms = Symbols(perfmap)
     guest_self, total, edges = read_dump(dump, syms)
-    rows = [("whole process", total // deliveries),
-            ("guest code (compiled Wasm), its own instructions", guest_self // deliveries)]
+    rows = list(zip(EXACT_ROWS, (total // deliveries, guest_self // deliveries)))
     rows += [(label, n // deliveries) for label, n in steps(edges) if n]
     return rows
 
