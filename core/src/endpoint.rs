@@ -40,7 +40,7 @@ impl Endpoint {
 
     /// `scheme://authority`, as Spin's `allowed_outbound_hosts` names it.
     pub fn origin(&self) -> String {
-        format!("{}://{}", self.scheme, self.authority)
+        [self.scheme.as_str(), "://", self.authority.as_str()].concat()
     }
 
     /// The URI of `path` (already percent-encoded, with any query) here.

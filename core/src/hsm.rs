@@ -44,17 +44,16 @@ impl KeyRef {
     /// Parses a key id `https://{hsm}/keys/{name}[/{version}]`, checking that it
     /// belongs to `vault`, so a stored key id can never send a token elsewhere.
     pub fn from_kid(kid: &str, vault: &Endpoint) -> Result<Self, HsmError> {
+        let origin = vault.origin();
         let rest = kid
-            .strip_prefix(&vault.origin())
+            .strip_prefix(&origin)
             .or_else(|| {
                 // The service may name its default port implicitly.
-                let o = vault.origin();
-                o.strip_suffix(":443")
+                origin
+                    .strip_suffix(":443")
                     .and_then(|base| kid.strip_prefix(base))
             })
-            .ok_or_else(|| {
-                HsmError::InvalidKeyId(format!("`{kid}` is not a key of {}", vault.origin()))
-            })?;
+            .ok_or_else(|| HsmError::InvalidKeyId(format!("`{kid}` is not a key of {origin}")))?;
         // One trailing slash (a versionless key's path); no more.
         let parts: Vec<&str> = rest.strip_suffix('/').unwrap_or(rest).split('/').collect();
         match parts.as_slice() {
@@ -76,8 +75,8 @@ impl KeyRef {
 
     fn path(&self) -> String {
         match &self.version {
-            Some(v) => format!("/keys/{}/{}", self.name, v),
-            None => format!("/keys/{}/", self.name),
+            Some(v) => ["/keys/", &self.name, "/", v].concat(),
+            None => ["/keys/", &self.name, "/"].concat(),
         }
     }
 }
@@ -161,11 +160,8 @@ fn request(
     let body = body.unwrap_or_default();
     let mut b = Request::builder()
         .method(method)
-        .uri(format!(
-            "{}{path}?api-version={API_VERSION}",
-            vault.origin()
-        ))
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .uri([&vault.origin(), path, "?api-version=", API_VERSION].concat())
+        .header(header::AUTHORIZATION, ["Bearer ", token].concat())
         .header(header::ACCEPT, "application/json")
         .header(header::CONTENT_LENGTH, body.len());
     if !body.is_empty() {
@@ -197,7 +193,7 @@ fn crypt_request(
     Ok(request(
         vault,
         Method::POST,
-        &format!("{}/{op}", key.path()),
+        &[&key.path(), "/", op].concat(),
         token,
         Some(body),
     ))

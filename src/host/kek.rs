@@ -181,7 +181,7 @@ impl<'a> Kek<'a> {
     }
 
     fn state_key(&self) -> String {
-        format!("kek-state/v2/{}", self.key_name)
+        ["kek-state/v2/", &self.key_name].concat()
     }
 
     /// The key's name in the HSM.
@@ -344,7 +344,7 @@ impl<'a> Kek<'a> {
         let Some(version) = kref.version.as_deref() else {
             return Err(HsmError::InvalidKeyId(format!("`{kid}` names no key version")).into());
         };
-        let cache_key = format!("kek-state/v2/{}/{version}", kref.name);
+        let cache_key = ["kek-state/v2/", &kref.name, "/", version].concat();
         let info = match self.state(&kref, &cache_key, false).await {
             Ok((info, _)) => info,
             Err(e) => return Err(self.version_missing(e, kid).await),

@@ -215,14 +215,12 @@ impl<'a> Tokens<'a> {
             .as_ref()
             .and_then(|s| s.get_secret(&key).ok().flatten())
             .and_then(|b| entra::decode_cached(&b));
-        if let (Freshness::Use, Some(t)) = (
-            entra::freshness(
-                cached.as_ref(),
-                UnixTime::now(),
-                self.identity.refresh_skew_secs,
-            ),
-            cached.clone(),
-        ) {
+        let fresh = entra::freshness(
+            cached.as_ref(),
+            UnixTime::now(),
+            self.identity.refresh_skew_secs,
+        );
+        if let (Freshness::Use, Some(t)) = (fresh, cached) {
             return Ok(t);
         }
         let provider = &self.identity.provider;

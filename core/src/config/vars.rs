@@ -29,7 +29,8 @@ impl<'a> Vars<'a> {
     pub(super) fn new(lookup: &'a Lookup<'a>) -> Self {
         Self {
             lookup,
-            seen: Default::default(),
+            // Room for every variable: a load reads most of them.
+            seen: std::cell::RefCell::new(Vec::with_capacity(super::VARIABLES.len())),
         }
     }
 

@@ -81,7 +81,7 @@ impl Credential {
 }
 
 fn bearer_header_value(token: &str) -> String {
-    format!("type=aad&ver=1.0&sig={token}")
+    ["type=aad&ver=1.0&sig=", token].concat()
 }
 
 /// Puts a fresh Entra ID token on a request built earlier: the token header
@@ -109,17 +109,21 @@ pub fn master_key_signature(
     resource_link: &str,
     date: &str,
 ) -> String {
-    let string_to_sign = format!(
-        "{}\n{}\n{}\n{}\n\n",
-        verb.to_ascii_lowercase(),
-        resource_type.to_ascii_lowercase(),
+    let string_to_sign = [
+        &verb.to_ascii_lowercase(),
+        "\n",
+        &resource_type.to_ascii_lowercase(),
+        "\n",
         resource_link,
-        date.to_ascii_lowercase()
-    );
+        "\n",
+        &date.to_ascii_lowercase(),
+        "\n\n",
+    ]
+    .concat();
     let mut mac = Hmac::<Sha256>::new_from_slice(&key.0).expect("HMAC takes keys of any length");
     mac.update(string_to_sign.as_bytes());
     let sig = STANDARD.encode(mac.finalize().into_bytes());
-    encode_header_value(&format!("type=master&ver=1.0&sig={sig}"))
+    encode_header_value(&["type=master&ver=1.0&sig=", &sig].concat())
 }
 
 /// URL-encodes an authorization value (`=`, `&`, `+`, `/` and the rest).

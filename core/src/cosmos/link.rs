@@ -64,15 +64,17 @@ impl ContainerLink {
     }
 
     fn link(&self) -> String {
-        format!("dbs/{}/colls/{}", self.database, self.container)
+        ["dbs/", &self.database, "/colls/", &self.container].concat()
     }
 
     fn path(&self) -> String {
-        format!(
-            "/dbs/{}/colls/{}",
-            encode_segment(&self.database),
-            encode_segment(&self.container)
-        )
+        [
+            "/dbs/",
+            &encode_segment(&self.database),
+            "/colls/",
+            &encode_segment(&self.container),
+        ]
+        .concat()
     }
 
     /// The documents feed of this container (create, upsert, query, batch).
@@ -80,7 +82,7 @@ impl ContainerLink {
         Target {
             resource_type: ResourceType::Documents,
             link: self.link(),
-            path: format!("{}/docs", self.path()),
+            path: [&self.path(), "/docs"].concat(),
         }
     }
 
@@ -88,8 +90,8 @@ impl ContainerLink {
     pub fn document(&self, id: &str) -> Target {
         Target {
             resource_type: ResourceType::Documents,
-            link: format!("{}/docs/{}", self.link(), id),
-            path: format!("{}/docs/{}", self.path(), encode_segment(id)),
+            link: [&self.link(), "/docs/", id].concat(),
+            path: [&self.path(), "/docs/", &encode_segment(id)].concat(),
         }
     }
 

@@ -206,3 +206,48 @@ fn nothing_secret_in_debug() {
     );
     assert!(!dbg.contains("s3cr3t") && !dbg.contains("tok-123"), "{dbg}");
 }
+
+#[test]
+fn header_safe_takes_visible_ascii_only() {
+    for c in (0u32..0x80)
+        .chain([0xa0, 0xe9, 0x2028])
+        .filter_map(char::from_u32)
+    {
+        let visible = ('\u{21}'..='\u{7e}').contains(&c);
+        for token in [
+            c.to_string(),
+            format!("eyJ{c}x.y"),
+            format!("{}{c}", "a".repeat(40)),
+        ] {
+            assert_eq!(header_safe(&token), visible, "{token:?}");
+        }
+    }
+    assert!(!header_safe(""));
+}
+
+#[test]
+fn cache_keys_are_the_digest_of_source_and_scope() {
+    // The entry names of tokens cached before must still be found: the name
+    // is the digest of `kind|identity|scope`, as first written.
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let scope = MANAGED_HSM_SCOPE;
+    let imds = Provider::Imds {
+        endpoint: "http://169.254.169.254".into(),
+        client_id: None,
+    };
+    for (app, named) in [
+        (
+            secret_app(),
+            "client-secret|https://login.microsoftonline.com/|t1|c1",
+        ),
+        (imds, "managed-identity-imds|http://169.254.169.254|system"),
+    ] {
+        let digest = sha2::Sha256::digest(format!("{named}|{scope}"));
+        let want = format!(
+            "entra-token/v1/{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..18])
+        );
+        assert_eq!(cache_key(&app, scope), want, "{named}");
+    }
+}
