@@ -27,7 +27,9 @@ other:
 - ceiling: the same documents sealed beforehand, sent straight to the
   Cosmos server through the same signature check by a minimal client
   (`http.client`, HMAC signing, keep-alive), one request per batch (an
-  upsert, or a transactional batch as the component sends it), C in flight.
+  upsert, or a transactional batch as the component sends it, each asking,
+  as the component's do, for an answer without the document:
+  `Prefer: return=minimal`, `"minimalReturnPreference": true`), C in flight.
 
 With `--rounds R` every way of a batch size is measured R times in turn
 (component, baseline, ceiling, then baseline, ceiling, component, …: each
@@ -349,6 +351,7 @@ class RawCosmos:
                             "x-ms-cosmos-batch-continue-on-error": "False"})
         else:
             headers["x-ms-documentdb-is-upsert"] = "True"
+            headers["prefer"] = "return=minimal"
         conn.request("POST", self.path, body=body, headers=headers)
         r = conn.getresponse()
         data = r.read()
@@ -363,7 +366,8 @@ def raw_items(docs_by_batch: list[list[dict]]) -> list[tuple[bytes, str, bool]]:
         if len(docs) == 1:
             items.append((json.dumps(docs[0]).encode(), pk, False))
         else:
-            ops = [{"operationType": "Upsert", "partitionKey": pk, "resourceBody": d} for d in docs]
+            ops = [{"operationType": "Upsert", "partitionKey": pk, "minimalReturnPreference": True,
+                    "resourceBody": d} for d in docs]
             items.append((json.dumps(ops).encode(), pk, True))
     return items
 

@@ -53,14 +53,24 @@ Answers, shaped like the service's (`{"code","message"}` JSON and an
   with this message, quoting token start, expiry and server time).
 
 Everything else is forwarded (method, path and query, headers, body) and the
-upstream's status, headers and body are relayed, with one exception: a point
-read of a missing document, which the local server answers with 500, is
-answered 404 `NotFound` as the service does. The local server closes every
+upstream's status, headers and body are relayed, with two exceptions where
+the local server does not do what the service does. A point read of a
+missing document, which the local server answers with 500, is answered 404
+`NotFound` as the service does. And a write that asks for a minimal answer,
+which the local server ignores, gets one (`minimal_answer()`): a document
+write (POST or PUT of a document) with `Prefer: return=minimal` is answered
+with its status and headers and no body, and in a transactional batch each
+successful operation that carried `"minimalReturnPreference": true` loses
+its `resourceBody`, as the official SDKs' "content response on write" off
+asks of the service (.NET: `EnableContentResponseOnWrite = false` "removes
+the resource from the response"; the Python SDK's `no_response` sends the
+header, the Java SDK the header and the batch member). `minimal` in the
+counters counts the answers so cut. The local server closes every
 connection after one answer; the proxy keeps the client's HTTP/1.1
 connection alive and opens one upstream connection per request.
 
-Counters (`total`, `rejected`, `forwarded`, `faulted`, `pending_faults`, and
-`accepted_by_type` {"master": n, "aad": n}) are at
+Counters (`total`, `rejected`, `forwarded`, `faulted`, `pending_faults`,
+`minimal`, and `accepted_by_type` {"master": n, "aad": n}) are at
 `GET /_sigcheck/stats`; `POST /_sigcheck/reset` zeroes them and drops pending
 faults. These paths are never forwarded and not counted.
 
@@ -353,7 +363,7 @@ class Stats:
         self.reset()
 
     def reset(self) -> None:
-        self.total = self.forwarded = self.rejected = self.faulted = 0
+        self.total = self.forwarded = self.rejected = self.faulted = self.minimal = 0
         self.in_flight = self.max_in_flight = 0
         self.tls_connections = self.tls_requests = 0
         self.accepted_by_type = {"master": 0, "aad": 0}
@@ -362,6 +372,7 @@ class Stats:
     def as_dict(self) -> dict:
         return {"total": self.total, "forwarded": self.forwarded, "rejected": self.rejected,
                 "faulted": self.faulted, "pending_faults": len(self.faults), "max_in_flight": self.max_in_flight,
+                "minimal": self.minimal,
                 "accepted_by_type": dict(self.accepted_by_type),
                 "tls_connections": self.tls_connections, "tls_requests": self.tls_requests}
 
@@ -379,6 +390,36 @@ FAULT_CODES = {429: "TooManyRequests", 503: "ServiceUnavailable", 500: "Internal
 def _is_point_read(method: str, path: str) -> bool:
     segments = [s for s in path.split("?", 1)[0].split("/") if s]
     return method == "GET" and len(segments) == 6 and segments[4] == "docs"
+
+
+def minimal_answer(method: str, path: str, headers: Mapping[str, str], request: bytes,
+                   status: int, answer: bytes) -> bytes | None:
+    """The body the service would send instead of `answer` when the write
+    asked for a minimal answer, or None to relay `answer` as it is (see the
+    module's docstring)."""
+    segments = [s for s in path.split("?", 1)[0].split("/") if s]
+    if len(segments) < 5 or segments[4] != "docs" or not 200 <= status < 300:
+        return None
+    h = {k.lower(): v for k, v in headers.items()}
+    batch = h.get("x-ms-cosmos-is-batch-request", "").lower() == "true"
+    if batch and method == "POST" and len(segments) == 5:
+        try:
+            ops, results = json.loads(request), json.loads(answer)
+        except ValueError:
+            return None
+        if not (isinstance(ops, list) and isinstance(results, list) and len(ops) == len(results)):
+            return None
+        cut = False
+        for op, result in zip(ops, results):
+            if (isinstance(op, dict) and op.get("minimalReturnPreference") is True and isinstance(result, dict)
+                    and 200 <= int(result.get("statusCode", 0)) < 300 and "resourceBody" in result):
+                del result["resourceBody"]
+                cut = True
+        return json.dumps(results, separators=(",", ":")).encode() if cut else None
+    document_write = (method == "POST" and len(segments) == 5) or (method == "PUT" and len(segments) == 6)
+    if document_write and not batch and h.get("prefer", "").strip().lower() == "return=minimal":
+        return b""
+    return None
 
 
 def make_handler(upstream: urllib.parse.SplitResult, key: str, stats: Stats, log: Callable[[str], None],
@@ -512,6 +553,12 @@ def make_handler(upstream: urllib.parse.SplitResult, key: str, stats: Stats, log
                     # The local server answers 500 for a missing document; the service answers 404.
                     return self._json(404, {"code": "NotFound",
                                             "message": "Entity with the specified id does not exist in the system."})
+                minimal = minimal_answer(self.command, self.path, dict(self.headers.items()), body,
+                                         resp.status, data)
+                if minimal is not None:
+                    with stats.lock:
+                        stats.minimal += 1
+                    data = minimal
                 self._reply(resp.status, data, resp.getheaders(), reason=resp.reason)
             except OSError as e:
                 log(f"upstream error for {self.command} {self.path}: {e!r}")

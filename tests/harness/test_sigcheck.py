@@ -41,7 +41,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from harness.entra import b64u, jwk_of, jwt_sign, key_thumbprint
-from harness.sigcheck import AadPolicy, _sdk_sign, check, expected_authorization, resource_of, verify
+from harness.sigcheck import (AadPolicy, _sdk_sign, check, expected_authorization, minimal_answer, resource_of,
+                              verify)
 
 SIGCHECK = Path(__file__).with_name("sigcheck.py")
 EMULATOR_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw=="
@@ -445,6 +446,68 @@ def test_bodies_are_forwarded_whatever_the_framing(proxy):
         got = r.read()
         assert r.status in (200, 201), (chunked, r.status, got)
         assert json.loads(got)["id"] == f"framing-{i}"
+
+
+DOCS = "/dbs/d/colls/c/docs"
+MINIMAL = {"Prefer": "return=minimal"}
+
+
+def test_minimal_answers_are_cut_as_the_service_cuts_them():
+    doc = json.dumps({"id": "a", "pk": "p", "_etag": "\"1\""}).encode()
+    # A point write that asks for it: status and headers only.
+    assert minimal_answer("POST", DOCS, MINIMAL, b"{}", 201, doc) == b""
+    assert minimal_answer("POST", DOCS, {"prefer": " Return=Minimal "}, b"{}", 200, doc) == b""
+    assert minimal_answer("PUT", DOCS + "/a", MINIMAL, b"{}", 200, doc) == b""
+    # Relayed as they are: no preference, a read, a failure, another resource.
+    for method, path, headers, status in [("POST", DOCS, {}, 201), ("GET", DOCS + "/a", MINIMAL, 200),
+                                          ("POST", DOCS, MINIMAL, 409), ("POST", "/dbs/d/colls", MINIMAL, 201),
+                                          ("POST", DOCS, {"Prefer": "return=representation"}, 201)]:
+        assert minimal_answer(method, path, headers, b"{}", status, doc) is None, (method, path, headers, status)
+    # A batch: each successful operation that asked loses its resourceBody;
+    # one that did not ask, and a failed one, keep what they had.
+    batch = {"x-ms-cosmos-is-batch-request": "True"}
+    ops = [{"operationType": "Upsert", "minimalReturnPreference": True, "resourceBody": {"id": "a"}},
+           {"operationType": "Upsert", "resourceBody": {"id": "b"}},
+           {"operationType": "Create", "minimalReturnPreference": True, "resourceBody": {"id": "c"}}]
+    results = [{"statusCode": 201, "requestCharge": 1.5, "eTag": "\"e1\"", "resourceBody": {"id": "a"}},
+               {"statusCode": 200, "requestCharge": 1.0, "eTag": "\"e2\"", "resourceBody": {"id": "b"}},
+               {"statusCode": 409, "requestCharge": 0.0, "resourceBody": {"id": "c"}}]
+    cut = minimal_answer("POST", DOCS, batch, json.dumps(ops).encode(), 200, json.dumps(results).encode())
+    assert json.loads(cut) == [{"statusCode": 201, "requestCharge": 1.5, "eTag": "\"e1\""}, results[1], results[2]]
+    # A batch whose operations did not ask, even under the header: as it is.
+    plain = [{k: v for k, v in op.items() if k != "minimalReturnPreference"} for op in ops]
+    assert minimal_answer("POST", DOCS, {**batch, **MINIMAL}, json.dumps(plain).encode(), 200,
+                          json.dumps(results).encode()) is None
+
+
+def test_the_sdk_without_content_on_write_gets_no_body(proxy):
+    """The official SDK's own minimal write (`no_response`, which sends
+    `Prefer: return=minimal`) lands the document and gets no body back."""
+    from azure.cosmos import PartitionKey
+
+    client = cosmos_client(proxy.url, EMULATOR_KEY)
+    container = client.create_database_if_not_exists("sigdb").create_container_if_not_exists(
+        "items", partition_key=PartitionKey(path="/pk"))
+    before = proxy.stats()["minimal"]
+    got = container.upsert_item({"id": "quiet", "pk": "p3", "n": 7}, no_response=True)
+    assert not got
+    assert proxy.stats()["minimal"] == before + 1
+    assert container.read_item("quiet", partition_key="p3")["n"] == 7
+    # And a transactional batch as the component sends it: results without documents.
+    path = "/dbs/sigdb/colls/items/docs"
+    ops = [{"operationType": "Upsert", "partitionKey": '["p3"]', "minimalReturnPreference": True,
+            "resourceBody": {"id": f"quiet-{i}", "pk": "p3"}} for i in range(2)]
+    body = json.dumps(ops).encode()
+    c = proxy.conn()
+    c.request("POST", path, body, {**signed_headers("POST", path, EMULATOR_KEY), "content-type": "application/json",
+                                   "x-ms-documentdb-partitionkey": '["p3"]', "x-ms-cosmos-is-batch-request": "True",
+                                   "x-ms-cosmos-batch-atomic": "True"})
+    r = c.getresponse()
+    results = json.loads(r.read())
+    assert r.status == 200 and [x["statusCode"] for x in results] == [201, 201], results
+    assert not any("resourceBody" in x for x in results)
+    assert proxy.stats()["minimal"] == before + 2
+    assert container.read_item("quiet-1", partition_key="p3")["id"] == "quiet-1"
 
 
 def test_counters_and_reset(proxy):

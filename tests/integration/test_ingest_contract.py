@@ -22,8 +22,12 @@ def cloud_event(source, **extra):
 
 def test_cloudevents_structured_mode(app, stack):
     e = cloud_event(f"/ce/{uuid.uuid4()}")
+    minimal = stack.sigcheck_stats()["minimal"]
     status, _, body = post(f"{app.url}/events", e, content_type="application/cloudevents+json; charset=utf-8")
     assert status == 200, body
+    # The write asked for an answer without the document, and got one.
+    assert stack.sigcheck_stats()["minimal"] == minimal + 1
+    assert body["documents"][0]["status"] == 201
     doc = stack.container_client().read_item(document_id(e["source"], e["id"]), partition_key=e["source"])
     assert doc["encoding"] == "cloudevents"
     assert doc["event"]["comexampleothervalue"] == 5 and doc["event"]["data"] == e["data"]
@@ -33,9 +37,12 @@ def test_cloudevents_batch_mode_lands_once(app, stack):
     source = f"/ce/{uuid.uuid4()}"
     events = [cloud_event(source) for _ in range(12)]
     for _ in range(2):
+        minimal = stack.sigcheck_stats()["minimal"]
         status, _, body = post(f"{app.url}/events", events, content_type="application/cloudevents-batch+json")
         assert status == 200, body
         assert body["requests"] == 1
+        # One transactional batch, its results without the documents.
+        assert stack.sigcheck_stats()["minimal"] == minimal + 1
     assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": source}]) == 12
 
 

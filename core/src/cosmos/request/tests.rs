@@ -44,6 +44,9 @@ fn upsert_request_is_signed_over_what_it_sends() {
     assert_eq!(h["x-ms-documentdb-partitionkey"], "[\"p1\"]");
     assert_eq!(h["x-ms-documentdb-is-upsert"], "True");
     assert_eq!(h["content-length"], "10");
+    // The answer carries status and headers only, as with the SDKs'
+    // content response on write turned off.
+    assert_eq!(h["prefer"], "return=minimal");
     assert_eq!(
         h["authorization"],
         master_key_signature(
@@ -70,6 +73,7 @@ fn create_has_no_upsert_header() {
         .create_document(&ContainerLink::new("d", "c"), "p", b"{}".to_vec())
         .unwrap();
     assert!(req.headers().get("x-ms-documentdb-is-upsert").is_none());
+    assert_eq!(req.headers()["prefer"], "return=minimal");
 }
 
 #[test]
@@ -191,10 +195,14 @@ fn batch_is_atomic_and_names_each_partition_key() {
     assert_eq!(
         body,
         serde_json::json!([
-            {"operationType": "Upsert", "partitionKey": "[\"p\"]", "resourceBody": {"id": "a", "pk": "p"}},
-            {"operationType": "Upsert", "partitionKey": "[\"p\"]", "resourceBody": {"id": "b", "pk": "p"}}
+            {"operationType": "Upsert", "partitionKey": "[\"p\"]", "minimalReturnPreference": true, "resourceBody": {"id": "a", "pk": "p"}},
+            {"operationType": "Upsert", "partitionKey": "[\"p\"]", "minimalReturnPreference": true, "resourceBody": {"id": "b", "pk": "p"}}
         ])
     );
+    // The members in the order the doc comment gives, compact.
+    assert!(req.body().starts_with(
+        br#"[{"operationType":"Upsert","partitionKey":"[\"p\"]","minimalReturnPreference":true,"resourceBody":{"#
+    ));
 }
 
 #[test]
