@@ -49,6 +49,10 @@ a document per event, and nothing else) is served on the test host too and
 measured in the same rounds as a further runtime of the component way
 (`floor`): a ratio the floor does not reach, no component reaches on this
 machine with these peers; `host_vs_floor_*` is the component's share of it.
+`--floor-wasm OTHER.wasm` serves another build in the floor's place: two
+builds of the component in the same rounds, `host_vs_floor_*` the ratio of
+this build to that one (the JSON names the other build by path, size and
+SHA-256 under `floor_wasm`).
 
 With `--tenants 1,3,10` the run measures key scopes instead: the component
 only, served with `key_scope_pointer = /data/tenantId` and one HSM key per
@@ -550,6 +554,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--floor", action="store_true",
                     help="also serve the floor component (tests/bench/floor) on the test host, measured in the same "
                          "rounds as runtime 'floor'")
+    ap.add_argument("--floor-wasm", type=Path, metavar="WASM",
+                    help="with --floor, serve this .wasm in the floor's place: another build of the component "
+                         "measured in the same rounds (an A/B of two builds; its rows keep the name 'floor')")
     ap.add_argument("--tenants", help="key scopes: tenants per delivery, e.g. 1,3,10 (component only)")
     ap.add_argument("--rounds", type=int, default=1,
                     help="measure every way of a batch size this many times, in turn (ratios: the median of the "
@@ -577,6 +584,8 @@ def main(argv: list[str]) -> int:
         ap.error("--runtimes takes host and/or wasmtime")
     if args.floor and not os.environ.get("CMK_TEST_HOST"):
         ap.error("--floor runs on the test host (CMK_TEST_HOST)")
+    if args.floor_wasm and not (args.floor and args.floor_wasm.is_file()):
+        ap.error("--floor-wasm takes an existing .wasm, with --floor")
 
     workdir = Path(tempfile.mkdtemp(prefix="cmk-bench-"))
     out = args.out or (workdir if args.smoke else HERE.parents[1] / "docs" / "bench")
@@ -603,7 +612,10 @@ def main(argv: list[str]) -> int:
         apps = {rt: stack.serve_app(name=f"app-bench-{rt}", runtime=rt, overrides=overrides) for rt in runtimes}
         wasm = Path(env("CMK_APP_WASM"))
         if args.floor:
-            os.environ["CMK_APP_WASM"] = str(floor_wasm())
+            other = args.floor_wasm.resolve() if args.floor_wasm else floor_wasm()
+            info["floor_wasm"] = {"path": str(other), "bytes": other.stat().st_size,
+                                  "sha256": hashlib.sha256(other.read_bytes()).hexdigest()}
+            os.environ["CMK_APP_WASM"] = str(other)
             try:
                 apps["floor"] = stack.serve_app(name="app-bench-floor", runtime="host", overrides=overrides)
             finally:

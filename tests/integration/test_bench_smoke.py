@@ -5,11 +5,13 @@ CSV and JSON with their ratios side by side. Timings and targets are not
 checked here."""
 
 import csv
+import hashlib
 import json
 import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -123,6 +125,27 @@ def test_bench_floor_mode_measures_the_floor_in_the_same_rounds(tmp_path):
     assert all(ratios[k] > 0 for b in (1, 10) for k in (f"floor_vs_ceiling_{b}", f"host_vs_floor_events_per_s_{b}"))
     assert not [t for t in info["summary"]["targets"] if "floor" in t["target"]]
     assert info["healthz"]["floor"]["p50_ms"] > 0
+
+
+@pytest.mark.skipif(not os.environ.get("CMK_TEST_HOST"), reason="the floor is served on the test host")
+def test_bench_floor_wasm_serves_another_build_in_the_floors_place(tmp_path):
+    """`--floor-wasm`: an A/B of two builds in the same rounds: the build
+    given is the one served and measured as 'floor', and the JSON names it."""
+    out = tmp_path / "bench"
+    other = Path(os.environ["CMK_APP_WASM"])
+    r = subprocess.run([sys.executable, str(ROOT / "tests/bench/bench.py"), "--smoke", "--floor", "--runtimes", "host",
+                        "--floor-wasm", str(other), "--modes", "component", "--events", "20", "--batches", "1",
+                        "--concurrency", "2", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600, env=dict(os.environ), stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    info = json.loads(next(out.glob("bench-*-smoke.json")).read_text())
+    assert info["floor_wasm"]["path"] == str(other.resolve())
+    assert info["floor_wasm"]["bytes"] == other.stat().st_size
+    assert info["floor_wasm"]["sha256"] == hashlib.sha256(other.read_bytes()).hexdigest()
+    rows = {row["runtime"]: row for row in csv.DictReader(next(out.glob("bench-*-smoke.csv")).open())}
+    assert set(rows) == {"host", "floor"}
+    assert rows["floor"]["errors"] == "0"
+    assert float(rows["floor"]["hsm_wraps"]) == float(rows["host"]["hsm_wraps"]) == 20
 
 
 def test_machine_cpu_counts_every_core_busy_or_idle():
