@@ -22,8 +22,8 @@ pub use auth::{
 };
 pub use link::{ContainerLink, ResourceType, Target};
 pub use request::{
-    partition_key_header, BatchOperation, CosmosRequest, Query, API_VERSION, MAX_BATCH_BYTES,
-    MAX_BATCH_OPERATIONS, MAX_DOCUMENT_BYTES, MINIMAL_RETURN,
+    batch_operation_overhead, partition_key_header, BatchOperation, CosmosRequest, Query,
+    API_VERSION, MAX_BATCH_BYTES, MAX_BATCH_OPERATIONS, MAX_DOCUMENT_BYTES, MINIMAL_RETURN,
 };
 pub use response::{
     parse_batch, parse_delete, parse_query, parse_read, parse_write, same_content, service_error,

@@ -145,18 +145,11 @@ impl<'a> CosmosRequest<'a> {
             });
         }
         let pk = partition_key_header(partition_key);
-        let mut head = serde_json::to_vec(
-            &serde_json::json!({"operationType": operation, "partitionKey": pk}),
-        )
-        .expect("JSON values serialize");
-        // `{"operationType":…,"partitionKey":…,"minimalReturnPreference":true`
-        // then `,"resourceBody":<doc>}`.
-        head.pop();
-        head.extend_from_slice(b",\"minimalReturnPreference\":true");
+        let head = batch_operation_head(&pk, operation);
         let head = &head[..];
         let total = documents
             .iter()
-            .map(|d| d.len() + head.len() + 18)
+            .map(|d| d.len() + head.len() + OPERATION_TAIL)
             .sum::<usize>()
             + 1;
         if total > MAX_BATCH_BYTES {
@@ -360,6 +353,31 @@ impl<'a> CosmosRequest<'a> {
             .header("x-ms-version", API_VERSION)
             .header(header::AUTHORIZATION, auth)
     }
+}
+
+/// What a batch body adds to each document after its operation's head:
+/// `,"resourceBody":` before it, `}` and a separating `,` after.
+const OPERATION_TAIL: usize = 18;
+
+/// `{"operationType":…,"partitionKey":…,"minimalReturnPreference":true`,
+/// the part of a batch operation before its `resourceBody`; `pk` is the
+/// partition key as its header carries it.
+fn batch_operation_head(pk: &str, operation: &str) -> Vec<u8> {
+    let mut head =
+        serde_json::to_vec(&serde_json::json!({"operationType": operation, "partitionKey": pk}))
+            .expect("JSON values serialize");
+    head.pop();
+    head.extend_from_slice(b",\"minimalReturnPreference\":true");
+    head
+}
+
+/// The bytes a batch body spends on each operation besides its document,
+/// for `partition_key` (escaped twice over: as the header's JSON array,
+/// then as a JSON string), so that a planner cuts batches that
+/// [`CosmosRequest::batch`] accepts. The body's brackets add 1 more in all.
+pub fn batch_operation_overhead(partition_key: &str, operation: BatchOperation) -> usize {
+    batch_operation_head(&partition_key_header(partition_key), operation.as_str()).len()
+        + OPERATION_TAIL
 }
 
 /// The operation of every document in a transactional batch.

@@ -48,9 +48,6 @@ pub struct WriteUnit {
     pub request: Request<Vec<u8>>,
 }
 
-/// Room left in a batch body for each operation's envelope.
-const OPERATION_OVERHEAD: usize = 128;
-
 /// Checks the content type, decodes, maps to documents and signs every write.
 ///
 /// | content type | encoding |
@@ -256,13 +253,21 @@ fn write_units(
             None => groups.push((&d.partition_key, vec![(i, size)])),
         }
     }
+    let operation = if create {
+        crate::cosmos::BatchOperation::Create
+    } else {
+        crate::cosmos::BatchOperation::Upsert
+    };
     let mut units = Vec::new();
     for (pk, members) in groups {
         let mut chunk: Vec<usize> = Vec::new();
         let mut bytes = 2;
         let mut chunks = Vec::new();
+        // Exact: the partition key is escaped twice in each operation (a
+        // character outside ASCII takes up to 14 bytes there).
+        let overhead = crate::cosmos::batch_operation_overhead(pk, operation);
         for (i, size) in members {
-            let op = size + OPERATION_OVERHEAD + pk.len();
+            let op = size + overhead;
             if !chunk.is_empty()
                 && (chunk.len() == MAX_BATCH_OPERATIONS || bytes + op > MAX_BATCH_BYTES)
             {
@@ -292,16 +297,7 @@ fn write_units(
                     .map(|&i| bodies[i].as_deref().expect("each document is in one unit"))
                     .collect();
                 WriteUnit {
-                    request: builder.batch(
-                        container,
-                        pk,
-                        &serialized,
-                        if create {
-                            crate::cosmos::BatchOperation::Create
-                        } else {
-                            crate::cosmos::BatchOperation::Upsert
-                        },
-                    )?,
+                    request: builder.batch(container, pk, &serialized, operation)?,
                     documents: chunk,
                     batch: true,
                 }

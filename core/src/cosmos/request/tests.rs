@@ -206,6 +206,31 @@ fn batch_is_atomic_and_names_each_partition_key() {
 }
 
 #[test]
+fn batch_operation_overhead_is_what_the_body_spends() {
+    let endpoint = Endpoint::parse("http://127.0.0.1:8081").unwrap();
+    let cred = Credential::MasterKey(key());
+    let b = CosmosRequest::new(&endpoint, &cred, UnixTime(0));
+    let docs: Vec<&[u8]> = vec![b"{\"id\":\"a\"}", b"{\"id\":\"bb\",\"n\":[1,2]}", b"{}"];
+    for pk in [
+        "p",
+        "",
+        "Zürich",
+        "\u{1F600}\u{1F600}",
+        "a\"b\\c\u{1}\u{7f}",
+    ] {
+        for op in [BatchOperation::Upsert, BatchOperation::Create] {
+            let req = b
+                .batch(&ContainerLink::new("d", "c"), pk, &docs, op)
+                .unwrap();
+            let per_op = batch_operation_overhead(pk, op);
+            // Brackets, less the separator the last operation does not have.
+            let want = docs.iter().map(|d| d.len() + per_op).sum::<usize>() + 2 - 1;
+            assert_eq!(req.body().len(), want, "{pk:?}");
+        }
+    }
+}
+
+#[test]
 fn batch_of_creates() {
     let endpoint = Endpoint::parse("http://127.0.0.1:8081").unwrap();
     let cred = Credential::MasterKey(key());

@@ -177,6 +177,37 @@ fn one_request_per_partition_key_group() {
 }
 
 #[test]
+fn batches_of_a_partition_key_outside_ascii_fit_too() {
+    // Each operation carries the partition key escaped twice (`ü` is 7
+    // bytes there, an emoji 14): the batches must be cut by what the body
+    // really holds, wherever the documents' sizes put the cut.
+    for topic in [
+        "/ü".repeat(60),
+        "/\u{1F600}".repeat(40),
+        "/t\u{1}".repeat(50),
+    ] {
+        for blob in (19_000..21_500).step_by(500) {
+            let events: Vec<Value> = (0..150)
+                .map(|i| {
+                    let mut e = event_in(&i.to_string(), &topic);
+                    e["data"] = json!({"blob": "x".repeat(blob)});
+                    e
+                })
+                .collect();
+            let w = writes(events);
+            assert!(w.units.len() >= 2, "{blob}");
+            for u in &w.units {
+                assert!(u.request.body().len() <= MAX_BATCH_BYTES, "{blob}");
+            }
+            assert_eq!(
+                w.units.iter().map(|u| u.documents.len()).sum::<usize>(),
+                150
+            );
+        }
+    }
+}
+
+#[test]
 fn batches_are_cut_at_100_operations_and_2_mb() {
     let w = writes((0..250).map(|i| event(&i.to_string())).collect());
     let sizes: Vec<usize> = w.units.iter().map(|u| u.documents.len()).collect();
