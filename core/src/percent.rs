@@ -54,11 +54,19 @@ mod tests {
 
     #[test]
     fn every_byte_encodes_as_formatted_upper_case_hex() {
-        // Every ASCII character and UTF-8 bytes from 0x80 to 0xff.
-        let s: String = (0u32..0x80)
-            .chain([0x80, 0xff, 0x7ff, 0x800, 0xffff, 0x10000, 0x10ffff])
+        // Characters whose UTF-8 holds every byte text can hold: all of
+        // ASCII, every continuation byte (0x80 to 0xbf) and every lead byte
+        // (0xc2 to 0xf4; 0xc0, 0xc1 and 0xf5 to 0xff never occur).
+        let s: String = (0u32..0x800)
+            .chain([0x800])
+            .chain((0x1000..0x10000).step_by(0x1000))
+            .chain([0x10000, 0x40000, 0x80000, 0xc0000, 0x100000])
             .filter_map(char::from_u32)
             .collect();
+        let mut seen = [false; 256];
+        s.bytes().for_each(|b| seen[usize::from(b)] = true);
+        let never = |b: usize| matches!(b, 0xc0 | 0xc1 | 0xf5..=0xff);
+        assert!((0..256).all(|b| seen[b] != never(b)));
         let oracle: String = s
             .bytes()
             .map(|b| {

@@ -402,6 +402,8 @@ def minimal_answer(method: str, path: str, headers: Mapping[str, str], request: 
     if len(segments) < 5 or segments[4] != "docs" or not 200 <= status < 300:
         return None
     h = {k.lower(): v for k, v in headers.items()}
+    if h.get("x-ms-documentdb-isquery", "").lower() == "true" or "query+json" in h.get("content-type", ""):
+        return None  # a query's page is its answer, not an echo
     batch = h.get("x-ms-cosmos-is-batch-request", "").lower() == "true"
     if batch and method == "POST" and len(segments) == 5:
         # The service cuts these answers for nothing; here both bodies are
@@ -419,8 +421,9 @@ def minimal_answer(method: str, path: str, headers: Mapping[str, str], request: 
             return None
         cut = False
         for op, result in zip(ops, results):
-            if (isinstance(op, dict) and op.get("minimalReturnPreference") is True and isinstance(result, dict)
-                    and 200 <= int(result.get("statusCode", 0)) < 300 and "resourceBody" in result):
+            status = result.get("statusCode") if isinstance(result, dict) else None
+            if (isinstance(op, dict) and op.get("minimalReturnPreference") is True and isinstance(status, int)
+                    and 200 <= status < 300 and "resourceBody" in result):
                 del result["resourceBody"]
                 cut = True
         return orjson.dumps(results) if cut else None

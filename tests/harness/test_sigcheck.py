@@ -459,7 +459,9 @@ def test_minimal_answers_are_cut_as_the_service_cuts_them():
     assert minimal_answer("POST", DOCS, {"prefer": " Return=Minimal "}, b"{}", 200, doc) == b""
     assert minimal_answer("PUT", DOCS + "/a", MINIMAL, b"{}", 200, doc) == b""
     # Relayed as they are: no preference, a read, a failure, another resource.
+    query = {**MINIMAL, "x-ms-documentdb-isquery": "True", "Content-Type": "application/query+json"}
     for method, path, headers, status in [("POST", DOCS, {}, 201), ("GET", DOCS + "/a", MINIMAL, 200),
+                                          ("POST", DOCS, query, 200),
                                           ("POST", DOCS, MINIMAL, 409), ("POST", "/dbs/d/colls", MINIMAL, 201),
                                           ("POST", DOCS, {"Prefer": "return=representation"}, 201)]:
         assert minimal_answer(method, path, headers, b"{}", status, doc) is None, (method, path, headers, status)
@@ -478,6 +480,9 @@ def test_minimal_answers_are_cut_as_the_service_cuts_them():
     plain = [{k: v for k, v in op.items() if k != "minimalReturnPreference"} for op in ops]
     assert minimal_answer("POST", DOCS, {**batch, **MINIMAL}, json.dumps(plain).encode(), 200,
                           json.dumps(results).encode()) is None
+    # A result whose status is not a number is relayed, not a crash.
+    assert minimal_answer("POST", DOCS, batch, json.dumps(ops[:1]).encode(), 200,
+                          json.dumps([{"statusCode": "201", "resourceBody": {}}]).encode()) is None
 
 
 def test_the_sdk_without_content_on_write_gets_no_body(proxy):
