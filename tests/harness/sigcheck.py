@@ -421,9 +421,9 @@ def minimal_answer(method: str, path: str, headers: Mapping[str, str], request: 
             return None
         cut = False
         for op, result in zip(ops, results):
-            status = result.get("statusCode") if isinstance(result, dict) else None
-            if (isinstance(op, dict) and op.get("minimalReturnPreference") is True and isinstance(status, int)
-                    and 200 <= status < 300 and "resourceBody" in result):
+            code = result.get("statusCode") if isinstance(result, dict) else None
+            if (isinstance(op, dict) and op.get("minimalReturnPreference") is True and isinstance(code, int)
+                    and 200 <= code < 300 and "resourceBody" in result):
                 del result["resourceBody"]
                 cut = True
         return orjson.dumps(results) if cut else None

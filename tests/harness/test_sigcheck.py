@@ -481,8 +481,9 @@ def test_minimal_answers_are_cut_as_the_service_cuts_them():
     assert minimal_answer("POST", DOCS, {**batch, **MINIMAL}, json.dumps(plain).encode(), 200,
                           json.dumps(results).encode()) is None
     # A result whose status is not a number is relayed, not a crash.
-    assert minimal_answer("POST", DOCS, batch, json.dumps(ops[:1]).encode(), 200,
-                          json.dumps([{"statusCode": "201", "resourceBody": {}}]).encode()) is None
+    for odd in ("201", None, "abc", {"x": 1}, 201.5):
+        assert minimal_answer("POST", DOCS, batch, json.dumps(ops[:1]).encode(), 200,
+                              json.dumps([{"statusCode": odd, "resourceBody": {}}]).encode()) is None, odd
 
 
 def test_the_sdk_without_content_on_write_gets_no_body(proxy):
