@@ -31,6 +31,10 @@ other:
   as the component's do, for an answer without the document:
   `Prefer: return=minimal`, `"minimalReturnPreference": true`), C in flight.
 
+`--pool RUN.json …` checks the targets on the rounds of several written
+runs pooled, none left out (remote and local wrap apart): the status of a
+build, where one run of three rounds is a draw on a shared machine.
+
 With `--rounds R` every way of a batch size is measured R times in turn
 (component, baseline, ceiling, then baseline, ceiling, component, …: each
 round starts one way later), and each ratio is the median
@@ -561,7 +565,13 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--rounds", type=int, default=1,
                     help="measure every way of a batch size this many times, in turn (ratios: the median of the "
                          "rounds' own ratios, each from ways measured minutes apart at most)")
+    ap.add_argument("--pool", type=Path, nargs="+", metavar="JSON",
+                    help="the targets on the rounds of several written runs pooled (each run's wrap apart)")
     args = ap.parse_args(argv)
+    if args.pool:
+        for line in pool_lines([json.loads(p.read_text()) for p in args.pool]):
+            print(line)
+        return 0
     if args.resummarize:
         info = json.loads(args.resummarize.read_text())
         info["summary"] = summarize(info["rows"], info)
@@ -726,6 +736,62 @@ def round_ratios(rows: list[dict], runtimes: list[str], batches: list[int]) -> d
             if w["cpu_s_per_1000_events"] > 0:
                 ratios[f"host_vs_wasmtime_cpu_{size}"] = h["cpu_s_per_1000_events"] / w["cpu_s_per_1000_events"]
     return ratios
+
+
+# The ratio targets as `pool` checks them: key in `ratios_by_round`, the
+# bound, and what it is.
+POOLED_TARGETS = (
+    ("host_vs_baseline_1", 1.5, "x baseline, batch 1"),
+    ("host_vs_baseline_10", 10, "x baseline, batch 10"),
+    ("host_vs_ceiling_1", 0.6, "x ceiling, batch 1"),
+    ("host_vs_ceiling_10", 0.8, "x ceiling, batch 10"),
+    ("floor_vs_baseline_1", 1.5, "x baseline, batch 1 (floor)"),
+    ("floor_vs_baseline_10", 10, "x baseline, batch 10 (floor)"),
+    ("floor_vs_ceiling_1", 0.6, "x ceiling, batch 1 (floor)"),
+    ("floor_vs_ceiling_10", 0.8, "x ceiling, batch 10 (floor)"),
+    ("host_vs_floor_events_per_s_1", 1, "x floor's events/s, batch 1"),
+    ("host_vs_floor_events_per_s_10", 1, "x floor's events/s, batch 10"),
+)
+
+
+def pool(infos: list[dict]) -> dict:
+    """Each target on all rounds of `infos` pooled, none left out, remote and
+    local wrap apart: {wrap: {key: (run medians, pooled median, rounds over,
+    rounds)}}, and under `runtime_ms_b1` the runtime's CPU per batch-1
+    delivery of each round ({runtime: [ms, ...]})."""
+    out: dict = {}
+    for wrap in ("remote", "local"):
+        runs = [i for i in infos if bool(i.get("local_wrap")) == (wrap == "local")]
+        if not runs:
+            continue
+        got = {}
+        for key, bound, _ in POOLED_TARGETS:
+            rounds = [x for i in runs for x in i["summary"]["ratios_by_round"].get(key, [])]
+            if rounds:
+                got[key] = ([i["summary"]["ratios"].get(key) for i in runs], statistics.median(rounds),
+                            sum(1 for x in rounds if x >= bound), len(rounds))
+        got["runtime_ms_b1"] = {rt: [r["cpu_s_per_1000_events"] * r["events"] / r["requests"] for i in runs
+                                     for r in i["rows"] if runtime_of(r) == rt and r["batch"] == 1]
+                                for rt in ("host", "floor")}
+        out[wrap] = got
+    return out
+
+
+def pool_lines(infos: list[dict]) -> list[str]:
+    lines = []
+    for wrap, got in pool(infos).items():
+        lines.append(f"{wrap} wrap, {sum(1 for i in infos if bool(i.get('local_wrap')) == (wrap == 'local'))} runs:")
+        for key, bound, what in POOLED_TARGETS:
+            if key in got:
+                medians, pooled, over, n = got[key]
+                lines.append(f"  >= {bound}{what}: pooled {pooled:.3f} ({over} of {n} rounds over); run medians "
+                             + ", ".join(f"{m}" for m in medians))
+        for rt, ms in got["runtime_ms_b1"].items():
+            if ms:
+                lines.append(f"  runtime ms per batch-1 delivery [{rt}]: median {statistics.median(ms):.2f} "
+                             f"({min(ms):.2f} to {max(ms):.2f}; {sum(1 for x in ms if x <= 0.5)} of {len(ms)} "
+                             "rounds at or under 0.5)")
+    return lines
 
 
 def summarize(rows: list[dict], info: dict) -> dict:

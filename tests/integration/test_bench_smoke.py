@@ -148,6 +148,33 @@ def test_bench_floor_wasm_serves_another_build_in_the_floors_place(tmp_path):
     assert float(rows["floor"]["hsm_wraps"]) == float(rows["host"]["hsm_wraps"]) == 20
 
 
+def test_pool_checks_the_targets_on_every_round_of_several_runs():
+    """`--pool`: the pooled statuses docs/benchmarks.md gives for the S and
+    V runs, from their written JSON (each wrap apart, no round left out)."""
+    sys.path.insert(0, str(ROOT / "tests/bench"))
+    import bench
+
+    def runs(*names):
+        return [json.loads((ROOT / f"docs/bench/bench-2026-12-07-{n}.json").read_text()) for n in names]
+
+    def status(pooled, key):
+        medians, median, over, n = pooled[key]
+        return round(median, 3), over, n
+
+    s = bench.pool(runs("s1", "s3", "s4", "s5", "u2", "s2", "s6"))
+    assert status(s["remote"], "host_vs_ceiling_1") == (0.589, 7, 15)
+    assert status(s["remote"], "host_vs_baseline_1") == (1.625, 10, 15)
+    assert status(s["local"], "host_vs_ceiling_10") == (0.653, 0, 6)
+    v = bench.pool(runs("v1", "v2", "v3", "v4", "v5", "v6", "v7"))
+    assert v["remote"]["host_vs_ceiling_1"][0] == [0.487, 0.465, 0.45, 0.513, 0.504]
+    assert status(v["remote"], "host_vs_ceiling_1") == (0.477, 0, 15)
+    assert status(v["local"], "host_vs_ceiling_10") == (0.773, 3, 6)
+    ms = v["remote"]["runtime_ms_b1"]["floor"]
+    assert len(ms) == 15 and round(min(ms), 2) == 0.53 and round(max(ms), 2) == 0.93
+    lines = bench.pool_lines(runs("v6", "v7"))
+    assert lines[0] == "local wrap, 2 runs:" and not any(line.startswith("remote") for line in lines)
+
+
 def test_machine_cpu_counts_every_core_busy_or_idle():
     """The bench's whole-machine figures: over half a second in which this
     process spins for a quarter, busy and idle add up to the machine's
