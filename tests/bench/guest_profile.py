@@ -1,0 +1,157 @@
+"""Where the guest's own instructions go in a delivery, by kind of work:
+the delivery bench (benches/delivery.rs, the core's whole path of a
+stage-two delivery without I/O) run inside Wasmtime under callgrind, each
+compiled function's own instructions named from Wasmtime's perf map and
+put in a group (AES, GHASH, JSON parsing, JSON writing, maps, heap, …).
+
+    . scripts/bootstrap
+    "$CMK_PYTHON" tests/bench/guest_profile.py [--events 100] [--deliveries 10] [--functions 20]
+
+It builds the delivery bench for wasm32-wasip2 with its symbols kept (a
+target directory of its own, so the release build keeps its stripped
+form), then prints, per event, each group's instructions and share, and
+the largest functions. Exact counts (callgrind counts every instruction),
+so two builds compare without the machine's noise; the figures are the
+guest's own (a function's instructions, not those of what it calls), and
+the Wasmtime process's compiling and the host's work are left out.
+docs/benchmarks.md has a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import phases  # noqa: E402
+
+# First match wins; a function is named by its mangled Rust path.
+GROUPS = [
+    ("GHASH (POLYVAL, software)", ("polyval", "universal_hash", "ghash")),
+    ("AES-CTR and the sealing code it is inlined in", ("seal_groups", "vector_aes", "aes")),
+    ("the bench's `main` (its own work and core code inlined into it)", ("delivery_bench",)),
+    ("JSON writing (the documents, canonical values, the answers)",
+     ("compact_json", "serde_json3ser", "serde_json..ser", "value3ser")),
+    ("JSON parsing (serde_json, the event decoders)", ("serde_json", "serde_core", "event_grid", "cloudevents")),
+    ("maps (BTreeMap: JSON objects)", ("btree", "BTreeMap")),
+    ("heap and copies", ("cmk_heap", "memory_copy", "memory_fill", "raw_vec", "RawVec", "memcpy", "memset", "dlmalloc", "dlfree")),
+    ("byte comparisons (memcmp)", ("memcmp",)),
+    ("SHA-256 (document ids)", ("sha2",)),
+    ("base64url", ("base64",)),
+    ("JSON Pointers", ("pointer", "sealed_pointers")),
+    ("UTF-8 checks", ("from_utf8",)),
+]
+
+
+def group_of(name: str) -> str:
+    for group, needles in GROUPS:
+        if any(n in name for n in needles):
+            return group
+    return "other"
+
+
+def own_costs(dump: Path, syms: phases.Symbols) -> collections.Counter:
+    """Each guest function's own instructions in a callgrind dump written
+    with --dump-instr=yes --compress-pos=no: the cost lines at its
+    addresses, less the calls it makes (a `calls=` line's next line is the
+    call's inclusive cost, not the caller's own)."""
+    cost: collections.Counter = collections.Counter()
+    after_call = False
+    with open(dump, errors="replace") as f:
+        for line in f:
+            if line.startswith("calls="):
+                after_call = True
+            elif line[:2] == "0x":
+                if after_call:
+                    after_call = False
+                    continue
+                parts = line.split()
+                name = syms.name(int(parts[0], 16))
+                if name is not None and name.startswith(("wasm[", "wasmtime_builtin")):
+                    cost[name] += int(parts[-1]) if len(parts) > 1 else 0
+    return cost
+
+
+def short(name: str) -> str:
+    """A guest function's readable path: `wasm[0]::function[140]::_ZN8cmk_core6ingest4seal11seal_groups17h…E`
+    becomes `ingest::seal::seal_groups` (Rust's legacy mangling: each part
+    its length, then its text; the trailing hash dropped)."""
+    tail = name.split("::", 2)[-1]
+    if not tail.startswith("_ZN"):
+        return tail[:80]
+    parts, i = [], 3
+    while i < len(tail) and tail[i].isdigit():
+        j = i
+        while j < len(tail) and tail[j].isdigit():
+            j += 1
+        n = int(tail[i:j])
+        parts.append(tail[j : j + n])
+        i = j + n
+    # The hash, whole or cut short where the perf map cut the name.
+    parts = [p for p in parts if not re.fullmatch(r"h[0-9a-f]{1,16}", p)]
+    readable = []
+    for p in parts:
+        for code, text in (("$LT$", "<"), ("$GT$", ">"), ("$u20$", " "), ("$C$", ","), ("$RF$", "&"), ("..", "::")):
+            p = p.replace(code, text)
+        readable.append(p)
+    return "::".join(readable[-3:])[:100]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=100, help="events per delivery")
+    ap.add_argument("--deliveries", type=int, default=10)
+    ap.add_argument("--functions", type=int, default=20, help="largest functions to list")
+    args = ap.parse_args()
+    wasmtime = os.environ.get("CMK_WASMTIME")
+    if not wasmtime:
+        sys.exit("run after `. scripts/bootstrap` (CMK_WASMTIME)")
+    target = Path(os.environ.get("CMK_PROFILE_TARGET_DIR", Path(tempfile.gettempdir()) / "cmk-guest-profile-target"))
+    env = dict(os.environ, CARGO_PROFILE_RELEASE_STRIP="none", CARGO_TARGET_DIR=str(target))
+    subprocess.run(["cargo", "build", "--quiet", "--release", "-p", "cmk-core", "--target", "wasm32-wasip2",
+                    "--example", "delivery-bench"], cwd=ROOT, env=env, check=True)
+    wasm = target / "wasm32-wasip2" / "release" / "examples" / "delivery-bench.wasm"
+    with tempfile.TemporaryDirectory(prefix="cmk-guest-profile-") as tmp:
+        dump = Path(tmp) / "callgrind.out"
+        # Wasmtime writes /tmp/perf-<pid>.map for --profile=perfmap; the pid is
+        # valgrind's own (it runs the program in its process).
+        proc = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", "--dump-instr=yes", "--compress-pos=no", "--compress-strings=no",
+             f"--callgrind-out-file={dump}", wasmtime, "run", "-C", "cache=n", "-C", "parallel-compilation=n",
+             # Compiled as Spin compiles it (epoch interruption), as scripts/bench-envelope does.
+             "-W", "timeout=86400s", "--profile=perfmap", str(wasm),
+             "--events", str(args.events), "--deliveries", str(args.deliveries)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if proc.wait() != 0:
+            sys.exit(f"the delivery bench failed under callgrind (exit {proc.returncode})")
+        pmap = Path(f"/tmp/perf-{proc.pid}.map")
+        try:
+            cost = own_costs(dump, phases.Symbols(pmap))
+        finally:
+            pmap.unlink(missing_ok=True)
+    events = args.events * args.deliveries
+    total = sum(cost.values())
+    by_group: collections.Counter = collections.Counter()
+    for name, c in cost.items():
+        by_group[group_of(name)] += c
+    print(f"guest instructions per event: {total / events:,.0f} "
+          f"({args.deliveries} deliveries of {args.events} events, epochs on)")
+    print("group,instructions_per_event,share")
+    for group, c in by_group.most_common():
+        print(f"\"{group}\",{c / events:.0f},{100 * c / total:.1f}%")
+    print()
+    print("function,instructions_per_event,group")
+    for name, c in cost.most_common(args.functions):
+        print(f"\"{short(name)}\",{c / events:.0f},\"{group_of(name)}\"")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

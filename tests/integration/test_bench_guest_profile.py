@@ -1,0 +1,74 @@
+"""`tests/bench/guest_profile.py` sums each guest function's own
+instructions from a callgrind dump and puts them in groups: checked on a
+small dump whose every figure is known (the format of
+`--dump-instr=yes --compress-pos=no`: an address, a line number and a
+cost a line; after a `calls=` line, the call's inclusive cost)."""
+
+import sys
+
+from harness.stack import ROOT
+
+sys.path.insert(0, str(ROOT / "tests/bench"))
+import guest_profile  # noqa: E402
+import phases  # noqa: E402
+
+PERF_MAP = """\
+1000 100 wasm[0]::function[1]::_ZN8cmk_core6ingest4seal11seal_groups17h68a810d04327456cE
+2000 100 wasm[0]::function[2]::_ZN7polyval7backend4soft5State10proc_block17h5902719257098a00E
+3000 100 wasm[0]::function[3]::memcmp
+4000 100 wasmtime_builtin_memory_copy
+5000 100 host_function_named_in_the_map
+"""
+
+# seal_groups: own 50 + 7, and a call into POLYVAL (inclusive 300) that is
+# not its own; POLYVAL 200 own; memcmp 10 (twice); the builtin 5; a host
+# function in the map and an address outside it are not the guest's.
+DUMP = """\
+positions: instr line
+events: Ir
+summary: 1000
+fn=(1) a
+0x1000 0 50
+calls=3 0x2000 0
+0x1010 0 300
+0x1020 0 7
+fn=(2) b
+0x2000 0 200
+fn=(3) c
+0x3000 0 4
+0x3004 0 6
+0x4000 0 5
+0x5000 0 90
+0x9000 0 333
+"""
+
+
+def test_own_instructions_leave_out_calls_and_the_host(tmp_path):
+    (tmp_path / "map").write_text(PERF_MAP)
+    (tmp_path / "dump").write_text(DUMP)
+    cost = guest_profile.own_costs(tmp_path / "dump", phases.Symbols(tmp_path / "map"))
+    by_short = {guest_profile.short(n): c for n, c in cost.items()}
+    assert by_short == {
+        "ingest::seal::seal_groups": 57,
+        "soft::State::proc_block": 200,
+        "memcmp": 10,
+        "wasmtime_builtin_memory_copy": 5,
+    }
+    groups = {guest_profile.group_of(n) for n in cost}
+    assert groups == {
+        "AES-CTR and the sealing code it is inlined in",
+        "GHASH (POLYVAL, software)",
+        "byte comparisons (memcmp)",
+        "heap and copies",
+    }
+
+
+def test_a_name_matching_no_group_is_other():
+    assert guest_profile.group_of("wasm[0]::function[9]::_ZN4core3fmt5write17h0000000000000000E") == "other"
+
+
+def test_serde_json_writing_is_not_parsing():
+    writing = "JSON writing (the documents, canonical values, the answers)"
+    assert guest_profile.group_of("wasm[0]::function[305]::_ZN10serde_json3ser18format_escaped_str17h1e3e471298f1ded9E") == writing
+    assert guest_profile.group_of("wasm[0]::function[402]::_ZN80_$LT$serde_json..de..MapAccess$LT$R$GT$$u20$as$u20$x$GT$15next_valu") \
+        == "JSON parsing (serde_json, the event decoders)"
