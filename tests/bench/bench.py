@@ -452,6 +452,16 @@ def percentile(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))] if xs else float("nan")
 
 
+def build_description() -> str:
+    """The commit the run measured, `-dirty` when the tree differed from it
+    (a run's JSON names its build; `wasm_bytes` alone does not)."""
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty", "--exclude=*"], cwd=HERE.parents[1], check=True,
+                              capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def machine() -> dict:
     cpu = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -603,7 +613,7 @@ def main(argv: list[str]) -> int:
     stamp = datetime.datetime.now(datetime.timezone.utc)
     info = {"date": stamp.isoformat(timespec="seconds"), "machine": machine(), "events": args.events,
             "batches": batches, "concurrency": args.concurrency, "local_wrap": args.local_wrap,
-            "runtimes": runtimes, "tenants": tenants, "rounds": args.rounds}
+            "runtimes": runtimes, "tenants": tenants, "rounds": args.rounds, "build": build_description()}
     stack = Stack(workdir)
     try:
         stack.start_peers()

@@ -9,11 +9,22 @@ put in a group (AES, GHASH, JSON parsing, JSON writing, maps, heap, …).
 
 It builds the delivery bench for wasm32-wasip2 with its symbols kept (a
 target directory of its own, so the release build keeps its stripped
-form), then prints, per event, each group's instructions and share, and
-the largest functions. Exact counts (callgrind counts every instruction),
-so two builds compare without the machine's noise; the figures are the
-guest's own (a function's instructions, not those of what it calls), and
-the Wasmtime process's compiling and the host's work are left out.
+form), runs it twice, with N deliveries and with none, and prints per
+event, from the difference (what the deliveries cost, not the bench's
+set-up), each group's instructions and share, then the largest
+functions. Exact counts (callgrind counts every instruction), so two
+builds compare without the machine's noise.
+
+What it counts and what it does not:
+- a function's own instructions, not those of what it calls; code the
+  compiler inlined counts as its caller's (the sealing code holds the
+  inlined AES; the bench's `main` holds the core code inlined into it);
+- the guest's compiled code only: the host's work is left out, the
+  memmove behind Wasm's `memory.copy` too (Wasmtime's builtin that
+  calls it is counted, the copying is not);
+- groups are by name, first match wins (GROUPS); an own-cost profile
+  does not know callers, so a shared helper (the heap, `memcmp`) is not
+  split between the groups whose work it serves.
 docs/benchmarks.md has a run.
 """
 
@@ -26,24 +37,27 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import phases  # noqa: E402
 
-# First match wins; a function is named by its mangled Rust path.
+# First match wins; a function is named by its mangled Rust path
+# (legacy `_ZN…` or v0 `_R…` mangling).
 GROUPS = [
     ("GHASH (POLYVAL, software)", ("polyval", "universal_hash", "ghash")),
-    ("AES-CTR and the sealing code it is inlined in", ("seal_groups", "vector_aes", "aes")),
+    ("AES-CTR and the sealing code it is inlined in", ("seal_groups", "vector_aes", "3aes", "aes..")),
     ("the bench's `main` (its own work and core code inlined into it)", ("delivery_bench",)),
     ("JSON writing (the documents, canonical values, the answers)",
-     ("compact_json", "serde_json3ser", "serde_json..ser", "value3ser")),
+     ("compact_json", "serde_json3ser", "serde_core3ser", "..ser..", "5value3ser", "Serializer", "Serialize")),
+    ("JSON trees: maps and their drops (BTreeMap, Value)",
+     ("btree", "BTreeMap", "serde_json3map", "serde_json..map", "drop_in_place$LT$serde_json")),
     ("JSON parsing (serde_json, the event decoders)", ("serde_json", "serde_core", "event_grid", "cloudevents")),
-    ("maps (BTreeMap: JSON objects)", ("btree", "BTreeMap")),
     ("heap and copies", ("cmk_heap", "memory_copy", "memory_fill", "raw_vec", "RawVec", "memcpy", "memset", "dlmalloc", "dlfree")),
     ("byte comparisons (memcmp)", ("memcmp",)),
-    ("SHA-256 (document ids)", ("sha2",)),
+    ("SHA-256 (document ids, request signatures)", ("sha2",)),
     ("base64url", ("base64",)),
     ("JSON Pointers", ("pointer", "sealed_pointers")),
     ("UTF-8 checks", ("from_utf8",)),
@@ -79,29 +93,76 @@ def own_costs(dump: Path, syms: phases.Symbols) -> collections.Counter:
     return cost
 
 
-def short(name: str) -> str:
-    """A guest function's readable path: `wasm[0]::function[140]::_ZN8cmk_core6ingest4seal11seal_groups17h…E`
-    becomes `ingest::seal::seal_groups` (Rust's legacy mangling: each part
-    its length, then its text; the trailing hash dropped)."""
-    tail = name.split("::", 2)[-1]
-    if not tail.startswith("_ZN"):
-        return tail[:80]
-    parts, i = [], 3
-    while i < len(tail) and tail[i].isdigit():
+def _idents(text: str, i: int) -> list[str]:
+    """The length-prefixed identifiers of a mangled name from `i` on, as
+    long as they run one after another."""
+    parts = []
+    while i < len(text) and text[i].isdigit():
         j = i
-        while j < len(tail) and tail[j].isdigit():
+        while j < len(text) and text[j].isdigit():
             j += 1
-        n = int(tail[i:j])
-        parts.append(tail[j : j + n])
+        n = int(text[i:j])
+        parts.append(text[j : j + n])
         i = j + n
+    return parts
+
+
+def short(name: str) -> str:
+    """A guest function's readable path, its last three parts:
+    `wasm[0]::function[140]::_ZN8cmk_core6ingest4seal11seal_groups17h…E`
+    becomes `ingest::seal::seal_groups`. Legacy mangling (`_ZN`): each part
+    its length, then its text, the trailing hash dropped; v0 (`_R`): the
+    identifiers after the crate's disambiguator (`Cs…_`) as far as they run
+    one after another (a plain path reads whole; a generic one, in part)."""
+    tail = name.split("::", 2)[-1]
+    if tail.startswith("_ZN"):
+        parts = _idents(tail, 3)
+    elif tail.startswith("_R") and (m := re.search(r"Cs[0-9A-Za-z]*_", tail)):
+        parts = _idents(tail, m.end())
+    else:
+        return tail[:80]
     # The hash, whole or cut short where the perf map cut the name.
-    parts = [p for p in parts if not re.fullmatch(r"h[0-9a-f]{1,16}", p)]
+    parts = [p for p in parts if p and not re.fullmatch(r"h[0-9a-f]{1,16}", p)]
+    if not parts:
+        return tail[:80]
     readable = []
     for p in parts:
         for code, text in (("$LT$", "<"), ("$GT$", ">"), ("$u20$", " "), ("$C$", ","), ("$RF$", "&"), ("..", "::")):
             p = p.replace(code, text)
         readable.append(p)
     return "::".join(readable[-3:])[:100]
+
+
+def profile(wasmtime: str, wasm: Path, events: int, deliveries: int) -> collections.Counter:
+    """Each guest function's own instructions in one run of the delivery
+    bench under callgrind."""
+    with tempfile.TemporaryDirectory(prefix="cmk-guest-profile-") as tmp:
+        dump = Path(tmp) / "callgrind.out"
+        # Wasmtime writes /tmp/perf-<pid>.map for --profile=perfmap; the pid is
+        # valgrind's own (it runs the program in its process).
+        proc = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", "--dump-instr=yes", "--compress-pos=no", "--compress-strings=no",
+             f"--callgrind-out-file={dump}", wasmtime, "run", "-C", "cache=n", "-C", "parallel-compilation=n",
+             # Compiled as Spin compiles it (epoch interruption), as scripts/bench-envelope does.
+             "-W", "timeout=86400s", "--profile=perfmap", str(wasm),
+             "--events", str(events), "--deliveries", str(deliveries)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if proc.wait() != 0:
+            sys.exit(f"the delivery bench failed under callgrind (exit {proc.returncode})")
+        pmap = Path(f"/tmp/perf-{proc.pid}.map")
+        try:
+            return own_costs(dump, phases.Symbols(pmap))
+        finally:
+            pmap.unlink(missing_ok=True)
+
+
+def build_description() -> str:
+    """The commit (and whether the tree differs from it), for the output."""
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty", "--exclude=*"], cwd=ROOT, check=True,
+                              capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def main() -> int:
@@ -118,31 +179,21 @@ def main() -> int:
     subprocess.run(["cargo", "build", "--quiet", "--release", "-p", "cmk-core", "--target", "wasm32-wasip2",
                     "--example", "delivery-bench"], cwd=ROOT, env=env, check=True)
     wasm = target / "wasm32-wasip2" / "release" / "examples" / "delivery-bench.wasm"
-    with tempfile.TemporaryDirectory(prefix="cmk-guest-profile-") as tmp:
-        dump = Path(tmp) / "callgrind.out"
-        # Wasmtime writes /tmp/perf-<pid>.map for --profile=perfmap; the pid is
-        # valgrind's own (it runs the program in its process).
-        proc = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", "--dump-instr=yes", "--compress-pos=no", "--compress-strings=no",
-             f"--callgrind-out-file={dump}", wasmtime, "run", "-C", "cache=n", "-C", "parallel-compilation=n",
-             # Compiled as Spin compiles it (epoch interruption), as scripts/bench-envelope does.
-             "-W", "timeout=86400s", "--profile=perfmap", str(wasm),
-             "--events", str(args.events), "--deliveries", str(args.deliveries)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if proc.wait() != 0:
-            sys.exit(f"the delivery bench failed under callgrind (exit {proc.returncode})")
-        pmap = Path(f"/tmp/perf-{proc.pid}.map")
-        try:
-            cost = own_costs(dump, phases.Symbols(pmap))
-        finally:
-            pmap.unlink(missing_ok=True)
+    # Per function, the run with the deliveries less the run without: the
+    # instructions the deliveries took, the set-up left out.
+    cost = profile(wasmtime, wasm, args.events, args.deliveries)
+    cost.subtract(profile(wasmtime, wasm, args.events, 0))
     events = args.events * args.deliveries
     total = sum(cost.values())
     by_group: collections.Counter = collections.Counter()
     for name, c in cost.items():
         by_group[group_of(name)] += c
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown")
+    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, build {build_description()}, "
+          f"{os.cpu_count()} cores ({cpu}); --events {args.events} --deliveries {args.deliveries}")
     print(f"guest instructions per event: {total / events:,.0f} "
-          f"({args.deliveries} deliveries of {args.events} events, epochs on)")
+          f"({args.deliveries} deliveries of {args.events} events less none, epochs on)")
     print("group,instructions_per_event,share")
     for group, c in by_group.most_common():
         print(f"\"{group}\",{c / events:.0f},{100 * c / total:.1f}%")

@@ -6,6 +6,8 @@ cost a line; after a `calls=` line, the call's inclusive cost)."""
 
 import sys
 
+import pytest
+
 from harness.stack import ROOT
 
 sys.path.insert(0, str(ROOT / "tests/bench"))
@@ -67,8 +69,27 @@ def test_a_name_matching_no_group_is_other():
     assert guest_profile.group_of("wasm[0]::function[9]::_ZN4core3fmt5write17h0000000000000000E") == "other"
 
 
-def test_serde_json_writing_is_not_parsing():
-    writing = "JSON writing (the documents, canonical values, the answers)"
-    assert guest_profile.group_of("wasm[0]::function[305]::_ZN10serde_json3ser18format_escaped_str17h1e3e471298f1ded9E") == writing
-    assert guest_profile.group_of("wasm[0]::function[402]::_ZN80_$LT$serde_json..de..MapAccess$LT$R$GT$$u20$as$u20$x$GT$15next_valu") \
-        == "JSON parsing (serde_json, the event decoders)"
+WRITING = "JSON writing (the documents, canonical values, the answers)"
+TREES = "JSON trees: maps and their drops (BTreeMap, Value)"
+PARSING = "JSON parsing (serde_json, the event decoders)"
+
+
+@pytest.mark.parametrize("name,group", [
+    ("_ZN10serde_json3ser18format_escaped_str17h1e3e471298f1ded9E", WRITING),
+    ("_ZN10serde_core3ser10Serializer11collect_seq17he468805d711386d9E", WRITING),
+    ("_ZN10serde_json5value3ser81_$LT$impl$u20$serde_core..ser..Serialize$u20$for$u20$serde_json..value..Value$GT$9serialize17h0E", WRITING),
+    ("_ZN4core3ptr45drop_in_place$LT$serde_json..value..Value$GT$17h1d78d6e3f2ebfa2bE", TREES),
+    ("_ZN10serde_json3map3Map6insert17h0000000000000000E", TREES),
+    ("_ZN5alloc11collections5btree3map25BTreeMap$LT$K$C$V$C$A$GT$6insert17h6a53d82313e266bcE", TREES),
+    ("_ZN80_$LT$serde_json..de..MapAccess$LT$R$GT$$u20$as$u20$serde_core..de..MapAccess$GT$13next_key_seed17h0E", PARSING),
+    ("_ZN10serde_json5value2de82_$LT$impl$u20$serde_core..de..Deserialize$u20$for$u20$serde_json..value..Value$GT$11deserialize17h0E", PARSING),
+    ("_ZN3aes4soft7fixslice17h0000000000000000E", "AES-CTR and the sealing code it is inlined in"),
+    ("_ZN4sha26sha25611compress25617h178df6556b8a2dbdE", "SHA-256 (document ids, request signatures)"),
+])
+def test_each_name_lands_in_its_group(name, group):
+    assert guest_profile.group_of("wasm[0]::function[1]::" + name) == group
+
+
+def test_v0_names_are_read_as_paths():
+    assert guest_profile.short("wasm[0]::function[41]::_RNvNtNtCs9pv848UzQwQ_4core3str8converts9from_utf8") \
+        == "str::converts::from_utf8"

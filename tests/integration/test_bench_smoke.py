@@ -7,6 +7,7 @@ checked here."""
 import csv
 import hashlib
 import json
+import re
 import os
 import subprocess
 import sys
@@ -64,6 +65,8 @@ def test_bench_smoke_writes_well_formed_results(tmp_path):
     assert float(baseline["1"]["hsm_calls_per_event"]) == 0 and float(baseline["10"]["hsm_calls_per_event"]) == 0
     info = json.loads(next(out.glob("bench-*-smoke.json")).read_text())
     assert info["wasm_bytes"] > 0 and all(info["healthz"][rt]["p50_ms"] > 0 for rt in runtimes)
+    # The run names the commit it measured (the test runs in a clone).
+    assert re.fullmatch(r"[0-9a-f]{7,}(-dirty)?", info["build"]), info["build"]
     assert {t["target"] for t in info["summary"]["targets"]}
     assert "| way | runtime | batch |" in r.stdout and "target " in r.stdout
     if len(runtimes) == 2:
