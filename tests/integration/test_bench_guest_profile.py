@@ -70,7 +70,7 @@ def test_a_name_matching_no_group_is_other():
 
 
 WRITING = "JSON writing (the documents, canonical values, the answers)"
-TREES = "JSON trees: maps and their drops (BTreeMap, Value)"
+TREES = "JSON trees: maps, values and their drops (BTreeMap, Value)"
 PARSING = "JSON parsing (serde_json, the event decoders)"
 
 
@@ -84,7 +84,15 @@ PARSING = "JSON parsing (serde_json, the event decoders)"
     ("_ZN80_$LT$serde_json..de..MapAccess$LT$R$GT$$u20$as$u20$serde_core..de..MapAccess$GT$13next_key_seed17h0E", PARSING),
     ("_ZN10serde_json5value2de82_$LT$impl$u20$serde_core..de..Deserialize$u20$for$u20$serde_json..value..Value$GT$11deserialize17h0E", PARSING),
     ("_ZN3aes4soft7fixslice17h0000000000000000E", "AES-CTR and the sealing code it is inlined in"),
-    ("_ZN4sha26sha25611compress25617h178df6556b8a2dbdE", "SHA-256 (document ids, request signatures)"),
+    ("_ZN4sha26sha25611compress25617h178df6556b8a2dbdE", "SHA-256 and HMAC (document ids, request signatures)"),
+    ("_ZN4hmac5optim6update17h0000000000000000E", "SHA-256 and HMAC (document ids, request signatures)"),
+    # Drops of trees, legacy and v0; a drop of anything else is not JSON's.
+    ("_RINvNtCs0_4core3ptr13drop_in_placeNtNtCs1_10serde_json5value5ValueEB4_", TREES),
+    ("_ZN4core3ptr45drop_in_place$LT$alloc..vec..Vec$LT$u8$GT$$GT$17h0000000000000000E", "other"),
+    ("_ZN66_$LT$serde_json..value..Value$u20$as$u20$core..clone..Clone$GT$5clone17h0E", TREES),
+    # `to_value` builds a tree; `Value::pointer` walks one.
+    ("_ZN93_$LT$serde_json..value..ser..Serializer$u20$as$u20$serde_core..ser..Serializer$GT$13serialize_map17h0E", TREES),
+    ("_ZN10serde_json5value5Value7pointer17h0000000000000000E", "JSON Pointers"),
 ])
 def test_each_name_lands_in_its_group(name, group):
     assert guest_profile.group_of("wasm[0]::function[1]::" + name) == group
@@ -93,3 +101,11 @@ def test_each_name_lands_in_its_group(name, group):
 def test_v0_names_are_read_as_paths():
     assert guest_profile.short("wasm[0]::function[41]::_RNvNtNtCs9pv848UzQwQ_4core3str8converts9from_utf8") \
         == "str::converts::from_utf8"
+
+
+def test_the_deliveries_are_the_run_with_them_less_the_run_without():
+    import collections
+    with_ = collections.Counter({"setup": 500, "seal": 1200, "parse": 900})
+    without = collections.Counter({"setup": 500, "parse": 100})
+    assert guest_profile.deliveries_only(with_, without) == collections.Counter({"seal": 1200, "parse": 800, "setup": 0})
+    assert with_ == collections.Counter({"setup": 500, "seal": 1200, "parse": 900}), "the inputs are left as they were"
