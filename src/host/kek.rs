@@ -63,6 +63,11 @@ impl KekError {
 struct CachedState {
     checked_at: u64,
     key: KeyInfo,
+    /// With `hsm_local_wrap`, the constant of the latest version's modulus,
+    /// made when the state was checked, so that each wrap need not make it
+    /// (absent in entries written without it: the wrap then makes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    modulus_constant: Option<hsm::ModulusConstant>,
 }
 
 impl From<TokenError> for KekError {
@@ -251,6 +256,17 @@ impl<'a> Kek<'a> {
         cache_key: &str,
         fresh: bool,
     ) -> Result<(KeyInfo, UnixTime), KekError> {
+        let (info, checked_at, _) = self.state_kept(key, cache_key, fresh).await?;
+        Ok((info, checked_at))
+    }
+
+    /// [`Self::state`], and the modulus's constant kept with it, if any.
+    async fn state_kept(
+        &self,
+        key: &KeyRef,
+        cache_key: &str,
+        fresh: bool,
+    ) -> Result<(KeyInfo, UnixTime, Option<hsm::ModulusConstant>), KekError> {
         let now = UnixTime::now();
         if !fresh && self.cfg.check_secs > 0 {
             if let Some(c) = self
@@ -258,7 +274,7 @@ impl<'a> Kek<'a> {
                 .and_then(|b| serde_json::from_slice::<CachedState>(&b).ok())
             {
                 if hsm::cached_state_usable(UnixTime(c.checked_at), now, self.cfg.check_secs) {
-                    return Ok((c.key, UnixTime(c.checked_at)));
+                    return Ok((c.key, UnixTime(c.checked_at), c.modulus_constant));
                 }
             }
         }
@@ -282,15 +298,22 @@ impl<'a> Kek<'a> {
             previous.as_ref(),
             &info,
         );
+        // Only the latest version wraps, and only with local wrap.
+        let modulus_constant = if self.cfg.local_wrap && key.version.is_none() {
+            hsm::ModulusConstant::of(&info).ok()
+        } else {
+            None
+        };
         let state = CachedState {
             checked_at: now.0,
             key: info.clone(),
+            modulus_constant,
         };
         self.cache_set(
             cache_key,
             &serde_json::to_vec(&state).expect("state serializes"),
         );
-        Ok((info, now))
+        Ok((info, now, state.modulus_constant))
     }
 
     /// Wraps a data key with the latest key version, after checking that the
@@ -299,7 +322,11 @@ impl<'a> Kek<'a> {
     /// same RSA-OAEP-256 operation) and makes no HSM call beyond the state
     /// check.
     pub async fn wrap(&self, dek: &[u8]) -> Result<CryptResult, KekError> {
-        let (key, _) = self.key(false).await?;
+        let latest = KeyRef {
+            name: self.key_name.clone(),
+            version: None,
+        };
+        let (key, _, kept) = self.state_kept(&latest, &self.state_key(), false).await?;
         hsm::check_usable(&key, KeyOp::Wrap, UnixTime::now())?;
         if self.cfg.local_wrap {
             // The OAEP seed, from the host's secure random source
@@ -309,7 +336,13 @@ impl<'a> Kek<'a> {
                     .try_into()
                     .expect("32 bytes asked for"),
             );
-            return Ok(hsm::wrap_locally(&key, &self.cfg.endpoint, dek, &seed)?);
+            return Ok(hsm::wrap_locally_kept(
+                &key,
+                &self.cfg.endpoint,
+                dek,
+                &seed,
+                kept.as_ref(),
+            )?);
         }
         let kref = KeyRef::from_kid(&key.kid, &self.cfg.endpoint)?;
         if kref.version.is_none() {

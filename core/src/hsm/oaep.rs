@@ -67,6 +67,9 @@ pub struct PublicKey {
     k: usize,
     /// Length of n in bits.
     bits: usize,
+    /// R^2 mod n when a caller supplied it ([`Self::use_r_squared`]),
+    /// else made by each exponentiation.
+    rr: Option<Vec<u32>>,
 }
 
 impl PublicKey {
@@ -97,7 +100,54 @@ impl PublicKey {
             n0inv,
             k,
             bits,
+            rr: None,
         })
+    }
+
+    /// R^2 mod n (R = 2^(27 len)), the constant that takes a number into
+    /// Montgomery form, as big-endian bytes of the modulus's length. It
+    /// depends on n alone and is about a quarter of an exponentiation's
+    /// instructions (six Montgomery squarings and some forty doublings),
+    /// so a caller that keeps it with the key gives it back through
+    /// [`Self::use_r_squared`].
+    pub fn r_squared_bytes(&self) -> Vec<u8> {
+        let mut sums = vec![0u64; 2 * self.n.len()];
+        to_bytes(&self.r_squared(&mut sums), self.k)
+    }
+
+    /// Uses a kept R^2 mod n ([`Self::r_squared_bytes`]) for this key's
+    /// exponentiations if it is the right one: below n, and taken out of
+    /// Montgomery form (one multiplication by 1) it must give R mod n,
+    /// made by doublings. A wrong one is refused (`false`) and each
+    /// exponentiation then makes R^2 itself: with a wrong constant every
+    /// result would be wrong, a wrapped data key among them, and what it
+    /// sealed could not be opened.
+    pub fn use_r_squared(&mut self, be: &[u8]) -> bool {
+        let len = self.n.len();
+        if be.len() != self.k {
+            return false;
+        }
+        let rr = limbs(be, len);
+        // Public values: an ordinary comparison, most significant limb first.
+        if rr.iter().rev().cmp(self.n.iter().rev()) != std::cmp::Ordering::Less {
+            return false;
+        }
+        // R mod n: 2^(bits - 1) is below n; doubled up to 2^E.
+        let mut r = vec![0u32; len];
+        r[(self.bits - 1) / LIMB_BITS] = 1 << ((self.bits - 1) % LIMB_BITS);
+        for _ in 0..(LIMB_BITS * len - (self.bits - 1)) {
+            self.double(&mut r);
+        }
+        let mut one = vec![0u32; len];
+        one[0] = 1;
+        let mut out = vec![0u32; len];
+        let mut sums = vec![0u64; 2 * len];
+        self.mont_mul(&mut out, &rr, &one, &mut sums);
+        if out != r {
+            return false;
+        }
+        self.rr = Some(rr);
+        true
     }
 
     /// RSAES-OAEP-ENCRYPT with SHA-256, MGF1-SHA-256 and an empty label;
@@ -155,9 +205,16 @@ impl PublicKey {
         let len = self.n.len();
         // Every intermediate value is secret: wiped on drop.
         let mut sums = Zeroizing::new(vec![0u64; 2 * len]);
-        let rr = self.r_squared(&mut sums);
+        let made;
+        let rr = match &self.rr {
+            Some(rr) => rr,
+            None => {
+                made = self.r_squared(&mut sums);
+                &made
+            }
+        };
         let mut base = Zeroizing::new(vec![0u32; len]);
-        self.mont_mul(&mut base, m, &rr, &mut sums);
+        self.mont_mul(&mut base, m, rr, &mut sums);
         let mut acc = base.clone();
         let mut tmp = Zeroizing::new(vec![0u32; len]);
         let top = 63 - self.e.leading_zeros();

@@ -562,6 +562,69 @@ fn local_wrapping_refuses_keys_the_hsm_would_not_make() {
     );
 }
 
+/// The modulus's constant (R^2 mod n, R = 2^(27 · 76) for a 2048-bit key),
+/// checked against big-integer arithmetic; kept, it changes no wrap; one
+/// that is not the modulus's own is refused, and the wrap is still right.
+#[test]
+fn a_kept_modulus_constant_changes_the_work_and_nothing_else() {
+    let (key, private) = test_key();
+    let kept = ModulusConstant::of(&key).unwrap();
+    let n = rsa::BigUint::from_bytes_be(&key.n);
+    let r2 = (rsa::BigUint::from(1u8) << (2 * 27 * 76)) % &n;
+    let mut expected = vec![0u8; 256 - r2.to_bytes_be().len()];
+    expected.extend(r2.to_bytes_be());
+    assert_eq!(kept.0, expected);
+    let public = || oaep::PublicKey::new(&key.n, &key.e).unwrap();
+    assert!(
+        public().use_r_squared(&kept.0),
+        "the right constant is taken"
+    );
+
+    let dek = [7u8; 32];
+    let made = wrap_locally(&key, &vault(), &dek, &TestRng(5).seed()).unwrap();
+    let with_kept =
+        wrap_locally_kept(&key, &vault(), &dek, &TestRng(5).seed(), Some(&kept)).unwrap();
+    assert_eq!(with_kept, made);
+    assert_eq!(
+        private
+            .decrypt(rsa::Oaep::new::<sha2::Sha256>(), &with_kept.value)
+            .unwrap(),
+        dek
+    );
+
+    let mut flipped = kept.0.clone();
+    flipped[200] ^= 1;
+    let above = {
+        let mut v = (&r2 + &n).to_bytes_be();
+        v.resize(256.max(v.len()), 0);
+        v
+    };
+    for bad in [
+        flipped,
+        kept.0[1..].to_vec(),
+        key.n.clone(),
+        vec![0u8; 256],
+        vec![0xff; 256],
+        above,
+    ] {
+        assert!(!public().use_r_squared(&bad), "refused");
+        let bad = ModulusConstant(bad);
+        assert_eq!(
+            wrap_locally_kept(&key, &vault(), &dek, &TestRng(5).seed(), Some(&bad)).unwrap(),
+            made,
+            "a wrong constant is set aside"
+        );
+    }
+
+    // Kept in the key's cached state as unpadded base64url.
+    let text = serde_json::to_string(&kept).unwrap();
+    assert!(text.starts_with('"') && !text.contains('='), "{text}");
+    assert_eq!(
+        serde_json::from_str::<ModulusConstant>(&text).unwrap(),
+        kept
+    );
+}
+
 #[test]
 fn crypt_results_accept_every_base64_form() {
     for v in ["-_8B", "-_8B=", "+/8B"] {
