@@ -22,7 +22,9 @@
 //! calls across the component boundary an exchange can take. With
 //! `hsm_local_wrap = true` it wraps the 32 bytes with the key's public part
 //! instead, with the component's own RSA-OAEP-256 code
-//! (`cmk_core::hsm::wrap_locally`), as every local-wrap delivery must.
+//! (`cmk_core::hsm::wrap_locally_kept`), as every local-wrap delivery must,
+//! with the modulus's constant kept in its entry as the component keeps it
+//! with the key's state.
 //!
 //! It reads the component's variables (spin.toml) and is served in its
 //! place (`--wasm`); stage two, client-secret identity, master-key Cosmos
@@ -45,8 +47,9 @@ use spin_sdk::key_value::Store;
 use spin_sdk::wit::wasi::http0_2_0::outgoing_handler;
 use wasi::io::streams::{InputStream, StreamError};
 
-/// The key-value entry: `token \n key state (JSON)`.
-const ENTRY: &str = "bench-floor/v2";
+/// The key-value entry: `token \n key state (JSON) \n the modulus's
+/// constant (JSON; empty without local wrap)`.
+const ENTRY: &str = "bench-floor/v3";
 
 #[spin_sdk::http_component]
 async fn handle(req: IncomingRequest, out: ResponseOutparam) {
@@ -99,7 +102,10 @@ fn deliver(req: IncomingRequest) -> Result<usize, String> {
             entry
         }
     };
-    let (token, state) = entry.split_once('\n').ok_or("entry without a key state")?;
+    let (token, rest) = entry.split_once('\n').ok_or("entry without a key state")?;
+    let (state, constant) = rest
+        .split_once('\n')
+        .ok_or("entry without a constant line")?;
     let info: hsm::KeyInfo = serde_json::from_str(state).map_err(|e| e.to_string())?;
 
     let mut dek = wasi::random::random::get_random_bytes(32);
@@ -107,7 +113,9 @@ fn deliver(req: IncomingRequest) -> Result<usize, String> {
         let seed: [u8; 32] = wasi::random::random::get_random_bytes(32)
             .try_into()
             .expect("32 bytes asked for");
-        hsm::wrap_locally(&info, &vault, &dek, &seed).map_err(|e| e.to_string())
+        let kept: hsm::ModulusConstant =
+            serde_json::from_str(constant).map_err(|e| e.to_string())?;
+        hsm::wrap_locally_kept(&info, &vault, &dek, &seed, Some(&kept)).map_err(|e| e.to_string())
     } else {
         let key = KeyRef::from_kid(&info.kid, &vault).map_err(|e| e.to_string())?;
         hsm::wrap_request(&vault, &key, &dek, token)
@@ -223,7 +231,13 @@ fn fetch_entry(vault: &Endpoint) -> Result<String, String> {
     let get = hsm::get_key_request(vault, &latest, &token.token);
     let info = hsm::parse_key(&exchange(get)?).map_err(|e| e.to_string())?;
     let state = serde_json::to_string(&info).map_err(|e| e.to_string())?;
-    Ok(format!("{}\n{state}", token.token))
+    let constant = if var("hsm_local_wrap")? == "true" {
+        let c = hsm::ModulusConstant::of(&info).map_err(|e| e.to_string())?;
+        serde_json::to_string(&c).map_err(|e| e.to_string())?
+    } else {
+        String::new()
+    };
+    Ok(format!("{}\n{state}\n{constant}", token.token))
 }
 /// Reads a body to its end (or to its declared length), waiting in the host.
 fn read_to_end(stream: &InputStream, length: Option<usize>) -> Result<Vec<u8>, String> {
