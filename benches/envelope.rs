@@ -12,7 +12,9 @@
 //! Then it wraps a 32-byte data key locally (`hsm_local_wrap`: RSA-OAEP-256
 //! with the public part of the 2048-bit test key, `hsm::wrap_locally`), the
 //! per-delivery public-key operation, with a counter as the random source,
-//! and checks a sender's RS256 Entra ID token (parse and `jwt::verify`, the
+//! both making the modulus's constant (R^2 mod n) each time (`wrap-local`)
+//! and with it kept as the component keeps it with the key's state
+//! (`wrap-local-kept`, `hsm::wrap_locally_kept`), and checks a sender's RS256 Entra ID token (parse and `jwt::verify`, the
 //! RSA public-key operation and the claims), once per delivery with Entra
 //! authentication.
 //!
@@ -121,7 +123,7 @@ fn test_key() -> KeyInfo {
 
 fn main() {
     let mut secs = 2.0;
-    // `--only OP N`: OP (wrap-local or jwt-verify) exactly N times and
+    // `--only OP N`: OP (wrap-local, wrap-local-kept or jwt-verify) exactly N times and
     // nothing else, for instruction counts; `--wrap-only N` is
     // `--only wrap-local N`.
     let mut only: Option<(String, u64)> = None;
@@ -146,13 +148,17 @@ fn main() {
     let key = test_key();
     let vault = Endpoint::parse("https://contoso.managedhsm.azure.net").expect("endpoint");
     // A counter as the OAEP seed: the figure is the RSA-OAEP work alone.
-    let mut counter = 0u8;
-    let mut wrap = || {
+    let kept = hsm::ModulusConstant::of(&key).expect("the test key's constant");
+    let counter = std::cell::Cell::new(0u8);
+    let wrap_with = |kept: Option<&hsm::ModulusConstant>| {
         let dek = [7u8; 32];
-        counter = counter.wrapping_add(1);
-        let w = hsm::wrap_locally(&key, &vault, &dek, &[counter; 32]).expect("wrap");
+        counter.set(counter.get().wrapping_add(1));
+        let w =
+            hsm::wrap_locally_kept(&key, &vault, &dek, &[counter.get(); 32], kept).expect("wrap");
         std::hint::black_box(w);
     };
+    let mut wrap = || wrap_with(None);
+    let mut wrap_kept = || wrap_with(Some(&kept));
     let now = 1_800_000_000;
     let (token, jwks, policy) = signed_token(now);
     let mut verify = || {
@@ -163,6 +169,7 @@ fn main() {
         for _ in 0..n {
             match op.as_str() {
                 "wrap-local" => wrap(),
+                "wrap-local-kept" => wrap_kept(),
                 "jwt-verify" => verify(),
                 other => panic!("no op {other}"),
             }
@@ -201,6 +208,8 @@ fn main() {
     // One wrap per delivery; ns_per_kb is per KB of the 32-byte data key.
     let (n, t) = run(secs, &mut wrap);
     report(target, 32, "wrap-local", n, t);
+    let (n, t) = run(secs, &mut wrap_kept);
+    report(target, 32, "wrap-local-kept", n, t);
     // One token check per delivery; ns_per_kb is per KB of the token.
     let (n, t) = run(secs, &mut verify);
     report(target, token.len(), "jwt-verify", n, t);
