@@ -361,7 +361,7 @@ pub fn wrap_locally(
     dek: &[u8],
     seed: &[u8; 32],
 ) -> Result<CryptResult, HsmError> {
-    wrap_locally_kept(key, vault, dek, seed, None)
+    wrap_locally_kept(key, vault, dek, seed, None).map(|(wrapped, _)| wrapped)
 }
 
 /// The constant a key's modulus needs for each RSA operation (R^2 mod n
@@ -387,14 +387,15 @@ impl ModulusConstant {
 /// [`wrap_locally`] with the key's kept [`ModulusConstant`], if any. A
 /// constant that is not the modulus's own (a damaged cache entry) is
 /// checked and set aside, and the wrap makes its own: the result is the
-/// same either way.
+/// same either way. The flag says whether a kept constant was set aside,
+/// for the caller to log (each such wrap costs about a third more).
 pub fn wrap_locally_kept(
     key: &KeyInfo,
     vault: &Endpoint,
     dek: &[u8],
     seed: &[u8; 32],
     kept: Option<&ModulusConstant>,
-) -> Result<CryptResult, HsmError> {
+) -> Result<(CryptResult, bool), HsmError> {
     let kref = KeyRef::from_kid(&key.kid, vault)?;
     if kref.version.is_none() {
         return Err(HsmError::InvalidKeyId(format!(
@@ -405,16 +406,17 @@ pub fn wrap_locally_kept(
     let mut public = oaep::PublicKey::new(&key.n, &key.e).map_err(|e| {
         HsmError::InvalidResponse(format!("the key's public part is unusable: {e}"))
     })?;
-    if let Some(c) = kept {
-        public.use_r_squared(&c.0);
-    }
+    let set_aside = kept.is_some_and(|c| !public.use_r_squared(&c.0));
     let value = public
         .encrypt(dek, seed)
         .map_err(|e| HsmError::InvalidResponse(format!("local wrap failed: {e}")))?;
-    Ok(CryptResult {
-        kid: key.kid.clone(),
-        value,
-    })
+    Ok((
+        CryptResult {
+            kid: key.kid.clone(),
+            value,
+        },
+        set_aside,
+    ))
 }
 
 pub(crate) mod oaep;

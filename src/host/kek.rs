@@ -65,9 +65,22 @@ struct CachedState {
     key: KeyInfo,
     /// With `hsm_local_wrap`, the constant of the latest version's modulus,
     /// made when the state was checked, so that each wrap need not make it
-    /// (absent in entries written without it: the wrap then makes it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// (absent in entries written without it: the wrap then makes it). One
+    /// that does not read as a constant is taken as absent, not as a
+    /// reason to drop the whole state.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "constant_or_none"
+    )]
     modulus_constant: Option<hsm::ModulusConstant>,
+}
+
+fn constant_or_none<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<hsm::ModulusConstant>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(v).ok())
 }
 
 impl From<TokenError> for KekError {
@@ -336,13 +349,18 @@ impl<'a> Kek<'a> {
                     .try_into()
                     .expect("32 bytes asked for"),
             );
-            return Ok(hsm::wrap_locally_kept(
-                &key,
-                &self.cfg.endpoint,
-                dek,
-                &seed,
-                kept.as_ref(),
-            )?);
+            let (wrapped, set_aside) =
+                hsm::wrap_locally_kept(&key, &self.cfg.endpoint, dek, &seed, kept.as_ref())?;
+            if set_aside {
+                // The wrap is right (it made its own constant); the cached
+                // one is not the modulus's, until the state is checked again.
+                log::emit(
+                    "warn",
+                    "kept_constant_refused",
+                    &[("key", json!(self.key_name))],
+                );
+            }
+            return Ok(wrapped);
         }
         let kref = KeyRef::from_kid(&key.kid, &self.cfg.endpoint)?;
         if kref.version.is_none() {

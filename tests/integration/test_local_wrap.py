@@ -6,6 +6,8 @@ independent decryptor; and a disabled key stops writes within
 `hsm_key_check_secs` (not at once: that is the trade-off). On a key of its
 own."""
 
+import base64
+import json
 import time
 import uuid
 
@@ -108,3 +110,48 @@ def test_a_disabled_key_stops_local_wraps_within_the_check_interval(local, stack
         time.sleep(0.25)
     status, _, body = get(app, f"/records/{enc(topic)}/{document_id(topic, inside['id'])}")
     assert status == 200 and body["event"]["data"]["patient"] == "wrapped inside the interval", body
+
+
+def r_squared(n: int) -> int:
+    """R^2 mod n for the component's Montgomery form: R = 2^(27 limbs),
+    limbs enough for 8k + 1 bits, rounded up to a multiple of four
+    (core/src/hsm/oaep.rs)."""
+    k = (n.bit_length() + 7) // 8
+    limbs = -(-(8 * k + 1) // 27)
+    limbs += -limbs % 4
+    return pow(2, 2 * 27 * limbs, n)
+
+
+def test_the_kept_constant_is_the_modulus_own_and_a_damaged_one_is_set_aside(local, stack):
+    from integration.test_kv_store import STATE_PREFIX, StoreEntry
+
+    app, key = local
+    if app.runtime != "host":
+        pytest.skip("the store is read here on the test host")
+    topic = f"/topics/local-constant-{uuid.uuid4()}"
+    assert call(app, "POST", "/readyz/roundtrip")[0] == 200  # the state checked afresh
+    entry = StoreEntry(stack, app, "app-local-wrap", STATE_PREFIX + key.encode())
+    state = json.loads(entry.read_bytes())
+    n = int.from_bytes(base64.urlsafe_b64decode(state["key"]["n"] + "=="), "big")
+    kept = base64.urlsafe_b64decode(state["modulus_constant"] + "==")
+    assert n.bit_length() == 3072 and int.from_bytes(kept, "big") == r_squared(n), "R^2 mod n, kept"
+    # Damaged in the store: the wrap makes its own, says so, and its record opens.
+    state["modulus_constant"] = base64.urlsafe_b64encode((r_squared(n) ^ 1).to_bytes(384, "big")).decode().rstrip("=")
+    entry.write_bytes(json.dumps(state).encode())
+    event = custom_event(topic, patient="wrapped with a damaged constant in the store")
+    status, _, body = post(f"{app.url}/events", [event])
+    assert status == 200, body
+    assert "kept_constant_refused" in app.logs()
+    doc = stored(stack, topic, event)
+    assert decrypt(doc, private_pem(stack, key, doc["cmk"]["kid"]))["event"]["data"] == event["data"]
+    # Not a constant at all: the state is still read, and the wrap still right.
+    assert call(app, "POST", "/readyz/roundtrip")[0] == 200  # a fresh interval
+    state = json.loads(entry.read_bytes())
+    state["modulus_constant"] = "not base64url!"
+    entry.write_bytes(json.dumps(state).encode())
+    gets = key_stats(stack, key).get("get", 0)
+    event = custom_event(topic, patient="wrapped with no readable constant")
+    assert post(f"{app.url}/events", [event])[0] == 200
+    assert key_stats(stack, key).get("get", 0) == gets, "the cached state was used, not fetched again"
+    doc = stored(stack, topic, event)
+    assert decrypt(doc, private_pem(stack, key, doc["cmk"]["kid"]))["event"]["data"] == event["data"]

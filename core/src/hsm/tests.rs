@@ -582,8 +582,9 @@ fn a_kept_modulus_constant_changes_the_work_and_nothing_else() {
 
     let dek = [7u8; 32];
     let made = wrap_locally(&key, &vault(), &dek, &TestRng(5).seed()).unwrap();
-    let with_kept =
+    let (with_kept, set_aside) =
         wrap_locally_kept(&key, &vault(), &dek, &TestRng(5).seed(), Some(&kept)).unwrap();
+    assert!(!set_aside, "the right constant is used");
     assert_eq!(with_kept, made);
     assert_eq!(
         private
@@ -594,11 +595,9 @@ fn a_kept_modulus_constant_changes_the_work_and_nothing_else() {
 
     let mut flipped = kept.0.clone();
     flipped[200] ^= 1;
-    let above = {
-        let mut v = (&r2 + &n).to_bytes_be();
-        v.resize(256.max(v.len()), 0);
-        v
-    };
+    // Below 2^2048 for this key, so 256 bytes: refused for not being below n.
+    let above = (&r2 + &n).to_bytes_be();
+    assert_eq!(above.len(), 256);
     for bad in [
         flipped,
         kept.0[1..].to_vec(),
@@ -611,8 +610,8 @@ fn a_kept_modulus_constant_changes_the_work_and_nothing_else() {
         let bad = ModulusConstant(bad);
         assert_eq!(
             wrap_locally_kept(&key, &vault(), &dek, &TestRng(5).seed(), Some(&bad)).unwrap(),
-            made,
-            "a wrong constant is set aside"
+            (made.clone(), true),
+            "a wrong constant is set aside, and says so"
         );
     }
 
@@ -623,6 +622,60 @@ fn a_kept_modulus_constant_changes_the_work_and_nothing_else() {
         serde_json::from_str::<ModulusConstant>(&text).unwrap(),
         kept
     );
+}
+
+/// The constant and its check at every size a Managed HSM key has (and
+/// the odd sizes between), against big-integer arithmetic: made right,
+/// taken when right, refused when one off, and an exponentiation with it
+/// the same as without. Any odd number of the size will do as the modulus.
+#[test]
+fn the_modulus_constant_is_right_at_every_key_size() {
+    for (bits, seed) in [
+        (2048u64, 1u64),
+        (2049, 2),
+        (2056, 3),
+        (3071, 4),
+        (3072, 5),
+        (4095, 6),
+        (4096, 7),
+    ] {
+        let mut rng = TestRng(seed);
+        let k = bits.div_ceil(8) as usize;
+        let mut n_bytes: Vec<u8> = (0..k).map(|_| rng.seed()[0]).collect();
+        let top = (bits - 1) % 8;
+        n_bytes[0] = (n_bytes[0] & ((1u16 << (top + 1)) - 1) as u8) | (1 << top);
+        n_bytes[k - 1] |= 1;
+        let n = rsa::BigUint::from_bytes_be(&n_bytes);
+        assert_eq!(n.bits() as u64, bits);
+        let limbs = (8 * k + 1).div_ceil(27).next_multiple_of(4);
+        let r2 = (rsa::BigUint::from(1u8) << (2 * 27 * limbs)) % &n;
+        let mut expected = vec![0u8; k - r2.to_bytes_be().len()];
+        expected.extend(r2.to_bytes_be());
+        let e = [1u8, 0, 1];
+        let made = oaep::PublicKey::new(&n_bytes, &e).unwrap();
+        assert_eq!(made.r_squared_bytes(), expected, "{bits} bits");
+        let mut kept = oaep::PublicKey::new(&n_bytes, &e).unwrap();
+        assert!(
+            kept.use_r_squared(&expected),
+            "{bits} bits: the right one is taken"
+        );
+        let mut off = expected.clone();
+        off[k - 1] ^= 1;
+        assert!(
+            !oaep::PublicKey::new(&n_bytes, &e)
+                .unwrap()
+                .use_r_squared(&off),
+            "{bits} bits"
+        );
+        let m: Vec<u8> = (0..k - 1)
+            .map(|i| (i as u8).wrapping_mul(31) ^ 0x5a)
+            .collect();
+        let want = rsa::BigUint::from_bytes_be(&m).modpow(&rsa::BigUint::from(65537u32), &n);
+        let mut want_bytes = vec![0u8; k - want.to_bytes_be().len()];
+        want_bytes.extend(want.to_bytes_be());
+        assert_eq!(made.raw(&m), want_bytes, "{bits} bits, made");
+        assert_eq!(kept.raw(&m), want_bytes, "{bits} bits, kept");
+    }
 }
 
 #[test]

@@ -115,7 +115,9 @@ fn deliver(req: IncomingRequest) -> Result<usize, String> {
             .expect("32 bytes asked for");
         let kept: hsm::ModulusConstant =
             serde_json::from_str(constant).map_err(|e| e.to_string())?;
-        hsm::wrap_locally_kept(&info, &vault, &dek, &seed, Some(&kept)).map_err(|e| e.to_string())
+        hsm::wrap_locally_kept(&info, &vault, &dek, &seed, Some(&kept))
+            .map(|(wrapped, _)| wrapped)
+            .map_err(|e| e.to_string())
     } else {
         let key = KeyRef::from_kid(&info.kid, &vault).map_err(|e| e.to_string())?;
         hsm::wrap_request(&vault, &key, &dek, token)
