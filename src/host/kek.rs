@@ -254,11 +254,15 @@ impl<'a> Kek<'a> {
     /// The latest key version's state; cached for `hsm_key_check_secs` unless
     /// `fresh` is asked for.
     pub async fn key(&self, fresh: bool) -> Result<(KeyInfo, UnixTime), KekError> {
-        let latest = KeyRef {
+        self.state(&self.latest(), &self.state_key(), fresh).await
+    }
+
+    /// The key named by the configuration, at its latest version.
+    fn latest(&self) -> KeyRef {
+        KeyRef {
             name: self.key_name.clone(),
             version: None,
-        };
-        self.state(&latest, &self.state_key(), fresh).await
+        }
     }
 
     /// The state of `key` (a version, or the latest), from the cache under
@@ -335,11 +339,9 @@ impl<'a> Kek<'a> {
     /// same RSA-OAEP-256 operation) and makes no HSM call beyond the state
     /// check.
     pub async fn wrap(&self, dek: &[u8]) -> Result<CryptResult, KekError> {
-        let latest = KeyRef {
-            name: self.key_name.clone(),
-            version: None,
-        };
-        let (key, _, kept) = self.state_kept(&latest, &self.state_key(), false).await?;
+        let (key, _, kept) = self
+            .state_kept(&self.latest(), &self.state_key(), false)
+            .await?;
         hsm::check_usable(&key, KeyOp::Wrap, UnixTime::now())?;
         if self.cfg.local_wrap {
             // The OAEP seed, from the host's secure random source

@@ -119,11 +119,11 @@ impl PublicKey {
     /// exponentiations if it is the right one: below n, and taken out of
     /// Montgomery form (one multiplication by 1) it must give R mod n,
     /// made by doublings (5 for a 2048-bit modulus, 61 for 3072, 9 for
-    /// 4096). Taking a value out of Montgomery form is one-to-one below n,
-    /// so only R^2 mod n itself passes. A wrong one is refused (`false`) and each
-    /// exponentiation then makes R^2 itself: with a wrong constant every
-    /// result would be wrong, a wrapped data key among them, and what it
-    /// sealed could not be opened.
+    /// 4096). Taking a value out of Montgomery form is one-to-one below
+    /// n, so only R^2 mod n itself passes. A wrong one is refused
+    /// (`false`) and each exponentiation then makes R^2 itself: with a
+    /// wrong constant every result would be wrong, a wrapped data key
+    /// among them, and what it sealed could not be opened.
     pub fn use_r_squared(&mut self, be: &[u8]) -> bool {
         let len = self.n.len();
         if be.len() != self.k {
