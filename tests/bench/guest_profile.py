@@ -43,6 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import phases  # noqa: E402
+from bench import build_description  # noqa: E402
 
 # First match wins; a function is named by its mangled Rust path
 # (legacy `_ZN…` or v0 `_R…` mangling). A needle is a text the name holds,
@@ -170,15 +171,6 @@ def profile(wasmtime: str, wasm: Path, events: int, deliveries: int) -> collecti
             return own_costs(dump, phases.Symbols(pmap))
         finally:
             pmap.unlink(missing_ok=True)
-
-
-def build_description() -> str:
-    """The commit (and whether the tree differs from it), for the output."""
-    try:
-        return subprocess.run(["git", "describe", "--always", "--dirty", "--exclude=*"], cwd=ROOT, check=True,
-                              capture_output=True, text=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> int:

@@ -134,12 +134,7 @@ impl PublicKey {
         if rr.iter().rev().cmp(self.n.iter().rev()) != std::cmp::Ordering::Less {
             return false;
         }
-        // R mod n: 2^(bits - 1) is below n; doubled up to 2^E.
-        let mut r = vec![0u32; len];
-        r[(self.bits - 1) / LIMB_BITS] = 1 << ((self.bits - 1) % LIMB_BITS);
-        for _ in 0..(LIMB_BITS * len - (self.bits - 1)) {
-            self.double(&mut r);
-        }
+        let r = self.power_of_two(LIMB_BITS * len);
         let mut one = vec![0u32; len];
         one[0] = 1;
         let mut out = vec![0u32; len];
@@ -245,11 +240,7 @@ impl PublicKey {
         const SQUARINGS: usize = 6;
         let len = self.n.len();
         let e = LIMB_BITS * len;
-        let mut x = vec![0u32; len];
-        x[(self.bits - 1) / LIMB_BITS] = 1 << ((self.bits - 1) % LIMB_BITS);
-        for _ in 0..(e + (e >> SQUARINGS) - (self.bits - 1)) {
-            self.double(&mut x);
-        }
+        let mut x = self.power_of_two(e + (e >> SQUARINGS));
         let mut tmp = vec![0u32; len];
         for bit in (0..SQUARINGS).rev() {
             self.mont_mul(&mut tmp, &x, &x, sums);
@@ -257,6 +248,17 @@ impl PublicKey {
             if (e >> bit) & 1 == 1 {
                 self.double(&mut x);
             }
+        }
+        x
+    }
+
+    /// 2^p mod n for p >= bits - 1, by doublings from 2^(bits - 1), which
+    /// is below n.
+    fn power_of_two(&self, p: usize) -> Vec<u32> {
+        let mut x = vec![0u32; self.n.len()];
+        x[(self.bits - 1) / LIMB_BITS] = 1 << ((self.bits - 1) % LIMB_BITS);
+        for _ in 0..(p - (self.bits - 1)) {
+            self.double(&mut x);
         }
         x
     }
