@@ -16,9 +16,12 @@ once an hour), warm up with a few
 deliveries (token, key state, connections), zero the counters, send N
 sequential deliveries of one ~1 KB event (`--batch N`: N events, under
 one partition key) over one keep-alive connection, dump, and divide.
+`--sender entra`: the sender presents an Entra ID bearer token (one, from
+the Entra stand-in, for every delivery, as Event Grid does until it
+renews it) instead of the ingest key, so the count holds the token check.
 
     . scripts/bootstrap
-    "$CMK_PYTHON" tests/bench/host_instructions.py A.wasm B.wasm [--deliveries 200] [--rounds 2] [--local-wrap] [--batch 10]
+    "$CMK_PYTHON" tests/bench/host_instructions.py A.wasm B.wasm [--deliveries 200] [--rounds 2] [--local-wrap] [--batch 10] [--sender entra]
 
 Valgrind cannot reserve the address space of Wasmtime's pooling
 allocator, so under it the host runs (as its probe decides) with the
@@ -51,6 +54,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -58,9 +63,25 @@ sys.path.insert(0, str(HERE.parent))
 
 import phases  # noqa: E402
 from bench import EVENT_TYPE, PROTECTED, make_events  # noqa: E402
-from harness.stack import Stack, env, read_profile  # noqa: E402
+from harness.stack import PRINCIPALS, TENANT, Stack, env, read_profile  # noqa: E402
 
 WARM = 20
+# The audience an Entra-protected delivery's token is for.
+AUDIENCE = "api://cmk-ingest"
+# The stand-in's app that holds Event Grid's app role.
+SENDER_APP = "eventgrid-sender"
+
+
+def entra_sender(stack: Stack) -> tuple[dict[str, str], dict[str, str]]:
+    """The app's variables for Entra-protected delivery (no ingest key), and
+    the headers of a delivery with a token minted by the Entra stand-in."""
+    secret = next(a["secret"] for a in PRINCIPALS["apps"] if a["client_id"] == SENDER_APP)
+    form = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": SENDER_APP,
+                                   "client_secret": secret, "scope": f"{AUDIENCE}/.default"}).encode()
+    with urllib.request.urlopen(f"{stack.entra_url}/{TENANT}/oauth2/v2.0/token", data=form) as r:
+        token = json.load(r)["access_token"]
+    variables = {"ingest_keys": "", "ingest_entra_audiences": AUDIENCE, "ingest_entra_tenant_id": TENANT}
+    return variables, {"authorization": f"Bearer {token}"}
 
 
 def wrapper(workdir: Path, tag: str, named: bool = False) -> Path:
@@ -94,13 +115,13 @@ def total(path: Path) -> int:
     raise SystemExit(f"no summary in {path}")
 
 
-def deliveries(url: str, events: list[dict], key: str, topic: str, batch: int = 1) -> None:
+def deliveries(url: str, events: list[dict], credential: dict[str, str], topic: str, batch: int = 1) -> None:
     u = url.split("//", 1)[1]
     host, port = u.split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=300)
     for i in range(0, len(events), batch):
         body = json.dumps([{**e, "topic": topic} for e in events[i:i + batch]]).encode()
-        conn.request("POST", "/events", body, {"content-type": "application/json", "x-cmk-ingest-key": key})
+        conn.request("POST", "/events", body, {"content-type": "application/json", **credential})
         r = conn.getresponse()
         answer = r.read()
         if r.status != 200:
@@ -108,7 +129,8 @@ def deliveries(url: str, events: list[dict], key: str, topic: str, batch: int = 
     conn.close()
 
 
-def measure(stack: Stack, wasm: Path, tag: str, n: int, extra: dict[str, str], key: str, seed: int,
+def measure(stack: Stack, wasm: Path, tag: str, n: int, extra: dict[str, str], credential: dict[str, str],
+            seed: int,
             batch: int, named: bool = False) -> tuple[int, list[tuple[str, int]]]:
     """Instructions per delivery, and with `named` the rows of `phases.py`."""
     os.environ["CMK_APP_WASM"] = str(wasm)
@@ -122,10 +144,10 @@ def measure(stack: Stack, wasm: Path, tag: str, n: int, extra: dict[str, str], k
     # The same events for every build of a round.
     events = make_events((WARM + n) * batch, seed=seed)
     topic = f"/topics/icount-{tag}"
-    deliveries(app.url, events[:WARM * batch], key, topic, batch)
+    deliveries(app.url, events[:WARM * batch], credential, topic, batch)
     pid = str(app.process.proc.pid)
     subprocess.run(["callgrind_control", "--zero", pid], check=True, capture_output=True)
-    deliveries(app.url, events[WARM * batch:], key, topic, batch)
+    deliveries(app.url, events[WARM * batch:], credential, topic, batch)
     subprocess.run(["callgrind_control", "--dump=measured", pid], check=True, capture_output=True)
     time.sleep(1)
     app.process.stop()
@@ -153,6 +175,8 @@ def main() -> int:
     ap.add_argument("--local-wrap", action="store_true")
     ap.add_argument("--batch", type=int, default=1, help="events per delivery")
     ap.add_argument("--phases", type=Path, help="write each build's steps (phases.py) to this CSV")
+    ap.add_argument("--sender", choices=["key", "entra"], default="key",
+                    help="the sender's credential: the ingest key, or an Entra ID bearer token")
     args = ap.parse_args()
     # The host runs in the run's folder: paths from here must not be relative.
     args.wasm = [w.resolve() for w in args.wasm]
@@ -161,7 +185,7 @@ def main() -> int:
         raise SystemExit("CMK_TEST_HOST is not set: `. scripts/bootstrap` first")
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
         raise SystemExit("needs Valgrind (Debian: apt-get install valgrind)")
-    key = read_profile()["SPIN_VARIABLE_INGEST_KEYS"].split(",")[0]
+    credential = {"x-cmk-ingest-key": read_profile()["SPIN_VARIABLE_INGEST_KEYS"].split(",")[0]}
     extra = {"hsm_local_wrap": "true"} if args.local_wrap else {}
     stack = Stack(Path(tempfile.mkdtemp(prefix="cmk-icount-")))
     print(f"callgrind dumps: {stack.workdir}/callgrind-*.out (callgrind_annotate)", file=sys.stderr)
@@ -169,9 +193,12 @@ def main() -> int:
     steps = []
     try:
         stack.start_peers()
+        if args.sender == "entra":
+            variables, credential = entra_sender(stack)
+            extra.update(variables)
         for r in range(args.rounds):
             for i, wasm in enumerate(args.wasm):
-                n, rows = measure(stack, wasm, f"r{r}b{i}", args.deliveries, extra, key, seed=9 + r,
+                n, rows = measure(stack, wasm, f"r{r}b{i}", args.deliveries, extra, credential, seed=9 + r,
                                   batch=args.batch, named=args.phases is not None)
                 print(f"{r + 1},{wasm},{n // args.deliveries}", flush=True)
                 steps += [(r + 1, wasm.name, label.strip(), (len(label) - len(label.lstrip())) // 2, v)
