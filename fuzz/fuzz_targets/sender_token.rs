@@ -1,8 +1,12 @@
 //! Senders' bearer tokens: the parser, and the verifier against a fixed
 //! signing-key set and policy (every input must be refused or accepted,
-//! never panic); also JWKS documents and cached JWKS entries. The key is
-//! the public part of the record-format vectors' test key.
+//! never panic); also JWKS documents, cached JWKS entries and kept
+//! signatures (`jwt::checked`): any stored form that reads back is written
+//! again as the same bytes, and a token the verifier accepts, once kept, is
+//! accepted from the list as the same sender. The key is the public part of
+//! the record-format vectors' test key.
 #![no_main]
+use cmk_core::jwt::checked::Checked;
 use cmk_core::jwt::{self, Jwks, Policy, Token};
 use cmk_core::time::UnixTime;
 use libfuzzer_sys::fuzz_target;
@@ -13,6 +17,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = Jwks::parse(data);
     let _ = jwt::decode_cached(data);
     let _ = jwt::decode_attempt(data);
+    if let Some(kept) = Checked::decode(data) {
+        assert_eq!(kept.encode(), data, "a kept list reads back only from its own form");
+    }
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
@@ -26,6 +33,13 @@ fuzz_target!(|data: &[u8]| {
             roles: vec!["AzureEventGridSecureWebhookSubscriber".into()],
             app_ids: vec![],
         };
-        let _ = jwt::verify(&token, &jwks, &policy, UnixTime(1_800_000_000));
+        let now = UnixTime(1_800_000_000);
+        if let Ok(sender) = jwt::verify(&token, &jwks, &policy, now) {
+            let set_at = UnixTime(now.0 - 60);
+            let mut kept = Checked::default();
+            if kept.keep(&token, set_at, Some(set_at), now) {
+                assert_eq!(kept.verify(&token, &policy, Some(set_at), now), Some(Ok(sender)));
+            }
+        }
     }
 });

@@ -66,6 +66,10 @@ except ImportError:
 put("sender_token", "jwks", (Path(__file__).resolve().parents[1] / "fuzz_targets" / "sender_token.rs")
     .read_text().split('const JWKS: &str = r#"')[1].split('"#;')[0])
 put("sender_token", "bearer", "Bearer a.b.c")
+# A kept-signatures list (`jwt::checked`) of two.
+put("sender_token", "checked", "cmk-checked-signatures/v1\n"
+    "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8 1799999400 1800003600\n"
+    "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8 1799999400 1800007200")
 
 
 def resp(status, body):

@@ -3,6 +3,9 @@
 //! against the tenant's signing keys, which are fetched through
 //! [`crate::host::outbound`] and kept in the Spin key-value store so steady-state
 //! deliveries make no outbound call for them (see [`cmk_core::jwt::jwks_cache`]).
+//! A token's signature, once checked, is kept there too (a digest of it,
+//! [`cmk_core::jwt::checked`]), so the sender's next deliveries with the same
+//! token have only its claims checked.
 
 use serde_json::json;
 
@@ -11,6 +14,7 @@ use crate::host::outbound::{self, Verdict};
 use cmk_core::api::ApiError;
 use cmk_core::config::{Config, SenderTokens};
 use cmk_core::ingest::{self, SenderCredential};
+use cmk_core::jwt::checked::Checked;
 use cmk_core::jwt::{self, Jwks, JwksCache, JwtError, Token};
 use cmk_core::retry::RetryPolicy;
 use cmk_core::time::UnixTime;
@@ -63,6 +67,10 @@ fn attempt_key(cfg: &SenderTokens) -> String {
     format!("jwks-attempt/v1/{}", cfg.jwks_url)
 }
 
+fn checked_key(cfg: &SenderTokens) -> String {
+    format!("jwt-checked/v1/{}", cfg.jwks_url)
+}
+
 async fn verify(
     cfg: &SenderTokens,
     kv_key: Option<&cmk_core::kvseal::EntryKey>,
@@ -70,35 +78,41 @@ async fn verify(
 ) -> Result<(), JwtError> {
     let now = UnixTime::now();
     let store = crate::host::token::open_store(kv_key);
-    let cached = store
+    let get = |name: &str| store.as_ref().and_then(|s| s.get(name).ok().flatten());
+    let last_attempt = get(&attempt_key(cfg)).and_then(|b| jwt::decode_attempt(&b));
+    // A token whose signature was checked against the last set fetched:
+    // its claims are checked, the signature and the set are not read again.
+    let kept = get(&checked_key(cfg)).and_then(|b| Checked::decode(&b));
+    if let Some(verdict) = kept
         .as_ref()
-        .and_then(|s| s.get(&cache_key(cfg)).ok().flatten())
-        .and_then(|b| jwt::decode_cached(&b));
-    let last_attempt = store
-        .as_ref()
-        .and_then(|s| s.get(&attempt_key(cfg)).ok().flatten())
-        .and_then(|b| jwt::decode_attempt(&b));
+        .and_then(|k| k.verify(token, &cfg.policy, last_attempt, now))
+    {
+        return verdict.map(|sender| authenticated(&sender, "kept"));
+    }
+    let cached = get(&cache_key(cfg)).and_then(|b| jwt::decode_cached(&b));
     let decision = jwt::jwks_cache(
         cached.as_ref().map(|(j, at)| (j, *at)),
         last_attempt,
         token.kid(),
         now,
     );
+    let mut attempt = last_attempt;
     if matches!(decision, JwksCache::Refresh | JwksCache::Fetch) {
         // Recorded before the fetch, so a failing authority is tried at most
         // once per interval, however many tokens arrive.
         if let Some(s) = &store {
             let _ = s.set(&attempt_key(cfg), &jwt::encode_attempt(now));
+            attempt = Some(now);
         }
     }
     // The set's fetch time and the last attempt, when a refresh was held
     // back (the cached copy served) rather than done.
     let mut held: Option<(UnixTime, Option<UnixTime>)> = None;
-    let jwks: Jwks = match decision {
+    let (jwks, fetched_at): (Jwks, UnixTime) = match decision {
         JwksCache::Use => {
             let (jwks, at) = cached.expect("Use implies a cached copy");
             held = Some((at, last_attempt));
-            jwks
+            (jwks, at)
         }
         JwksCache::Wait => {
             return Err(JwtError::Jwks(
@@ -110,7 +124,7 @@ async fn verify(
                 if let Some(s) = &store {
                     let _ = s.set(&cache_key(cfg), &jwt::encode_cached(now, &body));
                 }
-                jwks
+                (jwks, now)
             }
             Err(e) => match cached {
                 Some((old, at)) if decision == JwksCache::Refresh => {
@@ -120,7 +134,7 @@ async fn verify(
                         "signing_keys_refresh_failed",
                         &[("error", json!(e.to_string()))],
                     );
-                    old
+                    (old, at)
                 }
                 _ => return Err(e),
             },
@@ -138,15 +152,28 @@ async fn verify(
         }
         other => other?,
     };
+    let mut kept = kept.unwrap_or_default();
+    if kept.keep(token, fetched_at, attempt, now) {
+        if let Some(s) = &store {
+            let _ = s.set(&checked_key(cfg), &kept.encode());
+        }
+    }
+    authenticated(&sender, "checked");
+    Ok(())
+}
+
+/// Logs who sent the delivery, and whether the token's signature was
+/// checked now or kept from an earlier check ([`Checked`]).
+fn authenticated(sender: &jwt::Sender, signature: &str) {
     log::emit(
         "info",
         "sender_authenticated",
         &[
             ("app_id", json!(sender.app_id)),
             ("object_id", json!(sender.object_id)),
+            ("signature", json!(signature)),
         ],
     );
-    Ok(())
 }
 
 async fn fetch(cfg: &SenderTokens) -> Result<(Jwks, Vec<u8>), JwtError> {

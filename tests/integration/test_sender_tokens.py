@@ -7,6 +7,7 @@ documented status before reading the body."""
 
 import base64
 import json
+import time
 import urllib.parse
 import urllib.request
 import uuid
@@ -184,3 +185,127 @@ def test_a_key_rotated_in_within_the_refetch_interval_is_answered_as_transient(e
     assert "signing key" in body["error"]["message"], body
     assert stack.entra_admin("GET", "stats")["jwks"] == before
     assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 1
+
+
+def sender_lines(app):
+    return [json.loads(ln[ln.index("{"):]) for ln in app.logs().splitlines() if "sender_authenticated" in ln]
+
+
+def seal(name: str, value: bytes) -> bytes:
+    """An entry of the store as the component seals it (`kvseal`, documented
+    in docs/keys-and-identity.md), under the test's kv_store_key."""
+    import hashlib
+    import hmac
+
+    from integration.test_kv_store import KV_STORE_KEY
+    mac_key = hmac.new(KV_STORE_KEY.encode(), b"cmk-ingest/kv-store/v1", hashlib.sha256).digest()
+    tag = hmac.new(mac_key, len(name).to_bytes(8, "big") + name.encode() + value, hashlib.sha256).digest()
+    return b"cmk-kv1:" + tag + value
+
+
+def the_entry(stack, app, name: str, prefix: str):
+    """The one entry of the app's store whose name starts with `prefix`
+    (the signing keys' URL follows it), and its name."""
+    from integration.test_kv_store import store_entries
+    (key, entry), = store_entries(stack, app, name, prefix.encode()).items()
+    return key.decode(), entry
+
+
+def signature_digest(t: str) -> bytes:
+    """The documented digest of a token's signed bytes and signature."""
+    import hashlib
+    signed, sig = t.rsplit(".", 1)
+    raw_sig = base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))
+    return hashlib.sha256(b"cmk-ingest/token-signature/v1\0" + len(signed).to_bytes(8, "big")
+                          + signed.encode() + raw_sig).digest()
+
+
+def test_a_checked_signature_is_kept_and_the_claims_checked_on_every_delivery(stack):
+    """Event Grid presents one token until it renews it: after the first
+    delivery the component keeps a digest of the token's signature, and the
+    next deliveries have only their claims checked. What is kept names the
+    documented digest, never the token; an entry that does not verify is
+    ignored; a token with the kept signature on other claims is refused."""
+    from integration.test_kv_store import KV_STORE_KEY
+    name = "app-entra-kept"
+    app = stack.serve_app(name=name, overrides={
+        "SPIN_VARIABLE_INGEST_KEYS": "",
+        "SPIN_VARIABLE_INGEST_ENTRA_AUDIENCES": AUDIENCE,
+        "SPIN_VARIABLE_INGEST_ENTRA_TENANT_ID": TENANT,
+        "SPIN_VARIABLE_AZURE_AUTHORITY_HOST": stack.entra_url,
+        "SPIN_VARIABLE_KV_STORE_KEY": KV_STORE_KEY,
+    })
+    topic = f"/topics/entra-kept-{uuid.uuid4()}"
+    t = token(stack, "eventgrid-sender", secret_of("eventgrid-sender"))
+    for n in range(3):
+        status, _, body = deliver(app, [custom_event(topic, n=n)], t)
+        assert status == 200, body
+    assert [ln["signature"] for ln in sender_lines(app)] == ["checked", "kept", "kept"]
+    assert all(ln["object_id"] == "oid-eventgrid" for ln in sender_lines(app))
+    entry_name, entry = the_entry(stack, app, name, "jwt-checked/v1/")
+    assert entry_name.endswith(f"/{TENANT}/discovery/v2.0/keys"), entry_name
+    stored = entry.read_bytes()
+    assert stored == seal(entry_name, stored[8 + 32:]), "sealed under kv_store_key"
+    head, line = stored[8 + 32:].decode().split("\n")
+    digest, set_at, expires = line.split(" ")
+    assert head == "cmk-checked-signatures/v1"
+    assert base64.urlsafe_b64decode(digest + "=") == signature_digest(t)
+    claims = json.loads(base64.urlsafe_b64decode(t.split(".")[1] + "=="))
+    assert int(expires) == claims["exp"] and abs(int(set_at) - time.time()) < 120
+    assert t.encode() not in stored and t.split(".")[2].encode() not in stored
+
+    # The kept signature on other claims (more roles): refused, nothing written.
+    status, _, body = deliver(app, [custom_event(topic, n=9)], tampered(t))
+    assert (status, body["error"]["code"]) == (401, "InvalidToken") and "signature" in body["error"]["message"]
+
+    # An entry that does not verify (written without the secret) is ignored:
+    # the signature is checked again and kept anew.
+    entry.write_bytes(stored[:8] + bytes(32) + stored[8 + 32:])
+    assert deliver(app, [custom_event(topic, n=3)], t)[0] == 200
+    assert sender_lines(app)[-1]["signature"] == "checked"
+    assert "kv_entry_refused" in app.logs()
+    assert entry.read_bytes() == stored  # the same signature, the same set
+    assert deliver(app, [custom_event(topic, n=4)], t)[0] == 200
+    assert sender_lines(app)[-1]["signature"] == "kept"
+    assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 5
+
+
+def test_a_key_gone_from_a_newer_set_is_refused_though_its_signature_was_kept(stack):
+    """A refresh that brings a set without the token's key (the tenant
+    removed it) sets the kept signatures aside: the token is refused as
+    without them. The newer set is written into the store here, sealed as
+    the component seals it, with its fetch attempt, as a refresh writes
+    them."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from harness.entra import jwk_of
+    from integration.test_kv_store import KV_STORE_KEY
+    name = "app-entra-kept-rotated"
+    app = stack.serve_app(name=name, overrides={
+        "SPIN_VARIABLE_INGEST_KEYS": "",
+        "SPIN_VARIABLE_INGEST_ENTRA_AUDIENCES": AUDIENCE,
+        "SPIN_VARIABLE_INGEST_ENTRA_TENANT_ID": TENANT,
+        "SPIN_VARIABLE_AZURE_AUTHORITY_HOST": stack.entra_url,
+        "SPIN_VARIABLE_KV_STORE_KEY": KV_STORE_KEY,
+    })
+    topic = f"/topics/entra-kept-rotated-{uuid.uuid4()}"
+    t = token(stack, "eventgrid-sender", secret_of("eventgrid-sender"))
+    for n in range(2):
+        assert deliver(app, [custom_event(topic, n=n)], t)[0] == 200
+    assert [ln["signature"] for ln in sender_lines(app)] == ["checked", "kept"]
+    jwks_name, jwks = the_entry(stack, app, name, "jwks/v1/")
+    attempt_name, attempt = the_entry(stack, app, name, "jwks-attempt/v1/")
+    now = int(time.time()) + 1
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    newer = json.dumps({"keys": [jwk_of(other, "the-tenants-next-key")]}).encode()
+    jwks.write_bytes(seal(jwks_name, f"{now}\n".encode() + newer))
+    attempt.write_bytes(seal(attempt_name, str(now).encode()))
+    time.sleep(1.1)
+    status, headers, body = deliver(app, [custom_event(topic, n=2)], t)
+    assert status != 200, "a token whose key is gone was accepted"
+    # The set was fetched moments ago, so the authority is not asked again
+    # yet: a key the set lacks is answered as transient.
+    assert (status, body["error"]["code"]) == (503, "SigningKeysUnavailable"), body
+    assert "signing key" in body["error"]["message"]
+    assert "kv_entry_refused" not in app.logs()  # the test's entries were read
+    assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 2

@@ -9,8 +9,8 @@ use rsa::RsaPrivateKey;
 use serde_json::json;
 use std::sync::OnceLock;
 
-const TENANT: &str = "cmk-tenant";
-const NOW: UnixTime = UnixTime(1_800_000_000);
+pub(super) const TENANT: &str = "cmk-tenant";
+pub(super) const NOW: UnixTime = UnixTime(1_800_000_000);
 
 fn key() -> &'static RsaPrivateKey {
     static K: OnceLock<RsaPrivateKey> = OnceLock::new();
@@ -24,7 +24,7 @@ fn key() -> &'static RsaPrivateKey {
     })
 }
 
-fn jwks_json(kid: &str) -> Vec<u8> {
+pub(super) fn jwks_json(kid: &str) -> Vec<u8> {
     let k = key().to_public_key();
     serde_json::to_vec(&json!({"keys": [
         {"kty": "EC", "kid": "ec", "crv": "P-256"},
@@ -35,7 +35,7 @@ fn jwks_json(kid: &str) -> Vec<u8> {
     .unwrap()
 }
 
-fn sign(header: Value, claims: Value) -> String {
+pub(super) fn sign(header: Value, claims: Value) -> String {
     let h = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap());
     let c = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
     let input = format!("{h}.{c}");
@@ -43,13 +43,13 @@ fn sign(header: Value, claims: Value) -> String {
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()))
 }
 
-fn claims() -> Value {
+pub(super) fn claims() -> Value {
     json!({"aud": "api://cmk-ingest", "iss": format!("https://login.microsoftonline.com/{TENANT}/v2.0"),
            "tid": TENANT, "oid": "oid-eventgrid", "azp": "eventgrid-app", "roles": ["AzureEventGridSecureWebhookSubscriber"],
            "iat": NOW.0 - 300, "nbf": NOW.0 - 300, "exp": NOW.0 + 3600})
 }
 
-fn policy() -> Policy {
+pub(super) fn policy() -> Policy {
     Policy {
         audiences: vec![
             "api://cmk-ingest".into(),
@@ -67,7 +67,7 @@ fn check(header: Value, claims: Value) -> Result<Sender, JwtError> {
     verify(&Token::parse(&sign(header, claims))?, &jwks, &policy(), NOW)
 }
 
-fn rs256() -> Value {
+pub(super) fn rs256() -> Value {
     json!({"typ": "JWT", "alg": "RS256", "kid": "k1"})
 }
 
