@@ -7,7 +7,10 @@ keeps the peers' and the load generator's work out of the host's way, so
 the figure moves less between rounds than the bench's (eight in flight).
 
     . scripts/bootstrap
-    SPIN_WASMTIME_POOLING=1 "$CMK_PYTHON" tests/bench/delivery_ab.py A.wasm B.wasm [--rounds 9] [--deliveries 1500]
+    SPIN_WASMTIME_POOLING=1 "$CMK_PYTHON" tests/bench/delivery_ab.py A.wasm B.wasm [--rounds 9] [--deliveries 1500] [--local-wrap] [--sender entra]
+
+`--sender entra`: Entra-protected delivery, one token for every delivery
+(as `host_instructions.py --sender entra`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ sys.path.insert(0, str(HERE.parent))
 from bench import EVENT_TYPE, PROTECTED, make_events  # noqa: E402
 from harness.stack import Stack, read_profile  # noqa: E402
 from healthz_ab import cpu_times  # noqa: E402
-from host_instructions import WARM, deliveries  # noqa: E402
+from host_instructions import WARM, deliveries, entra_sender  # noqa: E402
 
 
 def main() -> int:
@@ -35,8 +38,10 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--deliveries", type=int, default=1500)
     ap.add_argument("--local-wrap", action="store_true")
+    ap.add_argument("--sender", choices=["key", "entra"], default="key",
+                    help="the sender's credential: the ingest key, or an Entra ID bearer token")
     args = ap.parse_args()
-    key = read_profile()["SPIN_VARIABLE_INGEST_KEYS"].split(",")[0]
+    credential = {"x-cmk-ingest-key": read_profile()["SPIN_VARIABLE_INGEST_KEYS"].split(",")[0]}
     extra = {"hsm_local_wrap": "true"} if args.local_wrap else {}
     stack = Stack(Path(tempfile.mkdtemp(prefix="cmk-delivery-ab-")))
     names = [w.name for w in args.wasm]
@@ -46,6 +51,9 @@ def main() -> int:
     system = {n: [] for n in names}
     try:
         stack.start_peers()
+        if args.sender == "entra":
+            variables, credential = entra_sender(stack)
+            extra.update(variables)
         apps = []
         for i, wasm in enumerate(args.wasm):
             os.environ["CMK_APP_WASM"] = str(wasm)
@@ -53,7 +61,7 @@ def main() -> int:
                 "client-secret", protected_fields=json.dumps({EVENT_TYPE: PROTECTED}), hsm_key_check_secs="3600",
                 **extra)))
         for i, app in enumerate(apps):
-            deliveries(app.url, make_events(WARM, seed=1), key, f"/topics/ab-warm-{i}")
+            deliveries(app.url, make_events(WARM, seed=1), credential, f"/topics/ab-warm-{i}")
         for r in range(args.rounds):
             events = make_events(args.deliveries, seed=100 + r)
             k = r % len(apps)
@@ -61,7 +69,7 @@ def main() -> int:
             for i in list(range(k, len(apps))) + list(range(k)):
                 pid = apps[i].process.proc.pid
                 before = cpu_times(pid)
-                deliveries(apps[i].url, events, key, f"/topics/ab-{r}-{i}")
+                deliveries(apps[i].url, events, credential, f"/topics/ab-{r}-{i}")
                 after = cpu_times(pid)
                 row[names[i]] = (sum(after) - sum(before)) / args.deliveries * 1e6
                 user[names[i]].append((after[0] - before[0]) / args.deliveries * 1e6)

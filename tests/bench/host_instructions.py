@@ -74,7 +74,9 @@ SENDER_APP = "eventgrid-sender"
 
 def entra_sender(stack: Stack) -> tuple[dict[str, str], dict[str, str]]:
     """The app's variables for Entra-protected delivery (no ingest key), and
-    the headers of a delivery with a token minted by the Entra stand-in."""
+    the headers of a delivery with a token minted by the Entra stand-in.
+    The token lives the stand-in's default hour: a run longer than that
+    ends with 401s."""
     secret = next(a["secret"] for a in PRINCIPALS["apps"] if a["client_id"] == SENDER_APP)
     form = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": SENDER_APP,
                                    "client_secret": secret, "scope": f"{AUDIENCE}/.default"}).encode()
