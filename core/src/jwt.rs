@@ -31,6 +31,8 @@ use http::StatusCode;
 use crate::api::{ApiError, KEY_RETRY_AFTER_SECS};
 use crate::time::UnixTime;
 
+pub mod checked;
+
 /// Clock skew allowed on `exp` and `nbf`, in seconds.
 pub const LEEWAY_SECS: u64 = 300;
 /// Longest token accepted, in bytes (Entra access tokens are a few KB).
@@ -579,8 +581,6 @@ impl From<&JwtError> for ApiError {
         }
     }
 }
-
-pub mod checked;
 
 #[cfg(test)]
 mod tests;

@@ -87,7 +87,9 @@ async fn verify(
         .as_ref()
         .and_then(|k| k.verify(token, &cfg.policy, last_attempt, now))
     {
-        return verdict.map(|sender| authenticated(&sender, "kept"));
+        let sender = verdict?;
+        authenticated(&sender, "kept");
+        return Ok(());
     }
     let cached = get(&cache_key(cfg)).and_then(|b| jwt::decode_cached(&b));
     let decision = jwt::jwks_cache(
@@ -96,13 +98,24 @@ async fn verify(
         token.kid(),
         now,
     );
+    // The last fetch attempt as the store holds it: kept signatures stand
+    // only against the set fetched at that moment.
     let mut attempt = last_attempt;
+    // Whether this request's attempt is on record: a set it fetches is
+    // cached only then, so the cached set is never newer than the attempt
+    // on record and no signature kept against an older set stands against
+    // it.
+    let mut recorded = false;
     if matches!(decision, JwksCache::Refresh | JwksCache::Fetch) {
         // Recorded before the fetch, so a failing authority is tried at most
         // once per interval, however many tokens arrive.
         if let Some(s) = &store {
-            let _ = s.set(&attempt_key(cfg), &jwt::encode_attempt(now));
-            attempt = Some(now);
+            recorded = s.set(&attempt_key(cfg), &jwt::encode_attempt(now)).is_ok();
+            if recorded {
+                attempt = Some(now);
+            }
+            // The kept signatures are for the set about to be replaced.
+            let _ = s.delete(&checked_key(cfg));
         }
     }
     // The set's fetch time and the last attempt, when a refresh was held
@@ -121,7 +134,7 @@ async fn verify(
         }
         JwksCache::Refresh | JwksCache::Fetch => match fetch(cfg).await {
             Ok((jwks, body)) => {
-                if let Some(s) = &store {
+                if let Some(s) = store.as_ref().filter(|_| recorded) {
                     let _ = s.set(&cache_key(cfg), &jwt::encode_cached(now, &body));
                 }
                 (jwks, now)
@@ -152,7 +165,11 @@ async fn verify(
         }
         other => other?,
     };
-    let mut kept = kept.unwrap_or_default();
+    // After a fetch the list starts empty (it was deleted above).
+    let mut kept = match decision {
+        JwksCache::Use => kept.unwrap_or_default(),
+        _ => Checked::default(),
+    };
     if kept.keep(token, fetched_at, attempt, now) {
         if let Some(s) = &store {
             let _ = s.set(&checked_key(cfg), &kept.encode());

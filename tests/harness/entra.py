@@ -101,7 +101,9 @@ Test controls under `/_entra/` (both listeners; plain JSON):
   "expires_on"}`: a service-account token signed by the cluster issuer's key
   (only this stand-in knows it), for `AZURE_FEDERATED_TOKEN_FILE`.
 - `POST /_entra/faults` `[{"status": 429|503|…, "retry_after"?: s,
-  "count"?: n}]`: the next token requests (any grant) get these answers.
+  "count"?: n, "route"?: "token"|"jwks"}]`: the next token requests (any
+  grant), or with `"route": "jwks"` the next signing-key requests, get these
+  answers.
 Secrets, assertions and tokens are never logged (only method, path, status).
 
     python entra.py --state-dir DIR [--listen 127.0.0.1:0] [--listen-tls 127.0.0.1:0]
@@ -472,9 +474,14 @@ class Entra:
             self.stats["refused"] += 1
             self.stats["refused_by_grant"][grant] = self.stats["refused_by_grant"].get(grant, 0) + 1
 
-    def take_fault(self) -> dict | None:
+    def take_fault(self, route: str = "token") -> dict | None:
+        """The first pending fault for `route` (`token`: the token
+        endpoint, the default; `jwks`: the signing keys), taken."""
         with self.lock:
-            return self.faults.pop(0) if self.faults else None
+            for i, f in enumerate(self.faults):
+                if f.get("route", "token") == route:
+                    return self.faults.pop(i)
+            return None
 
     def access_token(self, client_id: str, object_id: str, resource: str) -> tuple[str, int, int]:
         """(token, lifetime, issued-at)."""
@@ -537,6 +544,9 @@ def make_handler(entra: Entra) -> type[JsonHandler]:
                     return self.send_json(*self.unknown_tenant(parts[0], "invalid_tenant"))
                 with entra.lock:
                     entra.stats["jwks"] += 1
+                fault = entra.take_fault("jwks")
+                if fault:
+                    return self.fault(fault, [])
                 return self.send_json(200, {"keys": [jwk_of(entra.signing.public_key(), entra.kid,
                                                              issuer=entra.issuer)]})
             if len(parts) == 4 and parts[1:] == ["v2.0", ".well-known", "openid-configuration"] \

@@ -352,6 +352,21 @@ def test_token_endpoint_faults(env):
     ISSUED_TOKENS.append(body["access_token"])
 
 
+def test_signing_key_faults_are_apart_from_token_faults(env):
+    keys = f"{env.entra.http}/{TENANT}/discovery/v2.0/keys"
+    url = f"{env.entra.http}/{TENANT}/oauth2/v2.0/token"
+    form = {"grant_type": "client_credentials", "client_id": SECRET_CLIENT, "client_secret": SECRET,
+            "scope": HSM_SCOPE}
+    env.entra_admin("POST", "faults", [{"status": 500, "route": "jwks"}])
+    status, _, body = call("POST", url, form=form)
+    assert status == 200, "a signing-key fault is not the token endpoint's"
+    ISSUED_TOKENS.append(body["access_token"])
+    status, _, body = call("GET", keys)
+    assert status == 500 and body["error"] == "temporarily_unavailable"
+    status, _, body = call("GET", keys)
+    assert status == 200 and body["keys"], "one fault, one refusal"
+
+
 def test_workload_identity_credential(env, tmp_path, clean_identity_env):
     minted = env.entra_admin("POST", "federated-token", {"client_id": WORKLOAD_CLIENT})
     assert minted["subject"] == WORKLOAD_SUBJECT

@@ -260,14 +260,24 @@ def test_a_checked_signature_is_kept_and_the_claims_checked_on_every_delivery(st
 
     # An entry that does not verify (written without the secret) is ignored:
     # the signature is checked again and kept anew.
+    refused = app.logs().count("kv_entry_refused")
     entry.write_bytes(stored[:8] + bytes(32) + stored[8 + 32:])
     assert deliver(app, [custom_event(topic, n=3)], t)[0] == 200
     assert sender_lines(app)[-1]["signature"] == "checked"
-    assert "kv_entry_refused" in app.logs()
+    assert app.logs().count("kv_entry_refused") == refused + 1
     assert entry.read_bytes() == stored  # the same signature, the same set
     assert deliver(app, [custom_event(topic, n=4)], t)[0] == 200
     assert sender_lines(app)[-1]["signature"] == "kept"
-    assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 5
+
+    # A fetch-attempt entry that does not verify: no set is known to be the
+    # last fetched, so nothing kept stands, and nothing is kept until the
+    # next fetch (the set in the store still serves the full check).
+    _, attempt = the_entry(stack, app, name, "jwks-attempt/v1/")
+    attempt.write_bytes(b"cmk-kv1:" + bytes(32) + b"1")
+    for n in (5, 6):
+        assert deliver(app, [custom_event(topic, n=n)], t)[0] == 200
+        assert sender_lines(app)[-1]["signature"] == "checked"
+    assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 7
 
 
 def test_a_key_gone_from_a_newer_set_is_refused_though_its_signature_was_kept(stack):
@@ -309,3 +319,43 @@ def test_a_key_gone_from_a_newer_set_is_refused_though_its_signature_was_kept(st
     assert "signing key" in body["error"]["message"]
     assert "kv_entry_refused" not in app.logs()  # the test's entries were read
     assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 2
+
+
+def test_a_signature_checked_against_a_held_set_is_not_kept(stack):
+    """The set is due for refresh and the authority fails: the cached set
+    still serves (the token is accepted), but the kept signatures are set
+    aside and none is kept against the held set, so every delivery is
+    checked in full until a fetch succeeds."""
+    from integration.test_kv_store import KV_STORE_KEY, store_entries
+    name = "app-entra-kept-held"
+    app = stack.serve_app(name=name, overrides={
+        "SPIN_VARIABLE_INGEST_KEYS": "",
+        "SPIN_VARIABLE_INGEST_ENTRA_AUDIENCES": AUDIENCE,
+        "SPIN_VARIABLE_INGEST_ENTRA_TENANT_ID": TENANT,
+        "SPIN_VARIABLE_AZURE_AUTHORITY_HOST": stack.entra_url,
+        "SPIN_VARIABLE_KV_STORE_KEY": KV_STORE_KEY,
+    })
+    topic = f"/topics/entra-kept-held-{uuid.uuid4()}"
+    t = token(stack, "eventgrid-sender", secret_of("eventgrid-sender"))
+    for n in range(2):
+        assert deliver(app, [custom_event(topic, n=n)], t)[0] == 200
+    assert [ln["signature"] for ln in sender_lines(app)] == ["checked", "kept"]
+    # The same set, as fetched 25 hours ago, and its attempt then.
+    jwks_name, jwks = the_entry(stack, app, name, "jwks/v1/")
+    attempt_name, attempt = the_entry(stack, app, name, "jwks-attempt/v1/")
+    body = jwks.read_bytes()[8 + 32:].split(b"\n", 1)[1]
+    then = int(time.time()) - 25 * 3600
+    jwks.write_bytes(seal(jwks_name, f"{then}\n".encode() + body))
+    attempt.write_bytes(seal(attempt_name, str(then).encode()))
+    stack.entra_admin("POST", "faults", [{"status": 500, "route": "jwks", "count": 20}])
+    try:
+        for n in (2, 3):
+            status, _, body = deliver(app, [custom_event(topic, n=n)], t)
+            assert status == 200, body
+            assert sender_lines(app)[-1]["signature"] == "checked"
+    finally:
+        stack.entra_admin("POST", "reset")
+    assert "signing_keys_refresh_failed" in app.logs()
+    # The list was cleared when the refresh was tried, and nothing was kept.
+    assert not store_entries(stack, app, name, b"jwt-checked/v1/")
+    assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 4

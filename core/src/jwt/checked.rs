@@ -10,11 +10,13 @@
 //! tenant, role or caller list, or the token's expiry, applies at once.
 //!
 //! A kept signature stands only while the signing-key set it was checked
-//! against is the last one fetched: its fetch time must equal the last
-//! fetch attempt ([`super::encode_attempt`], written before every fetch),
-//! and the set must be younger than [`JWKS_MAX_AGE_SECS`]. Any fetch
-//! attempt since, successful or not, sets every kept signature aside, so
-//! a key the tenant removed stops being accepted at the same moment as
+//! against is the last one fetched: its fetch time must equal the fetch
+//! attempt on record ([`super::encode_attempt`], which the component
+//! writes before every fetch, and caches a fetched set only once that
+//! write succeeded), and the set must be younger than
+//! [`JWKS_MAX_AGE_SECS`]. Any fetch attempt since, successful or not, sets
+//! every kept signature aside (the component also clears the list), so a
+//! key the tenant removed stops being accepted at the same moment as
 //! without this list; so does a missing or unreadable attempt entry.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -28,7 +30,10 @@ use crate::time::UnixTime;
 /// renewing theirs). Past it, the one that expires first is dropped.
 pub const MAX_KEPT: usize = 8;
 
-/// The first line of the stored form.
+/// The first line of the stored form. A change to what the full check
+/// accepts (the signature check, or which keys [`super::Jwks::parse`]
+/// keeps) must change it too, so that nothing kept by a build that checked
+/// less is taken as checked.
 const HEAD: &str = "cmk-checked-signatures/v1";
 
 /// One kept signature.

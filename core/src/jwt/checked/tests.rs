@@ -74,6 +74,36 @@ fn another_token_is_not_taken_for_a_kept_one() {
 }
 
 #[test]
+fn only_an_rs256_token_is_taken_from_the_list() {
+    // A list naming the digest of a token that names another algorithm
+    // (not one the component writes: the full check refuses such tokens)
+    // does not let it through.
+    let mut header = rs256();
+    header["alg"] = json!("HS256");
+    let other = Token::parse(&sign(header, claims())).unwrap();
+    let line = format!(
+        "{HEAD}\n{} {} {}",
+        URL_SAFE_NO_PAD.encode(other.signature_digest()),
+        SET_AT.0,
+        NOW.0 + 3600
+    );
+    let forged = Checked::decode(line.as_bytes()).expect("the stored form");
+    assert_eq!(forged.verify(&other, &policy(), Some(SET_AT), NOW), None);
+    // The same list naming an RS256 token's digest is taken (the test
+    // would pass vacuously otherwise).
+    let t = token();
+    let line = line.replace(
+        &URL_SAFE_NO_PAD.encode(other.signature_digest()),
+        &URL_SAFE_NO_PAD.encode(t.signature_digest()),
+    );
+    let genuine = Checked::decode(line.as_bytes()).unwrap();
+    assert!(matches!(
+        genuine.verify(&t, &policy(), Some(SET_AT), NOW),
+        Some(Ok(_))
+    ));
+}
+
+#[test]
 fn the_claims_are_checked_on_every_delivery() {
     let t = token();
     let c = kept(&t);
