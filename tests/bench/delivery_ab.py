@@ -41,6 +41,8 @@ def main() -> int:
     ap.add_argument("--sender", choices=["key", "entra"], default="key",
                     help="the sender's credential: the ingest key, or an Entra ID bearer token")
     args = ap.parse_args()
+    # The hosts run in the run's folder: paths from here must not be relative.
+    args.wasm = [w.resolve() for w in args.wasm]
     credential = {"x-cmk-ingest-key": read_profile()["SPIN_VARIABLE_INGEST_KEYS"].split(",")[0]}
     extra = {"hsm_local_wrap": "true"} if args.local_wrap else {}
     stack = Stack(Path(tempfile.mkdtemp(prefix="cmk-delivery-ab-")))
