@@ -6,6 +6,8 @@ tenant, validity window and app role, and refuses anything else with the
 documented status before reading the body."""
 
 import base64
+import hashlib
+import hmac
 import json
 import time
 import urllib.parse
@@ -17,6 +19,7 @@ import pytest
 from harness.stack import PRINCIPALS, TENANT
 from integration.eventgrid import VALIDATION, custom_event, document_id
 from integration.test_foundation import count, post
+from integration.test_kv_store import KV_STORE_KEY, store_entries
 
 AUDIENCE = "api://cmk-ingest"
 
@@ -194,10 +197,6 @@ def sender_lines(app):
 def seal(name: str, value: bytes) -> bytes:
     """An entry of the store as the component seals it (`kvseal`, documented
     in docs/keys-and-identity.md), under the test's kv_store_key."""
-    import hashlib
-    import hmac
-
-    from integration.test_kv_store import KV_STORE_KEY
     mac_key = hmac.new(KV_STORE_KEY.encode(), b"cmk-ingest/kv-store/v1", hashlib.sha256).digest()
     tag = hmac.new(mac_key, len(name).to_bytes(8, "big") + name.encode() + value, hashlib.sha256).digest()
     return b"cmk-kv1:" + tag + value
@@ -206,18 +205,37 @@ def seal(name: str, value: bytes) -> bytes:
 def the_entry(stack, app, name: str, prefix: str):
     """The one entry of the app's store whose name starts with `prefix`
     (the signing keys' URL follows it), and its name."""
-    from integration.test_kv_store import store_entries
     (key, entry), = store_entries(stack, app, name, prefix.encode()).items()
     return key.decode(), entry
 
 
 def signature_digest(t: str) -> bytes:
     """The documented digest of a token's signed bytes and signature."""
-    import hashlib
     signed, sig = t.rsplit(".", 1)
     raw_sig = base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))
     return hashlib.sha256(b"cmk-ingest/token-signature/v1\0" + len(signed).to_bytes(8, "big")
                           + signed.encode() + raw_sig).digest()
+
+
+def kept_token_app(stack, name: str, deliveries: int):
+    """An app for Entra-protected delivery with its store entries bound by
+    kv_store_key, after `deliveries` deliveries with one token: the first
+    checks the token's signature, the others find it kept. The app, the
+    deliveries' topic and the token."""
+    app = stack.serve_app(name=name, overrides={
+        "SPIN_VARIABLE_INGEST_KEYS": "",
+        "SPIN_VARIABLE_INGEST_ENTRA_AUDIENCES": AUDIENCE,
+        "SPIN_VARIABLE_INGEST_ENTRA_TENANT_ID": TENANT,
+        "SPIN_VARIABLE_AZURE_AUTHORITY_HOST": stack.entra_url,
+        "SPIN_VARIABLE_KV_STORE_KEY": KV_STORE_KEY,
+    })
+    topic = f"/topics/{name}-{uuid.uuid4()}"
+    t = token(stack, "eventgrid-sender", secret_of("eventgrid-sender"))
+    for n in range(deliveries):
+        status, _, body = deliver(app, [custom_event(topic, n=n)], t)
+        assert status == 200, body
+    assert [ln["signature"] for ln in sender_lines(app)] == ["checked"] + ["kept"] * (deliveries - 1)
+    return app, topic, t
 
 
 def test_a_checked_signature_is_kept_and_the_claims_checked_on_every_delivery(stack):
@@ -226,21 +244,8 @@ def test_a_checked_signature_is_kept_and_the_claims_checked_on_every_delivery(st
     next deliveries have only their claims checked. What is kept names the
     documented digest, never the token; an entry that does not verify is
     ignored; a token with the kept signature on other claims is refused."""
-    from integration.test_kv_store import KV_STORE_KEY
     name = "app-entra-kept"
-    app = stack.serve_app(name=name, overrides={
-        "SPIN_VARIABLE_INGEST_KEYS": "",
-        "SPIN_VARIABLE_INGEST_ENTRA_AUDIENCES": AUDIENCE,
-        "SPIN_VARIABLE_INGEST_ENTRA_TENANT_ID": TENANT,
-        "SPIN_VARIABLE_AZURE_AUTHORITY_HOST": stack.entra_url,
-        "SPIN_VARIABLE_KV_STORE_KEY": KV_STORE_KEY,
-    })
-    topic = f"/topics/entra-kept-{uuid.uuid4()}"
-    t = token(stack, "eventgrid-sender", secret_of("eventgrid-sender"))
-    for n in range(3):
-        status, _, body = deliver(app, [custom_event(topic, n=n)], t)
-        assert status == 200, body
-    assert [ln["signature"] for ln in sender_lines(app)] == ["checked", "kept", "kept"]
+    app, topic, t = kept_token_app(stack, name, deliveries=3)
     assert all(ln["object_id"] == "oid-eventgrid" for ln in sender_lines(app))
     entry_name, entry = the_entry(stack, app, name, "jwt-checked/v1/")
     assert entry_name.endswith(f"/{TENANT}/discovery/v2.0/keys"), entry_name
@@ -289,20 +294,8 @@ def test_a_key_gone_from_a_newer_set_is_refused_though_its_signature_was_kept(st
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     from harness.entra import jwk_of
-    from integration.test_kv_store import KV_STORE_KEY
     name = "app-entra-kept-rotated"
-    app = stack.serve_app(name=name, overrides={
-        "SPIN_VARIABLE_INGEST_KEYS": "",
-        "SPIN_VARIABLE_INGEST_ENTRA_AUDIENCES": AUDIENCE,
-        "SPIN_VARIABLE_INGEST_ENTRA_TENANT_ID": TENANT,
-        "SPIN_VARIABLE_AZURE_AUTHORITY_HOST": stack.entra_url,
-        "SPIN_VARIABLE_KV_STORE_KEY": KV_STORE_KEY,
-    })
-    topic = f"/topics/entra-kept-rotated-{uuid.uuid4()}"
-    t = token(stack, "eventgrid-sender", secret_of("eventgrid-sender"))
-    for n in range(2):
-        assert deliver(app, [custom_event(topic, n=n)], t)[0] == 200
-    assert [ln["signature"] for ln in sender_lines(app)] == ["checked", "kept"]
+    app, topic, t = kept_token_app(stack, name, deliveries=2)
     jwks_name, jwks = the_entry(stack, app, name, "jwks/v1/")
     attempt_name, attempt = the_entry(stack, app, name, "jwks-attempt/v1/")
     now = int(time.time()) + 1
@@ -326,20 +319,8 @@ def test_a_signature_checked_against_a_held_set_is_not_kept(stack):
     still serves (the token is accepted), but the kept signatures are set
     aside and none is kept against the held set, so every delivery is
     checked in full until a fetch succeeds."""
-    from integration.test_kv_store import KV_STORE_KEY, store_entries
     name = "app-entra-kept-held"
-    app = stack.serve_app(name=name, overrides={
-        "SPIN_VARIABLE_INGEST_KEYS": "",
-        "SPIN_VARIABLE_INGEST_ENTRA_AUDIENCES": AUDIENCE,
-        "SPIN_VARIABLE_INGEST_ENTRA_TENANT_ID": TENANT,
-        "SPIN_VARIABLE_AZURE_AUTHORITY_HOST": stack.entra_url,
-        "SPIN_VARIABLE_KV_STORE_KEY": KV_STORE_KEY,
-    })
-    topic = f"/topics/entra-kept-held-{uuid.uuid4()}"
-    t = token(stack, "eventgrid-sender", secret_of("eventgrid-sender"))
-    for n in range(2):
-        assert deliver(app, [custom_event(topic, n=n)], t)[0] == 200
-    assert [ln["signature"] for ln in sender_lines(app)] == ["checked", "kept"]
+    app, topic, t = kept_token_app(stack, name, deliveries=2)
     # The same set, as fetched 25 hours ago, and its attempt then.
     jwks_name, jwks = the_entry(stack, app, name, "jwks/v1/")
     attempt_name, attempt = the_entry(stack, app, name, "jwks-attempt/v1/")
