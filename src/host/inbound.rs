@@ -104,7 +104,9 @@ async fn verify(
     // Whether this request's attempt is on record: a set it fetches is
     // cached only then, so the cached set is never newer than the attempt
     // on record and no signature kept against an older set stands against
-    // it.
+    // it. (While attempts cannot be recorded, the older cached set serves,
+    // and a token naming a key it lacks fetches again each time: the
+    // throttle lives in the same store.)
     let mut recorded = false;
     if matches!(decision, JwksCache::Refresh | JwksCache::Fetch) {
         // Recorded before the fetch, so a failing authority is tried at most

@@ -132,8 +132,7 @@ def deliveries(url: str, events: list[dict], credential: dict[str, str], topic: 
 
 
 def measure(stack: Stack, wasm: Path, tag: str, n: int, extra: dict[str, str], credential: dict[str, str],
-            seed: int,
-            batch: int, named: bool = False) -> tuple[int, list[tuple[str, int]]]:
+            seed: int, batch: int, named: bool = False) -> tuple[int, list[tuple[str, int]]]:
     """Instructions per delivery, and with `named` the rows of `phases.py`."""
     os.environ["CMK_APP_WASM"] = str(wasm)
     os.environ["CMK_TEST_HOST"] = str(wrapper(stack.workdir, tag, named))

@@ -262,6 +262,7 @@ def test_a_checked_signature_is_kept_and_the_claims_checked_on_every_delivery(st
     # The kept signature on other claims (more roles): refused, nothing written.
     status, _, body = deliver(app, [custom_event(topic, n=9)], tampered(t))
     assert (status, body["error"]["code"]) == (401, "InvalidToken") and "signature" in body["error"]["message"]
+    assert entry.read_bytes() == stored
 
     # An entry that does not verify (written without the secret) is ignored:
     # the signature is checked again and kept anew.
@@ -340,3 +341,47 @@ def test_a_signature_checked_against_a_held_set_is_not_kept(stack):
     # The list was cleared when the refresh was tried, and nothing was kept.
     assert not store_entries(stack, app, name, b"jwt-checked/v1/")
     assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 4
+
+
+def test_a_set_fetched_while_its_attempt_cannot_be_recorded_is_not_cached(stack):
+    """The store refuses to record the fetch attempt (here: a trigger in
+    the store's SQLite file makes those writes fail): the signing keys
+    fetched by that request serve it, but are not cached, and nothing is
+    kept against them, so a signature kept against them could never stand
+    against an older attempt on record."""
+    import sqlite3
+    name = "app-entra-kept-unrecorded"
+    app, topic, t = kept_token_app(stack, name, deliveries=2)
+    jwks_name, jwks = the_entry(stack, app, name, "jwks/v1/")
+    attempt_name, attempt = the_entry(stack, app, name, "jwks-attempt/v1/")
+    body = jwks.read_bytes()[8 + 32:].split(b"\n", 1)[1]
+    then = int(time.time()) - 25 * 3600
+    old_set = seal(jwks_name, f"{then}\n".encode() + body)
+    jwks.write_bytes(old_set)
+    attempt.write_bytes(seal(attempt_name, str(then).encode()))
+    db = stack.workdir / f"{name}-host-state" / "sqlite_key_value.db"
+    with sqlite3.connect(db) as conn:
+        for when in ("INSERT", "UPDATE"):
+            conn.execute(f"CREATE TRIGGER refuse_attempts_{when.lower()} BEFORE {when} ON spin_key_value "
+                         "WHEN NEW.key LIKE 'jwks-attempt/%' BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    fetches = stack.entra_admin("GET", "stats")["jwks"]
+    try:
+        status, _, body = deliver(app, [custom_event(topic, n=2)], t)
+        assert status == 200, body
+        assert sender_lines(app)[-1]["signature"] == "checked"
+        # The set was fetched (it was due), served this delivery, and was
+        # not cached: the store still holds the old one, and nothing kept.
+        assert stack.entra_admin("GET", "stats")["jwks"] == fetches + 1
+        assert jwks.read_bytes() == old_set
+        assert not store_entries(stack, app, name, b"jwt-checked/v1/")
+    finally:
+        with sqlite3.connect(db) as conn:
+            conn.execute("DROP TRIGGER refuse_attempts_insert")
+            conn.execute("DROP TRIGGER refuse_attempts_update")
+    # With the store writable again, the next delivery fetches, caches
+    # and keeps as usual.
+    assert deliver(app, [custom_event(topic, n=3)], t)[0] == 200
+    assert sender_lines(app)[-1]["signature"] == "checked"
+    assert deliver(app, [custom_event(topic, n=4)], t)[0] == 200
+    assert sender_lines(app)[-1]["signature"] == "kept"
+    assert jwks.read_bytes() != old_set

@@ -65,8 +65,9 @@ fn another_token_is_not_taken_for_a_kept_one() {
     let (signed, _) = other.rsplit_once('.').unwrap();
     let forged = Token::parse(&format!("{signed}.{sig}")).unwrap();
     assert_eq!(c.verify(&forged, &policy(), Some(SET_AT), NOW), None);
-    // The kept token with another header (another algorithm named): not
-    // kept either, and refused by the full check.
+    // The kept token's claims under another header (another algorithm
+    // named): other signed bytes, so another digest; refused before the
+    // digest is even made (`only_an_rs256_token_is_taken_from_the_list`).
     let mut header = rs256();
     header["alg"] = json!("none");
     let unsigned = Token::parse(&sign(header, claims())).unwrap();
@@ -172,7 +173,12 @@ fn a_set_due_for_refresh_or_a_token_past_its_expiry_does_not_stand() {
         c.verify(&t, &policy(), Some(SET_AT), UnixTime(last.0 + 1)),
         None
     );
-    // A set fetched in the future (a clock gone wrong) is not believed.
+    // A set fetched up to the allowed skew ahead of this clock stands;
+    // further in the future (a clock gone wrong), it is not believed.
+    let ahead = UnixTime(NOW.0 + CLOCK_SKEW_SECS);
+    let mut c_ahead = Checked::default();
+    assert!(c_ahead.keep(&t, ahead, Some(ahead), NOW));
+    assert!(c_ahead.verify(&t, &policy(), Some(ahead), NOW).is_some());
     let future = UnixTime(NOW.0 + CLOCK_SKEW_SECS + 1);
     let mut c_future = Checked::default();
     assert!(!c_future.keep(&t, future, Some(future), NOW));
@@ -187,7 +193,10 @@ fn a_signature_checked_against_a_held_set_is_not_kept() {
     let mut c = kept(&t);
     let before = c.clone();
     let attempt = Some(NOW);
-    assert!(!c.keep(&token_with(claims()), SET_AT, attempt, NOW));
+    // Another token (renewed), so that keeping it would change the list.
+    let mut renewed = claims();
+    renewed["iat"] = json!(NOW.0);
+    assert!(!c.keep(&token_with(renewed), SET_AT, attempt, NOW));
     assert_eq!(c, before, "nothing changed, nothing to store");
     // A token without `exp` (refused by the full check anyway).
     let mut no_exp = claims();
