@@ -22,7 +22,10 @@ public issue threads):
   token_endpoint, authorization_endpoint (endpoints on the listener the
   request came in on; MSAL reads them when `disable_instance_discovery=True`).
 - `GET /{tenant}/discovery/v2.0/keys`: JWKS `{"keys":[{kty,use:"sig",kid,x5t,
-  n,e,alg:"RS256",issuer}]}`. One RSA-2048 key, generated at start.
+  n,e,alg:"RS256",x5c,cloud_instance_name,issuer}]}`: as Entra publishes
+  several keys at once (keys rolled in and out), four RSA-2048 keys, each
+  with its self-signed certificate in `x5c`, generated at start (about
+  6 KB); tokens are signed with the second.
 - `POST /{tenant}/oauth2/v2.0/token` (form): `grant_type=client_credentials`,
   `client_id`, `scope` (must end in `/.default`), and either `client_secret`
   or `client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer`
@@ -179,10 +182,23 @@ def key_thumbprint(public_key: rsa.RSAPublicKey) -> str:
     return b64u(hashlib.sha1(der).digest())
 
 
-def jwk_of(public_key: rsa.RSAPublicKey, kid: str, **extra: str) -> dict:
+def jwk_of(public_key: rsa.RSAPublicKey, kid: str, **extra: Any) -> dict:
     nums = public_key.public_numbers()
     return {"kty": "RSA", "use": "sig", "kid": kid, "x5t": kid, "n": int_b64u(nums.n), "e": int_b64u(nums.e),
             "alg": "RS256", **extra}
+
+
+def signing_certificate(key: rsa.RSAPrivateKey) -> str:
+    """A self-signed certificate for a token-signing key, base64 DER as a
+    JWKS lists it in `x5c` (Entra's are issued to
+    CN=accounts.accesscontrol.windows.net)."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "accounts.accesscontrol.windows.net")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=5 * 365))
+            .sign(key, hashes.SHA256()))
+    return base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
 
 
 def public_key_of_jwk(jwk: dict) -> rsa.RSAPublicKey:
@@ -437,6 +453,13 @@ class Entra:
         self.app_roles: dict[str, dict[str, list[str]]] = principals.get("app_roles", {})
         self.signing = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.kid = key_thumbprint(self.signing.public_key())
+        # The published set: the signing key among others (keys the tenant
+        # rolls in and out), each with its certificate, as Entra's.
+        others = [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(3)]
+        self.published_keys = [
+            jwk_of(k.public_key(), key_thumbprint(k.public_key()), x5c=[signing_certificate(k)],
+                   cloud_instance_name="microsoftonline.com", issuer=self.issuer)
+            for k in [others[0], self.signing, *others[1:]]]
         self.cluster = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.cluster_kid = key_thumbprint(self.cluster.public_key())
         self.default_lifetime = self.lifetime = lifetime
@@ -547,8 +570,7 @@ def make_handler(entra: Entra) -> type[JsonHandler]:
                 fault = entra.take_fault("jwks")
                 if fault:
                     return self.fault(fault, [])
-                return self.send_json(200, {"keys": [jwk_of(entra.signing.public_key(), entra.kid,
-                                                             issuer=entra.issuer)]})
+                return self.send_json(200, {"keys": entra.published_keys})
             if len(parts) == 4 and parts[1:] == ["v2.0", ".well-known", "openid-configuration"] \
                     and self.command == "GET":
                 return self.openid_configuration(parts[0])

@@ -48,6 +48,7 @@ from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, 
 from azure.identity import ClientSecretCredential, ManagedIdentityCredential, WorkloadIdentityCredential
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.keys.crypto import CryptographyClient, KeyWrapAlgorithm
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
@@ -332,10 +333,16 @@ def test_discovery_documents(env):
     assert config["token_endpoint"] == f"{env.entra.http}/{TENANT}/oauth2/v2.0/token"
     assert config["jwks_uri"] == f"{env.entra.http}/{TENANT}/discovery/v2.0/keys"
     status, _, jwks = call("GET", config["jwks_uri"])
-    (key,) = jwks["keys"]
-    assert {"kty", "use", "kid", "n", "e", "alg"} <= set(key)
-    assert (key["kty"], key["use"], key["alg"]) == ("RSA", "sig", "RS256")
-    assert int.from_bytes(unb64u(key["n"]), "big").bit_length() == 2048
+    # Several keys, as Entra publishes, each with its certificate; the key
+    # tokens are signed with is one of them.
+    assert len(jwks["keys"]) == 4 and len({k["kid"] for k in jwks["keys"]}) == 4
+    for key in jwks["keys"]:
+        assert {"kty", "use", "kid", "x5t", "n", "e", "alg", "x5c", "issuer"} <= set(key)
+        assert (key["kty"], key["use"], key["alg"], key["issuer"]) == ("RSA", "sig", "RS256", ISSUER)
+        assert int.from_bytes(unb64u(key["n"]), "big").bit_length() == 2048
+        cert = x509.load_der_x509_certificate(base64.b64decode(key["x5c"][0]))
+        assert cert.public_key().public_numbers() == rsa.RSAPublicNumbers(
+            int.from_bytes(unb64u(key["e"]), "big"), int.from_bytes(unb64u(key["n"]), "big"))
     status, _, body = call("GET", f"{env.entra.http}/other-tenant/v2.0/.well-known/openid-configuration")
     assert status == 400 and body["error_codes"] == [90002]
 
