@@ -9,7 +9,7 @@ the figure moves less between rounds than the bench's (eight in flight).
     . scripts/bootstrap
     SPIN_WASMTIME_POOLING=1 "$CMK_PYTHON" tests/bench/delivery_ab.py A.wasm B.wasm [--rounds 9] [--deliveries 1500] [--local-wrap] [--sender entra]
 
-`--sender entra`: Entra-protected delivery, one token for every delivery
+`--sender entra`: Entra-protected delivery, one token for every delivery of a round
 (as `host_instructions.py --sender entra`).
 """
 
@@ -65,6 +65,10 @@ def main() -> int:
         for i, app in enumerate(apps):
             deliveries(app.url, make_events(WARM, seed=1), credential, f"/topics/ab-warm-{i}")
         for r in range(args.rounds):
+            if args.sender == "entra" and r:
+                # A token of its own for each round (one lives an hour), the
+                # same for every build of the round.
+                credential = entra_sender(stack)[1]
             events = make_events(args.deliveries, seed=100 + r)
             k = r % len(apps)
             row = {}

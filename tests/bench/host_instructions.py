@@ -74,9 +74,8 @@ SENDER_APP = "eventgrid-sender"
 
 def entra_sender(stack: Stack) -> tuple[dict[str, str], dict[str, str]]:
     """The app's variables for Entra-protected delivery (no ingest key), and
-    the headers of a delivery with a token minted by the Entra stand-in.
-    The token lives the stand-in's default hour: a run longer than that
-    ends with 401s."""
+    the headers of a delivery with a token minted by the Entra stand-in
+    (which lives the stand-in's default hour: a run mints one per round)."""
     secret = next(a["secret"] for a in PRINCIPALS["apps"] if a["client_id"] == SENDER_APP)
     form = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": SENDER_APP,
                                    "client_secret": secret, "scope": f"{AUDIENCE}/.default"}).encode()
@@ -198,6 +197,11 @@ def main() -> int:
             variables, credential = entra_sender(stack)
             extra.update(variables)
         for r in range(args.rounds):
+            if args.sender == "entra" and r:
+                # A token of its own for each round, so a long run does not
+                # outlive it (the first delivery of each build's run checks
+                # it in full, in the warm-up).
+                credential = entra_sender(stack)[1]
             for i, wasm in enumerate(args.wasm):
                 n, rows = measure(stack, wasm, f"r{r}b{i}", args.deliveries, extra, credential, seed=9 + r,
                                   batch=args.batch, named=args.phases is not None)
