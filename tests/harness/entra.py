@@ -22,7 +22,8 @@ public issue threads):
   token_endpoint, authorization_endpoint (endpoints on the listener the
   request came in on; MSAL reads them when `disable_instance_discovery=True`).
 - `GET /{tenant}/discovery/v2.0/keys`: JWKS `{"keys":[{kty,use:"sig",kid,x5t,
-  n,e,alg:"RS256",x5c,cloud_instance_name,issuer}]}`: as Entra publishes
+  n,e,x5c,cloud_instance_name,issuer}]}` (`kid` = `x5t`, the certificate's
+  SHA-1 thumbprint; no `alg`, as in Entra's): as Entra publishes
   several keys at once (keys rolled in and out), four RSA-2048 keys, each
   with its self-signed certificate in `x5c`, generated at start (about
   6 KB); tokens are signed with the second.
@@ -188,17 +189,28 @@ def jwk_of(public_key: rsa.RSAPublicKey, kid: str, **extra: Any) -> dict:
             "alg": "RS256", **extra}
 
 
-def signing_certificate(key: rsa.RSAPrivateKey) -> str:
-    """A self-signed certificate for a token-signing key, base64 DER as a
-    JWKS lists it in `x5c` (Entra's are issued to
-    CN=accounts.accesscontrol.windows.net)."""
+def signing_certificate(key: rsa.RSAPrivateKey) -> bytes:
+    """A self-signed certificate for a token-signing key, DER (Entra's are
+    issued to CN=accounts.accesscontrol.windows.net)."""
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "accounts.accesscontrol.windows.net")])
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=5 * 365))
             .sign(key, hashes.SHA256()))
-    return base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def published_jwk(key: rsa.RSAPrivateKey, issuer: str) -> dict:
+    """A signing key as Entra's JWKS lists it: `kid` and `x5t` the
+    certificate's SHA-1 thumbprint (base64url), the certificate in `x5c`,
+    no `alg`."""
+    der = signing_certificate(key)
+    thumbprint = b64u(hashlib.sha1(der).digest())
+    jwk = jwk_of(key.public_key(), thumbprint, x5c=[base64.b64encode(der).decode()],
+                 cloud_instance_name="microsoftonline.com", issuer=issuer)
+    del jwk["alg"]
+    return jwk
 
 
 def public_key_of_jwk(jwk: dict) -> rsa.RSAPublicKey:
@@ -452,14 +464,11 @@ class Entra:
         # that exposes them): {resource: {client_id: [role, ...]}}.
         self.app_roles: dict[str, dict[str, list[str]]] = principals.get("app_roles", {})
         self.signing = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.kid = key_thumbprint(self.signing.public_key())
         # The published set: the signing key among others (keys the tenant
         # rolls in and out), each with its certificate, as Entra's.
         others = [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(3)]
-        self.published_keys = [
-            jwk_of(k.public_key(), key_thumbprint(k.public_key()), x5c=[signing_certificate(k)],
-                   cloud_instance_name="microsoftonline.com", issuer=self.issuer)
-            for k in [others[0], self.signing, *others[1:]]]
+        self.published_keys = [published_jwk(k, self.issuer) for k in [others[0], self.signing, *others[1:]]]
+        self.kid = self.published_keys[1]["kid"]
         self.cluster = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.cluster_kid = key_thumbprint(self.cluster.public_key())
         self.default_lifetime = self.lifetime = lifetime
