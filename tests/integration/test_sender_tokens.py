@@ -315,6 +315,20 @@ def test_a_key_gone_from_a_newer_set_is_refused_though_its_signature_was_kept(st
     assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 2
 
 
+def age_the_set(stack, app, name: str):
+    """Makes the app's cached signing-key set read as fetched 25 hours ago
+    (due for refresh), with its fetch attempt then, sealed as the component
+    seals them. The set's entry and its new stored bytes."""
+    jwks_name, jwks = the_entry(stack, app, name, "jwks/v1/")
+    attempt_name, attempt = the_entry(stack, app, name, "jwks-attempt/v1/")
+    body = jwks.read_bytes()[8 + 32:].split(b"\n", 1)[1]
+    then = int(time.time()) - 25 * 3600
+    old_set = seal(jwks_name, f"{then}\n".encode() + body)
+    jwks.write_bytes(old_set)
+    attempt.write_bytes(seal(attempt_name, str(then).encode()))
+    return jwks, old_set
+
+
 def test_a_signature_checked_against_a_held_set_is_not_kept(stack):
     """The set is due for refresh and the authority fails: the cached set
     still serves (the token is accepted), but the kept signatures are set
@@ -322,13 +336,7 @@ def test_a_signature_checked_against_a_held_set_is_not_kept(stack):
     checked in full until a fetch succeeds."""
     name = "app-entra-kept-held"
     app, topic, t = kept_token_app(stack, name, deliveries=2)
-    # The same set, as fetched 25 hours ago, and its attempt then.
-    jwks_name, jwks = the_entry(stack, app, name, "jwks/v1/")
-    attempt_name, attempt = the_entry(stack, app, name, "jwks-attempt/v1/")
-    body = jwks.read_bytes()[8 + 32:].split(b"\n", 1)[1]
-    then = int(time.time()) - 25 * 3600
-    jwks.write_bytes(seal(jwks_name, f"{then}\n".encode() + body))
-    attempt.write_bytes(seal(attempt_name, str(then).encode()))
+    age_the_set(stack, app, name)
     stack.entra_admin("POST", "faults", [{"status": 500, "route": "jwks", "count": 20}])
     try:
         for n in (2, 3):
@@ -354,13 +362,7 @@ def test_a_set_fetched_while_its_attempt_cannot_be_recorded_is_not_cached(stack)
         pytest.skip("the store that refuses writes is made in the test host's SQLite file")
     name = "app-entra-kept-unrecorded"
     app, topic, t = kept_token_app(stack, name, deliveries=2)
-    jwks_name, jwks = the_entry(stack, app, name, "jwks/v1/")
-    attempt_name, attempt = the_entry(stack, app, name, "jwks-attempt/v1/")
-    body = jwks.read_bytes()[8 + 32:].split(b"\n", 1)[1]
-    then = int(time.time()) - 25 * 3600
-    old_set = seal(jwks_name, f"{then}\n".encode() + body)
-    jwks.write_bytes(old_set)
-    attempt.write_bytes(seal(attempt_name, str(then).encode()))
+    jwks, old_set = age_the_set(stack, app, name)
     db = stack.workdir / f"{name}-host-state" / "sqlite_key_value.db"
     with sqlite3.connect(db) as conn:
         for when in ("INSERT", "UPDATE"):
