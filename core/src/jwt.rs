@@ -115,6 +115,10 @@ pub struct Token {
     claims: Value,
     signing_input: Vec<u8>,
     signature: Vec<u8>,
+    /// [`Token::signature_digest`], made on first use: a token's first
+    /// delivery asks for it twice (the kept signatures are searched, then
+    /// its own is kept).
+    digest: std::cell::OnceCell<[u8; 32]>,
 }
 
 #[derive(Deserialize)]
@@ -166,6 +170,7 @@ impl Token {
             claims,
             signing_input: format!("{h}.{c}").into_bytes(),
             signature: b64(s, "signature")?,
+            digest: std::cell::OnceCell::new(),
         })
     }
 
@@ -180,12 +185,14 @@ impl Token {
     /// len(signing input) ‖ signing input ‖ signature)`, the length as
     /// 8-byte big-endian.
     pub fn signature_digest(&self) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(b"cmk-ingest/token-signature/v1\0");
-        h.update((self.signing_input.len() as u64).to_be_bytes());
-        h.update(&self.signing_input);
-        h.update(&self.signature);
-        h.finalize().into()
+        *self.digest.get_or_init(|| {
+            let mut h = Sha256::new();
+            h.update(b"cmk-ingest/token-signature/v1\0");
+            h.update((self.signing_input.len() as u64).to_be_bytes());
+            h.update(&self.signing_input);
+            h.update(&self.signature);
+            h.finalize().into()
+        })
     }
 }
 
