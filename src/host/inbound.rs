@@ -78,7 +78,13 @@ async fn verify(
 ) -> Result<(), JwtError> {
     let now = UnixTime::now();
     let store = crate::host::token::open_store(kv_key);
-    let get = |name: &str| store.as_ref().and_then(|s| s.get(name).ok().flatten());
+    let get = |name: &str| match store.as_ref()?.get(name) {
+        Ok(v) => v,
+        Err(e) => {
+            store_failed("kv_store_read_failed", name, &e);
+            None
+        }
+    };
     let last_attempt = get(&attempt_key(cfg)).and_then(|b| jwt::decode_attempt(&b));
     // A token whose signature was checked against the last set fetched:
     // its claims are checked, the signature and the set are not read again.
@@ -104,20 +110,32 @@ async fn verify(
     // Whether this request's attempt is on record: a set it fetches is
     // cached only then, so the cached set is never newer than the attempt
     // on record and no signature kept against an older set stands against
-    // it. (While attempts cannot be recorded, the older cached set serves,
-    // and a token naming a key it lacks fetches again each time: the
-    // throttle lives in the same store.)
+    // it.
     let mut recorded = false;
+    // The store is there but did not take the record: no fetch is made
+    // then. The record is what spaces fetches out, so fetching without it
+    // would let every token (a forged key id will do) send a request to the
+    // authority; the cached set serves instead, and without one the
+    // delivery is answered 503 until the store takes writes again.
+    let mut unrecorded = false;
     if matches!(decision, JwksCache::Refresh | JwksCache::Fetch) {
         // Recorded before the fetch, so a failing authority is tried at most
         // once per interval, however many tokens arrive.
         if let Some(s) = &store {
-            recorded = s.set(&attempt_key(cfg), &jwt::encode_attempt(now)).is_ok();
-            if recorded {
-                attempt = Some(now);
+            match s.set(&attempt_key(cfg), &jwt::encode_attempt(now)) {
+                Ok(()) => {
+                    recorded = true;
+                    attempt = Some(now);
+                }
+                Err(e) => {
+                    unrecorded = true;
+                    store_failed("kv_store_write_failed", &attempt_key(cfg), &e);
+                }
             }
             // The kept signatures are for the set about to be replaced.
-            let _ = s.delete(&checked_key(cfg));
+            if let Err(e) = s.delete(&checked_key(cfg)) {
+                store_failed("kv_store_write_failed", &checked_key(cfg), &e);
+            }
         }
     }
     // The set's fetch time and the last attempt, when a refresh was held
@@ -134,6 +152,13 @@ async fn verify(
                 "the signing keys could not be fetched moments ago; not trying again yet".into(),
             ))
         }
+        JwksCache::Refresh | JwksCache::Fetch if unrecorded => match cached {
+            Some((old, at)) if decision == JwksCache::Refresh => {
+                held = Some((at, last_attempt));
+                (old, at)
+            }
+            _ => return Err(unrecorded_fetch()),
+        },
         JwksCache::Refresh | JwksCache::Fetch => match fetch(cfg).await {
             Ok((jwks, body)) => {
                 if let Some(s) = store.as_ref().filter(|_| recorded) {
@@ -156,6 +181,8 @@ async fn verify(
         },
     };
     let sender = match jwt::verify(token, &jwks, &cfg.policy, now) {
+        // A key the cached set lacks, while no fetch can be made: transient.
+        Err(JwtError::UnknownKey) if unrecorded => return Err(unrecorded_fetch()),
         Err(JwtError::UnknownKey) => {
             return Err(held
                 .and_then(|(at, attempt)| {
@@ -174,11 +201,33 @@ async fn verify(
     };
     if kept.keep(token, fetched_at, attempt, now) {
         if let Some(s) = &store {
-            let _ = s.set(&checked_key(cfg), &kept.encode());
+            if let Err(e) = s.set(&checked_key(cfg), &kept.encode()) {
+                store_failed("kv_store_write_failed", &checked_key(cfg), &e);
+            }
         }
     }
     authenticated(&sender, "checked");
     Ok(())
+}
+
+/// Why a delivery is answered 503 when the signing keys would have to be
+/// fetched and the store did not take the record of the attempt.
+fn unrecorded_fetch() -> JwtError {
+    JwtError::Jwks(
+        "the signing keys must be fetched, and the key-value store did not take the record of \
+         the attempt that spaces fetches out; not fetching until it does"
+            .into(),
+    )
+}
+
+/// Logs a key-value store operation on a sender-token entry that failed
+/// (the entry's name holds the signing keys' URL, nothing secret).
+fn store_failed(event: &str, entry: &str, error: &dyn std::fmt::Display) {
+    log::emit(
+        "warn",
+        event,
+        &[("entry", json!(entry)), ("error", json!(error.to_string()))],
+    );
 }
 
 /// Logs who sent the delivery, and whether the token's signature was

@@ -351,13 +351,20 @@ def test_a_signature_checked_against_a_held_set_is_not_kept(stack):
     assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 4
 
 
-def test_a_set_fetched_while_its_attempt_cannot_be_recorded_is_not_cached(stack):
+def test_no_fetch_is_made_while_its_attempt_cannot_be_recorded(stack):
     """The store refuses to record the fetch attempt (here: a trigger in
-    the store's SQLite file makes those writes fail): the signing keys
-    fetched by that request serve it, but are not cached, and nothing is
-    kept against them, so a signature kept against them could never stand
-    against an older attempt on record."""
+    the store's SQLite file makes those writes fail). The record is what
+    spaces fetches out, so none is made without it: the cached set, though
+    due for refresh, serves the sender's token (checked in full, nothing
+    kept against it) however many deliveries come; a token naming a key
+    the set lacks, and any token once no set is cached, is answered 503
+    with Retry-After, and the authority is not asked. Each refused write is
+    logged with its entry."""
     import sqlite3
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from harness.entra import jwt_sign
     if default_runtime() != "host":
         pytest.skip("the store that refuses writes is made in the test host's SQLite file")
     name = "app-entra-kept-unrecorded"
@@ -369,23 +376,41 @@ def test_a_set_fetched_while_its_attempt_cannot_be_recorded_is_not_cached(stack)
             conn.execute(f"CREATE TRIGGER refuse_attempts_{when.lower()} BEFORE {when} ON spin_key_value "
                          "WHEN NEW.key LIKE 'jwks-attempt/%' BEGIN SELECT RAISE(ABORT, 'refused'); END")
     fetches = stack.entra_admin("GET", "stats")["jwks"]
+    claims = json.loads(base64.urlsafe_b64decode(t.split(".")[1] + "=="))
+    unknown_key = jwt_sign(claims, rsa.generate_private_key(public_exponent=65537, key_size=2048),
+                           f"unknown-{uuid.uuid4().hex[:8]}")
     try:
-        status, _, body = deliver(app, [custom_event(topic, n=2)], t)
-        assert status == 200, body
-        assert sender_lines(app)[-1]["signature"] == "checked"
-        # The set was fetched (it was due), served this delivery, and was
-        # not cached: the store still holds the old one, and nothing kept.
-        assert stack.entra_admin("GET", "stats")["jwks"] == fetches + 1
+        for n in (2, 3, 4):
+            status, _, body = deliver(app, [custom_event(topic, n=n)], t)
+            assert status == 200, body
+            assert sender_lines(app)[-1]["signature"] == "checked"
+        for forged in range(3):
+            status, headers, body = deliver(app, [custom_event(topic, n=10 + forged)], unknown_key)
+            assert (status, body["error"]["code"]) == (503, "SigningKeysUnavailable"), body
+            assert int(headers["Retry-After"]) > 0 and "did not take the record" in body["error"]["message"]
+        assert stack.entra_admin("GET", "stats")["jwks"] == fetches, "fetched without a record"
         assert jwks.read_bytes() == old_set
         assert not store_entries(stack, app, name, b"jwt-checked/v1/")
+        refused = [json.loads(ln[ln.index("{"):]) for ln in app.logs().splitlines()
+                   if "kv_store_write_failed" in ln]
+        assert len(refused) >= 6 and all(r["entry"].startswith("jwks-attempt/v1/") for r in refused), refused
+        # No set cached at all: nothing to serve, and still no fetch.
+        with sqlite3.connect(db) as conn:
+            conn.execute("DELETE FROM spin_key_value WHERE key LIKE 'jwks/v1/%'")
+        status, headers, body = deliver(app, [custom_event(topic, n=20)], t)
+        assert (status, body["error"]["code"]) == (503, "SigningKeysUnavailable"), body
+        assert int(headers["Retry-After"]) > 0
+        assert stack.entra_admin("GET", "stats")["jwks"] == fetches
     finally:
         with sqlite3.connect(db) as conn:
             conn.execute("DROP TRIGGER refuse_attempts_insert")
             conn.execute("DROP TRIGGER refuse_attempts_update")
     # With the store writable again, the next delivery fetches, caches
     # and keeps as usual.
-    assert deliver(app, [custom_event(topic, n=3)], t)[0] == 200
+    assert deliver(app, [custom_event(topic, n=21)], t)[0] == 200
     assert sender_lines(app)[-1]["signature"] == "checked"
-    assert deliver(app, [custom_event(topic, n=4)], t)[0] == 200
+    assert stack.entra_admin("GET", "stats")["jwks"] == fetches + 1
+    assert deliver(app, [custom_event(topic, n=22)], t)[0] == 200
     assert sender_lines(app)[-1]["signature"] == "kept"
     assert jwks.read_bytes() != old_set
+    assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 7

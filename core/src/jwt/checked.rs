@@ -27,7 +27,8 @@ use super::{CLOCK_SKEW_SECS, JWKS_MAX_AGE_SECS, LEEWAY_SECS};
 use crate::time::UnixTime;
 
 /// Most signatures kept at once (one per token in use: a few senders each
-/// renewing theirs). Past it, the one that expires first is dropped.
+/// renewing theirs). Keeping one more drops the kept one that expires
+/// first (the one being kept stays).
 pub const MAX_KEPT: usize = 8;
 
 /// The first line of the stored form. A change to what the full check
