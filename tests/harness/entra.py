@@ -97,7 +97,11 @@ Test controls under `/_entra/` (both listeners; plain JSON):
 - `GET /_entra/issued-tokens[?client_id=C]`: `{"tokens": [{"client_id",
   "resource", "expires_on", "token"}]}`, the last 1000 access tokens issued
   (oldest first), so tests can check that none of them reached a log.
-- `POST /_entra/reset`: zero the counters, drop faults, restore the lifetime.
+- `POST /_entra/reset`: zero the counters, drop faults, restore the lifetime
+  and every withdrawn signing key.
+- `POST /_entra/withdraw-key` `{"kid"?}`: the signing-key document leaves
+  out that key (by default the one tokens are signed with, as when a tenant
+  removes a key it still has tokens of) → `{"withdrawn": [kid, …]}`.
 - `POST /_entra/config` `{"lifetime": seconds}` (may be negative, to issue
   already-expired tokens) → the current config.
 - `POST /_entra/federated-token` `{"client_id"}` or `{"subject", "issuer"?,
@@ -487,6 +491,7 @@ class Entra:
                       "imds": 0, "app_service": 0, "jwks": 0, "refused_by_grant": {}, "by_client": {}, "by_client_resource": {}}
         self.faults = []
         self.lifetime = self.default_lifetime
+        self.withdrawn: set[str] = set()
 
     @property
     def issuer(self) -> str:
@@ -579,7 +584,9 @@ def make_handler(entra: Entra) -> type[JsonHandler]:
                 fault = entra.take_fault("jwks")
                 if fault:
                     return self.fault(fault, [])
-                return self.send_json(200, {"keys": entra.published_keys})
+                with entra.lock:
+                    keys = [k for k in entra.published_keys if k["kid"] not in entra.withdrawn]
+                return self.send_json(200, {"keys": keys})
             if len(parts) == 4 and parts[1:] == ["v2.0", ".well-known", "openid-configuration"] \
                     and self.command == "GET":
                 return self.openid_configuration(parts[0])
@@ -871,6 +878,13 @@ def make_handler(entra: Entra) -> type[JsonHandler]:
                     return self.send_json(200, {"pending_faults": len(entra.faults)})
             if parts == ["federated-token"]:
                 return self.mint_federated(body)
+            if parts == ["withdraw-key"]:
+                kid = body.get("kid", entra.kid)
+                with entra.lock:
+                    if kid not in {k["kid"] for k in entra.published_keys}:
+                        return self.send_json(400, admin_error(f"no published key {kid!r}"))
+                    entra.withdrawn.add(kid)
+                    return self.send_json(200, {"withdrawn": sorted(entra.withdrawn)})
             self.send_json(404, admin_error(f"no admin route {self.command} {self.url_path}"))
 
         def mint_federated(self, body: dict):

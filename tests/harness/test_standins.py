@@ -363,6 +363,23 @@ def test_token_endpoint_faults(env):
     ISSUED_TOKENS.append(body["access_token"])
 
 
+def test_a_withdrawn_signing_key_leaves_the_published_set_until_reset(env):
+    keys = f"{env.entra.http}/{TENANT}/discovery/v2.0/keys"
+    token = call("POST", f"{env.entra.http}/{TENANT}/oauth2/v2.0/token", form={
+        "grant_type": "client_credentials", "client_id": SECRET_CLIENT, "client_secret": SECRET,
+        "scope": HSM_SCOPE})[2]["access_token"]
+    ISSUED_TOKENS.append(token)
+    kid = jwt.get_unverified_header(token)["kid"]
+    before = [k["kid"] for k in call("GET", keys)[2]["keys"]]
+    assert kid in before and len(before) == 4
+    assert env.entra_admin("POST", "withdraw-key", {}) == {"withdrawn": [kid]}
+    after = [k["kid"] for k in call("GET", keys)[2]["keys"]]
+    assert after == [k for k in before if k != kid]
+    assert call("POST", f"{env.entra.http}/_entra/withdraw-key", {"kid": "nope"})[0] == 400
+    env.entra_admin("POST", "reset")
+    assert [k["kid"] for k in call("GET", keys)[2]["keys"]] == before
+
+
 def test_signing_key_faults_are_apart_from_token_faults(env):
     keys = f"{env.entra.http}/{TENANT}/discovery/v2.0/keys"
     url = f"{env.entra.http}/{TENANT}/oauth2/v2.0/token"

@@ -315,6 +315,52 @@ def test_a_key_gone_from_a_newer_set_is_refused_though_its_signature_was_kept(st
     assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 2
 
 
+def test_a_key_the_tenant_withdraws_is_refused_after_the_components_own_refresh(stack):
+    """The tenant withdraws the key a sender's kept token is signed with.
+    Nothing changes until the component fetches the signing keys again:
+    here a token naming a key the cached set lacks makes it refresh (the
+    set, its fetch attempt and the kept signature are made ten minutes old
+    in the store, consistently, so a refresh is allowed and the signature
+    still stands). The refreshed set lacks the withdrawn key: the fetch
+    attempt set every kept signature aside, and the sender's token is no
+    longer accepted."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from harness.entra import jwt_sign
+    name = "app-entra-kept-withdrawn"
+    app, topic, t = kept_token_app(stack, name, deliveries=2)
+    then = int(time.time()) - 600
+    jwks_name, jwks = the_entry(stack, app, name, "jwks/v1/")
+    attempt_name, attempt = the_entry(stack, app, name, "jwks-attempt/v1/")
+    checked_name, checked = the_entry(stack, app, name, "jwt-checked/v1/")
+    body = jwks.read_bytes()[8 + 32:].split(b"\n", 1)[1]
+    jwks.write_bytes(seal(jwks_name, f"{then}\n".encode() + body))
+    attempt.write_bytes(seal(attempt_name, str(then).encode()))
+    head, line = checked.read_bytes()[8 + 32:].decode().split("\n")
+    digest, _, expires = line.split(" ")
+    checked.write_bytes(seal(checked_name, f"{head}\n{digest} {then} {expires}".encode()))
+    assert deliver(app, [custom_event(topic, n=2)], t)[0] == 200
+    assert sender_lines(app)[-1]["signature"] == "kept"
+    fetches = stack.entra_admin("GET", "stats")["jwks"]
+    stack.entra_admin("POST", "withdraw-key", {})
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(t.split(".")[1] + "=="))
+        unknown = jwt_sign(claims, rsa.generate_private_key(public_exponent=65537, key_size=2048),
+                           f"unknown-{uuid.uuid4().hex[:8]}")
+        status, _, body = deliver(app, [custom_event(topic, n=3)], unknown)
+        assert (status, body["error"]["code"]) == (401, "InvalidToken"), body
+        assert stack.entra_admin("GET", "stats")["jwks"] == fetches + 1, "the component refreshed"
+        assert not store_entries(stack, app, name, b"jwt-checked/v1/")
+        status, _, body = deliver(app, [custom_event(topic, n=4)], t)
+        # Not accepted. The set was fetched moments ago, so a key it lacks
+        # is answered as not there yet (503), as for any key it lacks.
+        assert (status, body["error"]["code"]) == (503, "SigningKeysUnavailable"), body
+        assert stack.entra_admin("GET", "stats")["jwks"] == fetches + 1
+    finally:
+        stack.entra_admin("POST", "reset")
+    assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 3
+
+
 def age_the_set(stack, app, name: str):
     """Makes the app's cached signing-key set read as fetched 25 hours ago
     (due for refresh), with its fetch attempt then, sealed as the component
