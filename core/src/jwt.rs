@@ -43,6 +43,23 @@ pub const JWKS_MAX_AGE_SECS: u64 = 24 * 3600;
 /// the cached copy is at least this old, so forged key ids cannot make the
 /// component hammer the authority.
 pub const JWKS_MIN_REFETCH_SECS: u64 = 300;
+/// How long past [`JWKS_MAX_AGE_SECS`] a cached JWKS still serves while a
+/// fetch cannot be put on record (the key-value store refuses the write
+/// that spaces fetches out, so none is made): after that, tokens are
+/// refused as transient until the store takes writes again, so a key the
+/// tenant withdrew is not accepted for as long as the store is in trouble.
+pub const JWKS_UNRECORDED_GRACE_SECS: u64 = 3600;
+
+/// Whether a cached JWKS fetched at `fetched_at` may serve at `now` while
+/// no fetch can be put on record ([`JWKS_UNRECORDED_GRACE_SECS`]). A fetch
+/// time in the future beyond [`CLOCK_SKEW_SECS`] is not believed.
+pub fn serves_unrecorded(fetched_at: UnixTime, now: UnixTime) -> bool {
+    fetched_at.0 <= now.0.saturating_add(CLOCK_SKEW_SECS)
+        && now.0
+            < fetched_at
+                .0
+                .saturating_add(JWKS_MAX_AGE_SECS + JWKS_UNRECORDED_GRACE_SECS)
+}
 
 /// Why a presented token was refused. Messages name the failed check, never
 /// the token.

@@ -115,8 +115,9 @@ async fn verify(
     // The store is there but did not take the record: no fetch is made
     // then. The record is what spaces fetches out, so fetching without it
     // would let every token (a forged key id will do) send a request to the
-    // authority; the cached set serves instead, and without one the
-    // delivery is answered 503 until the store takes writes again.
+    // authority; the cached set serves instead, for at most
+    // `JWKS_UNRECORDED_GRACE_SECS` past its age, and otherwise the delivery
+    // is answered 503 until the store takes writes again.
     let mut unrecorded = false;
     if matches!(decision, JwksCache::Refresh | JwksCache::Fetch) {
         // Recorded before the fetch, so a failing authority is tried at most
@@ -126,15 +127,17 @@ async fn verify(
                 Ok(()) => {
                     recorded = true;
                     attempt = Some(now);
+                    // The kept signatures are for the set about to be
+                    // replaced. (Without the record nothing is replaced, and
+                    // they still stand against the set on record.)
+                    if let Err(e) = s.delete(&checked_key(cfg)) {
+                        store_failed("kv_store_write_failed", &checked_key(cfg), &e);
+                    }
                 }
                 Err(e) => {
                     unrecorded = true;
                     store_failed("kv_store_write_failed", &attempt_key(cfg), &e);
                 }
-            }
-            // The kept signatures are for the set about to be replaced.
-            if let Err(e) = s.delete(&checked_key(cfg)) {
-                store_failed("kv_store_write_failed", &checked_key(cfg), &e);
             }
         }
     }
@@ -153,7 +156,9 @@ async fn verify(
             ))
         }
         JwksCache::Refresh | JwksCache::Fetch if unrecorded => match cached {
-            Some((old, at)) if decision == JwksCache::Refresh => {
+            Some((old, at))
+                if decision == JwksCache::Refresh && jwt::serves_unrecorded(at, now) =>
+            {
                 held = Some((at, last_attempt));
                 (old, at)
             }
@@ -162,7 +167,9 @@ async fn verify(
         JwksCache::Refresh | JwksCache::Fetch => match fetch(cfg).await {
             Ok((jwks, body)) => {
                 if let Some(s) = store.as_ref().filter(|_| recorded) {
-                    let _ = s.set(&cache_key(cfg), &jwt::encode_cached(now, &body));
+                    if let Err(e) = s.set(&cache_key(cfg), &jwt::encode_cached(now, &body)) {
+                        store_failed("kv_store_write_failed", &cache_key(cfg), &e);
+                    }
                 }
                 (jwks, now)
             }
@@ -197,6 +204,8 @@ async fn verify(
     // After a fetch the list starts empty (it was deleted above).
     let mut kept = match decision {
         JwksCache::Use => kept.unwrap_or_default(),
+        // No fetch was made, and the list was left as it was.
+        _ if unrecorded => kept.unwrap_or_default(),
         _ => Checked::default(),
     };
     if kept.keep(token, fetched_at, attempt, now) {

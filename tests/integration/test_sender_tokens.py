@@ -329,16 +329,7 @@ def test_a_key_the_tenant_withdraws_is_refused_after_the_components_own_refresh(
     from harness.entra import jwt_sign
     name = "app-entra-kept-withdrawn"
     app, topic, t = kept_token_app(stack, name, deliveries=2)
-    then = int(time.time()) - 600
-    jwks_name, jwks = the_entry(stack, app, name, "jwks/v1/")
-    attempt_name, attempt = the_entry(stack, app, name, "jwks-attempt/v1/")
-    checked_name, checked = the_entry(stack, app, name, "jwt-checked/v1/")
-    body = jwks.read_bytes()[8 + 32:].split(b"\n", 1)[1]
-    jwks.write_bytes(seal(jwks_name, f"{then}\n".encode() + body))
-    attempt.write_bytes(seal(attempt_name, str(then).encode()))
-    head, line = checked.read_bytes()[8 + 32:].decode().split("\n")
-    digest, _, expires = line.split(" ")
-    checked.write_bytes(seal(checked_name, f"{head}\n{digest} {then} {expires}".encode()))
+    set_back(stack, app, name, 600)
     assert deliver(app, [custom_event(topic, n=2)], t)[0] == 200
     assert sender_lines(app)[-1]["signature"] == "kept"
     fetches = stack.entra_admin("GET", "stats")["jwks"]
@@ -361,18 +352,37 @@ def test_a_key_the_tenant_withdraws_is_refused_after_the_components_own_refresh(
     assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 3
 
 
-def age_the_set(stack, app, name: str):
-    """Makes the app's cached signing-key set read as fetched 25 hours ago
-    (due for refresh), with its fetch attempt then, sealed as the component
-    seals them. The set's entry and its new stored bytes."""
+def age_the_set(stack, app, name: str, hours: int = 25):
+    """Makes the app's cached signing-key set read as fetched `hours` ago
+    (25: due for refresh), with its fetch attempt then, sealed as the
+    component seals them. The set's entry and its new stored bytes."""
     jwks_name, jwks = the_entry(stack, app, name, "jwks/v1/")
     attempt_name, attempt = the_entry(stack, app, name, "jwks-attempt/v1/")
     body = jwks.read_bytes()[8 + 32:].split(b"\n", 1)[1]
-    then = int(time.time()) - 25 * 3600
+    then = int(time.time()) - hours * 3600
     old_set = seal(jwks_name, f"{then}\n".encode() + body)
     jwks.write_bytes(old_set)
     attempt.write_bytes(seal(attempt_name, str(then).encode()))
     return jwks, old_set
+
+
+def set_back(stack, app, name: str, secs: int):
+    """Moves the app's cached signing-key set, its fetch attempt and its one
+    kept signature `secs` into the past, consistently, so the signature
+    still stands and (from 300 s) a token naming a key the set lacks may
+    make the component fetch again. The kept list's entry and its bytes."""
+    then = int(time.time()) - secs
+    jwks_name, jwks = the_entry(stack, app, name, "jwks/v1/")
+    attempt_name, attempt = the_entry(stack, app, name, "jwks-attempt/v1/")
+    checked_name, checked = the_entry(stack, app, name, "jwt-checked/v1/")
+    body = jwks.read_bytes()[8 + 32:].split(b"\n", 1)[1]
+    jwks.write_bytes(seal(jwks_name, f"{then}\n".encode() + body))
+    attempt.write_bytes(seal(attempt_name, str(then).encode()))
+    head, line = checked.read_bytes()[8 + 32:].decode().split("\n")
+    digest, _, expires = line.split(" ")
+    kept = seal(checked_name, f"{head}\n{digest} {then} {expires}".encode())
+    checked.write_bytes(kept)
+    return checked, kept
 
 
 def test_a_signature_checked_against_a_held_set_is_not_kept(stack):
@@ -400,12 +410,14 @@ def test_a_signature_checked_against_a_held_set_is_not_kept(stack):
 def test_no_fetch_is_made_while_its_attempt_cannot_be_recorded(stack):
     """The store refuses to record the fetch attempt (here: a trigger in
     the store's SQLite file makes those writes fail). The record is what
-    spaces fetches out, so none is made without it: the cached set, though
-    due for refresh, serves the sender's token (checked in full, nothing
-    kept against it) however many deliveries come; a token naming a key
-    the set lacks, and any token once no set is cached, is answered 503
-    with Retry-After, and the authority is not asked. Each refused write is
-    logged with its entry."""
+    spaces fetches out, so no fetch is made without it, and the authority
+    is not asked however many deliveries come:
+    - a token naming a key the cached set lacks gets 503 with Retry-After,
+      and the kept signatures stay (no set replaced them);
+    - a set due for refresh keeps serving (each token checked in full,
+      nothing kept) for an hour past its 24, then tokens get 503;
+    - with no set cached, every token gets 503.
+    Each refused write is logged with its entry."""
     import sqlite3
 
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -415,42 +427,58 @@ def test_no_fetch_is_made_while_its_attempt_cannot_be_recorded(stack):
         pytest.skip("the store that refuses writes is made in the test host's SQLite file")
     name = "app-entra-kept-unrecorded"
     app, topic, t = kept_token_app(stack, name, deliveries=2)
-    jwks, old_set = age_the_set(stack, app, name)
+    checked, kept = set_back(stack, app, name, 600)
     db = stack.workdir / f"{name}-host-state" / "sqlite_key_value.db"
-    with sqlite3.connect(db) as conn:
-        for when in ("INSERT", "UPDATE"):
-            conn.execute(f"CREATE TRIGGER refuse_attempts_{when.lower()} BEFORE {when} ON spin_key_value "
-                         "WHEN NEW.key LIKE 'jwks-attempt/%' BEGIN SELECT RAISE(ABORT, 'refused'); END")
+
+    def refuse_attempts(on: bool):
+        with sqlite3.connect(db) as conn:
+            for when in ("insert", "update"):
+                if on:
+                    conn.execute(f"CREATE TRIGGER refuse_attempts_{when} BEFORE {when.upper()} ON spin_key_value "
+                                 "WHEN NEW.key LIKE 'jwks-attempt/%' BEGIN SELECT RAISE(ABORT, 'refused'); END")
+                else:
+                    conn.execute(f"DROP TRIGGER IF EXISTS refuse_attempts_{when}")
+
+    def age_the_set_meanwhile(hours: int):
+        refuse_attempts(False)
+        aged = age_the_set(stack, app, name, hours=hours)
+        refuse_attempts(True)
+        return aged
+
+    refuse_attempts(True)
     fetches = stack.entra_admin("GET", "stats")["jwks"]
     claims = json.loads(base64.urlsafe_b64decode(t.split(".")[1] + "=="))
     unknown_key = jwt_sign(claims, rsa.generate_private_key(public_exponent=65537, key_size=2048),
                            f"unknown-{uuid.uuid4().hex[:8]}")
+
+    def refused_as_transient(status, headers, body):
+        assert (status, body["error"]["code"]) == (503, "SigningKeysUnavailable"), body
+        assert int(headers["Retry-After"]) > 0 and "did not take the record" in body["error"]["message"]
+
     try:
-        for n in (2, 3, 4):
+        for forged in range(3):
+            refused_as_transient(*deliver(app, [custom_event(topic, n=10 + forged)], unknown_key))
+        assert checked.read_bytes() == kept, "no set was replaced: the kept signatures stay"
+        assert deliver(app, [custom_event(topic, n=2)], t)[0] == 200
+        assert sender_lines(app)[-1]["signature"] == "kept"
+        jwks, old_set = age_the_set_meanwhile(24)
+        for n in (3, 4):
             status, _, body = deliver(app, [custom_event(topic, n=n)], t)
             assert status == 200, body
             assert sender_lines(app)[-1]["signature"] == "checked"
-        for forged in range(3):
-            status, headers, body = deliver(app, [custom_event(topic, n=10 + forged)], unknown_key)
-            assert (status, body["error"]["code"]) == (503, "SigningKeysUnavailable"), body
-            assert int(headers["Retry-After"]) > 0 and "did not take the record" in body["error"]["message"]
-        assert stack.entra_admin("GET", "stats")["jwks"] == fetches, "fetched without a record"
-        assert jwks.read_bytes() == old_set
-        assert not store_entries(stack, app, name, b"jwt-checked/v1/")
-        refused = [json.loads(ln[ln.index("{"):]) for ln in app.logs().splitlines()
-                   if "kv_store_write_failed" in ln]
-        assert len(refused) >= 6 and all(r["entry"].startswith("jwks-attempt/v1/") for r in refused), refused
-        # No set cached at all: nothing to serve, and still no fetch.
+        assert jwks.read_bytes() == old_set and checked.read_bytes() == kept
+        age_the_set_meanwhile(25)
+        refused_as_transient(*deliver(app, [custom_event(topic, n=5)], t))
+        # No set cached at all: nothing to serve.
         with sqlite3.connect(db) as conn:
             conn.execute("DELETE FROM spin_key_value WHERE key LIKE 'jwks/v1/%'")
-        status, headers, body = deliver(app, [custom_event(topic, n=20)], t)
-        assert (status, body["error"]["code"]) == (503, "SigningKeysUnavailable"), body
-        assert int(headers["Retry-After"]) > 0
-        assert stack.entra_admin("GET", "stats")["jwks"] == fetches
+        refused_as_transient(*deliver(app, [custom_event(topic, n=6)], t))
+        assert stack.entra_admin("GET", "stats")["jwks"] == fetches, "fetched without a record"
+        refused = [json.loads(ln[ln.index("{"):]) for ln in app.logs().splitlines()
+                   if "kv_store_write_failed" in ln]
+        assert len(refused) >= 7 and all(r["entry"].startswith("jwks-attempt/v1/") for r in refused), refused
     finally:
-        with sqlite3.connect(db) as conn:
-            conn.execute("DROP TRIGGER refuse_attempts_insert")
-            conn.execute("DROP TRIGGER refuse_attempts_update")
+        refuse_attempts(False)
     # With the store writable again, the next delivery fetches, caches
     # and keeps as usual.
     assert deliver(app, [custom_event(topic, n=21)], t)[0] == 200

@@ -295,6 +295,23 @@ fn failed_fetches_count_towards_the_minimum_interval() {
 }
 
 #[test]
+fn a_set_serves_unrecorded_fetches_only_within_its_grace() {
+    let limit = JWKS_MAX_AGE_SECS + JWKS_UNRECORDED_GRACE_SECS;
+    let at = |ago: u64| UnixTime(NOW.0 - ago);
+    assert!(serves_unrecorded(at(0), NOW));
+    assert!(serves_unrecorded(at(JWKS_MAX_AGE_SECS + 1), NOW));
+    assert!(serves_unrecorded(at(limit - 1), NOW));
+    assert!(!serves_unrecorded(at(limit), NOW));
+    assert!(!serves_unrecorded(at(limit + 86_400), NOW));
+    // A fetch time in the future is believed only within the clock skew.
+    assert!(serves_unrecorded(UnixTime(NOW.0 + CLOCK_SKEW_SECS), NOW));
+    assert!(!serves_unrecorded(
+        UnixTime(NOW.0 + CLOCK_SKEW_SECS + 1),
+        NOW
+    ));
+}
+
+#[test]
 fn an_allow_list_of_caller_apps_refuses_others() {
     let jwks = Jwks::parse(&jwks_json("k1")).unwrap();
     let mut p = policy();
