@@ -879,6 +879,8 @@ def make_handler(entra: Entra) -> type[JsonHandler]:
             if parts == ["federated-token"]:
                 return self.mint_federated(body)
             if parts == ["withdraw-key"]:
+                if not isinstance(body, dict):
+                    return self.send_json(400, admin_error("body is not a JSON object"))
                 kid = body.get("kid", entra.kid)
                 with entra.lock:
                     if kid not in {k["kid"] for k in entra.published_keys}:

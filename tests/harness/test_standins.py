@@ -372,11 +372,14 @@ def test_a_withdrawn_signing_key_leaves_the_published_set_until_reset(env):
     kid = jwt.get_unverified_header(token)["kid"]
     before = [k["kid"] for k in call("GET", keys)[2]["keys"]]
     assert kid in before and len(before) == 4
-    assert env.entra_admin("POST", "withdraw-key", {}) == {"withdrawn": [kid]}
-    after = [k["kid"] for k in call("GET", keys)[2]["keys"]]
-    assert after == [k for k in before if k != kid]
-    assert call("POST", f"{env.entra.http}/_entra/withdraw-key", {"kid": "nope"})[0] == 400
-    env.entra_admin("POST", "reset")
+    try:
+        assert env.entra_admin("POST", "withdraw-key", {}) == {"withdrawn": [kid]}
+        after = [k["kid"] for k in call("GET", keys)[2]["keys"]]
+        assert after == [k for k in before if k != kid]
+        assert call("POST", f"{env.entra.http}/_entra/withdraw-key", {"kid": "nope"})[0] == 400
+        assert call("POST", f"{env.entra.http}/_entra/withdraw-key", ["not", "an", "object"])[0] == 400
+    finally:
+        env.entra_admin("POST", "reset")
     assert [k["kid"] for k in call("GET", keys)[2]["keys"]] == before
 
 
