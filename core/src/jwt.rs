@@ -32,35 +32,19 @@ use crate::api::{ApiError, KEY_RETRY_AFTER_SECS};
 use crate::time::UnixTime;
 
 pub mod checked;
+mod fetch;
+
+pub use crate::time::CLOCK_SKEW_SECS;
+pub use fetch::{
+    decode_attempt, decode_cached, encode_attempt, encode_cached, jwks_cache, jwks_request,
+    jwks_url, parse_jwks_response, refresh_held_back, serves_unrecorded, JwksCache,
+    JWKS_MAX_AGE_SECS, JWKS_MIN_REFETCH_SECS, JWKS_RETRY_SECS, JWKS_UNRECORDED_GRACE_SECS,
+};
 
 /// Clock skew allowed on `exp` and `nbf`, in seconds.
 pub const LEEWAY_SECS: u64 = 300;
 /// Longest token accepted, in bytes (Entra access tokens are a few KB).
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
-/// How long a fetched JWKS is trusted before it is fetched again.
-pub const JWKS_MAX_AGE_SECS: u64 = 24 * 3600;
-/// A token naming a key the cached JWKS lacks triggers a new fetch only if
-/// the cached copy is at least this old, so forged key ids cannot make the
-/// component hammer the authority.
-pub const JWKS_MIN_REFETCH_SECS: u64 = 300;
-/// How long past [`JWKS_MAX_AGE_SECS`] a cached JWKS still serves while a
-/// fetch cannot be put on record (the key-value store refuses the write
-/// that spaces fetches out, so none is made): after that, tokens are
-/// refused as transient until the store takes writes again, so a key the
-/// tenant withdrew is not accepted for as long as the store is in trouble.
-pub const JWKS_UNRECORDED_GRACE_SECS: u64 = 3600;
-
-/// Whether a cached JWKS fetched at `fetched_at` may serve at `now` while
-/// no fetch can be put on record ([`JWKS_UNRECORDED_GRACE_SECS`]). A fetch
-/// time in the future beyond [`CLOCK_SKEW_SECS`] is not believed.
-pub fn serves_unrecorded(fetched_at: UnixTime, now: UnixTime) -> bool {
-    fetched_at.0 <= now.0.saturating_add(CLOCK_SKEW_SECS)
-        && now.0
-            < fetched_at
-                .0
-                .saturating_add(JWKS_MAX_AGE_SECS + JWKS_UNRECORDED_GRACE_SECS)
-}
-
 /// Why a presented token was refused. Messages name the failed check, never
 /// the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -441,141 +425,6 @@ fn check_claims(token: &Token, policy: &Policy, now: UnixTime) -> Result<Sender,
         app_id: app_id.map(str::to_owned),
         object_id: claim_str(c, "oid").map(str::to_owned),
     })
-}
-
-/// When to fetch the JWKS again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JwksCache {
-    /// Use the cached copy.
-    Use,
-    /// Fetch; if that fails, the cached copy may still be used.
-    Refresh,
-    /// Nothing usable is cached: fetch, and fail if that fails.
-    Fetch,
-    /// Nothing usable is cached and a fetch was just tried: fail without
-    /// fetching.
-    Wait,
-}
-
-/// Decides whether a cached JWKS (fetched at `fetched_at`) serves a token
-/// naming `kid` at `now`. `last_attempt` is when a fetch was last tried,
-/// whether or not it succeeded: no fetch is tried within
-/// [`JWKS_MIN_REFETCH_SECS`] of another while a copy is cached, nor within
-/// [`JWKS_RETRY_SECS`] while none is, so tokens (valid or not) cannot drive
-/// fetches at the authority while it fails. A time in the future beyond
-/// [`CLOCK_SKEW_SECS`] is not believed.
-pub fn jwks_cache(
-    cached: Option<(&Jwks, UnixTime)>,
-    last_attempt: Option<UnixTime>,
-    kid: Option<&str>,
-    now: UnixTime,
-) -> JwksCache {
-    let since_attempt = last_attempt
-        .filter(|t| t.0 <= now.0.saturating_add(CLOCK_SKEW_SECS))
-        .map(|t| now.0.saturating_sub(t.0));
-    let tried_within = |secs: u64| since_attempt.is_some_and(|a| a < secs);
-    let Some((jwks, at)) = cached.filter(|(_, at)| at.0 <= now.0.saturating_add(CLOCK_SKEW_SECS))
-    else {
-        return if tried_within(JWKS_RETRY_SECS) {
-            JwksCache::Wait
-        } else {
-            JwksCache::Fetch
-        };
-    };
-    let age = now.0.saturating_sub(at.0);
-    let stale = age >= JWKS_MAX_AGE_SECS
-        || matches!(kid, Some(k) if !jwks.has(k) && age >= JWKS_MIN_REFETCH_SECS);
-    if stale && !tried_within(JWKS_MIN_REFETCH_SECS) {
-        JwksCache::Refresh
-    } else {
-        JwksCache::Use
-    }
-}
-
-/// For a token naming `kid`, when the cached set `jwks` (fetched at
-/// `fetched_at`) lacks it and was not fetched again only because of the
-/// least interval between fetches ([`JWKS_MIN_REFETCH_SECS`], counted from
-/// the fetch and from `last_attempt`): the seconds until a fetch is
-/// allowed. `None` when the set has the key, the token names none, or a
-/// fetch is allowed (then the key is unknown). A key rotated by the tenant
-/// is answered so as transient, not as an invalid token.
-pub fn refresh_held_back(
-    jwks: &Jwks,
-    fetched_at: UnixTime,
-    last_attempt: Option<UnixTime>,
-    kid: Option<&str>,
-    now: UnixTime,
-) -> Option<u64> {
-    let kid = kid?;
-    if jwks.has(kid) {
-        return None;
-    }
-    let believed = |t: &UnixTime| t.0 <= now.0.saturating_add(CLOCK_SKEW_SECS);
-    let latest = [Some(fetched_at), last_attempt]
-        .into_iter()
-        .flatten()
-        .filter(believed)
-        .map(|t| t.0)
-        .max()?;
-    let allowed_at = latest.saturating_add(JWKS_MIN_REFETCH_SECS);
-    (allowed_at > now.0).then(|| allowed_at - now.0)
-}
-
-/// Least time between two fetches while nothing is cached.
-pub const JWKS_RETRY_SECS: u64 = 30;
-
-pub use crate::time::CLOCK_SKEW_SECS;
-
-/// The key-value store value recording a fetch attempt at `at`.
-pub fn encode_attempt(at: UnixTime) -> Vec<u8> {
-    at.0.to_string().into_bytes()
-}
-
-/// Reads what [`encode_attempt`] wrote.
-pub fn decode_attempt(bytes: &[u8]) -> Option<UnixTime> {
-    std::str::from_utf8(bytes).ok()?.parse().ok().map(UnixTime)
-}
-
-/// The signing keys document of a tenant.
-pub fn jwks_url(authority_host: &str, tenant: &str) -> String {
-    format!(
-        "{}/{tenant}/discovery/v2.0/keys",
-        authority_host.trim_end_matches('/')
-    )
-}
-
-/// The request for a tenant's signing keys.
-pub fn jwks_request(url: &str) -> Result<http::Request<Vec<u8>>, JwtError> {
-    http::Request::get(url)
-        .header(http::header::ACCEPT, "application/json")
-        .body(Vec::new())
-        .map_err(|e| JwtError::Jwks(format!("bad signing keys URL: {e}")))
-}
-
-/// Parses the answer to [`jwks_request`].
-pub fn parse_jwks_response(resp: &http::Response<Vec<u8>>) -> Result<Jwks, JwtError> {
-    if !resp.status().is_success() {
-        return Err(JwtError::Jwks(format!(
-            "the authority answered {}",
-            resp.status().as_u16()
-        )));
-    }
-    Jwks::parse(resp.body())
-}
-
-/// A JWKS document as kept in the key-value store: when it was fetched and
-/// its bytes.
-pub fn encode_cached(fetched_at: UnixTime, body: &[u8]) -> Vec<u8> {
-    let mut out = format!("{}\n", fetched_at.0).into_bytes();
-    out.extend_from_slice(body);
-    out
-}
-
-/// Reads what [`encode_cached`] wrote; `None` if unusable.
-pub fn decode_cached(bytes: &[u8]) -> Option<(Jwks, UnixTime)> {
-    let nl = bytes.iter().position(|b| *b == b'\n')?;
-    let at = std::str::from_utf8(&bytes[..nl]).ok()?.parse().ok()?;
-    Some((Jwks::parse(&bytes[nl + 1..]).ok()?, UnixTime(at)))
 }
 
 /// A sender's token that is refused: 403 for a token of another app or
