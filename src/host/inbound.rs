@@ -156,10 +156,10 @@ async fn verify(
             ))
         }
         JwksCache::Refresh | JwksCache::Fetch if unrecorded => match cached {
+            // (A key it lacks is answered below, before `held` is asked.)
             Some((old, at))
                 if decision == JwksCache::Refresh && jwt::serves_unrecorded(at, now) =>
             {
-                held = Some((at, last_attempt));
                 (old, at)
             }
             _ => return Err(unrecorded_fetch()),

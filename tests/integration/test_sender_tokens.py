@@ -352,18 +352,22 @@ def test_a_key_the_tenant_withdraws_is_refused_after_the_components_own_refresh(
     assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 3
 
 
-def age_the_set(stack, app, name: str, hours: int = 25):
-    """Makes the app's cached signing-key set read as fetched `hours` ago
-    (25: due for refresh), with its fetch attempt then, sealed as the
-    component seals them. The set's entry and its new stored bytes."""
+def set_fetched(stack, app, name: str, then: int):
+    """Makes the app's cached signing-key set read as fetched at `then`,
+    with its fetch attempt then, sealed as the component seals them. The
+    set's entry and its new stored bytes."""
     jwks_name, jwks = the_entry(stack, app, name, "jwks/v1/")
     attempt_name, attempt = the_entry(stack, app, name, "jwks-attempt/v1/")
     body = jwks.read_bytes()[8 + 32:].split(b"\n", 1)[1]
-    then = int(time.time()) - hours * 3600
-    old_set = seal(jwks_name, f"{then}\n".encode() + body)
-    jwks.write_bytes(old_set)
+    stored = seal(jwks_name, f"{then}\n".encode() + body)
+    jwks.write_bytes(stored)
     attempt.write_bytes(seal(attempt_name, str(then).encode()))
-    return jwks, old_set
+    return jwks, stored
+
+
+def age_the_set(stack, app, name: str, hours: int = 25):
+    """The set and its fetch attempt `hours` old (25: due for refresh)."""
+    return set_fetched(stack, app, name, int(time.time()) - hours * 3600)
 
 
 def set_back(stack, app, name: str, secs: int):
@@ -372,12 +376,8 @@ def set_back(stack, app, name: str, secs: int):
     still stands and (from 300 s) a token naming a key the set lacks may
     make the component fetch again. The kept list's entry and its bytes."""
     then = int(time.time()) - secs
-    jwks_name, jwks = the_entry(stack, app, name, "jwks/v1/")
-    attempt_name, attempt = the_entry(stack, app, name, "jwks-attempt/v1/")
+    set_fetched(stack, app, name, then)
     checked_name, checked = the_entry(stack, app, name, "jwt-checked/v1/")
-    body = jwks.read_bytes()[8 + 32:].split(b"\n", 1)[1]
-    jwks.write_bytes(seal(jwks_name, f"{then}\n".encode() + body))
-    attempt.write_bytes(seal(attempt_name, str(then).encode()))
     head, line = checked.read_bytes()[8 + 32:].decode().split("\n")
     digest, _, expires = line.split(" ")
     kept = seal(checked_name, f"{head}\n{digest} {then} {expires}".encode())
