@@ -529,6 +529,33 @@ def test_counters_and_reset(proxy):
     assert {k: stats[k] for k in ("total", "forwarded", "rejected")} == {"total": 2, "forwarded": 1, "rejected": 1}
 
 
+def test_the_python_sdks_own_account_reads_are_neither_counted_nor_faulted(proxy):
+    """The SDK reads the account from a background thread after a client's
+    first request; such a read must not move the counters the tests compare,
+    nor take a fault queued for the component."""
+    sdk = "azsdk-python-cosmos/4.17.1 Python/3.11.2 (Linux)"
+    c = proxy.conn()
+    c.request("POST", "/_sigcheck/reset")
+    c.getresponse().read()
+    c.request("POST", "/_sigcheck/faults", body=json.dumps([{"status": 503}]).encode())
+    c.getresponse().read()
+    c.request("GET", "/", headers={**signed_headers("GET", "/", EMULATOR_KEY), "User-Agent": sdk})
+    r = c.getresponse()
+    assert r.status == 200 and json.loads(r.read())["id"]
+    stats = proxy.stats()
+    assert (stats["total"], stats["forwarded"], stats["pending_faults"], stats["sdk_account_reads"]) == (0, 0, 1, 1)
+    # Signed wrongly, it is refused and counted as any other request.
+    c.request("GET", "/", headers={"x-ms-date": rfc1123(time.time()), "authorization": encoded("x"), "User-Agent": sdk})
+    r = c.getresponse()
+    assert r.status == 401 and json.loads(r.read())["code"] == "Unauthorized"
+    # Any other client's account read, or the SDK's other requests, take the fault.
+    c.request("GET", "/", headers=signed_headers("GET", "/", EMULATOR_KEY))
+    r = c.getresponse()
+    r.read()
+    stats = proxy.stats()
+    assert r.status == 503 and (stats["total"], stats["rejected"], stats["faulted"]) == (2, 1, 1)
+
+
 @pytest.fixture(scope="module")
 def jwks_url():
     """The signing key's JWKS on a loopback port, as the Entra stand-in serves it."""
