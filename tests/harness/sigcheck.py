@@ -661,12 +661,15 @@ def serve_tls(plain: ThreadingHTTPServer, listen: str, cert: str, key: str) -> T
                 plain.stats.tls_connections += 1
             super().setup()
 
-        def handle_one_request(self):
-            self.command = None  # stays None when the client closed the connection
-            super().handle_one_request()
-            if self.command:
+        def parse_request(self):
+            # Counted once the request line and headers are read, before the
+            # answer is written: counted after it, a client could read the
+            # counters before the count of the request it was answered for.
+            ok = super().parse_request()
+            if ok:
                 with plain.stats.lock:
                     plain.stats.tls_requests += 1
+            return ok
 
     host, port = listen.rsplit(":", 1)
     tls = ThreadingHTTPServer((host, int(port)), TlsHandler)
