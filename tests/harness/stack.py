@@ -434,6 +434,16 @@ class Stack:
         with urllib.request.urlopen(req, timeout=CALL_TIMEOUT) as r:
             return json.load(r)
 
+    def wait_for_hsm_faults_taken(self, timeout: float = 30.0) -> None:
+        """Returns once every queued HSM fault has been taken: a test that
+        holds a call with a fault acts in the window the fault opens, not
+        after a guessed sleep."""
+        deadline = time.monotonic() + timeout
+        while self.hsm_admin("GET", "stats")["pending_faults"]:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"a queued HSM fault was not taken within {timeout}s")
+            time.sleep(0.02)
+
     def entra_admin(self, method: str, path: str, body=None) -> dict:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(f"{self.entra_url}/_entra/{path}", data=data, method=method)

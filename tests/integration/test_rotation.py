@@ -225,7 +225,6 @@ def test_a_record_changed_during_rewrap_is_a_conflict_left_for_the_next_call(rot
     changed in between gets 412 from the store, is counted as a conflict and
     left untouched, and the next call moves it."""
     import threading
-    import time
 
     app, client = rotation
     e = custom_event("/topics/rot-race", patient="changed meanwhile")
@@ -233,12 +232,18 @@ def test_a_record_changed_during_rewrap_is_a_conflict_left_for_the_next_call(rot
     doc = next(d for d in all_docs(client) if d["pk"] == "/topics/rot-race")
     latest = stack.app_kid(app, stack.hsm_admin("POST", f"keys/{KEY}/rotate")["key"]["kid"])
     # Hold the rewrap between its read and its replace: the HSM throttles
-    # the wrap once, for a second, while the record is changed in the store.
-    stack.hsm_admin("POST", "faults", [{"status": 429, "retry_after": 1, "op": "wrapkey"}])
+    # the wrap once, for two seconds, while the record is changed in the
+    # store (the wrap follows the read, so once the fault is taken the
+    # rewrap has read and waits).
+    stack.hsm_admin("POST", "faults", [{"status": 429, "retry_after": 2, "op": "wrapkey"}])
     answer = {}
     t = threading.Thread(target=lambda: answer.update(r=rewrap(app, "?limit=100")))
     t.start()
-    time.sleep(0.5)
+    try:
+        stack.wait_for_hsm_faults_taken()
+    finally:
+        if stack.hsm_admin("GET", "stats")["pending_faults"]:
+            stack.hsm_admin("POST", "reset")
     changed = dict(doc)
     changed["note"] = "edited by another writer"
     changed = {k: v for k, v in changed.items() if not k.startswith("_")}

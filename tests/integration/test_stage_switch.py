@@ -202,7 +202,15 @@ def test_stage_one_records_are_copied_and_sealed_without_loss(stack, switch):
         query = "?limit=100" + (f"&continuation={enc(continuation)}" if continuation else "")
         if calls == 5 and not interrupted_once:
             interrupted_once = True
-            before = sealed_count(switch["target"])
+            # Counted on the server itself, around the signature check, so
+            # that the counting neither waits behind the page nor slows it.
+            from azure.cosmos import CosmosClient
+            raw = CosmosClient(stack.cosmos_raw_url, credential=stack.cosmos_key, enable_endpoint_discovery=False) \
+                .get_database_client(switch["target_db"]).get_container_client("events")
+            before = sealed_count(raw)
+            # Each of the page's requests is held 100 ms, so that the page is
+            # seen part-written, not only before or after.
+            sigcheck(stack, "faults", [{"delay_ms": 100, "count": 300}])
             answer = {}
             t = threading.Thread(target=lambda: answer.update(r=_try(seal, app, query)))
             t.start()
@@ -210,16 +218,17 @@ def test_stage_one_records_are_copied_and_sealed_without_loss(stack, switch):
             # throttles the next requests) and kill the runtime.
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
-                if sealed_count(switch["target"]) >= before + 5:
+                if sealed_count(raw) >= before + 5:
                     break
                 time.sleep(0.05)
+            sigcheck(stack, "reset")  # the delays go, the throttling comes
             sigcheck(stack, "faults", [{"status": 429, "retry_after_ms": 200, "count": 40}])
             time.sleep(0.3)
             os.killpg(app.process.proc.pid, signal.SIGKILL)
             app.process.proc.wait()
             t.join()
             sigcheck(stack, "reset")  # drops the faults left over
-            partly = sealed_count(switch["target"])
+            partly = sealed_count(raw)
             assert before < partly < before + 100, "the page was cut short"
             assert "r" not in answer or not isinstance(answer["r"], tuple), "the killed call gave no answer"
             app = stack.serve_app(name="app-switch-two-again", overrides=overrides)
@@ -376,12 +385,18 @@ def test_changed_records_are_conflicts_and_narrower_headers_are_sealed_again(sta
     victim = next(d for d in all_docs(container) if d["event"]["id"] == plain[0]["id"])
 
     # Hold the pass between its read and its replaces: the HSM throttles the
-    # wrap once, for a second, while another writer changes one record.
-    stack.hsm_admin("POST", "faults", [{"status": 429, "retry_after": 1, "op": "wrapkey"}])
+    # wrap once, for two seconds, while another writer changes one record.
+    # The wrap comes after the page is read, so once the fault is taken the
+    # pass has read and waits.
+    stack.hsm_admin("POST", "faults", [{"status": 429, "retry_after": 2, "op": "wrapkey"}])
     answer = {}
     t = threading.Thread(target=lambda: answer.update(r=seal(app, "?limit=100")))
     t.start()
-    time.sleep(0.5)
+    try:
+        stack.wait_for_hsm_faults_taken()
+    finally:
+        if stack.hsm_admin("GET", "stats")["pending_faults"]:
+            stack.hsm_admin("POST", "reset")
     changed = {**content(victim), "note": "edited by another writer"}
     container.upsert_item(changed)
     t.join(timeout=60)

@@ -61,7 +61,7 @@ def now_iso():
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def rig(stack):
     """A key and a container of the run's own, fault proxies in front of the
     Cosmos signature check, the HSM and Entra stand-ins, and an app that
@@ -92,12 +92,16 @@ def rig(stack):
         "SPIN_VARIABLE_HSM_ENDPOINT": proxies["hsm"].app_url,
         "SPIN_VARIABLE_AZURE_AUTHORITY_HOST": proxies["entra"].app_url,
     })
+    # Short-lived tokens for this test only: restored before the next test
+    # (whose app would otherwise fetch a token for each request).
     stack.entra_admin("POST", "config", {"lifetime": TOKEN_LIFETIME})
-    app = stack.serve_app(name="app-reliability", overrides=overrides)
-    yield {"run": run, "key": key, "container": container, "proxies": proxies, "app": app}
-    stack.entra_admin("POST", "config", {"lifetime": 3600})
-    for p in proxies.values():
-        p.control("reset", {})
+    try:
+        app = stack.serve_app(name="app-reliability", overrides=overrides)
+        yield {"run": run, "key": key, "container": container, "proxies": proxies, "app": app}
+    finally:
+        stack.entra_admin("POST", "config", {"lifetime": 3600})
+        for p in proxies.values():
+            p.control("reset", {})
 
 
 def faults(rig, on: bool, seed: int = 0):
@@ -237,8 +241,14 @@ def test_nothing_lost_nothing_duplicated_nothing_leaked(rig, stack):
         sample = list(container.query_items("SELECT TOP 5 * FROM c", enable_cross_partition_query=True))
         key = rig["key"]
 
+        lift = []  # the restriction in force, lifted once the next is on
+
         def step(name, code, apply, undo):
             apply()
+            # Only now the previous restriction goes: between the two the
+            # key is never usable, so nothing may be written then either.
+            while lift:
+                lift.pop()()
             t0 = time.monotonic()
             time.sleep(GRACE_SECS)
             mark = len(bridge.log.read_text())
@@ -265,7 +275,7 @@ def test_nothing_lost_nothing_duplicated_nothing_leaked(rig, stack):
                                                                               l.get("action")) for l in bridge_lines),
                            "pushed": Counter((a.status, a.code) for a in pushed),
                            "docs": count_docs(container), "depth": depth()}
-            undo()
+            lift.append(undo)
             for what, status, got, ra in probes:
                 assert (status, got) == (503, code), (name, what, status, got)
                 if what.startswith("POST"):
@@ -298,6 +308,8 @@ def test_nothing_lost_nothing_duplicated_nothing_leaked(rig, stack):
         step("version deleted", "KeyNotFound",
              lambda: stack.hsm_admin("DELETE", f"keys/{key}"),
              lambda: stack.hsm_admin("POST", f"keys/{key}/recover", {}))
+        while lift:
+            lift.pop()()
         assert poison_texts(stack, qname) == poison_before, "the drill sent messages to the poison queue"
         figures["drill"] = {k: {"code": v["code"], "probes": len(v["probes"]),
                                 "pushed_answers": sum(v["pushed"].values()),
