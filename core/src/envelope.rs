@@ -216,9 +216,12 @@ fn str_member<'a>(doc: &'a Value, name: &str) -> Result<&'a str, EnvelopeError> 
         .ok_or_else(|| EnvelopeError::Malformed(format!("`{name}` is missing or not a string")))
 }
 
-/// Seals the values at `pointers` (document-level JSON Pointers; absent ones
-/// are skipped) in place and adds the `cmk` header. `nonce` yields a fresh
-/// random 96-bit nonce per call. Returns the pointers actually sealed.
+/// Seals the values at `pointers` (document-level JSON Pointers, each of
+/// which must name a value: the caller resolves them in this document, so
+/// one that names nothing is refused as [`EnvelopeError::Malformed`] rather
+/// than leave a value it meant to seal in plaintext) in place and adds the
+/// `cmk` header. `nonce` yields a fresh random 96-bit nonce per call.
+/// Returns the pointers sealed.
 pub fn seal(
     doc: &mut Value,
     pointers: &[String],
@@ -285,7 +288,9 @@ impl<'a> Sealer<'a> {
         let mut aad_rest = Vec::new();
         for pointer in pointers {
             let Some(slot) = lookup_mut(doc, pointer) else {
-                continue;
+                return Err(EnvelopeError::Malformed(format!(
+                    "the pointer {pointer} to seal names no value in the document"
+                )));
             };
             let plaintext = Zeroizing::new(crate::compact_json::to_vec(slot));
             let n = nonce();

@@ -34,9 +34,11 @@ fn counter_nonces() -> impl FnMut() -> [u8; 12] {
 
 fn sealed() -> Value {
     let mut d = doc();
+    // The configured fields as the writer resolves them: the absent one
+    // names nothing, so it is not passed.
     let done = seal(
         &mut d,
-        &fields(),
+        &fields()[..3],
         &dek(),
         KID,
         b"wrapped-dek-bytes",
@@ -45,6 +47,26 @@ fn sealed() -> Value {
     .unwrap();
     assert_eq!(done, &fields()[..3]);
     d
+}
+
+#[test]
+fn a_pointer_to_seal_that_names_nothing_is_refused() {
+    // The writer resolves pointers before sealing; were the two ever to
+    // disagree, the value meant to be sealed must not be stored as it is.
+    let mut d = doc();
+    let e = seal(
+        &mut d,
+        &fields(),
+        &dek(),
+        KID,
+        b"wrapped-dek-bytes",
+        counter_nonces(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, EnvelopeError::Malformed(m) if m.contains("/event/data/absent")),
+        "{e:?}"
+    );
 }
 
 #[test]

@@ -12,6 +12,11 @@ use crate::document::Document;
 /// that shape for encrypted fields, and a reader refuses a record holding
 /// one its header does not list, so such an event, once stored, could never
 /// be read back. Checked in both stages.
+///
+/// The answer (and so the log line) names only the event's member the value
+/// is under (`/event/data`), never the pointer below it: member names inside
+/// a protected value are part of what is sealed, and may be the very data
+/// (a map keyed by a person's name or number).
 pub fn check_no_sealed_shape(d: &Document) -> Result<(), ApiError> {
     match crate::envelope::sealed_pointers(&d.body).first() {
         None => Ok(()),
@@ -19,11 +24,22 @@ pub fn check_no_sealed_shape(d: &Document) -> Result<(), ApiError> {
             StatusCode::BAD_REQUEST,
             "SealedShapeInEvent",
             format!(
-                "event `{}`: the value at {at} is an object with exactly the members cmk, iv and ct, \
+                "event `{}`: a value under {} is an object with exactly the members cmk, iv and ct, \
                  a shape stored records reserve for encrypted values; send it in another shape",
-                d.body["event"]["id"].as_str().unwrap_or_default()
+                d.body["event"]["id"].as_str().unwrap_or_default(),
+                event_member(at)
             ),
         )),
+    }
+}
+
+/// The first two steps of a document-level pointer (`/event/data/a/b` →
+/// `/event/data`): which of the event's members, and nothing of what is
+/// inside it.
+fn event_member(pointer: &str) -> &str {
+    match pointer.match_indices('/').nth(2) {
+        Some((cut, _)) => &pointer[..cut],
+        None => pointer,
     }
 }
 

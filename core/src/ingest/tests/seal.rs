@@ -172,6 +172,7 @@ fn sealed_shaped_values_are_refused_in_either_stage() {
     for data in [
         json!({"x": {"cmk": 1, "iv": "AQEBAQEBAQEBAQEB", "ct": "VYKBVEjJBxCxOAZ7fUU8GbL8v12UrKpcN7Uu3eiS"}}),
         json!({"list": [{"cmk": "junk", "iv": 0, "ct": null}]}),
+        json!({"Jane Roe 123-45-6789": {"cmk": 1, "iv": "", "ct": ""}}),
     ] {
         let e = plan(
             Some("application/json"),
@@ -188,6 +189,9 @@ fn sealed_shaped_values_are_refused_in_either_stage() {
             "{}",
             e.message
         );
+        // Only the event's member is named: names inside it may be the data.
+        assert!(e.message.contains("under /event/data is"), "{}", e.message);
+        assert!(!e.message.contains("/event/data/"), "{}", e.message);
     }
     // Four members, or three others, are ordinary objects.
     assert!(plan(
