@@ -50,6 +50,18 @@ pub enum DocumentError {
         /// Its length in bytes.
         len: usize,
     },
+    /// The partition-key value is empty or holds control characters: the
+    /// read and erase routes (`/records/{partitionKey}/…`) refuse such a
+    /// value, so the record could never be read back or erased alone.
+    #[error("event `{event_id}`: partition key field `{pointer}` {why}; the record could not be read or erased by it")]
+    PartitionKeyUnaddressable {
+        /// The event's id.
+        event_id: String,
+        /// The configured JSON Pointer.
+        pointer: String,
+        /// `is empty`, or `holds control characters`.
+        why: &'static str,
+    },
     /// The partition-key field is not a string, number or boolean.
     #[error(
         "event `{event_id}`: partition key field `{pointer}` must be a string, number or boolean"
@@ -133,6 +145,13 @@ fn document_of(
             })
         }
     };
+    if let Some(why) = crate::records::unaddressable(&pk) {
+        return Err(DocumentError::PartitionKeyUnaddressable {
+            event_id: event_id.into(),
+            pointer: pk_pointer.into(),
+            why,
+        });
+    }
     if pk.len() > MAX_PARTITION_KEY_BYTES {
         return Err(DocumentError::PartitionKeyTooLong {
             event_id: event_id.into(),

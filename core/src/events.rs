@@ -149,9 +149,10 @@ pub enum EventError {
         expected: &'static str,
     },
     /// An Event Grid event carries a member named like a CloudEvents
-    /// attribute, which would overwrite that attribute when stored.
+    /// attribute (in any case), which would overwrite that attribute when
+    /// stored or sit beside it.
     #[error(
-        "event {index}: member `{field}` is a CloudEvents attribute name, not an Event Grid one"
+        "event {index}: member `{field}` is named like an attribute of the stored CloudEvents form, not an Event Grid member"
     )]
     Reserved {
         /// Position in the batch.

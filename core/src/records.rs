@@ -64,14 +64,26 @@ fn record_id(v: String) -> Result<String, ApiError> {
     }
 }
 
-/// A partition key value from the path: no control characters (they
-/// cannot come from an event's text and only serve to forge log lines or
-/// headers).
+/// A partition key value from the path: not empty, no control characters
+/// (writes refuse them too: [`unaddressable`]; here they would only serve
+/// to forge log lines or headers).
 fn partition_key(v: String) -> Result<String, ApiError> {
-    if v.chars().any(char::is_control) {
-        Err(bad("partition key contains control characters"))
+    match unaddressable(&v) {
+        Some(why) => Err(bad(format!("partition key {why}"))),
+        None => Ok(v),
+    }
+}
+
+/// Why a partition key value cannot name a record in these routes, if it
+/// cannot: the one rule the write path (which refuses such an event) and
+/// the read and erase routes share.
+pub fn unaddressable(pk: &str) -> Option<&'static str> {
+    if pk.is_empty() {
+        Some("is empty")
+    } else if pk.chars().any(char::is_control) {
+        Some("holds control characters")
     } else {
-        Ok(v)
+        None
     }
 }
 

@@ -91,6 +91,11 @@ pub(crate) fn header_entries(req: &IncomingRequest) -> Vec<(String, String)> {
     })
 }
 
+/// Every header entry as received, values as bytes.
+pub(crate) fn raw_header_entries(req: &IncomingRequest) -> Vec<(String, Vec<u8>)> {
+    with_entries(req, |entries| entries.clone())
+}
+
 /// Reads the body, refusing more than `limit` bytes before buffering them,
 /// within `timeout_secs` in all (a sender that trickles or stalls does not
 /// hold the instance). A body that breaks off or does not arrive in time is

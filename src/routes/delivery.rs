@@ -13,10 +13,13 @@ use crate::host::kek;
 use crate::host::log;
 use crate::host::outbound;
 use crate::host::random;
-use crate::host::request::{header, header_entries, load_config, query_of, read_body};
+use crate::host::request::{
+    header, header_entries, load_config, query_of, raw_header_entries, read_body,
+};
 use cmk_core::api::ApiError;
 use cmk_core::config::Config;
 use cmk_core::envelope::Dek;
+use cmk_core::events;
 use cmk_core::ingest::{self, Decoded};
 use cmk_core::queue;
 use cmk_core::time::UnixTime;
@@ -42,10 +45,7 @@ pub(crate) async fn post_events(req: IncomingRequest) -> Result<Response<Vec<u8>
     let config = load_config()?;
     authorize_sender(&req, &config).await?;
     let content_type = header(&req, "content-type");
-    let headers: Vec<(String, String)> = header_entries(&req)
-        .into_iter()
-        .filter(|(k, _)| k.to_ascii_lowercase().starts_with("ce-"))
-        .collect();
+    let headers = events::binary_mode_headers(&raw_header_entries(&req))?;
     let body = read_body(
         req,
         config.ingest.max_body_bytes,

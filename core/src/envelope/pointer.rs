@@ -51,7 +51,9 @@ pub struct ShapeMismatch {
     pub found: &'static str,
 }
 
-fn kind(v: &Value) -> &'static str {
+/// A JSON value's kind as messages name it: `null`, `boolean`, `number`,
+/// `string`, `array`, `object`.
+pub fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "boolean",
@@ -120,7 +122,7 @@ fn mismatch(pointer: &str, at: &str, v: &Value) -> ShapeMismatch {
     ShapeMismatch {
         pointer: pointer.to_owned(),
         at: if at.is_empty() { "/".into() } else { at.into() },
-        found: kind(v),
+        found: json_kind(v),
     }
 }
 

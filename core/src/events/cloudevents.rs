@@ -233,6 +233,30 @@ pub fn cloudevents_batch(value: Value) -> Result<Vec<Event>, EventError> {
     Ok(events)
 }
 
+/// The CloudEvents binary-mode headers (`ce-*`) among a request's header
+/// entries, in the order received. A value that is not UTF-8 refuses the
+/// event (400) rather than lose its attribute: the HTTP binding carries
+/// attribute values as percent-encoded UTF-8.
+pub fn binary_mode_headers(
+    entries: &[(String, Vec<u8>)],
+) -> Result<Vec<(String, String)>, EventError> {
+    entries
+        .iter()
+        .filter_map(|(n, v)| {
+            let attr = n.get(3..).filter(|a| !a.is_empty())?;
+            n[..3].eq_ignore_ascii_case("ce-").then_some((n, attr, v))
+        })
+        .map(|(n, attr, v)| match std::str::from_utf8(v) {
+            Ok(v) => Ok((n.clone(), v.to_owned())),
+            Err(_) => Err(EventError::WrongType {
+                index: 0,
+                field: attr.to_ascii_lowercase(),
+                expected: "percent-encoded UTF-8",
+            }),
+        })
+        .collect()
+}
+
 /// Decodes a CloudEvents binary-mode request: attributes from `ce-*` headers
 /// (names lower-cased, values percent-decoded), `content-type` as
 /// `datacontenttype`, the body as data (JSON when the type is JSON, else kept

@@ -324,7 +324,10 @@ fn event_grid_event(index: usize, m: Members) -> Result<Event, EventError> {
     let ty = take_str(event_type, "eventType", Need::NonEmpty)?.unwrap_or_default();
     let subject = take_str(subject, "subject", Need::Present)?;
     let time = take_str(event_time, "eventTime", Need::NonEmpty)?;
-    let source = take_str(topic, "topic", Need::Optional)?.unwrap_or_default();
+    // Event Grid always sets `topic` on what it delivers ("Event Grid
+    // provides this value"); it is the namespace of the event's id, so the
+    // document id (source, id) needs it.
+    let source = take_str(topic, "topic", Need::NonEmpty)?.unwrap_or_default();
     let data_version = take_str(data_version, "dataVersion", Need::Optional)?;
     let metadata_version = take_str(metadata_version, "metadataVersion", Need::Optional)?;
     let mut extensions = Map::new();
@@ -335,10 +338,18 @@ fn event_grid_event(index: usize, m: Members) -> Result<Event, EventError> {
         extensions.insert("metadataversion".into(), Value::from(v));
     }
     // Unknown top-level members are kept, under their own names, unless a
-    // name is a CloudEvents attribute: stored in the CloudEvents form, it
-    // would replace the event's own source, type or time (and so its
-    // partition key) while its id is derived from `topic`.
-    if let Some(name) = others.keys().find(|k| CE_ATTRIBUTES.contains(&k.as_str())) {
+    // name is a CloudEvents attribute or one the stored form gives
+    // `dataVersion` and `metadataVersion`, in any case: stored in the
+    // CloudEvents form, it would replace the event's own source, type, time
+    // or data (and so its partition key or its protected fields) while its
+    // id is derived from `topic`; a case variant (`Data`) would sit beside
+    // `data` outside the protected fields' pointers.
+    if let Some(name) = others.keys().find(|k| {
+        CE_ATTRIBUTES
+            .iter()
+            .chain(&["dataversion", "metadataversion"])
+            .any(|a| a.eq_ignore_ascii_case(k))
+    }) {
         return Err(EventError::Reserved {
             index,
             field: name.clone(),

@@ -75,12 +75,12 @@ fn storage_event_maps_to_the_cloudevents_shape() {
 
 #[test]
 fn unknown_members_are_kept() {
-    let body = json!([{"id":"1","eventType":"t","subject":"s","eventTime":"2024-01-01T00:00:00Z","data":{},"x-extra":{"a":1}}]);
+    let body = json!([{"id":"1","topic":"/t","eventType":"t","subject":"s","eventTime":"2024-01-01T00:00:00Z","data":{},"x-extra":{"a":1}}]);
     let Delivery::Events(e) = decode_event_grid(body.to_string().as_bytes()).unwrap() else {
         panic!()
     };
     assert_eq!(e[0].extensions["x-extra"], json!({"a":1}));
-    assert_eq!(e[0].source, "");
+    assert_eq!(e[0].source, "/t");
 }
 
 // The CloudEvents 1.0 specification's JSON example.
@@ -179,7 +179,7 @@ fn cloudevents_binary_mode() {
 
 #[test]
 fn each_malformation_has_its_own_error() {
-    let ok = json!({"id":"1","eventType":"t","subject":"s","eventTime":"2024-01-01T00:00:00Z","data":{}});
+    let ok = json!({"id":"1","topic":"/t","eventType":"t","subject":"s","eventTime":"2024-01-01T00:00:00Z","data":{}});
     let with = |k: &str, v: Value| {
         let mut o = ok.clone();
         o[k] = v;
@@ -225,6 +225,13 @@ fn each_malformation_has_its_own_error() {
         Err(EventError::Missing {
             index: 0,
             field: "eventType"
+        })
+    );
+    assert_eq!(
+        d(&without("topic")),
+        Err(EventError::Missing {
+            index: 0,
+            field: "topic"
         })
     );
     assert_eq!(
@@ -361,4 +368,32 @@ fn strings_are_skipped_as_a_byte_by_byte_scan_would() {
             String::from_utf8_lossy(&body)
         );
     }
+}
+
+#[test]
+fn binary_mode_headers_are_the_ce_ones_and_must_be_utf8() {
+    let entries = |v: &[u8]| {
+        vec![
+            ("content-type".to_string(), b"application/json".to_vec()),
+            ("CE-Id".to_string(), b"1".to_vec()),
+            ("x-other".to_string(), vec![0xff]),
+            ("ce-subject".to_string(), v.to_vec()),
+        ]
+    };
+    assert_eq!(
+        binary_mode_headers(&entries(b"a%C3%A9")).unwrap(),
+        [
+            ("CE-Id".to_string(), "1".to_string()),
+            ("ce-subject".to_string(), "a%C3%A9".to_string())
+        ]
+    );
+    // A value that is not UTF-8 would lose its attribute: refused.
+    assert_eq!(
+        binary_mode_headers(&entries(b"a\xe9")),
+        Err(EventError::WrongType {
+            index: 0,
+            field: "subject".into(),
+            expected: "percent-encoded UTF-8"
+        })
+    );
 }

@@ -28,9 +28,10 @@ pub struct KeyGroup {
 /// Groups `documents` by the key that seals each: `hsm_key_name` for all
 /// without key scopes; else the key of the scope value at the configured
 /// pointer of each event (mapped, or by the naming rule). An event whose
-/// value is missing, not a string, or not configured is refused (400, the
+/// value is missing (or null) or not configured is refused (400, the
 /// sender must not retry), or goes under `hsm_key_name` with
-/// `key_scope_unknown = default`. The error names the event and the
+/// `key_scope_unknown = default`; one whose value is present but not a
+/// string is refused either way (400 `KeyScopeNotString`). The error names the event and the
 /// pointer, never the value. More than [`MAX_RULE_KEYS_PER_DELIVERY`]
 /// rule-made keys refuse the delivery (400 `TooManyKeyScopes`).
 pub fn key_groups(documents: &[Document], kek: &KekConfig) -> Result<Vec<KeyGroup>, ApiError> {
@@ -41,8 +42,26 @@ pub fn key_groups(documents: &[Document], kek: &KekConfig) -> Result<Vec<KeyGrou
             None => kek.key_name.clone(),
             Some(scopes) => {
                 let event = &d.body["event"];
-                let value = event.pointer(&scopes.pointer).and_then(|v| v.as_str());
                 let id = event["id"].as_str().unwrap_or_default();
+                let value = match event.pointer(&scopes.pointer) {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(serde_json::Value::String(v)) => Some(v.as_str()),
+                    // Present but not a string (`42` where `"42"` is
+                    // mapped): refused whatever `key_scope_unknown` says, so
+                    // that a mistyped scope never lands under the default
+                    // key, outside its scope's erasure.
+                    Some(other) => {
+                        return Err(ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "KeyScopeNotString",
+                            format!(
+                                "event `{id}`: the value at {} is not a string but a JSON {}; key scopes are chosen by strings only, so the event is refused (do not retry)",
+                                scopes.pointer,
+                                crate::envelope::json_kind(other)
+                            ),
+                        ))
+                    }
+                };
                 let chosen = match value.map(|v| scopes.key_for(v)) {
                     None => None,
                     Some(Ok(k)) => k,

@@ -76,6 +76,42 @@ fn limits_are_checked_on_the_raw_body_before_parsing() {
     .unwrap_err();
     assert_eq!(e.status, 400);
     assert!(e.message.contains("`source`"), "{}", e.message);
+    // Nor a case variant of one (it would sit beside `data`, outside the
+    // protected pointers), nor the stored form's names for dataVersion and
+    // metadataVersion (they would replace them).
+    for (member, value) in [
+        ("Data", r#"{"ssn":"1"}"#),
+        ("dataversion", r#"{"ssn":"1"}"#),
+        ("MetadataVersion", r#""2""#),
+    ] {
+        let bad = format!(
+            r#"[{{"id":"1","topic":"/t","subject":"s","eventType":"T","eventTime":"2024-01-01T00:00:00Z","data":{{}},"dataVersion":"1","{member}":{value}}}]"#
+        );
+        let e = plan(
+            Some("application/json"),
+            &[],
+            bad.as_bytes(),
+            &config(),
+            &cred(),
+            UnixTime(0),
+        )
+        .unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code), (400, "InvalidEvent"));
+        assert!(e.message.contains(&format!("`{member}`")), "{}", e.message);
+    }
+    // Event Grid always sets `topic`, the namespace of the event's id.
+    let bad = br#"[{"id":"1","subject":"s","eventType":"T","eventTime":"2024-01-01T00:00:00Z","data":{}}]"#;
+    let e = plan(
+        Some("application/json"),
+        &[],
+        bad,
+        &config(),
+        &cred(),
+        UnixTime(0),
+    )
+    .unwrap_err();
+    assert_eq!((e.status.as_u16(), e.code), (400, "InvalidEvent"));
+    assert!(e.message.contains("`topic`"), "{}", e.message);
     // A partition key longer than the store accepts is the sender's error.
     let long = format!(
         r#"[{{"id":"1","topic":"/{}","subject":"s","eventType":"T","eventTime":"2024-01-01T00:00:00Z","data":{{}}}}]"#,
@@ -92,6 +128,46 @@ fn limits_are_checked_on_the_raw_body_before_parsing() {
     .unwrap_err();
     assert_eq!(e.status, 400);
     assert!(e.message.contains("partition key"), "{}", e.message);
+    // A value the read and erase routes could not name: with control
+    // characters, or (the key taken from `subject`) empty.
+    let mut by_subject = config();
+    by_subject.ingest.partition_key = "/subject".into();
+    for (topic, subject, c, why) in [
+        (r"/t\n", "s", config(), "holds control characters"),
+        (
+            "/t",
+            r"a\u0000b",
+            by_subject.clone(),
+            "holds control characters",
+        ),
+        ("/t", "", by_subject.clone(), "is empty"),
+    ] {
+        let bad = format!(
+            r#"[{{"id":"1","topic":"{topic}","subject":"{subject}","eventType":"T","eventTime":"2024-01-01T00:00:00Z","data":{{}}}}]"#
+        );
+        let e = plan(
+            Some("application/json"),
+            &[],
+            bad.as_bytes(),
+            &c,
+            &cred(),
+            UnixTime(0),
+        )
+        .unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code), (400, "InvalidEvent"));
+        assert!(e.message.contains(why), "{}", e.message);
+    }
+    // The same subject is a good key where it is not empty.
+    let fine = br#"[{"id":"1","topic":"/t","subject":"s","eventType":"T","eventTime":"2024-01-01T00:00:00Z","data":{}}]"#;
+    assert!(plan(
+        Some("application/json"),
+        &[],
+        fine,
+        &by_subject,
+        &cred(),
+        UnixTime(0)
+    )
+    .is_ok());
 }
 
 #[test]
@@ -184,7 +260,7 @@ fn batches_of_a_partition_key_outside_ascii_fit_too() {
     for topic in [
         "/ü".repeat(60),
         "/\u{1F600}".repeat(40),
-        "/t\u{1}".repeat(50),
+        "/t\"\\".repeat(50),
     ] {
         for blob in (19_000..21_500).step_by(500) {
             let events: Vec<Value> = (0..150)

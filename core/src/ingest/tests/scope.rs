@@ -71,7 +71,6 @@ fn an_unknown_or_missing_scope_is_refused_or_defaulted_as_configured() {
     let default = scoped(&[("key_scope_unknown", "default")]);
     for (value, code) in [
         (json!("secret-unknown-tenant"), "KeyScopeUnknown"),
-        (json!(7), "KeyScopeMissing"),
         (Value::Null, "KeyScopeMissing"),
     ] {
         let w = writes(vec![
@@ -86,6 +85,42 @@ fn an_unknown_or_missing_scope_is_refused_or_defaulted_as_configured() {
         let g = key_groups(&w.documents, default.kek.as_ref().unwrap()).unwrap();
         assert_eq!(g[1].key_name, "app-kek");
         assert_eq!(g[1].documents, [1]);
+    }
+}
+
+#[test]
+fn a_scope_value_that_is_not_a_string_is_refused_even_with_a_default() {
+    // `"a"` is mapped; `7`, `true`, `["a"]` are not strings: sealing them
+    // under the default key would put them outside any scope's erasure.
+    let with_seven = scoped(&[("key_scope_keys", r#"{"a": "tenant-a", "7": "tenant-7"}"#)]);
+    let default = scoped(&[
+        ("key_scope_keys", r#"{"a": "tenant-a", "7": "tenant-7"}"#),
+        ("key_scope_unknown", "default"),
+    ]);
+    for (value, kind) in [
+        (json!(7), "number"),
+        (json!(true), "boolean"),
+        (json!(["a"]), "array"),
+        (json!({"a": 1}), "object"),
+    ] {
+        let w = writes(vec![
+            tenant_event("1", "/t", json!("a")),
+            tenant_event("2", "/t", value.clone()),
+        ]);
+        for c in [&with_seven, &default] {
+            let e = key_groups(&w.documents, c.kek.as_ref().unwrap()).unwrap_err();
+            assert_eq!(
+                (e.status.as_u16(), e.code),
+                (400, "KeyScopeNotString"),
+                "{value}"
+            );
+            assert!(e.message.contains("`2`") && e.message.contains("/data/tenant"));
+            assert!(
+                e.message.contains(&format!("a JSON {kind}")),
+                "{}",
+                e.message
+            );
+        }
     }
 }
 
