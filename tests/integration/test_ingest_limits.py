@@ -105,9 +105,28 @@ def test_limits_and_bad_input_classes_are_refused_before_the_store(stack):
     clash = custom_event(topic)
     clash["source"] = "/elsewhere"
     assert "`source`" in refused(app, stack, [clash], 400, "InvalidEvent")["error"]["message"]
-    # A partition key longer than the store accepts.
+    # Nor in another case, nor the stored form's names for dataVersion and
+    # metadataVersion: "Data" would sit beside data, outside the protected
+    # fields' pointers.
+    for member in ("Data", "dataversion"):
+        clash = custom_event(topic)
+        clash[member] = {"ssn": "078-05-1120"}
+        answer = refused(app, stack, [clash], 400, "InvalidEvent")
+        assert f"`{member}`" in answer["error"]["message"] and "078-05" not in json.dumps(answer)
+    # Without topic, the namespace of its id (Event Grid always sets it).
+    untopical = custom_event(topic)
+    del untopical["topic"]
+    assert "`topic`" in refused(app, stack, [untopical], 400, "InvalidEvent")["error"]["message"]
+    # A partition key longer than the store accepts, or one the read and
+    # erase routes could not name (control characters).
     long = custom_event("/" + "t" * 3000)
     refused(app, stack, [long], 400, "InvalidEvent")
+    controlled = custom_event(topic + "\n")
+    assert "control characters" in refused(app, stack, [controlled], 400, "InvalidEvent")["error"]["message"]
+    # A binary-mode attribute whose value is not UTF-8 is refused, not dropped.
+    answer = refused(app, stack, b"{}", 400, "InvalidEvent", headers={
+        "ce-specversion": "1.0", "ce-id": "1", "ce-source": topic, "ce-type": "T", "ce-subject": b"caf\xe9"})
+    assert "`subject`" in answer["error"]["message"], answer
     assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 0
 
 

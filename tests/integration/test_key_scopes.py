@@ -161,8 +161,9 @@ def test_each_tenant_opens_only_with_its_own_key(scoped, stack):
         status, _, body = get(app, f"/records/{enc(e['topic'])}/{document_id(e['topic'], e['id'])}")
         assert status == 200, body
         assert body["event"]["data"]["patient"] == e["data"]["patient"]
-    # Unknown and missing tenants are refused (not retried) and write nothing.
-    for bad, code in [("northwind", "KeyScopeUnknown"), (None, "KeyScopeMissing")]:
+    # Unknown, missing and non-string tenants are refused (not retried) and
+    # write nothing.
+    for bad, code in [("northwind", "KeyScopeUnknown"), (None, "KeyScopeMissing"), (7, "KeyScopeNotString")]:
         ok, refused = event(topics[0], "contoso"), event(topics[0], bad)
         status, _, body = post(f"{app.url}/events", [ok, refused])
         assert status == 400 and body["error"]["code"] == code, body
