@@ -2,6 +2,11 @@
 
 use super::*;
 
+/// The refusal of a JSON delivery `body` under `c`.
+fn refused(body: &[u8], c: &Config) -> ApiError {
+    plan(Some("application/json"), &[], body, c, &cred(), UnixTime(0)).unwrap_err()
+}
+
 #[test]
 fn wrong_content_type_is_415() {
     let e = plan(
@@ -65,15 +70,7 @@ fn limits_are_checked_on_the_raw_body_before_parsing() {
     assert_eq!(e.code, "NestingTooDeep");
     // An Event Grid event must not carry CloudEvents attribute names.
     let bad = br#"[{"id":"1","topic":"/t","subject":"s","eventType":"T","eventTime":"2024-01-01T00:00:00Z","data":{},"source":"/other"}]"#;
-    let e = plan(
-        Some("application/json"),
-        &[],
-        bad,
-        &config(),
-        &cred(),
-        UnixTime(0),
-    )
-    .unwrap_err();
+    let e = refused(bad, &config());
     assert_eq!(e.status, 400);
     assert!(e.message.contains("`source`"), "{}", e.message);
     // Nor a case variant of one (it would sit beside `data`, outside the
@@ -87,29 +84,13 @@ fn limits_are_checked_on_the_raw_body_before_parsing() {
         let bad = format!(
             r#"[{{"id":"1","topic":"/t","subject":"s","eventType":"T","eventTime":"2024-01-01T00:00:00Z","data":{{}},"dataVersion":"1","{member}":{value}}}]"#
         );
-        let e = plan(
-            Some("application/json"),
-            &[],
-            bad.as_bytes(),
-            &config(),
-            &cred(),
-            UnixTime(0),
-        )
-        .unwrap_err();
+        let e = refused(bad.as_bytes(), &config());
         assert_eq!((e.status.as_u16(), e.code), (400, "InvalidEvent"));
         assert!(e.message.contains(&format!("`{member}`")), "{}", e.message);
     }
     // Event Grid always sets `topic`, the namespace of the event's id.
     let bad = br#"[{"id":"1","subject":"s","eventType":"T","eventTime":"2024-01-01T00:00:00Z","data":{}}]"#;
-    let e = plan(
-        Some("application/json"),
-        &[],
-        bad,
-        &config(),
-        &cred(),
-        UnixTime(0),
-    )
-    .unwrap_err();
+    let e = refused(bad, &config());
     assert_eq!((e.status.as_u16(), e.code), (400, "InvalidEvent"));
     assert!(e.message.contains("`topic`"), "{}", e.message);
     // A partition key longer than the store accepts is the sender's error.
@@ -117,15 +98,7 @@ fn limits_are_checked_on_the_raw_body_before_parsing() {
         r#"[{{"id":"1","topic":"/{}","subject":"s","eventType":"T","eventTime":"2024-01-01T00:00:00Z","data":{{}}}}]"#,
         "t".repeat(3000)
     );
-    let e = plan(
-        Some("application/json"),
-        &[],
-        long.as_bytes(),
-        &config(),
-        &cred(),
-        UnixTime(0),
-    )
-    .unwrap_err();
+    let e = refused(long.as_bytes(), &config());
     assert_eq!(e.status, 400);
     assert!(e.message.contains("partition key"), "{}", e.message);
     // A value the read and erase routes could not name: with control
@@ -145,15 +118,7 @@ fn limits_are_checked_on_the_raw_body_before_parsing() {
         let bad = format!(
             r#"[{{"id":"1","topic":"{topic}","subject":"{subject}","eventType":"T","eventTime":"2024-01-01T00:00:00Z","data":{{}}}}]"#
         );
-        let e = plan(
-            Some("application/json"),
-            &[],
-            bad.as_bytes(),
-            &c,
-            &cred(),
-            UnixTime(0),
-        )
-        .unwrap_err();
+        let e = refused(bad.as_bytes(), &c);
         assert_eq!((e.status.as_u16(), e.code), (400, "InvalidEvent"));
         assert!(e.message.contains(why), "{}", e.message);
     }
@@ -324,15 +289,7 @@ fn limits_and_bad_events_fail_the_whole_delivery_before_any_write() {
     );
     let mut bad = event("2");
     bad.as_object_mut().unwrap().remove("eventType");
-    let e = plan(
-        Some("application/json"),
-        &[],
-        &body(json!([event("1"), bad])),
-        &config(),
-        &cred(),
-        UnixTime(0),
-    )
-    .unwrap_err();
+    let e = refused(&body(json!([event("1"), bad])), &config());
     assert_eq!(e.status, 400);
     assert!(
         e.message.contains("event 1") && e.message.contains("eventType"),
