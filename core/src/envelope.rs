@@ -367,7 +367,10 @@ pub fn open_with(
     {
         // A sealed value the header does not list: the header was edited to
         // hide it (or another record's value was pasted in).
-        return Err(EnvelopeError::Tampered(p));
+        return Err(EnvelopeError::Tampered(format!(
+            "under {}",
+            event_member(&p)
+        )));
     }
     let mut out = doc.clone();
     for pointer in &h.fields {
@@ -415,6 +418,18 @@ pub fn open_with(
         .expect("documents are objects")
         .remove(HEADER);
     Ok(out)
+}
+
+/// The first two steps of a document-level pointer (`/event/data/a/b` →
+/// `/event/data`): which of the event's members, and nothing of what is
+/// inside it. Messages about a value found by [`sealed_pointers`] name only
+/// this: member names inside a protected value are part of what is sealed,
+/// and may be the very data (a map keyed by a person's name or number).
+pub fn event_member(pointer: &str) -> &str {
+    match pointer.match_indices('/').nth(2) {
+        Some((cut, _)) => &pointer[..cut],
+        None => pointer,
+    }
 }
 
 /// JSON Pointers of every value in `doc` shaped like a sealed value (an

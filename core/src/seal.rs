@@ -224,7 +224,8 @@ pub fn plan(doc: &Value, config: &Config, credential: &Credential, now: UnixTime
         .find(|p| !listed.contains(p))
     {
         return failed(format!(
-            "{p} holds a sealed value its header does not list (the header was removed or edited)"
+            "a sealed value under {} is not listed in its header (the header was removed or edited)",
+            envelope::event_member(&p)
         ));
     }
     let Some(h) = header else {

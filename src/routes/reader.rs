@@ -361,7 +361,10 @@ pub(crate) fn check_expected(
 /// `read_accept_unsealed` allows records written before it.
 fn check_unsealed(config: &Config, doc: &serde_json::Value) -> Result<(), ApiError> {
     if let Some(p) = envelope::sealed_pointers(doc).into_iter().next() {
-        return Err(envelope_error(envelope::EnvelopeError::Tampered(p)));
+        return Err(envelope_error(envelope::EnvelopeError::Tampered(format!(
+            "under {}",
+            envelope::event_member(&p)
+        ))));
     }
     if config.kek.is_some() && !config.read.accept_unsealed {
         return Err(ApiError::new(

@@ -27,19 +27,9 @@ pub fn check_no_sealed_shape(d: &Document) -> Result<(), ApiError> {
                 "event `{}`: a value under {} is an object with exactly the members cmk, iv and ct, \
                  a shape stored records reserve for encrypted values; send it in another shape",
                 d.body["event"]["id"].as_str().unwrap_or_default(),
-                event_member(at)
+                crate::envelope::event_member(at)
             ),
         )),
-    }
-}
-
-/// The first two steps of a document-level pointer (`/event/data/a/b` →
-/// `/event/data`): which of the event's members, and nothing of what is
-/// inside it.
-fn event_member(pointer: &str) -> &str {
-    match pointer.match_indices('/').nth(2) {
-        Some((cut, _)) => &pointer[..cut],
-        None => pointer,
     }
 }
 
