@@ -44,8 +44,9 @@ pub(crate) async fn options_events(req: &IncomingRequest) -> Result<Response<Vec
 pub(crate) async fn post_events(req: IncomingRequest) -> Result<Response<Vec<u8>>, ApiError> {
     let config = load_config()?;
     authorize_sender(&req, &config).await?;
-    let content_type = header(&req, "content-type");
-    let headers = events::binary_mode_headers(&raw_header_entries(&req))?;
+    let entries = raw_header_entries(&req);
+    let content_type = events::content_type(&entries)?;
+    let headers = events::binary_mode_headers(&entries)?;
     let body = read_body(
         req,
         config.ingest.max_body_bytes,

@@ -234,27 +234,56 @@ pub fn cloudevents_batch(value: Value) -> Result<Vec<Event>, EventError> {
 }
 
 /// The CloudEvents binary-mode headers (`ce-*`) among a request's header
-/// entries, in the order received. A value that is not UTF-8 refuses the
-/// event (400) rather than lose its attribute: the HTTP binding carries
-/// attribute values as percent-encoded UTF-8.
+/// entries, in the order received. In a binary-mode request (one with
+/// `ce-specversion`) a value that is not UTF-8 refuses the event (400)
+/// rather than lose its attribute: the HTTP binding carries attribute
+/// values as percent-encoded UTF-8. Other requests do not read these
+/// headers, so such a value is left out there.
 pub fn binary_mode_headers(
     entries: &[(String, Vec<u8>)],
 ) -> Result<Vec<(String, String)>, EventError> {
-    entries
+    let binary = entries
         .iter()
-        .filter_map(|(n, v)| {
-            let attr = n.get(3..).filter(|a| !a.is_empty())?;
-            n[..3].eq_ignore_ascii_case("ce-").then_some((n, attr, v))
-        })
-        .map(|(n, attr, v)| match std::str::from_utf8(v) {
-            Ok(v) => Ok((n.clone(), v.to_owned())),
-            Err(_) => Err(EventError::WrongType {
-                index: 0,
-                field: attr.to_ascii_lowercase(),
-                expected: "percent-encoded UTF-8",
-            }),
-        })
-        .collect()
+        .any(|(n, _)| n.eq_ignore_ascii_case("ce-specversion"));
+    let mut out = Vec::new();
+    for (n, v) in entries {
+        let Some(attr) = n.get(3..).filter(|a| !a.is_empty()) else {
+            continue;
+        };
+        if !n[..3].eq_ignore_ascii_case("ce-") {
+            continue;
+        }
+        match std::str::from_utf8(v) {
+            Ok(v) => out.push((n.clone(), v.to_owned())),
+            Err(_) if binary => return Err(not_utf8(attr, "percent-encoded UTF-8")),
+            Err(_) => {}
+        }
+    }
+    Ok(out)
+}
+
+/// The request's `content-type`, if it has one. One that is not UTF-8 is
+/// refused (400) rather than read as absent: absent, a binary-mode body
+/// would be kept as `data_base64` and its `datacontenttype` lost.
+pub fn content_type(entries: &[(String, Vec<u8>)]) -> Result<Option<String>, EventError> {
+    match entries
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+    {
+        None => Ok(None),
+        Some((_, v)) => match std::str::from_utf8(v) {
+            Ok(v) => Ok(Some(v.to_owned())),
+            Err(_) => Err(not_utf8("content-type", "media type in UTF-8")),
+        },
+    }
+}
+
+fn not_utf8(field: &str, expected: &'static str) -> EventError {
+    EventError::WrongType {
+        index: 0,
+        field: field.to_ascii_lowercase(),
+        expected,
+    }
 }
 
 /// Decodes a CloudEvents binary-mode request: attributes from `ce-*` headers

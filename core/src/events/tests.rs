@@ -387,13 +387,36 @@ fn binary_mode_headers_are_the_ce_ones_and_must_be_utf8() {
             ("ce-subject".to_string(), "a%C3%A9".to_string())
         ]
     );
-    // A value that is not UTF-8 would lose its attribute: refused.
+    // Not a binary-mode request (no ce-specversion): the headers are not
+    // read, and one that is not UTF-8 is left out.
     assert_eq!(
-        binary_mode_headers(&entries(b"a\xe9")),
+        binary_mode_headers(&entries(b"a\xe9")).unwrap(),
+        [("CE-Id".to_string(), "1".to_string())]
+    );
+    // In one, a value that is not UTF-8 would lose its attribute: refused.
+    let mut binary = entries(b"a\xe9");
+    binary.push(("Ce-SpecVersion".to_string(), b"1.0".to_vec()));
+    assert_eq!(
+        binary_mode_headers(&binary),
         Err(EventError::WrongType {
             index: 0,
             field: "subject".into(),
             expected: "percent-encoded UTF-8"
         })
     );
+    // The content type, read as absent when it is not UTF-8, would turn a
+    // JSON body into data_base64: refused.
+    assert_eq!(
+        content_type(&binary).unwrap().as_deref(),
+        Some("application/json")
+    );
+    assert_eq!(content_type(&binary[1..]).unwrap(), None);
+    let odd = [(
+        "Content-Type".to_string(),
+        b"application/json; x=\xff".to_vec(),
+    )];
+    assert!(matches!(
+        content_type(&odd),
+        Err(EventError::WrongType { field, .. }) if field == "content-type"
+    ));
 }
