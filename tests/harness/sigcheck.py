@@ -371,15 +371,17 @@ class Stats:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.faults: list[dict] = []
-        self.in_flight = 0
+        self.era = 0
         self.reset()
 
     def reset(self) -> None:
         self.total = self.forwarded = self.rejected = self.faulted = self.minimal = 0
         self.sdk_account_reads = 0
-        # Requests still held (a hang from an earlier test) stay counted, so
-        # that their end does not take the count below what is in flight.
-        self.max_in_flight = self.in_flight
+        # A request still held (a hang outliving its test) belongs to the
+        # era before the reset: it is not counted in this one, and its end
+        # does not take this one's count down.
+        self.era += 1
+        self.in_flight = self.max_in_flight = 0
         self.tls_connections = self.tls_requests = 0
         self.accepted_by_type = {"master": 0, "aad": 0}
         self.faults = []
@@ -539,6 +541,7 @@ def make_handler(upstream: urllib.parse.SplitResult, key: str, stats: Stats, log
                 extra = [("x-ms-substatus", str(verdict.sub_status))] if verdict.sub_status else []
                 return self._json(verdict.status, {"code": verdict.code, "message": verdict.message}, extra)
             with stats.lock:
+                era = stats.era
                 stats.in_flight += 1
                 stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
             try:
@@ -555,7 +558,8 @@ def make_handler(upstream: urllib.parse.SplitResult, key: str, stats: Stats, log
                 self._forward(body)
             finally:
                 with stats.lock:
-                    stats.in_flight -= 1
+                    if stats.era == era:
+                        stats.in_flight -= 1
 
         def _reset(self) -> None:
             self.close_connection = True
