@@ -4,7 +4,8 @@
 //!
 //! A queue message is one more encoding around the existing ones: its text is
 //! an Event Grid event (one object, or an array) or a CloudEvent (one, or a
-//! batch), as Event Grid's Storage-queue handler or a publisher wrote it,
+//! batch), as Event Grid's Storage-queue handler or a publisher wrote it (an
+//! Event Grid event with its `topic`, as Event Grid writes it),
 //! either as raw JSON or base64 of the JSON (what the Storage SDKs' base64
 //! encode policies and Azure Functions expect). This module only unwraps that
 //! text and reads the message's metadata; the events themselves are decoded

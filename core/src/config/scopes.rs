@@ -13,8 +13,8 @@ pub const MAX_RULE_VALUE: usize = 63;
 /// Most keys a mapping may name (each is checked on its own at readiness).
 pub const MAX_MAPPED_KEYS: usize = 200;
 
-/// What happens to an event whose scope value is missing, not a string, or
-/// not configured.
+/// What happens to an event whose scope value is missing (or null) or not
+/// configured. (A value that is not a string is refused either way.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnknownScope {
     /// 400 `KeyScopeUnknown`: the sender must not retry (the default).

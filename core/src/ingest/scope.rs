@@ -85,7 +85,7 @@ pub fn key_groups(documents: &[Document], kek: &KekConfig) -> Result<Vec<KeyGrou
                                 StatusCode::BAD_REQUEST,
                                 "KeyScopeMissing",
                                 format!(
-                                    "event `{id}` has no string at {} to choose its key by; the event is refused (do not retry)",
+                                    "event `{id}` has no value at {} to choose its key by; the event is refused (do not retry)",
                                     scopes.pointer
                                 ),
                             ),
