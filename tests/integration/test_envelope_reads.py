@@ -166,6 +166,22 @@ def test_records_edited_in_the_store_are_refused_with_the_documented_error(app, 
     assert "forged" not in json.dumps(body)
 
 
+def test_a_planted_sealed_value_is_named_by_its_event_member_only(app, stack):
+    """A sealed value the header does not list is refused; the answer and the
+    log name only the event member it is under, never the member names
+    inside it, which may be the protected data itself."""
+    topic = f"/topics/planted-{uuid.uuid4()}"
+    e = sealed_event(topic)
+    assert post(f"{app.url}/events", [e])[0] == 200
+    doc = stack.container_client().read_item(document_id(topic, e["id"]), partition_key=topic)
+    planted = edited(doc, lambda d: d["event"]["data"].update({"Jane Roe 078-05-1120": d["event"]["data"]["mrn"]}))
+    stack.container_client().upsert_item(planted)
+    status, _, body = get(app, f"/records/{enc(topic)}/{doc['id']}")
+    assert (status, body["error"]["code"]) == (422, "RecordTampered"), body
+    assert "under /event/data " in body["error"]["message"], body
+    assert "Jane Roe" not in json.dumps(body) and "Jane Roe" not in app.logs()
+
+
 def test_headerless_records_are_refused_in_the_second_stage_unless_allowed(app, stack):
     pk = f"plain-{uuid.uuid4()}"
     first_stage = "f" * 64  # a document id, as the component writes them

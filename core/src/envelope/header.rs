@@ -115,8 +115,12 @@ pub fn check_expected(doc: &Value, h: &Header, expect: &Expect<'_>) -> Result<()
         .find(|p| !h.fields.contains(p))
     {
         // A sealed value the header does not list: the header was edited to
-        // hide it (or another record's value was pasted in).
-        return Err(EnvelopeError::Tampered(p));
+        // hide it (or another record's value was pasted in). Named by its
+        // event member only (`event_member`).
+        return Err(EnvelopeError::Tampered(format!(
+            "under {}",
+            super::event_member(&p)
+        )));
     }
     Ok(())
 }

@@ -334,6 +334,14 @@ fn readers_check_the_key_and_every_configured_field() {
         protected: &protected,
     };
     assert_eq!(check_expected(&d, &h, &expect), Ok(()));
+    // A sealed value planted under a name that may be data: refused, and
+    // named by its event member only.
+    let mut planted = d.clone();
+    planted["event"]["data"]["Jane Roe 078-05-1120"] = d["event"]["data"]["ssn"].clone();
+    assert_eq!(
+        check_expected(&planted, &h, &expect),
+        Err(EnvelopeError::Tampered("under /event/data".into()))
+    );
     assert!(kid_belongs(
         KID,
         "https://contoso.managedhsm.azure.net:443",
