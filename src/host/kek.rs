@@ -428,7 +428,9 @@ impl<'a> Kek<'a> {
     /// itself answers and is usable: the version never existed (Managed
     /// HSM deletes keys, not single versions), so the record is at fault.
     /// Any other error, or a key that is itself missing or unusable, stays
-    /// the key's (and fails the whole request).
+    /// the key's (and fails the whole request). The key is asked afresh:
+    /// its cached state may predate its deletion, which would blame the
+    /// record (`RecordTampered`) for a key that is gone (`KeyNotFound`).
     async fn version_missing(&self, e: KekError, kid: &str) -> KekError {
         if !matches!(
             e,
@@ -439,7 +441,7 @@ impl<'a> Kek<'a> {
         ) {
             return e;
         }
-        match self.key(false).await {
+        match self.key(true).await {
             Ok((latest, _))
                 if hsm::check_usable(&latest, KeyOp::Unwrap, UnixTime::now()).is_ok() =>
             {

@@ -213,3 +213,32 @@ def test_a_missing_key_version_makes_its_records_unreadable_not_the_page(stack):
     assert [u["id"] for u in body["unreadable"]] == [doc["id"]], body
     # The shared key was not touched.
     assert not any(v["deleted"] for v in stack.hsm_admin("GET", "keys")[KEK_NAME])
+
+
+def test_a_key_deleted_while_its_state_is_cached_reads_as_gone_not_as_tampering(stack):
+    """The key's usable state is cached for hsm_key_check_secs; deleted
+    meanwhile, the HSM answers 404 for the record's version. That must read
+    as the key being gone (503 KeyNotFound, nothing opened), not as a record
+    naming a version that never existed (422 RecordTampered): the component
+    asks for the key afresh before it blames the record."""
+    key = f"deleted-key-{uuid.uuid4().hex[:8]}"
+    stack.hsm_admin("POST", "keys", {"name": key, "size": 2048, "ops": ["wrapKey", "unwrapKey"]})
+    for oid in APP_PRINCIPALS:
+        stack.hsm_admin("POST", "grants", {"key": key, "object_id": oid, "ops": ["get", "wrapKey", "unwrapKey"]})
+    app = stack.serve_app(name="app-deleted-key", overrides=stack.stage_two(
+        "client-secret", hsm_key_name=key, hsm_key_check_secs="300"))
+    topic = f"/topics/deleted-key-{uuid.uuid4()}"
+    e = custom_event(topic, patient="under a key about to go")
+    assert post(f"{app.url}/events", [e])[0] == 200
+    doc_id = document_id(topic, e["id"])
+    stack.hsm_admin("DELETE", f"keys/{key}")
+    try:
+        status, headers, body = get(app, f"/records/{enc(topic)}/{doc_id}")
+        assert (status, body["error"]["code"]) == (503, "KeyNotFound"), body
+        assert "under a key about to go" not in json.dumps(body)
+        status, _, body = get(app, f"/records/{enc(topic)}?limit=10")
+        assert (status, body["error"]["code"]) == (503, "KeyNotFound"), body
+    finally:
+        stack.hsm_admin("POST", f"keys/{key}/recover", {})
+    status, _, body = get(app, f"/records/{enc(topic)}/{doc_id}")
+    assert status == 200 and body["event"]["data"]["patient"] == "under a key about to go", body
