@@ -140,7 +140,12 @@ pub fn error_from(resp: &Response<Vec<u8>>) -> HsmError {
             _ if message.contains("expired") => unavailable(Unavailable::Expired),
             _ => unavailable(Unavailable::AccessDenied),
         },
-        404 => unavailable(Unavailable::NotFound),
+        // The service names a missing key (or version) `KeyNotFound`. Any
+        // other 404 (a proxy's page, another pool or path) says nothing
+        // about the key, and erasure acts on `NotFound` for good.
+        404 if raw.code == "KeyNotFound" || inner == "KeyNotFound" => {
+            unavailable(Unavailable::NotFound)
+        }
         429 | 500..=599 => HsmError::Transient {
             status,
             message,

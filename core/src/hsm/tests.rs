@@ -263,6 +263,20 @@ fn service_errors_fail_closed() {
             ..
         })
     ));
+    // A 404 that does not say KeyNotFound (a proxy's page, another pool)
+    // says nothing about the key: not NotFound, which erasure acts on.
+    for other in [
+        "<html><body>404 Not Found</body></html>",
+        r#"{"error":{"code":"ResourceNotFound","message":"The HSM pool was not found"}}"#,
+        "",
+    ] {
+        let e = parse_key(&resp(404, other)).unwrap_err();
+        assert!(
+            matches!(e, HsmError::Rejected { status: 404, .. }),
+            "{other}: {e:?}"
+        );
+        assert!(crate::erase::check_gone("k", Err(&e)).is_err());
+    }
     assert!(matches!(
         parse_key(&resp(401, "")),
         Err(HsmError::Unauthorized(_))
