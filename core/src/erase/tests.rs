@@ -69,6 +69,14 @@ fn only_a_key_the_hsm_does_not_have_lets_records_go() {
     ] {
         assert_eq!(check_gone("k", Err(&e)).unwrap_err().status, 503, "{e}");
     }
+    // A 404 that does not say KeyNotFound (a proxy's page, another pool)
+    // is not the key being gone: nothing is removed on it.
+    let page = http::Response::builder()
+        .status(404)
+        .body(b"<html><body>404 Not Found</body></html>".to_vec())
+        .unwrap();
+    let e = crate::hsm::parse_key(&page).unwrap_err();
+    assert_eq!(check_gone("k", Err(&e)).unwrap_err().status, 502, "{e}");
 }
 
 #[test]
