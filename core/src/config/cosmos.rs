@@ -128,6 +128,14 @@ pub(super) fn load(vars: &Vars) -> Result<CosmosConfig, ConfigError> {
     };
     let auth = if auth_kind == "entra" {
         let scope = match vars.get("cosmos_token_scope")? {
+            // Never the Managed HSM's: a token that can wrap and unwrap keys
+            // would be sent to the Cosmos DB endpoint with every request.
+            Some(s) if same_resource(s.trim(), crate::entra::MANAGED_HSM_SCOPE) => {
+                return Err(invalid(
+                    "cosmos_token_scope",
+                    &"is the Managed HSM's scope: its tokens must never go to the Cosmos DB endpoint",
+                ))
+            }
             Some(s) if s.trim().ends_with("/.default") && s.contains("://") => s.trim().to_owned(),
             Some(_) => {
                 return Err(invalid(
@@ -161,4 +169,15 @@ pub(super) fn load(vars: &Vars) -> Result<CosmosConfig, ConfigError> {
             25_000,
         )? as u64),
     })
+}
+
+/// Whether two `…/.default` scopes name the same resource (scheme and host
+/// compared without case, a trailing slash before `.default` ignored).
+fn same_resource(a: &str, b: &str) -> bool {
+    let resource = |s: &str| {
+        s.trim_end_matches("/.default")
+            .trim_end_matches('/')
+            .to_ascii_lowercase()
+    };
+    resource(a) == resource(b)
 }

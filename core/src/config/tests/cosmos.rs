@@ -41,6 +41,20 @@ fn entra_auth_needs_no_key_and_derives_the_account_scope() {
         load(&over).unwrap().cosmos.auth,
         CosmosAuth::Entra { ref scope, .. } if scope == "https://cosmos.azure.com/.default"
     ));
+    // The Managed HSM's scope, however spelled, is never sent to Cosmos DB.
+    for hsm in [
+        "https://managedhsm.azure.net/.default",
+        "HTTPS://ManagedHSM.azure.net//.default",
+    ] {
+        over.push(("cosmos_token_scope", hsm));
+        assert!(matches!(
+            load(&over),
+            Err(ConfigError::Invalid {
+                name: "cosmos_token_scope",
+                ..
+            })
+        ));
+    }
     over.push(("cosmos_token_scope", "acct"));
     assert!(matches!(
         load(&over),
