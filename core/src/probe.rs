@@ -61,6 +61,24 @@ pub fn public(resp: &Response<Vec<u8>>) -> Response<Vec<u8>> {
     out
 }
 
+/// `resp` as a caller of the round trip with the read key sees it: what
+/// an anonymous caller sees ([`public`]), and the round trip's outcome
+/// (`roundtrip`: `ok` and the key version that wrapped). The key's details,
+/// the HSM's and Entra ID's error texts and the scope keys' states are for
+/// the admin key.
+pub fn public_with_roundtrip(resp: &Response<Vec<u8>>) -> Response<Vec<u8>> {
+    let body = serde_json::from_slice::<Value>(resp.body()).unwrap_or(Value::Null);
+    let mut view = public_view(&body);
+    if let (Some(out), Some(rt)) = (view.as_object_mut(), body.get("roundtrip")) {
+        out.insert("roundtrip".into(), rt.clone());
+    }
+    let mut out = crate::api::json_response(resp.status(), &view);
+    if let Some(v) = resp.headers().get(header::RETRY_AFTER) {
+        out.headers_mut().insert(header::RETRY_AFTER, v.clone());
+    }
+    out
+}
+
 #[derive(Serialize, Deserialize)]
 struct CachedFailure {
     at: u64,
@@ -143,6 +161,19 @@ mod tests {
         assert_eq!(r.headers()["retry-after"], "60");
         let v: Value = serde_json::from_slice(r.body()).unwrap();
         assert_eq!(v, json!({"error": {"code": "IdentityFailed"}}));
+    }
+
+    #[test]
+    fn the_read_key_sees_the_round_trip_but_not_the_details() {
+        let body = json!({"status": "ready", "roundtrip": {"ok": true, "kid": "https://h/keys/k/v1"},
+            "kek": {"configured": true, "kid": "https://h/keys/k/v1", "keySize": 2048},
+            "keys": [{"name": "tenant-a", "status": "usable", "kid": "https://h/keys/tenant-a/v1"}]});
+        let r = public_with_roundtrip(&json_response(StatusCode::OK, &body));
+        let v: Value = serde_json::from_slice(r.body()).unwrap();
+        assert_eq!(
+            v,
+            json!({"status": "ready", "roundtrip": {"ok": true, "kid": "https://h/keys/k/v1"}})
+        );
     }
 
     #[test]

@@ -21,13 +21,28 @@ use cmk_core::time::UnixTime;
 /// that is not ready is repeated to anonymous callers from a brief cache;
 /// callers with the admin key always get a fresh one. `POST /readyz/roundtrip` (read key
 /// required): wraps and unwraps a random 32-byte value through the HSM, end
-/// to end.
+/// to end; the read key gets the status, the codes and the round trip's
+/// outcome, the admin key as well the details (and, with key scopes, each
+/// scope key's state, read afresh).
 pub(crate) async fn readyz(
     req: &IncomingRequest,
     roundtrip: bool,
 ) -> Result<Response<Vec<u8>>, ApiError> {
     if roundtrip {
-        return details(req, load_config().as_ref(), true, false).await;
+        let config = load_config();
+        let admin = config
+            .as_ref()
+            .ok()
+            .and_then(|c| c.admin.keys.as_ref())
+            .is_some_and(|keys| {
+                header(req, cmk_core::access::ADMIN_KEY_HEADER).is_some_and(|k| keys.accepts(&k))
+            });
+        let resp = details(req, config.as_ref(), true, !admin).await?;
+        return Ok(if admin {
+            resp
+        } else {
+            probe::public_with_roundtrip(&resp)
+        });
     }
     // The platform probes every few seconds: its anonymous calls do not
     // repeat the configuration's warnings in the log.
@@ -129,7 +144,8 @@ async fn details(
         }
     }
     let floored;
-    let kek_cfg = if anonymous && kek_cfg.check_secs < ANONYMOUS_MIN_CHECK_SECS {
+    // (The round trip, which needs the read key, reads the key afresh.)
+    let kek_cfg = if anonymous && !roundtrip && kek_cfg.check_secs < ANONYMOUS_MIN_CHECK_SECS {
         floored = KekConfig {
             check_secs: ANONYMOUS_MIN_CHECK_SECS,
             ..kek_cfg.clone()

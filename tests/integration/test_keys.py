@@ -242,3 +242,16 @@ def test_a_key_deleted_while_its_state_is_cached_reads_as_gone_not_as_tampering(
         stack.hsm_admin("POST", f"keys/{key}/recover", {})
     status, _, body = get(app, f"/records/{enc(topic)}/{doc_id}")
     assert status == 200 and body["event"]["data"]["patient"] == "under a key about to go", body
+
+
+def test_the_round_trip_shows_the_read_key_its_outcome_and_the_admin_key_the_details(sealed_app):
+    """POST /readyz/roundtrip needs the read key, which gets the status, the
+    codes and the round trip's outcome; the key's details are for the admin
+    key, as on GET /readyz."""
+    status, _, body = call(sealed_app, "POST", "/readyz/roundtrip")
+    assert status == 200 and set(body) == {"status", "roundtrip"}, body
+    assert body["roundtrip"]["ok"] is True and f"/keys/{KEK_NAME}/" in body["roundtrip"]["kid"]
+    status, _, body = call(sealed_app, "POST", "/readyz/roundtrip", admin=True)
+    assert status == 200 and body["roundtrip"]["ok"] is True, body
+    assert body["kek"]["configured"] is True and "kid" in body["kek"], body
+    assert call(sealed_app, "POST", "/readyz/roundtrip", key=None)[0] == 403
