@@ -31,12 +31,15 @@ pub enum KekError {
     Hsm(#[from] HsmError),
     /// The HSM refused what one stored record brings, while the key itself
     /// is usable: its wrapped data key (`400` from unwrap: not a valid
-    /// ciphertext for the key), or a key version the configured key does
-    /// not have (`404` for that version while the key answers; Managed HSM
-    /// deletes keys, never single versions, so such a version never
-    /// existed). The record is at fault, not the key.
+    /// ciphertext for the key). The record is at fault, not the key.
     #[error("the record's wrapped data key was refused: {0}")]
     RecordKey(String),
+    /// A key version the configured key does not have (`404 KeyNotFound`
+    /// for that version while the key, asked afresh, answers and is usable;
+    /// Managed HSM deletes keys, never single versions, so such a version
+    /// never existed): every record naming it is at fault, not the key.
+    #[error("the record's wrapped data key was refused: the configured key has no version named by `{0}`")]
+    VersionMissing(String),
     /// The HSM or token endpoint could not be reached.
     #[error("could not reach {what}: {detail}")]
     Transport {
@@ -54,7 +57,7 @@ impl KekError {
             KekError::Identity(e) => e.is_transient(),
             KekError::Hsm(e) => e.is_transient(),
             KekError::Transport { .. } => true,
-            KekError::RecordKey(_) => false,
+            KekError::RecordKey(_) | KekError::VersionMissing(_) => false,
         }
     }
 }
@@ -101,7 +104,7 @@ impl From<&KekError> for cmk_core::api::ApiError {
             KekError::Identity(e) => e.into(),
             KekError::Hsm(e) => e.into(),
             // The stored record is at fault (docs/record-format.md, step 3).
-            KekError::RecordKey(_) => cmk_core::api::ApiError::new(
+            KekError::RecordKey(_) | KekError::VersionMissing(_) => cmk_core::api::ApiError::new(
                 http::StatusCode::UNPROCESSABLE_ENTITY,
                 "RecordTampered",
                 e.to_string(),
@@ -430,7 +433,10 @@ impl<'a> Kek<'a> {
     /// Any other error, or a key that is itself missing or unusable, stays
     /// the key's (and fails the whole request). The key is asked afresh:
     /// its cached state may predate its deletion, which would blame the
-    /// record (`RecordTampered`) for a key that is gone (`KeyNotFound`).
+    /// record (`RecordTampered`) for a key that is gone (`KeyNotFound`);
+    /// and when that read fails, its own error (a throttled HSM, a token)
+    /// is the answer, not the version's 404. (A reader remembers the
+    /// outcome per key version, so a page asks once per missing version.)
     async fn version_missing(&self, e: KekError, kid: &str) -> KekError {
         if !matches!(
             e,
@@ -442,14 +448,11 @@ impl<'a> Kek<'a> {
             return e;
         }
         match self.key(true).await {
-            Ok((latest, _))
-                if hsm::check_usable(&latest, KeyOp::Unwrap, UnixTime::now()).is_ok() =>
-            {
-                KekError::RecordKey(format!(
-                    "the configured key has no version named by `{kid}`"
-                ))
-            }
-            _ => e,
+            Ok((latest, _)) => match hsm::check_usable(&latest, KeyOp::Unwrap, UnixTime::now()) {
+                Ok(()) => KekError::VersionMissing(kid.to_owned()),
+                Err(unusable) => KekError::Hsm(unusable),
+            },
+            Err(fresh) => fresh,
         }
     }
 }

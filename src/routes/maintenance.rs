@@ -172,15 +172,17 @@ pub(crate) async fn post_rewrap(req: IncomingRequest) -> Result<Response<Vec<u8>
 /// Such a record is reported and passed over, so one bad record cannot stop
 /// the rest from moving; the latest version was checked usable up front.
 fn is_record_fault(e: &kek::KekError) -> bool {
-    matches!(e, kek::KekError::RecordKey(_))
-        || matches!(
-            e,
-            kek::KekError::Hsm(
-                hsm::HsmError::InvalidKeyId(_)
-                    | hsm::HsmError::KeyUnavailable { .. }
-                    | hsm::HsmError::Rejected { .. }
-            )
+    matches!(
+        e,
+        kek::KekError::RecordKey(_) | kek::KekError::VersionMissing(_)
+    ) || matches!(
+        e,
+        kek::KekError::Hsm(
+            hsm::HsmError::InvalidKeyId(_)
+                | hsm::HsmError::KeyUnavailable { .. }
+                | hsm::HsmError::Rejected { .. }
         )
+    )
 }
 
 /// `POST /admin/seal`: one bounded step of sealing the protected fields

@@ -243,9 +243,12 @@ async fn open_one(
             let raw = match kek.unwrap(&h.kid, &h.wrapped_dek).await {
                 Ok(raw) => zeroize::Zeroizing::new(raw),
                 Err(e) => {
+                    // Remembered for the version: the key refusing it, or
+                    // the key not having it (each such record is at fault).
                     let refusal = matches!(
                         e,
                         kek::KekError::Hsm(cmk_core::hsm::HsmError::KeyUnavailable { .. })
+                            | kek::KekError::VersionMissing(_)
                     );
                     let e = refused_read(kek_cfg, &kek, &e);
                     if refusal {
