@@ -37,7 +37,19 @@ pub(crate) async fn readyz(
             .is_some_and(|keys| {
                 header(req, cmk_core::access::ADMIN_KEY_HEADER).is_some_and(|k| keys.accepts(&k))
             });
-        let resp = details(req, config.as_ref(), true, !admin).await?;
+        // A failure, too, reaches the read key only as its status and code:
+        // the HSM's and Entra ID's texts can name principals and tenants.
+        // (Logged in full, as every failed request is.)
+        let resp = details(req, config.as_ref(), true, !admin)
+            .await
+            .unwrap_or_else(|e| {
+                log::emit(
+                    "warn",
+                    "readiness_failed",
+                    &[("code", json!(e.code)), ("message", json!(e.message))],
+                );
+                e.to_response()
+            });
         return Ok(if admin {
             resp
         } else {
