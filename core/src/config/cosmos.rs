@@ -172,12 +172,15 @@ pub(super) fn load(vars: &Vars) -> Result<CosmosConfig, ConfigError> {
 }
 
 /// Whether two `…/.default` scopes name the same resource (scheme and host
-/// compared without case, a trailing slash before `.default` ignored).
+/// compared without case, the default port `:443` and a trailing slash
+/// before `.default` ignored).
 fn same_resource(a: &str, b: &str) -> bool {
     let resource = |s: &str| {
-        s.trim_end_matches("/.default")
+        let r = s
+            .trim_end_matches("/.default")
             .trim_end_matches('/')
-            .to_ascii_lowercase()
+            .to_ascii_lowercase();
+        r.strip_suffix(":443").map(str::to_owned).unwrap_or(r)
     };
     resource(a) == resource(b)
 }

@@ -45,6 +45,7 @@ fn entra_auth_needs_no_key_and_derives_the_account_scope() {
     for hsm in [
         "https://managedhsm.azure.net/.default",
         "HTTPS://ManagedHSM.azure.net//.default",
+        "https://managedhsm.azure.net:443/.default",
     ] {
         over.push(("cosmos_token_scope", hsm));
         assert!(matches!(
