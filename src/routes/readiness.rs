@@ -30,13 +30,7 @@ pub(crate) async fn readyz(
 ) -> Result<Response<Vec<u8>>, ApiError> {
     if roundtrip {
         let config = load_config();
-        let admin = config
-            .as_ref()
-            .ok()
-            .and_then(|c| c.admin.keys.as_ref())
-            .is_some_and(|keys| {
-                header(req, cmk_core::access::ADMIN_KEY_HEADER).is_some_and(|k| keys.accepts(&k))
-            });
+        let admin = has_admin_key(req, config.as_ref().ok());
         // A failure, too, reaches the read key only as its status and code:
         // the HSM's and Entra ID's texts can name principals and tenants.
         // (Logged in full, as every failed request is.)
@@ -59,13 +53,7 @@ pub(crate) async fn readyz(
     // The platform probes every few seconds: its anonymous calls do not
     // repeat the configuration's warnings in the log.
     let loaded = load_config_quietly();
-    let admin = loaded
-        .as_ref()
-        .ok()
-        .and_then(|c| c.admin.keys.as_ref())
-        .is_some_and(|keys| {
-            header(req, cmk_core::access::ADMIN_KEY_HEADER).is_some_and(|k| keys.accepts(&k))
-        });
+    let admin = has_admin_key(req, loaded.as_ref().ok());
     if let (true, Ok(c)) = (admin, &loaded) {
         log_warnings(c);
     }
@@ -114,6 +102,15 @@ pub(crate) async fn readyz(
         }
     };
     Ok(if admin { resp } else { probe::public(&resp) })
+}
+
+/// Whether the request carries one of the configured admin keys.
+fn has_admin_key(req: &IncomingRequest, config: Option<&Config>) -> bool {
+    config
+        .and_then(|c| c.admin.keys.as_ref())
+        .is_some_and(|keys| {
+            header(req, cmk_core::access::ADMIN_KEY_HEADER).is_some_and(|k| keys.accepts(&k))
+        })
 }
 
 /// Least age of the key state an anonymous `GET /readyz` fetches afresh,

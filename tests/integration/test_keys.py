@@ -176,15 +176,20 @@ def test_the_key_failing_closed_and_recovering(sealed_app, stack):
     assert status == 200 and body["event"]["data"]["patient"] == "before the drill"
 
 
-def test_a_missing_key_version_makes_its_records_unreadable_not_the_page(stack):
-    # A key of its own: rotating and deleting a version of the shared key
-    # would break every later test that reads its records.
-    key = f"deleted-version-{uuid.uuid4().hex[:8]}"
+def app_with_own_key(stack, name: str, check_secs: str):
+    """A key of the test's own, granted to the app's principals, and an app
+    in stage two sealing under it: deleting or rotating the shared key would
+    break every later test that reads its records."""
+    key = f"{name}-{uuid.uuid4().hex[:8]}"
     stack.hsm_admin("POST", "keys", {"name": key, "size": 2048, "ops": ["wrapKey", "unwrapKey"]})
     for oid in APP_PRINCIPALS:
         stack.hsm_admin("POST", "grants", {"key": key, "object_id": oid, "ops": ["get", "wrapKey", "unwrapKey"]})
-    app = stack.serve_app(name="app-deleted-version", overrides=stack.stage_two(
-        "client-secret", hsm_key_name=key, hsm_key_check_secs="0"))
+    return key, stack.serve_app(name=f"app-{name}", overrides=stack.stage_two(
+        "client-secret", hsm_key_name=key, hsm_key_check_secs=check_secs))
+
+
+def test_a_missing_key_version_makes_its_records_unreadable_not_the_page(stack):
+    key, app = app_with_own_key(stack, "deleted-version", check_secs="0")
     topic = f"/topics/rotate-{uuid.uuid4()}"
     e = custom_event(topic, patient="old version")
     assert post(f"{app.url}/events", [e])[0] == 200
@@ -229,12 +234,7 @@ def test_a_key_deleted_while_its_state_is_cached_reads_as_gone_not_as_tampering(
     as the key being gone (503 KeyNotFound, nothing opened), not as a record
     naming a version that never existed (422 RecordTampered): the component
     asks for the key afresh before it blames the record."""
-    key = f"deleted-key-{uuid.uuid4().hex[:8]}"
-    stack.hsm_admin("POST", "keys", {"name": key, "size": 2048, "ops": ["wrapKey", "unwrapKey"]})
-    for oid in APP_PRINCIPALS:
-        stack.hsm_admin("POST", "grants", {"key": key, "object_id": oid, "ops": ["get", "wrapKey", "unwrapKey"]})
-    app = stack.serve_app(name="app-deleted-key", overrides=stack.stage_two(
-        "client-secret", hsm_key_name=key, hsm_key_check_secs="300"))
+    key, app = app_with_own_key(stack, "deleted-key", check_secs="300")
     topic = f"/topics/deleted-key-{uuid.uuid4()}"
     e = custom_event(topic, patient="under a key about to go")
     assert post(f"{app.url}/events", [e])[0] == 200
