@@ -53,12 +53,7 @@ pub fn public_view(body: &Value) -> Value {
 /// `resp` as an anonymous caller sees it: same status and `Retry-After`,
 /// the body reduced by [`public_view`].
 pub fn public(resp: &Response<Vec<u8>>) -> Response<Vec<u8>> {
-    let body = serde_json::from_slice::<Value>(resp.body()).unwrap_or(Value::Null);
-    let mut out = crate::api::json_response(resp.status(), &public_view(&body));
-    if let Some(v) = resp.headers().get(header::RETRY_AFTER) {
-        out.headers_mut().insert(header::RETRY_AFTER, v.clone());
-    }
-    out
+    reduced(resp, false)
 }
 
 /// `resp` as a caller of the round trip with the read key sees it: what
@@ -67,9 +62,15 @@ pub fn public(resp: &Response<Vec<u8>>) -> Response<Vec<u8>> {
 /// the HSM's and Entra ID's error texts and the scope keys' states are for
 /// the admin key.
 pub fn public_with_roundtrip(resp: &Response<Vec<u8>>) -> Response<Vec<u8>> {
+    reduced(resp, true)
+}
+
+fn reduced(resp: &Response<Vec<u8>>, with_roundtrip: bool) -> Response<Vec<u8>> {
     let body = serde_json::from_slice::<Value>(resp.body()).unwrap_or(Value::Null);
     let mut view = public_view(&body);
-    if let (Some(out), Some(rt)) = (view.as_object_mut(), body.get("roundtrip")) {
+    if let (true, Some(out), Some(rt)) =
+        (with_roundtrip, view.as_object_mut(), body.get("roundtrip"))
+    {
         out.insert("roundtrip".into(), rt.clone());
     }
     let mut out = crate::api::json_response(resp.status(), &view);
