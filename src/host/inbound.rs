@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::host::log;
 use crate::host::outbound::{self, Verdict};
+use crate::host::token::store_failed;
 use cmk_core::api::ApiError;
 use cmk_core::config::{Config, SenderTokens};
 use cmk_core::ingest::{self, SenderCredential};
@@ -227,16 +228,6 @@ fn unrecorded_fetch() -> JwtError {
          the attempt that spaces fetches out; not fetching until it does"
             .into(),
     )
-}
-
-/// Logs a key-value store operation on a sender-token entry that failed
-/// (the entry's name holds the signing keys' URL, nothing secret).
-fn store_failed(event: &str, entry: &str, error: &dyn std::fmt::Display) {
-    log::emit(
-        "warn",
-        event,
-        &[("entry", json!(entry)), ("error", json!(error.to_string()))],
-    );
 }
 
 /// Logs who sent the delivery, and whether the token's signature was

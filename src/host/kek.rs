@@ -186,11 +186,7 @@ impl<'a> Kek<'a> {
     fn cache_set(&self, key: &str, value: &[u8]) {
         if let Some(s) = self.tokens.store() {
             if let Err(e) = s.set(key, value) {
-                log::emit(
-                    "warn",
-                    "kv_store_write_failed",
-                    &[("error", json!(e.to_string()))],
-                );
+                crate::host::token::store_failed("kv_store_write_failed", key, &e);
             }
         }
     }

@@ -143,6 +143,17 @@ impl KvStore {
     }
 }
 
+/// Logs a key-value store operation that failed (`kv_store_read_failed`,
+/// `kv_store_write_failed`), with the entry's name: entry names hold key
+/// names, URLs and digests, nothing secret.
+pub(crate) fn store_failed(event: &str, entry: &str, error: &dyn std::fmt::Display) {
+    log::emit(
+        "warn",
+        event,
+        &[("entry", json!(entry)), ("error", json!(error.to_string()))],
+    );
+}
+
 /// Opens the `default` key-value store that holds the component's caches
 /// (tokens, key state, signing keys), its entries bound by `key` (the
 /// configuration's [`cmk_core::config::Config::kv_key`]); `None` when the host
@@ -241,11 +252,7 @@ impl<'a> Tokens<'a> {
         let token = entra::parse_token_response(&resp, UnixTime::now())?;
         if let Some(s) = &self.store {
             if let Err(e) = s.set_secret(&key, &entra::encode_cached(&token)) {
-                log::emit(
-                    "warn",
-                    "kv_store_write_failed",
-                    &[("error", json!(e.to_string()))],
-                );
+                store_failed("kv_store_write_failed", &key, &e);
             }
         }
         log::emit(
