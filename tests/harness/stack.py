@@ -437,10 +437,12 @@ class Stack:
     def wait_for_hsm_faults_taken(self, timeout: float = 30.0) -> None:
         """Returns once every queued HSM fault has been taken: a test that
         holds a call with a fault acts in the window the fault opens, not
-        after a guessed sleep."""
+        after a guessed sleep. A fault still queued at the deadline is
+        dropped (a later test's request would take it) and the test fails."""
         deadline = time.monotonic() + timeout
         while self.hsm_admin("GET", "stats")["pending_faults"]:
             if time.monotonic() > deadline:
+                self.hsm_admin("POST", "reset")
                 raise AssertionError(f"a queued HSM fault was not taken within {timeout}s")
             time.sleep(0.02)
 
