@@ -5,13 +5,15 @@ the same and write it out; a syntax check that builds nothing; the
 product's nesting scan; one copy of the bytes).
 
     . scripts/bootstrap
-    "$CMK_PYTHON" tests/bench/json_bound.py [--iterations 10]
+    "$CMK_PYTHON" tests/bench/json_bound.py [--iterations 100]
 
 Each mode runs under callgrind twice, with N iterations and with none, in
 a build that allocates from the component's heap and is compiled as Spin
 compiles it (epoch interruption); the difference over N × 100 events is
-the mode's instructions per event, exact (callgrind counts every
-instruction, the host's memmove behind `memory.copy` included).
+the mode's instructions per event (callgrind counts every instruction,
+the host's memmove behind `memory.copy` included; Wasmtime's compilation,
+in both runs, differs by some hundred thousand instructions from run to
+run, a few per event at the default N).
 docs/benchmarks.md has a run.
 """
 
@@ -50,7 +52,7 @@ def instructions(wasmtime: str, wasm: Path, mode: str, n: int) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--iterations", type=int, default=10)
+    ap.add_argument("--iterations", type=int, default=100)
     args = ap.parse_args()
     wasmtime = os.environ.get("CMK_WASMTIME")
     if not wasmtime:
