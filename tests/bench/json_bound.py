@@ -44,10 +44,15 @@ def instructions(wasmtime: str, wasm: Path, mode: str, n: int) -> int:
             capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"json-bound {mode} {n} failed under callgrind:\n{proc.stderr[-2000:]}")
-    found = re.search(r"Collected : (\d+)", proc.stderr)
-    if not found:
-        sys.exit("callgrind printed no total")
-    return int(found.group(1))
+    return collected(proc.stderr)
+
+
+def collected(stderr: str) -> int:
+    """The run's total from callgrind's closing lines (`==PID== Collected : N`)."""
+    found = re.findall(r"^==\d+== Collected : (\d+)$", stderr, re.MULTILINE)
+    if len(found) != 1:
+        sys.exit(f"callgrind printed {len(found)} totals, not one")
+    return int(found[0])
 
 
 def main() -> int:
