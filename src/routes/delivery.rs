@@ -102,7 +102,7 @@ pub(crate) async fn post_queue(req: IncomingRequest) -> Result<Response<Vec<u8>>
         .await?;
         // Only an authenticated sender learns what is wrong with its metadata.
         meta.clone()?;
-        let content_type = header(&req, "content-type");
+        let content_type = queue::content_type(&raw_header_entries(&req))?;
         let body = read_body(
             req,
             config.ingest.max_body_bytes,

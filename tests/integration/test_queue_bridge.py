@@ -350,6 +350,8 @@ def post_refused_early(app, body):
     (b'{"id": "1"}', "text/plain", {}, INGEST_KEY, 400, "InvalidMessage"),
     (b"x", "text/plain", {"x-cmk-queue-dequeue-count": "zero"}, INGEST_KEY, 400, "InvalidMessage"),
     (None, "application/xml", {}, INGEST_KEY, 415, "UnsupportedMediaType"),
+    # A type that is not UTF-8 is none of the accepted ones, not "no type".
+    (None, b"text/plain; charset=\xff", {}, INGEST_KEY, 415, "UnsupportedMediaType"),
     (None, "text/plain", {}, None, 401, "Unauthenticated"),
     (None, "text/plain", {}, "not-the-ingest-key-123", 403, "Forbidden"),
     ("big", "text/plain", {}, INGEST_KEY, 413, "BodyTooLarge"),
