@@ -59,7 +59,7 @@ resource "azurerm_kubernetes_cluster" "aks" {
   azure_active_directory_role_based_access_control {
     tenant_id              = var.tenant_id
     azure_rbac_enabled     = true
-    admin_group_object_ids = [var.key_admin_group_object_id]
+    admin_group_object_ids = [var.cluster_admin_group_object_id]
   }
 
   # Private API server unless authorized ranges are given.
@@ -78,7 +78,11 @@ resource "azurerm_kubernetes_cluster" "aks" {
   dynamic "key_management_service" {
     for_each = var.encryption == "customer-managed" ? [1] : []
     content {
-      key_vault_key_id         = azurerm_key_vault_key.etcd_kms.id
+      # The resource's `id` is the version it created, whatever the rotation
+      # policy has made since (azurerm 4.55.0 key_vault_key_resource.go,
+      # Read, keeps the state's version): AKS moves only when told to.
+      key_vault_key_id = (var.etcd_kms_key_version == null ? azurerm_key_vault_key.etcd_kms.id
+      : "${azurerm_key_vault_key.etcd_kms.versionless_id}/${var.etcd_kms_key_version}")
       key_vault_network_access = "Private"
     }
   }
@@ -224,11 +228,14 @@ resource "azurerm_monitor_diagnostic_setting" "aks" {
   }
 }
 
-# The operators (key admin group) administer the cluster through Azure RBAC.
+# The cluster administrators administer the cluster through Azure RBAC. Not
+# the key administrators: whoever can create pods or service-account tokens
+# in the app's namespace can act as the app's workload identity, which
+# unwraps (tests/infra/test_cluster_admins.py).
 resource "azurerm_role_assignment" "aks_admins" {
   scope                = azurerm_kubernetes_cluster.aks.id
   role_definition_name = "Azure Kubernetes Service RBAC Cluster Admin"
-  principal_id         = var.key_admin_group_object_id
+  principal_id         = var.cluster_admin_group_object_id
 }
 
 # What Container Insights collects, stated rather than left to a default: the

@@ -7,6 +7,7 @@
 # still be readable. Blobs are immutable for hsm_backup_retention_days.
 # ---------------------------------------------------------------------------
 resource "azurerm_storage_account" "hsm_backup" {
+  #checkov:skip=CKV_AZURE_33:the account holds no queues (the backups are blobs, logged by the blobServices diagnostic setting below); queue_properties is written over the queue data plane and refused at plan time with features.storage.data_plane_available = false (storage_account_resource.go CustomizeDiff at v4.55.0)
   name                              = "stbk${local.base}"
   location                          = azurerm_resource_group.main.location
   resource_group_name               = azurerm_resource_group.main.name
@@ -46,15 +47,6 @@ resource "azurerm_storage_account" "hsm_backup" {
       days = 30
     }
   }
-  queue_properties {
-    logging {
-      delete                = true
-      read                  = true
-      write                 = true
-      version               = "1.0"
-      retention_policy_days = 30
-    }
-  }
   sas_policy {
     expiration_period = "00.01:00:00"
   }
@@ -80,6 +72,11 @@ resource "azurerm_storage_container" "hsm_backup" {
   name                  = "hsm-backups"
   storage_account_id    = azurerm_storage_account.hsm_backup.id
   container_access_type = "private"
+
+  lifecycle {
+    # Holds data: tests/infra/replacement_check.py ALWAYS_PROTECTED.
+    prevent_destroy = true
+  }
 }
 
 resource "azurerm_storage_container_immutability_policy" "hsm_backup" {

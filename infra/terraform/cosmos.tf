@@ -121,6 +121,11 @@ resource "azurerm_cosmosdb_sql_database" "main" {
   name                = "cmk-ingest"
   resource_group_name = azurerm_resource_group.main.name
   account_name        = azurerm_cosmosdb_account.main.name
+
+  lifecycle {
+    # Holds data: tests/infra/replacement_check.py ALWAYS_PROTECTED.
+    prevent_destroy = true
+  }
 }
 
 # The component writes one document per event: {id, pk, event: {...}, cmk:
@@ -162,6 +167,11 @@ resource "azurerm_cosmosdb_sql_container" "events" {
     excluded_path {
       path = "/\"_etag\"/?"
     }
+  }
+
+  lifecycle {
+    # Holds data: tests/infra/replacement_check.py ALWAYS_PROTECTED.
+    prevent_destroy = true
   }
 }
 

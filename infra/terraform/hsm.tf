@@ -205,8 +205,13 @@ resource "azurerm_key_vault_managed_hardware_security_module_key" "key" {
 
   lifecycle {
     prevent_destroy = true
-    # Rotation creates new versions outside Terraform.
-    ignore_changes = [expiration_date, not_before_date]
+    # Never updated after creation: the provider's Update sends every key
+    # update with `enabled = true` (azurerm 4.55.0
+    # key_vault_managed_hardware_security_module_key_resource.go, Update),
+    # so any change here (tags follow the stage) would re-enable a key
+    # disabled for revocation. Rotation creates new versions outside
+    # Terraform. tests/infra/test_key_updates.py.
+    ignore_changes = [key_opts, tags, expiration_date, not_before_date]
   }
   depends_on = [azurerm_private_endpoint.hsm, azurerm_private_dns_zone_virtual_network_link.link]
 }
@@ -278,8 +283,13 @@ resource "azurerm_key_vault_managed_hardware_security_module_key" "tenant" {
 
   lifecycle {
     prevent_destroy = true
-    # Rotation creates new versions outside Terraform.
-    ignore_changes = [expiration_date, not_before_date]
+    # Never updated after creation: the provider's Update sends every key
+    # update with `enabled = true` (azurerm 4.55.0
+    # key_vault_managed_hardware_security_module_key_resource.go, Update),
+    # so any change here (tags follow the stage) would re-enable a key
+    # disabled for revocation. Rotation creates new versions outside
+    # Terraform. tests/infra/test_key_updates.py.
+    ignore_changes = [key_opts, tags, expiration_date, not_before_date]
     # With features.key_vault.recover_soft_deleted_hardware_security_module_keys
     # (versions.tf), the provider's Create answers a 409 from the HSM by
     # recovering the soft-deleted key of that name (azurerm 4.55.0
@@ -347,7 +357,12 @@ resource "azurerm_key_vault_key" "hsm_backup_storage" {
   tags = local.tags
   lifecycle {
     prevent_destroy = true
-    ignore_changes  = [expiration_date]
+    # Never updated after creation: the provider's Update sends `enabled =
+    # true` with every change, the rotation policy's too (azurerm 4.55.0
+    # key_vault_key_resource.go, resourceKeyVaultKeyUpdate), which would
+    # re-enable a disabled key; and the deployer may no longer hold the
+    # role that writes keys. tests/infra/test_key_updates.py.
+    ignore_changes = [key_opts, tags, expiration_date, not_before_date, rotation_policy]
   }
   depends_on = [azurerm_private_endpoint.kv]
 }
@@ -370,7 +385,12 @@ resource "azurerm_key_vault_key" "etcd_kms" {
   tags = local.tags
   lifecycle {
     prevent_destroy = true
-    ignore_changes  = [expiration_date]
+    # Never updated after creation: the provider's Update sends `enabled =
+    # true` with every change, the rotation policy's too (azurerm 4.55.0
+    # key_vault_key_resource.go, resourceKeyVaultKeyUpdate), which would
+    # re-enable a disabled key; and the deployer may no longer hold the
+    # role that writes keys. tests/infra/test_key_updates.py.
+    ignore_changes = [key_opts, tags, expiration_date, not_before_date, rotation_policy]
   }
   depends_on = [azurerm_private_endpoint.kv]
 }

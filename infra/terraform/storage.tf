@@ -69,11 +69,21 @@ resource "azurerm_storage_account" "events" {
 resource "azurerm_storage_queue" "events" {
   name               = "events"
   storage_account_id = azurerm_storage_account.events.id
+
+  lifecycle {
+    # Holds data: tests/infra/replacement_check.py ALWAYS_PROTECTED.
+    prevent_destroy = true
+  }
 }
 
 resource "azurerm_storage_queue" "poison" {
   name               = "events-poison"
   storage_account_id = azurerm_storage_account.events.id
+
+  lifecycle {
+    # Holds data: tests/infra/replacement_check.py ALWAYS_PROTECTED.
+    prevent_destroy = true
+  }
 }
 
 resource "azurerm_storage_container" "dead_letters" {
@@ -81,6 +91,11 @@ resource "azurerm_storage_container" "dead_letters" {
   name                  = "dead-letters"
   storage_account_id    = azurerm_storage_account.events.id
   container_access_type = "private"
+
+  lifecycle {
+    # Holds data: tests/infra/replacement_check.py ALWAYS_PROTECTED.
+    prevent_destroy = true
+  }
 }
 
 resource "azurerm_monitor_diagnostic_setting" "blobs" {

@@ -68,8 +68,17 @@ variable "hsm_admin_object_ids" {
 }
 
 variable "key_admin_group_object_id" {
-  description = "Entra group of the key administrators: gets the custom cmk-ingest Key Administrator role on each key (never HSM-wide) and cluster admin."
+  description = "Entra group of the key administrators: gets the custom cmk-ingest Key Administrator role on each key (never HSM-wide), nothing in the cluster."
   type        = string
+}
+
+variable "cluster_admin_group_object_id" {
+  description = "Entra group of the cluster administrators: the cluster's Entra admin group and AKS RBAC Cluster Admin. A cluster administrator can run a pod, or mint a service-account token, as the app's workload identity, and so unwrap through it: this group must be neither the key administrators' group nor an HSM administrator, so that no one group both manages the keys and uses them."
+  type        = string
+  validation {
+    condition     = var.cluster_admin_group_object_id != var.key_admin_group_object_id && !contains(var.hsm_admin_object_ids, var.cluster_admin_group_object_id)
+    error_message = "cluster_admin_group_object_id must differ from key_admin_group_object_id and from every hsm_admin_object_ids entry: cluster administrators can act as the app's identity."
+  }
 }
 
 variable "hsm_key_size" {
@@ -98,6 +107,16 @@ variable "key_expiration_date" {
   description = "Hard expiry (RFC 3339) of the current key versions; rotation creates new versions before it."
   type        = string
   default     = "2028-12-31T00:00:00Z"
+}
+
+variable "etcd_kms_key_version" {
+  description = "Version of aks-etcd-kms-kek that AKS KMS encrypts etcd with; null (the default) for the version Terraform created. The key's rotation policy makes new versions, but AKS keeps the one it was given until this names another (infra/README.md, Key rotation, step 4): move it before the version in use expires."
+  type        = string
+  default     = null
+  validation {
+    condition     = var.etcd_kms_key_version == null || can(regex("^[0-9a-f]{32}$", var.etcd_kms_key_version))
+    error_message = "etcd_kms_key_version is a key version: 32 lower-case hexadecimal characters (the last segment of the key's versioned id)."
+  }
 }
 
 # Bootstrap only: the HSM and the Key Vault are reachable from nowhere but the

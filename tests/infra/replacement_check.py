@@ -84,9 +84,16 @@ FORCE_NEW = {
 # What holds records, keys or state that a replacement would lose.
 DATA_HOLDING = set(FORCE_NEW)
 # These carry prevent_destroy whatever the switch.
+# The database, container, queues and blob containers too: their parents'
+# names are ForceNew in them (cosmosdb_sql_database_resource.go and
+# cosmosdb_sql_container_resource.go `account_name`, `database_name`), so a
+# generation migration whose `terraform state rm` was missed would plan to
+# delete the stage-one database inside the retiring account.
 ALWAYS_PROTECTED = {"azurerm_cosmosdb_account", "azurerm_storage_account", "azurerm_kubernetes_cluster",
                     "azurerm_key_vault_managed_hardware_security_module",
-                    "azurerm_key_vault_managed_hardware_security_module_key", "azurerm_key_vault_key"}
+                    "azurerm_key_vault_managed_hardware_security_module_key", "azurerm_key_vault_key",
+                    "azurerm_cosmosdb_sql_database", "azurerm_cosmosdb_sql_container", "azurerm_storage_queue",
+                    "azurerm_storage_container"}
 
 
 class Unknown(Exception):

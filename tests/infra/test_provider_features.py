@@ -81,3 +81,47 @@ def test_broken_copies_fail(old, new, message):
     assert text.count(old) == 1
     errors = check(text.replace(old, new))
     assert any(message in e for e in errors), errors
+
+
+# storage_account_resource.go at v4.55.0, CustomizeDiff: with
+# data_plane_available = false, a storage account whose configuration has
+# either block fails every plan ("cannot configure 'queue_properties' when
+# the Provider Feature 'data_plane_available' is set to 'false'").
+DATA_PLANE_BLOCKS = ("queue_properties", "static_website")
+
+
+def data_plane_blocks(tf_files: dict[str, str]) -> list[str]:
+    """Storage accounts that configure a block the provider refuses with
+    `data_plane_available = false`, which versions.tf sets."""
+    import io
+    errors = []
+    for name, text in sorted(tf_files.items()):
+        for block in hcl2.load(io.StringIO(text)).get("resource", []):
+            for account, body in block.get("azurerm_storage_account", {}).items():
+                for key in DATA_PLANE_BLOCKS:
+                    if body.get(key):
+                        errors.append(f"{name}: azurerm_storage_account.{account} sets `{key}`, refused at plan "
+                                      "time with features.storage.data_plane_available = false")
+    return errors
+
+
+def tf_files() -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted((infra_lib.INFRA / "terraform").glob("*.tf"))}
+
+
+def test_no_storage_account_sets_what_the_provider_refuses_without_the_data_plane():
+    assert data_plane_blocks(tf_files()) == []
+
+
+@pytest.mark.parametrize("file,block", [
+    ("backup.tf", "  queue_properties {\n    logging {\n      delete = true\n      read = true\n      write = true\n"
+                  "      version = \"1.0\"\n      retention_policy_days = 30\n    }\n  }\n"),
+    ("storage.tf", "  static_website {\n    index_document = \"index.html\"\n  }\n"),
+], ids=["queue-properties-on-the-backup-account", "static-website-on-the-events-account"])
+def test_a_data_plane_block_fails_the_check(file, block):
+    files = tf_files()
+    anchor = "  sas_policy {\n" if file == "backup.tf" else "  min_tls_version"
+    assert files[file].count(anchor) >= 1
+    files[file] = files[file].replace(anchor, block + anchor, 1)
+    errors = data_plane_blocks(files)
+    assert any(f"sets `{block.split()[0]}`" in e and file in e for e in errors), errors
