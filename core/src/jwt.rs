@@ -413,7 +413,31 @@ fn check_claims(token: &Token, policy: &Policy, now: UnixTime) -> Result<Sender,
             });
         }
     }
+    // An application's own token only (Event Grid's is one): a user's
+    // delegated token (`scp`, `idtyp` "user") or an ID token (no `appid` or
+    // `azp`) may hold the role too, when the role admits users as Event
+    // Grid's setup script makes it, and would let a person deliver.
+    if c.get("scp").is_some() {
+        return Err(JwtError::Claim {
+            claim: "scp",
+            why: "a delegated (user) token; only an application's own token is accepted".into(),
+        });
+    }
+    if let Some(idtyp) = c.get("idtyp") {
+        if idtyp.as_str() != Some("app") {
+            return Err(JwtError::Claim {
+                claim: "idtyp",
+                why: "not an application's token".into(),
+            });
+        }
+    }
     let app_id = claim_str(c, "appid").or_else(|| claim_str(c, "azp"));
+    if app_id.is_none() {
+        return Err(JwtError::Claim {
+            claim: "appid",
+            why: "missing (nor `azp`): not an application's access token".into(),
+        });
+    }
     if !policy.app_ids.is_empty() && !app_id.is_some_and(|a| policy.app_ids.iter().any(|x| x == a))
     {
         return Err(JwtError::Claim {
@@ -435,7 +459,7 @@ impl From<&JwtError> for ApiError {
     fn from(e: &JwtError) -> Self {
         match e {
             JwtError::Claim {
-                claim: "roles" | "appid",
+                claim: "roles" | "appid" | "scp" | "idtyp",
                 ..
             } => ApiError::new(StatusCode::FORBIDDEN, "Forbidden", e.to_string()),
             JwtError::Jwks(_) => ApiError::new(

@@ -332,6 +332,53 @@ fn an_allow_list_of_caller_apps_refuses_others() {
     assert!(verify(&token(v1), &jwks, &p, NOW).is_ok());
 }
 
+/// With the role alone required (no allow-list of caller apps), a user
+/// holding the role, or an ID token, must not pass: only an application's
+/// own access token. 403, as for a missing role.
+#[test]
+fn only_an_applications_own_token_is_a_sender() {
+    let refused = |edit: &dyn Fn(&mut serde_json::Map<String, Value>), claim: &str| {
+        let mut c = claims();
+        edit(c.as_object_mut().unwrap());
+        let e = check(rs256(), c).unwrap_err();
+        assert!(
+            matches!(&e, JwtError::Claim { claim: got, .. } if *got == claim),
+            "{e:?}"
+        );
+        assert_eq!(ApiError::from(&e).status, StatusCode::FORBIDDEN, "{e:?}");
+    };
+    // A user's delegated token: `scp`, with or without `idtyp`.
+    refused(
+        &|c| {
+            c.insert("scp".into(), json!("user_impersonation"));
+        },
+        "scp",
+    );
+    refused(
+        &|c| {
+            c.insert("idtyp".into(), json!("user"));
+        },
+        "idtyp",
+    );
+    refused(
+        &|c| {
+            c.insert("idtyp".into(), json!(7));
+        },
+        "idtyp",
+    );
+    // An ID token names no calling application.
+    refused(
+        &|c| {
+            c.remove("azp");
+        },
+        "appid",
+    );
+    // An application's token that says so is one.
+    let mut app = claims();
+    app["idtyp"] = json!("app");
+    assert!(check(rs256(), app).is_ok());
+}
+
 #[test]
 fn the_jwks_cache_refreshes_daily_and_on_unknown_keys_at_most_every_five_minutes() {
     let jwks = Jwks::parse(&jwks_json("k1")).unwrap();
