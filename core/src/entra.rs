@@ -112,7 +112,10 @@ impl Provider {
         matches!(self, Provider::WorkloadIdentity { .. })
     }
 
-    fn identity(&self) -> String {
+    /// What tells one identity from another of its kind, in a fixed
+    /// number of parts: `None` is a system-assigned identity's missing
+    /// client id, never the same as any client id.
+    fn identity_parts(&self) -> [Option<&str>; 3] {
         match self {
             Provider::WorkloadIdentity {
                 authority,
@@ -124,7 +127,7 @@ impl Provider {
                 tenant,
                 client_id,
                 ..
-            } => [authority.as_str(), "|", tenant, "|", client_id].concat(),
+            } => [Some(authority), Some(tenant), Some(client_id)],
             Provider::Imds {
                 endpoint,
                 client_id,
@@ -133,7 +136,7 @@ impl Provider {
                 endpoint,
                 client_id,
                 ..
-            } => [endpoint, "|", client_id.as_deref().unwrap_or("system")].concat(),
+            } => [Some(endpoint), client_id.as_deref(), None],
         }
     }
 }
@@ -432,11 +435,30 @@ pub fn freshness(cached: Option<&AccessToken>, now: UnixTime, skew_secs: u64) ->
 }
 
 /// Key under which a (provider, scope) token is cached in the key-value
-/// store: a digest, so neither ids nor scopes appear in key listings.
+/// store: a digest, so neither ids nor scopes appear in key listings. Each
+/// part goes in with its length (a missing one as a length no part has),
+/// so no two (provider, scope) pairs share an entry however their parts
+/// are spelled (`v1` joined them with `|`, and named a system-assigned
+/// identity `system`, as a client id could be).
 pub fn cache_key(provider: &Provider, scope: &str) -> String {
-    // Concatenated, not `format!`: a request asks for a token or two.
-    let d = Sha256::digest([provider.kind(), "|", &provider.identity(), "|", scope].concat());
-    ["entra-token/v1/", &URL_SAFE_NO_PAD.encode(&d[..18])].concat()
+    let mut h = Sha256::new();
+    let mut part = |p: Option<&str>| match p {
+        Some(p) => {
+            h.update((p.len() as u64).to_be_bytes());
+            h.update(p.as_bytes());
+        }
+        None => h.update(u64::MAX.to_be_bytes()),
+    };
+    part(Some(provider.kind()));
+    for p in provider.identity_parts() {
+        part(p);
+    }
+    part(Some(scope));
+    [
+        "entra-token/v2/",
+        &URL_SAFE_NO_PAD.encode(&h.finalize()[..18]),
+    ]
+    .concat()
 }
 
 /// Serializes a token for the cache.

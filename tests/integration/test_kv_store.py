@@ -18,7 +18,7 @@ from harness.stack import APP_PRINCIPALS
 from integration.test_keys import JWT, call
 
 STATE_PREFIX = b"kek-state/v2/"
-TOKEN_PREFIX = b"entra-token/v1/"
+TOKEN_PREFIX = b"entra-token/v2/"
 KV_STORE_KEY = "kv-store-key-0123456789abcdef01234567"
 
 

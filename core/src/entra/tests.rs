@@ -191,7 +191,7 @@ fn cache_entries() {
         a,
         cache_key(&secret_app(), "https://acct.documents.azure.com/.default")
     );
-    assert!(a.starts_with("entra-token/v1/") && !a.contains("c1"));
+    assert!(a.starts_with("entra-token/v2/") && !a.contains("c1"));
 }
 
 #[test]
@@ -226,28 +226,70 @@ fn header_safe_takes_visible_ascii_only() {
 }
 
 #[test]
-fn cache_keys_are_the_digest_of_source_and_scope() {
-    // The entry names of tokens cached before must still be found: the name
-    // is the digest of `kind|identity|scope`, as first written.
+fn cache_keys_are_the_digest_of_each_part_with_its_length() {
+    // Known answer: SHA-256 over each part's 8-byte big-endian length and
+    // bytes (a missing part: the length 2^64 - 1), first 18 bytes, base64url.
     use base64::Engine as _;
     use sha2::Digest as _;
     let scope = MANAGED_HSM_SCOPE;
-    let imds = Provider::Imds {
+    let imds = |client_id: Option<&str>| Provider::Imds {
         endpoint: "http://169.254.169.254".into(),
-        client_id: None,
+        client_id: client_id.map(str::to_owned),
     };
-    for (app, named) in [
-        (
-            secret_app(),
-            "client-secret|https://login.microsoftonline.com/|t1|c1",
-        ),
-        (imds, "managed-identity-imds|http://169.254.169.254|system"),
-    ] {
-        let digest = sha2::Sha256::digest(format!("{named}|{scope}"));
-        let want = format!(
-            "entra-token/v1/{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..18])
-        );
-        assert_eq!(cache_key(&app, scope), want, "{named}");
-    }
+    let digest = |parts: &[Option<&str>]| {
+        let mut h = sha2::Sha256::new();
+        for p in parts {
+            match p {
+                Some(p) => {
+                    h.update((p.len() as u64).to_be_bytes());
+                    h.update(p.as_bytes());
+                }
+                None => h.update(u64::MAX.to_be_bytes()),
+            }
+        }
+        format!(
+            "entra-token/v2/{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&h.finalize()[..18])
+        )
+    };
+    assert_eq!(
+        cache_key(&secret_app(), scope),
+        digest(&[
+            Some("client-secret"),
+            Some("https://login.microsoftonline.com/"),
+            Some("t1"),
+            Some("c1"),
+            Some(scope)
+        ])
+    );
+    assert_eq!(
+        cache_key(&imds(None), scope),
+        digest(&[
+            Some("managed-identity-imds"),
+            Some("http://169.254.169.254"),
+            None,
+            None,
+            Some(scope)
+        ])
+    );
+    // What `v1`'s joined names confused: a system-assigned identity and a
+    // client id "system"; parts that move a `|` from one to the next.
+    assert_ne!(
+        cache_key(&imds(None), scope),
+        cache_key(&imds(Some("system")), scope)
+    );
+    let secret = |tenant: &str, client_id: &str| Provider::ClientSecret {
+        authority: "https://login.microsoftonline.com/".into(),
+        tenant: tenant.into(),
+        client_id: client_id.into(),
+        secret: Secret::new("s"),
+    };
+    assert_ne!(
+        cache_key(&secret("t|x", "c"), scope),
+        cache_key(&secret("t", "x|c"), scope)
+    );
+    assert_ne!(
+        cache_key(&secret("t", "c|https://a"), "b"),
+        cache_key(&secret("t", "c"), "https://a|b")
+    );
 }
