@@ -12,16 +12,17 @@ pub const JWKS_MAX_AGE_SECS: u64 = 24 * 3600;
 /// the cached copy is at least this old, so forged key ids cannot make the
 /// component hammer the authority.
 pub const JWKS_MIN_REFETCH_SECS: u64 = 300;
-/// How long past [`JWKS_MAX_AGE_SECS`] a cached JWKS still serves while a
-/// fetch cannot be put on record (the key-value store refuses the write
-/// that spaces fetches out, so none is made): after that, tokens are
-/// refused as transient until the store takes writes again, so a key the
-/// tenant withdrew is not accepted for as long as the store is in trouble.
+/// How long past [`JWKS_MAX_AGE_SECS`] a cached JWKS still serves while it
+/// cannot be refreshed: the authority fails, or a fetch cannot be put on
+/// record (the key-value store refuses the write that spaces fetches out,
+/// so none is made). After that, tokens are refused as transient until a
+/// fetch succeeds, so a key the tenant withdrew is not accepted for as long
+/// as the authority or the store is in trouble.
 pub const JWKS_UNRECORDED_GRACE_SECS: u64 = 3600;
 
-/// Whether a cached JWKS fetched at `fetched_at` may serve at `now` while
-/// no fetch can be put on record ([`JWKS_UNRECORDED_GRACE_SECS`]). A fetch
-/// time in the future beyond [`CLOCK_SKEW_SECS`] is not believed.
+/// Whether a cached JWKS fetched at `fetched_at` may still serve at `now`,
+/// refreshed or not ([`JWKS_UNRECORDED_GRACE_SECS`]). A fetch time in the
+/// future beyond [`CLOCK_SKEW_SECS`] is not believed.
 pub fn serves_unrecorded(fetched_at: UnixTime, now: UnixTime) -> bool {
     fetched_at.0 <= now.0.saturating_add(CLOCK_SKEW_SECS)
         && now.0
@@ -61,8 +62,11 @@ pub fn jwks_cache(
         .filter(|t| t.0 <= now.0.saturating_add(CLOCK_SKEW_SECS))
         .map(|t| now.0.saturating_sub(t.0));
     let tried_within = |secs: u64| since_attempt.is_some_and(|a| a < secs);
-    let Some((jwks, at)) = cached.filter(|(_, at)| at.0 <= now.0.saturating_add(CLOCK_SKEW_SECS))
-    else {
+    // A set older than its day and the grace serves no more, whatever keeps
+    // it from being refreshed (the authority failing, or the store not
+    // taking the attempt's record): a key the tenant withdrew is not
+    // trusted for longer than that.
+    let Some((jwks, at)) = cached.filter(|(_, at)| serves_unrecorded(*at, now)) else {
         return if tried_within(JWKS_RETRY_SECS) {
             JwksCache::Wait
         } else {

@@ -427,6 +427,28 @@ fn the_jwks_cache_refreshes_daily_and_on_unknown_keys_at_most_every_five_minutes
         refresh_held_back(&jwks, old, Some(UnixTime(NOW.0 + 3600)), Some("k9"), NOW),
         None
     );
+    // While refreshes fail (an attempt within the interval), the stale set
+    // serves for its day and the grace, and not a second past: then the
+    // token waits for a fetch, or one is made, as if nothing were cached.
+    let attempt = Some(UnixTime(NOW.0 - 10));
+    let last_hour = JWKS_MAX_AGE_SECS + JWKS_UNRECORDED_GRACE_SECS - 1;
+    assert_eq!(
+        jwks_cache(at(last_hour), attempt, Some("k1"), NOW),
+        JwksCache::Use
+    );
+    let past = JWKS_MAX_AGE_SECS + JWKS_UNRECORDED_GRACE_SECS;
+    assert_eq!(
+        jwks_cache(at(past), attempt, Some("k1"), NOW),
+        JwksCache::Wait
+    );
+    assert_eq!(
+        jwks_cache(at(30 * 86_400), attempt, Some("k1"), NOW),
+        JwksCache::Wait
+    );
+    assert_eq!(
+        jwks_cache(at(past), None, Some("k1"), NOW),
+        JwksCache::Fetch
+    );
     // A cached copy from the future (a writer of the store) is ignored.
     let future = Some((&jwks, UnixTime(NOW.0 + CLOCK_SKEW_SECS + 1)));
     assert_eq!(jwks_cache(future, None, Some("k1"), NOW), JwksCache::Fetch);
