@@ -100,22 +100,33 @@ fn sender_tokens(vars: &Vars) -> Result<Option<SenderTokens>, ConfigError> {
     if audiences.is_empty() {
         return Ok(None);
     }
-    let tenant = match vars.get("ingest_entra_tenant_id")? {
-        Some(t) => t,
-        None => vars.get("azure_tenant_id")?.ok_or_else(|| {
-            invalid(
-                "ingest_entra_tenant_id",
-                &"is required (or azure_tenant_id) when ingest_entra_audiences is set",
-            )
-        })?,
+    let (name, tenant) = match vars.get("ingest_entra_tenant_id")? {
+        Some(t) => ("ingest_entra_tenant_id", t),
+        None => (
+            "azure_tenant_id",
+            vars.get("azure_tenant_id")?.ok_or_else(|| {
+                invalid(
+                    "ingest_entra_tenant_id",
+                    &"is required (or azure_tenant_id) when ingest_entra_audiences is set",
+                )
+            })?,
+        ),
     };
-    if !tenant
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    // Tokens name their tenant by its id, in lower case (`tid`, and in the
+    // default issuers): a domain (`contoso.onmicrosoft.com`), or a name for
+    // many tenants, could never match and every delivery would be refused
+    // 401, which Event Grid does not retry. An id in capitals is taken in
+    // lower case.
+    let tenant = tenant.trim().to_ascii_lowercase();
+    if tenant.contains('.')
+        || matches!(tenant.as_str(), "common" | "organizations" | "consumers")
+        || !tenant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
     {
         return Err(invalid(
-            "ingest_entra_tenant_id",
-            &"is not a tenant id or domain",
+            name,
+            &"must be the tenant's id (the GUID tokens carry in `tid`), not a domain, for sender tokens",
         ));
     }
     let issuers = match list(vars.get("ingest_entra_issuers")?) {

@@ -60,6 +60,15 @@ fn entra_delivery_is_off_until_an_audience_is_given_and_defaults_to_the_tenant()
             ("ingest_entra_audiences", "api://a"),
             ("ingest_entra_tenant_id", "t/../x"),
         ],
+        // A domain, or a name for many tenants: no token's `tid` is one.
+        vec![
+            ("ingest_entra_audiences", "api://a"),
+            ("ingest_entra_tenant_id", "contoso.onmicrosoft.com"),
+        ],
+        vec![
+            ("ingest_entra_audiences", "api://a"),
+            ("ingest_entra_tenant_id", "organizations"),
+        ],
     ] {
         assert!(matches!(
             load(&bad).unwrap_err(),
@@ -69,4 +78,33 @@ fn entra_delivery_is_off_until_an_audience_is_given_and_defaults_to_the_tenant()
             }
         ));
     }
+    // The fallback is named when it is the one at fault: a domain is a
+    // fine azure_tenant_id for the component's own tokens, not for
+    // checking senders'.
+    let e = load(&[
+        ("ingest_entra_audiences", "api://a"),
+        ("azure_tenant_id", "contoso.onmicrosoft.com"),
+    ])
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ConfigError::Invalid {
+                name: "azure_tenant_id",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    // An id in capitals is taken as tokens write it.
+    let c = load(&[
+        ("ingest_entra_audiences", "api://a"),
+        (
+            "ingest_entra_tenant_id",
+            "72F988BF-86F1-41AF-91AB-2D7CD011DB47",
+        ),
+    ])
+    .unwrap();
+    let tenant = c.ingest.entra.unwrap().policy.tenant;
+    assert_eq!(tenant, "72f988bf-86f1-41af-91ab-2d7cd011db47");
 }
