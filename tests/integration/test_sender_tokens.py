@@ -365,8 +365,9 @@ def set_fetched(stack, app, name: str, then: int):
     return jwks, stored
 
 
-def age_the_set(stack, app, name: str, hours: int = 25):
-    """The set and its fetch attempt `hours` old (25: due for refresh)."""
+def age_the_set(stack, app, name: str, hours: int = 24):
+    """The set and its fetch attempt `hours` old (24: due for refresh; 25:
+    past the hour a set that cannot be refreshed still serves)."""
     return set_fetched(stack, app, name, int(time.time()) - hours * 3600)
 
 
@@ -389,7 +390,8 @@ def test_a_signature_checked_against_a_held_set_is_not_kept(stack):
     """The set is due for refresh and the authority fails: the cached set
     still serves (the token is accepted), but the kept signatures are set
     aside and none is kept against the held set, so every delivery is
-    checked in full until a fetch succeeds."""
+    checked in full until a fetch succeeds; an hour past its day the held
+    set serves no more, and tokens get 503 until a fetch succeeds."""
     name = "app-entra-kept-held"
     app, topic, t = kept_token_app(stack, name, deliveries=2)
     age_the_set(stack, app, name)
@@ -399,6 +401,9 @@ def test_a_signature_checked_against_a_held_set_is_not_kept(stack):
             status, _, body = deliver(app, [custom_event(topic, n=n)], t)
             assert status == 200, body
             assert sender_lines(app)[-1]["signature"] == "checked"
+        age_the_set(stack, app, name, hours=25)
+        status, _, body = deliver(app, [custom_event(topic, n=9)], t)
+        assert (status, body["error"]["code"]) == (503, "SigningKeysUnavailable"), body
     finally:
         stack.entra_admin("POST", "reset")
     assert "signing_keys_refresh_failed" in app.logs()
