@@ -5,7 +5,11 @@
 //! With `cosmos_auth = entra`, an answer of 401 or 403 may mean the cached
 //! token was revoked or went stale early (the service answers an expired
 //! token with 401; some reports show 403): the cached token is dropped, a
-//! new one is obtained and the request is sent once more with it.
+//! new one is obtained and the request is sent once more with it. The
+//! requests of one delivery run side by side and were signed with the same
+//! token, so they share the renewal: the first refused one renews, the
+//! others wait for it and take the new token, and a refusal of a whole
+//! delivery costs one token request, not one per request.
 
 use serde_json::json;
 
@@ -14,12 +18,14 @@ use crate::host::outbound::{self, CosmosSent};
 use crate::host::token::Tokens;
 use cmk_core::api::ApiError;
 use cmk_core::config::{CosmosAuth, CosmosConfig};
-use cmk_core::cosmos::{reauthorize, token_refused, Credential};
+use cmk_core::cosmos::{reauthorize, signed_with, token_refused, Credential};
 
 /// One request's access to the account.
 pub struct Account<'a> {
     config: &'a CosmosConfig,
     tokens: Option<(Tokens<'a>, &'a str)>,
+    /// The token this request's renewal got, held while it is got.
+    renewed: futures::lock::Mutex<Option<String>>,
 }
 
 impl<'a> Account<'a> {
@@ -31,7 +37,11 @@ impl<'a> Account<'a> {
                 Some((Tokens::new(identity, config.retry, kv_key), scope.as_str()))
             }
         };
-        Self { config, tokens }
+        Self {
+            config,
+            tokens,
+            renewed: futures::lock::Mutex::new(None),
+        }
     }
 
     /// The credential to sign requests with now.
@@ -59,12 +69,25 @@ impl<'a> Account<'a> {
             Ok(r) if token_refused(r) => r.status().as_u16(),
             _ => return first,
         };
-        tokens.forget(scope);
-        let mut req = req;
-        let renewed = match tokens.get(scope).await {
-            Ok(t) => reauthorize(&mut req, &t.token).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+        let token = {
+            let mut renewed = self.renewed.lock().await;
+            match renewed.as_ref() {
+                // Renewed by another request since this one was signed.
+                Some(t) if !signed_with(&req, t) => Ok(t.clone()),
+                _ => {
+                    tokens.forget(scope);
+                    match tokens.get(scope).await {
+                        Ok(t) => {
+                            *renewed = Some(t.token.clone());
+                            Ok(t.token)
+                        }
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            }
         };
+        let mut req = req;
+        let renewed = token.and_then(|t| reauthorize(&mut req, &t).map_err(|e| e.to_string()));
         log::emit(
             "warn",
             "cosmos_token_refused",

@@ -70,3 +70,24 @@ def test_a_token_for_another_audience_is_refused_and_nothing_is_written(stack):
     assert after["forwarded"] == before["forwarded"]
     assert token_calls(stack, "app-secret-client", other) - tokens_before == 2
     assert count(stack, "c.pk = @pk", [{"name": "@pk", "value": topic}]) == 0
+
+
+def test_a_refused_delivery_renews_its_token_once_not_once_per_request(stack):
+    # Five partitions, five requests side by side, each refused: they were
+    # signed with one token and share one renewal, so the stand-in is asked
+    # for two tokens in all (the first and the renewed), not one more per
+    # request, however the requests interleave.
+    other = "https://another-refusing-account.documents.azure.com"
+    app = stack.serve_app(name="app-entra-one-renewal",
+                          overrides=stack.entra_cosmos("client-secret", cosmos_token_scope=f"{other}/.default"))
+    tokens_before = token_calls(stack, "app-secret-client", other)
+    before = stack.sigcheck_stats()
+    topic = f"/topics/entra-renew-{uuid.uuid4()}"
+    events = [custom_event(f"{topic}-{i}") for i in range(5)]
+    status, _, body = post(f"{app.url}/events", events)
+    assert status == 502 and body["error"]["code"] == "StoreAuthFailed", body
+    after = stack.sigcheck_stats()
+    assert after["rejected"] - before["rejected"] == 10
+    assert after["forwarded"] == before["forwarded"]
+    assert token_calls(stack, "app-secret-client", other) - tokens_before == 2
+    assert app.logs().count('"cosmos_token_refused"') == 5

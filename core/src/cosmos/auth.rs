@@ -94,6 +94,15 @@ pub fn reauthorize(req: &mut http::Request<Vec<u8>>, token: &str) -> Result<(), 
     Ok(())
 }
 
+/// Whether `req` carries `token` as its Entra ID credential: how a request
+/// refused with 401/403 tells a token renewed since it was signed (use it)
+/// from the one it was refused with (renew it).
+pub fn signed_with(req: &http::Request<Vec<u8>>, token: &str) -> bool {
+    req.headers()
+        .get(http::header::AUTHORIZATION)
+        .is_some_and(|v| v.as_bytes() == bearer_header_value(token).as_bytes())
+}
+
 /// A token that cannot be sent in a header.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("the access token is not a valid header value")]
@@ -272,6 +281,13 @@ mod tests {
             "type=aad&ver=1.0&sig=eyJ2.eyJ3.bmV3"
         );
         assert_eq!(reauthorize(&mut req, "bad\ntoken"), Err(InvalidToken));
+        // Which token a request was signed with.
+        assert!(signed_with(&req, "eyJ2.eyJ3.bmV3"));
+        assert!(!signed_with(&req, "eyJ0.eyJ1.c2l-_g"));
+        assert!(!signed_with(
+            &http::Request::new(Vec::new()),
+            "eyJ2.eyJ3.bmV3"
+        ));
     }
 
     #[test]
