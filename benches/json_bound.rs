@@ -20,42 +20,14 @@
 //! event. docs/benchmarks.md has a run.
 
 use serde::de::IgnoredAny;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 // The component's global allocator (wasm32 only) and `cabi_realloc`.
 cmk_heap::cabi_realloc!();
 
-fn words(seed: u64, n: usize) -> String {
-    const W: [&str; 8] = [
-        "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
-    ];
-    let mut s = String::new();
-    let mut x = seed;
-    while s.len() < n {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        s.push_str(W[(x >> 60) as usize & 7]);
-        s.push(' ');
-    }
-    s.truncate(n);
-    s
-}
-
-/// The delivery bench's body (benches/delivery.rs), the same bytes.
-fn body(events: usize) -> Vec<u8> {
-    let list: Vec<_> = (0..events as u64)
-        .map(|i| {
-            json!({"id": format!("{i:08}-bench"), "topic": "/bench/delivery", "subject": "patients/records",
-               "eventType": "Contoso.Records.Updated", "eventTime": "2026-11-25T10:00:00.000Z",
-               "data": {"patient": format!("Patient {i:08x} {}", words(i, 24)), "mrn": format!("A{i:09}"),
-                        "notes": {"text": words(i + 1, 420), "codes": ["J01", "J02", "J03", "J04"]},
-                        "ward": "7B", "admitted": "2026-11-20T08:15:00Z", "context": words(i + 2, 230)},
-               "dataVersion": "1.0", "metadataVersion": "1"})
-        })
-        .collect();
-    serde_json::to_vec(&list).unwrap()
-}
+#[path = "workload.rs"]
+mod workload;
+use workload::body;
 
 fn main() {
     let mut args = std::env::args().skip(1);

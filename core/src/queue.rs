@@ -240,16 +240,7 @@ pub fn accepts_content_type(content_type: Option<&str>) -> bool {
 /// entries: a value that is not UTF-8 is no type [`accepts_content_type`]
 /// accepts, and answers as one (415), rather than being read as none.
 pub fn content_type(entries: &[(String, Vec<u8>)]) -> Result<Option<String>, ApiError> {
-    match entries
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
-    {
-        None => Ok(None),
-        Some((_, v)) => match std::str::from_utf8(v) {
-            Ok(v) => Ok(Some(v.to_owned())),
-            Err(_) => Err(unsupported_media_type()),
-        },
-    }
+    crate::events::content_type(entries).map_err(|_| unsupported_media_type())
 }
 
 fn unsupported_media_type() -> ApiError {

@@ -54,15 +54,24 @@ def test_writes_and_reads_with_entra_tokens_one_token_for_many_requests(stack, i
     assert "eyJ" not in logs and "local-client-secret-0123" not in logs  # no token or secret in the log
 
 
-def test_a_token_for_another_audience_is_refused_and_nothing_is_written(stack):
-    other = "https://other-account.documents.azure.com"
-    app = stack.serve_app(name="app-entra-wrong-audience",
+def refused_delivery(stack, name, other, events):
+    """Delivers `events` from an app whose tokens are for another account,
+    so the signature check refuses every one: the app, the answer, and the
+    signature check's and the Entra stand-in's counts before it."""
+    app = stack.serve_app(name=name,
                           overrides=stack.entra_cosmos("client-secret", cosmos_token_scope=f"{other}/.default"))
     tokens_before = token_calls(stack, "app-secret-client", other)
     before = stack.sigcheck_stats()
-    topic = f"/topics/entra-wrong-{uuid.uuid4()}"
-    status, _, body = post(f"{app.url}/events", [custom_event(topic), custom_event(topic)])
+    status, _, body = post(f"{app.url}/events", events)
     assert status == 502 and body["error"]["code"] == "StoreAuthFailed", body
+    return app, body, before, tokens_before
+
+
+def test_a_token_for_another_audience_is_refused_and_nothing_is_written(stack):
+    other = "https://other-account.documents.azure.com"
+    topic = f"/topics/entra-wrong-{uuid.uuid4()}"
+    _, body, before, tokens_before = refused_delivery(stack, "app-entra-wrong-audience", other,
+                                                      [custom_event(topic), custom_event(topic)])
     assert f"intended for [{other}]" in body["error"]["message"]
     after = stack.sigcheck_stats()
     # Refused, then refused again with a renewed token; nothing reached the server.
@@ -78,14 +87,9 @@ def test_a_refused_delivery_renews_its_token_once_not_once_per_request(stack):
     # for two tokens in all (the first and the renewed), not one more per
     # request, however the requests interleave.
     other = "https://another-refusing-account.documents.azure.com"
-    app = stack.serve_app(name="app-entra-one-renewal",
-                          overrides=stack.entra_cosmos("client-secret", cosmos_token_scope=f"{other}/.default"))
-    tokens_before = token_calls(stack, "app-secret-client", other)
-    before = stack.sigcheck_stats()
     topic = f"/topics/entra-renew-{uuid.uuid4()}"
-    events = [custom_event(f"{topic}-{i}") for i in range(5)]
-    status, _, body = post(f"{app.url}/events", events)
-    assert status == 502 and body["error"]["code"] == "StoreAuthFailed", body
+    app, _, before, tokens_before = refused_delivery(stack, "app-entra-one-renewal", other,
+                                                     [custom_event(f"{topic}-{i}") for i in range(5)])
     after = stack.sigcheck_stats()
     assert after["rejected"] - before["rejected"] == 10
     assert after["forwarded"] == before["forwarded"]
