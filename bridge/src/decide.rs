@@ -3,7 +3,8 @@
 //!
 //! | component answer | action |
 //! |---|---|
-//! | 200 with `accepted` (+ `conflicts`, create mode) = the message's event count | delete the message (conflicts logged) |
+//! | 200 with `accepted` = the message's event count | delete the message |
+//! | 200 with `accepted` + `conflicts` = the count, conflicts > 0 (create mode), or 409 `DocumentConflict` (every event conflicts) | poison at once: a conflicting event's content is stored nowhere else |
 //! | other 2xx, or 200 with another count | leave it for redelivery (not confirmed) |
 //! | 400, 413, 415, 422 (the message itself is bad) | poison at once |
 //! | 401, 403 (the bridge's ingest key is refused) | leave it; pause polling |
@@ -64,6 +65,11 @@ pub enum PoisonReason {
     /// Refused for the key's state while too little of its time to live
     /// is left for another round: re-queued, it could expire unseen.
     Expiring,
+    /// Create mode: an event's document id holds another event, so its
+    /// content was refused (no retry changes that), and deleting the
+    /// message would leave it nowhere. The events that were stored are
+    /// stored again, identically, if the message is replayed.
+    Conflict,
 }
 
 impl PoisonReason {
@@ -73,6 +79,7 @@ impl PoisonReason {
             PoisonReason::Refused(_) => "refused",
             PoisonReason::MaxDequeueCount => "max-dequeue-count",
             PoisonReason::Expiring => "expiring",
+            PoisonReason::Conflict => "conflict",
         }
     }
 }
@@ -168,16 +175,27 @@ pub fn after_forward(
 ) -> Action {
     let (pause, auth) = match result {
         // Every event is accounted for: stored, or (create mode) refused
-        // because its id holds another event, which no retry changes (the
-        // conflicts are logged with the message).
+        // because its id holds another event, which no retry changes. Only
+        // a message whose every event was stored is deleted; one with a
+        // conflict goes to the poison queue, which keeps the refused
+        // event's content.
         Forwarded::Answered {
             status: 200,
             accepted: Some(n),
             conflicts,
             ..
         } if expected.is_some_and(|e| Some(e as u64) == n.checked_add(conflicts.unwrap_or(0))) => {
-            return Action::Delete
+            return match conflicts {
+                Some(c) if *c > 0 => Action::Poison(PoisonReason::Conflict),
+                _ => Action::Delete,
+            };
         }
+        // Every event conflicts: nothing was stored, and no retry changes it.
+        Forwarded::Answered {
+            status: 409,
+            code: Some(code),
+            ..
+        } if code == "DocumentConflict" => return Action::Poison(PoisonReason::Conflict),
         // Any other success is not a confirmation (a proxy, a wrong
         // target, another version): leave it, it is tried again.
         Forwarded::Answered { status, .. } if (200..300).contains(status) => (None, false),
@@ -413,10 +431,22 @@ mod tests {
     }
 
     #[test]
-    fn create_mode_conflicts_count_as_accounted_for() {
-        // 3 events: 2 stored, 1 whose id holds another event.
-        assert_eq!(after_forward(&with_conflicts(2, 1), 1, 5), Action::Delete);
+    fn create_mode_conflicts_are_poisoned_not_deleted() {
+        // 3 events: 2 stored, 1 whose id holds another event: the refused
+        // event's content must not go with the message.
+        let conflict = Action::Poison(PoisonReason::Conflict);
+        assert_eq!(after_forward(&with_conflicts(2, 1), 1, 5), conflict);
+        assert_eq!(after_forward(&with_conflicts(0, 3), 1, 5), conflict);
         assert_eq!(after_forward(&with_conflicts(3, 0), 1, 5), Action::Delete);
+        // Every event conflicts: 409 DocumentConflict, on the first try.
+        let all = Forwarded::Answered {
+            status: 409,
+            accepted: None,
+            conflicts: None,
+            code: Some("DocumentConflict".into()),
+            retry_after_secs: None,
+        };
+        assert_eq!(super::after_forward(&all, Some(3), 1, 5), conflict);
         let leave = Action::Leave {
             pause_secs: None,
             auth: false,

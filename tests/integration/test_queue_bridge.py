@@ -518,12 +518,14 @@ def test_a_key_refused_message_keeps_its_lifetime_or_is_poisoned_before_it_expir
         assert depth(client) == 0
 
 
-def test_create_mode_conflicts_confirm_the_message(stack):
+def test_create_mode_conflicts_go_to_the_poison_queue_with_their_content(stack):
     """Create mode: a message whose events are stored except one whose
     document id holds another event is answered 200 with accepted +
-    conflicts = its events; the bridge deletes it (no retry changes a
-    conflict) and logs the conflicts, instead of retrying it to the
-    poison queue."""
+    conflicts = its events. No retry changes a conflict, and deleting the
+    message would leave the refused event's content nowhere: the bridge
+    moves it to the poison queue at once (the stored events are stored
+    again, identically, if it is replayed). A message whose every event
+    conflicts (409 DocumentConflict) goes the same way, on its first try."""
     app = stack.serve_app(name="app-bridge-create", overrides={"SPIN_VARIABLE_COSMOS_WRITE_MODE": "create"})
     name, client = new_queue(stack)
     topic = f"/topics/bridge-create-{uuid.uuid4()}"
@@ -533,12 +535,21 @@ def test_create_mode_conflicts_confirm_the_message(stack):
     assert [l["action"] for l in messages_logged(result.stderr)] == ["deleted"], result.stderr
     impostor = dict(original, data={"api": "someone else"})
     fresh = eventgrid_event(topic)
-    client.send_message(json.dumps([impostor, fresh]))
-    result = stack.run_bridge_once(stack.bridge_env(f"{app.url}/queue", name, MAX_DEQUEUE_COUNT="1"))
+    mixed = json.dumps([impostor, fresh])
+    client.send_message(mixed)
+    result = stack.run_bridge_once(stack.bridge_env(f"{app.url}/queue", name, MAX_DEQUEUE_COUNT="5"))
     assert result.returncode == 0, result.stderr
     (line,) = messages_logged(result.stderr)
-    assert (line["action"], line["status"], line["conflicts"], line["level"]) == ("deleted", 200, 1, "warn"), line
-    assert depth(client) == 0 and poison_texts(stack, name) == []
+    assert (line["action"], line["reason"], line["status"], line["conflicts"], line["level"]) == \
+        ("poisoned", "conflict", 200, 1, "warn"), line
+    assert depth(client) == 0 and poison_texts(stack, name) == [mixed]
     assert count_ids(stack, [document_id(topic, fresh["id"])]) == 1
     kept = stack.container_client().read_item(document_id(topic, original["id"]), partition_key=topic)
     assert kept["event"]["data"] == original["data"]
+    # Every event conflicting: 409, poisoned on the first of five tries.
+    alone = json.dumps(impostor)
+    client.send_message(alone)
+    result = stack.run_bridge_once(stack.bridge_env(f"{app.url}/queue", name, MAX_DEQUEUE_COUNT="5"))
+    (line,) = messages_logged(result.stderr)
+    assert (line["action"], line["reason"], line["status"]) == ("poisoned", "conflict", 409), line
+    assert depth(client) == 0 and poison_texts(stack, name) == [mixed, alone]
