@@ -74,7 +74,7 @@ impl StorageError {
                 "the queue service refused the Shared Key signature: check BRIDGE_ACCOUNT_KEY and the account in BRIDGE_QUEUE_URL",
             ),
             (StorageOutcome::Auth, StorageAuth::Entra { .. }) => Some(
-                "the queue service refused the identity: give it Storage Queue Data Message Processor on the queue and Storage Queue Data Message Sender on the poison queue",
+                "the queue service refused the identity: give it Storage Queue Data Message Processor on the queue and Storage Queue Data Message Sender on the queue and the poison queue",
             ),
             (StorageOutcome::NotFound, _) => Some("the queue does not exist: check BRIDGE_QUEUE_URL"),
             _ => None,
@@ -493,11 +493,15 @@ impl Bridge {
                     }
                     Err(e) => {
                         // The original stays and comes back after the visibility
-                        // timeout (spending a try, as before).
+                        // timeout, spending a try. Polling pauses for the
+                        // component's `Retry-After` (or KEY_PAUSE_SECS), so
+                        // that the queue's other messages do not spend theirs
+                        // at full speed while the key is unusable.
                         fields.push(("action", json!("requeue-failed")));
                         fields.push(("error", json!(e.to_string())));
+                        fields.push(("pause_secs", json!(delay_secs)));
                         emit("warn", "message", &fields);
-                        return action.pause_secs();
+                        return Some(delay_secs);
                     }
                 }
             }

@@ -176,6 +176,16 @@ resource "azurerm_role_assignment" "bridge_poison" {
   principal_id         = azurerm_user_assigned_identity.bridge.principal_id
 }
 
+# Re-queuing puts a message back into its own queue (a key-state refusal:
+# the message keeps its tries, docs/bridge.md); Message Processor has no
+# add (learn.microsoft.com/azure/role-based-access-control/built-in-roles,
+# Storage Queue Data Message Processor: peek, retrieve and delete).
+resource "azurerm_role_assignment" "bridge_requeue" {
+  scope                = "${azurerm_storage_account.events.id}/queueServices/default/queues/${azurerm_storage_queue.events.name}"
+  role_definition_name = "Storage Queue Data Message Sender"
+  principal_id         = azurerm_user_assigned_identity.bridge.principal_id
+}
+
 # KEDA reads queue metadata (length) through the same identity.
 resource "azurerm_role_assignment" "bridge_queue_reader" {
   scope                = "${azurerm_storage_account.events.id}/queueServices/default/queues/${azurerm_storage_queue.events.name}"

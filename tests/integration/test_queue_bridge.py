@@ -553,3 +553,95 @@ def test_create_mode_conflicts_go_to_the_poison_queue_with_their_content(stack):
     (line,) = messages_logged(result.stderr)
     assert (line["action"], line["reason"], line["status"]) == ("poisoned", "conflict", 409), line
     assert depth(client) == 0 and poison_texts(stack, name) == [mixed, alone]
+
+
+class RefusingPutQueue(BaseHTTPRequestHandler):
+    """A queue service that hands out one message, refuses to take one
+    (403, as for an identity without Message Sender on the queue) and
+    records every request."""
+    text = ""
+    requests: list = []
+
+    def _answer(self, status, body=b"", headers=()):
+        self.send_response(status)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        RefusingPutQueue.requests.append(("GET", self.path))
+        if "comp=metadata" in self.path:
+            return self._answer(200, headers=[("x-ms-approximate-messages-count", "1")])
+        if [m for m, p in RefusingPutQueue.requests if m == "GET" and "comp=metadata" not in p][1:]:
+            # Handed out once: then the queue reads as empty (the message
+            # is invisible for its visibility timeout), and --once ends.
+            return self._answer(200, b'<?xml version="1.0" encoding="utf-8"?><QueueMessagesList />',
+                                [("content-type", "application/xml")])
+        from xml.sax.saxutils import escape
+        body = ('<?xml version="1.0" encoding="utf-8"?><QueueMessagesList><QueueMessage>'
+                "<MessageId>msg-1</MessageId><InsertionTime>Mon, 07 Dec 2026 19:00:00 GMT</InsertionTime>"
+                "<ExpirationTime>Fri, 31 Dec 9999 23:59:59 GMT</ExpirationTime><PopReceipt>AgAAAAMAAAA</PopReceipt>"
+                "<TimeNextVisible>Mon, 07 Dec 2026 19:10:00 GMT</TimeNextVisible><DequeueCount>1</DequeueCount>"
+                f"<MessageText>{escape(RefusingPutQueue.text)}</MessageText></QueueMessage></QueueMessagesList>")
+        self._answer(200, body.encode(), [("content-type", "application/xml")])
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        RefusingPutQueue.requests.append(("POST", self.path))
+        self._answer(403, b'<?xml version="1.0" encoding="utf-8"?><Error><Code>AuthorizationPermissionMismatch'
+                          b'</Code><Message>This request is not authorized to perform this operation using '
+                          b'this permission.</Message></Error>',
+                     [("content-type", "application/xml"), ("x-ms-error-code", "AuthorizationPermissionMismatch")])
+
+    def do_DELETE(self):
+        RefusingPutQueue.requests.append(("DELETE", self.path))
+        self._answer(204)
+
+    def log_message(self, *args):
+        pass
+
+
+class KeyDisabledTarget(BaseHTTPRequestHandler):
+    """Answers POST /queue as the component does while its key is disabled."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        body = b'{"error": {"code": "KeyDisabled", "message": "the key-encryption key is disabled"}}'
+        self.send_response(503)
+        self.send_header("content-type", "application/json")
+        self.send_header("retry-after", "2")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_requeue_the_queue_refuses_leaves_the_message_and_pauses(stack):
+    """A key-state refusal re-queues the message; when the queue service
+    refuses the put (an identity without Message Sender on the queue), the
+    original is not deleted, and polling pauses for the component's
+    Retry-After, so the queue's other messages do not spend their tries at
+    full speed while the key is unusable."""
+    queue = ThreadingHTTPServer(("127.0.0.1", 0), RefusingPutQueue)
+    target = ThreadingHTTPServer(("127.0.0.1", 0), KeyDisabledTarget)
+    for server in (queue, target):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    RefusingPutQueue.text = json.dumps(cloud_event(f"/ce/requeue-refused-{uuid.uuid4()}"))
+    RefusingPutQueue.requests = []
+    try:
+        env_vars = stack.bridge_env(f"http://127.0.0.1:{target.server_port}/queue", "events")
+        env_vars["BRIDGE_QUEUE_URL"] = f"http://127.0.0.1:{queue.server_port}/devstoreaccount1/events"
+        result = stack.run_bridge_once(env_vars)
+        assert result.returncode == 0, result.stderr
+        (line,) = messages_logged(result.stderr)
+        assert (line["action"], line["code"], line["pause_secs"]) == ("requeue-failed", "KeyDisabled", 2), line
+        assert "AuthorizationPermissionMismatch" in line["error"], line
+        methods = [m for m, _ in RefusingPutQueue.requests]
+        assert "POST" in methods and "DELETE" not in methods, RefusingPutQueue.requests
+    finally:
+        queue.shutdown()
+        target.shutdown()
