@@ -8,8 +8,10 @@
 //! new one is obtained and the request is sent once more with it. The
 //! requests of one delivery run side by side and were signed with the same
 //! token, so they share the renewal: the first refused one renews, the
-//! others wait for it and take the new token, and a refusal of a whole
-//! delivery costs one token request, not one per request.
+//! others wait for it and take its outcome (the new token, or the failure),
+//! and a refusal of a whole delivery costs one token request, not one per
+//! request. A source that gives the refused token back has not renewed it:
+//! the request is not sent again with it.
 
 use serde_json::json;
 
@@ -18,14 +20,23 @@ use crate::host::outbound::{self, CosmosSent};
 use crate::host::token::Tokens;
 use cmk_core::api::ApiError;
 use cmk_core::config::{CosmosAuth, CosmosConfig};
-use cmk_core::cosmos::{reauthorize, signed_with, token_refused, Credential};
+use cmk_core::cosmos::{bearer_token, reauthorize, token_refused, Credential};
 
 /// One request's access to the account.
 pub struct Account<'a> {
     config: &'a CosmosConfig,
     tokens: Option<(Tokens<'a>, &'a str)>,
-    /// The token this request's renewal got, held while it is got.
-    renewed: futures::lock::Mutex<Option<String>>,
+    /// This request's last renewal, held while it is made.
+    renewal: futures::lock::Mutex<Option<Renewal>>,
+}
+
+/// A renewal of a refused token, shared by the requests signed with it.
+struct Renewal {
+    /// The token the service refused.
+    refused: String,
+    /// The new token, or why there is none (a failure is shared too, so
+    /// the requests of a delivery do not each try again in turn).
+    outcome: Result<String, String>,
 }
 
 impl<'a> Account<'a> {
@@ -40,7 +51,7 @@ impl<'a> Account<'a> {
         Self {
             config,
             tokens,
-            renewed: futures::lock::Mutex::new(None),
+            renewal: futures::lock::Mutex::new(None),
         }
     }
 
@@ -69,20 +80,29 @@ impl<'a> Account<'a> {
             Ok(r) if token_refused(r) => r.status().as_u16(),
             _ => return first,
         };
+        let refused = bearer_token(&req).unwrap_or_default().to_owned();
         let token = {
-            let mut renewed = self.renewed.lock().await;
-            match renewed.as_ref() {
-                // Renewed by another request since this one was signed.
-                Some(t) if !signed_with(&req, t) => Ok(t.clone()),
+            let mut renewal = self.renewal.lock().await;
+            match renewal.as_ref() {
+                // Another request signed with the same token renewed it.
+                Some(r) if r.refused == refused => r.outcome.clone(),
                 _ => {
                     tokens.forget(scope);
-                    match tokens.get(scope).await {
-                        Ok(t) => {
-                            *renewed = Some(t.token.clone());
-                            Ok(t.token)
+                    let outcome = match tokens.get(scope).await {
+                        // A source that serves from its own cache (the
+                        // token proxy, IMDS) may give the refused token
+                        // back: sending it again would only be refused.
+                        Ok(t) if t.token == refused => {
+                            Err("the token source gave back the refused token".to_owned())
                         }
+                        Ok(t) => Ok(t.token),
                         Err(e) => Err(e.to_string()),
-                    }
+                    };
+                    *renewal = Some(Renewal {
+                        refused,
+                        outcome: outcome.clone(),
+                    });
+                    outcome
                 }
             }
         };

@@ -100,3 +100,27 @@ def test_the_projected_token_is_read_afresh_and_entras_refusal_passed_on(proxy, 
     assert status == 200 and body["token_type"] == "Bearer" and int(body["expires_on"]) > 0, body
     assert body["client_id"] == CLIENT and body["resource"] == OTHER
     assert_no_credentials_in(process.log.read_text(), stack, HEADER, *assertions)
+
+
+def test_a_refused_token_the_source_gives_back_is_not_sent_again(proxy, stack):
+    """Cosmos DB refuses the token (here: one for another resource), and the
+    renewal gets the same token back, as a source with its own cache (the
+    proxy, IMDS) serves it: the request is not sent again with it, and the
+    delivery's requests share that outcome instead of each renewing."""
+    from integration.eventgrid import custom_event
+    from integration.test_foundation import post
+
+    url, _, _, _ = proxy
+    app = stack.serve_app(name="app-token-proxy-cosmos", overrides=stack.entra_cosmos(
+        "app-service", azure_client_id=CLIENT, managed_identity_origin=url, identity_header=HEADER,
+        cosmos_token_scope=f"{OTHER}/.default"))
+    before = stack.sigcheck_stats()
+    topic = f"/topics/proxy-refused-{uuid.uuid4()}"
+    status, _, body = post(f"{app.url}/events", [custom_event(f"{topic}-{i}") for i in range(3)])
+    assert (status, body["error"]["code"]) == (502, "StoreAuthFailed"), body
+    after = stack.sigcheck_stats()
+    # Each of the three requests was refused once, and not sent again.
+    assert after["rejected"] - before["rejected"] == 3
+    refused = [json.loads(ln[ln.index("{"):]) for ln in app.logs().splitlines() if "cosmos_token_refused" in ln]
+    assert len(refused) == 3 and all(not r["renewed"] and "gave back the refused token" in r["error"]
+                                     for r in refused), refused

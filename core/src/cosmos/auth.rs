@@ -81,8 +81,11 @@ impl Credential {
 }
 
 fn bearer_header_value(token: &str) -> String {
-    ["type=aad&ver=1.0&sig=", token].concat()
+    [BEARER_PREFIX, token].concat()
 }
+
+/// What precedes the token in an Entra ID `authorization` value.
+const BEARER_PREFIX: &str = "type=aad&ver=1.0&sig=";
 
 /// Puts a fresh Entra ID token on a request built earlier: the token header
 /// does not depend on the verb, link or date, so nothing else changes. How
@@ -94,13 +97,15 @@ pub fn reauthorize(req: &mut http::Request<Vec<u8>>, token: &str) -> Result<(), 
     Ok(())
 }
 
-/// Whether `req` carries `token` as its Entra ID credential: how a request
-/// refused with 401/403 tells a token renewed since it was signed (use it)
-/// from the one it was refused with (renew it).
-pub fn signed_with(req: &http::Request<Vec<u8>>, token: &str) -> bool {
+/// The Entra ID token `req` is signed with (what [`reauthorize`] or a
+/// token credential put there); `None` for a request signed otherwise. How
+/// a request refused with 401/403 tells which token was refused.
+pub fn bearer_token(req: &http::Request<Vec<u8>>) -> Option<&str> {
     req.headers()
-        .get(http::header::AUTHORIZATION)
-        .is_some_and(|v| v.as_bytes() == bearer_header_value(token).as_bytes())
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix(BEARER_PREFIX)
 }
 
 /// A token that cannot be sent in a header.
@@ -282,12 +287,14 @@ mod tests {
         );
         assert_eq!(reauthorize(&mut req, "bad\ntoken"), Err(InvalidToken));
         // Which token a request was signed with.
-        assert!(signed_with(&req, "eyJ2.eyJ3.bmV3"));
-        assert!(!signed_with(&req, "eyJ0.eyJ1.c2l-_g"));
-        assert!(!signed_with(
-            &http::Request::new(Vec::new()),
-            "eyJ2.eyJ3.bmV3"
-        ));
+        assert_eq!(bearer_token(&req), Some("eyJ2.eyJ3.bmV3"));
+        assert_eq!(bearer_token(&http::Request::new(Vec::new())), None);
+        let mut master = http::Request::new(Vec::new());
+        master.headers_mut().insert(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_static("type%3Dmaster%26ver%3D1.0%26sig%3Dx"),
+        );
+        assert_eq!(bearer_token(&master), None);
     }
 
     #[test]

@@ -17,7 +17,7 @@ mod response;
 
 pub use crate::endpoint::{Endpoint, EndpointError};
 pub use auth::{
-    encode_header_value, master_key_signature, reauthorize, signed_with, Credential, InvalidToken,
+    bearer_token, encode_header_value, master_key_signature, reauthorize, Credential, InvalidToken,
     MasterKey, MasterKeyError,
 };
 pub use link::{ContainerLink, ResourceType, Target};
