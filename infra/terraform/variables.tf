@@ -76,8 +76,8 @@ variable "cluster_admin_group_object_id" {
   description = "Entra group of the cluster administrators: the cluster's Entra admin group and AKS RBAC Cluster Admin. A cluster administrator can run a pod, or mint a service-account token, as the app's workload identity, and so unwrap through it: this group must be neither the key administrators' group nor an HSM administrator, so that no one group both manages the keys and uses them."
   type        = string
   validation {
-    condition     = var.cluster_admin_group_object_id != var.key_admin_group_object_id && !contains(var.hsm_admin_object_ids, var.cluster_admin_group_object_id)
-    error_message = "cluster_admin_group_object_id must differ from key_admin_group_object_id and from every hsm_admin_object_ids entry: cluster administrators can act as the app's identity."
+    condition     = lower(var.cluster_admin_group_object_id) != lower(var.key_admin_group_object_id) && !contains([for id in var.hsm_admin_object_ids : lower(id)], lower(var.cluster_admin_group_object_id))
+    error_message = "cluster_admin_group_object_id must differ from key_admin_group_object_id and from every hsm_admin_object_ids entry (object ids compared in any case): cluster administrators can act as the app's identity."
   }
 }
 

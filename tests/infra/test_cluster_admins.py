@@ -21,14 +21,16 @@ def _one(v):
     return v[0] if isinstance(v, list) and len(v) == 1 else v
 
 
-def problems(aks_tf: str, variables_tf: str) -> list[str]:
+def problems(tf_texts: dict[str, str], variables_tf: str) -> list[str]:
+    """`tf_texts`: every .tf file of the root module by name (aks.tf among
+    them), so a Kubernetes role assignment in any file is seen."""
     errors = []
-    aks = hcl2.load(io.StringIO(aks_tf))
     resources = {}
-    for block in aks.get("resource", []):
-        for rtype, named in block.items():
-            for name, body in named.items():
-                resources[(rtype, name)] = body
+    for text in tf_texts.values():
+        for block in hcl2.load(io.StringIO(text)).get("resource", []):
+            for rtype, named in block.items():
+                for name, body in named.items():
+                    resources[(rtype, name)] = body
     cluster = resources[("azurerm_kubernetes_cluster", "aks")]
     aad = cluster["azure_active_directory_role_based_access_control"][0]
     if _one(aad.get("admin_group_object_ids")) != [CLUSTER]:
@@ -46,16 +48,16 @@ def problems(aks_tf: str, variables_tf: str) -> list[str]:
         variables.update(block)
     rules = "".join(str(_one(v.get("condition", ""))) for v in variables.get("cluster_admin_group_object_id", {})
                     .get("validation", [])).replace(" ", "")
-    for needed in ("var.cluster_admin_group_object_id != var.key_admin_group_object_id",
-                   "!contains(var.hsm_admin_object_ids, var.cluster_admin_group_object_id)"):
+    for needed in ("lower(var.cluster_admin_group_object_id) != lower(var.key_admin_group_object_id)",
+                   "!contains([for id in var.hsm_admin_object_ids : lower(id)], lower(var.cluster_admin_group_object_id))"):
         if needed.replace(" ", "") not in rules:
             errors.append(f"cluster_admin_group_object_id's validation lacks `{needed}`")
     return errors
 
 
-def texts() -> tuple[str, str]:
+def texts() -> tuple[dict[str, str], str]:
     tf = infra_lib.INFRA / "terraform"
-    return (tf / "aks.tf").read_text(), (tf / "variables.tf").read_text()
+    return {p.name: p.read_text() for p in sorted(tf.glob("*.tf"))}, (tf / "variables.tf").read_text()
 
 
 def test_cluster_admins_are_their_own_group():
@@ -68,16 +70,25 @@ def test_cluster_admins_are_their_own_group():
     ("aks.tf", '  role_definition_name = "Azure Kubernetes Service RBAC Cluster Admin"\n  principal_id         = var.cluster_admin_group_object_id',
      '  role_definition_name = "Azure Kubernetes Service RBAC Cluster Admin"\n  principal_id         = var.key_admin_group_object_id',
      "RBAC Cluster Admin"),
-    ("variables.tf", "var.cluster_admin_group_object_id != var.key_admin_group_object_id && ", "",
-     "lacks `var.cluster_admin_group_object_id != var.key_admin_group_object_id`"),
-], ids=["entra-admins-are-key-admins", "rbac-cluster-admin-to-key-admins", "no-validation"])
+    ("variables.tf", "lower(var.cluster_admin_group_object_id) != lower(var.key_admin_group_object_id) && ", "",
+     "lacks `lower(var.cluster_admin_group_object_id) != lower(var.key_admin_group_object_id)`"),
+    ("variables.tf", "lower(var.cluster_admin_group_object_id) != lower(var.key_admin_group_object_id)",
+     "var.cluster_admin_group_object_id != var.key_admin_group_object_id",
+     "lacks `lower(var.cluster_admin_group_object_id) != lower(var.key_admin_group_object_id)`"),
+    ("other.tf", "", 'resource "azurerm_role_assignment" "more_admins" {\n  scope = azurerm_kubernetes_cluster.aks.id\n'
+                     '  role_definition_name = "Azure Kubernetes Service RBAC Admin"\n'
+                     '  principal_id = var.key_admin_group_object_id\n}\n', "more_admins"),
+], ids=["entra-admins-are-key-admins", "rbac-cluster-admin-to-key-admins", "no-validation", "case-sensitive",
+        "kubernetes-role-in-another-file"])
 def test_broken_copies_fail(file, old, new, message):
-    aks, variables = texts()
-    if file == "aks.tf":
-        assert aks.count(old) == 1, old
-        aks = aks.replace(old, new)
-    else:
+    files, variables = texts()
+    if file == "variables.tf":
         assert variables.count(old) == 1, old
         variables = variables.replace(old, new)
-    errors = problems(aks, variables)
+    elif file in files:
+        assert files[file].count(old) == 1, old
+        files[file] = files[file].replace(old, new)
+    else:
+        files[file] = new
+    errors = problems(files, variables)
     assert any(message in e for e in errors), errors

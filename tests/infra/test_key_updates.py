@@ -85,19 +85,32 @@ def kms_key_problems(aks_tf: str) -> list[str]:
     cluster = next(b["azurerm_kubernetes_cluster"]["aks"] for b in hcl2.load(io.StringIO(aks_tf))["resource"]
                    if "azurerm_kubernetes_cluster" in b)
     kms = cluster["dynamic"][0]["key_management_service"]["content"][0]
-    key_id = str(kms["key_vault_key_id"])
-    if "var.etcd_kms_key_version" not in key_id:
-        return [f"AKS KMS key id {key_id} cannot be moved to a rotated version (etcd_kms_key_version)"]
+    value = kms["key_vault_key_id"]
+    key_id = "".join(str(value[0] if isinstance(value, list) and len(value) == 1 else value).split())
+    if key_id != "".join(EXPECTED_KMS_KEY_ID.split()):
+        return [f"AKS KMS key id {key_id} is not the created version or, with etcd_kms_key_version, that "
+                f"version of the key ({EXPECTED_KMS_KEY_ID})"]
     return []
+
+
+# The created version while etcd_kms_key_version is null, else that version
+# of the same key (as python-hcl2 writes the expression: `null` as None).
+EXPECTED_KMS_KEY_ID = ("${var.etcd_kms_key_version == None ? azurerm_key_vault_key.etcd_kms.id : "
+                       "\"${azurerm_key_vault_key.etcd_kms.versionless_id}/${var.etcd_kms_key_version}\"}")
 
 
 def test_aks_kms_moves_by_its_variable():
     assert kms_key_problems((infra_lib.INFRA / "terraform" / "aks.tf").read_text()) == []
 
 
-def test_a_bare_kms_key_id_fails():
+@pytest.mark.parametrize("replacement", [
+    "azurerm_key_vault_key.etcd_kms.id",
+    "(var.etcd_kms_key_version == null ? azurerm_key_vault_key.etcd_kms.id : azurerm_key_vault_key.etcd_kms.id)",
+    '"${azurerm_key_vault_key.etcd_kms.id}/${var.etcd_kms_key_version}"',
+], ids=["bare-id", "never-moves", "two-versions"])
+def test_a_kms_key_id_that_cannot_move_or_is_malformed_fails(replacement):
     text = (infra_lib.INFRA / "terraform" / "aks.tf").read_text()
     start = text.index("      key_vault_key_id = (var.etcd_kms_key_version")
     end = text.index("\n", text.index(": \"${", start))
-    broken = text[:start] + "      key_vault_key_id = azurerm_key_vault_key.etcd_kms.id" + text[end:]
-    assert any("etcd_kms_key_version" in e for e in kms_key_problems(broken))
+    broken = text[:start] + f"      key_vault_key_id = {replacement}" + text[end:]
+    assert any("AKS KMS key id" in e for e in kms_key_problems(broken))
