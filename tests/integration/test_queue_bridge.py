@@ -432,20 +432,7 @@ def test_entra_token_auth_against_the_stand_ins(stack, identity, tmp_path):
 def test_a_success_without_the_expected_count_does_not_delete(stack):
     # Something that answers 200 but is not the component (a proxy, a wrong
     # target URL): the message must stay.
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers.get("content-length", 0)))
-            body = b'{"ok": true}'
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), answering(200, b'{"ok": true}'))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         name, client = new_queue(stack)
@@ -603,21 +590,28 @@ class RefusingPutQueue(BaseHTTPRequestHandler):
         pass
 
 
-class KeyDisabledTarget(BaseHTTPRequestHandler):
-    """Answers POST /queue as the component does while its key is disabled."""
+def answering(status: int, body: bytes, headers: tuple = ()) -> type:
+    """A target that answers every POST with `status`, a JSON `body` and
+    `headers`."""
+    class Target(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            for k, v in headers:
+                self.send_header(k, v)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("content-length", 0)))
-        body = b'{"error": {"code": "KeyDisabled", "message": "the key-encryption key is disabled"}}'
-        self.send_response(503)
-        self.send_header("content-type", "application/json")
-        self.send_header("retry-after", "2")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        def log_message(self, *args):
+            pass
+    return Target
 
-    def log_message(self, *args):
-        pass
+
+# As the component answers POST /queue while its key is disabled.
+KeyDisabledTarget = answering(
+    503, b'{"error": {"code": "KeyDisabled", "message": "the key-encryption key is disabled"}}', (("retry-after", "2"),))
 
 
 def test_a_requeue_the_queue_refuses_leaves_the_message_and_pauses(stack):
