@@ -59,6 +59,14 @@ pub enum StorageError {
     Identity(String),
 }
 
+/// A re-queue that did not complete, by the call that failed.
+enum RequeueError {
+    /// The copy was not put: the original stays.
+    Put(StorageError),
+    /// The copy is queued (its id), the original could not be deleted.
+    Delete(Option<String>, StorageError),
+}
+
 impl StorageError {
     fn status(&self) -> Option<u16> {
         match self {
@@ -293,13 +301,17 @@ impl Bridge {
         m: &Received,
         delay_secs: u64,
         ttl: Option<decide::MessageTtl>,
-    ) -> Result<Option<String>, StorageError> {
+    ) -> Result<Option<String>, RequeueError> {
         let c = &self.cfg;
-        let resp = self.storage("put message (requeue)", |a, now| {
-            storage::requeue_message(&c.queue, &m.text, delay_secs, ttl, now, a)
-        })?;
-        self.delete(m)?;
-        Ok(storage::parse_put(resp.body()))
+        let resp = self
+            .storage("put message (requeue)", |a, now| {
+                storage::requeue_message(&c.queue, &m.text, delay_secs, ttl, now, a)
+            })
+            .map_err(RequeueError::Put)?;
+        let new_id = storage::parse_put(resp.body());
+        self.delete(m)
+            .map_err(|e| RequeueError::Delete(new_id.clone(), e))?;
+        Ok(new_id)
     }
 
     /// Moves a message to the poison queue: Put a copy there first, then
@@ -491,17 +503,34 @@ impl Bridge {
                         emit("warn", "message", &fields);
                         return action.pause_secs();
                     }
-                    Err(e) => {
+                    Err(RequeueError::Put(e)) => {
                         // The original stays and comes back after the visibility
-                        // timeout, spending a try. Polling pauses for the
-                        // component's `Retry-After` (or KEY_PAUSE_SECS), so
-                        // that the queue's other messages do not spend theirs
-                        // at full speed while the key is unusable.
+                        // timeout, spending a try. A put refused for the
+                        // bridge's rights (no Message Sender on the queue)
+                        // refuses every key-state message alike: polling
+                        // pauses for the delay, so that the queue's other
+                        // messages do not spend their tries at full speed.
+                        // Other failures are the service's, paced as a
+                        // failed poll is.
+                        let pause = (decide::storage_outcome(e.status()) == StorageOutcome::Auth)
+                            .then_some(delay);
                         fields.push(("action", json!("requeue-failed")));
                         fields.push(("error", json!(e.to_string())));
-                        fields.push(("pause_secs", json!(delay_secs)));
+                        fields.push(("pause_secs", json!(pause)));
+                        if let Some(hint) = e.hint(&c.auth) {
+                            fields.push(("hint", json!(hint)));
+                        }
                         emit("warn", "message", &fields);
-                        return Some(delay_secs);
+                        return pause;
+                    }
+                    Err(RequeueError::Delete(new_id, e)) => {
+                        // The copy is queued; the original comes back too and
+                        // is forwarded again (written twice, identically).
+                        fields.push(("action", json!("requeue-delete-failed")));
+                        fields.push(("new_message_id", json!(new_id)));
+                        fields.push(("error", json!(e.to_string())));
+                        emit("warn", "message", &fields);
+                        return None;
                     }
                 }
             }
