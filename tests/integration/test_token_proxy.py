@@ -110,17 +110,24 @@ def test_a_refused_token_the_source_gives_back_is_not_sent_again(proxy, stack):
     from integration.eventgrid import custom_event
     from integration.test_foundation import post
 
-    url, _, _, _ = proxy
+    url, process, _, _ = proxy
+
+    def proxy_requests():
+        return process.log.read_text().count('"event":"request"')
+
     app = stack.serve_app(name="app-token-proxy-cosmos", overrides=stack.entra_cosmos(
         "app-service", azure_client_id=CLIENT, managed_identity_origin=url, identity_header=HEADER,
         cosmos_token_scope=f"{OTHER}/.default"))
-    before = stack.sigcheck_stats()
+    before, asked = stack.sigcheck_stats(), proxy_requests()
     topic = f"/topics/proxy-refused-{uuid.uuid4()}"
     status, _, body = post(f"{app.url}/events", [custom_event(f"{topic}-{i}") for i in range(3)])
     assert (status, body["error"]["code"]) == (502, "StoreAuthFailed"), body
     after = stack.sigcheck_stats()
-    # Each of the three requests was refused once, and not sent again.
+    # Each of the three requests was refused once, and not sent again; the
+    # proxy was asked for the token and once more for its renewal, whose
+    # failure the three shared.
     assert after["rejected"] - before["rejected"] == 3
+    assert proxy_requests() - asked == 2
     refused = [json.loads(ln[ln.index("{"):]) for ln in app.logs().splitlines() if "cosmos_token_refused" in ln]
     assert len(refused) == 3 and all(not r["renewed"] and "gave back the refused token" in r["error"]
                                      for r in refused), refused
