@@ -99,7 +99,7 @@ impl<'a> Account<'a> {
                         Err(e) => Err(e.to_string()),
                     };
                     *renewal = Some(Renewal {
-                        refused,
+                        refused: refused.clone(),
                         outcome: outcome.clone(),
                     });
                     outcome
@@ -121,6 +121,15 @@ impl<'a> Account<'a> {
             return first;
         }
         let second = outbound::send_cosmos(req, retry).await;
+        // The renewed token was refused too: the requests still signed with
+        // the old one are not sent again with it.
+        if matches!(&second.result, Ok(r) if token_refused(r)) {
+            if let Some(r) = self.renewal.lock().await.as_mut() {
+                if r.refused == refused && r.outcome.is_ok() {
+                    r.outcome = Err("the renewed token was refused too".to_owned());
+                }
+            }
+        }
         CosmosSent {
             result: second.result,
             attempts: first.attempts + second.attempts,

@@ -6,6 +6,7 @@ store like the Managed HSM token, and signs every request with
 server verifies each token for real (RS256 against the stand-in's JWKS,
 audience, issuer, expiry), so a wrong token fails here, not only in Azure."""
 
+import json
 import uuid
 
 import pytest
@@ -54,12 +55,12 @@ def test_writes_and_reads_with_entra_tokens_one_token_for_many_requests(stack, i
     assert "eyJ" not in logs and "local-client-secret-0123" not in logs  # no token or secret in the log
 
 
-def refused_delivery(stack, name, other, events):
+def refused_delivery(stack, name, other, events, **settings):
     """Delivers `events` from an app whose tokens are for another account,
     so the signature check refuses every one: the app, the answer, and the
     signature check's and the Entra stand-in's counts before it."""
-    app = stack.serve_app(name=name,
-                          overrides=stack.entra_cosmos("client-secret", cosmos_token_scope=f"{other}/.default"))
+    app = stack.serve_app(name=name, overrides=stack.entra_cosmos(
+        "client-secret", cosmos_token_scope=f"{other}/.default", **settings))
     tokens_before = token_calls(stack, "app-secret-client", other)
     before = stack.sigcheck_stats()
     status, _, body = post(f"{app.url}/events", events)
@@ -95,3 +96,19 @@ def test_a_refused_delivery_renews_its_token_once_not_once_per_request(stack):
     assert after["forwarded"] == before["forwarded"]
     assert token_calls(stack, "app-secret-client", other) - tokens_before == 2
     assert app.logs().count('"cosmos_token_refused"') == 5
+
+
+def test_a_renewed_token_refused_too_is_not_tried_by_the_later_requests(stack):
+    # One request at a time: the first is refused, renews and is refused
+    # again; the four after it, signed with the first token, are refused
+    # once each and not sent again with the renewed one.
+    other = "https://a-third-refusing-account.documents.azure.com"
+    topic = f"/topics/entra-renew-serial-{uuid.uuid4()}"
+    app, _, before, tokens_before = refused_delivery(stack, "app-entra-serial-renewal", other,
+                                                     [custom_event(f"{topic}-{i}") for i in range(5)],
+                                                     cosmos_max_concurrency="1")
+    assert stack.sigcheck_stats()["rejected"] - before["rejected"] == 6
+    assert token_calls(stack, "app-secret-client", other) - tokens_before == 2
+    refused = [json.loads(ln[ln.index("{"):]) for ln in app.logs().splitlines() if "cosmos_token_refused" in ln]
+    assert [r["renewed"] for r in refused] == [True, False, False, False, False], refused
+    assert all("refused too" in r["error"] for r in refused[1:]), refused
