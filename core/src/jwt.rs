@@ -37,8 +37,8 @@ mod fetch;
 pub use crate::time::CLOCK_SKEW_SECS;
 pub use fetch::{
     decode_attempt, decode_cached, encode_attempt, encode_cached, jwks_cache, jwks_request,
-    jwks_url, parse_jwks_response, refresh_held_back, serves_unrecorded, JwksCache,
-    JWKS_MAX_AGE_SECS, JWKS_MIN_REFETCH_SECS, JWKS_RETRY_SECS, JWKS_UNRECORDED_GRACE_SECS,
+    jwks_url, parse_jwks_response, refresh_held_back, serves_stale, JwksCache, JWKS_MAX_AGE_SECS,
+    JWKS_MIN_REFETCH_SECS, JWKS_RETRY_SECS, JWKS_STALE_GRACE_SECS,
 };
 
 /// Clock skew allowed on `exp` and `nbf`, in seconds.
@@ -431,22 +431,20 @@ fn check_claims(token: &Token, policy: &Policy, now: UnixTime) -> Result<Sender,
             });
         }
     }
-    let app_id = claim_str(c, "appid").or_else(|| claim_str(c, "azp"));
-    if app_id.is_none() {
-        return Err(JwtError::Claim {
+    let app_id = claim_str(c, "appid")
+        .or_else(|| claim_str(c, "azp"))
+        .ok_or_else(|| JwtError::Claim {
             claim: "appid",
             why: "missing (nor `azp`): not an application's access token".into(),
-        });
-    }
-    if !policy.app_ids.is_empty() && !app_id.is_some_and(|a| policy.app_ids.iter().any(|x| x == a))
-    {
+        })?;
+    if !policy.app_ids.is_empty() && !policy.app_ids.iter().any(|x| x == app_id) {
         return Err(JwtError::Claim {
             claim: "appid",
             why: "the calling application is not one this app accepts".into(),
         });
     }
     Ok(Sender {
-        app_id: app_id.map(str::to_owned),
+        app_id: Some(app_id.to_owned()),
         object_id: claim_str(c, "oid").map(str::to_owned),
     })
 }
