@@ -117,8 +117,9 @@ async fn verify(
     // then. The record is what spaces fetches out, so fetching without it
     // would let every token (a forged key id will do) send a request to the
     // authority; the cached set serves instead, for at most
-    // `JWKS_UNRECORDED_GRACE_SECS` past its age, and otherwise the delivery
-    // is answered 503 until the store takes writes again.
+    // `JWKS_STALE_GRACE_SECS` past its age (as when the authority fails),
+    // and otherwise the delivery is answered 503 until the store takes
+    // writes again.
     let mut unrecorded = false;
     if matches!(decision, JwksCache::Refresh | JwksCache::Fetch) {
         // Recorded before the fetch, so a failing authority is tried at most
@@ -158,11 +159,10 @@ async fn verify(
         }
         JwksCache::Refresh | JwksCache::Fetch if unrecorded => match cached {
             // (A key it lacks is answered below, before `held` is asked.)
-            Some((old, at))
-                if decision == JwksCache::Refresh && jwt::serves_unrecorded(at, now) =>
-            {
-                (old, at)
-            }
+            // A set `jwks_cache` asks to refresh is within its grace
+            // (`jwt::serves_stale`): it serves; one past it was not
+            // offered.
+            Some((old, at)) if decision == JwksCache::Refresh => (old, at),
             _ => return Err(unrecorded_fetch()),
         },
         JwksCache::Refresh | JwksCache::Fetch => match fetch(cfg).await {

@@ -18,17 +18,17 @@ pub const JWKS_MIN_REFETCH_SECS: u64 = 300;
 /// so none is made). After that, tokens are refused as transient until a
 /// fetch succeeds, so a key the tenant withdrew is not accepted for as long
 /// as the authority or the store is in trouble.
-pub const JWKS_UNRECORDED_GRACE_SECS: u64 = 3600;
+pub const JWKS_STALE_GRACE_SECS: u64 = 3600;
 
 /// Whether a cached JWKS fetched at `fetched_at` may still serve at `now`,
-/// refreshed or not ([`JWKS_UNRECORDED_GRACE_SECS`]). A fetch time in the
+/// refreshed or not ([`JWKS_STALE_GRACE_SECS`]). A fetch time in the
 /// future beyond [`CLOCK_SKEW_SECS`] is not believed.
-pub fn serves_unrecorded(fetched_at: UnixTime, now: UnixTime) -> bool {
+pub fn serves_stale(fetched_at: UnixTime, now: UnixTime) -> bool {
     fetched_at.0 <= now.0.saturating_add(CLOCK_SKEW_SECS)
         && now.0
             < fetched_at
                 .0
-                .saturating_add(JWKS_MAX_AGE_SECS + JWKS_UNRECORDED_GRACE_SECS)
+                .saturating_add(JWKS_MAX_AGE_SECS + JWKS_STALE_GRACE_SECS)
 }
 
 /// When to fetch the JWKS again.
@@ -66,7 +66,7 @@ pub fn jwks_cache(
     // it from being refreshed (the authority failing, or the store not
     // taking the attempt's record): a key the tenant withdrew is not
     // trusted for longer than that.
-    let Some((jwks, at)) = cached.filter(|(_, at)| serves_unrecorded(*at, now)) else {
+    let Some((jwks, at)) = cached.filter(|(_, at)| serves_stale(*at, now)) else {
         return if tried_within(JWKS_RETRY_SECS) {
             JwksCache::Wait
         } else {

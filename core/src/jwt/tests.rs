@@ -295,20 +295,17 @@ fn failed_fetches_count_towards_the_minimum_interval() {
 }
 
 #[test]
-fn a_set_serves_unrecorded_fetches_only_within_its_grace() {
-    let limit = JWKS_MAX_AGE_SECS + JWKS_UNRECORDED_GRACE_SECS;
+fn a_set_serves_stale_fetches_only_within_its_grace() {
+    let limit = JWKS_MAX_AGE_SECS + JWKS_STALE_GRACE_SECS;
     let at = |ago: u64| UnixTime(NOW.0 - ago);
-    assert!(serves_unrecorded(at(0), NOW));
-    assert!(serves_unrecorded(at(JWKS_MAX_AGE_SECS + 1), NOW));
-    assert!(serves_unrecorded(at(limit - 1), NOW));
-    assert!(!serves_unrecorded(at(limit), NOW));
-    assert!(!serves_unrecorded(at(limit + 86_400), NOW));
+    assert!(serves_stale(at(0), NOW));
+    assert!(serves_stale(at(JWKS_MAX_AGE_SECS + 1), NOW));
+    assert!(serves_stale(at(limit - 1), NOW));
+    assert!(!serves_stale(at(limit), NOW));
+    assert!(!serves_stale(at(limit + 86_400), NOW));
     // A fetch time in the future is believed only within the clock skew.
-    assert!(serves_unrecorded(UnixTime(NOW.0 + CLOCK_SKEW_SECS), NOW));
-    assert!(!serves_unrecorded(
-        UnixTime(NOW.0 + CLOCK_SKEW_SECS + 1),
-        NOW
-    ));
+    assert!(serves_stale(UnixTime(NOW.0 + CLOCK_SKEW_SECS), NOW));
+    assert!(!serves_stale(UnixTime(NOW.0 + CLOCK_SKEW_SECS + 1), NOW));
 }
 
 #[test]
@@ -431,12 +428,12 @@ fn the_jwks_cache_refreshes_daily_and_on_unknown_keys_at_most_every_five_minutes
     // serves for its day and the grace, and not a second past: then the
     // token waits for a fetch, or one is made, as if nothing were cached.
     let attempt = Some(UnixTime(NOW.0 - 10));
-    let last_hour = JWKS_MAX_AGE_SECS + JWKS_UNRECORDED_GRACE_SECS - 1;
+    let last_hour = JWKS_MAX_AGE_SECS + JWKS_STALE_GRACE_SECS - 1;
     assert_eq!(
         jwks_cache(at(last_hour), attempt, Some("k1"), NOW),
         JwksCache::Use
     );
-    let past = JWKS_MAX_AGE_SECS + JWKS_UNRECORDED_GRACE_SECS;
+    let past = JWKS_MAX_AGE_SECS + JWKS_STALE_GRACE_SECS;
     assert_eq!(
         jwks_cache(at(past), attempt, Some("k1"), NOW),
         JwksCache::Wait
