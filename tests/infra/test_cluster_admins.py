@@ -12,13 +12,13 @@ import hcl2
 import pytest
 
 import infra_lib
+import replacement_check as rc
 
 CLUSTER = "${var.cluster_admin_group_object_id}"
 
 
-def _one(v):
-    """python-hcl2 wraps each attribute's value in a list."""
-    return v[0] if isinstance(v, list) and len(v) == 1 else v
+# python-hcl2 wraps each attribute's value in a list.
+_one = rc._one
 
 
 def problems(tf_texts: dict[str, str], variables_tf: str) -> list[str]:

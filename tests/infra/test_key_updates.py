@@ -14,6 +14,7 @@ import hcl2
 import pytest
 
 import infra_lib
+import replacement_check as rc
 
 # The arguments each key resource's Update sends (its schema at v4.55.0,
 # every argument without ForceNew that is not Computed only).
@@ -85,8 +86,7 @@ def kms_key_problems(aks_tf: str) -> list[str]:
     cluster = next(b["azurerm_kubernetes_cluster"]["aks"] for b in hcl2.load(io.StringIO(aks_tf))["resource"]
                    if "azurerm_kubernetes_cluster" in b)
     kms = cluster["dynamic"][0]["key_management_service"]["content"][0]
-    value = kms["key_vault_key_id"]
-    key_id = "".join(str(value[0] if isinstance(value, list) and len(value) == 1 else value).split())
+    key_id = "".join(str(rc._one(kms["key_vault_key_id"])).split())
     if key_id != "".join(EXPECTED_KMS_KEY_ID.split()):
         return [f"AKS KMS key id {key_id} is not the created version or, with etcd_kms_key_version, that "
                 f"version of the key ({EXPECTED_KMS_KEY_ID})"]
