@@ -55,6 +55,11 @@ def test_writes_and_reads_with_entra_tokens_one_token_for_many_requests(stack, i
     assert "eyJ" not in logs and "local-client-secret-0123" not in logs  # no token or secret in the log
 
 
+def token_refusals(app) -> list[dict]:
+    """The app's `cosmos_token_refused` log lines, in order."""
+    return [json.loads(ln[ln.index("{"):]) for ln in app.logs().splitlines() if "cosmos_token_refused" in ln]
+
+
 def refused_delivery(stack, name, other, events, **settings):
     """Delivers `events` from an app whose tokens are for another account,
     so the signature check refuses every one: the app, the answer, and the
@@ -109,6 +114,6 @@ def test_a_renewed_token_refused_too_is_not_tried_by_the_later_requests(stack):
                                                      cosmos_max_concurrency="1")
     assert stack.sigcheck_stats()["rejected"] - before["rejected"] == 6
     assert token_calls(stack, "app-secret-client", other) - tokens_before == 2
-    refused = [json.loads(ln[ln.index("{"):]) for ln in app.logs().splitlines() if "cosmos_token_refused" in ln]
+    refused = token_refusals(app)
     assert [r["renewed"] for r in refused] == [True, False, False, False, False], refused
     assert all("refused too" in r["error"] for r in refused[1:]), refused

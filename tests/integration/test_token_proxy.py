@@ -108,6 +108,7 @@ def test_a_refused_token_the_source_gives_back_is_not_sent_again(proxy, stack):
     proxy, IMDS) serves it: the request is not sent again with it, and the
     delivery's requests share that outcome instead of each renewing."""
     from integration.eventgrid import custom_event
+    from integration.test_cosmos_entra import token_refusals
     from integration.test_foundation import post
 
     url, process, _, _ = proxy
@@ -128,6 +129,6 @@ def test_a_refused_token_the_source_gives_back_is_not_sent_again(proxy, stack):
     # failure the three shared.
     assert after["rejected"] - before["rejected"] == 3
     assert proxy_requests() - asked == 2
-    refused = [json.loads(ln[ln.index("{"):]) for ln in app.logs().splitlines() if "cosmos_token_refused" in ln]
+    refused = token_refusals(app)
     assert len(refused) == 3 and all(not r["renewed"] and "gave back the refused token" in r["error"]
                                      for r in refused), refused
