@@ -15,12 +15,14 @@ mod base64url;
 mod gcm;
 mod header;
 mod pointer;
+mod text;
 // The block cipher of sealing on Wasm SIMD (and of its native tests).
 #[cfg(any(test, all(target_arch = "wasm32", target_feature = "simd128")))]
 mod vector_aes;
 
 pub use header::*;
 pub use pointer::*;
+pub use text::DocumentSealer;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
@@ -275,14 +277,7 @@ impl<'a> Sealer<'a> {
         let kid = self.kid;
         // Every field's associated data starts with the same domain tag, id
         // and partition key: hashed once per document.
-        let head = {
-            let (id, pk) = (str_member(doc, "id")?, str_member(doc, "pk")?);
-            let mut head = Vec::with_capacity(AAD_DOMAIN.len() + 8 + id.len() + pk.len());
-            head.extend_from_slice(AAD_DOMAIN);
-            put_len_prefixed(&mut head, id);
-            put_len_prefixed(&mut head, pk);
-            self.cipher.aad_head(&head)
-        };
+        let head = self.aad_head(str_member(doc, "id")?, str_member(doc, "pk")?);
         let mut sealed = Vec::new();
         let mut ct = Vec::new();
         let mut aad_rest = Vec::new();

@@ -58,6 +58,15 @@ builds of the component in the same rounds, `host_vs_floor_*` the ratio of
 this build to that one (the JSON names the other build by path, size and
 SHA-256 under `floor_wasm`).
 
+With `--bound` the floor's `bound` build (tests/bench/floor/src/bound.rs:
+the floor plus the work every delivery of the product does whatever its
+code, with no JSON trees: the whole configuration read and checked, the
+ingest key, one log line, and per event a syntax check that finds the
+protected values, the document id, the values sealed with the component's
+AES-256-GCM and the event copied around them) is served too, as runtime
+`bound`: a ratio the bound does not reach, no build of the component that
+keeps the product's work reaches on this machine.
+
 With `--tenants 1,3,10` the run measures key scopes instead: the component
 only, served with `key_scope_pointer = /data/tenantId` and one HSM key per
 tenant (`bench-tenant-0` …), each delivery's events spread round-robin over
@@ -83,6 +92,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import ssl
 import statistics
 import struct
@@ -571,6 +581,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--floor-wasm", type=Path, metavar="WASM",
                     help="with --floor, serve this .wasm in the floor's place: another build of the component "
                          "measured in the same rounds (an A/B of two builds; its rows keep the name 'floor')")
+    ap.add_argument("--bound", action="store_true",
+                    help="also serve the floor's bound build (the floor plus the product's unavoidable work, no "
+                         "JSON trees) on the test host, measured in the same rounds as runtime 'bound'")
     ap.add_argument("--tenants", help="key scopes: tenants per delivery, e.g. 1,3,10 (component only)")
     ap.add_argument("--rounds", type=int, default=1,
                     help="measure every way of a batch size this many times, in turn (ratios: the median of the "
@@ -604,6 +617,8 @@ def main(argv: list[str]) -> int:
         ap.error("--runtimes takes host and/or wasmtime")
     if args.floor and not os.environ.get("CMK_TEST_HOST"):
         ap.error("--floor runs on the test host (CMK_TEST_HOST)")
+    if args.bound and not os.environ.get("CMK_TEST_HOST"):
+        ap.error("--bound runs on the test host (CMK_TEST_HOST)")
     if args.floor_wasm and not (args.floor and args.floor_wasm.is_file()):
         ap.error("--floor-wasm takes an existing .wasm, with --floor")
 
@@ -641,6 +656,16 @@ def main(argv: list[str]) -> int:
             finally:
                 os.environ["CMK_APP_WASM"] = str(wasm)
             runtimes.append("floor")
+        if args.bound:
+            bound = bound_wasm()
+            info["bound_wasm"] = {"path": str(bound), "bytes": bound.stat().st_size,
+                                  "sha256": hashlib.sha256(bound.read_bytes()).hexdigest()}
+            os.environ["CMK_APP_WASM"] = str(bound)
+            try:
+                apps["bound"] = stack.serve_app(name="app-bench-bound", runtime="host", overrides=overrides)
+            finally:
+                os.environ["CMK_APP_WASM"] = str(wasm)
+            runtimes.append("bound")
         peers = {p.name: p.proc.pid for p in stack.processes if p.name in ("cosmosdb-server", "sigcheck", "hsm", "entra")}
         info["wasm_bytes"] = wasm.stat().st_size
         info["healthz"] = {rt: healthz(app.url, app.process.proc.pid, 50 if args.smoke else HEALTHZ_REQUESTS)
@@ -700,6 +725,19 @@ def floor_wasm() -> Path:
     return root / "target/wasm32-wasip2/release/cmk_bench_floor.wasm"
 
 
+def bound_wasm() -> Path:
+    """Builds the floor's `bound` build, kept as `cmk_bench_bound.wasm`, then
+    the floor again, so that the floor's path holds the floor (the two
+    builds are one crate: seconds each once the component is built)."""
+    root = HERE.parents[1]
+    release = root / "target/wasm32-wasip2/release"
+    subprocess.run(["cargo", "build", "--quiet", "--release", "--target", "wasm32-wasip2", "-p", "cmk-bench-floor",
+                    "--features", "bound"], cwd=root, check=True, timeout=1800)
+    shutil.copyfile(release / "cmk_bench_floor.wasm", release / "cmk_bench_bound.wasm")
+    floor_wasm()
+    return release / "cmk_bench_bound.wasm"
+
+
 def runtime_of(row: dict) -> str:
     """The runtime a component row ran on ("" for the other ways); rows
     written before the test host existed ran on `wasmtime serve`."""
@@ -738,6 +776,9 @@ def round_ratios(rows: list[dict], runtimes: list[str], batches: list[int]) -> d
             ratios[f"host_vs_floor_events_per_s_{size}"] = h["events_per_s"] / f["events_per_s"]
             if f["cpu_s_per_1000_events"] > 0:
                 ratios[f"host_vs_floor_cpu_{size}"] = h["cpu_s_per_1000_events"] / f["cpu_s_per_1000_events"]
+        g = by.get(("component", "bound", size))
+        if h and g:
+            ratios[f"host_vs_bound_events_per_s_{size}"] = h["events_per_s"] / g["events_per_s"]
         if h and w:
             # Side by side: above 1 the test host is faster (events/s) or
             # costs more CPU per event than `wasmtime serve`.
@@ -759,6 +800,10 @@ POOLED_TARGETS = (
     ("floor_vs_baseline_10", 10, "x baseline, batch 10 (floor)"),
     ("floor_vs_ceiling_1", 0.6, "x ceiling, batch 1 (floor)"),
     ("floor_vs_ceiling_10", 0.8, "x ceiling, batch 10 (floor)"),
+    ("bound_vs_baseline_1", 1.5, "x baseline, batch 1 (bound)"),
+    ("bound_vs_baseline_10", 10, "x baseline, batch 10 (bound)"),
+    ("bound_vs_ceiling_1", 0.6, "x ceiling, batch 1 (bound)"),
+    ("bound_vs_ceiling_10", 0.8, "x ceiling, batch 10 (bound)"),
     ("host_vs_floor_events_per_s_1", 1, "x floor's events/s, batch 1"),
     ("host_vs_floor_events_per_s_10", 1, "x floor's events/s, batch 10"),
 )
@@ -782,7 +827,7 @@ def pool(infos: list[dict]) -> dict:
                             sum(1 for x in rounds if x >= bound), len(rounds))
         got["runtime_ms_b1"] = {rt: [r["cpu_s_per_1000_events"] * r["events"] / r["requests"] for i in runs
                                      for r in i["rows"] if runtime_of(r) == rt and r["batch"] == 1]
-                                for rt in ("host", "floor")}
+                                for rt in ("host", "floor", "bound")}
         out[wrap] = got
     return out
 
@@ -815,7 +860,7 @@ def summarize(rows: list[dict], info: dict) -> dict:
     ratios = {}
     for key in dict.fromkeys(k for e in each for k in e):
         values = [e[key] for e in each if key in e]
-        ratios[key] = round(statistics.median(values), 3 if "_vs_ceiling_" in key or "_vs_floor_" in key else 2)
+        ratios[key] = round(statistics.median(values), 3 if "_vs_ceiling_" in key or "_vs_floor_" in key or "_vs_bound_" in key else 2)
     by_round = {key: [round(e[key], 3) for e in each if key in e] for key in ratios} if len(rounds) > 1 else {}
     if "host" in health and "wasmtime" in health and health["wasmtime"]["runtime_cpu_us_per_request"]:
         ratios["host_vs_wasmtime_healthz_cpu"] = round(
@@ -834,8 +879,8 @@ def summarize(rows: list[dict], info: dict) -> dict:
                ", ".join(f"{r['tenants']} tenants x {r['batch']} events: {r['wraps_per_delivery']:.3f}" for r in scoped))
     for rt in runtimes:
         comp = [r for r in rows if runtime_of(r) == rt and r.get("tenants", 1) in (0, 1)]
-        if not comp or rt == "floor":
-            # The floor is a yardstick (its ratios are printed), not the product.
+        if not comp or rt in ("floor", "bound"):
+            # The floor and the bound are yardsticks (its ratios are printed), not the product.
             continue
         tag = f"[{rt}] "
         # The ratio targets (one run, same peers): against the Python-SDK

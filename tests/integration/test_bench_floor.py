@@ -8,13 +8,16 @@ component's RSA code; either way the HSM unwraps what was stored), one
 request per delivery to Cosmos DB behind the signature check with a
 document per event (a transactional batch for several, as the component
 writes them), one token for all of them, and `delivery_ab.py` runs the
-floor and the component side by side."""
+floor and the component side by side. The floor's `bound` build (the
+floor plus the product's unavoidable work, without JSON trees) must write
+what the product writes: records the independent decryptor opens."""
 
 import base64
 import json
 import os
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -23,7 +26,8 @@ import pytest
 from azure.cosmos import PartitionKey
 from azure.keyvault.keys.crypto import CryptographyClient, KeyWrapAlgorithm
 
-from harness.stack import KEK_NAME, ROOT
+from harness.stack import KEK_NAME, ROOT, read_profile
+from integration.decrypt_record import decrypt
 from integration.test_envelope_reads import StandInToken
 from integration.test_stack_depth import main_layout
 
@@ -113,3 +117,63 @@ def test_delivery_ab_runs_the_component_beside_the_floor():
     assert [line.split(",")[0] for line in lines[1:3]] == ["0", "1"]
     assert all(float(x) > 0 for line in lines[1:3] for x in line.split(",")[1:])
     assert "# cmk_bench_floor.wasm / cmk_ingest.wasm: median ratio" in r.stdout
+
+
+def bound_wasm():
+    sys.path.insert(0, str(ROOT / "tests/bench"))
+    import bench
+
+    return bench.bound_wasm()
+
+
+@pytest.mark.parametrize("local_wrap", [False, True], ids=["remote-wrap", "local-wrap"])
+def test_the_bound_seals_what_the_product_seals(stack, monkeypatch, local_wrap):
+    sys.path.insert(0, str(ROOT / "tests/bench"))
+    from bench import EVENT_TYPE, PROTECTED, make_events
+
+    monkeypatch.setenv("CMK_APP_WASM", str(bound_wasm()))
+    container = f"bound-{uuid.uuid4().hex[:8]}"
+    db = stack.cosmos_client().get_database_client(stack.database)
+    db.create_container(container, PartitionKey("/pk"))
+    app = stack.serve_app(name=f"app-bound-{local_wrap}", runtime="host", overrides=stack.stage_two(
+        "client-secret", cosmos_container=container, hsm_local_wrap=str(local_wrap).lower(),
+        protected_fields=json.dumps({EVENT_TYPE: PROTECTED})))
+    key = read_profile()["SPIN_VARIABLE_INGEST_KEYS"].split(",")[0]
+    topic = f"/topics/bound-{uuid.uuid4().hex[:8]}"
+    events = [{**e, "topic": topic} for e in make_events(12, seed=5)]
+
+    def deliver(batch, ingest_key):
+        req = urllib.request.Request(f"{app.url}/events", data=json.dumps(batch).encode(), method="POST",
+                                     headers={"content-type": "application/json", "x-cmk-ingest-key": ingest_key})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    # The sender check is made: a wrong key writes nothing.
+    status, answer = deliver(events[:2], "not-" + key)
+    assert status == 502 and b"ingest key refused" in answer, (status, answer)
+    for batch in (events[:1], events[1:]):
+        assert deliver(batch, key) == (200, f'{{"accepted":{len(batch)}}}'.encode())
+    docs = list(db.get_container_client(container).query_items("SELECT * FROM c", enable_cross_partition_query=True))
+    assert len(docs) == len(events)
+
+    def unwrap(kid, wrapped):
+        client = CryptographyClient(kid.replace(stack.hsm_url, stack.hsm_tls_url),
+                                    credential=StandInToken(stack.entra_url),
+                                    verify_challenge_resource=False, connection_verify=stack.hsm_cert)
+        return client.unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, wrapped).key
+
+    sent = {e["id"]: e for e in events}
+    for doc in docs:
+        event = sent[doc["event"]["id"]]
+        for p in PROTECTED:
+            plain = event["data"][p.rsplit("/", 1)[1]]
+            assert json.dumps(plain) not in json.dumps(doc), f"{p} stored in plaintext"
+        assert doc["cmk"]["fields"] == [f"/event{p}" for p in PROTECTED]
+        clear = decrypt(doc, unwrap=unwrap, hsm=app.variables["SPIN_VARIABLE_HSM_ENDPOINT"], key_name=KEK_NAME,
+                        protected=[f"/event{p}" for p in PROTECTED])
+        assert clear["event"] == event
+    # One data key per delivery.
+    assert len({d["cmk"]["dek"] for d in docs}) == 2

@@ -31,8 +31,6 @@
 //! DB. Not a product: it seals nothing. A GET answers 200 and does nothing,
 //! so that `scripts/bench` can serve it as the component way (`CMK_APP_WASM`).
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use cmk_core::cosmos::{
     self, BatchOperation, ContainerLink, CosmosRequest, Credential, Endpoint, MasterKey,
 };
@@ -46,6 +44,9 @@ use spin_sdk::http::{
 use spin_sdk::key_value::Store;
 use spin_sdk::wit::wasi::http0_2_0::outgoing_handler;
 use wasi::io::streams::{InputStream, StreamError};
+
+#[cfg(feature = "bound")]
+mod bound;
 
 /// The key-value entry: `token \n key state (JSON) \n the modulus's
 /// constant (JSON; empty without local wrap)`.
@@ -86,6 +87,15 @@ fn deliver(req: IncomingRequest) -> Result<usize, String> {
         .get("content-length")
         .first()
         .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
+    #[cfg(feature = "bound")]
+    let (started, config) = {
+        let started = wasi::clocks::monotonic_clock::now();
+        let config = bound::config()?;
+        let key = req.headers().get(cmk_core::access::INGEST_KEY_HEADER);
+        let key = key.first().and_then(|k| std::str::from_utf8(k).ok());
+        bound::check_sender(&config, key)?;
+        (started, config)
+    };
     let body = req.consume().map_err(|()| "no body")?;
     let body = read_to_end(&body.stream().map_err(|()| "no body stream")?, length)?;
     let events = elements(&body);
@@ -124,29 +134,14 @@ fn deliver(req: IncomingRequest) -> Result<usize, String> {
             .map_err(|e| e.to_string())
             .and_then(|wrap| hsm::parse_crypt(&exchange(wrap)?).map_err(|e| e.to_string()))
     };
+    #[cfg(feature = "bound")]
+    let key = cmk_core::envelope::Dek::from_bytes(&dek).map_err(|e| e.to_string())?;
     dek.fill(0);
     let wrapped = wrapped?;
-    let head = format!(
-        "\",\"pk\":\"bench-floor\",\"kid\":\"{}\",\"wrapped\":\"{}\",\"event\":",
-        wrapped.kid,
-        URL_SAFE_NO_PAD.encode(&wrapped.value)
-    );
-    let ids = wasi::random::random::get_random_bytes(16 * events.len() as u64);
-    let docs: Vec<Vec<u8>> = events
-        .iter()
-        .zip(ids.chunks(16))
-        .map(|(event, id)| {
-            let mut doc = Vec::with_capacity(8 + 32 + head.len() + event.len() + 1);
-            doc.extend_from_slice(b"{\"id\":\"");
-            for b in id {
-                doc.extend_from_slice(format!("{b:02x}").as_bytes());
-            }
-            doc.extend_from_slice(head.as_bytes());
-            doc.extend_from_slice(event);
-            doc.push(b'}');
-            doc
-        })
-        .collect();
+    #[cfg(feature = "bound")]
+    let docs = bound::documents(&events, &key, &wrapped.kid, &wrapped.value, "bench-floor")?;
+    #[cfg(not(feature = "bound"))]
+    let docs = plain_documents(&events, &wrapped);
 
     let account = Endpoint::parse(&var("cosmos_endpoint")?).map_err(|e| e.to_string())?;
     let credential = Credential::MasterKey(
@@ -170,7 +165,41 @@ fn deliver(req: IncomingRequest) -> Result<usize, String> {
             cosmos::parse_batch(&answer, chunk.len()).map_err(|e| e.to_string())?;
         }
     }
+    #[cfg(feature = "bound")]
+    {
+        drop(config);
+        let micros = (wasi::clocks::monotonic_clock::now() - started) / 1000;
+        bound::log_line(events.len(), micros);
+    }
     Ok(events.len())
+}
+
+/// The floor's documents: each event as it came, with the wrapped key.
+#[cfg(not(feature = "bound"))]
+fn plain_documents(events: &[&[u8]], wrapped: &hsm::CryptResult) -> Vec<Vec<u8>> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let head = format!(
+        "\",\"pk\":\"bench-floor\",\"kid\":\"{}\",\"wrapped\":\"{}\",\"event\":",
+        wrapped.kid,
+        URL_SAFE_NO_PAD.encode(&wrapped.value)
+    );
+    let ids = wasi::random::random::get_random_bytes(16 * events.len() as u64);
+    events
+        .iter()
+        .zip(ids.chunks(16))
+        .map(|(event, id)| {
+            let mut doc = Vec::with_capacity(8 + 32 + head.len() + event.len() + 1);
+            doc.extend_from_slice(b"{\"id\":\"");
+            for b in id {
+                doc.extend_from_slice(format!("{b:02x}").as_bytes());
+            }
+            doc.extend_from_slice(head.as_bytes());
+            doc.extend_from_slice(event);
+            doc.push(b'}');
+            doc
+        })
+        .collect()
 }
 
 /// The elements of a top-level JSON array, or the whole body as one: a
