@@ -105,29 +105,35 @@ def test_bench_tenants_mode_counts_one_wrap_per_tenant_of_a_delivery(tmp_path):
 
 @pytest.mark.skipif(not os.environ.get("CMK_TEST_HOST"), reason="the floor is served on the test host")
 def test_bench_floor_mode_measures_the_floor_in_the_same_rounds(tmp_path):
-    """`--floor`: the floor component served beside the component and
-    measured as a further runtime in each round; its exchanges are a
-    delivery's (one wrap, one Cosmos DB request, a document per event),
-    its ratios are printed and it is held to no target."""
+    """`--floor` and `--bound`: the floor component and its bound build
+    served beside the component and measured as further runtimes in each
+    round; their exchanges are a delivery's (one wrap, one Cosmos DB
+    request, a document per event), their ratios are printed and they are
+    held to no target."""
     out = tmp_path / "bench"
-    r = subprocess.run([sys.executable, str(ROOT / "tests/bench/bench.py"), "--smoke", "--floor", "--runtimes", "host",
-                        "--events", "40", "--batches", "1,10", "--concurrency", "4", "--out", str(out)],
+    r = subprocess.run([sys.executable, str(ROOT / "tests/bench/bench.py"), "--smoke", "--floor", "--bound",
+                        "--runtimes", "host", "--events", "40", "--batches", "1,10", "--concurrency", "4", "--out", str(out)],
                        capture_output=True, text=True, timeout=600, env=dict(os.environ), stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     rows = list(csv.DictReader(next(out.glob("bench-*-smoke.csv")).open()))
     assert {(row["mode"], row["runtime"], row["batch"]) for row in rows} == {
-        (m, rt, b) for m, rt in [("component", "host"), ("component", "floor"), ("baseline", ""), ("ceiling", "")]
+        (m, rt, b) for m, rt in [("component", "host"), ("component", "floor"), ("component", "bound"),
+                                 ("baseline", ""), ("ceiling", "")]
         for b in ("1", "10")}
-    floor = {row["batch"]: row for row in rows if row["runtime"] == "floor"}
-    for batch, per_event in (("1", 1), ("10", 0.1)):
-        assert floor[batch]["errors"] == "0"
-        assert float(floor[batch]["hsm_calls_per_event"]) == per_event
-        assert float(floor[batch]["cosmos_requests_per_event"]) == per_event
+    for runtime in ("floor", "bound"):
+        yardstick = {row["batch"]: row for row in rows if row["runtime"] == runtime}
+        for batch, per_event in (("1", 1), ("10", 0.1)):
+            assert yardstick[batch]["errors"] == "0"
+            assert float(yardstick[batch]["hsm_calls_per_event"]) == per_event
+            assert float(yardstick[batch]["cosmos_requests_per_event"]) == per_event
     info = json.loads(next(out.glob("bench-*-smoke.json")).read_text())
     ratios = info["summary"]["ratios"]
-    assert all(ratios[k] > 0 for b in (1, 10) for k in (f"floor_vs_ceiling_{b}", f"host_vs_floor_events_per_s_{b}"))
-    assert not [t for t in info["summary"]["targets"] if "floor" in t["target"]]
-    assert info["healthz"]["floor"]["p50_ms"] > 0
+    assert all(ratios[k] > 0 for b in (1, 10) for k in (
+        f"floor_vs_ceiling_{b}", f"host_vs_floor_events_per_s_{b}", f"bound_vs_ceiling_{b}",
+        f"host_vs_bound_events_per_s_{b}"))
+    assert not [t for t in info["summary"]["targets"] if "floor" in t["target"] or "bound" in t["target"]]
+    assert info["healthz"]["floor"]["p50_ms"] > 0 and info["healthz"]["bound"]["p50_ms"] > 0
+    assert info["bound_wasm"]["path"].endswith("cmk_bench_bound.wasm")
 
 
 @pytest.mark.skipif(not os.environ.get("CMK_TEST_HOST"), reason="the floor is served on the test host")
