@@ -12,7 +12,7 @@
 //! Pure: the DEK, nonces and the wrapped DEK are inputs.
 
 mod base64url;
-mod gcm;
+pub(crate) mod gcm;
 mod header;
 mod pointer;
 mod text;

@@ -14,8 +14,11 @@
 //! instructions natively). The output is byte for byte `aes-gcm`'s (checked
 //! against it with both ciphers for every length up to several groups and
 //! for random inputs in the tests below, and independently by the
-//! record-format vectors, made with Python's `cryptography`); opening stays
-//! with `aes-gcm`, which checks the tag.
+//! record-format vectors, made with Python's `cryptography`). Opening
+//! ([`Gcm::open_into`]) is the same key stream and hash, the tag compared
+//! in constant time before any plaintext is handed back; it opens the
+//! key-value store's encrypted entries (`crate::kvseal`), which every
+//! delivery reads, while records are opened with `aes-gcm`.
 
 #[cfg(any(test, all(target_arch = "wasm32", target_feature = "simd128")))]
 use super::vector_aes::{Lanes, VectorAes256};
@@ -129,16 +132,59 @@ impl<C: BlockEncrypt> Gcm<C> {
         );
         let start = out.len();
         out.reserve(plaintext.len() + 16);
+        let mut tag_mask = self.ctr_xor(nonce, plaintext, out);
+        let tag = self.tag(head, aad_rest, &out[start..], &tag_mask);
+        tag_mask.zeroize();
+        out.extend_from_slice(&tag);
+    }
+
+    /// Appends the plaintext of `sealed` (`ciphertext ‖ tag`, as
+    /// [`Self::seal_into`] writes it) under `nonce` and the associated data
+    /// `head ‖ aad_rest` to `out`, and returns true; or, if the tag does not
+    /// match (compared in constant time), leaves `out` as it was and returns
+    /// false: no byte of a forged or altered value is ever handed back.
+    pub(crate) fn open_into(
+        &self,
+        nonce: &[u8; 12],
+        head: &AadHead,
+        aad_rest: &[u8],
+        sealed: &[u8],
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let Some(split) = sealed.len().checked_sub(16) else {
+            return false;
+        };
+        let (ciphertext, tag) = sealed.split_at(split);
+        let start = out.len();
+        out.reserve(ciphertext.len());
+        let mut tag_mask = self.ctr_xor(nonce, ciphertext, out);
+        let expected = self.tag(head, aad_rest, ciphertext, &tag_mask);
+        tag_mask.zeroize();
+        let differs = expected
+            .iter()
+            .zip(tag)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if core::hint::black_box(differs) != 0 {
+            out[start..].zeroize();
+            out.truncate(start);
+            return false;
+        }
+        true
+    }
+
+    /// Appends `input` XOR the key stream under `nonce` (counter blocks 2,
+    /// 3, …) to `out`, and returns E(J0), the tag's mask.
+    fn ctr_xor(&self, nonce: &[u8; 12], input: &[u8], out: &mut Vec<u8>) -> [u8; 16] {
         // Counter blocks: nonce ‖ 32-bit big-endian counter; J0 has counter
-        // 1 (its encryption masks the tag), the plaintext uses 2, 3, … (inc32
-        // wraps modulo 2^32, which no plaintext under SP 800-38D's limit of
+        // 1 (its encryption masks the tag), the text uses 2, 3, … (inc32
+        // wraps modulo 2^32, which no text under SP 800-38D's limit of
         // 2^32 - 2 blocks reaches; the component's bodies are at most 1 MiB).
         let mut counter: u32 = 1;
         let mut stream = [[0u8; 16]; GROUP];
         let mut tag_mask = [0u8; 16];
-        // J0 and one block per 16 bytes of plaintext.
-        let blocks = 1 + plaintext.len().div_ceil(16);
-        let mut rest = plaintext;
+        // J0 and one block per 16 bytes of text.
+        let blocks = 1 + input.len().div_ceil(16);
+        let mut rest = input;
         let mut done = 0;
         while done < blocks {
             let n = (blocks - done).min(GROUP);
@@ -168,7 +214,18 @@ impl<C: BlockEncrypt> Gcm<C> {
         }
         // The key stream is plaintext XOR ciphertext: wipe it.
         stream.zeroize();
-        // S = GHASH_H(A ‖ 0* ‖ C ‖ 0* ‖ [len(A)]64 ‖ [len(C)]64), T = E(J0) ⊕ S
+        tag_mask
+    }
+
+    /// T = E(J0) ⊕ GHASH_H(A ‖ 0* ‖ C ‖ 0* ‖ [len(A)]64 ‖ [len(C)]64), with
+    /// A = `head ‖ aad_rest` and C = `ciphertext`.
+    fn tag(
+        &self,
+        head: &AadHead,
+        aad_rest: &[u8],
+        ciphertext: &[u8],
+        tag_mask: &[u8; 16],
+    ) -> [u8; 16] {
         let mut ghash = head.ghash.clone();
         let mut more = aad_rest;
         if head.tail_len > 0 {
@@ -182,15 +239,14 @@ impl<C: BlockEncrypt> Gcm<C> {
             more = &more[n..];
         }
         ghash.update_padded(more);
-        ghash.update_padded(&out[start..]);
+        ghash.update_padded(ciphertext);
         let aad_len = head.len + aad_rest.len();
         let mut lengths = Block::default();
         lengths[..8].copy_from_slice(&((aad_len as u64) * 8).to_be_bytes());
-        lengths[8..].copy_from_slice(&((plaintext.len() as u64) * 8).to_be_bytes());
+        lengths[8..].copy_from_slice(&((ciphertext.len() as u64) * 8).to_be_bytes());
         ghash.update(&[lengths]);
-        let tag = ghash.finalize();
-        out.extend(tag.iter().zip(tag_mask.iter()).map(|(s, m)| s ^ m));
-        tag_mask.zeroize();
+        let s = ghash.finalize();
+        std::array::from_fn(|i| s[i] ^ tag_mask[i])
     }
 }
 
@@ -333,7 +389,105 @@ mod tests {
         }
     }
 
+    /// Opened with the block cipher `C` into a buffer holding "prefix":
+    /// the plaintext after it, or `None` with the buffer as it was.
+    fn opened_with<C: BlockEncrypt>(
+        key: &[u8; 32],
+        nonce: &[u8; 12],
+        aad: &[u8],
+        split: usize,
+        sealed: &[u8],
+    ) -> Option<Vec<u8>> {
+        let split = split.min(aad.len());
+        let gcm = Gcm::<C>::new(key);
+        let mut out = b"prefix".to_vec();
+        let ok = gcm.open_into(
+            nonce,
+            &gcm.aad_head(&aad[..split]),
+            &aad[split..],
+            sealed,
+            &mut out,
+        );
+        assert_eq!(&out[..6], b"prefix", "what was in the buffer stays");
+        if !ok {
+            assert_eq!(out, b"prefix", "nothing added when the tag does not match");
+            return None;
+        }
+        Some(out.split_off(6))
+    }
+
+    fn open_all(key: &[u8; 32], nonce: &[u8; 12], aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        let whole = opened_with::<Cipher>(key, nonce, aad, 0, sealed);
+        for split in [1, 16, 17, aad.len()] {
+            assert_eq!(opened_with::<Cipher>(key, nonce, aad, split, sealed), whole);
+        }
+        assert_eq!(
+            opened_with::<aes::Aes256>(key, nonce, aad, 0, sealed),
+            whole
+        );
+        assert_eq!(
+            opened_with::<VectorAes256<Portable>>(key, nonce, aad, 0, sealed),
+            whole
+        );
+        whole
+    }
+
+    #[test]
+    fn what_aes_gcm_seals_opens_for_every_length_and_nothing_altered_does() {
+        let key: [u8; 32] = std::array::from_fn(|i| i as u8 * 5 + 3);
+        let nonce: [u8; 12] = std::array::from_fn(|i| 0x30 + i as u8);
+        let data: Vec<u8> = (0..200u32).map(|i| (i * 29 + 7) as u8).collect();
+        for len in 0..=80 {
+            for aad_len in [0, 15, 16, 40] {
+                let (pt, aad) = (&data[..len], &data[100..100 + aad_len]);
+                let sealed = reference(&key, &nonce, aad, pt);
+                assert_eq!(open_all(&key, &nonce, aad, &sealed).as_deref(), Some(pt));
+                // Any bit of ciphertext or tag, the associated data, the
+                // nonce or the key changed: refused.
+                for i in (0..sealed.len()).step_by(3) {
+                    let mut bad = sealed.clone();
+                    bad[i] ^= 1 << (i % 8);
+                    assert_eq!(
+                        open_all(&key, &nonce, aad, &bad),
+                        None,
+                        "len {len} byte {i}"
+                    );
+                }
+                assert_eq!(open_all(&key, &nonce, b"other", &sealed), None);
+                let mut other_nonce = nonce;
+                other_nonce[11] ^= 1;
+                assert_eq!(open_all(&key, &other_nonce, aad, &sealed), None);
+                let mut other_key = key;
+                other_key[0] ^= 1;
+                assert_eq!(open_all(&other_key, &nonce, aad, &sealed), None);
+            }
+        }
+        // Shorter than a tag, cut short, extended.
+        let sealed = reference(&key, &nonce, b"a", b"value");
+        for short in 0..16 {
+            assert_eq!(open_all(&key, &nonce, b"a", &sealed[..short]), None);
+        }
+        assert_eq!(
+            open_all(&key, &nonce, b"a", &sealed[..sealed.len() - 1]),
+            None
+        );
+        let mut longer = sealed.clone();
+        longer.push(0);
+        assert_eq!(open_all(&key, &nonce, b"a", &longer), None);
+    }
+
     proptest! {
+        #[test]
+        fn random_sealed_values_open(
+            key in any::<[u8; 32]>(),
+            nonce in any::<[u8; 12]>(),
+            aad in proptest::collection::vec(any::<u8>(), 0..100),
+            pt in proptest::collection::vec(any::<u8>(), 0..600),
+        ) {
+            let sealed = reference(&key, &nonce, &aad, &pt);
+            prop_assert_eq!(open_all(&key, &nonce, &aad, &sealed), Some(pt));
+        }
+
         #[test]
         fn random_inputs_match_aes_gcm(
             key in any::<[u8; 32]>(),
