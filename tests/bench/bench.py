@@ -64,8 +64,9 @@ code, with no JSON trees: the whole configuration read and checked, the
 ingest key, one log line, and per event a syntax check that finds the
 protected values, the document id, the values sealed with the component's
 AES-256-GCM and the event copied around them) is served too, as runtime
-`bound`: a ratio the bound does not reach, no build of the component that
-keeps the product's work reaches on this machine.
+`bound`: a ratio the bound clearly misses (beyond the rounds' spread),
+no build of the component that keeps the product's work reaches on this
+machine.
 
 With `--tenants 1,3,10` the run measures key scopes instead: the component
 only, served with `key_scope_pointer = /data/tenantId` and one HSM key per

@@ -9,8 +9,10 @@ request per delivery to Cosmos DB behind the signature check with a
 document per event (a transactional batch for several, as the component
 writes them), one token for all of them, and `delivery_ab.py` runs the
 floor and the component side by side. The floor's `bound` build (the
-floor plus the product's unavoidable work, without JSON trees) must write
-what the product writes: records the independent decryptor opens."""
+floor plus the product's unavoidable work, without JSON trees) must seal
+as the record format says: the independent decryptor opens its records
+(which are not the product's documents: the event as it came, its
+protected values sealed from their raw text)."""
 
 import base64
 import json
@@ -127,7 +129,7 @@ def bound_wasm():
 
 
 @pytest.mark.parametrize("local_wrap", [False, True], ids=["remote-wrap", "local-wrap"])
-def test_the_bound_seals_what_the_product_seals(stack, monkeypatch, local_wrap):
+def test_the_bounds_records_open_with_the_independent_decryptor(stack, monkeypatch, local_wrap):
     sys.path.insert(0, str(ROOT / "tests/bench"))
     from bench import EVENT_TYPE, PROTECTED, make_events
 

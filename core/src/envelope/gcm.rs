@@ -26,6 +26,7 @@ use aes::cipher::{BlockCipherEncrypt, KeyInit};
 use aes::Block;
 use ghash::universal_hash::UniversalHash;
 use ghash::GHash;
+use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
 
 /// A block cipher with a 256-bit key, encrypting only.
@@ -143,6 +144,7 @@ impl<C: BlockEncrypt> Gcm<C> {
     /// `head ‖ aad_rest` to `out`, and returns true; or, if the tag does not
     /// match (compared in constant time), leaves `out` as it was and returns
     /// false: no byte of a forged or altered value is ever handed back.
+    #[must_use = "false means forged or altered: nothing was opened"]
     pub(crate) fn open_into(
         &self,
         nonce: &[u8; 12],
@@ -160,11 +162,7 @@ impl<C: BlockEncrypt> Gcm<C> {
         let mut tag_mask = self.ctr_xor(nonce, ciphertext, out);
         let expected = self.tag(head, aad_rest, ciphertext, &tag_mask);
         tag_mask.zeroize();
-        let differs = expected
-            .iter()
-            .zip(tag)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        if core::hint::black_box(differs) != 0 {
+        if !bool::from(expected[..].ct_eq(tag)) {
             out[start..].zeroize();
             out.truncate(start);
             return false;
@@ -430,6 +428,27 @@ mod tests {
             whole
         );
         whole
+    }
+
+    #[test]
+    fn a_refused_open_leaves_no_plaintext_in_the_buffer_s_spare_room() {
+        let (key, nonce) = ([9u8; 32], [1u8; 12]);
+        let secret = [0x5au8; 64];
+        let mut sealed = reference(&key, &nonce, b"", &secret);
+        *sealed.last_mut().unwrap() ^= 1;
+        let gcm = Gcm::<Cipher>::new(&key);
+        let mut out = Vec::with_capacity(128);
+        assert!(!gcm.open_into(&nonce, &gcm.aad_head(b""), b"", &sealed, &mut out));
+        assert!(out.is_empty());
+        // The key stream was applied before the tag was known to be wrong:
+        // what it wrote must be wiped, not only cut off.
+        // SAFETY: u8 has no invalid values, and open_into wrote (then
+        // wiped) these bytes, all within the capacity asked for.
+        let spare = unsafe {
+            out.set_len(secret.len());
+            out.clone()
+        };
+        assert_eq!(spare, vec![0u8; secret.len()]);
     }
 
     #[test]

@@ -8,6 +8,16 @@
 //!
 //! `tests/bench/floor` (its `bound` build) seals this way, to measure what a
 //! delivery costs with no JSON trees.
+//!
+//! What the caller must hold to, which the tree path holds to for it:
+//! - each nonce is drawn at random and never used twice with one data key
+//!   (across every document of a [`Sealer`]): a repeat discloses the XOR
+//!   of two plaintexts and lets GHASH tags be forged;
+//! - the plaintext is the value's canonical text (`crate::compact_json`,
+//!   the record format's step 1), and a value with a duplicate member
+//!   name is refused before, as the component's decoder refuses it;
+//! - the header names exactly the pointers sealed, in order, and the
+//!   document has no `cmk` member of its own.
 
 use super::{base64url, gcm, put_len_prefixed, Sealer, AAD_DOMAIN, NONCE_LEN};
 use super::{CIPHER, FORMAT_VERSION, WRAP_ALGORITHM};

@@ -10,7 +10,8 @@
 //! with the component's own AES-256-GCM (`cmk_core::envelope`'s sealing as
 //! text) and copies the event into its document with the sealed values in
 //! place and the `cmk` header after it. The documents are the record
-//! format's: they open with the product's reader.
+//! format's: the independent decryptor of `docs/record-format.md` opens
+//! them (`tests/integration/test_bench_floor.py`).
 //!
 //! What it leaves out, and so why it is a bound: the event schemas' mapping
 //! and checks (two schemas, partition keys, sizes, depth, duplicate
@@ -59,6 +60,24 @@ pub fn config() -> Result<Config, String> {
         Err(e) => Err(e.to_string()),
     })
     .map_err(|e| e.to_string())
+}
+
+/// What the exchanges need, from the configuration already read (each
+/// variable is read once a request, as the component reads it).
+pub(crate) fn settings(config: &Config) -> Result<crate::Settings, String> {
+    let kek = config.kek.as_ref().ok_or("the bound runs in stage two")?;
+    Ok(crate::Settings {
+        vault: kek.endpoint.clone(),
+        local_wrap: kek.local_wrap,
+        account: config.cosmos.endpoint.clone(),
+        credential: config
+            .cosmos
+            .auth
+            .static_credential()
+            .cloned()
+            .ok_or("the bound signs with the master key")?,
+        container: config.cosmos.container.clone(),
+    })
 }
 
 /// The ingest key check: the configured keys, compared in constant time.

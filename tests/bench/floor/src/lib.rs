@@ -31,9 +31,9 @@
 //! DB. Not a product: it seals nothing. A GET answers 200 and does nothing,
 //! so that `scripts/bench` can serve it as the component way (`CMK_APP_WASM`).
 
-use cmk_core::cosmos::{
-    self, BatchOperation, ContainerLink, CosmosRequest, Credential, Endpoint, MasterKey,
-};
+#[cfg(not(feature = "bound"))]
+use cmk_core::cosmos::MasterKey;
+use cmk_core::cosmos::{self, BatchOperation, ContainerLink, CosmosRequest, Credential, Endpoint};
 use cmk_core::entra::{self, Provider, Secret, MANAGED_HSM_SCOPE};
 use cmk_core::hsm::{self, KeyRef};
 use cmk_core::time::UnixTime;
@@ -80,6 +80,31 @@ fn var(name: &str) -> Result<String, String> {
     spin_sdk::variables::get(name).map_err(|e| format!("variable {name}: {e}"))
 }
 
+/// What a delivery's exchanges need from the settings.
+struct Settings {
+    vault: Endpoint,
+    local_wrap: bool,
+    account: Endpoint,
+    credential: Credential,
+    container: ContainerLink,
+}
+
+#[cfg(not(feature = "bound"))]
+impl Settings {
+    /// The six variables the floor reads.
+    fn read() -> Result<Self, String> {
+        Ok(Self {
+            vault: Endpoint::parse(&var("hsm_endpoint")?).map_err(|e| e.to_string())?,
+            local_wrap: var("hsm_local_wrap")? == "true",
+            account: Endpoint::parse(&var("cosmos_endpoint")?).map_err(|e| e.to_string())?,
+            credential: Credential::MasterKey(
+                MasterKey::from_base64(&var("cosmos_key")?).map_err(|e| e.to_string())?,
+            ),
+            container: ContainerLink::new(var("cosmos_database")?, var("cosmos_container")?),
+        })
+    }
+}
+
 /// Delivers the body's events, a document each; their number.
 fn deliver(req: IncomingRequest) -> Result<usize, String> {
     let length = req
@@ -96,16 +121,22 @@ fn deliver(req: IncomingRequest) -> Result<usize, String> {
         bound::check_sender(&config, key)?;
         (started, config)
     };
+    // The bound takes what the exchanges need from the configuration it
+    // has read; the floor reads only those variables.
+    #[cfg(feature = "bound")]
+    let settings = bound::settings(&config)?;
+    #[cfg(not(feature = "bound"))]
+    let settings = Settings::read()?;
+    let vault = &settings.vault;
     let body = req.consume().map_err(|()| "no body")?;
     let body = read_to_end(&body.stream().map_err(|()| "no body stream")?, length)?;
     let events = elements(&body);
 
-    let vault = Endpoint::parse(&var("hsm_endpoint")?).map_err(|e| e.to_string())?;
     let store = Store::open_default().map_err(|e| e.to_string())?;
     let entry = match store.get(ENTRY).map_err(|e| e.to_string())? {
         Some(entry) => String::from_utf8(entry).map_err(|_| "entry is not text")?,
         None => {
-            let entry = fetch_entry(&vault)?;
+            let entry = fetch_entry(vault)?;
             store
                 .set(ENTRY, entry.as_bytes())
                 .map_err(|e| e.to_string())?;
@@ -119,18 +150,18 @@ fn deliver(req: IncomingRequest) -> Result<usize, String> {
     let info: hsm::KeyInfo = serde_json::from_str(state).map_err(|e| e.to_string())?;
 
     let mut dek = wasi::random::random::get_random_bytes(32);
-    let wrapped = if var("hsm_local_wrap")? == "true" {
+    let wrapped = if settings.local_wrap {
         let seed: [u8; 32] = wasi::random::random::get_random_bytes(32)
             .try_into()
             .expect("32 bytes asked for");
         let kept: hsm::ModulusConstant =
             serde_json::from_str(constant).map_err(|e| e.to_string())?;
-        hsm::wrap_locally_kept(&info, &vault, &dek, &seed, Some(&kept))
+        hsm::wrap_locally_kept(&info, vault, &dek, &seed, Some(&kept))
             .map(|(wrapped, _)| wrapped)
             .map_err(|e| e.to_string())
     } else {
-        let key = KeyRef::from_kid(&info.kid, &vault).map_err(|e| e.to_string())?;
-        hsm::wrap_request(&vault, &key, &dek, token)
+        let key = KeyRef::from_kid(&info.kid, vault).map_err(|e| e.to_string())?;
+        hsm::wrap_request(vault, &key, &dek, token)
             .map_err(|e| e.to_string())
             .and_then(|wrap| hsm::parse_crypt(&exchange(wrap)?).map_err(|e| e.to_string()))
     };
@@ -143,22 +174,18 @@ fn deliver(req: IncomingRequest) -> Result<usize, String> {
     #[cfg(not(feature = "bound"))]
     let docs = plain_documents(&events, &wrapped);
 
-    let account = Endpoint::parse(&var("cosmos_endpoint")?).map_err(|e| e.to_string())?;
-    let credential = Credential::MasterKey(
-        MasterKey::from_base64(&var("cosmos_key")?).map_err(|e| e.to_string())?,
-    );
-    let container = ContainerLink::new(var("cosmos_database")?, var("cosmos_container")?);
-    let cosmos = CosmosRequest::new(&account, &credential, UnixTime::now());
+    let container = &settings.container;
+    let cosmos = CosmosRequest::new(&settings.account, &settings.credential, UnixTime::now());
     for chunk in docs.chunks(100) {
         if let [one] = chunk {
-            let write = cosmos.upsert_document(&container, "bench-floor", one.clone());
+            let write = cosmos.upsert_document(container, "bench-floor", one.clone());
             let answer = exchange(write.map_err(|e| e.to_string())?)?;
             if !matches!(answer.status().as_u16(), 200 | 201) {
                 return Err(format!("Cosmos DB answered {}", answer.status()));
             }
         } else {
             let docs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
-            let write = cosmos.batch(&container, "bench-floor", &docs, BatchOperation::Upsert);
+            let write = cosmos.batch(container, "bench-floor", &docs, BatchOperation::Upsert);
             let answer = exchange(write.map_err(|e| e.to_string())?)?;
             // Every operation's own status, as the component reads it: a
             // batch can answer 200 with failed operations in it.
