@@ -647,26 +647,24 @@ def main(argv: list[str]) -> int:
         overrides = stack.stage_two("client-secret", protected_fields=json.dumps({EVENT_TYPE: PROTECTED}), **extra)
         apps = {rt: stack.serve_app(name=f"app-bench-{rt}", runtime=rt, overrides=overrides) for rt in runtimes}
         wasm = Path(env("CMK_APP_WASM"))
-        if args.floor:
-            other = args.floor_wasm.resolve() if args.floor_wasm else floor_wasm()
-            info["floor_wasm"] = {"path": str(other), "bytes": other.stat().st_size,
-                                  "sha256": hashlib.sha256(other.read_bytes()).hexdigest()}
+
+        def serve_beside(runtime: str, other: Path) -> None:
+            """Serves another build on the test host beside the component,
+            measured in the same rounds as runtime `runtime` and named in
+            the JSON by path, size and SHA-256."""
+            info[f"{runtime}_wasm"] = {"path": str(other), "bytes": other.stat().st_size,
+                                       "sha256": hashlib.sha256(other.read_bytes()).hexdigest()}
             os.environ["CMK_APP_WASM"] = str(other)
             try:
-                apps["floor"] = stack.serve_app(name="app-bench-floor", runtime="host", overrides=overrides)
+                apps[runtime] = stack.serve_app(name=f"app-bench-{runtime}", runtime="host", overrides=overrides)
             finally:
                 os.environ["CMK_APP_WASM"] = str(wasm)
-            runtimes.append("floor")
+            runtimes.append(runtime)
+
+        if args.floor:
+            serve_beside("floor", args.floor_wasm.resolve() if args.floor_wasm else floor_wasm())
         if args.bound:
-            bound = bound_wasm()
-            info["bound_wasm"] = {"path": str(bound), "bytes": bound.stat().st_size,
-                                  "sha256": hashlib.sha256(bound.read_bytes()).hexdigest()}
-            os.environ["CMK_APP_WASM"] = str(bound)
-            try:
-                apps["bound"] = stack.serve_app(name="app-bench-bound", runtime="host", overrides=overrides)
-            finally:
-                os.environ["CMK_APP_WASM"] = str(wasm)
-            runtimes.append("bound")
+            serve_beside("bound", bound_wasm())
         peers = {p.name: p.proc.pid for p in stack.processes if p.name in ("cosmosdb-server", "sigcheck", "hsm", "entra")}
         info["wasm_bytes"] = wasm.stat().st_size
         info["healthz"] = {rt: healthz(app.url, app.process.proc.pid, 50 if args.smoke else HEALTHZ_REQUESTS)
