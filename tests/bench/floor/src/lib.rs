@@ -30,6 +30,10 @@
 //! place (`--wasm`); stage two, client-secret identity, master-key Cosmos
 //! DB. Not a product: it seals nothing. A GET answers 200 and does nothing,
 //! so that `scripts/bench` can serve it as the component way (`CMK_APP_WASM`).
+//!
+//! Built with `--features bound` it is the bound instead (`src/bound.rs`,
+//! `scripts/bench --bound`): the same I/O plus the work every delivery of
+//! the product must do whatever its code, without JSON trees.
 
 #[cfg(not(feature = "bound"))]
 use cmk_core::cosmos::MasterKey;
