@@ -290,9 +290,7 @@ impl<'a> Sealer<'a> {
             let plaintext = Zeroizing::new(crate::compact_json::to_vec(slot));
             let n = nonce();
             // The rest of `associated_data(id, pk, pointer, kid)`.
-            aad_rest.clear();
-            put_len_prefixed(&mut aad_rest, pointer);
-            put_len_prefixed(&mut aad_rest, kid);
+            self.aad_rest(pointer, &mut aad_rest);
             ct.clear();
             self.cipher
                 .seal_into(&n, &head, &aad_rest, &plaintext, &mut ct);

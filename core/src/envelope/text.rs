@@ -54,6 +54,14 @@ impl<'a> Sealer<'a> {
         self.cipher.aad_head(&head)
     }
 
+    /// The rest of a field's associated data after the document's head
+    /// (`associated_data(id, pk, pointer, kid)`'s last two parts), in `out`.
+    pub(super) fn aad_rest(&self, pointer: &str, out: &mut Vec<u8>) {
+        out.clear();
+        put_len_prefixed(out, pointer);
+        put_len_prefixed(out, self.kid);
+    }
+
     /// Appends the `cmk` header's value, a JSON object, for a document whose
     /// sealed values are at `fields` (in the order they were sealed).
     pub fn header_text(&self, fields: &[&str], out: &mut Vec<u8>) {
@@ -89,8 +97,7 @@ impl DocumentSealer<'_> {
         out: &mut Vec<u8>,
     ) {
         let mut aad_rest = Vec::with_capacity(8 + pointer.len() + self.sealer.kid.len());
-        put_len_prefixed(&mut aad_rest, pointer);
-        put_len_prefixed(&mut aad_rest, self.sealer.kid);
+        self.sealer.aad_rest(pointer, &mut aad_rest);
         let mut ct = Vec::with_capacity(plaintext.len() + 16);
         self.sealer
             .cipher

@@ -198,7 +198,6 @@ fn deliver(req: IncomingRequest) -> Result<usize, String> {
     }
     #[cfg(feature = "bound")]
     {
-        drop(config);
         let micros = (wasi::clocks::monotonic_clock::now() - started) / 1000;
         bound::log_line(events.len(), micros);
     }
