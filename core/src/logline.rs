@@ -2,7 +2,10 @@
 //! caller's fields, keys in sorted order (as a `serde_json::Map` orders
 //! them), a later field replacing an earlier one of the same name, and a
 //! newline. Written straight from the borrowed values: no map is built and
-//! no value cloned (two or three lines per request).
+//! no value cloned (two or three lines per request), by the component's own
+//! JSON writer ([`crate::compact_json`], serde_json's text byte for byte):
+//! inside Wasm, serde_json's escaping looks at a line's strings a byte at a
+//! time (docs/benchmarks.md has what that cost).
 
 use serde_json::Value;
 
@@ -27,9 +30,9 @@ pub fn format(level: &str, event: &str, fields: &[(&str, Value)]) -> Vec<u8> {
             line.push(b',');
         }
         first = false;
-        serde_json::to_writer(&mut line, k).expect("a string serializes");
+        crate::compact_json::write_str(&mut line, k);
         line.push(b':');
-        serde_json::to_writer(&mut line, v).expect("JSON values serialize");
+        crate::compact_json::write_value(&mut line, v);
     }
     line.extend_from_slice(b"}\n");
     line
