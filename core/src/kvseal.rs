@@ -10,8 +10,11 @@
 //! ([`EntryKey::seal_secret`]): AES-256-GCM under a second key derived from
 //! the same secret, with the entry's name as associated data, so a reader of
 //! the store learns nothing of them and an entry moved under another name
-//! does not open. See `docs/keys-and-identity.md` for what the store is
-//! trusted with.
+//! does not open. An entry that keeps a public part and a secret together
+//! (a key's checked state and the HSM token,
+//! [`EntryKey::seal_with_secret`]) is one AES-256-GCM message: the public
+//! part associated data (authenticated, readable), the secret encrypted.
+//! See `docs/keys-and-identity.md` for what the store is trusted with.
 
 use crate::envelope::gcm::Gcm;
 use hmac::{Hmac, Mac};
@@ -28,6 +31,10 @@ const SECRET_TAG: &[u8] = b"cmk-kv2:";
 pub const NONCE_LEN: usize = 12;
 /// Length of the AES-GCM tag.
 const GCM_TAG_LEN: usize = 16;
+/// The prefix of an entry with a public part and a secret.
+const SPLIT_TAG: &[u8] = b"cmk-kv3:";
+/// Length of the public part's length in such an entry (u32, big-endian).
+const PUBLIC_LEN_LEN: usize = 4;
 
 /// The entry keys derived from the `kv_store_key` secret: one for the MAC of
 /// plain entries, one for the encryption of secret ones.
@@ -97,8 +104,13 @@ impl EntryKey {
     /// entry's name (length-prefixed), so the ciphertext opens only under
     /// the name it was stored under.
     fn secret_aad(name: &str) -> Vec<u8> {
-        let mut aad = Vec::with_capacity(SECRET_TAG.len() + 8 + name.len());
-        aad.extend_from_slice(SECRET_TAG);
+        Self::aad_of(SECRET_TAG, name)
+    }
+
+    /// `tag` and the entry's name (length-prefixed).
+    fn aad_of(tag: &[u8], name: &str) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(tag.len() + 8 + name.len());
+        aad.extend_from_slice(tag);
         aad.extend_from_slice(&(name.len() as u64).to_be_bytes());
         aad.extend_from_slice(name.as_bytes());
         aad
@@ -144,6 +156,73 @@ impl EntryKey {
         cipher
             .open_into(nonce, &aad, b"", sealed, &mut out)
             .then_some(out)
+    }
+
+    /// The stored form of `public` and the secret `secret` together under
+    /// `name`: the prefix `cmk-kv3:`, the nonce, the length of `public`
+    /// (u32, big-endian) and `public` itself, then the AES-256-GCM
+    /// ciphertext of `secret` and the tag, with the associated data
+    /// `cmk-kv3:` ‖ u64 big-endian name length ‖ name ‖ `public`. So the
+    /// public part is readable and authenticated (an edit, or another split
+    /// of the same bytes, does not open: the tag covers the associated
+    /// data's length), and costs a hash of its blocks, not a MAC and a
+    /// cipher. `secret` may be empty. `nonce` as for
+    /// [`Self::seal_secret`]. `None` if `public` is 4 GiB or longer.
+    pub fn seal_with_secret(
+        &self,
+        name: &str,
+        public: &[u8],
+        secret: &[u8],
+        nonce: [u8; NONCE_LEN],
+    ) -> Option<Vec<u8>> {
+        let public_len = u32::try_from(public.len()).ok()?;
+        let cipher = self.cipher();
+        let aad = cipher.aad_head(&Self::aad_of(SPLIT_TAG, name));
+        let mut out = Vec::with_capacity(
+            SPLIT_TAG.len()
+                + NONCE_LEN
+                + PUBLIC_LEN_LEN
+                + public.len()
+                + secret.len()
+                + GCM_TAG_LEN,
+        );
+        out.extend_from_slice(SPLIT_TAG);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&public_len.to_be_bytes());
+        out.extend_from_slice(public);
+        cipher.seal_into(&nonce, &aad, public, secret, &mut out);
+        Some(out)
+    }
+
+    /// The public part and the secret stored under `name` by
+    /// [`Self::seal_with_secret`], if `stored` was sealed by this key under
+    /// this name and neither part changed; `None` otherwise (and for every
+    /// other kind of entry).
+    pub fn open_with_secret(
+        &self,
+        name: &str,
+        stored: &[u8],
+    ) -> Option<(Vec<u8>, Zeroizing<Vec<u8>>)> {
+        let rest = stored.strip_prefix(SPLIT_TAG)?;
+        if rest.len() < NONCE_LEN + PUBLIC_LEN_LEN + GCM_TAG_LEN {
+            return None;
+        }
+        let (nonce, rest) = rest.split_at(NONCE_LEN);
+        let nonce: &[u8; NONCE_LEN] = nonce.try_into().expect("split at the nonce's length");
+        let (len, rest) = rest.split_at(PUBLIC_LEN_LEN);
+        let len = u32::from_be_bytes(len.try_into().expect("split at the length's length"));
+        // Checked: a length near 4 GiB must not wrap on wasm32.
+        let len = usize::try_from(len).ok()?;
+        if rest.len().checked_sub(GCM_TAG_LEN)? < len {
+            return None;
+        }
+        let (public, sealed) = rest.split_at(len);
+        let cipher = self.cipher();
+        let aad = cipher.aad_head(&Self::aad_of(SPLIT_TAG, name));
+        let mut secret = Zeroizing::new(Vec::with_capacity(sealed.len() - GCM_TAG_LEN));
+        cipher
+            .open_into(nonce, &aad, public, sealed, &mut secret)
+            .then(|| (public.to_vec(), secret))
     }
 }
 
@@ -330,5 +409,116 @@ mod tests {
         assert!(k
             .open(NAME, &k.seal_secret(NAME, TOKEN, [7; NONCE_LEN]))
             .is_none());
+    }
+
+    const STATE_NAME: &str = "kek-state/v3/app-kek";
+    const STATE: &[u8] = br#"{"checked_at":1800000000,"key":{"enabled":true}}"#;
+    const HELD: &[u8] = br#"{"identity":"entra-token/v2/x","token":{"token":"eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.secret-part","expires_on":1800000000}}"#;
+
+    fn split(k: &EntryKey, secret: &[u8]) -> Vec<u8> {
+        k.seal_with_secret(STATE_NAME, STATE, secret, [7; NONCE_LEN])
+            .unwrap()
+    }
+
+    fn opened(k: &EntryKey, name: &str, stored: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+        k.open_with_secret(name, stored)
+            .map(|(p, s)| (p, s.to_vec()))
+    }
+
+    #[test]
+    fn a_public_part_and_a_secret_open_together_the_public_part_readable() {
+        let k = key();
+        let sealed = split(&k, HELD);
+        assert!(sealed.starts_with(b"cmk-kv3:"));
+        assert_eq!(
+            sealed.len(),
+            8 + NONCE_LEN + 4 + STATE.len() + HELD.len() + GCM_TAG_LEN
+        );
+        // The state is readable; nothing of the token shows.
+        assert!(contains(&sealed, STATE));
+        assert!(!contains(&sealed, b"secret-part") && !contains(&sealed, b"eyJ0eXAi"));
+        assert_eq!(
+            opened(&k, STATE_NAME, &sealed),
+            Some((STATE.to_vec(), HELD.to_vec()))
+        );
+        // An empty secret: the public part alone, authenticated.
+        let alone = split(&k, b"");
+        assert_eq!(
+            opened(&k, STATE_NAME, &alone),
+            Some((STATE.to_vec(), Vec::new()))
+        );
+    }
+
+    #[test]
+    fn the_split_form_matches_an_independent_implementation() {
+        // Computed with Python's `hmac` and `cryptography` (AESGCM): the
+        // secret entries' key, nonce 07 × 12, associated data "cmk-kv3:" ‖
+        // u64 big-endian name length ‖ name ‖ the public part.
+        const CT: &str = "c60ac902afadafe9313a4ab3d6008b4b5bc7765888a1c24e53341af04ce3dbd0\
+                          3dd7d1bff25006e8778727705370e378cd0151ea330ed14fffcda58c256e0dff\
+                          8e48e19230d994e2ba36f85c12a3c1ee6f8650ea3df6e93168f4a6856408e6e3\
+                          ec33795651e3bb14daa77776df2f18c4e57eb6f394b31a76542aa9566ab390cf\
+                          6ee1472d6849c949cc8c405c";
+        let sealed = split(&key(), HELD);
+        let head = 8 + NONCE_LEN + 4 + STATE.len();
+        assert_eq!(
+            &sealed[..8 + NONCE_LEN],
+            b"cmk-kv3:\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07"
+        );
+        assert_eq!(
+            &sealed[8 + NONCE_LEN..head - STATE.len()],
+            &(STATE.len() as u32).to_be_bytes()
+        );
+        let hex: String = sealed[head..].iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, CT);
+    }
+
+    #[test]
+    fn a_split_entry_changed_anywhere_or_moved_does_not_open() {
+        let k = key();
+        let sealed = split(&k, HELD);
+        // Every byte after the prefix, changed.
+        for i in 8..sealed.len() {
+            let mut edited = sealed.clone();
+            edited[i] ^= 1;
+            assert!(
+                k.open_with_secret(STATE_NAME, &edited).is_none(),
+                "byte {i}"
+            );
+        }
+        // Another split of the same bytes: the public part one byte longer
+        // or shorter.
+        for len in [STATE.len() - 1, STATE.len() + 1] {
+            let mut resplit = sealed.clone();
+            resplit[8 + NONCE_LEN..8 + NONCE_LEN + 4].copy_from_slice(&(len as u32).to_be_bytes());
+            assert!(k.open_with_secret(STATE_NAME, &resplit).is_none());
+        }
+        // Truncated, another name, another key.
+        for n in 0..sealed.len() {
+            assert!(k.open_with_secret(STATE_NAME, &sealed[..n]).is_none());
+        }
+        assert!(k.open_with_secret("kek-state/v3/other", &sealed).is_none());
+        assert!(EntryKey::derive("another-secret-0123456789")
+            .open_with_secret(STATE_NAME, &sealed)
+            .is_none());
+        // A length past the end.
+        let mut long = sealed.clone();
+        long[8 + NONCE_LEN..8 + NONCE_LEN + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(k.open_with_secret(STATE_NAME, &long).is_none());
+    }
+
+    #[test]
+    fn a_split_entry_is_no_other_kind_of_entry_and_no_other_kind_is_one() {
+        let k = key();
+        let sealed = split(&k, HELD);
+        assert!(k.open(STATE_NAME, &sealed).is_none());
+        assert!(k.open_secret(STATE_NAME, &sealed).is_none());
+        assert!(k
+            .open_with_secret(STATE_NAME, &k.seal(STATE_NAME, STATE))
+            .is_none());
+        assert!(k
+            .open_with_secret(STATE_NAME, &k.seal_secret(STATE_NAME, HELD, [7; NONCE_LEN]))
+            .is_none());
+        assert!(k.open_with_secret(STATE_NAME, STATE).is_none());
     }
 }

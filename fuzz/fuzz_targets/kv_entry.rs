@@ -1,5 +1,5 @@
-//! Key-value store entries (`kvseal`): MAC-bound entries and encrypted
-//! secrets under a fixed test key. Any stored bytes are refused or opened,
+//! Key-value store entries (`kvseal`): MAC-bound entries, encrypted
+//! secrets and entries of a public part and a secret under a fixed test key. Any stored bytes are refused or opened,
 //! never a panic; what is sealed under a name opens to exactly itself under
 //! that name and under no other (nor with a byte moved between name and
 //! value); an edited sealed entry never opens to
@@ -21,6 +21,7 @@ fuzz_target!(|data: &[u8]| {
     // Whatever a writer of the store put there.
     let _ = k.open(NAME, data);
     let _ = k.open_secret(NAME, data);
+    let _ = k.open_with_secret(NAME, data);
     // The input as a name (up to the first NUL) and a value.
     let (name, value) = match data.iter().position(|b| *b == 0) {
         Some(i) => (
@@ -42,6 +43,17 @@ fuzz_target!(|data: &[u8]| {
     );
     assert!(k.open_secret(&other, &secret).is_none());
     assert!(k.open(&name, &secret).is_none());
+    // The value split in two: the public part and the secret.
+    let at = value.len() / 2;
+    let (public, hidden) = value.split_at(at);
+    let split = k
+        .seal_with_secret(&name, public, hidden, nonce)
+        .expect("a short public part");
+    let opened = k.open_with_secret(&name, &split).expect("opens");
+    assert_eq!((&opened.0[..], &opened.1[..]), (public, hidden));
+    assert!(k.open_with_secret(&other, &split).is_none());
+    assert!(k.open_with_secret(&name, &secret).is_none());
+    assert!(k.open_secret(&name, &split).is_none() && k.open(&name, &split).is_none());
     // A byte moved across the line between name and value leaves
     // `name ‖ value` as it was; the name's length in the MAC refuses it.
     let mac = &sealed[..sealed.len() - value.len()];
@@ -57,7 +69,7 @@ fuzz_target!(|data: &[u8]| {
     }
     // One edit, chosen by the value: a flipped bit or a cut.
     if let Some(&b) = value.first() {
-        for stored in [sealed, secret] {
+        for stored in [sealed, secret, split] {
             let mut edited = stored.clone();
             let i = usize::from(b) * 7 % edited.len();
             if b & 1 == 0 {
@@ -70,6 +82,9 @@ fuzz_target!(|data: &[u8]| {
             }
             if let Some(v) = k.open_secret(&name, &edited) {
                 assert_eq!(&v[..], value);
+            }
+            if let Some((p, h)) = k.open_with_secret(&name, &edited) {
+                assert_eq!((&p[..], &h[..]), (public, hidden));
             }
         }
     }

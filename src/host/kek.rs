@@ -8,6 +8,8 @@
 //! whose access was revoked stops every wrap and unwrap with
 //! [`HsmError::KeyUnavailable`]; nothing falls back to unprotected data.
 
+use std::cell::RefCell;
+
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -77,6 +79,24 @@ struct CachedState {
         deserialize_with = "constant_or_none"
     )]
     modulus_constant: Option<hsm::ModulusConstant>,
+    /// The HSM token of the identity that wrote the entry, kept with the
+    /// key's state so that a delivery reads one entry for both (absent in
+    /// the latest version's entry with `hsm_local_wrap`, whose deliveries
+    /// call the HSM only to check the state). Stored as the entry's secret
+    /// part, not in its public JSON ([`Kek::cache_set`]).
+    #[serde(skip)]
+    hsm_token: Option<HeldToken>,
+}
+
+/// An HSM token kept in a key's state entry, with the name of the token's
+/// own entry ([`cmk_core::entra::cache_key`], a digest of the provider and
+/// the scope): it is used only by a configuration whose identity gets its
+/// tokens under that name, so a changed identity never sends the token of
+/// the one before.
+#[derive(Serialize, Deserialize)]
+struct HeldToken {
+    identity: String,
+    token: AccessToken,
 }
 
 fn constant_or_none<'de, D: serde::Deserializer<'de>>(
@@ -150,6 +170,13 @@ pub struct Kek<'a> {
     /// Its key-value store (token, key state) is the key's cache too: one
     /// store opened per request.
     tokens: Tokens<'a>,
+    /// The HSM token this request uses: from a state entry that kept a fresh
+    /// one for this identity, else from [`Tokens`] (its own entry, or the
+    /// configured source).
+    held: RefCell<Option<AccessToken>>,
+    /// The usable state entry read or written last in this request (its
+    /// name and contents), so that a token renewed since is kept in it.
+    entry: RefCell<Option<(String, CachedState)>>,
 }
 
 impl<'a> Kek<'a> {
@@ -176,16 +203,38 @@ impl<'a> Kek<'a> {
             key_name: key_name.to_owned(),
             retry,
             tokens: Tokens::new(&cfg.identity, retry, kv_key),
+            held: RefCell::new(None),
+            entry: RefCell::new(None),
         }
     }
 
-    fn cache_get(&self, key: &str) -> Option<Vec<u8>> {
-        self.tokens.store().and_then(|s| s.get(key).ok().flatten())
+    /// The state entry `key`: the state its public part, the HSM token it
+    /// keeps its secret part (with `kv_store_key`, encrypted, the state
+    /// authenticated with it: [`cmk_core::kvseal::EntryKey::seal_with_secret`]).
+    /// An entry whose token does not read is taken without it.
+    fn cache_get(&self, key: &str) -> Option<CachedState> {
+        let (public, secret) = self
+            .tokens
+            .store()
+            .and_then(|s| s.get_with_secret(key).ok().flatten())?;
+        let mut state = serde_json::from_slice::<CachedState>(&public).ok()?;
+        if !secret.is_empty() {
+            state.hsm_token = serde_json::from_slice::<HeldToken>(&secret).ok();
+        }
+        Some(state)
     }
 
-    fn cache_set(&self, key: &str, value: &[u8]) {
+    fn cache_set(&self, key: &str, state: &CachedState) {
         if let Some(s) = self.tokens.store() {
-            if let Err(e) = s.set(key, value) {
+            let public = serde_json::to_vec(state).expect("state serializes");
+            let secret = zeroize::Zeroizing::new(
+                state
+                    .hsm_token
+                    .as_ref()
+                    .map(|t| serde_json::to_vec(t).expect("token serializes"))
+                    .unwrap_or_default(),
+            );
+            if let Err(e) = s.set_with_secret(key, &public, &secret) {
                 crate::host::token::store_failed("kv_store_write_failed", key, &e);
             }
         }
@@ -198,7 +247,7 @@ impl<'a> Kek<'a> {
     }
 
     fn state_key(&self) -> String {
-        ["kek-state/v2/", &self.key_name].concat()
+        ["kek-state/v3/", &self.key_name].concat()
     }
 
     /// The key's name in the HSM.
@@ -216,10 +265,57 @@ impl<'a> Kek<'a> {
         out
     }
 
-    /// A token for Managed HSM: from the cache while it is fresh, else from
-    /// the configured source.
-    pub async fn token(&self) -> Result<AccessToken, KekError> {
-        Ok(self.tokens.get(MANAGED_HSM_SCOPE).await?)
+    /// A token for Managed HSM: the one a state entry kept for this
+    /// identity while it is fresh, else from the token cache while that one
+    /// is, else from the configured source. A token got anew is kept in the
+    /// state entry this request uses, if any, for the next requests.
+    async fn token(&self) -> Result<AccessToken, KekError> {
+        if let Some(t) = self.held.borrow().as_ref() {
+            return Ok(t.clone());
+        }
+        let token = self.tokens.get(MANAGED_HSM_SCOPE).await?;
+        *self.held.borrow_mut() = Some(token.clone());
+        let mut entry = self.entry.borrow_mut();
+        if let Some((name, state)) = entry.as_mut() {
+            if self.keeps_token(name) {
+                state.hsm_token = Some(HeldToken {
+                    identity: self.tokens.cache_name(MANAGED_HSM_SCOPE),
+                    token: token.clone(),
+                });
+                self.cache_set(name, state);
+            }
+        }
+        Ok(token)
+    }
+
+    /// Whether the state entry `name` keeps the HSM token: all but the
+    /// latest version's with `hsm_local_wrap` (a wrap then calls the HSM
+    /// only to check the state, so the token would only make the entry that
+    /// every delivery reads longer).
+    fn keeps_token(&self, name: &str) -> bool {
+        !(self.cfg.local_wrap && name == self.state_key())
+    }
+
+    /// Takes the token `state` keeps (out of it), when it is this
+    /// identity's and fresh.
+    fn hold_token_of(&self, state: &mut CachedState) {
+        let Some(h) = &state.hsm_token else {
+            return;
+        };
+        if self.held.borrow().is_some() {
+            return;
+        }
+        let fresh = cmk_core::entra::freshness(
+            Some(&h.token),
+            UnixTime::now(),
+            self.cfg.identity.refresh_skew_secs,
+        ) == cmk_core::entra::Freshness::Use;
+        if fresh
+            && cmk_core::entra::header_safe(&h.token.token)
+            && h.identity == self.tokens.cache_name(MANAGED_HSM_SCOPE)
+        {
+            *self.held.borrow_mut() = state.hsm_token.take().map(|h| h.token);
+        }
     }
 
     /// Sends an HSM request built with a token; on 401 drops the cached token
@@ -242,7 +338,10 @@ impl<'a> Kek<'a> {
                 detail,
             })?;
             if resp.status().as_u16() == 401 && round == 0 {
+                // Neither the token cache nor a state entry offers it again:
+                // the next token is got anew and kept in the state entry.
                 self.tokens.forget(MANAGED_HSM_SCOPE);
+                *self.held.borrow_mut() = None;
                 continue;
             }
             return Ok(resp);
@@ -284,15 +383,23 @@ impl<'a> Kek<'a> {
         fresh: bool,
     ) -> Result<(KeyInfo, UnixTime, Option<hsm::ModulusConstant>), KekError> {
         let now = UnixTime::now();
-        if !fresh && self.cfg.check_secs > 0 {
-            if let Some(c) = self
-                .cache_get(cache_key)
-                .and_then(|b| serde_json::from_slice::<CachedState>(&b).ok())
-            {
-                if hsm::cached_state_usable(UnixTime(c.checked_at), now, self.cfg.check_secs) {
-                    return Ok((c.key, UnixTime(c.checked_at), c.modulus_constant));
-                }
-            }
+        // Read once: its token serves the check below, its key the log.
+        let mut cached = self.cache_get(cache_key);
+        if let Some(c) = cached.as_mut() {
+            self.hold_token_of(c);
+        }
+        if let Some(c) = cached.as_ref().filter(|c| {
+            !fresh
+                && self.cfg.check_secs > 0
+                && hsm::cached_state_usable(UnixTime(c.checked_at), now, self.cfg.check_secs)
+        }) {
+            let kept = (
+                c.key.clone(),
+                UnixTime(c.checked_at),
+                c.modulus_constant.clone(),
+            );
+            *self.entry.borrow_mut() = cached.map(|c| (cache_key.to_owned(), c));
+            return Ok(kept);
         }
         let resp = self
             .call(|t| Ok(hsm::get_key_request(&self.cfg.endpoint, key, t)))
@@ -304,10 +411,7 @@ impl<'a> Kek<'a> {
                 return Err(e.into());
             }
         };
-        let previous = self
-            .cache_get(cache_key)
-            .and_then(|b| serde_json::from_slice::<CachedState>(&b).ok())
-            .map(|c| c.key);
+        let previous = cached.map(|c| c.key);
         log_state_change(
             &self.key_name,
             self.tokens.store().is_some(),
@@ -320,16 +424,23 @@ impl<'a> Kek<'a> {
         } else {
             None
         };
+        let hsm_token = match self.held.borrow().as_ref() {
+            Some(t) if self.keeps_token(cache_key) => Some(HeldToken {
+                identity: self.tokens.cache_name(MANAGED_HSM_SCOPE),
+                token: t.clone(),
+            }),
+            _ => None,
+        };
         let state = CachedState {
             checked_at: now.0,
             key: info.clone(),
             modulus_constant,
+            hsm_token,
         };
-        self.cache_set(
-            cache_key,
-            &serde_json::to_vec(&state).expect("state serializes"),
-        );
-        Ok((info, now, state.modulus_constant))
+        self.cache_set(cache_key, &state);
+        let kept = state.modulus_constant.clone();
+        *self.entry.borrow_mut() = Some((cache_key.to_owned(), state));
+        Ok((info, now, kept))
     }
 
     /// Wraps a data key with the latest key version, after checking that the
@@ -396,7 +507,7 @@ impl<'a> Kek<'a> {
         let Some(version) = kref.version.as_deref() else {
             return Err(HsmError::InvalidKeyId(format!("`{kid}` names no key version")).into());
         };
-        let cache_key = ["kek-state/v2/", &kref.name, "/", version].concat();
+        let cache_key = ["kek-state/v3/", &kref.name, "/", version].concat();
         let info = match self.state(&kref, &cache_key, false).await {
             Ok((info, _)) => info,
             Err(e) => return Err(self.version_missing(e, kid).await),

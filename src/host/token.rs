@@ -97,11 +97,76 @@ impl KvStore {
         }
     }
 
+    /// The public part and the secret under `name` (stored by
+    /// [`KvStore::set_with_secret`]), if present and (with a key) genuine;
+    /// the secret empty if none was stored. The secret is handed over as
+    /// [`KvStore::get_secret`] hands its over.
+    #[allow(clippy::type_complexity)]
+    pub fn get_with_secret(
+        &self,
+        name: &str,
+    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, spin_sdk::key_value::Error> {
+        self.get_opened_as(
+            name,
+            |k, n, b| k.open_with_secret(n, b).map(|(p, s)| (p, s.to_vec())),
+            |mut b| {
+                // Without a key: the public part, then a newline and the
+                // secret (compact JSON has no newline of its own).
+                match memchr::memchr(b'\n', &b) {
+                    Some(at) => {
+                        let secret = b.split_off(at + 1);
+                        b.truncate(at);
+                        (b, secret)
+                    }
+                    None => (b, Vec::new()),
+                }
+            },
+        )
+    }
+
+    /// Stores `public` and the secret `secret` together under `name`: with
+    /// a key, `secret` encrypted and `public` authenticated with it (see
+    /// [`cmk_core::kvseal::EntryKey::seal_with_secret`]).
+    pub fn set_with_secret(
+        &self,
+        name: &str,
+        public: &[u8],
+        secret: &[u8],
+    ) -> Result<(), spin_sdk::key_value::Error> {
+        tally::host(HostCall::KvWrite);
+        match &self.key {
+            Some(k) => {
+                let mut nonce = [0u8; cmk_core::kvseal::NONCE_LEN];
+                let random =
+                    wasi::random::random::get_random_bytes(cmk_core::kvseal::NONCE_LEN as u64);
+                nonce.copy_from_slice(&random[..cmk_core::kvseal::NONCE_LEN]);
+                let sealed = k
+                    .seal_with_secret(name, public, secret, nonce)
+                    .ok_or_else(|| {
+                        spin_sdk::key_value::Error::Other("the entry is too long".into())
+                    })?;
+                self.store.set(name, &sealed)
+            }
+            None => self.store.set(name, &[public, b"\n", secret].concat()),
+        }
+    }
+
     fn get_opened(
         &self,
         name: &str,
         open: impl Fn(&cmk_core::kvseal::EntryKey, &str, &[u8]) -> Option<Vec<u8>>,
     ) -> Result<Option<Vec<u8>>, spin_sdk::key_value::Error> {
+        self.get_opened_as(name, open, |b| b)
+    }
+
+    /// The entry under `name`: opened with the key (refused entries logged
+    /// and read as absent), or taken `as_is` without one.
+    fn get_opened_as<T>(
+        &self,
+        name: &str,
+        open: impl Fn(&cmk_core::kvseal::EntryKey, &str, &[u8]) -> Option<T>,
+        as_is: impl Fn(Vec<u8>) -> T,
+    ) -> Result<Option<T>, spin_sdk::key_value::Error> {
         tally::host(HostCall::KvGet);
         let v = self.store.get(name)?;
         Ok(match (&self.key, v) {
@@ -122,7 +187,7 @@ impl KvStore {
                 }
                 opened
             }
-            (None, v) => v,
+            (None, v) => v.map(as_is),
             (_, None) => None,
         })
     }
@@ -215,6 +280,13 @@ impl<'a> Tokens<'a> {
 
     fn key(&self, scope: &str) -> String {
         entra::cache_key(&self.identity.provider, scope)
+    }
+
+    /// The name of the entry this identity's tokens for `scope` are cached
+    /// under (a digest of the provider and the scope): what a copy of such
+    /// a token kept elsewhere is checked against.
+    pub fn cache_name(&self, scope: &str) -> String {
+        self.key(scope)
     }
 
     /// A token for `scope`: from the cache while it is fresh, else from the

@@ -1,8 +1,9 @@
 """The key-value store is not trusted beyond the deployment: with
-kv_store_key set, every entry carries an HMAC, and an entry written by
-someone without the secret (here: a key state pinned as enabled while the
-key is disabled) is ignored, and cached access tokens are encrypted, so a
-reader of the store does not learn them. The test reads and edits the store
+kv_store_key set, every entry is bound to its name by the secret, and an
+entry written by someone without it (here: a key state pinned as enabled
+while the key is disabled) is ignored; cached access tokens, and the key
+states that keep the HSM token, are encrypted, so a reader of the store
+does not learn them. The test reads and edits the store
 behind the app's back, as a reader or writer of a shared store would: the
 test host's SQLite file (Spin's table) or the test stub's files under
 `wasmtime serve`."""
@@ -17,7 +18,7 @@ import pytest
 from harness.stack import APP_PRINCIPALS
 from integration.test_keys import JWT, call
 
-STATE_PREFIX = b"kek-state/v2/"
+STATE_PREFIX = b"kek-state/v3/"
 TOKEN_PREFIX = b"entra-token/v2/"
 KV_STORE_KEY = "kv-store-key-0123456789abcdef01234567"
 
@@ -67,16 +68,30 @@ def store_entries(stack, app, name: str, prefix: bytes) -> dict[bytes, StoreEntr
     return {k: StoreEntry(stack, app, name, k) for k in names if k.startswith(prefix)}
 
 def own_key(stack):
+    """A new key of its own, granted to the apps: its name and bundle."""
     key = f"kv-bound-{uuid.uuid4().hex[:8]}"
-    stack.hsm_admin("POST", "keys", {"name": key, "size": 2048, "ops": ["wrapKey", "unwrapKey"]})
+    bundle = stack.hsm_admin("POST", "keys", {"name": key, "size": 2048, "ops": ["wrapKey", "unwrapKey"]})
     for oid in APP_PRINCIPALS:
         stack.hsm_admin("POST", "grants", {"key": key, "object_id": oid, "ops": ["get", "wrapKey", "unwrapKey"]})
-    return key
+    return key, bundle
+
+
+def forged_state(stack, bundle: dict) -> bytes:
+    """A key-state entry as the component writes one without kv_store_key,
+    made from the key's public bundle alone (what any reader of the key
+    has; its id as the app reaches the HSM): the key enabled, checked just
+    now."""
+    jwk = bundle["key"]
+    kid = stack.hsm_tls_url + jwk["kid"][jwk["kid"].index("/keys/"):]
+    return json.dumps({"checked_at": int(time.time()), "key": {
+        "kid": kid, "kty": jwk["kty"], "key_ops": jwk["key_ops"], "n": jwk["n"], "e": jwk["e"],
+        "enabled": True, "not_before": None, "expires": None,
+        "recovery_level": bundle["attributes"].get("recoveryLevel")}}).encode()
 
 
 @pytest.mark.parametrize("bound", [True, False], ids=["kv_store_key", "unbound"])
 def test_a_forged_key_state_is_ignored_when_entries_are_bound(stack, bound):
-    key = own_key(stack)
+    key, bundle = own_key(stack)
     extra = {"kv_store_key": KV_STORE_KEY} if bound else {}
     name = f"app-kv-{'bound' if bound else 'unbound'}"
     app = stack.serve_app(name=name, overrides=stack.stage_two(
@@ -84,17 +99,24 @@ def test_a_forged_key_state_is_ignored_when_entries_are_bound(stack, bound):
     assert call(app, "GET", "/readyz", key=None)[0] == 200
     state = StoreEntry(stack, app, name, STATE_PREFIX + key.encode())
     stored = state.read_bytes()
+    forged = forged_state(stack, bundle)
     if bound:
-        assert stored.startswith(b"cmk-kv1:"), stored[:16]
-        genuine = json.loads(stored[8 + 32:])
+        # The state readable and authenticated, the HSM token it keeps
+        # encrypted.
+        assert stored.startswith(b"cmk-kv3:"), stored[:16]
+        assert b'"enabled":true' in stored and not JWT.search(stored.decode("latin-1"))
     else:
-        genuine = json.loads(stored)
-    # The key is disabled; a writer of the store pins the old, enabled state
-    # as freshly checked, without the MAC.
+        public, secret = stored.split(b"\n", 1)
+        genuine = json.loads(public)
+        # The forger's state is the component's own but for the time; the
+        # entry also keeps the HSM token, in the clear without the key.
+        assert json.loads(forged)["key"] == genuine["key"], genuine["key"]
+        assert JWT.search(json.loads(secret)["token"]["token"]), secret[:40]
+    # The key is disabled; a writer of the store pins it as enabled and
+    # freshly checked, without the secret.
     stack.hsm_admin("POST", f"keys/{key}/state", {"enabled": False})
     try:
-        genuine["checked_at"] = int(time.time())
-        state.write_bytes(json.dumps(genuine).encode())
+        state.write_bytes(forged)
         status, _, body = call(app, "GET", "/readyz", key=None)
         if bound:
             assert (status, body) == (503, {"status": "not-ready", "error": {"code": "KeyDisabled"}}), body
@@ -136,8 +158,14 @@ def test_cached_tokens_are_encrypted_when_entries_are_bound(stack, bound):
     assert not any(t.encode() in stored for t in issued)
     assert not JWT.search(stored.decode("latin-1")), "a JWT is stored in the clear"
     # An edited entry reads as absent: a new token is fetched and stored
-    # encrypted again.
-    token_entry.write_bytes(stored[:-1] + bytes([stored[-1] ^ 1]))
+    # encrypted again. (The key states keep copies of the token: edited
+    # too, so the token entry is what the check reads.)
+    def edited(entry):
+        value = entry.read_bytes()
+        entry.write_bytes(value[:-1] + bytes([value[-1] ^ 1]))
+    edited(token_entry)
+    for state in store_entries(stack, app, name, STATE_PREFIX).values():
+        edited(state)
     assert roundtrips(1) == 1
     assert "kv_entry_refused" in app.logs()
     renewed = store_entries(stack, app, name, TOKEN_PREFIX)[entry].read_bytes()
@@ -148,6 +176,10 @@ def test_cached_tokens_are_encrypted_when_entries_are_bound(stack, bound):
     assert call(app, "GET", "/readyz", key=None)[0] == 200
     states = list(store_entries(stack, app, name, STATE_PREFIX).values())
     assert states
+    # The key-state entries keep the HSM token, encrypted as well.
+    for state in states:
+        kept = state.read_bytes()
+        assert kept.startswith(b"cmk-kv3:") and not JWT.search(kept.decode("latin-1"))
     for state in states:  # the latest version's and each version's
         state.write_bytes(renewed)
     refused = app.logs().count("kv_entry_refused")
@@ -155,3 +187,65 @@ def test_cached_tokens_are_encrypted_when_entries_are_bound(stack, bound):
     assert call(app, "GET", "/readyz", key=None)[0] == 200
     assert app.logs().count("kv_entry_refused") > refused
     assert stack.entra_admin("GET", "stats")["client_secret"] == before
+
+
+def test_the_hsm_token_is_kept_with_the_key_state_for_its_identity_only(stack):
+    """A delivery reads one entry for the key's state and the HSM token
+    (the token entry only when the state entry keeps none for this
+    identity). A token kept there for another identity is never sent; one
+    the HSM refuses is replaced in the entry, so the next delivery does not
+    send it again."""
+    from integration.eventgrid import custom_event
+    from integration.test_foundation import post
+
+    key, _ = own_key(stack)
+    name = "app-kv-kept-token"
+    app = stack.serve_app(name=name, overrides=stack.stage_two(
+        "client-secret", hsm_key_name=key, hsm_key_check_secs="3600"))
+    topic = f"/topics/kept-token-{uuid.uuid4()}"
+
+    def deliver():
+        status, _, body = post(f"{app.url}/events", [custom_event(topic, patient="Kept Token")])
+        assert status == 200, body
+
+    def refused():
+        return stack.hsm_admin("GET", "stats")["by_key"].get(key, {}).get("401", 0)
+
+    state = StoreEntry(stack, app, name, STATE_PREFIX + key.encode())
+    far = int(time.time()) + 7200
+
+    def read():
+        """The entry's state and the token it keeps (without kv_store_key:
+        the state's JSON, a newline, the token's)."""
+        public, secret = state.read_bytes().split(b"\n", 1)
+        return public, json.loads(secret)
+
+    def write(public, identity, token):
+        state.write_bytes(public + b"\n" + json.dumps(
+            {"identity": identity, "token": {"token": token, "expires_on": far}}).encode())
+
+    deliver()
+    public, held = read()
+    [token_entry] = store_entries(stack, app, name, TOKEN_PREFIX)
+    assert held["identity"].encode() == token_entry, held["identity"]
+    own = held["token"]["token"]
+    bogus = "eyJhbGciOiJSUzI1NiJ9.eyJraWQiOiJub25lIn0.bm90LWEtc2lnbmF0dXJl"
+
+    # Another identity's token, fresh, in the entry: not sent (no 401), and
+    # the entry gets this identity's token in its place.
+    before = refused()
+    write(public, "entra-token/v2/another-identity", bogus)
+    deliver()
+    assert refused() == before
+    _, now_held = read()
+    assert (now_held["identity"].encode(), now_held["token"]["token"]) == (token_entry, own)
+
+    # This identity's entry with a token the HSM refuses: sent once (401),
+    # then a new token, kept in the entry in its place.
+    write(public, token_entry.decode(), bogus)
+    deliver()
+    assert refused() == before + 1
+    renewed = read()[1]["token"]["token"]
+    assert renewed not in (bogus, own) and JWT.search(renewed), renewed[:20]
+    deliver()
+    assert refused() == before + 1
