@@ -17,8 +17,9 @@ deliveries (token, key state, connections), zero the counters, send N
 sequential deliveries of one ~1 KB event (`--batch N`: N events, under
 one partition key) over one keep-alive connection, dump, and divide.
 `--kv-store-key`: the builds run with `kv_store_key` set, as production
-deployments do (infra/deploy/app), so each delivery also checks its
-key-value entries' MACs and decrypts its cached HSM token; without it,
+deployments do (infra/deploy/app), so each delivery also authenticates
+its key-value entry (the key's state) and decrypts the HSM token it
+keeps; without it,
 as the other benches run, every request logs `kv_store_unbound` instead.
 `--sender entra`: the sender presents an Entra ID bearer token from the
 Entra stand-in instead of the ingest key, one for all the deliveries of a
