@@ -76,13 +76,13 @@ def own_key(stack):
     return key, bundle
 
 
-def forged_state(stack, bundle: dict) -> bytes:
+def forged_state(stack, app, bundle: dict) -> bytes:
     """A key-state entry as the component writes one without kv_store_key,
     made from the key's public bundle alone (what any reader of the key
     has; its id as the app reaches the HSM): the key enabled, checked just
     now."""
     jwk = bundle["key"]
-    kid = stack.hsm_tls_url + jwk["kid"][jwk["kid"].index("/keys/"):]
+    kid = stack.app_kid(app, jwk["kid"])
     return json.dumps({"checked_at": int(time.time()), "key": {
         "kid": kid, "kty": jwk["kty"], "key_ops": jwk["key_ops"], "n": jwk["n"], "e": jwk["e"],
         "enabled": True, "not_before": None, "expires": None,
@@ -99,7 +99,7 @@ def test_a_forged_key_state_is_ignored_when_entries_are_bound(stack, bound):
     assert call(app, "GET", "/readyz", key=None)[0] == 200
     state = StoreEntry(stack, app, name, STATE_PREFIX + key.encode())
     stored = state.read_bytes()
-    forged = forged_state(stack, bundle)
+    forged = forged_state(stack, app, bundle)
     if bound:
         # The state readable and authenticated, the HSM token it keeps
         # encrypted.
