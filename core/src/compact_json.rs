@@ -15,7 +15,7 @@
 //!
 //! Used where a delivery serializes: each document (the write requests'
 //! bodies) and the canonical form of each protected value before it is
-//! sealed. The record format does not change by a byte: the tests compare
+//! sealed; and for every log line ([`crate::logline`]). The record format does not change by a byte: the tests compare
 //! with serde_json on every escape class and chunk offset and on generated
 //! values, and the `compact_json` fuzz target does so on arbitrary input.
 

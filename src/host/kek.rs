@@ -174,9 +174,10 @@ pub struct Kek<'a> {
     /// one for this identity, else from [`Tokens`] (its own entry, or the
     /// configured source).
     held: RefCell<Option<AccessToken>>,
-    /// The usable state entry read or written last in this request (its
-    /// name and contents), so that a token renewed since is kept in it.
-    entry: RefCell<Option<(String, CachedState)>>,
+    /// The state entry `held` was taken from, if it was: a refusal of that
+    /// token removes the entry (so the next request checks the state
+    /// afresh and keeps a good token), not the token cache's own.
+    held_from: RefCell<Option<String>>,
 }
 
 impl<'a> Kek<'a> {
@@ -204,7 +205,7 @@ impl<'a> Kek<'a> {
             retry,
             tokens: Tokens::new(&cfg.identity, retry, kv_key),
             held: RefCell::new(None),
-            entry: RefCell::new(None),
+            held_from: RefCell::new(None),
         }
     }
 
@@ -267,24 +268,16 @@ impl<'a> Kek<'a> {
 
     /// A token for Managed HSM: the one a state entry kept for this
     /// identity while it is fresh, else from the token cache while that one
-    /// is, else from the configured source. A token got anew is kept in the
-    /// state entry this request uses, if any, for the next requests.
+    /// is, else from the configured source. A state entry gets a token only
+    /// when it is written after a check of the key (never written back with
+    /// an older state: that could undo another request's finding that the
+    /// key is disabled).
     async fn token(&self) -> Result<AccessToken, KekError> {
         if let Some(t) = self.held.borrow().as_ref() {
             return Ok(t.clone());
         }
         let token = self.tokens.get(MANAGED_HSM_SCOPE).await?;
         *self.held.borrow_mut() = Some(token.clone());
-        let mut entry = self.entry.borrow_mut();
-        if let Some((name, state)) = entry.as_mut() {
-            if self.keeps_token(name) {
-                state.hsm_token = Some(HeldToken {
-                    identity: self.tokens.cache_name(MANAGED_HSM_SCOPE),
-                    token: token.clone(),
-                });
-                self.cache_set(name, state);
-            }
-        }
         Ok(token)
     }
 
@@ -298,7 +291,7 @@ impl<'a> Kek<'a> {
 
     /// Takes the token `state` keeps (out of it), when it is this
     /// identity's and fresh.
-    fn hold_token_of(&self, state: &mut CachedState) {
+    fn hold_token_of(&self, name: &str, state: &mut CachedState) {
         let Some(h) = &state.hsm_token else {
             return;
         };
@@ -315,6 +308,7 @@ impl<'a> Kek<'a> {
             && h.identity == self.tokens.cache_name(MANAGED_HSM_SCOPE)
         {
             *self.held.borrow_mut() = state.hsm_token.take().map(|h| h.token);
+            *self.held_from.borrow_mut() = Some(name.to_owned());
         }
     }
 
@@ -324,7 +318,8 @@ impl<'a> Kek<'a> {
         &self,
         build: impl Fn(&str) -> Result<http::Request<Vec<u8>>, HsmError>,
     ) -> Result<http::Response<Vec<u8>>, KekError> {
-        for round in 0..2 {
+        let mut forgot = false;
+        loop {
             let token = self.token().await?;
             let sent = outbound::send_retrying(
                 cmk_core::tally::Peer::Hsm,
@@ -337,16 +332,26 @@ impl<'a> Kek<'a> {
                 what: "Managed HSM",
                 detail,
             })?;
-            if resp.status().as_u16() == 401 && round == 0 {
-                // Neither the token cache nor a state entry offers it again:
-                // the next token is got anew and kept in the state entry.
-                self.tokens.forget(MANAGED_HSM_SCOPE);
+            if resp.status().as_u16() == 401 {
                 *self.held.borrow_mut() = None;
-                continue;
+                // A state entry's copy: that entry goes (the next request
+                // checks the state and keeps a good token); the token
+                // cache's is tried next.
+                let from = self.held_from.borrow_mut().take();
+                if let Some(name) = from {
+                    self.cache_delete(&name);
+                    continue;
+                }
+                // The token cache's own: dropped, and one more try with a
+                // token got anew.
+                if !forgot {
+                    self.tokens.forget(MANAGED_HSM_SCOPE);
+                    forgot = true;
+                    continue;
+                }
             }
             return Ok(resp);
         }
-        unreachable!("the loop returns in its second round")
     }
 
     /// The latest key version's state; cached for `hsm_key_check_secs` unless
@@ -386,7 +391,7 @@ impl<'a> Kek<'a> {
         // Read once: its token serves the check below, its key the log.
         let mut cached = self.cache_get(cache_key);
         if let Some(c) = cached.as_mut() {
-            self.hold_token_of(c);
+            self.hold_token_of(cache_key, c);
         }
         if let Some(c) = cached.as_ref().filter(|c| {
             !fresh
@@ -398,7 +403,6 @@ impl<'a> Kek<'a> {
                 UnixTime(c.checked_at),
                 c.modulus_constant.clone(),
             );
-            *self.entry.borrow_mut() = cached.map(|c| (cache_key.to_owned(), c));
             return Ok(kept);
         }
         let resp = self
@@ -438,9 +442,7 @@ impl<'a> Kek<'a> {
             hsm_token,
         };
         self.cache_set(cache_key, &state);
-        let kept = state.modulus_constant.clone();
-        *self.entry.borrow_mut() = Some((cache_key.to_owned(), state));
-        Ok((info, now, kept))
+        Ok((info, now, state.modulus_constant))
     }
 
     /// Wraps a data key with the latest key version, after checking that the
