@@ -69,6 +69,14 @@ pub struct KvStore {
     key: Option<cmk_core::kvseal::EntryKey>,
 }
 
+/// A nonce for an encrypted entry, from the host's secure random source.
+fn fresh_nonce() -> [u8; cmk_core::kvseal::NONCE_LEN] {
+    let mut nonce = [0u8; cmk_core::kvseal::NONCE_LEN];
+    let random = wasi::random::random::get_random_bytes(cmk_core::kvseal::NONCE_LEN as u64);
+    nonce.copy_from_slice(&random[..cmk_core::kvseal::NONCE_LEN]);
+    nonce
+}
+
 impl KvStore {
     /// The value under `name`, if present and (with a key) genuine.
     pub fn get(&self, name: &str) -> Result<Option<Vec<u8>>, spin_sdk::key_value::Error> {
@@ -87,10 +95,7 @@ impl KvStore {
         tally::host(HostCall::KvWrite);
         match &self.key {
             Some(k) => {
-                let mut nonce = [0u8; cmk_core::kvseal::NONCE_LEN];
-                let random =
-                    wasi::random::random::get_random_bytes(cmk_core::kvseal::NONCE_LEN as u64);
-                nonce.copy_from_slice(&random[..cmk_core::kvseal::NONCE_LEN]);
+                let nonce = fresh_nonce();
                 self.store.set(name, &k.seal_secret(name, value, nonce))
             }
             None => self.store.set(name, value),
@@ -136,10 +141,7 @@ impl KvStore {
         tally::host(HostCall::KvWrite);
         match &self.key {
             Some(k) => {
-                let mut nonce = [0u8; cmk_core::kvseal::NONCE_LEN];
-                let random =
-                    wasi::random::random::get_random_bytes(cmk_core::kvseal::NONCE_LEN as u64);
-                nonce.copy_from_slice(&random[..cmk_core::kvseal::NONCE_LEN]);
+                let nonce = fresh_nonce();
                 let sealed = k
                     .seal_with_secret(name, public, secret, nonce)
                     .ok_or_else(|| {
