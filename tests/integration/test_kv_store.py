@@ -67,6 +67,22 @@ def store_entries(stack, app, name: str, prefix: bytes) -> dict[bytes, StoreEntr
         pytest.skip(f"the store of {app.runtime} is not read here")
     return {k: StoreEntry(stack, app, name, k) for k in names if k.startswith(prefix)}
 
+def open_split(name: bytes, stored: bytes) -> dict:
+    """The secret part of a `cmk-kv3:` entry under `name`, opened with
+    KV_STORE_KEY: AES-256-GCM under HMAC-SHA256(secret,
+    "cmk-ingest/kv-store/secret/v1"), the associated data "cmk-kv3:" ‖ u64
+    name length ‖ name ‖ the public part."""
+    import hashlib
+    import hmac
+    import struct
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    key = hmac.new(KV_STORE_KEY.encode(), b"cmk-ingest/kv-store/secret/v1", hashlib.sha256).digest()
+    nonce, (public_len,) = stored[8:20], struct.unpack(">I", stored[20:24])
+    public, sealed = stored[24:24 + public_len], stored[24 + public_len:]
+    aad = b"cmk-kv3:" + struct.pack(">Q", len(name)) + name + public
+    return json.loads(AESGCM(key).decrypt(nonce, sealed, aad))
+
+
 def own_key(stack):
     """A new key of its own, granted to the apps: its name and bundle."""
     key = f"kv-bound-{uuid.uuid4().hex[:8]}"
@@ -176,10 +192,13 @@ def test_cached_tokens_are_encrypted_when_entries_are_bound(stack, bound):
     assert call(app, "GET", "/readyz", key=None)[0] == 200
     states = list(store_entries(stack, app, name, STATE_PREFIX).values())
     assert states
-    # The key-state entries keep the HSM token, encrypted as well.
+    # The key-state entries keep the HSM token, encrypted as well: opened
+    # here from docs/keys-and-identity.md's description, it is an issued one.
+    issued = [t["token"] for t in stack.entra_admin("GET", "issued-tokens")["tokens"]]
     for state in states:
         kept = state.read_bytes()
         assert kept.startswith(b"cmk-kv3:") and not JWT.search(kept.decode("latin-1"))
+        assert open_split(state.key, kept)["token"]["token"] in issued
     for state in states:  # the latest version's and each version's
         state.write_bytes(renewed)
     refused = app.logs().count("kv_entry_refused")
