@@ -312,8 +312,9 @@ impl<'a> Kek<'a> {
         }
     }
 
-    /// Sends an HSM request built with a token; on 401 drops the cached token
-    /// and tries once more with a fresh one.
+    /// Sends an HSM request built with a token. On 401: a token a state entry
+    /// kept removes that entry and the token cache's is tried; the token
+    /// cache's own is dropped and one got anew is tried, once.
     async fn call(
         &self,
         build: impl Fn(&str) -> Result<http::Request<Vec<u8>>, HsmError>,
